@@ -1,0 +1,185 @@
+//! Dataset layouts: the ones instill reads (self-instruct seeds, Alpaca, BELLE, ShareGPT
+//! `conversations`, OpenAI `messages`), the ones it writes (Alpaca, ShareGPT, `messages`), and
+//! the detection of a file's layout from its first record.
+
+mod parse;
+mod write;
+
+pub use parse::{FieldError, parse_records, parse_seeds};
+pub use write::write_record;
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// A layout instill can read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum InputFormat {
+    /// self-instruct seed tasks: `instruction`, `instances: [{input, output}]`, `is_classification`.
+    SelfInstruct,
+    /// Alpaca: `instruction`, `input` (optional), `output`, and the optional `system` and
+    /// `history` (`[[user, assistant], …]`) of multi-turn Alpaca-style files.
+    Alpaca,
+    /// BELLE: Alpaca's fields, or the older `input` (the instruction) + `target` (the answer).
+    Belle,
+    /// ShareGPT / BELLE multi-turn: `conversations: [{from, value}]`, optional `system`.
+    ShareGpt,
+    /// OpenAI chat fine-tuning: `messages: [{role, content}]`.
+    Messages,
+}
+
+impl InputFormat {
+    /// Every layout, in the order `--help` lists them.
+    pub const ALL: [InputFormat; 5] = [
+        InputFormat::SelfInstruct,
+        InputFormat::Alpaca,
+        InputFormat::Belle,
+        InputFormat::ShareGpt,
+        InputFormat::Messages,
+    ];
+
+    /// The name used on the command line and in summaries.
+    pub fn name(self) -> &'static str {
+        match self {
+            InputFormat::SelfInstruct => "self-instruct",
+            InputFormat::Alpaca => "alpaca",
+            InputFormat::Belle => "belle",
+            InputFormat::ShareGpt => "sharegpt",
+            InputFormat::Messages => "messages",
+        }
+    }
+
+    /// Detects the layout from the first record of a file (the raw JSON object). The answer
+    /// names the keys it found when none fits.
+    pub fn detect(first_record: &[u8]) -> Result<InputFormat, String> {
+        #[derive(Deserialize)]
+        struct Keys(BTreeMap<String, serde::de::IgnoredAny>);
+        let keys = match serde_json::from_slice::<Keys>(first_record) {
+            Ok(Keys(keys)) => keys,
+            Err(e) => return Err(format!("cannot read the first record: {e}")),
+        };
+        let has = |k: &str| keys.contains_key(k);
+        let format = if has("instances") {
+            InputFormat::SelfInstruct
+        } else if has("conversations") {
+            InputFormat::ShareGpt
+        } else if has("messages") {
+            InputFormat::Messages
+        } else if has("target") {
+            InputFormat::Belle
+        } else if has("instruction") && has("output") {
+            InputFormat::Alpaca
+        } else {
+            let found: Vec<&str> = keys.keys().map(String::as_str).collect();
+            return Err(format!(
+                "cannot detect the format from the first record's keys ({}); expected `instruction`+`output` (alpaca), `input`+`target` (belle), `conversations` (sharegpt), `messages` or `instances` (self-instruct); pass --format",
+                if found.is_empty() {
+                    "none".to_string()
+                } else {
+                    found.join(", ")
+                }
+            ));
+        };
+        Ok(format)
+    }
+}
+
+impl std::str::FromStr for InputFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        InputFormat::ALL
+            .into_iter()
+            .find(|f| f.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = InputFormat::ALL.iter().map(|f| f.name()).collect();
+                format!(
+                    "unknown format `{s}` (expected one of: {})",
+                    names.join(", ")
+                )
+            })
+    }
+}
+
+impl std::fmt::Display for InputFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A layout instill writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OutputFormat {
+    /// `{"instruction", "input", "output"}`, plus `system` and `history` when a record has them.
+    Alpaca,
+    /// `{"conversations": [{"from": "system"|"human"|"gpt", "value"}]}`.
+    ShareGpt,
+    /// `{"messages": [{"role": "system"|"user"|"assistant", "content"}]}`.
+    Messages,
+}
+
+impl OutputFormat {
+    /// The name used on the command line and in the manifest.
+    pub fn name(self) -> &'static str {
+        match self {
+            OutputFormat::Alpaca => "alpaca",
+            OutputFormat::ShareGpt => "sharegpt",
+            OutputFormat::Messages => "messages",
+        }
+    }
+
+    /// The layout that reads this one back.
+    pub fn as_input(self) -> InputFormat {
+        match self {
+            OutputFormat::Alpaca => InputFormat::Alpaca,
+            OutputFormat::ShareGpt => InputFormat::ShareGpt,
+            OutputFormat::Messages => InputFormat::Messages,
+        }
+    }
+}
+
+impl std::fmt::Display for OutputFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detects_each_layout_from_its_keys() {
+        let cases = [
+            (
+                r#"{"id":"t1","instruction":"x","instances":[]}"#,
+                "self-instruct",
+            ),
+            (r#"{"instruction":"x","input":"","output":"y"}"#, "alpaca"),
+            (r#"{"instruction":"x","output":"y"}"#, "alpaca"),
+            (r#"{"input":"x","target":"y"}"#, "belle"),
+            (r#"{"conversations":[]}"#, "sharegpt"),
+            (r#"{"messages":[]}"#, "messages"),
+        ];
+        for (json, want) in cases {
+            assert_eq!(
+                InputFormat::detect(json.as_bytes()).map(InputFormat::name),
+                Ok(want)
+            );
+        }
+        let err = InputFormat::detect(br#"{"question":"x","answer":"y"}"#).unwrap_err();
+        assert!(err.contains("(answer, question)"), "{err}");
+    }
+
+    #[test]
+    fn parses_format_names() {
+        for f in InputFormat::ALL {
+            assert_eq!(f.name().parse::<InputFormat>(), Ok(f));
+        }
+        assert!(
+            "csv"
+                .parse::<InputFormat>()
+                .unwrap_err()
+                .contains("unknown format `csv`")
+        );
+    }
+}

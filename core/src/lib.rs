@@ -1,0 +1,44 @@
+//! instill-core: the record types, dataset layouts, text normalisation and language detection
+//! that every other instill crate shares. No IO beyond `std::io::Read`, no async, no SQL.
+//!
+//! - [`Record`], [`Seed`], [`Lang`], [`Status`], [`Origin`]: what instill stores.
+//! - [`RecordSplitter`]: splits a JSON array or JSONL stream into raw records in bounded memory.
+//! - [`parse_records`] / [`write_record`]: one raw record in an [`InputFormat`] to [`Record`]s, and
+//!   a record to one JSONL line in an [`OutputFormat`].
+//! - [`normalize`], [`norm_hash`]: the exact-dedup key (NFKC, case, punctuation, whitespace).
+//! - [`detect_lang`], [`record_lang`]: zh / en / other.
+//!
+//! ```
+//! use instill_core::{InputFormat, OutputFormat, parse_records, write_record, record_lang, Lang};
+//! let mut records = Vec::new();
+//! let raw = r#"{"input":"介绍一下长城","target":"长城是……"}"#;
+//! parse_records(raw.as_bytes(), InputFormat::Belle, &mut records)?;
+//! assert_eq!(record_lang(&records[0]), Lang::Zh);
+//! let mut line = Vec::new();
+//! write_record(&records[0], OutputFormat::Messages, &mut line);
+//! assert!(line.starts_with(r#"{"messages":[{"role":"user","content":"介绍一下长城"}"#.as_bytes()));
+//! # Ok::<(), instill_core::FieldError>(())
+//! ```
+
+mod format;
+mod lang;
+mod normalize;
+mod reader;
+mod record;
+
+pub use format::{FieldError, InputFormat, OutputFormat, parse_records, parse_seeds, write_record};
+pub use lang::{detect_lang, record_lang};
+pub use normalize::{
+    has_cjk, is_cjk, is_han, is_hangul, is_kana, is_punctuation, norm_hash, normalize,
+    normalize_into, text_hash,
+};
+pub use reader::{MAX_RECORD_BYTES, RawBatch, ReadError, RecordSplitter, Span};
+pub use record::{Exchange, Lang, Origin, Record, Seed, Status};
+
+/// Milliseconds since the Unix epoch: the timestamp unit of the whole schema.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

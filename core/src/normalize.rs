@@ -1,0 +1,242 @@
+//! Text normalisation for exact dedup and hashing: NFKC, lowercase, ASCII and CJK punctuation
+//! removed, whitespace collapsed; plus the script tests (Han, kana, hangul) the rest of instill
+//! shares.
+
+use unicode_normalization::{IsNormalized, UnicodeNormalization, is_nfkc_quick};
+use xxhash_rust::xxh3::xxh3_128;
+
+use crate::record::Record;
+
+/// Normalises `text` for exact comparison: NFKC, lowercase, punctuation (ASCII and CJK, see
+/// [`is_punctuation`]) removed, every run of whitespace or control characters collapsed to one
+/// space, leading and trailing space trimmed.
+///
+/// ```
+/// assert_eq!(instill_core::normalize("  Hello,   WORLD!\n"), "hello world");
+/// assert_eq!(instill_core::normalize("你好，世界！"), "你好世界");
+/// assert_eq!(instill_core::normalize("ＡＢＣ　１２３"), "abc 123");
+/// ```
+pub fn normalize(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    normalize_into(text, &mut out);
+    out
+}
+
+/// [`normalize`], appending to `out` (which is not cleared) to reuse one buffer.
+pub fn normalize_into(text: &str, out: &mut String) {
+    let mut sink = Sink {
+        out,
+        pending_space: false,
+        started: false,
+    };
+    if text.is_ascii() {
+        for b in text.bytes() {
+            sink.push_ascii(b);
+        }
+    } else if is_nfkc_quick(text.chars()) == IsNormalized::Yes {
+        for c in text.chars() {
+            sink.push(c);
+        }
+    } else {
+        for c in text.nfkc() {
+            sink.push(c);
+        }
+    }
+}
+
+struct Sink<'a> {
+    out: &'a mut String,
+    pending_space: bool,
+    started: bool,
+}
+
+impl Sink<'_> {
+    fn push_ascii(&mut self, b: u8) {
+        if b.is_ascii_alphanumeric() {
+            self.emit(char::from(b.to_ascii_lowercase()));
+        } else if b.is_ascii_punctuation() {
+            // dropped
+        } else {
+            // space, tab, newline and every other control character
+            self.pending_space = true;
+        }
+    }
+
+    fn push(&mut self, c: char) {
+        if c.is_ascii() {
+            // `c` fits in one byte here.
+            self.push_ascii(c as u8);
+        } else if c.is_whitespace() || c.is_control() {
+            self.pending_space = true;
+        } else if is_punctuation(c) {
+            // dropped
+        } else {
+            for l in c.to_lowercase() {
+                self.emit(l);
+            }
+        }
+    }
+
+    fn emit(&mut self, c: char) {
+        if self.pending_space && self.started {
+            self.out.push(' ');
+        }
+        self.pending_space = false;
+        self.started = true;
+        self.out.push(c);
+    }
+}
+
+/// Whether normalisation drops `c`: ASCII punctuation and symbols, Latin-1 punctuation, the
+/// General Punctuation block (curly quotes, dashes, ellipsis…), CJK punctuation (、。「」《》【】〜…),
+/// the katakana middle dot, and the vertical, small and full-width punctuation forms.
+pub fn is_punctuation(c: char) -> bool {
+    matches!(c,
+        '!'..='/' | ':'..='@' | '['..='`' | '{'..='~'
+        | '\u{A1}' | '\u{A7}' | '\u{AB}' | '\u{B6}' | '\u{B7}' | '\u{BB}' | '\u{BF}'
+        | '\u{2010}'..='\u{2027}' | '\u{2030}'..='\u{205E}'
+        | '\u{3001}'..='\u{3003}' | '\u{3008}'..='\u{3011}' | '\u{3014}'..='\u{301F}'
+        | '\u{3030}' | '\u{303D}' | '\u{30FB}'
+        | '\u{FE10}'..='\u{FE19}' | '\u{FE30}'..='\u{FE4F}' | '\u{FE50}'..='\u{FE6B}'
+        | '\u{FF01}'..='\u{FF0F}' | '\u{FF1A}'..='\u{FF20}' | '\u{FF3B}'..='\u{FF40}'
+        | '\u{FF5B}'..='\u{FF65}')
+}
+
+/// Whether `c` is a Han character (CJK unified ideographs with extensions A–H, compatibility
+/// ideographs, and the ideographic iteration mark and zero 々 〇).
+pub fn is_han(c: char) -> bool {
+    matches!(c,
+        '\u{4E00}'..='\u{9FFF}' | '\u{3400}'..='\u{4DBF}' | '\u{F900}'..='\u{FAFF}'
+        | '\u{20000}'..='\u{2EBEF}' | '\u{2F800}'..='\u{2FA1F}' | '\u{30000}'..='\u{323AF}'
+        | '\u{3005}' | '\u{3007}')
+}
+
+/// Whether `c` is Japanese kana (hiragana, katakana and their extensions, half-width katakana).
+pub fn is_kana(c: char) -> bool {
+    matches!(c,
+        '\u{3041}'..='\u{309F}' | '\u{30A0}'..='\u{30FA}' | '\u{30FC}'..='\u{30FF}'
+        | '\u{31F0}'..='\u{31FF}' | '\u{FF66}'..='\u{FF9F}')
+}
+
+/// Whether `c` is Korean hangul (syllables and jamo).
+pub fn is_hangul(c: char) -> bool {
+    matches!(c, '\u{AC00}'..='\u{D7AF}' | '\u{1100}'..='\u{11FF}' | '\u{3130}'..='\u{318F}')
+}
+
+/// Whether `c` is a CJK character in the sense of ROUGE's `char` tokenizer: Han, kana or hangul.
+pub fn is_cjk(c: char) -> bool {
+    is_han(c) || is_kana(c) || is_hangul(c)
+}
+
+/// Whether `text` holds at least one CJK character.
+pub fn has_cjk(text: &str) -> bool {
+    !text.is_ascii() && text.chars().any(is_cjk)
+}
+
+/// The content hash of a record: xxh3-128 of its normalised fields (instruction, input, output,
+/// system prompt and every earlier turn, each normalised on its own and kept apart by a separator
+/// that normalisation cannot produce), as 32 lowercase hex digits. Two records that differ only
+/// in case, width, punctuation or spacing share it.
+pub fn norm_hash(record: &Record) -> String {
+    let mut buf = String::with_capacity(
+        record.instruction.len() + record.input.len() + record.output.len() + 8,
+    );
+    let fields = [
+        &record.instruction,
+        &record.input,
+        &record.output,
+        &record.system,
+    ];
+    for (i, field) in fields.into_iter().enumerate() {
+        if i > 0 {
+            buf.push('\u{1F}');
+        }
+        normalize_into(field, &mut buf);
+    }
+    for turn in &record.history {
+        buf.push('\u{1E}');
+        normalize_into(turn.user(), &mut buf);
+        buf.push('\u{1F}');
+        normalize_into(turn.assistant(), &mut buf);
+    }
+    hash_hex(&buf)
+}
+
+/// The hash of one normalised text (used for `--field instruction` dedup), in the same form as
+/// [`norm_hash`].
+pub fn text_hash(text: &str) -> String {
+    hash_hex(&normalize(text))
+}
+
+fn hash_hex(normalised: &str) -> String {
+    format!("{:032x}", xxh3_128(normalised.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Exchange;
+    use expect_test::expect;
+
+    #[test]
+    fn normalises_case_width_punctuation_and_space() {
+        let cases = [
+            "Hello, World!",
+            "  hello\tworld  ",
+            "ＨＥＬＬＯ　ＷＯＲＬＤ",
+            "请写一首关于春天的诗。",
+            "「请」写一首《关于春天》的诗…",
+            "“Quoted” — text…",
+            "Ünïcödé ÀÉÎ",
+            "ﬁle ① ㎏",
+            "a\u{0}b\r\nc",
+            "",
+            "，。！？",
+        ];
+        let got: Vec<String> = cases
+            .iter()
+            .map(|c| format!("{c:?} -> {:?}", normalize(c)))
+            .collect();
+        expect![[r#"
+            "Hello, World!" -> "hello world"
+            "  hello\tworld  " -> "hello world"
+            "ＨＥＬＬＯ\u{3000}ＷＯＲＬＤ" -> "hello world"
+            "请写一首关于春天的诗。" -> "请写一首关于春天的诗"
+            "「请」写一首《关于春天》的诗…" -> "请写一首关于春天的诗"
+            "“Quoted” — text…" -> "quoted text"
+            "Ünïcödé ÀÉÎ" -> "ünïcödé àéî"
+            "ﬁle ① ㎏" -> "file 1 kg"
+            "a\0b\r\nc" -> "a b c"
+            "" -> ""
+            "，。！？" -> """#]]
+        .assert_eq(&got.join("\n"));
+    }
+
+    #[test]
+    fn hash_ignores_surface_differences_but_not_field_boundaries() {
+        let a = Record::new("Give three tips.", "", "Eat well");
+        let b = Record::new("  give THREE tips ", "", "eat well!");
+        assert_eq!(norm_hash(&a), norm_hash(&b));
+        assert_eq!(norm_hash(&a).len(), 32);
+        // Moving text between fields makes a different record.
+        let c = Record::new("Give three tips. Eat", "", "well");
+        assert_ne!(norm_hash(&a), norm_hash(&c));
+        let d = Record::new("Give three tips.", "Eat well", "");
+        assert_ne!(norm_hash(&a), norm_hash(&d));
+        // History and system prompt count.
+        let mut e = a.clone();
+        e.history.push(Exchange("hi".into(), "hello".into()));
+        assert_ne!(norm_hash(&a), norm_hash(&e));
+        let mut f = a.clone();
+        f.system = "be brief".into();
+        assert_ne!(norm_hash(&a), norm_hash(&f));
+    }
+
+    #[test]
+    fn script_tests() {
+        assert!(is_han('中') && is_han('々') && !is_han('あ'));
+        assert!(is_kana('あ') && is_kana('カ') && !is_kana('・'));
+        assert!(is_hangul('한') && !is_hangul('中'));
+        assert!(has_cjk("用Python写") && !has_cjk("plain ascii") && !has_cjk("café"));
+    }
+}

@@ -1,0 +1,203 @@
+//! The record types every crate shares: one instruction pair (with optional system prompt and
+//! earlier turns), its language, status and origin.
+
+use serde::{Deserialize, Serialize};
+
+/// One exchange of an earlier turn in a multi-turn record: what the user said, what the assistant
+/// answered. Serialised as a two-element array `["user", "assistant"]`, the `history` convention of
+/// Alpaca-style multi-turn datasets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exchange(pub String, pub String);
+
+impl Exchange {
+    /// What the user said.
+    pub fn user(&self) -> &str {
+        &self.0
+    }
+
+    /// What the assistant answered.
+    pub fn assistant(&self) -> &str {
+        &self.1
+    }
+}
+
+/// An instruction pair: the unit that is imported, generated, deduplicated, filtered and exported.
+///
+/// A multi-turn conversation keeps its last exchange in `instruction`/`output` and every earlier
+/// exchange, in order, in `history`; nothing is flattened away.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// The task, as the user states it (for a conversation: the last user turn).
+    pub instruction: String,
+    /// Optional context for the task; empty when the task needs none.
+    pub input: String,
+    /// The answer (for a conversation: the last assistant turn).
+    pub output: String,
+    /// Optional system prompt; empty when there is none.
+    pub system: String,
+    /// Earlier exchanges of a conversation, oldest first; empty for a single-turn record.
+    pub history: Vec<Exchange>,
+}
+
+impl Record {
+    /// A single-turn record without system prompt.
+    pub fn new(
+        instruction: impl Into<String>,
+        input: impl Into<String>,
+        output: impl Into<String>,
+    ) -> Self {
+        Record {
+            instruction: instruction.into(),
+            input: input.into(),
+            output: output.into(),
+            ..Record::default()
+        }
+    }
+
+    /// The text the user sends in the last turn: the instruction, then the input after a blank
+    /// line when there is one. This is how chat layouts (`conversations`, `messages`) carry an
+    /// Alpaca-style input, which they have no field for.
+    pub fn user_turn(&self) -> String {
+        if self.input.is_empty() {
+            self.instruction.clone()
+        } else {
+            format!("{}\n\n{}", self.instruction, self.input)
+        }
+    }
+
+    /// `history` as the JSON text stored in the database, or `None` for a single-turn record.
+    pub fn history_json(&self) -> Option<String> {
+        if self.history.is_empty() {
+            None
+        } else {
+            serde_json::to_string(&self.history).ok()
+        }
+    }
+
+    /// Parses the stored JSON form of `history` (see [`Record::history_json`]).
+    pub fn parse_history(json: Option<&str>) -> Result<Vec<Exchange>, serde_json::Error> {
+        match json {
+            None | Some("") => Ok(Vec::new()),
+            Some(text) => serde_json::from_str(text),
+        }
+    }
+}
+
+/// The language of a record, as far as instill cares: Chinese, English, or anything else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Lang {
+    /// Chinese (Han script dominates).
+    Zh,
+    /// English.
+    En,
+    /// Anything else, including text with too little signal to tell.
+    Other,
+}
+
+impl Lang {
+    /// The code stored in the database and printed in summaries.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lang::Zh => "zh",
+            Lang::En => "en",
+            Lang::Other => "other",
+        }
+    }
+
+    /// Parses a stored code; unknown codes read as [`Lang::Other`].
+    pub fn from_code(code: &str) -> Lang {
+        match code {
+            "zh" => Lang::Zh,
+            "en" => Lang::En,
+            _ => Lang::Other,
+        }
+    }
+}
+
+impl std::fmt::Display for Lang {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a record stands in curation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Imported or generated, not yet judged.
+    Pending,
+    /// Passed the filters and dedup of a generation run.
+    Accepted,
+    /// Rejected by a filter or dedup; `reason` says which.
+    Rejected,
+}
+
+impl Status {
+    /// The code stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Accepted => "accepted",
+            Status::Rejected => "rejected",
+        }
+    }
+}
+
+/// How a record entered the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    /// Written by a generation run.
+    Generated,
+    /// Loaded from an existing dataset by `instill import`.
+    Imported,
+}
+
+impl Origin {
+    /// The code stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Generated => "generated",
+            Origin::Imported => "imported",
+        }
+    }
+}
+
+/// A seed task: the examples a generation run shows the model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seed {
+    /// The self-instruct task name (`id`/`name` in seed files), empty when the file has none.
+    pub name: String,
+    /// The instruction, input and output of the task's first instance.
+    pub record: Record,
+    /// Whether the task is a classification task (self-instruct's `is_classification`).
+    pub is_classification: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn history_round_trips_through_its_json_form() {
+        let mut r = Record::new("第二个问题", "", "第二个回答");
+        r.history = vec![Exchange("你好".into(), "你好！有什么可以帮你？".into())];
+        let json = r.history_json();
+        assert_eq!(
+            json.as_deref(),
+            Some(r#"[["你好","你好！有什么可以帮你？"]]"#)
+        );
+        assert_eq!(
+            Record::parse_history(json.as_deref()).ok(),
+            Some(r.history.clone())
+        );
+        assert_eq!(Record::new("a", "", "b").history_json(), None);
+    }
+
+    #[test]
+    fn user_turn_joins_input_after_a_blank_line() {
+        assert_eq!(Record::new("Sum", "1 2", "3").user_turn(), "Sum\n\n1 2");
+        assert_eq!(Record::new("Sum", "", "3").user_turn(), "Sum");
+    }
+}
