@@ -1,1 +1,44 @@
-//! x
+//! instill-storage: one schema on two engines. SQLite is the embedded default (a file, no
+//! server); Postgres is the same schema for many workers on many machines. This is the only
+//! crate that knows SQL.
+//!
+//! - [`Db`]: open from a URL (`sqlite://PATH`, `postgres://…`), migrations run on open.
+//! - [`Writer`]: a write transaction; records go in batches (multi-row INSERT on SQLite, COPY on
+//!   Postgres), imports and seeds through the same transaction, so a command stores all or nothing.
+//! - [`Db::records_page`]: keyset pages in id order, for exports of any size.
+//! - [`Db::stats`]: the aggregates of `instill stats`.
+//!
+//! Layout: `db.rs` (URL, pool, dialect dispatch, migrations), `writer.rs` (transactions),
+//! `records.rs`, `imports.rs`, `seeds.rs`, `stats.rs` (one table or concern each), `testing.rs`
+//! (throw-away databases, feature `testing`).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), instill_storage::StorageError> {
+//! let db = instill_storage::Db::open("sqlite://instill.db").await?;
+//! let stats = db.stats().await?;
+//! println!("{} records", stats.records.total);
+//! # Ok(()) }
+//! ```
+
+mod db;
+mod error;
+mod imports;
+mod migrations;
+mod records;
+mod seeds;
+mod stats;
+mod writer;
+
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+
+pub use db::{Backend, Db, redact};
+pub use error::StorageError;
+pub use imports::{ImportInfo, NewImport};
+pub use records::{NewRecord, StatusFilter, StoredRecord};
+pub use seeds::{NewSeed, StoredSeed};
+pub use stats::{LengthHistogram, Stats, StatusCounts};
+pub use writer::Writer;
+
+#[cfg(test)]
+mod tests;

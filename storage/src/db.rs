@@ -1,0 +1,233 @@
+//! Opening a database from its URL (SQLite file or Postgres server), running the migrations, and
+//! the two-dialect dispatch every query goes through.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Connection as _, SqlSafeStr};
+
+use crate::error::StorageError;
+use crate::migrations;
+
+/// Which engine a [`Db`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// An embedded SQLite file.
+    Sqlite,
+    /// A Postgres server.
+    Postgres,
+}
+
+impl Backend {
+    /// `sqlite` or `postgres`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs `$body` with `$p` bound to the concrete pool (or connection) of either dialect. The body
+/// is compiled once per dialect, so one SQL text serves both where their syntax agrees.
+macro_rules! on_pool {
+    ($pool:expr, $p:ident => $body:expr) => {
+        match $pool {
+            $crate::db::Pool::Sqlite($p) => $body,
+            $crate::db::Pool::Postgres($p) => $body,
+        }
+    };
+}
+pub(crate) use on_pool;
+
+/// An open, migrated instill database.
+#[derive(Debug, Clone)]
+pub struct Db {
+    pub(crate) pool: Pool,
+    url: String,
+}
+
+impl Db {
+    /// Opens the database at `url` and brings its schema up to date.
+    ///
+    /// - `sqlite://PATH` (or `sqlite:PATH`, or a bare path): the file is created if missing, in
+    ///   WAL mode with `synchronous=NORMAL`, foreign keys on, a 10 s busy timeout.
+    /// - `postgres://…` / `postgresql://…`: a connection pool to the server.
+    pub async fn open(url: &str) -> Result<Db, StorageError> {
+        let pool = match parse_url(url)? {
+            Target::Sqlite(opts) => {
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(4)
+                    .connect_with(opts)
+                    .await
+                    .map_err(|e| StorageError::Open {
+                        url: redact(url),
+                        message: e.to_string(),
+                    })?;
+                Pool::Sqlite(pool)
+            }
+            Target::Postgres(opts) => {
+                // One direct connection first: a refused connection or a bad password fails at
+                // once, where the pool would retry until its acquire timeout.
+                let probe = sqlx::PgConnection::connect_with(&opts).await.map_err(|e| {
+                    StorageError::Open {
+                        url: redact(url),
+                        message: e.to_string(),
+                    }
+                })?;
+                let _ = probe.close().await;
+                let pool = PgPoolOptions::new()
+                    .max_connections(8)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect_with(opts)
+                    .await
+                    .map_err(|e| StorageError::Open {
+                        url: redact(url),
+                        message: e.to_string(),
+                    })?;
+                Pool::Postgres(pool)
+            }
+        };
+        let db = Db {
+            pool,
+            url: redact(url),
+        };
+        db.migrate().await?;
+        Ok(db)
+    }
+
+    /// The engine behind this database.
+    pub fn backend(&self) -> Backend {
+        match self.pool {
+            Pool::Sqlite(_) => Backend::Sqlite,
+            Pool::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// The URL it was opened with, password removed.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Closes every connection (SQLite checkpoints its WAL on the last close).
+    pub async fn close(&self) {
+        on_pool!(&self.pool, p => p.close().await)
+    }
+
+    async fn migrate(&self) -> Result<(), StorageError> {
+        let list = match self.backend() {
+            Backend::Sqlite => migrations::SQLITE,
+            Backend::Postgres => migrations::POSTGRES,
+        };
+        let migrations = list
+            .iter()
+            .map(|m| {
+                Migration::new(
+                    m.version,
+                    m.name.into(),
+                    MigrationType::Simple,
+                    m.sql.into_sql_str(),
+                    false,
+                )
+            })
+            .collect();
+        let migrator = Migrator::with_migrations(migrations);
+        on_pool!(&self.pool, p => migrator.run(p).await)?;
+        Ok(())
+    }
+}
+
+enum Target {
+    Sqlite(SqliteConnectOptions),
+    Postgres(PgConnectOptions),
+}
+
+fn parse_url(url: &str) -> Result<Target, StorageError> {
+    let bad = |message: String| StorageError::Open {
+        url: redact(url),
+        message,
+    };
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let opts = PgConnectOptions::from_str(url).map_err(|e| bad(e.to_string()))?;
+        return Ok(Target::Postgres(opts));
+    }
+    let path = if let Some(rest) = url.strip_prefix("sqlite://") {
+        rest
+    } else if let Some(rest) = url.strip_prefix("sqlite:") {
+        rest
+    } else if let Some((scheme, _)) = url.split_once("://") {
+        return Err(bad(format!(
+            "unsupported database `{scheme}`: use sqlite://PATH or postgres://USER@HOST/DB"
+        )));
+    } else {
+        url
+    };
+    let path = path.split_once('?').map_or(path, |(p, _)| p);
+    if path.is_empty() {
+        return Err(bad("no file path after `sqlite://`".into()));
+    }
+    if path != ":memory:" && std::path::Path::new(path).is_dir() {
+        return Err(bad(format!("`{path}` is a directory, not a database file")));
+    }
+    let opts = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .foreign_keys(true)
+        .busy_timeout(Duration::from_secs(10))
+        .pragma("cache_size", "-65536");
+    Ok(Target::Sqlite(opts))
+}
+
+/// `url` with any password replaced by `***`, for messages.
+pub fn redact(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://")
+        && let Some((auth, host)) = rest.split_once('@')
+        && let Some((user, _password)) = auth.split_once(':')
+    {
+        return format!("{scheme}://{user}:***@{host}");
+    }
+    url.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            redact("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact("sqlite://x.db"), "sqlite://x.db");
+    }
+
+    #[tokio::test]
+    async fn refuses_urls_it_cannot_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases = [
+            "mysql://root@localhost/db".to_string(),
+            format!("sqlite://{}", dir.path().display()),
+            format!("sqlite://{}/missing/dir/x.db", dir.path().display()),
+            "postgres://nobody@127.0.0.1:1/none".to_string(),
+        ];
+        for url in cases {
+            let err = Db::open(&url).await.unwrap_err().to_string();
+            assert!(err.starts_with("cannot open database"), "{url}: {err}");
+        }
+    }
+}

@@ -1,0 +1,30 @@
+//! The storage crate's error type.
+
+/// What went wrong talking to the database.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The URL is malformed, names an unsupported engine, or the database cannot be reached.
+    #[error("cannot open database {url}: {message}")]
+    Open {
+        /// The URL, password redacted.
+        url: String,
+        /// Why.
+        message: String,
+    },
+    /// Bringing the schema up to date failed.
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A query failed.
+    #[error("database error: {0}")]
+    Sql(#[from] sqlx::Error),
+    /// A stored value does not read back (say, `history` that is not JSON).
+    #[error("stored {column} of record {id} is unreadable: {message}")]
+    Corrupt {
+        /// The column.
+        column: &'static str,
+        /// The row id.
+        id: i64,
+        /// Why.
+        message: String,
+    },
+}

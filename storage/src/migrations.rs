@@ -1,0 +1,65 @@
+//! The schema migrations of both dialects, embedded in the binary (same versions in both; a test
+//! checks them against `migrations/sqlite/` and `migrations/postgres/`).
+
+/// One migration: its version, name and SQL text.
+#[derive(Debug, Clone, Copy)]
+pub struct EmbeddedMigration {
+    /// The version, the number the file name starts with.
+    pub version: i64,
+    /// The name, the rest of the file name.
+    pub name: &'static str,
+    /// The SQL.
+    pub sql: &'static str,
+}
+
+/// SQLite migrations, oldest first.
+pub const SQLITE: &[EmbeddedMigration] = &[EmbeddedMigration {
+    version: 1,
+    name: "init",
+    sql: include_str!("../../migrations/sqlite/0001_init.sql"),
+}];
+
+/// Postgres migrations, oldest first.
+pub const POSTGRES: &[EmbeddedMigration] = &[EmbeddedMigration {
+    version: 1,
+    name: "init",
+    sql: include_str!("../../migrations/postgres/0001_init.sql"),
+}];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn on_disk(dialect: &str) -> Vec<(i64, String)> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../migrations")
+            .join(dialect);
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+            let stem = name
+                .strip_suffix(".sql")
+                .unwrap_or_else(|| panic!("{name}: not .sql"));
+            let (version, rest) = stem.split_once('_').unwrap();
+            found.push((version.parse().unwrap(), rest.to_string()));
+        }
+        found.sort();
+        found
+    }
+
+    fn embedded(list: &[EmbeddedMigration]) -> Vec<(i64, String)> {
+        list.iter()
+            .map(|m| (m.version, m.name.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn both_dialects_have_the_same_versions_and_all_are_embedded() {
+        assert_eq!(on_disk("sqlite"), on_disk("postgres"));
+        assert_eq!(on_disk("sqlite"), embedded(SQLITE));
+        assert_eq!(on_disk("postgres"), embedded(POSTGRES));
+        for (s, p) in SQLITE.iter().zip(POSTGRES) {
+            assert!(!s.sql.trim().is_empty() && !p.sql.trim().is_empty());
+        }
+    }
+}

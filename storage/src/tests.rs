@@ -1,0 +1,211 @@
+//! Storage tests: every one runs against SQLite and Postgres.
+
+use std::sync::Arc;
+
+use instill_core::{Exchange, Lang, Origin, Record, Seed, Status, norm_hash};
+
+use crate::testing::TempDb;
+use crate::{Db, NewImport, NewRecord, NewSeed, StatusFilter};
+
+fn new_record(record: Record, status: Status) -> NewRecord {
+    NewRecord {
+        norm_hash: norm_hash(&record),
+        record,
+        lang: Lang::Zh,
+        origin: Origin::Imported,
+        source: Arc::from("test"),
+        import_id: None,
+        run_id: None,
+        request_id: None,
+        item_idx: None,
+        status,
+        reason: (status == Status::Rejected).then(|| "exact".to_string()),
+        dup_of: None,
+        score: (status == Status::Rejected).then_some(0.75),
+        created_at: 1,
+    }
+}
+
+fn tricky_records() -> Vec<Record> {
+    let mut multi = Record::new("第二问\t制表符", "", "回答\\反斜杠\r\n换行");
+    multi.system = "你是一个助手。".into();
+    multi.history = vec![
+        Exchange("你好".into(), "你好！".into()),
+        Exchange("a\"b".into(), "c\nd".into()),
+    ];
+    vec![
+        Record::new("写一首关于春天的诗", "", "春眠不觉晓，处处闻啼鸟。"),
+        Record::new(
+            "Give three tips",
+            "for staying healthy",
+            "1. Eat well\n2. Sleep\n3. Move",
+        ),
+        multi,
+        Record::new("emoji 🎉 and \\N literal", "", "\\N"),
+    ]
+}
+
+#[tokio::test]
+async fn records_round_trip_in_order_with_every_character_intact() {
+    for t in TempDb::both() {
+        let db = Db::open(&t.url).await.unwrap();
+        let mut w = db.writer().await.unwrap();
+        let import_id = w
+            .create_import(&NewImport {
+                path: "x.jsonl",
+                source: "x",
+                format: "alpaca",
+                sha256: "abc",
+                bytes: 10,
+                created_at: 5,
+            })
+            .await
+            .unwrap();
+        let mut rows: Vec<NewRecord> = tricky_records()
+            .into_iter()
+            .map(|r| new_record(r, Status::Pending))
+            .collect();
+        for r in &mut rows {
+            r.import_id = Some(import_id);
+        }
+        w.insert_records(&rows).await.unwrap();
+        w.finish_import(import_id, 4, 0).await.unwrap();
+        w.commit().await.unwrap();
+
+        let page = db.records_page(StatusFilter::All, 0, 100).await.unwrap();
+        let got: Vec<Record> = page.iter().map(|s| s.record.clone()).collect();
+        assert_eq!(got, tricky_records(), "{}", t.backend);
+        assert!(page.windows(2).all(|w| w[0].id < w[1].id));
+        assert_eq!(page[0].norm_hash, rows[0].norm_hash);
+        let import = db.find_import("abc").await.unwrap().unwrap();
+        assert_eq!(
+            (import.id, import.rows, import.path.as_str()),
+            (import_id, 4, "x.jsonl")
+        );
+        assert_eq!(db.find_import("nope").await.unwrap(), None);
+        db.close().await;
+    }
+}
+
+#[tokio::test]
+async fn a_transaction_that_is_not_committed_leaves_nothing() {
+    for t in TempDb::both() {
+        let db = Db::open(&t.url).await.unwrap();
+        let mut w = db.writer().await.unwrap();
+        let rows: Vec<NewRecord> = tricky_records()
+            .into_iter()
+            .map(|r| new_record(r, Status::Pending))
+            .collect();
+        w.insert_records(&rows).await.unwrap();
+        w.rollback().await.unwrap();
+        let mut w = db.writer().await.unwrap();
+        w.insert_records(&rows).await.unwrap();
+        drop(w);
+        assert_eq!(
+            db.count_records(StatusFilter::All).await.unwrap(),
+            0,
+            "{}",
+            t.backend
+        );
+        db.close().await;
+    }
+}
+
+#[tokio::test]
+async fn pages_filter_by_status_and_resume_after_the_last_id() {
+    for t in TempDb::both() {
+        let db = Db::open(&t.url).await.unwrap();
+        let mut w = db.writer().await.unwrap();
+        let rows: Vec<NewRecord> = (0..1203)
+            .map(|i| {
+                let status = if i % 3 == 0 {
+                    Status::Rejected
+                } else {
+                    Status::Pending
+                };
+                new_record(Record::new(format!("task {i}"), "", "x"), status)
+            })
+            .collect();
+        w.insert_records(&rows).await.unwrap();
+        w.commit().await.unwrap();
+        let mut seen = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = db
+                .records_page(StatusFilter::Kept, after, 100)
+                .await
+                .unwrap();
+            let Some(last) = page.last() else { break };
+            after = last.id;
+            seen.extend(page.into_iter().map(|s| s.record.instruction));
+        }
+        let want: Vec<String> = (0..1203)
+            .filter(|i| i % 3 != 0)
+            .map(|i| format!("task {i}"))
+            .collect();
+        assert_eq!(seen, want, "{}", t.backend);
+        assert_eq!(db.count_records(StatusFilter::Rejected).await.unwrap(), 401);
+
+        let stats = db.stats().await.unwrap();
+        assert_eq!(stats.records.total, 1203);
+        assert_eq!(stats.records.rejected, 401);
+        assert_eq!(stats.records.pending, 802);
+        assert_eq!(stats.by_reason, vec![("exact".to_string(), 401)]);
+        assert_eq!(stats.by_lang, vec![("zh".to_string(), 1203)]);
+        assert_eq!(stats.output_len.counts, vec![(1, 1203)]);
+        assert_eq!(stats.instruction_len.percentile(1.0), Some(9));
+        db.close().await;
+    }
+}
+
+#[tokio::test]
+async fn seeds_are_unique_by_normalised_content() {
+    for t in TempDb::both() {
+        let db = Db::open(&t.url).await.unwrap();
+        let seed = |ins: &str| {
+            let record = Record::new(ins, "", "out");
+            NewSeed {
+                norm_hash: norm_hash(&record),
+                seed: Seed {
+                    name: "n".into(),
+                    record,
+                    is_classification: true,
+                },
+                lang: Lang::En,
+                source: "s".into(),
+                created_at: 0,
+            }
+        };
+        let mut w = db.writer().await.unwrap();
+        let added = w
+            .insert_seeds(&[
+                seed("Add two numbers."),
+                seed("add two numbers"),
+                seed("Other"),
+            ])
+            .await
+            .unwrap();
+        w.commit().await.unwrap();
+        assert_eq!(added, 2, "{}", t.backend);
+        let mut w = db.writer().await.unwrap();
+        assert_eq!(w.insert_seeds(&[seed("Other")]).await.unwrap(), 0);
+        w.commit().await.unwrap();
+        let list = db.list_seeds(None).await.unwrap();
+        assert_eq!(list.len(), 2);
+        assert!(list[0].seed.is_classification);
+        assert_eq!(list[0].seed.record.instruction, "Add two numbers.");
+        assert_eq!(db.list_seeds(Some(Lang::Zh)).await.unwrap().len(), 0);
+        db.close().await;
+    }
+}
+
+#[tokio::test]
+async fn reopening_runs_no_migration_twice() {
+    for t in TempDb::both() {
+        let db = Db::open(&t.url).await.unwrap();
+        db.close().await;
+        let db = Db::open(&t.url).await.unwrap();
+        assert_eq!(db.stats().await.unwrap().records.total, 0, "{}", t.backend);
+        db.close().await;
+    }
+}
