@@ -1,1 +1,77 @@
-fn main() {}
+//! The `instill` binary: parses the command line and hands each command to the library crates.
+
+mod cli;
+mod cmd;
+mod ingest;
+mod progress;
+mod shards;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command, GlobalArgs, SeedsCommand};
+
+/// How a command ended when it did not fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Everything worked: exit 0.
+    Done,
+    /// It finished, but some items failed (counted and reported): exit 1.
+    Partial,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.global);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(&cli)) {
+        Ok(Outcome::Done) => ExitCode::SUCCESS,
+        Ok(Outcome::Partial) => ExitCode::from(1),
+        Err(e) => {
+            // One line: the context chain joined with ": ".
+            let message = format!("{e:#}").replace('\n', " ");
+            eprintln!("error: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(cli: &Cli) -> anyhow::Result<Outcome> {
+    let g = &cli.global;
+    match &cli.command {
+        Command::Seeds(SeedsCommand::Import(args)) => cmd::seeds::import(g, args).await,
+        Command::Seeds(SeedsCommand::List(args)) => cmd::seeds::list(g, args).await,
+        Command::Import(args) => cmd::import::run(g, args).await,
+        Command::Export(args) => cmd::export::run(g, args).await,
+        Command::Stats => cmd::stats::run(g).await,
+    }
+}
+
+fn init_logging(g: &GlobalArgs) {
+    let level = match (g.quiet, g.verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, 2) => "debug",
+        (false, _) => "trace",
+    };
+    // sqlx reports slow statements as warnings; a big import's COPY or commit is slow on purpose.
+    let default = format!("{level},sqlx=error");
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}

@@ -1,1 +1,11 @@
-//! e2e
+//! End-to-end tests: the real `instill` binary against real SQLite files and the real Postgres
+//! (`INSTILL_TEST_PG_URL`), on files the tests write and on the shared data sets. One test
+//! binary for all, so CI links once.
+
+// Test code: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
+mod bad_input;
+mod import_export;
+mod seeds_stats;
+mod util;

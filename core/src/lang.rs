@@ -28,74 +28,99 @@ const SAMPLE_CHARS: usize = 400;
 /// assert_eq!(detect_lang("日本語のテキストです"), Lang::Other);
 /// ```
 pub fn detect_lang(text: &str) -> Lang {
-    let mut han = 0usize;
-    let mut kana = 0usize;
-    let mut hangul = 0usize;
-    let mut latin_letters = 0usize;
-    let mut latin_words = 0usize;
-    let mut other_letters = 0usize;
-    let mut in_latin_word = false;
-    let mut sample_end = text.len();
-    for (seen, (i, c)) in text.char_indices().enumerate() {
-        if seen == SAMPLE_CHARS {
-            sample_end = i;
-            break;
-        }
-        let latin = c.is_ascii_alphabetic() || (c.is_alphabetic() && is_latin_extended(c));
-        if latin {
-            latin_letters += 1;
-            if !in_latin_word {
-                latin_words += 1;
-            }
-        } else if is_han(c) {
-            han += 1;
-        } else if is_kana(c) {
-            kana += 1;
-        } else if is_hangul(c) {
-            hangul += 1;
-        } else if c.is_alphabetic() {
-            other_letters += 1;
-        }
-        in_latin_word = latin;
+    let sample = match text.char_indices().nth(SAMPLE_CHARS) {
+        Some((i, _)) => &text[..i],
+        None => text,
+    };
+    // Quoted text is material the request talks about ("把“Hello”翻译成中文", "Translate
+    // \"你好\""), not the request's own language; judge without it when anything is left.
+    let unquoted = strip_quoted(sample);
+    let (text, counts) = match Counts::of(&unquoted) {
+        c if c.latin_letters + c.cjk() + c.other_letters > 0 => (unquoted.as_str(), c),
+        _ => (sample, Counts::of(sample)),
+    };
+    let cjk = counts.cjk();
+    // A request that opens in Chinese and then quotes an English sentence without quote marks
+    // ("找出这句话中的名词：The little girl…") is still Chinese: the opening script counts double.
+    let cjk_wins =
+        cjk > counts.latin_words || (counts.first_is_cjk && cjk * 2 >= counts.latin_words);
+    if cjk > 0 && cjk_wins {
+        let japanese = counts.kana >= 2 && counts.kana * 10 >= counts.han + counts.kana;
+        let korean = counts.hangul >= counts.han;
+        return if japanese || korean {
+            Lang::Other
+        } else {
+            Lang::Zh
+        };
     }
-    if kana >= 2 && kana * 10 >= han + kana {
+    if counts.latin_letters == 0 || counts.other_letters > counts.latin_letters {
         return Lang::Other;
     }
-    if hangul >= 2 && hangul >= han {
-        return Lang::Other;
-    }
-    if han > 0 && han > latin_words {
-        return Lang::Zh;
-    }
-    if latin_letters == 0 || other_letters > latin_letters {
-        return Lang::Other;
-    }
-    latin_language(&text[..sample_end])
+    latin_language(text)
 }
 
-/// The language of a record: that of its instruction and input (the prompt a model is asked);
-/// the output decides only when the prompt has no letters (say, an arithmetic task).
-pub fn record_lang(record: &Record) -> Lang {
-    let prompt = if record.input.is_empty() {
-        detect_lang(&record.instruction)
-    } else {
-        detect_lang(&format!("{}\n{}", record.instruction, record.input))
-    };
-    match prompt {
-        Lang::Other if !has_letters(&record.instruction) => detect_lang(&record.output),
-        lang => lang,
+/// Letters of each script in a text.
+#[derive(Debug, Default)]
+struct Counts {
+    han: usize,
+    kana: usize,
+    hangul: usize,
+    latin_letters: usize,
+    latin_words: usize,
+    other_letters: usize,
+    first_is_cjk: bool,
+}
+
+impl Counts {
+    fn of(text: &str) -> Counts {
+        let mut c = Counts::default();
+        let mut in_latin_word = false;
+        let mut seen_letter = false;
+        for ch in text.chars() {
+            let latin = ch.is_ascii_alphabetic() || (ch.is_alphabetic() && is_latin_extended(ch));
+            let cjk = is_han(ch) || is_kana(ch) || is_hangul(ch);
+            if !seen_letter && (latin || cjk) {
+                seen_letter = true;
+                c.first_is_cjk = cjk;
+            }
+            if latin {
+                c.latin_letters += 1;
+                if !in_latin_word {
+                    c.latin_words += 1;
+                }
+            } else if is_han(ch) {
+                c.han += 1;
+            } else if is_kana(ch) {
+                c.kana += 1;
+            } else if is_hangul(ch) {
+                c.hangul += 1;
+            } else if ch.is_alphabetic() {
+                c.other_letters += 1;
+            }
+            in_latin_word = latin;
+        }
+        c
     }
+
+    fn cjk(&self) -> usize {
+        self.han + self.kana + self.hangul
+    }
+}
+
+/// The language of a record: that of its instruction (the request; the input is material the
+/// request works on, often in another language). When the instruction has no letters (say, an
+/// arithmetic task), the input decides, then the output.
+pub fn record_lang(record: &Record) -> Lang {
+    [&record.instruction, &record.input, &record.output]
+        .into_iter()
+        .find(|text| has_letters(text))
+        .map_or(Lang::Other, |text| detect_lang(text))
 }
 
 /// English or not, for Latin-script text: English function words against those of the other
-/// widespread Latin-script languages, outside quotes (a request to translate "el gato" is still
-/// English); a tie goes to English unless the text carries diacritics.
-fn latin_language(sample: &str) -> Lang {
-    let unquoted = strip_quoted(sample);
-    let (mut en, mut foreign, mut diacritics) = score_words(&unquoted);
-    if en == 0 && foreign == 0 {
-        (en, foreign, diacritics) = score_words(sample);
-    }
+/// widespread Latin-script languages; a tie goes to English unless the text carries diacritics.
+fn latin_language(text: &str) -> Lang {
+    let (en, foreign, diacritics) = score_words(text);
     if en > foreign || (en == foreign && diacritics < 2) {
         Lang::En
     } else {
@@ -103,15 +128,15 @@ fn latin_language(sample: &str) -> Lang {
     }
 }
 
-/// `text` without the parts between double quotes (ASCII or curly).
+/// `text` without the parts between double quotes (ASCII or curly) or corner brackets.
 fn strip_quoted(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut quoted = false;
     for c in text.chars() {
         match c {
             '"' => quoted = !quoted,
-            '\u{201C}' => quoted = true,
-            '\u{201D}' => quoted = false,
+            '\u{201C}' | '\u{300C}' | '\u{300E}' => quoted = true,
+            '\u{201D}' | '\u{300D}' | '\u{300F}' => quoted = false,
             _ if !quoted => out.push(c),
             _ => {}
         }
@@ -143,196 +168,40 @@ fn score_words(text: &str) -> (usize, usize, usize) {
     (en, foreign, diacritics)
 }
 
+/// Very common English function words and instruction verbs.
+#[rustfmt::skip]
 fn is_english_word(w: &str) -> bool {
     matches!(
         w,
-        "the"
-            | "a"
-            | "an"
-            | "of"
-            | "to"
-            | "in"
-            | "for"
-            | "and"
-            | "or"
-            | "is"
-            | "are"
-            | "was"
-            | "were"
-            | "be"
-            | "been"
-            | "with"
-            | "on"
-            | "that"
-            | "this"
-            | "these"
-            | "those"
-            | "it"
-            | "its"
-            | "as"
-            | "by"
-            | "from"
-            | "at"
-            | "what"
-            | "how"
-            | "why"
-            | "which"
-            | "who"
-            | "when"
-            | "where"
-            | "you"
-            | "your"
-            | "i"
-            | "my"
-            | "me"
-            | "we"
-            | "our"
-            | "they"
-            | "their"
-            | "he"
-            | "she"
-            | "his"
-            | "her"
-            | "not"
-            | "can"
-            | "could"
-            | "would"
-            | "should"
-            | "will"
-            | "does"
-            | "did"
-            | "has"
-            | "have"
-            | "had"
-            | "if"
-            | "than"
-            | "then"
-            | "there"
-            | "about"
-            | "into"
-            | "following"
-            | "given"
-            | "give"
-            | "write"
-            | "describe"
-            | "explain"
-            | "generate"
-            | "create"
-            | "list"
-            | "name"
-            | "find"
-            | "make"
-            | "identify"
-            | "provide"
-            | "classify"
-            | "summarize"
-            | "summarise"
-            | "rewrite"
-            | "translate"
-            | "suggest"
-            | "compose"
-            | "construct"
-            | "design"
-            | "edit"
-            | "convert"
-            | "calculate"
-            | "compare"
-            | "some"
-            | "each"
-            | "every"
-            | "between"
-            | "using"
-            | "based"
-            | "please"
-            | "tell"
-            | "answer"
-            | "sentence"
-            | "text"
-            | "word"
-            | "words"
-            | "article"
+        "the" | "a" | "an" | "of" | "to" | "in" | "for" | "and" | "or" | "is" | "are" | "was"
+        | "were" | "be" | "been" | "with" | "on" | "that" | "this" | "these" | "those" | "it"
+        | "its" | "as" | "by" | "from" | "at" | "what" | "how" | "why" | "which" | "who"
+        | "when" | "where" | "you" | "your" | "i" | "my" | "me" | "we" | "our" | "they"
+        | "their" | "he" | "she" | "his" | "her" | "not" | "can" | "could" | "would"
+        | "should" | "will" | "does" | "did" | "has" | "have" | "had" | "if" | "than" | "then"
+        | "there" | "about" | "into" | "following" | "given" | "give" | "write" | "describe"
+        | "explain" | "generate" | "create" | "list" | "name" | "find" | "make" | "identify"
+        | "provide" | "classify" | "summarize" | "summarise" | "rewrite" | "translate"
+        | "suggest" | "compose" | "construct" | "design" | "edit" | "convert" | "calculate"
+        | "compare" | "some" | "each" | "every" | "between" | "using" | "based" | "please"
+        | "tell" | "answer" | "sentence" | "text" | "word" | "words" | "article" | "simplify"
+        | "solve" | "evaluate" | "analyze" | "analyse"
     )
 }
 
+/// Function words of other widespread Latin-script languages (none of them English words).
+#[rustfmt::skip]
 fn is_foreign_word(w: &str) -> bool {
     matches!(
         w,
-        "de" | "la"
-            | "le"
-            | "les"
-            | "des"
-            | "du"
-            | "el"
-            | "los"
-            | "las"
-            | "del"
-            | "une"
-            | "est"
-            | "et"
-            | "en"
-            | "que"
-            | "qui"
-            | "pour"
-            | "par"
-            | "avec"
-            | "sur"
-            | "dans"
-            | "pas"
-            | "und"
-            | "der"
-            | "das"
-            | "ist"
-            | "nicht"
-            | "ein"
-            | "eine"
-            | "zu"
-            | "mit"
-            | "sie"
-            | "ich"
-            | "den"
-            | "dem"
-            | "auf"
-            | "von"
-            | "für"
-            | "über"
-            | "che"
-            | "il"
-            | "di"
-            | "per"
-            | "sono"
-            | "una"
-            | "por"
-            | "para"
-            | "con"
-            | "es"
-            | "y"
-            | "het"
-            | "een"
-            | "van"
-            | "niet"
-            | "och"
-            | "att"
-            | "jest"
-            | "nie"
-            | "się"
-            | "và"
-            | "của"
-            | "là"
-            | "bir"
-            | "ve"
-            | "bu"
-            | "yang"
-            | "dan"
-            | "ini"
-            | "itu"
-            | "não"
-            | "um"
-            | "uma"
-            | "sobre"
-            | "como"
-            | "escribe"
-            | "écrivez"
-            | "schreiben"
+        "de" | "la" | "le" | "les" | "des" | "du" | "el" | "los" | "las" | "del" | "une" | "est"
+        | "et" | "en" | "que" | "qui" | "pour" | "par" | "avec" | "sur" | "dans" | "pas"
+        | "und" | "der" | "das" | "ist" | "nicht" | "ein" | "eine" | "zu" | "mit" | "sie"
+        | "ich" | "den" | "dem" | "auf" | "von" | "für" | "über" | "che" | "il" | "di"
+        | "per" | "sono" | "una" | "por" | "para" | "con" | "es" | "het" | "een" | "van"
+        | "niet" | "och" | "att" | "jest" | "nie" | "się" | "và" | "của" | "là" | "bir"
+        | "ve" | "bu" | "yang" | "dan" | "ini" | "itu" | "não" | "um" | "uma" | "sobre"
+        | "como" | "escribe" | "écrivez" | "schreiben"
     )
 }
 
@@ -375,6 +244,17 @@ mod tests {
             ("Напишите стихотворение о весне.", Lang::Other),
             ("春についての詩を書いてください。", Lang::Other),
             ("봄에 관한 시를 써 주세요.", Lang::Other),
+            (
+                "Find English translation of the following Korean phrase - 장보기",
+                Lang::En,
+            ),
+            ("Simplify this math equation\ny + 8 + 4y", Lang::En),
+            ("评价句子“She managed to win the race”", Lang::Zh),
+            (
+                "找出这句话中的名词： The little girl was delighted by the bright blossoms。",
+                Lang::Zh,
+            ),
+            ("Explain the idiom 「塞翁失马」 in English.", Lang::En),
             ("1 + 1 = ?", Lang::Other),
             ("", Lang::Other),
         ];
@@ -395,5 +275,11 @@ mod tests {
         assert_eq!(record_lang(&r), Lang::Zh);
         let r = Record::new("12 * 7 = ?", "", "答案是84。");
         assert_eq!(record_lang(&r), Lang::Zh);
+        let r = Record::new(
+            "Translate into English.",
+            "今天天气很好，我们去公园散步吧。",
+            "The weather is nice.",
+        );
+        assert_eq!(record_lang(&r), Lang::En);
     }
 }

@@ -79,16 +79,17 @@ VALUES ($1, $2, $3, $4, $5, $6) RETURNING id";
         Ok(id)
     }
 
-    /// Stores the final counts of an import.
+    /// Stores the final counts of an import, and its layout once detected.
     pub async fn finish_import(
         &mut self,
         id: i64,
+        format: &str,
         rows: i64,
         invalid: i64,
     ) -> Result<(), StorageError> {
-        let sql = "UPDATE imports SET rows = $1, invalid = $2 WHERE id = $3";
+        let sql = "UPDATE imports SET format = $1, rows = $2, invalid = $3 WHERE id = $4";
         on_tx!(&mut self.tx, c => {
-            sqlx::query(sql).bind(rows).bind(invalid).bind(id).execute(c).await?.rows_affected()
+            sqlx::query(sql).bind(format).bind(rows).bind(invalid).bind(id).execute(c).await?.rows_affected()
         });
         Ok(())
     }

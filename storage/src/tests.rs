@@ -69,7 +69,7 @@ async fn records_round_trip_in_order_with_every_character_intact() {
             r.import_id = Some(import_id);
         }
         w.insert_records(&rows).await.unwrap();
-        w.finish_import(import_id, 4, 0).await.unwrap();
+        w.finish_import(import_id, "alpaca", 4, 0).await.unwrap();
         w.commit().await.unwrap();
 
         let page = db.records_page(StatusFilter::All, 0, 100).await.unwrap();

@@ -66,12 +66,12 @@ impl InputFormat {
             InputFormat::Messages
         } else if has("target") {
             InputFormat::Belle
-        } else if has("instruction") && has("output") {
+        } else if has("instruction") {
             InputFormat::Alpaca
         } else {
             let found: Vec<&str> = keys.keys().map(String::as_str).collect();
             return Err(format!(
-                "cannot detect the format from the first record's keys ({}); expected `instruction`+`output` (alpaca), `input`+`target` (belle), `conversations` (sharegpt), `messages` or `instances` (self-instruct); pass --format",
+                "cannot detect the format from the first record's keys ({}); expected `instruction` (alpaca), `input`+`target` (belle), `conversations` (sharegpt), `messages` or `instances` (self-instruct); pass --format",
                 if found.is_empty() {
                     "none".to_string()
                 } else {

@@ -48,6 +48,39 @@ pub fn parse_records(
     format: InputFormat,
     out: &mut Vec<Record>,
 ) -> Result<(), FieldError> {
+    let first = out.len();
+    parse_into(json, format, out)?;
+    for r in &out[first..] {
+        check_no_nul(r)?;
+    }
+    Ok(())
+}
+
+/// Databases cannot store U+0000 in text (Postgres refuses it, SQLite truncates at it in some
+/// functions): a record holding one is invalid rather than silently altered.
+fn check_no_nul(r: &Record) -> Result<(), FieldError> {
+    let fields = [
+        ("instruction", &r.instruction),
+        ("input", &r.input),
+        ("output", &r.output),
+        ("system", &r.system),
+    ];
+    let history = r
+        .history
+        .iter()
+        .flat_map(|e| [("history", &e.0), ("history", &e.1)]);
+    for (name, text) in fields.into_iter().chain(history) {
+        if text.contains('\0') {
+            return Err(FieldError::field(
+                name,
+                "contains a NUL character (\\u0000), which databases cannot store",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn parse_into(json: &[u8], format: InputFormat, out: &mut Vec<Record>) -> Result<(), FieldError> {
     match format {
         InputFormat::SelfInstruct => {
             let task: SelfInstructRaw = deserialize(json)?;
@@ -551,6 +584,10 @@ mod tests {
                 InputFormat::Alpaca,
                 "{\"instruction\":\"x\",\"output\":\"caf\u{e9}\"\n",
             ),
+            (
+                InputFormat::Alpaca,
+                r#"{"instruction":"x","output":"a\u0000b"}"#,
+            ),
         ];
         let got: Vec<String> = cases
             .iter()
@@ -575,7 +612,8 @@ mod tests {
             1:None: field `conversations`: no human turn answered by gpt
             1:None: field `messages[1].role`: unsupported role `tool` (expected system, user or assistant)
             1:None: field `messages[0].content`: invalid type: number, expected a string
-            2:None: EOF while parsing an object"#]]
+            2:None: EOF while parsing an object
+            1:None: field `output`: contains a NUL character (\u0000), which databases cannot store"#]]
         .assert_eq(&got.join("\n"));
     }
 

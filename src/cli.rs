@@ -1,0 +1,317 @@
+//! The command line: every command, flag and default, with the help text users read.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// instill: seed tasks in, curated instruction pairs out.
+///
+/// Import or generate instruction data (Chinese and English first-class), deduplicate and filter
+/// it, export JSONL shards, fine-tune on the result. Everything lives in one database: a SQLite
+/// file by default, or Postgres for many workers.
+#[derive(Debug, Parser)]
+#[command(name = "instill", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Database URL: sqlite://PATH (a file, created and migrated on first use; a bare path works
+    /// too) or postgres://USER@HOST:PORT/DB.
+    #[arg(
+        long,
+        global = true,
+        env = "INSTILL_DB",
+        default_value = "sqlite://instill.db"
+    )]
+    pub db: String,
+
+    /// Print the command's summary as JSON on stdout (for scripts).
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Never draw progress bars (they are also off when stderr is not a terminal).
+    #[arg(long, global = true)]
+    pub no_progress: bool,
+
+    /// More log output on stderr (-v info, -vv debug, -vvv trace). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Only errors on stderr.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Manage seed tasks, the examples generation shows the model.
+    #[command(subcommand)]
+    Seeds(SeedsCommand),
+
+    /// Load existing datasets as records with status `pending` (streaming: files larger than
+    /// memory work). Importing a file whose bytes were imported before adds nothing.
+    Import(ImportArgs),
+
+    /// Write records as JSONL shards plus manifest.json, atomically: the directory appears
+    /// complete or not at all.
+    Export(ExportArgs),
+
+    /// Counts by status, rejection reason, source, run, language; length percentiles; tokens.
+    Stats,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SeedsCommand {
+    /// Load seed tasks from a file (self-instruct JSONL, or any layout `import` reads) or from
+    /// the sets shipped with instill. Idempotent: tasks already stored (same normalised
+    /// content) are skipped.
+    Import(SeedsImportArgs),
+    /// Show the stored seed tasks.
+    List(SeedsListArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SeedsImportArgs {
+    /// The seed file. Self-instruct tasks contribute their first instance.
+    #[arg(required_unless_present = "builtin", conflicts_with = "builtin")]
+    pub file: Option<PathBuf>,
+
+    /// Import the seed tasks shipped with instill instead of a file.
+    #[arg(long, value_enum)]
+    pub builtin: Option<BuiltinSeeds>,
+
+    /// Layout of the file; `auto` detects it from the first record's keys.
+    #[arg(long, default_value = "auto")]
+    pub format: FormatArg,
+
+    /// Language to store for every task; `auto` detects it per task.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub lang: LangArg,
+
+    /// Source name stored with each task [default: the file name without extension, or
+    /// `builtin-zh` / `builtin-en`].
+    #[arg(long)]
+    pub source: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BuiltinSeeds {
+    /// The Chinese set.
+    Zh,
+    /// The English set.
+    En,
+    /// Both.
+    All,
+}
+
+#[derive(Debug, Args)]
+pub struct SeedsListArgs {
+    /// Only tasks of this language.
+    #[arg(long, value_enum)]
+    pub lang: Option<LangFilter>,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// Dataset files: a JSON array or JSONL (one object per line; pretty-printed objects one
+    /// after another work too), UTF-8.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+
+    /// Layout: alpaca (instruction/input/output, plus system/history), belle (alpaca's fields or
+    /// input/target), sharegpt (conversations with from/value), messages (OpenAI role/content),
+    /// self-instruct (instances[], one record per instance); `auto` detects it per file from the
+    /// first record's keys.
+    #[arg(long, default_value = "auto")]
+    pub format: FormatArg,
+
+    /// Source name stored with each record [default: the file name without extension].
+    #[arg(long)]
+    pub source: Option<String>,
+
+    /// Language to store for every record; `auto` detects it per record (zh, en or other).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub lang: LangArg,
+
+    /// Import the valid records and report the invalid ones (count, and the first few with their
+    /// line numbers), exiting with 1. Without it the first invalid record stops the import and
+    /// nothing is stored.
+    #[arg(long)]
+    pub skip_invalid: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Output directory. Must not exist or be empty, unless --overwrite.
+    #[arg(long)]
+    pub out: PathBuf,
+
+    /// Layout: alpaca ({instruction,input,output}, plus system/history for conversations),
+    /// sharegpt ({conversations:[{from,value}]}), messages ({messages:[{role,content}]}). The
+    /// chat layouts put `input` after the instruction, separated by a blank line.
+    #[arg(long, value_enum, default_value = "alpaca")]
+    pub format: OutputFormatArg,
+
+    /// Start a new shard after this many records. With neither --shard-rows nor --shard-bytes,
+    /// shards hold 100000 records.
+    #[arg(long)]
+    pub shard_rows: Option<u64>,
+
+    /// Start a new shard once this many bytes of JSONL (before compression) are written; accepts
+    /// suffixes K, M, G (powers of 1024).
+    #[arg(long, value_parser = parse_size)]
+    pub shard_bytes: Option<u64>,
+
+    /// Compress shards (`zstd` writes part-00000.jsonl.zst).
+    #[arg(long, value_enum, default_value = "none")]
+    pub compress: Compression,
+
+    /// zstd compression level (1-19).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
+    pub zstd_level: i32,
+
+    /// Which records: kept (every record not rejected), accepted, pending, rejected or all.
+    #[arg(long, value_enum, default_value = "kept")]
+    pub status: StatusArg,
+
+    /// Put this fraction of records (0-1) in a validation split, chosen by a hash of each
+    /// record's normalised content and --seed: deterministic, and exact duplicates always land
+    /// in the same split. Files are then named train-NNNNN / val-NNNNN.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_fraction)]
+    pub val_fraction: f64,
+
+    /// Seed of the validation split.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+
+    /// Replace the output directory if it exists (atomically: the old one stays until the new
+    /// one is complete).
+    #[arg(long)]
+    pub overwrite: bool,
+}
+
+/// An input layout, or auto-detection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FormatArg(pub Option<instill_core::InputFormat>);
+
+impl std::str::FromStr for FormatArg {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "auto" {
+            return Ok(FormatArg(None));
+        }
+        s.parse()
+            .map(|f| FormatArg(Some(f)))
+            .map_err(|e: String| format!("{e}, or auto"))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LangArg {
+    /// Detect per record.
+    Auto,
+    /// Chinese.
+    Zh,
+    /// English.
+    En,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LangFilter {
+    /// Chinese.
+    Zh,
+    /// English.
+    En,
+    /// Anything else.
+    Other,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormatArg {
+    /// {"instruction", "input", "output"} (+ "system", "history").
+    Alpaca,
+    /// {"conversations": [{"from", "value"}]}.
+    Sharegpt,
+    /// {"messages": [{"role", "content"}]}.
+    Messages,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Compression {
+    /// Plain .jsonl.
+    None,
+    /// .jsonl.zst.
+    Zstd,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StatusArg {
+    /// Every record that is not rejected.
+    Kept,
+    /// Accepted by a generation run.
+    Accepted,
+    /// Not judged yet.
+    Pending,
+    /// Rejected, with reason.
+    Rejected,
+    /// Everything.
+    All,
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&t[..i], 1u64 << 10),
+        Some((i, 'm' | 'M')) => (&t[..i], 1 << 20),
+        Some((i, 'g' | 'G')) => (&t[..i], 1 << 30),
+        _ => (t, 1),
+    };
+    let n: u64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size (examples: 1000000, 512K, 256M, 1G)"))?;
+    let bytes = n
+        .checked_mul(mult)
+        .ok_or_else(|| format!("`{s}` is too large"))?;
+    if bytes == 0 {
+        return Err("a shard must be allowed at least one byte".into());
+    }
+    Ok(bytes)
+}
+
+fn parse_fraction(s: &str) -> Result<f64, String> {
+    let f: f64 = s.parse().map_err(|_| format!("`{s}` is not a number"))?;
+    if (0.0..1.0).contains(&f) {
+        Ok(f)
+    } else {
+        Err(format!("{s} is outside [0, 1)"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn sizes_and_fractions_parse() {
+        assert_eq!(parse_size("512K"), Ok(512 << 10));
+        assert_eq!(parse_size("256m"), Ok(256 << 20));
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert!(parse_size("0").is_err() && parse_size("1X").is_err());
+        assert_eq!(parse_fraction("0.05"), Ok(0.05));
+        assert!(parse_fraction("1").is_err() && parse_fraction("-0.1").is_err());
+    }
+}

@@ -1,0 +1,234 @@
+//! `instill export`: records out as JSONL shards and a manifest, staged and moved into place
+//! only when complete.
+
+use std::time::Instant;
+
+use anyhow::Context;
+use instill_core::{OutputFormat, write_record};
+use instill_storage::{Db, StatusFilter, StoredRecord};
+use serde::Serialize;
+use xxhash_rust::xxh3::xxh3_64_with_seed;
+
+use crate::cli::{Compression, ExportArgs, GlobalArgs, OutputFormatArg, StatusArg};
+use crate::shards::{ShardConfig, ShardInfo, ShardWriter, Staging};
+use crate::{Outcome, progress};
+
+/// Records per database page: one page in memory at a time.
+const PAGE: i64 = 5000;
+const DEFAULT_SHARD_ROWS: u64 = 100_000;
+
+#[derive(Debug, Serialize)]
+struct Manifest {
+    instill_version: &'static str,
+    created_at_ms: i64,
+    format: &'static str,
+    compression: &'static str,
+    filters: Filters,
+    val_fraction: f64,
+    seed: u64,
+    shard_rows: Option<u64>,
+    shard_bytes: Option<u64>,
+    shards: Vec<ShardInfo>,
+    totals: Totals,
+}
+
+#[derive(Debug, Serialize)]
+struct Filters {
+    status: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+struct Totals {
+    rows: u64,
+    bytes: u64,
+    uncompressed_bytes: u64,
+    shards: usize,
+    train_rows: u64,
+    val_rows: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct Summary<'a> {
+    out: String,
+    format: &'static str,
+    rows: u64,
+    train_rows: u64,
+    val_rows: u64,
+    shards: usize,
+    bytes: u64,
+    seconds: f64,
+    manifest: &'a str,
+}
+
+/// Whether a record with this normalised hash goes to the validation split: a hash of the
+/// content and the seed, so the choice depends on nothing else (not order, not id).
+pub fn in_val(norm_hash: &str, seed: u64, fraction: f64) -> bool {
+    if fraction <= 0.0 {
+        return false;
+    }
+    let h = xxh3_64_with_seed(norm_hash.as_bytes(), seed);
+    // The top 53 bits as a uniform number in [0, 1).
+    ((h >> 11) as f64 / (1u64 << 53) as f64) < fraction
+}
+
+pub async fn run(global: &GlobalArgs, args: &ExportArgs) -> anyhow::Result<Outcome> {
+    let started = Instant::now();
+    let format = match args.format {
+        OutputFormatArg::Alpaca => OutputFormat::Alpaca,
+        OutputFormatArg::Sharegpt => OutputFormat::ShareGpt,
+        OutputFormatArg::Messages => OutputFormat::Messages,
+    };
+    let filter = match args.status {
+        StatusArg::Kept => StatusFilter::Kept,
+        StatusArg::Accepted => StatusFilter::Accepted,
+        StatusArg::Pending => StatusFilter::Pending,
+        StatusArg::Rejected => StatusFilter::Rejected,
+        StatusArg::All => StatusFilter::All,
+    };
+    let max_rows = match (args.shard_rows, args.shard_bytes) {
+        (None, None) => Some(DEFAULT_SHARD_ROWS),
+        (rows, _) => rows,
+    };
+    if max_rows == Some(0) {
+        anyhow::bail!("--shard-rows must be at least 1");
+    }
+    let config = ShardConfig {
+        max_rows,
+        max_bytes: args.shard_bytes,
+        zstd_level: (args.compress == Compression::Zstd).then_some(args.zstd_level),
+    };
+
+    let db = Db::open(&global.db).await?;
+    let staging = Staging::new(&args.out, args.overwrite)?;
+    let total = db.count_records(filter).await?;
+    let bar = progress::rows(
+        progress::enabled(global.no_progress),
+        u64::try_from(total).unwrap_or(0),
+        format!("exporting to {}", args.out.display()),
+    );
+
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<StoredRecord>>(4);
+    let dir = staging.dir.clone();
+    let split = args.val_fraction > 0.0;
+    let (fraction, seed) = (args.val_fraction, args.seed);
+    let writer = std::thread::spawn(move || -> anyhow::Result<(Vec<ShardInfo>, u64, u64)> {
+        let mut train = ShardWriter::new(&dir, if split { "train" } else { "part" }, config);
+        let mut val = ShardWriter::new(&dir, "val", config);
+        let (mut train_rows, mut val_rows) = (0u64, 0u64);
+        let mut line = Vec::with_capacity(4096);
+        while let Some(page) = rx.blocking_recv() {
+            for stored in &page {
+                line.clear();
+                write_record(&stored.record, format, &mut line);
+                if split && in_val(&stored.norm_hash, seed, fraction) {
+                    val.write_line(&line)?;
+                    val_rows += 1;
+                } else {
+                    train.write_line(&line)?;
+                    train_rows += 1;
+                }
+            }
+        }
+        let mut shards = train.finish()?;
+        shards.extend(val.finish()?);
+        Ok((shards, train_rows, val_rows))
+    });
+
+    let mut after = 0;
+    loop {
+        let page = db.records_page(filter, after, PAGE).await?;
+        let Some(last) = page.last() else { break };
+        after = last.id;
+        bar.inc(page.len() as u64);
+        if tx.send(page).await.is_err() {
+            break; // the writer failed; its error comes out of join below
+        }
+    }
+    drop(tx);
+    let (shards, train_rows, val_rows) = writer
+        .join()
+        .map_err(|_| anyhow::anyhow!("the shard writer thread panicked"))??;
+    bar.finish_and_clear();
+    db.close().await;
+
+    let totals = Totals {
+        rows: train_rows + val_rows,
+        bytes: shards.iter().map(|s| s.bytes).sum(),
+        uncompressed_bytes: shards.iter().map(|s| s.uncompressed_bytes).sum(),
+        shards: shards.len(),
+        train_rows,
+        val_rows,
+    };
+    let manifest = Manifest {
+        instill_version: env!("CARGO_PKG_VERSION"),
+        created_at_ms: instill_core::now_ms(),
+        format: format.name(),
+        compression: if config.zstd_level.is_some() {
+            "zstd"
+        } else {
+            "none"
+        },
+        filters: Filters {
+            status: filter.name(),
+        },
+        val_fraction: args.val_fraction,
+        seed: args.seed,
+        shard_rows: config.max_rows,
+        shard_bytes: config.max_bytes,
+        shards,
+        totals,
+    };
+    let manifest_path = staging.dir.join("manifest.json");
+    let mut text = serde_json::to_string_pretty(&manifest)?;
+    text.push('\n');
+    std::fs::write(&manifest_path, text).context("cannot write manifest.json")?;
+    staging.commit()?;
+
+    let t = &manifest.totals;
+    let summary = Summary {
+        out: args.out.display().to_string(),
+        format: format.name(),
+        rows: t.rows,
+        train_rows: t.train_rows,
+        val_rows: t.val_rows,
+        shards: t.shards,
+        bytes: t.bytes,
+        seconds: started.elapsed().as_secs_f64(),
+        manifest: "manifest.json",
+    };
+    if global.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        let split_note = if split {
+            format!(" ({} train, {} val)", t.train_rows, t.val_rows)
+        } else {
+            String::new()
+        };
+        println!(
+            "exported {} records{split_note} as {} in {} shard{} ({} bytes) to {}",
+            t.rows,
+            format.name(),
+            t.shards,
+            if t.shards == 1 { "" } else { "s" },
+            t.bytes,
+            args.out.display()
+        );
+    }
+    Ok(Outcome::Done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_validation_split_has_about_the_asked_size_and_depends_on_the_seed() {
+        let hashes: Vec<String> = (0..20_000).map(|i| format!("{:032x}", i * 7919)).collect();
+        let val = hashes.iter().filter(|h| in_val(h, 1, 0.1)).count();
+        assert!((1_700..2_300).contains(&val), "{val}");
+        let other_seed: Vec<bool> = hashes.iter().map(|h| in_val(h, 2, 0.1)).collect();
+        let this_seed: Vec<bool> = hashes.iter().map(|h| in_val(h, 1, 0.1)).collect();
+        assert_ne!(other_seed, this_seed);
+        assert!(!in_val(&hashes[0], 1, 0.0));
+    }
+}

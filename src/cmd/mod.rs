@@ -1,0 +1,7 @@
+//! One module per command: each parses nothing (clap did), opens the database, does the work
+//! through the library crates, prints a summary.
+
+pub mod export;
+pub mod import;
+pub mod seeds;
+pub mod stats;

@@ -1,0 +1,186 @@
+//! `instill seeds import|list`: the seed tasks generation draws its examples from.
+
+use std::sync::Arc;
+
+use instill_core::{InputFormat, Lang, Seed, norm_hash, parse_seeds, record_lang};
+use instill_storage::{Db, NewSeed};
+use serde::Serialize;
+
+use crate::Outcome;
+use crate::cli::{BuiltinSeeds, GlobalArgs, LangArg, LangFilter, SeedsImportArgs, SeedsListArgs};
+use crate::cmd::import::file_stem;
+use crate::ingest::{ParseFn, open_input, spawn_reader};
+
+/// The Chinese seed tasks shipped with instill.
+pub const BUILTIN_ZH: &str = include_str!("../../prompts/seeds/zh.jsonl");
+/// The English seed tasks shipped with instill.
+pub const BUILTIN_EN: &str = include_str!("../../prompts/seeds/en.jsonl");
+
+#[derive(Debug, Serialize)]
+struct ImportSummary {
+    source: String,
+    read: u64,
+    added: u64,
+    already_present: u64,
+}
+
+pub async fn import(global: &GlobalArgs, args: &SeedsImportArgs) -> anyhow::Result<Outcome> {
+    // (label, source, reader) for each input.
+    let mut inputs: Vec<(String, String, Box<dyn std::io::Read + Send>)> = Vec::new();
+    match (&args.file, args.builtin) {
+        (Some(path), _) => {
+            let input = open_input(path)?;
+            let source = args
+                .source
+                .clone()
+                .unwrap_or_else(|| file_stem(&input.label));
+            inputs.push((input.label.clone(), source, input.into_reader()));
+        }
+        (None, Some(which)) => {
+            let sets = match which {
+                BuiltinSeeds::Zh => vec![("zh", BUILTIN_ZH)],
+                BuiltinSeeds::En => vec![("en", BUILTIN_EN)],
+                BuiltinSeeds::All => vec![("zh", BUILTIN_ZH), ("en", BUILTIN_EN)],
+            };
+            for (lang, text) in sets {
+                let source = args
+                    .source
+                    .clone()
+                    .unwrap_or_else(|| format!("builtin-{lang}"));
+                inputs.push((
+                    format!("builtin:{lang}"),
+                    source,
+                    Box::new(std::io::Cursor::new(text)),
+                ));
+            }
+        }
+        (None, None) => anyhow::bail!("name a seed FILE or pass --builtin zh|en|all"),
+    }
+
+    let db = Db::open(&global.db).await?;
+    let forced_lang = match args.lang {
+        LangArg::Auto => None,
+        LangArg::Zh => Some(Lang::Zh),
+        LangArg::En => Some(Lang::En),
+    };
+    let parse: ParseFn<(Seed, Lang, String)> = Arc::new(move |bytes, format| {
+        let seed = parse_seeds(bytes, format)?;
+        let lang = forced_lang.unwrap_or_else(|| record_lang(&seed.record));
+        let hash = norm_hash(&seed.record);
+        Ok(vec![(seed, lang, hash)])
+    });
+    let mut writer = db.writer().await?;
+    let mut summaries = Vec::new();
+    let now = instill_core::now_ms();
+    for (label, source, reader) in inputs {
+        let format = args.format.0.or(if label.starts_with("builtin:") {
+            Some(InputFormat::SelfInstruct)
+        } else {
+            None
+        });
+        let mut rx = spawn_reader(label.clone(), reader, format, false, parse.clone());
+        let mut read = 0u64;
+        let mut added = 0u64;
+        while let Some(chunk) = rx.recv().await {
+            let seeds: Vec<NewSeed> = chunk?
+                .items
+                .into_iter()
+                .map(|(_, (seed, lang, hash))| NewSeed {
+                    seed,
+                    lang,
+                    source: source.clone(),
+                    norm_hash: hash,
+                    created_at: now,
+                })
+                .collect();
+            read += seeds.len() as u64;
+            added += writer.insert_seeds(&seeds).await?;
+        }
+        if !global.json {
+            if added == 0 {
+                println!("{label}: all {read} seed tasks already present; nothing added");
+            } else {
+                println!(
+                    "{label}: added {added} of {read} seed tasks ({} already present)",
+                    read - added
+                );
+            }
+        }
+        summaries.push(ImportSummary {
+            source,
+            read,
+            added,
+            already_present: read - added,
+        });
+    }
+    writer.commit().await?;
+    db.close().await;
+    if global.json {
+        println!("{}", serde_json::to_string(&summaries)?);
+    }
+    Ok(Outcome::Done)
+}
+
+#[derive(Debug, Serialize)]
+struct SeedOut<'a> {
+    id: i64,
+    name: &'a str,
+    lang: &'a str,
+    source: &'a str,
+    is_classification: bool,
+    instruction: &'a str,
+    input: &'a str,
+    output: &'a str,
+}
+
+pub async fn list(global: &GlobalArgs, args: &SeedsListArgs) -> anyhow::Result<Outcome> {
+    let db = Db::open(&global.db).await?;
+    let lang = args.lang.map(|l| match l {
+        LangFilter::Zh => Lang::Zh,
+        LangFilter::En => Lang::En,
+        LangFilter::Other => Lang::Other,
+    });
+    let seeds = db.list_seeds(lang).await?;
+    db.close().await;
+    if global.json {
+        let out: Vec<SeedOut> = seeds
+            .iter()
+            .map(|s| SeedOut {
+                id: s.id,
+                name: &s.seed.name,
+                lang: s.lang.as_str(),
+                source: &s.source,
+                is_classification: s.seed.is_classification,
+                instruction: &s.seed.record.instruction,
+                input: &s.seed.record.input,
+                output: &s.seed.record.output,
+            })
+            .collect();
+        println!("{}", serde_json::to_string(&out)?);
+        return Ok(Outcome::Done);
+    }
+    if seeds.is_empty() {
+        println!("no seed tasks yet: `instill seeds import --builtin all` loads the shipped ones");
+        return Ok(Outcome::Done);
+    }
+    println!("{:>5}  {:<5}  {:<16}  instruction", "id", "lang", "source");
+    for s in &seeds {
+        println!(
+            "{:>5}  {:<5}  {:<16}  {}",
+            s.id,
+            s.lang.as_str(),
+            truncate(&s.source, 16),
+            truncate(&s.seed.record.instruction.replace('\n', " "), 70)
+        );
+    }
+    println!("{} seed tasks", seeds.len());
+    Ok(Outcome::Done)
+}
+
+/// At most `max` characters of `text`, with `…` when cut.
+pub fn truncate(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None => text.to_string(),
+    }
+}

@@ -1,0 +1,252 @@
+//! Reading a dataset file into parsed batches on a thread of its own: split (instill-core's
+//! RecordSplitter), parse in parallel (rayon), hand each batch to the async side over a bounded
+//! channel. Shared by `import` and `seeds import`.
+
+use std::io::Read;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use instill_core::{FieldError, InputFormat, RawBatch, ReadError, RecordSplitter, Span};
+use rayon::prelude::*;
+use tokio::sync::mpsc;
+
+/// Records per batch: large enough to keep both cores busy parsing, small enough that a batch
+/// of long records stays a few MiB.
+const BATCH_RECORDS: usize = 8192;
+const BATCH_BYTES: usize = 8 << 20;
+
+/// A record that could not be read, with where it starts.
+#[derive(Debug, Clone)]
+pub struct Invalid {
+    /// 1-based line.
+    pub line: u64,
+    /// `path:line:column: message`, ready to print.
+    pub message: String,
+}
+
+/// One parsed batch, in file order.
+#[derive(Debug)]
+pub struct Chunk<T> {
+    /// Parsed items with the line each came from.
+    pub items: Vec<(u64, T)>,
+    /// Records that did not parse (only with `skip_invalid`).
+    pub invalid: Vec<Invalid>,
+    /// Bytes of the file consumed so far.
+    pub bytes_read: u64,
+    /// The layout used.
+    pub format: InputFormat,
+}
+
+/// Turns one raw record into items (several for a self-instruct task with many instances).
+pub type ParseFn<T> = Arc<dyn Fn(&[u8], InputFormat) -> Result<Vec<T>, FieldError> + Send + Sync>;
+
+/// An opened input file that passed the up-front checks.
+#[derive(Debug)]
+pub struct InputFile {
+    /// The path as given.
+    pub label: String,
+    /// Its size in bytes.
+    pub size: u64,
+    file: std::fs::File,
+}
+
+/// Opens `path` for reading, refusing directories and empty files with a one-line reason.
+pub fn open_input(path: &Path) -> anyhow::Result<InputFile> {
+    let label = path.display().to_string();
+    let meta = std::fs::metadata(path).with_context(|| format!("{label}: cannot read"))?;
+    if meta.is_dir() {
+        bail!("{label}: is a directory, not a dataset file (name the files inside it)");
+    }
+    if meta.len() == 0 {
+        bail!("{label}: the file is empty");
+    }
+    let file = std::fs::File::open(path).with_context(|| format!("{label}: cannot open"))?;
+    Ok(InputFile {
+        label,
+        size: meta.len(),
+        file,
+    })
+}
+
+impl InputFile {
+    /// SHA-256 of the file's bytes, lowercase hex; the file is read from the start again after.
+    pub fn sha256(&mut self) -> anyhow::Result<String> {
+        use sha2::{Digest, Sha256};
+        use std::io::Seek;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = self
+                .file
+                .read(&mut buf)
+                .with_context(|| format!("{}: read failed", self.label))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+        self.file
+            .rewind()
+            .with_context(|| format!("{}: cannot rewind", self.label))?;
+        Ok(hex(&hasher.finalize()))
+    }
+}
+
+impl InputFile {
+    /// The file as a reader for [`spawn_reader`].
+    pub fn into_reader(self) -> Box<dyn Read + Send> {
+        Box::new(self.file)
+    }
+}
+
+/// Lowercase hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// Starts reading `reader` (named `label` in messages) on its own thread. Batches arrive on the
+/// returned channel in file order; the first fatal problem arrives as an error and ends the
+/// stream. Dropping the receiver stops the thread.
+pub fn spawn_reader<T: Send + 'static>(
+    label: String,
+    reader: Box<dyn Read + Send>,
+    format: Option<InputFormat>,
+    skip_invalid: bool,
+    parse: ParseFn<T>,
+) -> mpsc::Receiver<anyhow::Result<Chunk<T>>> {
+    let (tx, rx) = mpsc::channel(4);
+    std::thread::spawn(move || {
+        let outcome = read_all(&label, reader, format, skip_invalid, &parse, &tx);
+        if let Err(e) = outcome {
+            let _ = tx.blocking_send(Err(e));
+        }
+    });
+    rx
+}
+
+fn read_all<T: Send>(
+    label: &str,
+    reader: Box<dyn Read + Send>,
+    mut format: Option<InputFormat>,
+    skip_invalid: bool,
+    parse: &ParseFn<T>,
+    tx: &mpsc::Sender<anyhow::Result<Chunk<T>>>,
+) -> anyhow::Result<()> {
+    let mut splitter = RecordSplitter::new(reader);
+    let mut batch = RawBatch::default();
+    loop {
+        let more = splitter
+            .next_batch(&mut batch, BATCH_RECORDS, BATCH_BYTES)
+            .map_err(|e| match e {
+                ReadError::Io(io) => anyhow::anyhow!("{label}: read failed: {io}"),
+                ReadError::Syntax {
+                    line,
+                    column,
+                    message,
+                } => {
+                    anyhow::anyhow!("{label}:{line}:{column}: {message}")
+                }
+                ReadError::Empty => anyhow::anyhow!("{label}: {}", ReadError::Empty),
+            })?;
+        if !more {
+            return Ok(());
+        }
+        let format = match format {
+            Some(f) => f,
+            None => {
+                let first = batch.spans[0];
+                let detected = InputFormat::detect(batch.bytes(&first))
+                    .map_err(|e| anyhow::anyhow!("{label}:{}:{}: {e}", first.line, first.column))?;
+                format = Some(detected);
+                detected
+            }
+        };
+        let parsed: Vec<(Span, Result<Vec<T>, FieldError>)> = batch
+            .spans
+            .par_iter()
+            .map(|span| (*span, parse(batch.bytes(span), format)))
+            .collect();
+        let mut chunk = Chunk {
+            items: Vec::with_capacity(parsed.len()),
+            invalid: Vec::new(),
+            bytes_read: splitter.bytes_read(),
+            format,
+        };
+        for (span, result) in parsed {
+            match result {
+                Ok(items) => chunk
+                    .items
+                    .extend(items.into_iter().map(|t| (span.line, t))),
+                Err(e) => {
+                    let invalid = locate(label, &span, &e);
+                    if !skip_invalid {
+                        bail!("{}", invalid.message);
+                    }
+                    chunk.invalid.push(invalid);
+                }
+            }
+        }
+        if tx.blocking_send(Ok(chunk)).is_err() {
+            // The consumer is gone (it failed or was interrupted): stop reading.
+            return Ok(());
+        }
+    }
+}
+
+/// Places a record-relative error in the file: `path:line:column: field …: message`.
+fn locate(label: &str, span: &Span, e: &FieldError) -> Invalid {
+    let line = span.line + e.line.saturating_sub(1);
+    let column = match e.column {
+        Some(c) if e.line <= 1 => Some(span.column + c.saturating_sub(1)),
+        Some(c) => Some(c),
+        None if e.line <= 1 => Some(span.column),
+        None => None,
+    };
+    let at = match column {
+        Some(c) => format!("{label}:{line}:{c}"),
+        None => format!("{label}:{line}"),
+    };
+    Invalid {
+        line,
+        message: format!("{at}: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_placed_in_the_file() {
+        let span = Span {
+            start: 0,
+            end: 10,
+            line: 7,
+            column: 3,
+        };
+        let e = FieldError {
+            line: 1,
+            column: Some(5),
+            field: Some("output".into()),
+            message: "bad".into(),
+        };
+        assert_eq!(
+            locate("f.json", &span, &e).message,
+            "f.json:7:7: field `output`: bad"
+        );
+        let e = FieldError {
+            line: 3,
+            column: Some(5),
+            field: None,
+            message: "bad".into(),
+        };
+        assert_eq!(locate("f.json", &span, &e).message, "f.json:9:5: bad");
+        assert_eq!(hex(&[0, 255, 16]), "00ff10");
+    }
+}

@@ -1,0 +1,342 @@
+//! Round trips through the real binary: every input layout → import → export in every output
+//! layout → import again, on SQLite and Postgres; the shared data sets; idempotent re-import;
+//! manifests, shards, validation splits and zstd.
+
+use std::collections::BTreeMap;
+
+use instill_core::{Exchange, Record};
+use sha2::{Digest, Sha256};
+
+use crate::util::{Env, shared};
+
+/// The records each input file holds, as instill must store them.
+fn expected() -> Vec<Record> {
+    let mut chat = Record::new("那番茄炒蛋要先炒什么？", "", "先炒蛋，盛出后再炒番茄。");
+    chat.system = "你是一位耐心的厨师。".into();
+    chat.history = vec![Exchange(
+        "我想学做饭，从哪道菜开始？".into(),
+        "番茄炒蛋。\n步骤少，容易上手。".into(),
+    )];
+    vec![
+        Record::new("写一首关于春天的短诗。", "", "春风拂面，\n桃花笑开。"),
+        Record::new(
+            "Translate into English.",
+            "今天的会议改到下午三点。",
+            "Today's meeting moved to 3 p.m.",
+        ),
+        Record::new(
+            "Quote: \"tab\there\" and a backslash \\ and emoji 🎉",
+            "",
+            "ok\t✓",
+        ),
+        chat,
+    ]
+}
+
+/// The expected records, written in `layout` (an input layout name).
+fn input_file(layout: &str) -> String {
+    let records = expected();
+    let lines: Vec<serde_json::Value> = records
+        .iter()
+        .map(|r| match layout {
+            "alpaca" | "alpaca-array" => {
+                let mut v = serde_json::json!({"instruction": r.instruction, "input": r.input, "output": r.output});
+                if !r.system.is_empty() {
+                    v["system"] = r.system.clone().into();
+                }
+                if !r.history.is_empty() {
+                    v["history"] = serde_json::to_value(&r.history).unwrap();
+                }
+                v
+            }
+            "sharegpt" | "messages" => {
+                let (key, who, user, bot) = if layout == "sharegpt" {
+                    ("conversations", "from", "human", "gpt")
+                } else {
+                    ("messages", "role", "user", "assistant")
+                };
+                let text = if layout == "sharegpt" { "value" } else { "content" };
+                let mut turns = Vec::new();
+                if !r.system.is_empty() {
+                    turns.push(serde_json::json!({who: "system", text: r.system}));
+                }
+                for Exchange(u, a) in &r.history {
+                    turns.push(serde_json::json!({who: user, text: u}));
+                    turns.push(serde_json::json!({who: bot, text: a}));
+                }
+                turns.push(serde_json::json!({who: user, text: r.user_turn()}));
+                turns.push(serde_json::json!({who: bot, text: r.output}));
+                serde_json::json!({key: turns, "id": "x"})
+            }
+            other => panic!("{other}"),
+        })
+        .collect();
+    if layout == "alpaca-array" {
+        return serde_json::to_string_pretty(&lines).unwrap();
+    }
+    lines.iter().map(|v| format!("{v}\n")).collect()
+}
+
+/// What a record becomes after passing through `layout`: chat layouts have no `input` field,
+/// so the input travels inside the user turn.
+fn through(layout: &str, r: &Record) -> Record {
+    let mut r = r.clone();
+    if layout != "alpaca" && layout != "alpaca-array" {
+        r.instruction = r.user_turn();
+        r.input.clear();
+    }
+    r
+}
+
+fn stored(env: &Env, source: &str) -> Vec<Record> {
+    env.records()
+        .into_iter()
+        .filter(|s| s.source == source)
+        .map(|s| s.record)
+        .collect()
+}
+
+#[test]
+fn every_layout_round_trips_through_every_export_layout() {
+    for env0 in Env::both() {
+        for input in ["alpaca", "alpaca-array", "sharegpt", "messages"] {
+            // Fresh databases per layout: the exports of two layouts can be byte-identical, and
+            // importing the same bytes twice (rightly) adds nothing.
+            let env = Env::new(env0.fresh_db());
+            let back = Env::new(env0.fresh_db());
+            let file = env.write(&format!("{input}.json"), input_file(input));
+            env.run(["import", file.to_str().unwrap(), "--source", input])
+                .expect_code(0);
+            let first: Vec<Record> = expected().iter().map(|r| through(input, r)).collect();
+            assert_eq!(stored(&env, input), first, "{} {input}", env.backend());
+            for output in ["alpaca", "sharegpt", "messages"] {
+                let out = env.path(&format!("out-{input}-{output}"));
+                let compress = if output == "sharegpt" { "zstd" } else { "none" };
+                env.run([
+                    "export",
+                    "--out",
+                    out.to_str().unwrap(),
+                    "--format",
+                    output,
+                    "--compress",
+                    compress,
+                ])
+                .expect_code(0);
+                let manifest: serde_json::Value = serde_json::from_str(
+                    &std::fs::read_to_string(out.join("manifest.json")).unwrap(),
+                )
+                .unwrap();
+                let shard = out.join(manifest["shards"][0]["file"].as_str().unwrap());
+                let source = format!("{input}-{output}");
+                // zstd shards are read back after decompressing them, as a user would.
+                let shard = if compress == "zstd" {
+                    let raw = std::fs::read(&shard).unwrap();
+                    back.write(
+                        &format!("{source}.jsonl"),
+                        zstd::decode_all(&raw[..]).unwrap(),
+                    )
+                } else {
+                    shard
+                };
+                back.run(["import", shard.to_str().unwrap(), "--source", &source])
+                    .expect_code(0);
+                let want: Vec<Record> = first.iter().map(|r| through(output, r)).collect();
+                assert_eq!(
+                    stored(&back, &source),
+                    want,
+                    "{} {input} -> {output}",
+                    env.backend()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn the_shared_data_sets_import_with_format_auto() {
+    for env in Env::both() {
+        let files = [
+            ("data/alpaca_data.json", "alpaca", 52_002),
+            ("data/zh_seed_tasks.json", "self-instruct", 175),
+            ("data/seed_tasks.jsonl", "self-instruct", 175),
+        ];
+        for (rel, format, rows) in files {
+            let path = shared(rel);
+            let run = env
+                .run(["import", path.to_str().unwrap(), "--json"])
+                .expect_code(0);
+            let j = run.json();
+            assert_eq!(j["files"][0]["format"], format, "{rel}");
+            assert_eq!(j["records_added"], rows, "{rel}");
+        }
+        let stats = env.run(["stats", "--json"]).expect_code(0).json();
+        assert_eq!(stats["records"]["total"], 52_352);
+        assert_eq!(stats["by_lang"]["zh"], 175, "{}", env.backend());
+        assert!(stats["by_lang"]["en"].as_i64().unwrap() >= 52_002 + 175 - 5);
+        // Chinese text is intact: the first zh seed reads back byte for byte.
+        let first_zh = std::fs::read_to_string(shared("data/zh_seed_tasks.json")).unwrap();
+        let first: serde_json::Value =
+            serde_json::from_str(first_zh.lines().next().unwrap()).unwrap();
+        let recs = env.records();
+        let zh: Vec<_> = recs
+            .iter()
+            .filter(|r| r.source == "zh_seed_tasks")
+            .collect();
+        assert_eq!(
+            zh[0].record.instruction,
+            first["instruction"].as_str().unwrap()
+        );
+        assert_eq!(
+            zh[0].record.output,
+            first["instances"][0]["output"].as_str().unwrap()
+        );
+    }
+}
+
+#[test]
+fn importing_the_same_file_twice_adds_nothing_and_says_so() {
+    for env in Env::both() {
+        let file = env.write("a.jsonl", input_file("alpaca"));
+        env.run(["import", file.to_str().unwrap()]).expect_code(0);
+        let copy = env.write("copy-of-a.jsonl", input_file("alpaca"));
+        let again = env
+            .run(["import", file.to_str().unwrap(), copy.to_str().unwrap()])
+            .expect_code(0);
+        assert!(
+            again.stdout.contains("already imported as #1"),
+            "{}",
+            again.stdout
+        );
+        assert!(
+            again.stdout.contains("copy-of-a.jsonl: already imported"),
+            "{}",
+            again.stdout
+        );
+        assert_eq!(env.counts(), (4, 0, 1), "{}", env.backend());
+        let j = env
+            .run(["import", file.to_str().unwrap(), "--json"])
+            .expect_code(0)
+            .json();
+        assert_eq!(j["records_added"], 0);
+        assert_eq!(j["files"][0]["status"], "already_imported");
+    }
+}
+
+#[test]
+fn export_shards_by_rows_and_bytes_with_a_truthful_manifest() {
+    for env in Env::both() {
+        let lines: String = (0..250)
+            .map(|i| {
+                format!("{{\"instruction\":\"任务 {i}\",\"input\":\"\",\"output\":\"答案 {i}\"}}\n")
+            })
+            .collect();
+        let file = env.write("many.jsonl", lines);
+        env.run(["import", file.to_str().unwrap()]).expect_code(0);
+        let out = env.path("shards");
+        let run = env
+            .run([
+                "export",
+                "--out",
+                out.to_str().unwrap(),
+                "--shard-rows",
+                "100",
+                "--shard-bytes",
+                "4K",
+                "--json",
+            ])
+            .expect_code(0);
+        assert_eq!(run.json()["rows"], 250);
+        let manifest: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap())
+                .unwrap();
+        let shards = manifest["shards"].as_array().unwrap();
+        let mut total_rows = 0;
+        let mut names = Vec::new();
+        for s in shards {
+            let name = s["file"].as_str().unwrap();
+            let bytes = std::fs::read(out.join(name)).unwrap();
+            assert_eq!(s["bytes"], bytes.len() as u64);
+            let digest: String = Sha256::digest(&bytes)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            assert_eq!(s["sha256"], digest);
+            let rows = bytes.iter().filter(|&&b| b == b'\n').count() as u64;
+            assert_eq!(s["rows"], rows);
+            assert!(rows <= 100);
+            total_rows += rows;
+            names.push(name.to_string());
+        }
+        assert_eq!(total_rows, 250);
+        assert_eq!(manifest["totals"]["rows"], 250);
+        assert_eq!(manifest["format"], "alpaca");
+        assert_eq!(manifest["filters"]["status"], "kept");
+        assert!(
+            names.len() >= 3 && names[0] == "part-00000.jsonl",
+            "{names:?}"
+        );
+        // Records come out in id order.
+        let first = std::fs::read_to_string(out.join(&names[0])).unwrap();
+        assert!(first.starts_with("{\"instruction\":\"任务 0\""));
+        let listing: Vec<String> = std::fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(listing.len(), shards.len() + 1, "{listing:?}");
+    }
+}
+
+#[test]
+fn the_validation_split_is_deterministic_and_keeps_duplicates_together() {
+    let env = Env::new(instill_storage::testing::TempDb::sqlite());
+    let mut lines = String::new();
+    for i in 0..400 {
+        lines.push_str(&format!(
+            "{{\"instruction\":\"Task number {i}\",\"output\":\"Answer {i}\"}}\n"
+        ));
+    }
+    // Exact duplicates (after normalisation) of the first 50.
+    for i in 0..50 {
+        lines.push_str(&format!(
+            "{{\"instruction\":\"TASK NUMBER {i}!\",\"output\":\"answer {i}\"}}\n"
+        ));
+    }
+    let file = env.write("d.jsonl", lines);
+    env.run(["import", file.to_str().unwrap()]).expect_code(0);
+    let split = |name: &str, seed: &str| -> BTreeMap<String, Vec<String>> {
+        let out = env.path(name);
+        env.run([
+            "export",
+            "--out",
+            out.to_str().unwrap(),
+            "--val-fraction",
+            "0.2",
+            "--seed",
+            seed,
+        ])
+        .expect_code(0);
+        let mut by_split = BTreeMap::new();
+        for which in ["train", "val"] {
+            let text = std::fs::read_to_string(out.join(format!("{which}-00000.jsonl"))).unwrap();
+            let keys: Vec<String> = text
+                .lines()
+                .map(|l| {
+                    let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                    v["output"].as_str().unwrap().to_lowercase()
+                })
+                .collect();
+            by_split.insert(which.to_string(), keys);
+        }
+        by_split
+    };
+    let a = split("a", "7");
+    let b = split("b", "7");
+    let c = split("c", "8");
+    assert_eq!(a, b);
+    assert_ne!(a, c);
+    let val = a["val"].len();
+    assert!((50..130).contains(&val), "{val} of 450 in val");
+    for key in &a["val"] {
+        assert!(!a["train"].contains(key), "{key} is in both splits");
+    }
+}

@@ -1,0 +1,187 @@
+//! Test helpers: run the real `instill` binary against a throw-away database, read what it
+//! stored, find the shared data sets.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use instill_storage::testing::TempDb;
+use instill_storage::{Db, StatusFilter, StoredRecord};
+
+/// What one run of the binary did.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// Panics with the whole output unless the exit code is `code`.
+    #[track_caller]
+    pub fn expect_code(self, code: i32) -> Run {
+        assert_eq!(
+            self.code, code,
+            "exit code\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    /// The stdout parsed as JSON.
+    #[track_caller]
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", self.stdout))
+    }
+}
+
+/// A database plus a scratch directory for input and output files.
+pub struct Env {
+    pub db: TempDb,
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new(db: TempDb) -> Env {
+        Env {
+            db,
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    /// One Env per backend, SQLite first.
+    pub fn both() -> [Env; 2] {
+        TempDb::both().map(Env::new)
+    }
+
+    pub fn backend(&self) -> &'static str {
+        self.db.backend
+    }
+
+    /// Another empty database of the same backend.
+    pub fn fresh_db(&self) -> TempDb {
+        if self.backend() == "sqlite" {
+            TempDb::sqlite()
+        } else {
+            TempDb::postgres()
+        }
+    }
+
+    /// A path in the scratch directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Writes `bytes` to a file in the scratch directory and returns its path.
+    pub fn write(&self, name: &str, bytes: impl AsRef<[u8]>) -> PathBuf {
+        let p = self.path(name);
+        std::fs::write(&p, bytes).expect("write test file");
+        p
+    }
+
+    /// Runs `instill ARGS` on this database, in the scratch directory.
+    pub fn run<I, S>(&self, args: I) -> Run
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        run_in(self.dir.path(), &self.db.url, args)
+    }
+
+    /// Runs the binary through `sh -c`, with `$INSTILL` and `$INSTILL_DB` set: for tests that
+    /// need shell features (resource limits, ignored signals).
+    pub fn sh(&self, script: &str) -> Run {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .current_dir(self.dir.path())
+            .env("INSTILL", env!("CARGO_BIN_EXE_instill"))
+            .env("INSTILL_DB", &self.db.url)
+            .output()
+            .expect("run sh");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Every record in the database, in id order.
+    pub fn records(&self) -> Vec<StoredRecord> {
+        block_on(async {
+            let db = Db::open(&self.db.url).await.expect("open db");
+            let mut all = Vec::new();
+            let mut after = 0;
+            loop {
+                let page = db
+                    .records_page(StatusFilter::All, after, 10_000)
+                    .await
+                    .expect("page");
+                let Some(last) = page.last() else { break };
+                after = last.id;
+                all.extend(page);
+            }
+            db.close().await;
+            all
+        })
+    }
+
+    /// The number of records, seeds and imports.
+    pub fn counts(&self) -> (i64, i64, i64) {
+        block_on(async {
+            let db = Db::open(&self.db.url).await.expect("open db");
+            let s = db.stats().await.expect("stats");
+            db.close().await;
+            (s.records.total, s.seeds, s.imports)
+        })
+    }
+}
+
+/// Runs `instill ARGS` in `dir` with `--db url` and no progress bars.
+pub fn run_in<I, S>(dir: &Path, url: &str, args: I) -> Run
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let out = Command::new(env!("CARGO_BIN_EXE_instill"))
+        .args(args)
+        .arg("--no-progress")
+        .env("INSTILL_DB", url)
+        .env_remove("RUST_LOG")
+        .current_dir(dir)
+        .output()
+        .expect("run instill");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+pub fn block_on<F: Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(f)
+}
+
+/// A file of the shared data sets (`INSTILL_SHARED`, else `../shared` beside the repository).
+/// Panics when they cannot be found: these tests are part of the contract.
+pub fn shared(rel: &str) -> PathBuf {
+    let root = std::env::var_os("INSTILL_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"));
+    let p = root.join(rel);
+    assert!(
+        p.exists(),
+        "{} not found: set INSTILL_SHARED to the shared/ directory (bash .ci/run does)",
+        p.display()
+    );
+    p
+}
+
+/// A file shipped in the repository.
+pub fn repo(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
