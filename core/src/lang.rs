@@ -36,7 +36,7 @@ pub fn detect_lang(text: &str) -> Lang {
     // \"你好\""), not the request's own language; judge without it when anything is left.
     let unquoted = strip_quoted(sample);
     let (text, counts) = match Counts::of(&unquoted) {
-        c if c.latin_letters + c.cjk() + c.other_letters > 0 => (unquoted.as_str(), c),
+        c if c.latin_letters + c.cjk() + c.other_letters > 0 => (&*unquoted, c),
         _ => (sample, Counts::of(sample)),
     };
     let cjk = counts.cjk();
@@ -77,8 +77,12 @@ impl Counts {
         let mut in_latin_word = false;
         let mut seen_letter = false;
         for ch in text.chars() {
-            let latin = ch.is_ascii_alphabetic() || (ch.is_alphabetic() && is_latin_extended(ch));
-            let cjk = is_han(ch) || is_kana(ch) || is_hangul(ch);
+            let latin = if ch.is_ascii() {
+                ch.is_ascii_alphabetic()
+            } else {
+                is_latin_extended(ch) && ch.is_alphabetic()
+            };
+            let cjk = !ch.is_ascii() && (is_han(ch) || is_kana(ch) || is_hangul(ch));
             if !seen_letter && (latin || cjk) {
                 seen_letter = true;
                 c.first_is_cjk = cjk;
@@ -88,6 +92,8 @@ impl Counts {
                 if !in_latin_word {
                     c.latin_words += 1;
                 }
+            } else if ch.is_ascii() {
+                // digits, punctuation, space
             } else if is_han(ch) {
                 c.han += 1;
             } else if is_kana(ch) {
@@ -129,7 +135,11 @@ fn latin_language(text: &str) -> Lang {
 }
 
 /// `text` without the parts between double quotes (ASCII or curly) or corner brackets.
-fn strip_quoted(text: &str) -> String {
+fn strip_quoted(text: &str) -> std::borrow::Cow<'_, str> {
+    let opens = |c: char| matches!(c, '"' | '\u{201C}' | '\u{300C}' | '\u{300E}');
+    if !text.contains(opens) {
+        return std::borrow::Cow::Borrowed(text);
+    }
     let mut out = String::with_capacity(text.len());
     let mut quoted = false;
     for c in text.chars() {
@@ -141,7 +151,7 @@ fn strip_quoted(text: &str) -> String {
             _ => {}
         }
     }
-    out
+    std::borrow::Cow::Owned(out)
 }
 
 /// (English function words, other languages' function words, non-ASCII Latin letters).

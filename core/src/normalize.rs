@@ -23,17 +23,34 @@ pub fn normalize(text: &str) -> String {
 }
 
 /// [`normalize`], appending to `out` (which is not cleared) to reuse one buffer.
+///
+/// Most text instill sees is ASCII, Han characters and CJK or full-width punctuation, for which
+/// NFKC is a per-character mapping (full-width forms to ASCII; the rest unchanged or punctuation
+/// that is dropped anyway): that path runs without the NFKC machinery. The first character
+/// outside that set (kana, accented letters, combining marks…) sends the whole text through the
+/// full NFKC path instead; a test checks the two agree.
 pub fn normalize_into(text: &str, out: &mut String) {
+    let start = out.len();
     let mut sink = Sink {
         out,
         pending_space: false,
         started: false,
     };
-    if text.is_ascii() {
-        for b in text.bytes() {
-            sink.push_ascii(b);
-        }
-    } else if is_nfkc_quick(text.chars()) == IsNormalized::Yes {
+    if sink.push_fast_text(text) {
+        return;
+    }
+    out.truncate(start);
+    normalize_full(text, out);
+}
+
+/// The reference path: full NFKC, then the same case folding, punctuation removal and spacing.
+fn normalize_full(text: &str, out: &mut String) {
+    let mut sink = Sink {
+        out,
+        pending_space: false,
+        started: false,
+    };
+    if is_nfkc_quick(text.chars()) == IsNormalized::Yes {
         for c in text.chars() {
             sink.push(c);
         }
@@ -42,6 +59,22 @@ pub fn normalize_into(text: &str, out: &mut String) {
             sink.push(c);
         }
     }
+}
+
+/// CJK unified ideographs of the basic block: NFKC-stable and caseless.
+fn is_common_han(c: char) -> bool {
+    ('\u{4E00}'..='\u{9FFF}').contains(&c)
+}
+
+/// Punctuation whose NFKC form is itself (or only) punctuation or space: dropping it before or
+/// after NFKC gives the same text. (‗ U+2017 and ‾ U+203E are not: NFKC turns them into a space
+/// and a combining mark.)
+fn is_fast_punctuation(c: char) -> bool {
+    matches!(c,
+        '\u{2010}'..='\u{2016}' | '\u{2018}'..='\u{2027}' | '\u{2030}'..='\u{203D}'
+        | '\u{203F}'..='\u{205E}'
+        | '\u{3001}'..='\u{3003}' | '\u{3008}'..='\u{3011}' | '\u{3014}'..='\u{301F}'
+        | '\u{3030}' | '\u{303D}' | '\u{30FB}')
 }
 
 struct Sink<'a> {
@@ -62,6 +95,59 @@ impl Sink<'_> {
         }
     }
 
+    /// The fast path over a whole text, copying runs of ASCII letters and digits (lowercased in
+    /// place) and runs of Han characters whole. `false` at the first character it cannot take.
+    fn push_fast_text(&mut self, text: &str) -> bool {
+        let bytes = text.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            let b = bytes[i];
+            if b.is_ascii_alphanumeric() {
+                let start = i;
+                while i < bytes.len() && bytes[i].is_ascii_alphanumeric() {
+                    i += 1;
+                }
+                let from = self.emit_str(&text[start..i]);
+                self.out[from..].make_ascii_lowercase();
+            } else if b.is_ascii() {
+                self.push_ascii(b);
+                i += 1;
+            } else {
+                let Some(c) = text[i..].chars().next() else {
+                    return false;
+                };
+                if is_common_han(c) {
+                    let start = i;
+                    i += c.len_utf8();
+                    while let Some(next) = text[i..].chars().next().filter(|&n| is_common_han(n)) {
+                        i += next.len_utf8();
+                    }
+                    self.emit_str(&text[start..i]);
+                } else if self.push_fast(c) {
+                    i += c.len_utf8();
+                } else {
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// Handles `c` if NFKC maps it on its own (see [`normalize_into`]); `false` if it does not.
+    fn push_fast(&mut self, c: char) -> bool {
+        match c {
+            _ if c.is_ascii() => self.push_ascii(c as u8),
+            _ if is_common_han(c) => self.emit(c),
+            // Full-width ASCII: NFKC maps each to its ASCII twin.
+            '\u{FF01}'..='\u{FF5E}' => self.push_ascii((u32::from(c) - 0xFEE0) as u8),
+            // Ideographic space.
+            '\u{3000}' => self.pending_space = true,
+            _ if is_fast_punctuation(c) => {}
+            _ => return false,
+        }
+        true
+    }
+
     fn push(&mut self, c: char) {
         if c.is_ascii() {
             // `c` fits in one byte here.
@@ -75,6 +161,18 @@ impl Sink<'_> {
                 self.emit(l);
             }
         }
+    }
+
+    /// Appends `s` (already normalised) and returns where it starts in the output.
+    fn emit_str(&mut self, s: &str) -> usize {
+        if self.pending_space && self.started {
+            self.out.push(' ');
+        }
+        self.pending_space = false;
+        self.started = true;
+        let from = self.out.len();
+        self.out.push_str(s);
+        from
     }
 
     fn emit(&mut self, c: char) {
@@ -230,6 +328,50 @@ mod tests {
         let mut f = a.clone();
         f.system = "be brief".into();
         assert_ne!(norm_hash(&a), norm_hash(&f));
+    }
+
+    #[test]
+    fn the_fast_path_agrees_with_full_nfkc_for_every_character_it_takes() {
+        let mut fast = String::new();
+        let mut full = String::new();
+        let mut taken = 0;
+        for c in (0..=0x10FFFFu32).filter_map(char::from_u32) {
+            // Each character between two letters, so dropped, spaced and kept characters all show.
+            let text = format!("a{c}b");
+            fast.clear();
+            let mut sink = Sink {
+                out: &mut fast,
+                pending_space: false,
+                started: false,
+            };
+            if !sink.push_fast_text(&text) {
+                continue;
+            }
+            taken += 1;
+            full.clear();
+            normalize_full(&text, &mut full);
+            assert_eq!(fast, full, "U+{:04X}", u32::from(c));
+        }
+        assert!(taken > 21_000, "{taken}");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn normalize_equals_the_full_nfkc_path(parts in proptest::collection::vec(
+            proptest::prop_oneof![
+                "[a-zA-Z0-9 ,.!?]{0,8}",
+                "[\u{4E00}-\u{9FFF}]{0,6}",
+                "[，。！？、：；（）「」《》…—　]{0,4}",
+                "[ＡＢＣａｂｃ０１２]{0,3}",
+                "[éÉüñçあいカ한\u{301}\u{308}ﬁ①]{0,3}",
+            ],
+            0..12,
+        )) {
+            let text: String = parts.concat();
+            let mut full = String::new();
+            normalize_full(&text, &mut full);
+            proptest::prop_assert_eq!(normalize(&text), full);
+        }
     }
 
     #[test]

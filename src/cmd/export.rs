@@ -4,8 +4,10 @@
 use std::time::Instant;
 
 use anyhow::Context;
+use futures::StreamExt;
 use instill_core::{OutputFormat, write_record};
 use instill_storage::{Db, StatusFilter, StoredRecord};
+use rayon::prelude::*;
 use serde::Serialize;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
@@ -13,8 +15,8 @@ use crate::cli::{Compression, ExportArgs, GlobalArgs, OutputFormatArg, StatusArg
 use crate::shards::{ShardConfig, ShardInfo, ShardWriter, Staging};
 use crate::{Outcome, progress};
 
-/// Records per database page: one page in memory at a time.
-const PAGE: i64 = 5000;
+/// Ids per database read window: a few windows in memory at a time.
+const PAGE: i64 = 2000;
 const DEFAULT_SHARD_ROWS: u64 = 100_000;
 
 #[derive(Debug, Serialize)]
@@ -71,6 +73,34 @@ pub fn in_val(norm_hash: &str, seed: u64, fraction: f64) -> bool {
     ((h >> 11) as f64 / (1u64 << 53) as f64) < fraction
 }
 
+/// A run of records formatted as JSONL lines back to back.
+struct Formatted {
+    text: Vec<u8>,
+    /// Where each line ends in `text`.
+    ends: Vec<usize>,
+    /// Whether each line goes to the validation split.
+    val: Vec<bool>,
+}
+
+fn format_chunk(
+    chunk: &[StoredRecord],
+    format: OutputFormat,
+    split: Option<(u64, f64)>,
+) -> Formatted {
+    let mut f = Formatted {
+        text: Vec::with_capacity(chunk.len() * 600),
+        ends: Vec::with_capacity(chunk.len()),
+        val: Vec::with_capacity(chunk.len()),
+    };
+    for stored in chunk {
+        write_record(&stored.record, format, &mut f.text);
+        f.ends.push(f.text.len());
+        f.val
+            .push(split.is_some_and(|(seed, fraction)| in_val(&stored.norm_hash, seed, fraction)));
+    }
+    f
+}
+
 pub async fn run(global: &GlobalArgs, args: &ExportArgs) -> anyhow::Result<Outcome> {
     let started = Instant::now();
     let format = match args.format {
@@ -115,17 +145,24 @@ pub async fn run(global: &GlobalArgs, args: &ExportArgs) -> anyhow::Result<Outco
         let mut train = ShardWriter::new(&dir, if split { "train" } else { "part" }, config);
         let mut val = ShardWriter::new(&dir, "val", config);
         let (mut train_rows, mut val_rows) = (0u64, 0u64);
-        let mut line = Vec::with_capacity(4096);
         while let Some(page) = rx.blocking_recv() {
-            for stored in &page {
-                line.clear();
-                write_record(&stored.record, format, &mut line);
-                if split && in_val(&stored.norm_hash, seed, fraction) {
-                    val.write_line(&line)?;
-                    val_rows += 1;
-                } else {
-                    train.write_line(&line)?;
-                    train_rows += 1;
+            // Formatting runs on every core; shard files are written in order after.
+            let formatted: Vec<Formatted> = page
+                .par_chunks(256)
+                .map(|chunk| format_chunk(chunk, format, split.then_some((seed, fraction))))
+                .collect();
+            for f in &formatted {
+                let mut start = 0;
+                for (&end, &is_val) in f.ends.iter().zip(&f.val) {
+                    let line = &f.text[start..end];
+                    start = end;
+                    if is_val {
+                        val.write_line(line)?;
+                        val_rows += 1;
+                    } else {
+                        train.write_line(line)?;
+                        train_rows += 1;
+                    }
                 }
             }
         }
@@ -134,14 +171,20 @@ pub async fn run(global: &GlobalArgs, args: &ExportArgs) -> anyhow::Result<Outco
         Ok((shards, train_rows, val_rows))
     });
 
-    let mut after = 0;
-    loop {
-        let page = db.records_page(filter, after, PAGE).await?;
-        let Some(last) = page.last() else { break };
-        after = last.id;
-        bar.inc(page.len() as u64);
-        if tx.send(page).await.is_err() {
-            break; // the writer failed; its error comes out of join below
+    // Windows of PAGE ids, two read at once (one per core), handed on in order.
+    if let Some((lo, hi)) = db.id_range(filter).await? {
+        let windows = (lo - 1..hi)
+            .step_by(PAGE as usize)
+            .map(|start| (start, (start + PAGE).min(hi)));
+        let mut pages = futures::stream::iter(windows)
+            .map(|(a, b)| db.records_between(filter, a, b))
+            .buffered(2);
+        while let Some(page) = pages.next().await {
+            let page = page?;
+            bar.inc(page.len() as u64);
+            if tx.send(page).await.is_err() {
+                break; // the writer failed; its error comes out of join below
+            }
         }
     }
     drop(tx);

@@ -179,7 +179,7 @@ pub async fn run(global: &GlobalArgs, args: &ImportArgs) -> anyhow::Result<Outco
                 .collect();
             rows += batch.len() as i64;
             writer
-                .insert_records(&batch)
+                .insert_records(batch)
                 .await
                 .with_context(|| format!("{label}: storing records failed"))?;
             bar.set_position(chunk.bytes_read);

@@ -9,7 +9,7 @@
 //! - [`Db::stats`]: the aggregates of `instill stats`.
 //!
 //! Layout: `db.rs` (URL, pool, dialect dispatch, migrations), `writer.rs` (transactions),
-//! `records.rs`, `imports.rs`, `seeds.rs`, `stats.rs` (one table or concern each), `testing.rs`
+//! `records.rs` (batched inserts), `read.rs` (pages in id order), `imports.rs`, `seeds.rs`, `stats.rs` (one table or concern each), `testing.rs`
 //! (throw-away databases, feature `testing`).
 //!
 //! ```no_run
@@ -24,6 +24,7 @@ mod db;
 mod error;
 mod imports;
 mod migrations;
+mod read;
 mod records;
 mod seeds;
 mod stats;
@@ -35,7 +36,8 @@ pub mod testing;
 pub use db::{Backend, Db, redact};
 pub use error::StorageError;
 pub use imports::{ImportInfo, NewImport};
-pub use records::{NewRecord, StatusFilter, StoredRecord};
+pub use read::{StatusFilter, StoredRecord};
+pub use records::NewRecord;
 pub use seeds::{NewSeed, StoredSeed};
 pub use stats::{LengthHistogram, Stats, StatusCounts};
 pub use writer::Writer;

@@ -2,12 +2,11 @@
 //! reading back in id order by keyset pages.
 
 use std::fmt::Write as _;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use instill_core::{Lang, Origin, Record, Status};
-use sqlx::{AssertSqlSafe, Row};
+use sqlx::AssertSqlSafe;
 
-use crate::db::{Db, on_pool};
 use crate::error::StorageError;
 
 /// A record about to be stored, with its provenance and verdict.
@@ -43,95 +42,82 @@ pub struct NewRecord {
     pub created_at: i64,
 }
 
-/// A record read back from the database.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StoredRecord {
-    /// `records.id`: insertion order.
-    pub id: i64,
-    /// The instruction pair.
-    pub record: Record,
-    /// Its language.
-    pub lang: Lang,
-    /// The dataset or run it came from.
-    pub source: String,
-    /// `pending`, `accepted` or `rejected`.
-    pub status: String,
-    /// Why it was rejected.
-    pub reason: Option<String>,
-    /// [`instill_core::norm_hash`] of the record.
-    pub norm_hash: String,
-}
-
-/// Which records a read selects by status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StatusFilter {
-    /// Every record that is not rejected.
-    Kept,
-    /// Only `accepted`.
-    Accepted,
-    /// Only `pending`.
-    Pending,
-    /// Only `rejected`.
-    Rejected,
-    /// Everything.
-    All,
-}
-
-impl StatusFilter {
-    /// The name used on the command line and in manifests.
-    pub fn name(self) -> &'static str {
-        match self {
-            StatusFilter::Kept => "kept",
-            StatusFilter::Accepted => "accepted",
-            StatusFilter::Pending => "pending",
-            StatusFilter::Rejected => "rejected",
-            StatusFilter::All => "all",
-        }
-    }
-
-    fn sql(self) -> &'static str {
-        match self {
-            StatusFilter::Kept => "AND status <> 'rejected'",
-            StatusFilter::Accepted => "AND status = 'accepted'",
-            StatusFilter::Pending => "AND status = 'pending'",
-            StatusFilter::Rejected => "AND status = 'rejected'",
-            StatusFilter::All => "",
-        }
-    }
-}
-
 const COLUMNS: &str = "instruction, input, output, system, history, lang, origin, source, import_id, run_id, request_id, item_idx, status, reason, dup_of, score, norm_hash, created_at";
 const NUM_COLUMNS: usize = 18;
-/// Rows per multi-row INSERT on SQLite (18 columns × 500 rows stays far below its 32766
-/// parameter limit, and one statement per 500 rows makes the per-statement cost vanish).
+/// Rows per multi-row INSERT on SQLite: one statement per 500 rows makes sqlx's per-statement
+/// cost vanish, and 18 × 500 parameters stay far below SQLite's 32766. (Parameters must stay
+/// anonymous `?`: sqlx looks every named or numbered one up by name, which SQLite answers in
+/// time linear in the parameter count.)
 const SQLITE_ROWS_PER_STATEMENT: usize = 500;
+
+/// The INSERT for a full statement's worth of rows, built once.
+static SQLITE_INSERT_FULL: LazyLock<String> =
+    LazyLock::new(|| sqlite_insert_sql(SQLITE_ROWS_PER_STATEMENT));
+
+/// Shared text values for the small code columns, so binding them copies nothing.
+struct Codes {
+    codes: Vec<(&'static str, Arc<str>)>,
+}
+
+impl Codes {
+    fn new() -> Codes {
+        let all = [
+            "zh",
+            "en",
+            "other",
+            "imported",
+            "generated",
+            "pending",
+            "accepted",
+            "rejected",
+        ];
+        Codes {
+            codes: all.iter().map(|c| (*c, Arc::from(*c))).collect(),
+        }
+    }
+
+    fn get(&self, code: &'static str) -> Arc<str> {
+        self.codes
+            .iter()
+            .find(|(c, _)| *c == code)
+            .map_or_else(|| Arc::from(code), |(_, a)| a.clone())
+    }
+}
 
 pub(crate) async fn insert_sqlite(
     conn: &mut sqlx::SqliteConnection,
-    rows: &[NewRecord],
+    rows: Vec<NewRecord>,
 ) -> Result<(), StorageError> {
-    for chunk in rows.chunks(SQLITE_ROWS_PER_STATEMENT) {
-        let sql = sqlite_insert_sql(chunk.len());
-        let mut q = sqlx::query(AssertSqlSafe(sql));
+    let codes = Codes::new();
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        let chunk: Vec<NewRecord> = rows.by_ref().take(SQLITE_ROWS_PER_STATEMENT).collect();
+        let mut q = if chunk.len() == SQLITE_ROWS_PER_STATEMENT {
+            sqlx::query(SQLITE_INSERT_FULL.as_str())
+        } else {
+            sqlx::query(AssertSqlSafe(sqlite_insert_sql(chunk.len())))
+        };
+        // Owned values move into the arguments: the texts are not copied on the way to SQLite.
         for r in chunk {
+            let history = r.record.history_json();
             q = q
-                .bind(r.record.instruction.as_str())
-                .bind(r.record.input.as_str())
-                .bind(r.record.output.as_str())
-                .bind(r.record.system.as_str())
-                .bind(r.record.history_json())
-                .bind(r.lang.as_str())
-                .bind(r.origin.as_str())
-                .bind(&*r.source)
+                .bind(r.record.instruction)
+                .bind(r.record.input)
+                .bind(r.record.output)
+                .bind(r.record.system)
+                .bind(history)
+                .bind(codes.get(r.lang.as_str()))
+                .bind(codes.get(r.origin.as_str()))
+                .bind(r.source)
                 .bind(r.import_id)
                 .bind(r.run_id)
                 .bind(r.request_id)
                 .bind(r.item_idx)
-                .bind(r.status.as_str())
-                .bind(r.reason.as_deref())
+                .bind(codes.get(r.status.as_str()))
+                .bind(r.reason)
                 .bind(r.dup_of)
                 .bind(r.score)
-                .bind(r.norm_hash.as_str())
+                .bind(r.norm_hash)
                 .bind(r.created_at);
         }
         q.execute(&mut *conn).await?;
@@ -154,13 +140,13 @@ fn sqlite_insert_sql(rows: usize) -> String {
 
 pub(crate) async fn insert_postgres(
     conn: &mut sqlx::PgConnection,
-    rows: &[NewRecord],
+    rows: Vec<NewRecord>,
 ) -> Result<(), StorageError> {
     if rows.is_empty() {
         return Ok(());
     }
     let mut data = Vec::with_capacity(rows.len() * 512);
-    for r in rows {
+    for r in &rows {
         copy_row(r, &mut data);
     }
     let mut copy = conn
@@ -240,58 +226,6 @@ fn copy_num(n: Option<i64>, out: &mut Vec<u8>) {
     match n {
         Some(n) => out.extend_from_slice(n.to_string().as_bytes()),
         None => out.extend_from_slice(b"\\N"),
-    }
-}
-
-impl Db {
-    /// Up to `limit` records with id greater than `after_id` that pass `filter`, in id order:
-    /// one keyset page, so reading millions of rows holds one page in memory at a time.
-    pub async fn records_page(
-        &self,
-        filter: StatusFilter,
-        after_id: i64,
-        limit: i64,
-    ) -> Result<Vec<StoredRecord>, StorageError> {
-        let sql = format!(
-            "SELECT id, instruction, input, output, system, history, lang, source, status, reason, norm_hash
-FROM records WHERE id > $1 {} ORDER BY id LIMIT $2",
-            filter.sql()
-        );
-        on_pool!(&self.pool, p => {
-            let rows = sqlx::query(AssertSqlSafe(sql)).bind(after_id).bind(limit).fetch_all(p).await?;
-            rows.iter().map(|row| {
-                let id: i64 = row.try_get("id")?;
-                let history: Option<String> = row.try_get("history")?;
-                let history = Record::parse_history(history.as_deref()).map_err(|e| {
-                    StorageError::Corrupt { column: "history", id, message: e.to_string() }
-                })?;
-                let lang: String = row.try_get("lang")?;
-                Ok(StoredRecord {
-                    id,
-                    record: Record {
-                        instruction: row.try_get("instruction")?,
-                        input: row.try_get("input")?,
-                        output: row.try_get("output")?,
-                        system: row.try_get("system")?,
-                        history,
-                    },
-                    lang: Lang::from_code(&lang),
-                    source: row.try_get("source")?,
-                    status: row.try_get("status")?,
-                    reason: row.try_get("reason")?,
-                    norm_hash: row.try_get("norm_hash")?,
-                })
-            }).collect()
-        })
-    }
-
-    /// How many records pass `filter`.
-    pub async fn count_records(&self, filter: StatusFilter) -> Result<i64, StorageError> {
-        let sql = format!("SELECT COUNT(*) FROM records WHERE 1 = 1 {}", filter.sql());
-        let n: i64 = on_pool!(&self.pool, p => {
-            sqlx::query_scalar(AssertSqlSafe(sql)).fetch_one(p).await?
-        });
-        Ok(n)
     }
 }
 

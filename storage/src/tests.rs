@@ -68,7 +68,7 @@ async fn records_round_trip_in_order_with_every_character_intact() {
         for r in &mut rows {
             r.import_id = Some(import_id);
         }
-        w.insert_records(&rows).await.unwrap();
+        w.insert_records(rows.clone()).await.unwrap();
         w.finish_import(import_id, "alpaca", 4, 0).await.unwrap();
         w.commit().await.unwrap();
 
@@ -96,10 +96,10 @@ async fn a_transaction_that_is_not_committed_leaves_nothing() {
             .into_iter()
             .map(|r| new_record(r, Status::Pending))
             .collect();
-        w.insert_records(&rows).await.unwrap();
+        w.insert_records(rows.clone()).await.unwrap();
         w.rollback().await.unwrap();
         let mut w = db.writer().await.unwrap();
-        w.insert_records(&rows).await.unwrap();
+        w.insert_records(rows.clone()).await.unwrap();
         drop(w);
         assert_eq!(
             db.count_records(StatusFilter::All).await.unwrap(),
@@ -126,7 +126,7 @@ async fn pages_filter_by_status_and_resume_after_the_last_id() {
                 new_record(Record::new(format!("task {i}"), "", "x"), status)
             })
             .collect();
-        w.insert_records(&rows).await.unwrap();
+        w.insert_records(rows.clone()).await.unwrap();
         w.commit().await.unwrap();
         let mut seen = Vec::new();
         let mut after = 0;
@@ -145,6 +145,23 @@ async fn pages_filter_by_status_and_resume_after_the_last_id() {
             .collect();
         assert_eq!(seen, want, "{}", t.backend);
         assert_eq!(db.count_records(StatusFilter::Rejected).await.unwrap(), 401);
+
+        // Id windows cover the same records, in order, when read one after another.
+        let (lo, hi) = db.id_range(StatusFilter::Kept).await.unwrap().unwrap();
+        let mut windowed = Vec::new();
+        let mut start = lo - 1;
+        while start < hi {
+            let end = (start + 250).min(hi);
+            let w = db
+                .records_between(StatusFilter::Kept, start, end)
+                .await
+                .unwrap();
+            assert!(w.iter().all(|r| r.id > start && r.id <= end));
+            windowed.extend(w.into_iter().map(|s| s.record.instruction));
+            start = end;
+        }
+        assert_eq!(windowed, seen, "{}", t.backend);
+        assert_eq!(db.id_range(StatusFilter::Accepted).await.unwrap(), None);
 
         let stats = db.stats().await.unwrap();
         assert_eq!(stats.records.total, 1203);

@@ -54,8 +54,8 @@ impl Db {
 
 impl Writer {
     /// Stores a batch of records (multi-row INSERT on SQLite, COPY on Postgres), in order, so
-    /// ids follow the batch order.
-    pub async fn insert_records(&mut self, rows: &[NewRecord]) -> Result<(), StorageError> {
+    /// ids follow the batch order. Takes the batch by value: its texts move into the statement.
+    pub async fn insert_records(&mut self, rows: Vec<NewRecord>) -> Result<(), StorageError> {
         match &mut self.tx {
             Tx::Sqlite(t) => insert_sqlite(t, rows).await,
             Tx::Postgres(t) => insert_postgres(t, rows).await,
