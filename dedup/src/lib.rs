@@ -1,0 +1,44 @@
+//! instill-dedup: curation. Exact, ROUGE-L and MinHash-LSH near-duplicate removal and the
+//! quality filters, as plain synchronous functions over texts; rayon for the parallel parts.
+//! No IO, no tokio, no SQL: the caller loads records and stores verdicts.
+//!
+//! - [`rouge_filter`]: the self-instruct / Alpaca ROUGE-L rule, exact and sub-quadratic
+//!   ([`rouge_filter_exhaustive`] is the brute-force reference), with tokenizers that keep
+//!   Chinese ([`Tokenizer`]).
+//! - [`LcsQuery`]: bit-parallel LCS over token ids.
+//! - [`exact_dups`]: equal normalised-content hashes, first occurrence wins.
+//! - [`MinHasher`], [`Signatures`], [`lsh_clusters`]: MinHash-LSH with bands × rows from the
+//!   threshold ([`optimal_bands`]), verified pairs, union-find clusters.
+//! - [`Rules`]: the quality filters, from defaults or TOML.
+//!
+//! ```
+//! use instill_dedup::{rouge_filter, RougeConfig, Tokenizer};
+//! let texts = ["写一首关于春天的诗", "写一首关于春天的短诗", "介绍一下长城"];
+//! let config = RougeConfig { tokenizer: Tokenizer::Auto, ..RougeConfig::default() };
+//! let verdicts = rouge_filter(&texts, 1, &config);
+//! assert!(!verdicts[0].kept && verdicts[1].kept);
+//! ```
+
+mod exact;
+mod filters;
+mod lcs;
+mod lsh;
+mod minhash;
+mod rouge;
+#[cfg(test)]
+mod rouge_tests;
+mod tokenize;
+mod vocab;
+
+pub use exact::exact_dups;
+pub use filters::{
+    BlacklistRule, LengthRule, MismatchRule, PhraseRule, RepeatRule, Rules, RulesError, Toggle,
+};
+pub use lcs::{LcsQuery, lcs_naive};
+pub use lsh::{ClusterVerdict, LshConfig, Signatures, Verify, lsh_clusters, optimal_bands};
+pub use minhash::{MinHasher, Shingling, estimate_jaccard, jaccard};
+pub use rouge::{
+    Nearest, RougeConfig, RougeVerdict, rouge_filter, rouge_filter_exhaustive, rouge_l_f1,
+};
+pub use tokenize::Tokenizer;
+pub use vocab::Sequences;

@@ -1,0 +1,314 @@
+//! MinHash-LSH near-duplicate clustering: bands × rows chosen from the threshold, band buckets,
+//! candidate pairs verified (by the signature estimate or exact Jaccard), union-find clusters in
+//! which the first record wins.
+
+use rayon::prelude::*;
+use rustc_hash::FxHashMap;
+use xxhash_rust::xxh3::xxh3_64;
+
+use crate::minhash::{MinHasher, estimate_jaccard, jaccard};
+
+/// How candidate pairs from the buckets are confirmed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verify {
+    /// Every pair sharing a bucket is a duplicate (classic LSH; most recall, some false
+    /// positives).
+    None,
+    /// The signatures' agreement must reach the threshold (default).
+    Estimate,
+    /// The exact Jaccard of the shingle sets must reach the threshold.
+    Exact,
+}
+
+/// MinHash-LSH settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LshConfig {
+    /// Jaccard similarity at which records count as near-duplicates.
+    pub threshold: f64,
+    /// Bands.
+    pub bands: usize,
+    /// Rows per band.
+    pub rows: usize,
+    /// How candidate pairs are confirmed.
+    pub verify: Verify,
+}
+
+impl LshConfig {
+    /// Bands and rows for `threshold` with `num_perm` functions (see [`optimal_bands`]).
+    pub fn for_threshold(threshold: f64, num_perm: usize, verify: Verify) -> LshConfig {
+        let (bands, rows) = optimal_bands(threshold, num_perm);
+        LshConfig {
+            threshold,
+            bands,
+            rows,
+            verify,
+        }
+    }
+}
+
+/// The bands × rows split with `bands · rows <= num_perm` that minimises the equally weighted
+/// sum of the false-positive area (collision probability `1 − (1 − s^r)^b` integrated over
+/// `s < threshold`) and the false-negative area (its complement over `s >= threshold`): the
+/// rule of datasketch and text-dedup (0.8 and 128 give 9 × 13).
+pub fn optimal_bands(threshold: f64, num_perm: usize) -> (usize, usize) {
+    let collide = |s: f64, b: usize, r: usize| 1.0 - (1.0 - s.powi(r as i32)).powi(b as i32);
+    let mut best = (1, num_perm.max(1));
+    let mut best_err = f64::INFINITY;
+    for b in 1..=num_perm {
+        for r in 1..=num_perm / b {
+            let fp = integrate(|s| collide(s, b, r), 0.0, threshold);
+            let fneg = integrate(|s| 1.0 - collide(s, b, r), threshold, 1.0);
+            let err = 0.5 * fp + 0.5 * fneg;
+            if err < best_err {
+                best_err = err;
+                best = (b, r);
+            }
+        }
+    }
+    best
+}
+
+/// Composite Simpson's rule on 200 intervals: ample for these smooth curves.
+fn integrate(f: impl Fn(f64) -> f64, a: f64, b: f64) -> f64 {
+    let n = 200;
+    let h = (b - a) / n as f64;
+    let mut sum = f(a) + f(b);
+    for i in 1..n {
+        let x = a + i as f64 * h;
+        sum += if i % 2 == 1 { 4.0 } else { 2.0 } * f(x);
+    }
+    sum * h / 3.0
+}
+
+/// What clustering decided for one record.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ClusterVerdict {
+    /// Whether the record is the first of its cluster (or alone).
+    pub kept: bool,
+    /// The cluster: the index of its first record.
+    pub cluster: usize,
+    /// For a duplicate: the earlier record it matched best (or, when it only joined through
+    /// later records, the cluster's first), and their similarity.
+    pub dup_of: Option<(usize, f64)>,
+    /// Whether the cluster has more than one record.
+    pub in_cluster: bool,
+}
+
+/// Signatures of many texts, back to back.
+#[derive(Debug)]
+pub struct Signatures {
+    num_perm: usize,
+    values: Vec<u32>,
+    empty: Vec<bool>,
+}
+
+impl Signatures {
+    /// Computes every text's signature in parallel.
+    pub fn compute(hasher: &MinHasher, texts: &[&str]) -> Signatures {
+        let num_perm = hasher.num_perm();
+        let mut values = vec![0u32; texts.len() * num_perm];
+        let empty: Vec<bool> = values
+            .par_chunks_mut(num_perm.max(1))
+            .zip(texts.par_iter())
+            .map(|(sig, text)| !hasher.signature_into(text, sig))
+            .collect();
+        Signatures {
+            num_perm,
+            values,
+            empty,
+        }
+    }
+
+    fn get(&self, i: usize) -> &[u32] {
+        &self.values[i * self.num_perm..(i + 1) * self.num_perm]
+    }
+
+    /// How many signatures.
+    pub fn len(&self) -> usize {
+        self.empty.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.empty.is_empty()
+    }
+}
+
+/// Clusters records by MinHash-LSH. `exact_sets` (sorted shingle hashes per record) is needed
+/// only for [`Verify::Exact`].
+pub fn lsh_clusters(
+    sigs: &Signatures,
+    config: &LshConfig,
+    exact_sets: Option<&[Vec<u64>]>,
+) -> Vec<ClusterVerdict> {
+    let n = sigs.len();
+    let bands = config.bands.min(sigs.num_perm / config.rows.max(1)).max(1);
+    let rows = config.rows.max(1);
+    // Band keys, in parallel: one u64 per (record, band).
+    let keys: Vec<u64> = (0..n)
+        .into_par_iter()
+        .flat_map_iter(|i| {
+            let sig = sigs.get(i);
+            (0..bands).map(move |b| {
+                let mut bytes = [0u8; 4 * 64];
+                let band = &sig[b * rows..(b + 1) * rows];
+                let len = band.len().min(64) * 4;
+                for (k, v) in band.iter().take(64).enumerate() {
+                    bytes[k * 4..k * 4 + 4].copy_from_slice(&v.to_le_bytes());
+                }
+                xxh3_64(&bytes[..len]) ^ (b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            })
+        })
+        .collect();
+    let mut uf = UnionFind::new(n);
+    let mut best: Vec<Option<(usize, f64)>> = vec![None; n];
+    // Per band: bucket key -> the latest record in it; `next` chains each record to the previous
+    // one in the same bucket.
+    let mut heads: Vec<FxHashMap<u64, u32>> = (0..bands).map(|_| FxHashMap::default()).collect();
+    let mut next = vec![u32::MAX; n * bands];
+    let mut seen_stamp = vec![u32::MAX; n];
+    for i in 0..n {
+        if sigs.empty[i] {
+            continue;
+        }
+        for b in 0..bands {
+            let key = keys[i * bands + b];
+            let prev = heads[b].insert(key, i as u32);
+            next[i * bands + b] = prev.unwrap_or(u32::MAX);
+            let mut j = prev.unwrap_or(u32::MAX);
+            while j != u32::MAX {
+                let ju = j as usize;
+                if seen_stamp[ju] != i as u32 {
+                    seen_stamp[ju] = i as u32;
+                    if uf.find(ju) != uf.find(i) || best[i].is_none() {
+                        let sim = match config.verify {
+                            Verify::Exact => match exact_sets {
+                                Some(sets) => jaccard(&sets[i], &sets[ju]),
+                                None => estimate_jaccard(sigs.get(i), sigs.get(ju)),
+                            },
+                            _ => estimate_jaccard(sigs.get(i), sigs.get(ju)),
+                        };
+                        if config.verify == Verify::None || sim >= config.threshold {
+                            uf.union(i, ju);
+                            let better = match best[i] {
+                                None => true,
+                                Some((k, s)) => sim > s || (sim == s && ju < k),
+                            };
+                            if better {
+                                best[i] = Some((ju, sim));
+                            }
+                        }
+                    }
+                }
+                j = next[ju * bands + b];
+            }
+        }
+    }
+    let mut size = vec![0u32; n];
+    for i in 0..n {
+        size[uf.find(i)] += 1;
+    }
+    (0..n)
+        .map(|i| {
+            let root = uf.find(i);
+            let kept = root == i;
+            let dup_of = if kept {
+                None
+            } else {
+                best[i].or_else(|| Some((root, estimate_jaccard(sigs.get(i), sigs.get(root)))))
+            };
+            ClusterVerdict {
+                kept,
+                cluster: root,
+                dup_of,
+                in_cluster: size[root] > 1,
+            }
+        })
+        .collect()
+}
+
+/// Union-find whose root is always the smallest index of its set.
+struct UnionFind {
+    parent: Vec<u32>,
+}
+
+impl UnionFind {
+    fn new(n: usize) -> Self {
+        UnionFind {
+            parent: (0..n as u32).collect(),
+        }
+    }
+
+    fn find(&mut self, mut x: usize) -> usize {
+        let mut root = x;
+        while self.parent[root] as usize != root {
+            root = self.parent[root] as usize;
+        }
+        while self.parent[x] as usize != root {
+            let up = self.parent[x] as usize;
+            self.parent[x] = root as u32;
+            x = up;
+        }
+        root
+    }
+
+    fn union(&mut self, a: usize, b: usize) {
+        let (ra, rb) = (self.find(a), self.find(b));
+        if ra != rb {
+            let (lo, hi) = if ra < rb { (ra, rb) } else { (rb, ra) };
+            self.parent[hi] = lo as u32;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::minhash::Shingling;
+
+    #[test]
+    fn bands_and_rows_match_datasketch() {
+        assert_eq!(optimal_bands(0.8, 128), (9, 13));
+        let (b, r) = optimal_bands(0.5, 128);
+        assert!(b * r <= 128 && b > 9, "{b} x {r}");
+    }
+
+    #[test]
+    fn union_find_roots_are_first_indices() {
+        let mut uf = UnionFind::new(6);
+        uf.union(5, 3);
+        uf.union(3, 4);
+        uf.union(4, 1);
+        assert_eq!(uf.find(5), 1);
+        assert_eq!(uf.find(0), 0);
+    }
+
+    #[test]
+    fn clusters_near_duplicates_and_keeps_the_first() {
+        let base = "The quick brown fox jumps over the lazy dog near the river bank today";
+        let texts = [
+            base,
+            "Completely different text about cooking pasta with tomato sauce and basil",
+            "The quick brown fox jumps over the lazy dog near the river bank today!",
+            "春眠不觉晓，处处闻啼鸟。夜来风雨声，花落知多少。",
+            "春眠不觉晓，处处闻啼鸟。夜来风雨声，花落知多少",
+            "",
+        ];
+        let hasher = MinHasher::new(128, Shingling::Char(5), 1);
+        let sigs = Signatures::compute(&hasher, &texts);
+        for verify in [Verify::None, Verify::Estimate, Verify::Exact] {
+            let sets: Vec<Vec<u64>> = texts.iter().map(|t| Shingling::Char(5).set(t)).collect();
+            let config = LshConfig::for_threshold(0.8, 128, verify);
+            let v = lsh_clusters(&sigs, &config, Some(&sets));
+            let kept: Vec<bool> = v.iter().map(|c| c.kept).collect();
+            assert_eq!(
+                kept,
+                vec![true, true, false, true, false, true],
+                "{verify:?}"
+            );
+            assert_eq!(v[2].dup_of.map(|d| d.0), Some(0));
+            assert_eq!(v[4].cluster, 3);
+            assert!(v[0].in_cluster && !v[1].in_cluster);
+        }
+    }
+}
