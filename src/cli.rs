@@ -62,8 +62,143 @@ pub enum Command {
     /// complete or not at all.
     Export(ExportArgs),
 
+    /// Mark near-duplicates among the stored records that are not rejected: exact (normalised
+    /// text), MinHash-LSH (Jaccard of shingles) and ROUGE-L (the self-instruct rule on
+    /// instructions), in that order. The first occurrence (lowest id) wins; each rejected record
+    /// gets the reason (exact, minhash, rouge_l), the record it duplicates (dup_of) and the score.
+    /// Naming a method's flag runs only the named methods; naming none runs all three with their
+    /// defaults. Running it again changes nothing.
+    Dedup(DedupArgs),
+
+    /// Apply the quality rules (instruction length, blacklisted words, Alpaca's English rules,
+    /// a model talking about itself, empty output, language mismatch, output repeating the
+    /// instruction) to the records that are not rejected; failures are rejected with the rule's
+    /// name as reason.
+    Filter(FilterArgs),
+
     /// Counts by status, rejection reason, source, run, language; length percentiles; tokens.
     Stats,
+}
+
+#[derive(Debug, Args)]
+pub struct DedupArgs {
+    /// Exact duplicates: equal normalised text (NFKC, lowercase, punctuation and extra spaces
+    /// removed).
+    #[arg(long)]
+    pub exact: bool,
+
+    /// MinHash-LSH near-duplicates: records whose shingle sets have at least this Jaccard
+    /// similarity (0-1) are clustered, and all but the first of each cluster rejected
+    /// [default when no method is named: 0.8].
+    #[arg(long, value_parser = parse_unit)]
+    pub minhash_threshold: Option<f64>,
+
+    /// MinHash shingles: `char` n-grams of the normalised text (works for Chinese without a
+    /// segmenter) or `word` n-grams (a CJK character counts as a word).
+    #[arg(long, value_enum, default_value = "char")]
+    pub shingle: ShingleArg,
+
+    /// Shingle length [default: 5 characters, or 3 words].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub ngram: Option<u64>,
+
+    /// MinHash hash functions; bands × rows are chosen from the threshold by minimising
+    /// false positives plus false negatives (0.8 and 128 give 9 × 13).
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(8..=1024))]
+    pub num_perm: u64,
+
+    /// How pairs that share an LSH bucket are confirmed: `estimate` (signature agreement reaches
+    /// the threshold), `exact` (true Jaccard of the shingle sets; slower, more memory), `none`
+    /// (every bucket collision is a duplicate).
+    #[arg(long, value_enum, default_value = "estimate")]
+    pub minhash_verify: VerifyArg,
+
+    /// ROUGE-L: reject a record whose instruction has a ROUGE-L F1 greater than this with an
+    /// earlier kept instruction (the Alpaca / self-instruct rule) [default when no method is
+    /// named: 0.7].
+    #[arg(long, value_parser = parse_unit)]
+    pub rouge_threshold: Option<f64>,
+
+    /// ROUGE tokenizer: `auto` (per character for text with Chinese, Japanese or Korean, else
+    /// rouge_score's), `alpaca` (rouge_score's default, bit for bit; it erases CJK text, so
+    /// Chinese is never rejected), `char`.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub tokenizer: TokenizerArg,
+
+    /// The most similar earlier instruction is stored for every record when its F1 is at least
+    /// this; lower floors compare more pairs and run slower.
+    #[arg(long, default_value_t = 0.5, value_parser = parse_unit)]
+    pub rouge_floor: f64,
+
+    /// Compare every pair (the brute-force reference; quadratic).
+    #[arg(long)]
+    pub rouge_exhaustive: bool,
+
+    /// Put the stored seed tasks first in the ROUGE-L pool, as generation does: records too close
+    /// to a seed are rejected too (their dup_of is empty: seeds are not records).
+    #[arg(long)]
+    pub with_seeds: bool,
+
+    /// The text exact and MinHash dedup compare: the whole `record` (instruction, input, output,
+    /// and any system prompt and earlier turns) or the `instruction` alone.
+    #[arg(long, value_enum, default_value = "record")]
+    pub field: FieldArg,
+
+    /// Report what would be rejected; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ShingleArg {
+    /// Character n-grams.
+    Char,
+    /// Word n-grams.
+    Word,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum VerifyArg {
+    /// Signature agreement.
+    Estimate,
+    /// True Jaccard.
+    Exact,
+    /// No check.
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TokenizerArg {
+    /// `char` for CJK text, else `alpaca`.
+    Auto,
+    /// rouge_score's default tokenizer.
+    Alpaca,
+    /// Each CJK character a token.
+    Char,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FieldArg {
+    /// Instruction, input, output (and system prompt and history).
+    Record,
+    /// The instruction alone.
+    Instruction,
+}
+
+#[derive(Debug, Args)]
+pub struct FilterArgs {
+    /// `default` for the built-in rules, or a TOML file that changes them (every table and key
+    /// optional; see --print-rules for all of them).
+    #[arg(long, default_value = "default")]
+    pub rules: String,
+
+    /// Print the built-in rules as TOML (a starting point for --rules FILE) and exit.
+    #[arg(long)]
+    pub print_rules: bool,
+
+    /// Report what would be rejected; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -284,6 +419,15 @@ fn parse_size(s: &str) -> Result<u64, String> {
         return Err("a shard must be allowed at least one byte".into());
     }
     Ok(bytes)
+}
+
+fn parse_unit(s: &str) -> Result<f64, String> {
+    let f: f64 = s.parse().map_err(|_| format!("`{s}` is not a number"))?;
+    if (0.0..=1.0).contains(&f) {
+        Ok(f)
+    } else {
+        Err(format!("{s} is outside [0, 1]"))
+    }
 }
 
 fn parse_fraction(s: &str) -> Result<f64, String> {

@@ -58,6 +58,8 @@ async fn run(cli: &Cli) -> anyhow::Result<Outcome> {
         Command::Seeds(SeedsCommand::List(args)) => cmd::seeds::list(g, args).await,
         Command::Import(args) => cmd::import::run(g, args).await,
         Command::Export(args) => cmd::export::run(g, args).await,
+        Command::Dedup(args) => cmd::dedup::run(g, args).await,
+        Command::Filter(args) => cmd::filter::run(g, args).await,
         Command::Stats => cmd::stats::run(g).await,
     }
 }

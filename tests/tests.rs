@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod bad_input;
+mod curate;
 mod import_export;
 mod seeds_stats;
 mod util;

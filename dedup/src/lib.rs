@@ -38,7 +38,8 @@ pub use lcs::{LcsQuery, lcs_naive};
 pub use lsh::{ClusterVerdict, LshConfig, Signatures, Verify, lsh_clusters, optimal_bands};
 pub use minhash::{MinHasher, Shingling, estimate_jaccard, jaccard};
 pub use rouge::{
-    Nearest, RougeConfig, RougeVerdict, rouge_filter, rouge_filter_exhaustive, rouge_l_f1,
+    Nearest, RougeConfig, RougeVerdict, rouge_filter, rouge_filter_exhaustive,
+    rouge_filter_exhaustive_with_progress, rouge_filter_with_progress, rouge_l_f1,
 };
 pub use tokenize::Tokenizer;
 pub use vocab::Sequences;

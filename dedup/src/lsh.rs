@@ -105,12 +105,30 @@ pub struct Signatures {
 impl Signatures {
     /// Computes every text's signature in parallel.
     pub fn compute(hasher: &MinHasher, texts: &[&str]) -> Signatures {
-        let num_perm = hasher.num_perm();
+        Self::compute_with_progress(hasher, texts, &|_| {})
+    }
+
+    /// [`Signatures::compute`], calling `progress` with the number of texts done since the last
+    /// call.
+    pub fn compute_with_progress(
+        hasher: &MinHasher,
+        texts: &[&str],
+        progress: &(dyn Fn(usize) + Sync),
+    ) -> Signatures {
+        let num_perm = hasher.num_perm().max(1);
         let mut values = vec![0u32; texts.len() * num_perm];
         let empty: Vec<bool> = values
-            .par_chunks_mut(num_perm.max(1))
-            .zip(texts.par_iter())
-            .map(|(sig, text)| !hasher.signature_into(text, sig))
+            .par_chunks_mut(num_perm * 256)
+            .zip(texts.par_chunks(256))
+            .flat_map_iter(|(sigs, chunk)| {
+                let flags: Vec<bool> = sigs
+                    .chunks_mut(num_perm)
+                    .zip(chunk)
+                    .map(|(sig, text)| !hasher.signature_into(text, sig))
+                    .collect();
+                progress(chunk.len());
+                flags
+            })
             .collect();
         Signatures {
             num_perm,
@@ -309,6 +327,129 @@ mod tests {
             assert_eq!(v[2].dup_of.map(|d| d.0), Some(0));
             assert_eq!(v[4].cluster, 3);
             assert!(v[0].in_cluster && !v[1].in_cluster);
+        }
+    }
+}
+
+#[cfg(test)]
+mod recall_tests {
+    use super::*;
+    use crate::minhash::Shingling;
+
+    /// P(Bin(n, p) >= k).
+    fn binomial_tail(n: u32, k: u32, p: f64) -> f64 {
+        let mut total = 0.0;
+        for x in k..=n {
+            let mut c = 1.0f64;
+            for i in 0..x {
+                c *= f64::from(n - i) / f64::from(i + 1);
+            }
+            total += c * p.powi(x as i32) * (1.0 - p).powi((n - x) as i32);
+        }
+        total
+    }
+
+    /// A labelled set from real data: 3,000 Alpaca records plus 600 near-duplicates made by
+    /// deleting or swapping a few words (as ../shared/bench/make_synthetic.py does). Brute force
+    /// over every (record, earlier record) pair gives the truth. LSH cannot find every pair near
+    /// the threshold (at Jaccard s a pair shares a band with probability 1 − (1 − s^13)^9 and its
+    /// estimate reaches 0.8 with the binomial probability P(Bin(128, s) ≥ 103)); the recall must
+    /// reach what that theory predicts for the true positives' similarities, less 0.05, and at
+    /// least 90% for pairs of Jaccard 0.9 or more. Every reported duplicate must be a
+    /// near-duplicate (true Jaccard within 0.15 of the threshold).
+    #[test]
+    fn lsh_recall_and_precision_against_brute_force() {
+        let data: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(crate::rouge_tests::shared("data/alpaca_data.json")).unwrap(),
+        )
+        .unwrap();
+        let mut texts: Vec<String> = data.as_array().unwrap()[..3000]
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} {} {}",
+                    r["instruction"].as_str().unwrap(),
+                    r["input"].as_str().unwrap(),
+                    r["output"].as_str().unwrap()
+                )
+            })
+            .collect();
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        let mut rand = move |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        for _ in 0..600 {
+            let src = rand(3000) as usize;
+            let mut words: Vec<String> = texts[src].split(' ').map(str::to_string).collect();
+            let edits = 1 + rand(4) as usize;
+            for _ in 0..edits {
+                if words.len() < 3 {
+                    break;
+                }
+                let p = rand(words.len() as u64 - 1) as usize;
+                if rand(2) == 0 {
+                    words.remove(p);
+                } else {
+                    words.swap(p, p + 1);
+                }
+            }
+            texts.push(words.join(" "));
+        }
+        let shingling = Shingling::Word(3);
+        let threshold = 0.8;
+        let sets: Vec<Vec<u64>> = texts.iter().map(|t| shingling.set(t)).collect();
+        // Truth: a record is a near-duplicate when some earlier record reaches the threshold; its
+        // best similarity decides how findable it is.
+        let best: Vec<f64> = (0..texts.len())
+            .map(|i| {
+                (0..i)
+                    .map(|j| jaccard(&sets[i], &sets[j]))
+                    .fold(0.0, f64::max)
+            })
+            .collect();
+        let truth: Vec<bool> = best.iter().map(|&b| b >= threshold).collect();
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let sigs = Signatures::compute(&MinHasher::new(128, shingling, 1), &refs);
+        let config = LshConfig::for_threshold(threshold, 128, Verify::Estimate);
+        let verdicts = lsh_clusters(&sigs, &config, None);
+        let positives = truth.iter().filter(|&&t| t).count();
+        let found = (0..texts.len())
+            .filter(|&i| truth[i] && !verdicts[i].kept)
+            .count();
+        let recall = found as f64 / positives as f64;
+        assert!(positives > 200, "{positives}");
+        let detect = |s: f64| {
+            let band = 1.0 - (1.0 - s.powi(config.rows as i32)).powi(config.bands as i32);
+            band * binomial_tail(128, 103, s)
+        };
+        let expected = best
+            .iter()
+            .filter(|&&b| b >= threshold)
+            .map(|&b| detect(b))
+            .sum::<f64>()
+            / positives as f64;
+        assert!(
+            recall >= expected - 0.05,
+            "recall {recall} ({found} of {positives}), theory {expected}"
+        );
+        let high: Vec<usize> = (0..texts.len()).filter(|&i| best[i] >= 0.9).collect();
+        let high_found = high.iter().filter(|&&i| !verdicts[i].kept).count();
+        assert!(
+            high_found as f64 >= 0.9 * high.len() as f64,
+            "{high_found} of {}",
+            high.len()
+        );
+        for (i, v) in verdicts.iter().enumerate() {
+            if let Some((j, _)) = v.dup_of {
+                let true_j = jaccard(&sets[i], &sets[j]);
+                assert!(
+                    true_j >= threshold - 0.15,
+                    "{i} ~ {j}: true Jaccard {true_j}"
+                );
+            }
         }
     }
 }

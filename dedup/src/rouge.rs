@@ -80,8 +80,18 @@ pub fn rouge_l_f1(lcs: usize, len_candidate: usize, len_pool: usize) -> f64 {
 /// Judges `texts[seeds..]` in order against the pool that starts as `texts[..seeds]`. Returns one
 /// verdict per candidate. Sub-quadratic; equal to [`rouge_filter_exhaustive`].
 pub fn rouge_filter(texts: &[&str], seeds: usize, config: &RougeConfig) -> Vec<RougeVerdict> {
+    rouge_filter_with_progress(texts, seeds, config, &|_| {})
+}
+
+/// [`rouge_filter`], calling `progress` with the number of candidates judged since the last call.
+pub fn rouge_filter_with_progress(
+    texts: &[&str],
+    seeds: usize,
+    config: &RougeConfig,
+    progress: &(dyn Fn(usize) + Sync),
+) -> Vec<RougeVerdict> {
     let seq = Sequences::tokenize(texts, config.tokenizer);
-    filter_sequences(&seq, seeds, config)
+    filter_sequences(&seq, seeds, config, progress)
 }
 
 /// The brute-force reference: every candidate against every earlier kept item.
@@ -89,6 +99,16 @@ pub fn rouge_filter_exhaustive(
     texts: &[&str],
     seeds: usize,
     config: &RougeConfig,
+) -> Vec<RougeVerdict> {
+    rouge_filter_exhaustive_with_progress(texts, seeds, config, &|_| {})
+}
+
+/// [`rouge_filter_exhaustive`], calling `progress` as candidates are judged.
+pub fn rouge_filter_exhaustive_with_progress(
+    texts: &[&str],
+    seeds: usize,
+    config: &RougeConfig,
+    progress: &(dyn Fn(usize) + Sync),
 ) -> Vec<RougeVerdict> {
     let seq = Sequences::tokenize(texts, config.tokenizer);
     let seeds = seeds.min(seq.len());
@@ -114,6 +134,7 @@ pub fn rouge_filter_exhaustive(
             kept,
             nearest: best,
         });
+        progress(1);
     }
     out
 }
@@ -123,6 +144,7 @@ pub(crate) fn filter_sequences(
     seq: &Sequences,
     seeds: usize,
     config: &RougeConfig,
+    progress: &(dyn Fn(usize) + Sync),
 ) -> Vec<RougeVerdict> {
     let seeds = seeds.min(seq.len());
     let tau = config.threshold.min(config.floor) - SLACK;
@@ -157,6 +179,7 @@ pub(crate) fn filter_sequences(
             out.push(RougeVerdict { kept, nearest });
         }
         index.absorb(local);
+        progress(end - start);
         start = end;
         // Larger blocks once the pool is large: the parallel part dominates.
         block = (block * 2).min(4096);

@@ -1,7 +1,10 @@
 //! One module per command: each parses nothing (clap did), opens the database, does the work
 //! through the library crates, prints a summary.
 
+pub mod dedup;
 pub mod export;
+pub mod filter;
 pub mod import;
+pub mod scope;
 pub mod seeds;
 pub mod stats;

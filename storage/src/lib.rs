@@ -9,7 +9,7 @@
 //! - [`Db::stats`]: the aggregates of `instill stats`.
 //!
 //! Layout: `db.rs` (URL, pool, dialect dispatch, migrations), `writer.rs` (transactions),
-//! `records.rs` (batched inserts), `read.rs` (pages in id order), `imports.rs`, `seeds.rs`, `stats.rs` (one table or concern each), `testing.rs`
+//! `records.rs` (batched inserts), `read.rs` (pages in id order), `imports.rs`, `seeds.rs`, `stats.rs`, `verdicts.rs` (one table or concern each), `testing.rs`
 //! (throw-away databases, feature `testing`).
 //!
 //! ```no_run
@@ -28,6 +28,7 @@ mod read;
 mod records;
 mod seeds;
 mod stats;
+mod verdicts;
 mod writer;
 
 #[cfg(any(test, feature = "testing"))]
@@ -40,6 +41,7 @@ pub use read::{StatusFilter, StoredRecord};
 pub use records::NewRecord;
 pub use seeds::{NewSeed, StoredSeed};
 pub use stats::{LengthHistogram, Stats, StatusCounts};
+pub use verdicts::{Rejection, StoredVerdict};
 pub use writer::Writer;
 
 #[cfg(test)]

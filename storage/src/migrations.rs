@@ -13,18 +13,32 @@ pub struct EmbeddedMigration {
 }
 
 /// SQLite migrations, oldest first.
-pub const SQLITE: &[EmbeddedMigration] = &[EmbeddedMigration {
-    version: 1,
-    name: "init",
-    sql: include_str!("../../migrations/sqlite/0001_init.sql"),
-}];
+pub const SQLITE: &[EmbeddedMigration] = &[
+    EmbeddedMigration {
+        version: 1,
+        name: "init",
+        sql: include_str!("../../migrations/sqlite/0001_init.sql"),
+    },
+    EmbeddedMigration {
+        version: 2,
+        name: "curation",
+        sql: include_str!("../../migrations/sqlite/0002_curation.sql"),
+    },
+];
 
 /// Postgres migrations, oldest first.
-pub const POSTGRES: &[EmbeddedMigration] = &[EmbeddedMigration {
-    version: 1,
-    name: "init",
-    sql: include_str!("../../migrations/postgres/0001_init.sql"),
-}];
+pub const POSTGRES: &[EmbeddedMigration] = &[
+    EmbeddedMigration {
+        version: 1,
+        name: "init",
+        sql: include_str!("../../migrations/postgres/0001_init.sql"),
+    },
+    EmbeddedMigration {
+        version: 2,
+        name: "curation",
+        sql: include_str!("../../migrations/postgres/0002_curation.sql"),
+    },
+];
 
 #[cfg(test)]
 mod tests {

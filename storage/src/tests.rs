@@ -226,3 +226,55 @@ async fn reopening_runs_no_migration_twice() {
         db.close().await;
     }
 }
+
+#[tokio::test]
+async fn verdicts_are_written_in_batches_and_read_back() {
+    for t in TempDb::both() {
+        let db = Db::open(&t.url).await.unwrap();
+        let mut w = db.writer().await.unwrap();
+        let rows: Vec<NewRecord> = (0..1200)
+            .map(|i| new_record(Record::new(format!("t{i}"), "", "o"), Status::Pending))
+            .collect();
+        w.insert_records(rows).await.unwrap();
+        w.commit().await.unwrap();
+        let mut w = db.writer().await.unwrap();
+        let rejections: Vec<crate::Rejection> = (2..=1200)
+            .step_by(2)
+            .map(|id| crate::Rejection {
+                id,
+                reason: "minhash".into(),
+                dup_of: Some(id - 1),
+                score: Some(0.875),
+                cluster_id: Some(id - 1),
+            })
+            .collect();
+        w.reject(&rejections).await.unwrap();
+        w.set_clusters(&[(1, 1), (3, 3)]).await.unwrap();
+        w.set_rouge_nearest(&[(5, Some(3), 0.5), (7, None, 0.25)])
+            .await
+            .unwrap();
+        w.commit().await.unwrap();
+        let v = db.verdicts().await.unwrap();
+        assert_eq!(v.len(), 1200, "{}", t.backend);
+        assert_eq!(v.iter().filter(|x| x.status == "rejected").count(), 600);
+        assert_eq!(
+            (
+                v[1].reason.as_deref(),
+                v[1].dup_of,
+                v[1].score,
+                v[1].cluster_id
+            ),
+            (Some("minhash"), Some(1), Some(0.875), Some(1))
+        );
+        assert_eq!(
+            (v[0].status.as_str(), v[0].cluster_id),
+            ("pending", Some(1))
+        );
+        assert_eq!(
+            (v[4].rouge_nn_id, v[4].rouge_nn_score),
+            (Some(3), Some(0.5))
+        );
+        assert_eq!((v[6].rouge_nn_id, v[6].rouge_nn_score), (None, Some(0.25)));
+        db.close().await;
+    }
+}

@@ -1,0 +1,36 @@
+//! Loading the records a curation command works on: every record that is not rejected, in id
+//! order.
+
+use futures::StreamExt;
+use instill_storage::{Db, StatusFilter, StoredRecord};
+
+use crate::progress;
+
+/// Ids per read window.
+const WINDOW: i64 = 5000;
+
+/// Every record that is not rejected, in id order, read two windows at a time.
+pub async fn load_scope(db: &Db, show_progress: bool) -> anyhow::Result<Vec<StoredRecord>> {
+    let total = db.count_records(StatusFilter::Kept).await?;
+    let bar = progress::rows(
+        show_progress,
+        u64::try_from(total).unwrap_or(0),
+        "loading records".into(),
+    );
+    let mut out = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
+    if let Some((lo, hi)) = db.id_range(StatusFilter::Kept).await? {
+        let windows = (lo - 1..hi)
+            .step_by(WINDOW as usize)
+            .map(|s| (s, (s + WINDOW).min(hi)));
+        let mut pages = futures::stream::iter(windows)
+            .map(|(a, b)| db.records_between(StatusFilter::Kept, a, b))
+            .buffered(2);
+        while let Some(page) = pages.next().await {
+            let page = page?;
+            bar.inc(page.len() as u64);
+            out.extend(page);
+        }
+    }
+    bar.finish_and_clear();
+    Ok(out)
+}
