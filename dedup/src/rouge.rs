@@ -41,7 +41,7 @@ impl Default for RougeConfig {
         RougeConfig {
             threshold: 0.7,
             tokenizer: Tokenizer::Auto,
-            floor: 0.5,
+            floor: 0.6,
         }
     }
 }
@@ -151,7 +151,7 @@ pub(crate) fn filter_sequences(
     let prefixes = Prefixes::build(seq, tau);
     let mut index = Index::default();
     for s in 0..seeds {
-        index.insert(s as u32, prefixes.get(s));
+        index.insert(s as u32, seq.get(s).len(), prefixes.get(s));
     }
     let mut out = Vec::with_capacity(seq.len() - seeds);
     let mut start = seeds;
@@ -173,7 +173,7 @@ pub(crate) fn filter_sequences(
             let best = better(outer_best, inner_best);
             let kept = best.is_none_or(|b| b.score <= config.threshold);
             if kept {
-                local.insert(c as u32, prefixes.get(c));
+                local.insert(c as u32, seq.get(c).len(), prefixes.get(c));
             }
             let nearest = best.filter(|b| b.score >= config.floor || b.score > config.threshold);
             out.push(RougeVerdict { kept, nearest });
@@ -275,16 +275,31 @@ fn prefix_len(len: usize, tau: f64) -> usize {
     len - min_overlap.clamp(1, len) + 1
 }
 
-/// Inverted index from prefix element to the items holding it.
+/// Inverted index from prefix element to the items holding it, with the element's position in
+/// the item's rarity-ordered element list (for the positional bound).
 #[derive(Default)]
 struct Index {
-    postings: FxHashMap<u64, Vec<u32>>,
+    postings: FxHashMap<u64, Vec<Posting>>,
+}
+
+/// One item in a posting list: the item, where the element sits in its order, and its length
+/// (kept here so the length and position bounds need no look-up elsewhere).
+#[derive(Debug, Clone, Copy)]
+struct Posting {
+    item: u32,
+    pos: u32,
+    len: u32,
 }
 
 impl Index {
-    fn insert(&mut self, item: u32, prefix: &[u64]) {
-        for &e in prefix {
-            self.postings.entry(e).or_default().push(item);
+    fn insert(&mut self, item: u32, len: usize, prefix: &[u64]) {
+        for (pos, &e) in prefix.iter().enumerate() {
+            let posting = Posting {
+                item,
+                pos: pos as u32,
+                len: len as u32,
+            };
+            self.postings.entry(e).or_default().push(posting);
         }
     }
 
@@ -296,17 +311,31 @@ impl Index {
     }
 }
 
+/// The least LCS (hence multiset overlap) two sequences of `m` and `n` tokens need for an F1 of
+/// at least `tau`: `2·lcs/(m+n) >= tau`. Rounded so as never to ask for too much.
+fn required_overlap(m: usize, n: usize, tau: f64) -> i32 {
+    ((tau * (m + n) as f64 / 2.0) - 1e-7).ceil().max(1.0) as i32
+}
+
 /// Per-thread scratch space for finding a candidate's best match.
 #[derive(Default)]
 struct Matcher {
     query: LcsQuery,
-    /// `stamp[item] == current` when the item was already looked at for this candidate.
+    /// Overlap found so far with each item in the candidate's prefix, or -1 once the item is
+    /// ruled out; valid where `stamp[item] == current`.
+    overlap: Vec<i32>,
     stamp: Vec<u32>,
     current: u32,
+    touched: Vec<u32>,
 }
 
 impl Matcher {
     /// The best item of `index` for candidate `c` scoring at least `tau`.
+    ///
+    /// Prefix filtering with PPJoin's positional bound: scanning the candidate's prefix elements
+    /// in rarity order, an item met at its own position `j` while the candidate is at `i` can
+    /// still share at most `found + 1 + min(m−i−1, n−j−1)` elements; when that is below the
+    /// overlap the pair needs, the item is ruled out without an LCS.
     fn best(
         &mut self,
         seq: &Sequences,
@@ -321,45 +350,65 @@ impl Matcher {
         }
         if self.stamp.len() < seq.len() {
             self.stamp.resize(seq.len(), 0);
+            self.overlap.resize(seq.len(), 0);
         }
         self.current = self.current.wrapping_add(1);
         if self.current == 0 {
             self.stamp.fill(0);
             self.current = 1;
         }
-        let mut query_set = false;
-        let mut best: Option<Nearest> = None;
-        let m = cand.len() as f64;
-        for e in prefixes.get(c) {
+        self.touched.clear();
+        let m = cand.len();
+        let mf = m as f64;
+        for (i, e) in prefixes.get(c).iter().enumerate() {
             let Some(items) = index.postings.get(e) else {
                 continue;
             };
-            for &item in items {
-                let slot = &mut self.stamp[item as usize];
-                if *slot == self.current {
+            for p in items {
+                let n = p.len as usize;
+                let j = p.pos as usize;
+                // Length bound: F1 <= 2·min/(m+n).
+                let nf = n as f64;
+                if 2.0 * mf.min(nf) / (mf + nf) < tau {
                     continue;
                 }
-                *slot = self.current;
-                let other = seq.get(item as usize);
-                let n = other.len() as f64;
-                // Length bound: F1 ≤ 2·min/(m+n).
-                if 2.0 * m.min(n) / (m + n) < tau {
+                // Position bound before any look-up: whatever was found so far is at most
+                // min(i, j) elements.
+                let rest = (m - i - 1).min(n - j - 1);
+                let need = required_overlap(m, n, tau);
+                if (i.min(j) + 1 + rest) < need as usize {
                     continue;
                 }
-                if !query_set {
-                    self.query.set(cand);
-                    query_set = true;
+                let it = p.item as usize;
+                if self.stamp[it] != self.current {
+                    self.stamp[it] = self.current;
+                    self.overlap[it] = 0;
+                    self.touched.push(p.item);
+                } else if self.overlap[it] < 0 {
+                    continue;
                 }
-                let score = rouge_l_f1(self.query.lcs(other), cand.len(), other.len());
-                if score >= tau {
-                    best = better(
-                        best,
-                        Some(Nearest {
-                            index: item as usize,
-                            score,
-                        }),
-                    );
+                if self.overlap[it] + 1 + rest as i32 >= need {
+                    self.overlap[it] += 1;
+                } else {
+                    self.overlap[it] = -1;
                 }
+            }
+        }
+        let mut best: Option<Nearest> = None;
+        let mut query_set = false;
+        for &item in &self.touched {
+            let it = item as usize;
+            if self.overlap[it] <= 0 {
+                continue;
+            }
+            if !query_set {
+                self.query.set(cand);
+                query_set = true;
+            }
+            let other = seq.get(it);
+            let score = rouge_l_f1(self.query.lcs(other), m, other.len());
+            if score >= tau {
+                best = better(best, Some(Nearest { index: it, score }));
             }
         }
         best
