@@ -48,18 +48,16 @@ fn rouge_l_reproduces_pythons_kept_list_on_the_synthetic_set() {
         .expect_code(0);
         let data = synthetic(&env, 2000);
         env.run(["import", data.to_str().unwrap()]).expect_code(0);
-        let run = env
-            .run([
-                "dedup",
-                "--rouge-threshold",
-                "0.7",
-                "--tokenizer",
-                "alpaca",
-                "--with-seeds",
-                "--json",
-            ])
-            .expect_code(0);
-        let j = run.json();
+        let alpaca_rule = [
+            "dedup",
+            "--rouge-threshold",
+            "0.7",
+            "--tokenizer",
+            "alpaca",
+            "--with-seeds",
+            "--json",
+        ];
+        let j = env.run(alpaca_rule).expect_code(0).json();
         assert_eq!(j["rouge_l"]["rejected"], 382, "{}", env.backend());
         let kept: Vec<u64> = verdicts(&env)
             .iter()
@@ -83,18 +81,7 @@ fn rouge_l_reproduces_pythons_kept_list_on_the_synthetic_set() {
             assert!(v.dup_of.is_none_or(|d| d < v.id));
         }
         // Idempotent: a second run finds nothing new.
-        let again = env
-            .run([
-                "dedup",
-                "--rouge-threshold",
-                "0.7",
-                "--tokenizer",
-                "alpaca",
-                "--with-seeds",
-                "--json",
-            ])
-            .expect_code(0);
-        assert_eq!(again.json()["rejected"], 0);
+        assert_eq!(env.run(alpaca_rule).expect_code(0).json()["rejected"], 0);
     }
 }
 

@@ -65,37 +65,32 @@ impl Db {
     ///   WAL mode with `synchronous=NORMAL`, foreign keys on, a 10 s busy timeout.
     /// - `postgres://…` / `postgresql://…`: a connection pool to the server.
     pub async fn open(url: &str) -> Result<Db, StorageError> {
+        let cannot_open = |e: sqlx::Error| StorageError::Open {
+            url: redact(url),
+            message: e.to_string(),
+        };
         let pool = match parse_url(url)? {
             Target::Sqlite(opts) => {
                 let pool = SqlitePoolOptions::new()
                     .max_connections(4)
                     .connect_with(opts)
                     .await
-                    .map_err(|e| StorageError::Open {
-                        url: redact(url),
-                        message: e.to_string(),
-                    })?;
+                    .map_err(cannot_open)?;
                 Pool::Sqlite(pool)
             }
             Target::Postgres(opts) => {
                 // One direct connection first: a refused connection or a bad password fails at
                 // once, where the pool would retry until its acquire timeout.
-                let probe = sqlx::PgConnection::connect_with(&opts).await.map_err(|e| {
-                    StorageError::Open {
-                        url: redact(url),
-                        message: e.to_string(),
-                    }
-                })?;
+                let probe = sqlx::PgConnection::connect_with(&opts)
+                    .await
+                    .map_err(cannot_open)?;
                 let _ = probe.close().await;
                 let pool = PgPoolOptions::new()
                     .max_connections(8)
                     .acquire_timeout(Duration::from_secs(10))
                     .connect_with(opts)
                     .await
-                    .map_err(|e| StorageError::Open {
-                        url: redact(url),
-                        message: e.to_string(),
-                    })?;
+                    .map_err(cannot_open)?;
                 Pool::Postgres(pool)
             }
         };
