@@ -1,0 +1,99 @@
+//! instill-prompts: the prompt templates generation sends (minijinja, shipped in the crate,
+//! worded by the instill team) and the parser of the reply format each template asks for.
+//!
+//! - [`Template`]: `en/self_instruct` (the Alpaca recipe: 20 tasks, `<noinput>`) and
+//!   `zh/self_instruct` (the BELLE recipe: 10 tasks, `指令/输入/输出`, `<无输入>`), each in chat and
+//!   completion [`Shape`]s, or a user's own file whose first line declares its reply format.
+//! - [`parse_reply`]: a reply back into [`instill_core::Record`]s, with counted issues.
+//!
+//! ```
+//! use instill_prompts::{Example, Shape, Template, parse_reply};
+//! let t = Template::builtin("zh/self_instruct", Shape::Chat)?;
+//! let prompt = t.render(&[Example { instruction: "写一首诗".into(), input: "".into(), output: "……".into() }])?;
+//! assert!(prompt.contains("1. 指令: 写一首诗"));
+//! let reply = "2. 指令：介绍长城\n2. 输入：\n<无输入>\n2. 输出：\n长城是……";
+//! let parsed = parse_reply(reply, t.format, &t.reply_prefix(1), false);
+//! assert_eq!(parsed.items[0].instruction, "介绍长城");
+//! # Ok::<(), instill_prompts::TemplateError>(())
+//! ```
+
+mod parse;
+mod template;
+
+pub use parse::{Parsed, ReplyFormat, parse_reply};
+pub use template::{Example, Shape, Template, TemplateError};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use instill_core::Record;
+
+    fn examples() -> Vec<Example> {
+        vec![
+            Example {
+                instruction: "Give three tips for sleeping well.".into(),
+                input: "".into(),
+                output: "Keep a schedule.".into(),
+            },
+            Example {
+                instruction: "Sort the numbers.".into(),
+                input: "3, 1, 2".into(),
+                output: "1, 2, 3".into(),
+            },
+        ]
+    }
+
+    /// Render → a reply in the template's own format → parse gives the tasks back, for every
+    /// built-in template.
+    #[test]
+    fn every_builtin_template_round_trips() {
+        let tasks = vec![
+            Record::new("Name a prime number.", "", "7"),
+            Record::new("把句子翻译成英文。", "你好", "Hello"),
+            Record::new("Summarize: \"a: b\" ### not a split?", "x", "y"),
+        ];
+        for lang in ["en/self_instruct", "zh/self_instruct"] {
+            for shape in [Shape::Chat, Shape::Completion] {
+                let t = Template::builtin(lang, shape).unwrap();
+                let prompt = t.render(&examples()).unwrap();
+                assert!(prompt.contains("Give three tips for sleeping well."));
+                let (li, ..) = t.format.labels();
+                assert!(prompt.contains(&format!("2. {li}: Sort the numbers.")));
+                let mut reply = t.format.write(3, &tasks[..2]);
+                if shape == Shape::Completion {
+                    assert!(prompt.ends_with(&format!("3. {li}:")), "{prompt:?}");
+                    reply = reply.replacen(&format!("3. {li}:"), "", 1);
+                }
+                let parsed = parse_reply(&reply, t.format, &t.reply_prefix(2), false);
+                assert_eq!(parsed.items, tasks[..2].to_vec(), "{lang} {shape:?}");
+                assert_eq!(parsed.issues, 0);
+            }
+        }
+    }
+
+    #[test]
+    fn user_templates_declare_their_format() {
+        let t = Template::from_source("mine.j2", "{#- instill: format=zh shape=completion tasks=8 -#}\n{% for e in examples %}{{ e.instruction }}\n{% endfor %}{{ next }}. 指令:").unwrap();
+        assert_eq!(
+            (t.format, t.shape, t.tasks),
+            (ReplyFormat::Zh, Shape::Completion, 8)
+        );
+        assert_eq!(t.reply_prefix(2), "3. 指令:");
+        let err = Template::from_source("bad.j2", "no header\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("bad.j2: the first line must declare the reply format"),
+            "{err}"
+        );
+        let err = Template::from_source("bad.j2", "{# instill: format=fr #}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown format `fr`"), "{err}");
+        let err = Template::from_source("bad.j2", "{# instill: format=en #}\n{% for %}")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("bad.j2: "), "{err}");
+        assert!(Template::builtin("fr/self_instruct", Shape::Chat).is_err());
+    }
+}
