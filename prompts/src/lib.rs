@@ -47,7 +47,7 @@ mod tests {
     /// built-in template.
     #[test]
     fn every_builtin_template_round_trips() {
-        let tasks = vec![
+        let tasks = [
             Record::new("Name a prime number.", "", "7"),
             Record::new("把句子翻译成英文。", "你好", "Hello"),
             Record::new("Summarize: \"a: b\" ### not a split?", "x", "y"),
