@@ -25,6 +25,8 @@ mod lcs;
 mod lsh;
 mod minhash;
 mod rouge;
+mod rouge_index;
+mod rouge_pool;
 #[cfg(test)]
 mod rouge_tests;
 mod tokenize;
@@ -41,5 +43,6 @@ pub use rouge::{
     Nearest, RougeConfig, RougeVerdict, rouge_filter, rouge_filter_exhaustive,
     rouge_filter_exhaustive_with_progress, rouge_filter_with_progress, rouge_l_f1,
 };
+pub use rouge_pool::{PoolVerdict, RougePool};
 pub use tokenize::Tokenizer;
 pub use vocab::Sequences;

@@ -28,7 +28,7 @@ fn json(rel: &str) -> serde_json::Value {
 }
 
 /// The 175 Alpaca seed instructions then the first `n` Alpaca instructions.
-fn alpaca_items(n: usize) -> Vec<String> {
+pub(crate) fn alpaca_items(n: usize) -> Vec<String> {
     let seeds = std::fs::read_to_string(shared("data/seed_tasks.jsonl")).unwrap();
     let mut items: Vec<String> = seeds
         .lines()

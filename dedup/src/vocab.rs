@@ -35,6 +35,45 @@ impl Sequences {
         seq
     }
 
+    /// No sequences yet (for a pool that grows one text at a time).
+    pub fn empty() -> Sequences {
+        Sequences {
+            ids: Vec::new(),
+            offsets: vec![0],
+            vocab: FxHashMap::default(),
+        }
+    }
+
+    /// The id of `token`, interning it if new.
+    pub fn intern(&mut self, token: &str) -> u32 {
+        if let Some(&id) = self.vocab.get(token) {
+            return id;
+        }
+        let id = self.vocab.len() as u32;
+        self.vocab.insert(token.into(), id);
+        id
+    }
+
+    /// The id of `token` if it was seen.
+    pub fn id(&self, token: &str) -> Option<u32> {
+        self.vocab.get(token).copied()
+    }
+
+    /// Appends a sequence of token ids.
+    pub fn push(&mut self, ids: &[u32]) {
+        self.ids.extend_from_slice(ids);
+        self.offsets.push(self.ids.len());
+    }
+
+    /// Removes the last sequence.
+    pub fn pop(&mut self) {
+        if self.offsets.len() > 1 {
+            self.offsets.pop();
+            let end = self.offsets.last().copied().unwrap_or(0);
+            self.ids.truncate(end);
+        }
+    }
+
     /// How many sequences.
     pub fn len(&self) -> usize {
         self.offsets.len() - 1
