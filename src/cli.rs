@@ -62,6 +62,14 @@ pub enum Command {
     /// complete or not at all.
     Export(ExportArgs),
 
+    /// Generate instruction pairs from the seed tasks with a model until `--target` are accepted:
+    /// each request shows the model a few seeds (drawn by --seed and the request's index),
+    /// parses the tasks it writes, runs the quality rules and exact and ROUGE-L dedup against the
+    /// seeds and everything accepted so far, and stores accepted and rejected tasks with their
+    /// reasons. Interrupt it (Ctrl-C) or let it crash: the same command resumes, reusing every
+    /// stored reply, and ends with the records an uninterrupted run would have written.
+    Generate(Box<GenerateArgs>),
+
     /// Mark near-duplicates among the stored records that are not rejected: exact (normalised
     /// text), MinHash-LSH (Jaccard of shingles) and ROUGE-L (the self-instruct rule on
     /// instructions), in that order. The first occurrence (lowest id) wins; each rejected record
@@ -78,6 +86,164 @@ pub enum Command {
 
     /// Counts by status, rejection reason, source, run, language; length percentiles; tokens.
     Stats,
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// Stop when this many tasks are accepted in the run.
+    #[arg(long)]
+    pub target: u64,
+
+    /// The model backend: `openai`, any OpenAI-compatible HTTP API.
+    #[arg(long, value_enum, default_value = "openai")]
+    pub backend: BackendArg,
+
+    /// Base URL of the API, including the version path (OpenAI: https://api.openai.com/v1;
+    /// DeepSeek: https://api.deepseek.com/v1; vLLM: http://HOST:8000/v1; Ollama:
+    /// http://localhost:11434/v1; llama.cpp's server: http://localhost:8080/v1).
+    #[arg(
+        long,
+        env = "OPENAI_BASE_URL",
+        default_value = "https://api.openai.com/v1"
+    )]
+    pub base_url: String,
+
+    /// The model name the server serves.
+    #[arg(long)]
+    pub model: Option<String>,
+
+    /// `chat` (/chat/completions, the prompt as one user message) or `completion`
+    /// (/completions, a text the model continues).
+    #[arg(long, value_enum, default_value = "chat")]
+    pub api: ApiArg,
+
+    /// The environment variable holding the API key (sent as a bearer token, never printed or
+    /// stored; unset is fine for local servers).
+    #[arg(long, default_value = "OPENAI_API_KEY")]
+    pub api_key_env: String,
+
+    /// `self_instruct` (the built-in template of --lang: the BELLE recipe for zh, the Alpaca
+    /// recipe for en), `zh/self_instruct`, `en/self_instruct`, or a path to your own .j2 file
+    /// whose first line declares its reply format ({#- instill: format=en shape=chat tasks=20 -#}).
+    #[arg(long, default_value = "self_instruct")]
+    pub template: String,
+
+    /// Language of the seeds drawn and of the built-in template.
+    #[arg(long, value_enum, default_value = "en")]
+    pub lang: GenLangArg,
+
+    /// Requests in flight at most.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub concurrency: u64,
+
+    /// Requests per minute at most (unlimited if not given).
+    #[arg(long)]
+    pub rpm: Option<u32>,
+
+    /// Tokens per minute at most, prompt and completion together (unlimited if not given).
+    #[arg(long)]
+    pub tpm: Option<u64>,
+
+    /// Sampling temperature.
+    #[arg(long, default_value_t = 1.0)]
+    pub temperature: f32,
+
+    /// Nucleus sampling mass.
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
+
+    /// Most tokens a reply may have (halved and retried when the server says the context is
+    /// exceeded).
+    #[arg(long, default_value_t = 3072)]
+    pub max_tokens: u32,
+
+    /// A stop string (repeat for several).
+    #[arg(long)]
+    pub stop: Vec<String>,
+
+    /// Replies per request.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub n: u32,
+
+    /// Seed tasks shown as examples in each prompt.
+    #[arg(long, default_value_t = 3)]
+    pub seeds_per_prompt: usize,
+
+    /// Tasks the run already accepted, also shown as examples. Above 0 the prompts depend on
+    /// which replies arrived first, so runs stay free of loss and duplicates but are no longer
+    /// byte-for-byte reproducible across concurrency levels.
+    #[arg(long, default_value_t = 0)]
+    pub generated_per_prompt: usize,
+
+    /// Tasks in each prompt's list, examples included [default: the template's: 20 for en, 10
+    /// for zh].
+    #[arg(long)]
+    pub tasks_per_prompt: Option<usize>,
+
+    /// Reject a task whose instruction has a ROUGE-L F1 greater than this with a seed or an
+    /// accepted task.
+    #[arg(long, default_value_t = 0.7, value_parser = parse_unit)]
+    pub rouge_threshold: f64,
+
+    /// ROUGE tokenizer (see `instill dedup --help`).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub tokenizer: TokenizerArg,
+
+    /// Quality rules: `default` or a TOML file (see `instill filter --print-rules`).
+    #[arg(long, default_value = "default")]
+    pub rules: String,
+
+    /// The run's random seed: request i always shows the same examples.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+
+    /// The run's name; running the same name again resumes it [default: LANG-TEMPLATE-sSEED].
+    #[arg(long)]
+    pub run: Option<String>,
+
+    /// Stop after this many requests in the run (stored ones included) when the target is not
+    /// reached; exits with 1.
+    #[arg(long)]
+    pub max_requests: Option<u64>,
+
+    /// Seconds to wait for one reply.
+    #[arg(long, default_value_t = 120.0)]
+    pub timeout: f64,
+
+    /// Attempts per request, the first included (429, 5xx, timeouts, unreadable replies are
+    /// retried with exponential backoff and full jitter, at least as long as Retry-After).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub max_retries: u32,
+
+    /// Price of 1M prompt tokens, for the cost in the summary.
+    #[arg(long)]
+    pub price_in: Option<f64>,
+
+    /// Price of 1M completion tokens, for the cost in the summary.
+    #[arg(long)]
+    pub price_out: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackendArg {
+    /// An OpenAI-compatible HTTP API.
+    Openai,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ApiArg {
+    /// /chat/completions.
+    Chat,
+    /// /completions.
+    Completion,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GenLangArg {
+    /// Chinese.
+    Zh,
+    /// English.
+    En,
 }
 
 #[derive(Debug, Args)]

@@ -24,6 +24,8 @@ pub enum Outcome {
     Done,
     /// It finished, but some items failed (counted and reported): exit 1.
     Partial,
+    /// It was interrupted (Ctrl-C) after saving its work: exit 130.
+    Interrupted,
 }
 
 fn main() -> ExitCode {
@@ -42,6 +44,7 @@ fn main() -> ExitCode {
     match runtime.block_on(run(&cli)) {
         Ok(Outcome::Done) => ExitCode::SUCCESS,
         Ok(Outcome::Partial) => ExitCode::from(1),
+        Ok(Outcome::Interrupted) => ExitCode::from(130),
         Err(e) => {
             // One line: the context chain joined with ": ".
             let message = format!("{e:#}").replace('\n', " ");
@@ -58,6 +61,7 @@ async fn run(cli: &Cli) -> anyhow::Result<Outcome> {
         Command::Seeds(SeedsCommand::List(args)) => cmd::seeds::list(g, args).await,
         Command::Import(args) => cmd::import::run(g, args).await,
         Command::Export(args) => cmd::export::run(g, args).await,
+        Command::Generate(args) => cmd::generate::run(g, args).await,
         Command::Dedup(args) => cmd::dedup::run(g, args).await,
         Command::Filter(args) => cmd::filter::run(g, args).await,
         Command::Stats => cmd::stats::run(g).await,

@@ -7,6 +7,8 @@
 
 mod bad_input;
 mod curate;
+mod fake_openai;
+mod generate;
 mod import_export;
 mod seeds_stats;
 mod util;

@@ -1,1 +1,27 @@
-//! x
+//! instill-generator: seed tasks in, curated instruction pairs out.
+//!
+//! - [`Backend`]: the models a run can use ([`OpenAiBackend`]: any OpenAI-compatible API), with
+//!   errors classified by what to do next ([`BackendError`]).
+//! - [`run`]: the resumable run loop (deterministic prompts per request index, bounded
+//!   concurrency, RPM/TPM limits, retries with full-jitter backoff honouring `Retry-After`,
+//!   acceptance in `(idx, item)` order through [`Acceptor`], batched writes).
+//!
+//! Layout: `backend.rs`, `openai.rs` (models); `limiter.rs`, `retry.rs`, `sampling.rs` (the
+//! mechanics); `accept.rs` (rules and dedup per task); `run.rs` (the loop).
+
+mod accept;
+mod backend;
+mod limiter;
+mod openai;
+mod retry;
+mod run;
+mod sampling;
+
+pub use accept::{Acceptor, Judged};
+pub use backend::{Backend, BackendError, Choice, Completion, CompletionRequest};
+pub use limiter::RateLimiter;
+pub use openai::{Api, OpenAiBackend, OpenAiConfig};
+pub use retry::RetryPolicy;
+pub use run::{
+    Ending, GenerateError, Progress, RequestParams, RunConfig, RunReport, fingerprint, run,
+};

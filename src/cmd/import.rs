@@ -161,6 +161,7 @@ pub async fn run(global: &GlobalArgs, args: &ImportArgs) -> anyhow::Result<Outco
                 .items
                 .into_iter()
                 .map(|(_, p)| NewRecord {
+                    id: None,
                     record: p.record,
                     lang: p.lang,
                     origin: Origin::Imported,

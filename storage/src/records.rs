@@ -12,6 +12,9 @@ use crate::error::StorageError;
 /// A record about to be stored, with its provenance and verdict.
 #[derive(Debug, Clone)]
 pub struct NewRecord {
+    /// An id reserved with [`Writer::reserve_record_ids`], or `None` to let the database pick.
+    /// A batch must be all one or all the other.
+    pub id: Option<i64>,
     /// The instruction pair.
     pub record: Record,
     /// Its language.
@@ -50,9 +53,13 @@ const NUM_COLUMNS: usize = 18;
 /// time linear in the parameter count.)
 const SQLITE_ROWS_PER_STATEMENT: usize = 500;
 
-/// The INSERT for a full statement's worth of rows, built once.
-static SQLITE_INSERT_FULL: LazyLock<String> =
-    LazyLock::new(|| sqlite_insert_sql(SQLITE_ROWS_PER_STATEMENT));
+/// The INSERT for a full statement's worth of rows, built once (without and with ids).
+static SQLITE_INSERT_FULL: LazyLock<[String; 2]> = LazyLock::new(|| {
+    [
+        sqlite_insert_sql(SQLITE_ROWS_PER_STATEMENT, false),
+        sqlite_insert_sql(SQLITE_ROWS_PER_STATEMENT, true),
+    ]
+});
 
 /// Shared text values for the small code columns, so binding them copies nothing.
 struct Codes {
@@ -92,14 +99,18 @@ pub(crate) async fn insert_sqlite(
     let mut rows = rows.into_iter().peekable();
     while rows.peek().is_some() {
         let chunk: Vec<NewRecord> = rows.by_ref().take(SQLITE_ROWS_PER_STATEMENT).collect();
+        let with_id = chunk.first().is_some_and(|r| r.id.is_some());
         let mut q = if chunk.len() == SQLITE_ROWS_PER_STATEMENT {
-            sqlx::query(SQLITE_INSERT_FULL.as_str())
+            sqlx::query(SQLITE_INSERT_FULL[usize::from(with_id)].as_str())
         } else {
-            sqlx::query(AssertSqlSafe(sqlite_insert_sql(chunk.len())))
+            sqlx::query(AssertSqlSafe(sqlite_insert_sql(chunk.len(), with_id)))
         };
         // Owned values move into the arguments: the texts are not copied on the way to SQLite.
         for r in chunk {
             let history = r.record.history_json();
+            if with_id {
+                q = q.bind(r.id);
+            }
             q = q
                 .bind(r.record.instruction)
                 .bind(r.record.input)
@@ -125,10 +136,16 @@ pub(crate) async fn insert_sqlite(
     Ok(())
 }
 
-fn sqlite_insert_sql(rows: usize) -> String {
-    let mut sql = String::with_capacity(64 + rows * (NUM_COLUMNS * 2 + 3));
-    let _ = write!(sql, "INSERT INTO records ({COLUMNS}) VALUES ");
-    let one_row = format!("({})", vec!["?"; NUM_COLUMNS].join(","));
+fn sqlite_insert_sql(rows: usize, with_id: bool) -> String {
+    let mut sql = String::with_capacity(64 + rows * (NUM_COLUMNS * 2 + 5));
+    let columns = if with_id {
+        format!("id, {COLUMNS}")
+    } else {
+        COLUMNS.to_string()
+    };
+    let _ = write!(sql, "INSERT INTO records ({columns}) VALUES ");
+    let per_row = NUM_COLUMNS + usize::from(with_id);
+    let one_row = format!("({})", vec!["?"; per_row].join(","));
     for i in 0..rows {
         if i > 0 {
             sql.push(',');
@@ -145,12 +162,22 @@ pub(crate) async fn insert_postgres(
     if rows.is_empty() {
         return Ok(());
     }
+    let with_id = rows[0].id.is_some();
     let mut data = Vec::with_capacity(rows.len() * 512);
     for r in &rows {
+        if with_id {
+            copy_num(r.id, &mut data);
+            data.push(b'\t');
+        }
         copy_row(r, &mut data);
     }
+    let columns = if with_id {
+        format!("id, {COLUMNS}")
+    } else {
+        COLUMNS.to_string()
+    };
     let mut copy = conn
-        .copy_in_raw(&format!("COPY records ({COLUMNS}) FROM STDIN"))
+        .copy_in_raw(&format!("COPY records ({columns}) FROM STDIN"))
         .await?;
     copy.send(data).await?;
     copy.finish().await?;
@@ -244,8 +271,11 @@ mod tests {
 
     #[test]
     fn sqlite_statement_has_one_placeholder_per_value() {
-        let sql = sqlite_insert_sql(3);
+        let sql = sqlite_insert_sql(3, false);
         assert_eq!(sql.matches('?').count(), 3 * NUM_COLUMNS);
+        let sql = sqlite_insert_sql(2, true);
+        assert_eq!(sql.matches('?').count(), 2 * (NUM_COLUMNS + 1));
+        assert!(sql.starts_with("INSERT INTO records (id, instruction,"));
         assert_eq!(COLUMNS.split(", ").count(), NUM_COLUMNS);
     }
 }

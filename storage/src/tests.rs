@@ -9,6 +9,7 @@ use crate::{Db, NewImport, NewRecord, NewSeed, StatusFilter};
 
 fn new_record(record: Record, status: Status) -> NewRecord {
     NewRecord {
+        id: None,
         norm_hash: norm_hash(&record),
         record,
         lang: Lang::Zh,
@@ -275,6 +276,45 @@ async fn verdicts_are_written_in_batches_and_read_back() {
             (Some(3), Some(0.5))
         );
         assert_eq!((v[6].rouge_nn_id, v[6].rouge_nn_score), (None, Some(0.25)));
+        db.close().await;
+    }
+}
+
+#[tokio::test]
+async fn reserved_ids_are_used_and_the_sequence_moves_on() {
+    for t in TempDb::both() {
+        let db = Db::open(&t.url).await.unwrap();
+        let mut w = db.writer().await.unwrap();
+        w.insert_records(vec![new_record(Record::new("a", "", "b"), Status::Pending)])
+            .await
+            .unwrap();
+        let ids = w.reserve_record_ids(3).await.unwrap();
+        assert_eq!(ids.len(), 3);
+        assert!(ids.windows(2).all(|p| p[0] < p[1]) && ids[0] > 1, "{ids:?}");
+        let rows: Vec<NewRecord> = ids
+            .iter()
+            .map(|&id| {
+                let mut r = new_record(Record::new(format!("r{id}"), "", "o"), Status::Accepted);
+                r.id = Some(id);
+                r
+            })
+            .collect();
+        w.insert_records(rows).await.unwrap();
+        w.insert_records(vec![new_record(
+            Record::new("after", "", "b"),
+            Status::Pending,
+        )])
+        .await
+        .unwrap();
+        w.commit().await.unwrap();
+        let all = db.records_page(StatusFilter::All, 0, 10).await.unwrap();
+        let got: Vec<(i64, String)> = all
+            .into_iter()
+            .map(|s| (s.id, s.record.instruction))
+            .collect();
+        assert_eq!(got.len(), 5, "{}", t.backend);
+        assert_eq!(got[1], (ids[0], format!("r{}", ids[0])));
+        assert!(got[4].0 > ids[2] && got[4].1 == "after");
         db.close().await;
     }
 }

@@ -62,6 +62,34 @@ impl Writer {
         }
     }
 
+    /// Reserves `n` record ids for [`crate::NewRecord::id`], in increasing order: a writer that
+    /// needs to know ids before inserting (to point one new record at another) asks here. On
+    /// SQLite the write lock this transaction holds keeps them free; on Postgres they come from
+    /// the id sequence.
+    pub async fn reserve_record_ids(&mut self, n: usize) -> Result<Vec<i64>, StorageError> {
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        match &mut self.tx {
+            Tx::Sqlite(t) => {
+                let max: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM records")
+                    .fetch_one(&mut **t)
+                    .await?;
+                Ok((max + 1..=max + n as i64).collect())
+            }
+            Tx::Postgres(t) => {
+                let mut ids: Vec<i64> = sqlx::query_scalar(
+                    "SELECT nextval(pg_get_serial_sequence('records', 'id')) FROM generate_series(1, $1)",
+                )
+                .bind(n as i64)
+                .fetch_all(&mut **t)
+                .await?;
+                ids.sort_unstable();
+                Ok(ids)
+            }
+        }
+    }
+
     /// Makes everything written visible.
     pub async fn commit(self) -> Result<(), StorageError> {
         match self.tx {

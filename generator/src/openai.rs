@@ -1,0 +1,379 @@
+//! The OpenAI-compatible HTTP backend: `/chat/completions` and `/completions` on reqwest, with
+//! errors classified (rate limits with `Retry-After`, server errors, timeouts, context length,
+//! and the fatal ones: bad key, unknown model or endpoint).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::backend::{BackendError, Choice, Completion, CompletionRequest};
+
+/// Which endpoint a request goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    /// `POST {base}/chat/completions`, the prompt as one user message.
+    Chat,
+    /// `POST {base}/completions`, the prompt as text to continue.
+    Completion,
+}
+
+/// Connection settings of an OpenAI-compatible server.
+#[derive(Debug, Clone)]
+pub struct OpenAiConfig {
+    /// Base URL including the version, like `https://api.openai.com/v1`.
+    pub base_url: String,
+    /// The API key (sent as a bearer token; never logged, printed or stored).
+    pub api_key: Option<String>,
+    /// Model name.
+    pub model: String,
+    /// Chat or completion endpoint.
+    pub api: Api,
+    /// Per-request timeout.
+    pub timeout: Duration,
+    /// Connections kept open (the run's concurrency).
+    pub max_connections: usize,
+}
+
+/// A client for one OpenAI-compatible server and model.
+#[derive(Clone)]
+pub struct OpenAiBackend {
+    client: reqwest::Client,
+    url: String,
+    base_url: String,
+    api_key: Option<String>,
+    model: String,
+    api: Api,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for OpenAiBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenAiBackend")
+            .field("url", &self.url)
+            .field("model", &self.model)
+            .field("api_key", &self.api_key.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+#[derive(Serialize)]
+struct ChatBody<'a> {
+    model: &'a str,
+    messages: [Message<'a>; 1],
+    max_tokens: u32,
+    temperature: f32,
+    top_p: f32,
+    n: u32,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    stop: &'a [String],
+}
+
+#[derive(Serialize)]
+struct Message<'a> {
+    role: &'static str,
+    content: &'a str,
+}
+
+#[derive(Serialize)]
+struct CompletionBody<'a> {
+    model: &'a str,
+    prompt: &'a str,
+    max_tokens: u32,
+    temperature: f32,
+    top_p: f32,
+    n: u32,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    stop: &'a [String],
+}
+
+#[derive(Deserialize)]
+struct Reply {
+    choices: Vec<ReplyChoice>,
+    usage: Option<Usage>,
+}
+
+#[derive(Deserialize)]
+struct ReplyChoice {
+    message: Option<ReplyMessage>,
+    text: Option<String>,
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ReplyMessage {
+    content: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Usage {
+    prompt_tokens: Option<u64>,
+    completion_tokens: Option<u64>,
+}
+
+impl OpenAiBackend {
+    /// A client for `config` (connections are opened lazily).
+    pub fn new(config: OpenAiConfig) -> Result<OpenAiBackend, BackendError> {
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(config.max_connections.max(1))
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| BackendError::Fatal {
+                status: 0,
+                message: format!("cannot start the HTTP client: {e}"),
+            })?;
+        let base_url = config.base_url.trim_end_matches('/').to_string();
+        let url = match config.api {
+            Api::Chat => format!("{base_url}/chat/completions"),
+            Api::Completion => format!("{base_url}/completions"),
+        };
+        Ok(OpenAiBackend {
+            client,
+            url,
+            base_url,
+            api_key: config.api_key,
+            model: config.model,
+            api: config.api,
+            timeout: config.timeout,
+        })
+    }
+
+    /// The model name.
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+
+    /// Sends one request and reads the answer.
+    pub async fn complete(&self, req: &CompletionRequest) -> Result<Completion, BackendError> {
+        let body = match self.api {
+            Api::Chat => serde_json::to_vec(&ChatBody {
+                model: &self.model,
+                messages: [Message {
+                    role: "user",
+                    content: &req.prompt,
+                }],
+                max_tokens: req.max_tokens,
+                temperature: req.temperature,
+                top_p: req.top_p,
+                n: req.n,
+                stop: &req.stop,
+            }),
+            Api::Completion => serde_json::to_vec(&CompletionBody {
+                model: &self.model,
+                prompt: &req.prompt,
+                max_tokens: req.max_tokens,
+                temperature: req.temperature,
+                top_p: req.top_p,
+                n: req.n,
+                stop: &req.stop,
+            }),
+        }
+        .map_err(|e| BackendError::Fatal {
+            status: 0,
+            message: format!("cannot encode the request: {e}"),
+        })?;
+        let mut http = self
+            .client
+            .post(&self.url)
+            .timeout(self.timeout)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body);
+        if let Some(key) = &self.api_key {
+            http = http.bearer_auth(key);
+        }
+        let response = http.send().await.map_err(|e| self.transport_error(e))?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| self.transport_error(e))?;
+        if !status.is_success() {
+            return Err(self.status_error(status.as_u16(), &bytes, retry_after));
+        }
+        let reply: Reply = serde_json::from_slice(&bytes).map_err(|e| {
+            BackendError::BadBody(format!("{e} (body starts {:?})", preview(&bytes)))
+        })?;
+        if reply.choices.is_empty() {
+            return Err(BackendError::BadBody("no choices in the response".into()));
+        }
+        let choices = reply
+            .choices
+            .into_iter()
+            .map(|c| Choice {
+                text: c
+                    .message
+                    .and_then(|m| m.content)
+                    .or(c.text)
+                    .unwrap_or_default(),
+                finish_reason: c.finish_reason.unwrap_or_else(|| "stop".into()),
+            })
+            .collect();
+        Ok(Completion {
+            choices,
+            prompt_tokens: reply.usage.as_ref().and_then(|u| u.prompt_tokens),
+            completion_tokens: reply.usage.as_ref().and_then(|u| u.completion_tokens),
+        })
+    }
+
+    fn transport_error(&self, e: reqwest::Error) -> BackendError {
+        if e.is_timeout() {
+            BackendError::Timeout(self.timeout)
+        } else if e.is_builder() {
+            BackendError::Fatal {
+                status: 0,
+                message: format!("invalid base URL {}: {e}", self.base_url),
+            }
+        } else {
+            // Without the URL (it is in the message we add) and without the key (never in it).
+            BackendError::Connection(format!("{} ({})", e.without_url(), self.base_url))
+        }
+    }
+
+    fn status_error(
+        &self,
+        status: u16,
+        body: &[u8],
+        retry_after: Option<Duration>,
+    ) -> BackendError {
+        let message = error_message(body);
+        let lower = message.to_lowercase();
+        match status {
+            429 => BackendError::RateLimited {
+                retry_after,
+                message,
+            },
+            500..=599 => BackendError::Server { status, message },
+            400 | 413 | 422
+                if lower.contains("context length")
+                    || lower.contains("context_length")
+                    || lower.contains("maximum context")
+                    || lower.contains("too many tokens") =>
+            {
+                BackendError::ContextLength(message)
+            }
+            401 | 403 => BackendError::Fatal {
+                status,
+                message: format!(
+                    "{} rejected the API key ({status}): {message}",
+                    self.base_url
+                ),
+            },
+            404 => BackendError::Fatal {
+                status,
+                message: format!(
+                    "{} answered 404 for model `{}` at {}: {message} (is the base URL right, including /v1, and does the server serve this model?)",
+                    self.base_url, self.model, self.url
+                ),
+            },
+            _ if lower.contains("model")
+                && (lower.contains("not found") || lower.contains("does not exist")) =>
+            {
+                BackendError::Fatal {
+                    status,
+                    message: format!(
+                        "{} does not know model `{}` ({status}): {message}",
+                        self.base_url, self.model
+                    ),
+                }
+            }
+            400..=499 => BackendError::Fatal {
+                status,
+                message: format!(
+                    "{} refused the request ({status}): {message}",
+                    self.base_url
+                ),
+            },
+            _ => BackendError::Server { status, message },
+        }
+    }
+}
+
+/// The `error.message` of an OpenAI error body, or the start of the body.
+fn error_message(body: &[u8]) -> String {
+    #[derive(Deserialize)]
+    struct ErrBody {
+        error: Option<ErrInner>,
+    }
+    #[derive(Deserialize)]
+    struct ErrInner {
+        message: Option<String>,
+    }
+    serde_json::from_slice::<ErrBody>(body)
+        .ok()
+        .and_then(|b| b.error)
+        .and_then(|e| e.message)
+        .unwrap_or_else(|| preview(body))
+}
+
+fn preview(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
+    text.replace('\n', " ")
+}
+
+/// `Retry-After` as seconds (`"2"`, `"0.5"`); HTTP dates are rare from model servers and read
+/// as no hint.
+fn parse_retry_after(v: &str) -> Option<Duration> {
+    let secs: f64 = v.trim().parse().ok()?;
+    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(3600.0)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_and_error_bodies() {
+        assert_eq!(parse_retry_after("2"), Some(Duration::from_secs(2)));
+        assert_eq!(
+            parse_retry_after(" 0.25 "),
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+        assert_eq!(
+            error_message(br#"{"error":{"message":"bad key","type":"x"}}"#),
+            "bad key"
+        );
+        assert_eq!(error_message(b"<html>oops</html>"), "<html>oops</html>");
+    }
+
+    #[test]
+    fn statuses_are_classified_without_leaking_the_key() {
+        let b = OpenAiBackend::new(OpenAiConfig {
+            base_url: "http://127.0.0.1:9/v1/".into(),
+            api_key: Some("sk-secret".into()),
+            model: "m".into(),
+            api: Api::Chat,
+            timeout: Duration::from_secs(1),
+            max_connections: 1,
+        })
+        .unwrap();
+        assert!(!format!("{b:?}").contains("sk-secret"));
+        let ctx = br#"{"error":{"message":"This model's maximum context length is 4096 tokens"}}"#;
+        assert!(matches!(
+            b.status_error(400, ctx, None),
+            BackendError::ContextLength(_)
+        ));
+        assert!(matches!(
+            b.status_error(429, b"{}", Some(Duration::from_secs(1))),
+            BackendError::RateLimited { .. }
+        ));
+        assert!(matches!(
+            b.status_error(503, b"{}", None),
+            BackendError::Server { .. }
+        ));
+        let e = b.status_error(401, br#"{"error":{"message":"Incorrect API key"}}"#, None);
+        assert!(!e.retryable());
+        let text = e.to_string();
+        assert!(
+            text.contains("http://127.0.0.1:9/v1") && !text.contains("sk-secret"),
+            "{text}"
+        );
+        let e = b.status_error(404, b"{}", None).to_string();
+        assert!(e.contains("model `m`"), "{e}");
+    }
+}

@@ -1,0 +1,783 @@
+//! The generation run loop: request `idx` → deterministic examples → prompt → model → parse →
+//! judge → store, in `(idx, item)` order through a reorder buffer, with bounded concurrency, rate
+//! limits and retries; resumable because every stored reply is reused and acceptance restarts
+//! right after the last stored record.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use instill_core::{Origin, Record, Status, now_ms};
+use instill_dedup::{RougeConfig, Rules};
+use instill_prompts::{Example, Template, parse_reply};
+use instill_storage::{Db, NewRecord, NewRequest, StorageError};
+use rustc_hash::FxHashMap;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use xxhash_rust::xxh3::xxh3_128;
+
+use crate::accept::{Acceptor, Key, SEED, key};
+use crate::backend::{Backend, BackendError, Completion, CompletionRequest};
+use crate::limiter::RateLimiter;
+use crate::retry::{Jitter, RetryPolicy};
+use crate::sampling::{SplitMix, choose};
+
+/// Everything a run is told.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// The run's unique name (resuming = running the same name again).
+    pub name: String,
+    /// Stop when this many tasks are accepted.
+    pub target: u64,
+    /// The prompt template.
+    pub template: Template,
+    /// The seed tasks, in the order examples are drawn from.
+    pub seeds: Vec<Record>,
+    /// Seed examples per prompt.
+    pub seeds_per_prompt: usize,
+    /// Examples per prompt drawn from the run's own accepted tasks (relaxes determinism).
+    pub generated_per_prompt: usize,
+    /// The run's random seed.
+    pub seed: u64,
+    /// Requests in flight at most.
+    pub concurrency: usize,
+    /// Stop after this many requests in all (stored ones included) if the target is not reached.
+    pub max_requests: Option<u64>,
+    /// Sampling settings sent with each request.
+    pub request: RequestParams,
+    /// How failed requests are retried.
+    pub retry: RetryPolicy,
+    /// Requests per minute at most.
+    pub rpm: Option<u32>,
+    /// Tokens per minute at most.
+    pub tpm: Option<u64>,
+    /// The quality rules.
+    pub rules: Rules,
+    /// The ROUGE-L rule.
+    pub rouge: RougeConfig,
+    /// This process's name in the requests table.
+    pub worker: String,
+}
+
+/// Sampling settings of each request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestParams {
+    /// Upper bound on generated tokens.
+    pub max_tokens: u32,
+    /// Temperature.
+    pub temperature: f32,
+    /// Nucleus mass.
+    pub top_p: f32,
+    /// Stop strings.
+    pub stop: Vec<String>,
+    /// Choices per request.
+    pub n: u32,
+}
+
+/// Counters of a run, shown while it goes and in its summary.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Progress {
+    /// Tasks accepted (over the whole run, earlier invocations included).
+    pub accepted: u64,
+    /// The target.
+    pub target: u64,
+    /// Tasks rejected, by reason.
+    pub rejected: BTreeMap<String, u64>,
+    /// Requests with a stored reply.
+    pub requests_ok: u64,
+    /// Requests that failed for good.
+    pub requests_failed: u64,
+    /// Extra attempts.
+    pub retries: u64,
+    /// Failed attempts by kind (rate_limited, server_error, timeout, …).
+    pub errors: BTreeMap<String, u64>,
+    /// Prompt tokens.
+    pub prompt_tokens: u64,
+    /// Completion tokens.
+    pub completion_tokens: u64,
+    /// Reply blocks that could not be read.
+    pub parse_issues: u64,
+    /// Replies cut off at max_tokens (their last task dropped).
+    pub truncated: u64,
+    /// Requests sent by this invocation.
+    pub sent_now: u64,
+    /// Requests answered from the stored cache on resume.
+    pub replayed: u64,
+}
+
+/// Why a run stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// The target was reached.
+    Target,
+    /// `max_requests` was reached first.
+    MaxRequests,
+    /// The shutdown signal came (Ctrl-C).
+    Interrupted,
+}
+
+/// What a run did.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    /// The run's id.
+    pub run_id: i64,
+    /// Its counters.
+    pub progress: Progress,
+    /// Why it stopped.
+    pub ending: Ending,
+}
+
+/// Why a run could not go on.
+#[derive(Debug, thiserror::Error)]
+pub enum GenerateError {
+    /// The database failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The model server refused in a way retrying cannot fix (bad key, unknown model…).
+    #[error("{0}")]
+    Fatal(BackendError),
+    /// The run cannot start as asked.
+    #[error("{0}")]
+    Config(String),
+}
+
+/// The settings that decide a run's prompts and verdicts: a resumed run must use the same ones.
+pub fn fingerprint(cfg: &RunConfig, model: &str) -> serde_json::Value {
+    let seeds: Vec<String> = cfg
+        .seeds
+        .iter()
+        .map(|s| {
+            format!(
+                "{:032x}",
+                xxh3_128(
+                    format!("{}\u{1f}{}\u{1f}{}", s.instruction, s.input, s.output).as_bytes()
+                )
+            )
+        })
+        .collect();
+    serde_json::json!({
+        "kind": "generate",
+        "template": cfg.template.name(),
+        "template_hash": format!("{:032x}", xxh3_128(cfg.template.render(&[]).unwrap_or_default().as_bytes())),
+        "seeds_hash": format!("{:032x}", xxh3_128(seeds.join(",").as_bytes())),
+        "seeds": cfg.seeds.len(),
+        "seeds_per_prompt": cfg.seeds_per_prompt,
+        "generated_per_prompt": cfg.generated_per_prompt,
+        "seed": cfg.seed,
+        "model": model,
+        "max_tokens": cfg.request.max_tokens,
+        "temperature": cfg.request.temperature,
+        "top_p": cfg.request.top_p,
+        "stop": cfg.request.stop,
+        "n": cfg.request.n,
+        "rouge_threshold": cfg.rouge.threshold,
+        "tokenizer": cfg.rouge.tokenizer.name(),
+        "rules": format!("{:032x}", xxh3_128(cfg.rules.to_toml().as_bytes())),
+    })
+}
+
+/// A request's outcome, from the network or from the stored cache.
+struct Finished {
+    idx: i64,
+    /// The kind of each failed attempt before the outcome.
+    failures: Vec<&'static str>,
+    /// The stored request's id when it came from the cache.
+    stored_id: Option<i64>,
+    outcome: Result<Completion, BackendError>,
+    attempts: u32,
+    latency_ms: i64,
+    prompt: String,
+    payload_hash: String,
+    created_at: i64,
+    /// Items of this request already stored (on resume of a partly accepted request).
+    skip_items: usize,
+}
+
+/// Writes waiting for the next flush.
+#[derive(Default)]
+struct Batch {
+    /// New request rows, by idx.
+    requests: Vec<NewRequest>,
+    /// Records: (key, record fields, request idx, dup_of key).
+    records: Vec<(Key, NewRecord, i64, Option<Key>)>,
+}
+
+/// Runs (or resumes) generation until the target, `max_requests`, or `shutdown`.
+pub async fn run(
+    db: &Db,
+    backend: &Backend,
+    cfg: RunConfig,
+    shutdown: impl Future<Output = ()>,
+    mut on_progress: impl FnMut(&Progress),
+) -> Result<RunReport, GenerateError> {
+    if cfg.seeds.is_empty() {
+        return Err(GenerateError::Config("no seed tasks in this language: import some with `instill seeds import` (or --builtin)".into()));
+    }
+    let print = fingerprint(&cfg, backend.model());
+    let run_id = match db.find_run(&cfg.name).await? {
+        Some(run) => {
+            let stored: serde_json::Value =
+                serde_json::from_str(&run.config_json).unwrap_or_default();
+            let diffs = differences(&stored, &print);
+            if !diffs.is_empty() {
+                return Err(GenerateError::Config(format!(
+                    "run `{}` was started with other settings ({}); resume it with the same ones, or start a new run with --run NAME",
+                    cfg.name,
+                    diffs.join("; ")
+                )));
+            }
+            db.set_run_status(run.id, "running", now_ms()).await?;
+            run.id
+        }
+        None => {
+            db.create_run(&cfg.name, "generate", &print.to_string(), now_ms())
+                .await?
+        }
+    };
+
+    // The run so far: counters, pool, where acceptance stopped, stored replies after it.
+    let totals = db.run_totals(run_id).await?;
+    let mut progress = Progress {
+        accepted: totals.accepted as u64,
+        target: cfg.target,
+        rejected: totals
+            .rejected
+            .iter()
+            .map(|(r, n)| (r.clone(), *n as u64))
+            .collect(),
+        requests_ok: totals.requests_done as u64,
+        requests_failed: totals.requests_failed as u64,
+        retries: totals.retries as u64,
+        prompt_tokens: totals.prompt_tokens as u64,
+        completion_tokens: totals.completion_tokens as u64,
+        ..Progress::default()
+    };
+    let mut acceptor = Acceptor::new(cfg.rules.clone(), cfg.rouge, &cfg.seeds);
+    let mut key_ids: FxHashMap<Key, i64> = FxHashMap::default();
+    let mut generated_examples: Vec<Record> = Vec::new();
+    for m in db.run_pool(run_id).await? {
+        let k = SEED >> 1 | m.id as u64; // restored members: any key unique to them
+        key_ids.insert(k, m.id);
+        if cfg.generated_per_prompt > 0 {
+            generated_examples.push(Record::new(m.instruction.clone(), "", ""));
+        }
+        acceptor.restore(k, &m.instruction, m.norm_hash);
+    }
+    let position = db.run_position(run_id).await?;
+    let first_idx = position.map_or(0, |(idx, _)| idx);
+    let stored = db.requests_from(run_id, first_idx).await?;
+    let mut next_idx = stored
+        .last()
+        .map_or(first_idx, |r| r.idx + 1)
+        .max(first_idx);
+    // Requests to send before new ones: those that failed, and the gaps between stored replies
+    // (replies that arrived out of order were stored; the ones before them may not have been).
+    let mut resend: VecDeque<i64> = VecDeque::new();
+    let mut buffer: BTreeMap<i64, Finished> = BTreeMap::new();
+    let mut expected = first_idx;
+    for r in stored {
+        resend.extend(expected..r.idx);
+        expected = r.idx + 1;
+        if r.status != "done" {
+            resend.push_back(r.idx);
+            continue;
+        }
+        let skip = match position {
+            Some((idx, item)) if idx == r.idx => item as usize + 1,
+            _ => 0,
+        };
+        let texts: Vec<String> = r
+            .response
+            .as_deref()
+            .and_then(|s| serde_json::from_str(s).ok())
+            .unwrap_or_default();
+        let reasons: Vec<String> = r
+            .finish_reason
+            .as_deref()
+            .and_then(|s| serde_json::from_str(s).ok())
+            .unwrap_or_default();
+        let choices = texts
+            .into_iter()
+            .enumerate()
+            .map(|(i, text)| crate::backend::Choice {
+                text,
+                finish_reason: reasons.get(i).cloned().unwrap_or_else(|| "stop".into()),
+            })
+            .collect();
+        buffer.insert(
+            r.idx,
+            Finished {
+                idx: r.idx,
+                stored_id: Some(r.id),
+                outcome: Ok(Completion {
+                    choices,
+                    prompt_tokens: None,
+                    completion_tokens: None,
+                }),
+                attempts: 0,
+                latency_ms: 0,
+                prompt: String::new(),
+                payload_hash: r.payload_hash,
+                created_at: 0,
+                skip_items: skip,
+                failures: Vec::new(),
+            },
+        );
+        progress.replayed += 1;
+    }
+    let total_requests_at_start = progress.requests_ok + progress.requests_failed;
+    let mut next_accept = first_idx;
+
+    let limiter = Arc::new(RateLimiter::new(cfg.rpm, cfg.tpm));
+    let backend = Arc::new(backend.clone());
+    let cfg = Arc::new(cfg);
+    let concurrency = cfg.concurrency.max(1);
+    // How far dispatch may run ahead of acceptance (bounds the reorder buffer).
+    let window = (concurrency as i64 * 4).max(64);
+    let (tx, mut rx) = mpsc::channel::<Finished>(concurrency * 2);
+    let mut tasks = JoinSet::new();
+    let mut in_flight = 0usize;
+    let mut batch = Batch::default();
+    let mut last_flush = Instant::now();
+    let mut ending = (progress.accepted >= cfg.target).then_some(Ending::Target);
+    let mut fatal: Option<BackendError> = None;
+    tokio::pin!(shutdown);
+
+    while ending.is_none() {
+        // Dispatch, in idx order (failed requests of an earlier invocation first).
+        let budget_left = |sent: u64| {
+            cfg.max_requests
+                .is_none_or(|m| total_requests_at_start + sent < m)
+        };
+        while in_flight < concurrency && budget_left(progress.sent_now) {
+            let idx = if let Some(i) = resend.pop_front() {
+                i
+            } else if next_idx < next_accept + window {
+                next_idx += 1;
+                next_idx - 1
+            } else {
+                break;
+            };
+            let examples = examples_for(&cfg, idx, &generated_examples);
+            let prompt = cfg
+                .template
+                .render(&examples)
+                .map_err(|e| GenerateError::Config(e.to_string()))?;
+            let (tx, backend, limiter, cfg2) =
+                (tx.clone(), backend.clone(), limiter.clone(), cfg.clone());
+            tasks.spawn(async move {
+                let f = send(&backend, &limiter, &cfg2, idx, prompt).await;
+                let _ = tx.send(f).await;
+            });
+            in_flight += 1;
+            progress.sent_now += 1;
+        }
+        // Accept whatever is next in order.
+        while let Some(f) = buffer.remove(&next_accept) {
+            next_accept += 1;
+            match accept_one(
+                &cfg,
+                f,
+                &mut acceptor,
+                &mut batch,
+                &mut progress,
+                &mut generated_examples,
+            ) {
+                Ok(true) => {
+                    ending = Some(Ending::Target);
+                    break;
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    fatal = Some(e);
+                    ending = Some(Ending::Interrupted);
+                    break;
+                }
+            }
+        }
+        if ending.is_none() && in_flight == 0 && !buffer.contains_key(&next_accept) {
+            // Nothing in flight, nothing to accept, and dispatch stopped: the request budget is
+            // spent.
+            ending = Some(Ending::MaxRequests);
+        }
+        if batch.requests.len() >= 256
+            || batch.records.len() >= 2048
+            || last_flush.elapsed().as_millis() >= 200
+            || ending.is_some()
+        {
+            flush(db, run_id, &mut batch, &mut key_ids).await?;
+            last_flush = Instant::now();
+            on_progress(&progress);
+        }
+        if ending.is_some() {
+            break;
+        }
+        tokio::select! {
+            biased;
+            () = &mut shutdown => ending = Some(Ending::Interrupted),
+            f = rx.recv() => {
+                if let Some(f) = f {
+                    in_flight -= 1;
+                    // A bad key or unknown model stops the run at once, whatever the order.
+                    if let Err(e) = &f.outcome
+                        && !e.retryable()
+                    {
+                        fatal = Some(e.clone());
+                        ending = Some(Ending::Interrupted);
+                    }
+                    buffer.insert(f.idx, f);
+                }
+            }
+        }
+    }
+    // Replies already here but not accepted (out of order, or after the target) are stored too:
+    // a later run with a larger target uses them instead of asking again. Requests still in
+    // flight are abandoned; their replies were never stored, so they are sent again later.
+    tasks.abort_all();
+    while let Ok(f) = rx.try_recv() {
+        buffer.insert(f.idx, f);
+    }
+    for (_, f) in std::mem::take(&mut buffer) {
+        if f.stored_id.is_none()
+            && let Ok(c) = &f.outcome
+        {
+            batch.requests.push(request_row(&cfg, &f, c));
+            progress.requests_ok += 1;
+        }
+    }
+    flush(db, run_id, &mut batch, &mut key_ids).await?;
+    on_progress(&progress);
+    let ending = ending.unwrap_or(Ending::MaxRequests);
+    let status = if ending == Ending::Target {
+        "done"
+    } else {
+        "stopped"
+    };
+    db.set_run_status(run_id, status, now_ms()).await?;
+    if let Some(e) = fatal {
+        return Err(GenerateError::Fatal(e));
+    }
+    Ok(RunReport {
+        run_id,
+        progress,
+        ending,
+    })
+}
+
+/// The examples for request `idx`: seeds drawn by the (seed, idx) generator, then (optionally)
+/// tasks the run accepted.
+fn examples_for(cfg: &RunConfig, idx: i64, generated: &[Record]) -> Vec<Example> {
+    let mut rng = SplitMix::for_request(cfg.seed, idx as u64);
+    let mut out: Vec<Example> = choose(&mut rng, cfg.seeds.len(), cfg.seeds_per_prompt)
+        .into_iter()
+        .map(|i| to_example(&cfg.seeds[i]))
+        .collect();
+    if cfg.generated_per_prompt > 0 && !generated.is_empty() {
+        out.extend(
+            choose(&mut rng, generated.len(), cfg.generated_per_prompt)
+                .into_iter()
+                .map(|i| to_example(&generated[i])),
+        );
+    }
+    out
+}
+
+fn to_example(r: &Record) -> Example {
+    Example {
+        instruction: r.instruction.clone(),
+        input: r.input.clone(),
+        output: r.output.clone(),
+    }
+}
+
+/// Sends request `idx` with retries; never fails: the outcome carries the last error.
+async fn send(
+    backend: &Backend,
+    limiter: &RateLimiter,
+    cfg: &RunConfig,
+    idx: i64,
+    prompt: String,
+) -> Finished {
+    let created_at = now_ms();
+    let payload_hash = format!(
+        "{:032x}",
+        xxh3_128(format!("{}\u{1f}{}\u{1f}{:?}", backend.model(), prompt, cfg.request).as_bytes())
+    );
+    let mut request = CompletionRequest {
+        prompt,
+        max_tokens: cfg.request.max_tokens,
+        temperature: cfg.request.temperature,
+        top_p: cfg.request.top_p,
+        stop: cfg.request.stop.clone(),
+        n: cfg.request.n,
+    };
+    let mut jitter = Jitter::new(idx as u64 ^ created_at as u64);
+    let mut attempts = 0;
+    let mut failures = Vec::new();
+    loop {
+        attempts += 1;
+        let estimate = (request.prompt.len() / 3) as u64
+            + u64::from(request.max_tokens) * u64::from(request.n);
+        limiter.acquire(estimate).await;
+        let started = Instant::now();
+        let result = backend.complete(&request).await;
+        let latency_ms = started.elapsed().as_millis() as i64;
+        if let Ok(c) = &result {
+            limiter.settle(
+                estimate,
+                c.prompt_tokens.unwrap_or(0) + c.completion_tokens.unwrap_or(0),
+            );
+        }
+        let retry = match &result {
+            Ok(_) => false,
+            Err(e) => e.retryable() && attempts < cfg.retry.max_attempts,
+        };
+        if !retry {
+            let prompt = request.prompt;
+            return Finished {
+                idx,
+                failures,
+                stored_id: None,
+                outcome: result,
+                attempts,
+                latency_ms,
+                prompt,
+                payload_hash,
+                created_at,
+                skip_items: 0,
+            };
+        }
+        let mut retry_after = None;
+        if let Err(e) = &result {
+            tracing::debug!(idx, attempts, "retrying: {e}");
+            failures.push(e.kind());
+            match e {
+                BackendError::RateLimited { retry_after: r, .. } => retry_after = *r,
+                // The prompt plus max_tokens do not fit: ask for fewer tokens.
+                BackendError::ContextLength(_) => {
+                    request.max_tokens = (request.max_tokens / 2).max(16)
+                }
+                _ => {}
+            }
+        }
+        tokio::time::sleep(cfg.retry.delay(attempts, retry_after, jitter.unit())).await;
+    }
+}
+
+/// Accepts one finished request (the next in order). Returns whether the target is reached.
+fn accept_one(
+    cfg: &RunConfig,
+    f: Finished,
+    acceptor: &mut Acceptor,
+    batch: &mut Batch,
+    progress: &mut Progress,
+    generated: &mut Vec<Record>,
+) -> Result<bool, BackendError> {
+    for kind in &f.failures {
+        *progress.errors.entry((*kind).to_string()).or_default() += 1;
+    }
+    let completion = match &f.outcome {
+        Ok(c) => c,
+        Err(e) if !e.retryable() => return Err(e.clone()),
+        Err(e) => {
+            // Failed for good: stored as failed (resent by a later invocation), no tasks.
+            *progress.errors.entry(e.kind().to_string()).or_default() += 1;
+            progress.requests_failed += 1;
+            progress.retries += u64::from(f.attempts.saturating_sub(1));
+            batch.requests.push(NewRequest {
+                run_id: 0,
+                idx: f.idx,
+                payload_hash: f.payload_hash.clone(),
+                prompt: f.prompt.clone(),
+                params_json: params_json(cfg),
+                status: "failed".into(),
+                error: Some(e.to_string()),
+                attempts: i64::from(f.attempts),
+                worker: Some(cfg.worker.clone()),
+                created_at: f.created_at,
+                finished_at: now_ms(),
+                ..NewRequest::default()
+            });
+            return Ok(false);
+        }
+    };
+    if f.stored_id.is_none() {
+        progress.requests_ok += 1;
+        progress.retries += u64::from(f.attempts.saturating_sub(1));
+        progress.prompt_tokens += completion.prompt_tokens.unwrap_or(0);
+        progress.completion_tokens += completion.completion_tokens.unwrap_or(0);
+        batch.requests.push(request_row(cfg, &f, completion));
+    }
+    let examples = cfg.seeds_per_prompt.min(cfg.seeds.len())
+        + if cfg.generated_per_prompt > 0 {
+            cfg.generated_per_prompt
+        } else {
+            0
+        };
+    let prefix = cfg.template.reply_prefix(examples);
+    let mut item = 0usize;
+    for choice in &completion.choices {
+        let cut_off = choice.finish_reason == "length";
+        let parsed = parse_reply(&choice.text, cfg.template.format, &prefix, cut_off);
+        if f.stored_id.is_none() {
+            progress.parse_issues += parsed.issues as u64;
+            progress.truncated += u64::from(parsed.truncated);
+        }
+        for record in parsed.items {
+            let this = item;
+            item += 1;
+            if this < f.skip_items {
+                continue;
+            }
+            if progress.accepted >= cfg.target {
+                return Ok(true);
+            }
+            let k = key(f.idx, this);
+            let j = acceptor.judge(k, &record);
+            let status = if j.accepted {
+                Status::Accepted
+            } else {
+                Status::Rejected
+            };
+            if j.accepted {
+                progress.accepted += 1;
+                if cfg.generated_per_prompt > 0 {
+                    generated.push(record.clone());
+                }
+            } else if let Some(r) = j.reason {
+                *progress.rejected.entry(r.to_string()).or_default() += 1;
+            }
+            batch.records.push((
+                k,
+                NewRecord {
+                    id: None,
+                    record,
+                    lang: j.lang,
+                    origin: Origin::Generated,
+                    source: Arc::from(cfg.name.as_str()),
+                    import_id: None,
+                    run_id: None,
+                    request_id: None,
+                    item_idx: Some(this as i64),
+                    status,
+                    reason: j.reason.map(str::to_string),
+                    dup_of: None,
+                    score: j.score,
+                    norm_hash: j.norm_hash,
+                    created_at: now_ms(),
+                },
+                f.idx,
+                j.dup_of,
+            ));
+        }
+    }
+    Ok(progress.accepted >= cfg.target)
+}
+
+fn params_json(cfg: &RunConfig) -> String {
+    serde_json::json!({
+        "max_tokens": cfg.request.max_tokens,
+        "temperature": cfg.request.temperature,
+        "top_p": cfg.request.top_p,
+        "stop": cfg.request.stop,
+        "n": cfg.request.n,
+    })
+    .to_string()
+}
+
+fn request_row(cfg: &RunConfig, f: &Finished, c: &Completion) -> NewRequest {
+    let texts: Vec<&str> = c.choices.iter().map(|ch| ch.text.as_str()).collect();
+    let reasons: Vec<&str> = c
+        .choices
+        .iter()
+        .map(|ch| ch.finish_reason.as_str())
+        .collect();
+    NewRequest {
+        run_id: 0,
+        idx: f.idx,
+        payload_hash: f.payload_hash.clone(),
+        prompt: f.prompt.clone(),
+        params_json: params_json(cfg),
+        status: "done".into(),
+        response: serde_json::to_string(&texts).ok(),
+        finish_reason: serde_json::to_string(&reasons).ok(),
+        error: None,
+        attempts: i64::from(f.attempts.max(1)),
+        prompt_tokens: c.prompt_tokens.map(|t| t as i64),
+        completion_tokens: c.completion_tokens.map(|t| t as i64),
+        latency_ms: Some(f.latency_ms),
+        worker: Some(cfg.worker.clone()),
+        created_at: f.created_at,
+        finished_at: now_ms(),
+    }
+}
+
+/// Writes the batch in one transaction: request rows, then records with reserved ids so that a
+/// duplicate can point at a record written in the same batch.
+async fn flush(
+    db: &Db,
+    run_id: i64,
+    batch: &mut Batch,
+    key_ids: &mut FxHashMap<Key, i64>,
+) -> Result<(), GenerateError> {
+    if batch.requests.is_empty() && batch.records.is_empty() {
+        return Ok(());
+    }
+    let mut w = db.writer().await?;
+    for r in &mut batch.requests {
+        r.run_id = run_id;
+    }
+    let ids = w.store_requests(&batch.requests).await?;
+    let mut request_ids: FxHashMap<i64, i64> =
+        batch.requests.iter().map(|r| r.idx).zip(ids).collect();
+    // Records of requests replayed from the cache point at their stored rows.
+    let missing: Vec<i64> = batch
+        .records
+        .iter()
+        .map(|r| r.2)
+        .filter(|idx| !request_ids.contains_key(idx))
+        .collect();
+    if !missing.is_empty() {
+        let from = missing.iter().copied().min().unwrap_or(0);
+        for r in db.requests_from(run_id, from).await? {
+            request_ids.entry(r.idx).or_insert(r.id);
+        }
+    }
+    let reserved = w.reserve_record_ids(batch.records.len()).await?;
+    let mut rows = Vec::with_capacity(batch.records.len());
+    let mut new_ids: Vec<(Key, i64)> = Vec::new();
+    for ((k, mut rec, idx, dup), id) in std::mem::take(&mut batch.records).into_iter().zip(reserved)
+    {
+        rec.id = Some(id);
+        rec.run_id = Some(run_id);
+        rec.request_id = request_ids.get(&idx).copied();
+        rec.dup_of = dup.and_then(|d| {
+            key_ids
+                .get(&d)
+                .copied()
+                .or_else(|| new_ids.iter().find(|(nk, _)| *nk == d).map(|(_, i)| *i))
+        });
+        new_ids.push((k, id));
+        rows.push(rec);
+    }
+    w.insert_records(rows).await?;
+    w.commit().await?;
+    key_ids.extend(new_ids);
+    batch.requests.clear();
+    Ok(())
+}
+
+/// The fields whose values differ between two fingerprints, as `field: old → new`.
+fn differences(old: &serde_json::Value, new: &serde_json::Value) -> Vec<String> {
+    let mut out = Vec::new();
+    if let (Some(a), Some(b)) = (old.as_object(), new.as_object()) {
+        for (k, v) in b {
+            let was = a.get(k).cloned().unwrap_or(serde_json::Value::Null);
+            if &was != v {
+                out.push(format!("{k}: {was} → {v}"));
+            }
+        }
+    }
+    out
+}

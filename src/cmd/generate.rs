@@ -1,0 +1,295 @@
+//! `instill generate`: wiring the generator to the command line: backend, template, seeds,
+//! rules, progress bar, Ctrl-C, summary.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use instill_core::Lang;
+use instill_dedup::{RougeConfig, Tokenizer};
+use instill_generator::{
+    Api, Backend, Ending, OpenAiBackend, OpenAiConfig, Progress, RequestParams, RetryPolicy,
+    RunConfig,
+};
+use instill_prompts::{Shape, Template};
+use instill_storage::Db;
+use serde::Serialize;
+
+use crate::cli::{ApiArg, GenLangArg, GenerateArgs, GlobalArgs, TokenizerArg};
+use crate::cmd::filter::load_rules;
+use crate::{Outcome, progress};
+
+#[derive(Debug, Serialize)]
+struct Summary<'a> {
+    run: &'a str,
+    ending: &'static str,
+    accepted: u64,
+    target: u64,
+    rejected: u64,
+    rejected_by_reason: &'a std::collections::BTreeMap<String, u64>,
+    requests_ok: u64,
+    requests_failed: u64,
+    requests_retried_attempts: u64,
+    requests_sent_now: u64,
+    requests_replayed: u64,
+    errors_by_kind: &'a std::collections::BTreeMap<String, u64>,
+    parse_issues: u64,
+    truncated_replies: u64,
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    accepted_per_1k_tokens: f64,
+    cost: Option<f64>,
+    seconds: f64,
+}
+
+pub async fn run(global: &GlobalArgs, args: &GenerateArgs) -> anyhow::Result<Outcome> {
+    let started = Instant::now();
+    let model = args
+        .model
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("--model NAME is required: the model your server serves (e.g. gpt-4o-mini, deepseek-chat, qwen2.5:7b)"))?;
+    let lang = match args.lang {
+        GenLangArg::Zh => Lang::Zh,
+        GenLangArg::En => Lang::En,
+    };
+    let shape = match args.api {
+        ApiArg::Chat => Shape::Chat,
+        ApiArg::Completion => Shape::Completion,
+    };
+    let mut template = load_template(&args.template, lang, shape)?;
+    if let Some(n) = args.tasks_per_prompt {
+        template.tasks = n.max(args.seeds_per_prompt + args.generated_per_prompt + 1);
+    }
+    let rules = load_rules(&args.rules)?;
+    let api_key = std::env::var(&args.api_key_env)
+        .ok()
+        .filter(|k| !k.is_empty());
+    let backend = Backend::OpenAi(
+        OpenAiBackend::new(OpenAiConfig {
+            base_url: args.base_url.clone(),
+            api_key,
+            model: model.clone(),
+            api: match args.api {
+                ApiArg::Chat => Api::Chat,
+                ApiArg::Completion => Api::Completion,
+            },
+            timeout: Duration::from_secs_f64(args.timeout.max(0.001)),
+            max_connections: args.concurrency as usize,
+        })
+        .map_err(|e| anyhow::anyhow!("{e}"))?,
+    );
+    let db = Db::open(&global.db).await?;
+    let seeds: Vec<_> = db
+        .list_seeds(Some(lang))
+        .await?
+        .into_iter()
+        .map(|s| s.seed.record)
+        .collect();
+    let run_name = args.run.clone().unwrap_or_else(|| {
+        let t = template
+            .name()
+            .split('.')
+            .next()
+            .unwrap_or("custom")
+            .replace('/', "-");
+        format!("{}-{t}-s{}", lang.as_str(), args.seed)
+    });
+    let config = RunConfig {
+        name: run_name.clone(),
+        target: args.target,
+        template,
+        seeds,
+        seeds_per_prompt: args.seeds_per_prompt,
+        generated_per_prompt: args.generated_per_prompt,
+        seed: args.seed,
+        concurrency: args.concurrency as usize,
+        max_requests: args.max_requests,
+        request: RequestParams {
+            max_tokens: args.max_tokens,
+            temperature: args.temperature,
+            top_p: args.top_p,
+            stop: args.stop.clone(),
+            n: args.n,
+        },
+        retry: RetryPolicy {
+            max_attempts: args.max_retries,
+            ..RetryPolicy::default()
+        },
+        rpm: args.rpm,
+        tpm: args.tpm,
+        rules,
+        rouge: RougeConfig {
+            threshold: args.rouge_threshold,
+            tokenizer: match args.tokenizer {
+                TokenizerArg::Auto => Tokenizer::Auto,
+                TokenizerArg::Alpaca => Tokenizer::Alpaca,
+                TokenizerArg::Char => Tokenizer::Char,
+            },
+            floor: 1.0,
+        },
+        worker: format!("{}-{}", hostname(), std::process::id()),
+    };
+
+    let bar = progress::rows(
+        progress::enabled(global.no_progress),
+        args.target,
+        format!("generating {run_name}"),
+    );
+    let tick = |p: &Progress| {
+        bar.set_position(p.accepted.min(args.target));
+        bar.set_message(progress_line(p, started.elapsed()));
+    };
+    let shutdown = async {
+        #[cfg(unix)]
+        {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                Some(()) = async { match term.as_mut() { Some(t) => t.recv().await, None => std::future::pending().await } } => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    };
+    let result = instill_generator::run(&db, &backend, config, shutdown, tick).await;
+    bar.finish_and_clear();
+    db.close().await;
+    let report = result
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .context(format!("run {run_name}"))?;
+    let p = &report.progress;
+    let tokens = p.prompt_tokens + p.completion_tokens;
+    let cost = match (args.price_in, args.price_out) {
+        (None, None) => None,
+        (i, o) => Some(
+            (p.prompt_tokens as f64 * i.unwrap_or(0.0)
+                + p.completion_tokens as f64 * o.unwrap_or(0.0))
+                / 1e6,
+        ),
+    };
+    let summary = Summary {
+        run: &run_name,
+        ending: match report.ending {
+            Ending::Target => "target",
+            Ending::MaxRequests => "max_requests",
+            Ending::Interrupted => "interrupted",
+        },
+        accepted: p.accepted,
+        target: p.target,
+        rejected: p.rejected.values().sum(),
+        rejected_by_reason: &p.rejected,
+        requests_ok: p.requests_ok,
+        requests_failed: p.requests_failed,
+        requests_retried_attempts: p.retries,
+        requests_sent_now: p.sent_now,
+        requests_replayed: p.replayed,
+        errors_by_kind: &p.errors,
+        parse_issues: p.parse_issues,
+        truncated_replies: p.truncated,
+        prompt_tokens: p.prompt_tokens,
+        completion_tokens: p.completion_tokens,
+        accepted_per_1k_tokens: if tokens > 0 {
+            p.accepted as f64 * 1000.0 / tokens as f64
+        } else {
+            0.0
+        },
+        cost,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    if global.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        print_summary(&summary);
+    }
+    Ok(match report.ending {
+        Ending::Target => Outcome::Done,
+        Ending::MaxRequests => Outcome::Partial,
+        Ending::Interrupted => Outcome::Interrupted,
+    })
+}
+
+fn load_template(spec: &str, lang: Lang, shape: Shape) -> anyhow::Result<Template> {
+    let builtin = match spec {
+        "self_instruct" => Some(format!("{}/self_instruct", lang.as_str())),
+        "zh/self_instruct" | "en/self_instruct" => Some(spec.to_string()),
+        _ => None,
+    };
+    match builtin {
+        Some(name) => Ok(Template::builtin(&name, shape)?),
+        None => {
+            let text = std::fs::read_to_string(spec)
+                .with_context(|| format!("{spec}: cannot read the template"))?;
+            Ok(Template::from_source(spec, &text)?)
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "local".into())
+}
+
+/// The progress bar's message: accept rate, rejection reasons, rates.
+fn progress_line(p: &Progress, elapsed: Duration) -> String {
+    let judged = p.accepted + p.rejected.values().sum::<u64>();
+    let rate = if judged > 0 {
+        100.0 * p.accepted as f64 / judged as f64
+    } else {
+        0.0
+    };
+    let secs = elapsed.as_secs_f64().max(0.001);
+    let reasons: Vec<String> = p.rejected.iter().map(|(r, n)| format!("{r} {n}")).collect();
+    format!(
+        "accept {rate:.0}% | {} | {:.1} req/s | {:.0} tok/s",
+        if reasons.is_empty() {
+            "no rejections".to_string()
+        } else {
+            reasons.join(", ")
+        },
+        p.sent_now as f64 / secs,
+        (p.prompt_tokens + p.completion_tokens) as f64 / secs,
+    )
+}
+
+fn print_summary(s: &Summary) {
+    let verb = match s.ending {
+        "target" => "reached the target",
+        "max_requests" => "stopped at --max-requests before the target",
+        _ => "was interrupted (run the same command to resume)",
+    };
+    println!(
+        "run {}: {verb}: {} of {} accepted, {} rejected",
+        s.run, s.accepted, s.target, s.rejected
+    );
+    for (r, n) in s.rejected_by_reason {
+        println!("  rejected {r:<22} {n:>8}");
+    }
+    println!(
+        "requests: {} ok, {} failed, {} extra attempts ({} sent now, {} from the stored replies)",
+        s.requests_ok,
+        s.requests_failed,
+        s.requests_retried_attempts,
+        s.requests_sent_now,
+        s.requests_replayed
+    );
+    for (k, n) in s.errors_by_kind {
+        println!("  failed attempts {k:<16} {n:>8}");
+    }
+    if s.parse_issues > 0 || s.truncated_replies > 0 {
+        println!(
+            "replies: {} unreadable task blocks, {} cut off at max_tokens",
+            s.parse_issues, s.truncated_replies
+        );
+    }
+    println!(
+        "tokens: {} in, {} out; {:.2} accepted per 1k tokens{}",
+        s.prompt_tokens,
+        s.completion_tokens,
+        s.accepted_per_1k_tokens,
+        s.cost.map(|c| format!("; cost {c:.4}")).unwrap_or_default()
+    );
+    println!("{:.1} s", s.seconds);
+}

@@ -1,0 +1,324 @@
+//! Generation runs and their request cache: the `runs` and `requests` tables, and what a run
+//! needs to resume (where acceptance stopped, the stored replies after it, the accepted pool).
+
+use sqlx::{AssertSqlSafe, Row};
+
+use crate::db::{Backend, Db, on_pool};
+use crate::error::StorageError;
+use crate::writer::{Tx, Writer, on_tx};
+
+/// A run as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRow {
+    /// `runs.id`.
+    pub id: i64,
+    /// Its unique name.
+    pub name: String,
+    /// `generate`, …
+    pub kind: String,
+    /// The settings it was started with (JSON).
+    pub config_json: String,
+    /// `running`, `done`, `stopped`.
+    pub status: String,
+    /// Unix ms.
+    pub started_at: i64,
+}
+
+/// A finished request about to be stored: its reply (or its failure).
+#[derive(Debug, Clone, Default)]
+pub struct NewRequest {
+    /// The run.
+    pub run_id: i64,
+    /// Its position in the run; fully determines its prompt.
+    pub idx: i64,
+    /// Hash of the payload sent (model, prompt, parameters).
+    pub payload_hash: String,
+    /// The prompt text.
+    pub prompt: String,
+    /// The sampling parameters (JSON).
+    pub params_json: String,
+    /// `done` (a reply is stored: never sent again) or `failed`.
+    pub status: String,
+    /// The reply text(s) (JSON array of choices' texts).
+    pub response: Option<String>,
+    /// The finish reasons (JSON array).
+    pub finish_reason: Option<String>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Attempts made.
+    pub attempts: i64,
+    /// Prompt tokens reported by the server.
+    pub prompt_tokens: Option<i64>,
+    /// Completion tokens reported by the server.
+    pub completion_tokens: Option<i64>,
+    /// Wall time of the successful attempt.
+    pub latency_ms: Option<i64>,
+    /// The process that sent it.
+    pub worker: Option<String>,
+    /// Unix ms.
+    pub created_at: i64,
+    /// Unix ms.
+    pub finished_at: i64,
+}
+
+/// A stored request with its reply.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredRequest {
+    /// `requests.id`.
+    pub id: i64,
+    /// Position in the run.
+    pub idx: i64,
+    /// `done` or `failed`.
+    pub status: String,
+    /// The payload hash.
+    pub payload_hash: String,
+    /// The reply text(s) (JSON array).
+    pub response: Option<String>,
+    /// The finish reasons (JSON array).
+    pub finish_reason: Option<String>,
+    /// Attempts made.
+    pub attempts: i64,
+    /// Prompt tokens.
+    pub prompt_tokens: Option<i64>,
+    /// Completion tokens.
+    pub completion_tokens: Option<i64>,
+}
+
+/// Totals of a run, for its progress and summary.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunTotals {
+    /// Records accepted.
+    pub accepted: i64,
+    /// Records rejected, by reason.
+    pub rejected: Vec<(String, i64)>,
+    /// Requests with a stored reply.
+    pub requests_done: i64,
+    /// Requests that failed for good.
+    pub requests_failed: i64,
+    /// Attempts beyond the first, over all stored requests.
+    pub retries: i64,
+    /// Prompt tokens.
+    pub prompt_tokens: i64,
+    /// Completion tokens.
+    pub completion_tokens: i64,
+}
+
+/// One member of a run's accepted pool.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolMember {
+    /// `records.id`.
+    pub id: i64,
+    /// The instruction.
+    pub instruction: String,
+    /// The record's normalised-content hash.
+    pub norm_hash: String,
+}
+
+impl Db {
+    /// The run named `name`, if it exists.
+    pub async fn find_run(&self, name: &str) -> Result<Option<RunRow>, StorageError> {
+        let sql =
+            "SELECT id, name, kind, config_json, status, started_at FROM runs WHERE name = $1";
+        on_pool!(&self.pool, p => {
+            let row = sqlx::query(sql).bind(name).fetch_optional(p).await?;
+            row.map(|r| Ok(RunRow {
+                id: r.try_get("id")?,
+                name: r.try_get("name")?,
+                kind: r.try_get("kind")?,
+                config_json: r.try_get("config_json")?,
+                status: r.try_get("status")?,
+                started_at: r.try_get("started_at")?,
+            })).transpose()
+        })
+    }
+
+    /// Creates a run (status `running`) and returns its id.
+    pub async fn create_run(
+        &self,
+        name: &str,
+        kind: &str,
+        config_json: &str,
+        now: i64,
+    ) -> Result<i64, StorageError> {
+        let sql = "INSERT INTO runs (name, kind, config_json, started_at, status) VALUES ($1, $2, $3, $4, 'running') RETURNING id";
+        let id: i64 = on_pool!(&self.pool, p => {
+            sqlx::query_scalar(sql).bind(name).bind(kind).bind(config_json).bind(now).fetch_one(p).await?
+        });
+        Ok(id)
+    }
+
+    /// Sets a run's status (`running`, `done`, `stopped`), and its finish time for the last two.
+    pub async fn set_run_status(
+        &self,
+        id: i64,
+        status: &str,
+        now: i64,
+    ) -> Result<(), StorageError> {
+        let sql = "UPDATE runs SET status = $1, finished_at = CASE WHEN $1 = 'running' THEN NULL ELSE $2 END WHERE id = $3";
+        on_pool!(&self.pool, p => {
+            sqlx::query(sql).bind(status).bind(now).bind(id).execute(p).await?.rows_affected()
+        });
+        Ok(())
+    }
+
+    /// Where acceptance stopped: the (request idx, item idx) of the run's last stored record.
+    pub async fn run_position(&self, run_id: i64) -> Result<Option<(i64, i64)>, StorageError> {
+        let sql = "SELECT requests.idx AS idx, records.item_idx AS item_idx FROM records
+JOIN requests ON requests.id = records.request_id
+WHERE records.run_id = $1 ORDER BY records.id DESC LIMIT 1";
+        on_pool!(&self.pool, p => {
+            let row = sqlx::query(sql).bind(run_id).fetch_optional(p).await?;
+            row.map(|r| Ok((r.try_get::<i64, _>("idx")?, r.try_get::<Option<i64>, _>("item_idx")?.unwrap_or(0)))).transpose()
+        })
+    }
+
+    /// The run's stored requests with `idx >= from`, in idx order.
+    pub async fn requests_from(
+        &self,
+        run_id: i64,
+        from: i64,
+    ) -> Result<Vec<StoredRequest>, StorageError> {
+        let sql = "SELECT id, idx, status, payload_hash, response, finish_reason, attempts, prompt_tokens, completion_tokens
+FROM requests WHERE run_id = $1 AND idx >= $2 ORDER BY idx";
+        on_pool!(&self.pool, p => {
+            let rows = sqlx::query(sql).bind(run_id).bind(from).fetch_all(p).await?;
+            rows.iter().map(|r| Ok(StoredRequest {
+                id: r.try_get("id")?,
+                idx: r.try_get("idx")?,
+                status: r.try_get("status")?,
+                payload_hash: r.try_get("payload_hash")?,
+                response: r.try_get("response")?,
+                finish_reason: r.try_get("finish_reason")?,
+                attempts: r.try_get("attempts")?,
+                prompt_tokens: r.try_get("prompt_tokens")?,
+                completion_tokens: r.try_get("completion_tokens")?,
+            })).collect()
+        })
+    }
+
+    /// The prompts of the run's requests whose reply is stored.
+    pub async fn stored_prompts(&self, run_id: i64) -> Result<Vec<String>, StorageError> {
+        let sql = "SELECT prompt FROM requests WHERE run_id = $1 AND status = 'done' ORDER BY idx";
+        let prompts: Vec<String> = on_pool!(&self.pool, p => {
+            sqlx::query_scalar(sql).bind(run_id).fetch_all(p).await?
+        });
+        Ok(prompts)
+    }
+
+    /// The run's accepted records, in id order: its pool when it resumes.
+    pub async fn run_pool(&self, run_id: i64) -> Result<Vec<PoolMember>, StorageError> {
+        let sql = "SELECT id, instruction, norm_hash FROM records WHERE run_id = $1 AND status = 'accepted' ORDER BY id";
+        on_pool!(&self.pool, p => {
+            let rows = sqlx::query(sql).bind(run_id).fetch_all(p).await?;
+            rows.iter().map(|r| Ok(PoolMember {
+                id: r.try_get("id")?,
+                instruction: r.try_get("instruction")?,
+                norm_hash: r.try_get("norm_hash")?,
+            })).collect()
+        })
+    }
+
+    /// Counts and token totals of a run.
+    pub async fn run_totals(&self, run_id: i64) -> Result<RunTotals, StorageError> {
+        let by_status = "SELECT status AS k, reason AS r, COUNT(*) AS n FROM records WHERE run_id = $1 GROUP BY status, reason";
+        let req = "SELECT status AS k, COUNT(*) AS n, CAST(COALESCE(SUM(attempts - 1), 0) AS BIGINT) AS retries,
+CAST(COALESCE(SUM(prompt_tokens), 0) AS BIGINT) AS pt, CAST(COALESCE(SUM(completion_tokens), 0) AS BIGINT) AS ct
+FROM requests WHERE run_id = $1 GROUP BY status";
+        let mut t = RunTotals::default();
+        on_pool!(&self.pool, p => {
+            for r in sqlx::query(by_status).bind(run_id).fetch_all(p).await? {
+                let status: String = r.try_get("k")?;
+                let n: i64 = r.try_get("n")?;
+                if status == "accepted" {
+                    t.accepted += n;
+                } else if status == "rejected" {
+                    let reason: Option<String> = r.try_get("r")?;
+                    t.rejected.push((reason.unwrap_or_default(), n));
+                }
+            }
+            for r in sqlx::query(req).bind(run_id).fetch_all(p).await? {
+                let status: String = r.try_get("k")?;
+                let n: i64 = r.try_get("n")?;
+                match status.as_str() {
+                    "done" => t.requests_done += n,
+                    _ => t.requests_failed += n,
+                }
+                t.retries += r.try_get::<i64, _>("retries")?;
+                t.prompt_tokens += r.try_get::<i64, _>("pt")?;
+                t.completion_tokens += r.try_get::<i64, _>("ct")?;
+            }
+        });
+        t.rejected.sort();
+        Ok(t)
+    }
+}
+
+const REQUEST_COLUMNS: &str = "run_id, idx, payload_hash, prompt, params_json, status, response, finish_reason, error, attempts, prompt_tokens, completion_tokens, latency_ms, worker, created_at, finished_at";
+
+impl Writer {
+    /// Stores finished requests (a reply or a failure each); a request already stored for the
+    /// same (run, idx) is replaced only if it had failed. Returns their ids, in input order.
+    pub async fn store_requests(&mut self, rows: &[NewRequest]) -> Result<Vec<i64>, StorageError> {
+        let mut ids = Vec::with_capacity(rows.len());
+        let backend = match self.tx {
+            Tx::Sqlite(_) => Backend::Sqlite,
+            Tx::Postgres(_) => Backend::Postgres,
+        };
+        for r in rows {
+            let placeholders: Vec<String> = (1..=16)
+                .map(|i| {
+                    if backend == Backend::Sqlite {
+                        "?".to_string()
+                    } else {
+                        format!("${i}")
+                    }
+                })
+                .collect();
+            let sql = format!(
+                "INSERT INTO requests ({REQUEST_COLUMNS}) VALUES ({})
+ON CONFLICT (run_id, idx) DO UPDATE SET payload_hash = excluded.payload_hash, prompt = excluded.prompt,
+params_json = excluded.params_json, status = excluded.status, response = excluded.response,
+finish_reason = excluded.finish_reason, error = excluded.error, attempts = requests.attempts + excluded.attempts,
+prompt_tokens = excluded.prompt_tokens, completion_tokens = excluded.completion_tokens,
+latency_ms = excluded.latency_ms, worker = excluded.worker, finished_at = excluded.finished_at
+WHERE requests.status <> 'done'
+RETURNING id",
+                placeholders.join(", ")
+            );
+            let id: Option<i64> = on_tx!(&mut self.tx, c => {
+                sqlx::query_scalar(AssertSqlSafe(sql))
+                    .bind(r.run_id)
+                    .bind(r.idx)
+                    .bind(&r.payload_hash)
+                    .bind(&r.prompt)
+                    .bind(&r.params_json)
+                    .bind(&r.status)
+                    .bind(r.response.as_deref())
+                    .bind(r.finish_reason.as_deref())
+                    .bind(r.error.as_deref())
+                    .bind(r.attempts)
+                    .bind(r.prompt_tokens)
+                    .bind(r.completion_tokens)
+                    .bind(r.latency_ms)
+                    .bind(r.worker.as_deref())
+                    .bind(r.created_at)
+                    .bind(r.finished_at)
+                    .fetch_optional(c)
+                    .await?
+            });
+            let id = match id {
+                Some(id) => id,
+                // Already stored with a reply: keep it, report its id.
+                None => on_tx!(&mut self.tx, c => {
+                    sqlx::query_scalar("SELECT id FROM requests WHERE run_id = $1 AND idx = $2")
+                        .bind(r.run_id)
+                        .bind(r.idx)
+                        .fetch_one(c)
+                        .await?
+                }),
+            };
+            ids.push(id);
+        }
+        Ok(ids)
+    }
+}

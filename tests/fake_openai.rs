@@ -1,0 +1,559 @@
+//! A fake OpenAI-compatible server for tests and benchmarks: in-process, loopback, port 0.
+//! Replies are tasks in the self-instruct format derived deterministically from the prompt (same
+//! prompt, same reply), varied so that most are new, with some exact and near duplicates and
+//! some tasks the quality rules reject. Latency and faults (429 with Retry-After, 500, timeouts,
+//! garbage bodies, `finish_reason=length`, or always 401) are configurable; faults are drawn from
+//! the prompt and its attempt number, so a run sees the same ones whatever its concurrency.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
+
+/// Fault rates, each a probability per attempt.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Faults {
+    pub rate_limited: f64,
+    pub server_error: f64,
+    pub timeout: f64,
+    pub garbage: f64,
+    pub length: f64,
+}
+
+/// How the fake server behaves.
+#[derive(Debug, Clone)]
+pub struct FakeConfig {
+    /// Tasks per reply.
+    pub items: usize,
+    /// `en` or `zh` task text and labels.
+    pub lang: &'static str,
+    /// Delay before every answer.
+    pub latency: Duration,
+    /// How long a "timeout" fault stalls.
+    pub stall: Duration,
+    pub faults: Faults,
+    /// Answer every request with this status (401 to test a bad key).
+    pub always_status: Option<u16>,
+    /// How many distinct task topics replies draw from: fewer means more duplicates.
+    pub topics: u64,
+}
+
+impl Default for FakeConfig {
+    fn default() -> Self {
+        FakeConfig {
+            items: 8,
+            lang: "en",
+            latency: Duration::ZERO,
+            stall: Duration::from_secs(3),
+            faults: Faults::default(),
+            always_status: None,
+            topics: 50_000,
+        }
+    }
+}
+
+/// What the server saw: every request's prompt hash and outcome, in arrival order.
+#[derive(Debug, Default)]
+pub struct Log {
+    pub requests: Vec<(u64, &'static str)>,
+    attempts: HashMap<u64, u64>,
+}
+
+struct Shared {
+    config: FakeConfig,
+    log: Mutex<Log>,
+}
+
+/// A running fake server; it stops when dropped.
+pub struct FakeServer {
+    pub base_url: String,
+    shared: Arc<Shared>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FakeServer {
+    pub fn start(config: FakeConfig) -> FakeServer {
+        let shared = Arc::new(Shared {
+            config,
+            log: Mutex::new(Log::default()),
+        });
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let state = shared.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let app = axum::Router::new()
+                    .route("/v1/chat/completions", post(chat))
+                    .route("/v1/completions", post(completion))
+                    .with_state(state);
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind");
+                addr_tx
+                    .send(listener.local_addr().expect("addr"))
+                    .expect("send addr");
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(async {
+                        let _ = stop_rx.await;
+                    })
+                    .await
+                    .expect("serve");
+            });
+        });
+        let addr = addr_rx.recv().expect("server address");
+        FakeServer {
+            base_url: format!("http://{addr}/v1"),
+            shared,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// Prompt hashes of every request, with what the server answered.
+    pub fn requests(&self) -> Vec<(u64, &'static str)> {
+        self.shared.log.lock().expect("log").requests.clone()
+    }
+}
+
+impl Drop for FakeServer {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The hash the server logs for a prompt (tests hash stored prompts the same way).
+pub fn prompt_hash(prompt: &str) -> u64 {
+    xxh3_64(prompt.as_bytes())
+}
+
+async fn chat(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    answer(s, headers, body, false).await
+}
+
+async fn completion(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    answer(s, headers, body, true).await
+}
+
+async fn answer(s: Arc<Shared>, _headers: HeaderMap, body: Bytes, completion: bool) -> Response {
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let prompt = if completion {
+        v["prompt"].as_str().unwrap_or("").to_string()
+    } else {
+        v["messages"][0]["content"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    let h = prompt_hash(&prompt);
+    let cfg = &s.config;
+    let attempt = {
+        let mut log = s.log.lock().expect("log");
+        let a = log.attempts.entry(h).or_insert(0);
+        *a += 1;
+        *a
+    };
+    let draw = unit(xxh3_64_with_seed(&attempt.to_le_bytes(), h));
+    let f = cfg.faults;
+    let outcome = if let Some(status) = cfg.always_status {
+        if status == 401 {
+            "unauthorized"
+        } else {
+            "status"
+        }
+    } else if draw < f.rate_limited {
+        "rate_limited"
+    } else if draw < f.rate_limited + f.server_error {
+        "server_error"
+    } else if draw < f.rate_limited + f.server_error + f.timeout {
+        "timeout"
+    } else if draw < f.rate_limited + f.server_error + f.timeout + f.garbage {
+        "garbage"
+    } else if draw < f.rate_limited + f.server_error + f.timeout + f.garbage + f.length {
+        "length"
+    } else {
+        "ok"
+    };
+    s.log.lock().expect("log").requests.push((h, outcome));
+    if !cfg.latency.is_zero() {
+        tokio::time::sleep(cfg.latency).await;
+    }
+    let error = |status: StatusCode, message: &str| {
+        (
+            status,
+            [("content-type", "application/json")],
+            serde_json::json!({"error": {"message": message, "type": "fake"}}).to_string(),
+        )
+            .into_response()
+    };
+    match outcome {
+        "unauthorized" => return error(StatusCode::UNAUTHORIZED, "Incorrect API key provided"),
+        "status" => {
+            return error(
+                StatusCode::from_u16(cfg.always_status.unwrap_or(500))
+                    .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                "forced",
+            );
+        }
+        "rate_limited" => {
+            let mut r = error(StatusCode::TOO_MANY_REQUESTS, "Rate limit reached");
+            r.headers_mut()
+                .insert("retry-after", "0.05".parse().expect("header"));
+            return r;
+        }
+        "server_error" => {
+            return error(StatusCode::INTERNAL_SERVER_ERROR, "The server had an error");
+        }
+        "timeout" => {
+            tokio::time::sleep(cfg.stall).await;
+            return error(StatusCode::GATEWAY_TIMEOUT, "too slow");
+        }
+        "garbage" => {
+            return (
+                StatusCode::OK,
+                "{\"choices\": [{\"message\": {\"content\": ",
+            )
+                .into_response();
+        }
+        _ => {}
+    }
+    let examples = prompt
+        .matches(if cfg.lang == "zh" {
+            ". 指令:"
+        } else {
+            ". Instruction:"
+        })
+        .count();
+    let first = if completion {
+        examples.max(1)
+    } else {
+        examples + 1
+    };
+    let mut text = reply_text(cfg, h, first);
+    if completion {
+        // The prompt ended with "N. Instruction:"; the reply continues it.
+        let label = if cfg.lang == "zh" {
+            format!("{first}. 指令:")
+        } else {
+            format!("{first}. Instruction:")
+        };
+        text = text.replacen(&label, "", 1);
+    }
+    let finish = if outcome == "length" {
+        // Cut in the middle of the last task.
+        let cut = text
+            .rfind("###")
+            .map_or(text.len() / 2, |i| i + (text.len() - i) / 2);
+        let mut cut = cut.min(text.len());
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        "length"
+    } else {
+        "stop"
+    };
+    let prompt_tokens = prompt.len() as u64 / 4;
+    let completion_tokens = text.len() as u64 / 4;
+    let choice = if completion {
+        serde_json::json!({"index": 0, "text": text, "finish_reason": finish})
+    } else {
+        serde_json::json!({"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish})
+    };
+    let body = serde_json::json!({
+        "id": format!("fake-{h:x}"),
+        "object": if completion { "text_completion" } else { "chat.completion" },
+        "model": "fake",
+        "choices": [choice],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens},
+    });
+    ([("content-type", "application/json")], body.to_string()).into_response()
+}
+
+fn unit(h: u64) -> f64 {
+    (h >> 11) as f64 / (1u64 << 53) as f64
+}
+
+const EN_WORDS: &[&str] = &[
+    "explain",
+    "describe",
+    "compare",
+    "summarize",
+    "list",
+    "suggest",
+    "write",
+    "classify",
+    "rewrite",
+    "translate",
+    "outline",
+    "evaluate",
+    "design",
+    "plan",
+    "estimate",
+    "identify",
+    "river",
+    "market",
+    "garden",
+    "planet",
+    "library",
+    "engine",
+    "recipe",
+    "festival",
+    "island",
+    "museum",
+    "orchestra",
+    "village",
+    "bridge",
+    "forest",
+    "satellite",
+    "harbor",
+    "canyon",
+    "desert",
+    "glacier",
+    "meadow",
+    "volcano",
+    "lantern",
+    "compass",
+    "journal",
+    "ladder",
+    "mirror",
+    "pillow",
+    "rocket",
+    "saddle",
+    "tunnel",
+    "violin",
+    "window",
+    "anchor",
+    "basket",
+    "candle",
+    "dragon",
+    "feather",
+    "helmet",
+    "kettle",
+    "magnet",
+    "needle",
+    "puzzle",
+    "quartz",
+    "ribbon",
+    "shadow",
+    "thunder",
+    "umbrella",
+    "walnut",
+    "yogurt",
+    "zebra",
+    "copper",
+    "cotton",
+    "marble",
+    "silver",
+    "timber",
+    "velvet",
+    "morning",
+    "evening",
+    "winter",
+    "summer",
+    "ancient",
+    "modern",
+    "rural",
+    "urban",
+    "gentle",
+    "quiet",
+    "brave",
+    "clever",
+    "honest",
+    "humble",
+    "lively",
+    "patient",
+    "curious",
+    "careful",
+];
+
+fn zh_words() -> &'static [&'static str] {
+    &[
+        "解释",
+        "描述",
+        "比较",
+        "总结",
+        "列举",
+        "建议",
+        "写出",
+        "分类",
+        "改写",
+        "翻译",
+        "概述",
+        "评价",
+        "设计",
+        "计划",
+        "估算",
+        "识别",
+        "河流",
+        "市场",
+        "花园",
+        "行星",
+        "图书馆",
+        "发动机",
+        "食谱",
+        "节日",
+        "岛屿",
+        "博物馆",
+        "乐团",
+        "村庄",
+        "桥梁",
+        "森林",
+        "卫星",
+        "港口",
+        "峡谷",
+        "沙漠",
+        "冰川",
+        "草原",
+        "火山",
+        "灯笼",
+        "指南针",
+        "日记",
+        "梯子",
+        "镜子",
+        "枕头",
+        "火箭",
+        "马鞍",
+        "隧道",
+        "小提琴",
+        "窗户",
+        "船锚",
+        "篮子",
+        "蜡烛",
+        "羽毛",
+        "头盔",
+        "水壶",
+        "磁铁",
+        "针线",
+        "拼图",
+        "石英",
+        "丝带",
+        "影子",
+        "雷声",
+        "雨伞",
+        "核桃",
+        "酸奶",
+        "斑马",
+        "铜器",
+        "棉花",
+        "大理石",
+        "白银",
+        "木材",
+        "丝绒",
+        "早晨",
+        "傍晚",
+        "冬天",
+        "夏天",
+        "古代",
+        "现代",
+        "乡村",
+        "城市",
+        "温柔",
+        "安静",
+        "勇敢",
+        "聪明",
+        "诚实",
+        "谦虚",
+        "活泼",
+        "耐心",
+        "好奇",
+    ]
+}
+
+/// Words of topic `t`, `n` of them, in a deterministic order.
+fn topic_words(t: u64, n: usize, words: &[&str]) -> Vec<String> {
+    (0..n)
+        .map(|k| {
+            words[(xxh3_64_with_seed(&(k as u64).to_le_bytes(), t) % words.len() as u64) as usize]
+                .to_string()
+        })
+        .collect()
+}
+
+/// The reply text for prompt hash `h`: `cfg.items` tasks numbered from `first`.
+fn reply_text(cfg: &FakeConfig, h: u64, first: usize) -> String {
+    let zh = cfg.lang == "zh";
+    let words: Vec<&str> = if zh {
+        zh_words().to_vec()
+    } else {
+        EN_WORDS.to_vec()
+    };
+    let (li, ln, lo, none) = if zh {
+        ("指令", "输入", "输出", "<无输入>")
+    } else {
+        ("Instruction", "Input", "Output", "<noinput>")
+    };
+    let mut blocks = Vec::new();
+    for i in 0..cfg.items {
+        let r = xxh3_64_with_seed(&(i as u64).to_le_bytes(), h);
+        // One in 25 tasks comes from a small common pool, word for word: exact duplicates.
+        let common = (r >> 56).is_multiple_of(25);
+        let topic = if common {
+            r % 50
+        } else {
+            r % cfg.topics.max(1)
+        };
+        let mut ins_words = topic_words(topic, 12, &words);
+        // One in six tasks is a near copy: the same topic with one word changed.
+        if !common && (r >> 20).is_multiple_of(6) {
+            ins_words[5] = words[((r >> 30) % words.len() as u64) as usize].to_string();
+        }
+        let sep = if zh { "" } else { " " };
+        let mut instruction = ins_words.join(sep);
+        if zh {
+            instruction.push('。');
+        } else {
+            instruction.push('.');
+            if let Some(c) = instruction.get_mut(0..1) {
+                c.make_ascii_uppercase();
+            }
+        }
+        // One in ten tasks breaks a quality rule.
+        match if common { 2 } else { (r >> 40) % 20 } {
+            0 => {
+                instruction = if zh {
+                    "写诗".into()
+                } else {
+                    "Explain this.".into()
+                }
+            }
+            1 => {
+                instruction = if zh {
+                    format!("{instruction}请描述这张图片。")
+                } else {
+                    format!("{instruction} Describe the image.")
+                }
+            }
+            _ => {}
+        }
+        let input = if common || (r >> 48).is_multiple_of(2) {
+            none.to_string()
+        } else {
+            topic_words(topic ^ 0xABCD, 6, &words).join(if zh { "" } else { " " })
+        };
+        let variant = if common { 0 } else { r & 0xFF };
+        let output =
+            topic_words(topic ^ 0x5555 ^ variant, 20, &words).join(if zh { "" } else { " " });
+        let n = first + i;
+        blocks.push(format!(
+            "{n}. {li}: {instruction}\n{n}. {ln}:\n{input}\n{n}. {lo}:\n{output}"
+        ));
+    }
+    blocks.join("\n###\n")
+}

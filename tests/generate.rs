@@ -1,0 +1,362 @@
+//! `instill generate` against the fake OpenAI-compatible server: reaching the target exactly,
+//! determinism across concurrency, crash equivalence under SIGKILL, faults, and a bad key.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use instill_dedup::{LcsQuery, Sequences, Tokenizer, rouge_l_f1};
+
+use crate::fake_openai::{FakeConfig, FakeServer, Faults, prompt_hash};
+use crate::util::{Env, block_on};
+
+fn generate_args<'a>(
+    server: &'a FakeServer,
+    lang: &'a str,
+    target: &'a str,
+    concurrency: &'a str,
+) -> Vec<&'a str> {
+    vec![
+        "generate",
+        "--base-url",
+        &server.base_url,
+        "--model",
+        "fake",
+        "--lang",
+        lang,
+        "--target",
+        target,
+        "--concurrency",
+        concurrency,
+        "--json",
+    ]
+}
+
+/// (status, reason, instruction) of every record of the database, in id order.
+fn records(env: &Env) -> Vec<(String, Option<String>, String)> {
+    let verdicts: Vec<_> = block_on(async {
+        let db = instill_storage::Db::open(&env.db.url).await.unwrap();
+        let v = db.verdicts().await.unwrap();
+        db.close().await;
+        v
+    });
+    let recs = env.records();
+    verdicts
+        .into_iter()
+        .zip(recs)
+        .map(|(v, r)| (v.status, v.reason, r.record.instruction))
+        .collect()
+}
+
+/// The largest ROUGE-L F1 between any two of `texts` (auto tokenizer), by brute force.
+fn max_pairwise_rouge(texts: &[&str]) -> f64 {
+    let seq = Sequences::tokenize(texts, Tokenizer::Auto);
+    let mut q = LcsQuery::new();
+    let mut best = 0.0f64;
+    for i in 0..seq.len() {
+        q.set(seq.get(i));
+        for j in 0..i {
+            best = best.max(rouge_l_f1(
+                q.lcs(seq.get(j)),
+                seq.get(i).len(),
+                seq.get(j).len(),
+            ));
+        }
+    }
+    best
+}
+
+#[test]
+fn generation_reaches_the_target_exactly_in_both_languages() {
+    for (env, lang) in [
+        Env::new(instill_storage::testing::TempDb::sqlite()),
+        Env::new(instill_storage::testing::TempDb::postgres()),
+    ]
+    .into_iter()
+    .zip(["zh", "en"])
+    {
+        let server = FakeServer::start(FakeConfig {
+            lang,
+            ..FakeConfig::default()
+        });
+        env.run(["seeds", "import", "--builtin", "all"])
+            .expect_code(0);
+        let run = env
+            .run(generate_args(&server, lang, "2000", "16"))
+            .expect_code(0);
+        let j = run.json();
+        assert_eq!(
+            j["accepted"],
+            2000,
+            "{} {lang}: {}",
+            env.backend(),
+            run.stdout
+        );
+        assert_eq!(j["ending"], "target");
+        let recs = records(&env);
+        let accepted: Vec<&str> = recs
+            .iter()
+            .filter(|r| r.0 == "accepted")
+            .map(|r| r.2.as_str())
+            .collect();
+        assert_eq!(accepted.len(), 2000);
+        assert!(
+            recs.iter()
+                .filter(|r| r.0 == "rejected")
+                .all(|r| r.1.is_some()),
+            "every rejection has a reason"
+        );
+        let reasons: BTreeSet<&str> = recs.iter().filter_map(|r| r.1.as_deref()).collect();
+        for want in ["exact", "rouge_l", "instruction_too_short", "blacklist"] {
+            assert!(
+                reasons.contains(want),
+                "{lang}: no `{want}` rejection in {reasons:?}"
+            );
+        }
+        assert!(
+            max_pairwise_rouge(&accepted) <= 0.7,
+            "two accepted instructions are too similar"
+        );
+        // The summary adds up with the database.
+        assert_eq!(j["rejected"].as_u64().unwrap() as usize, recs.len() - 2000);
+        let stats = env.run(["stats", "--json"]).expect_code(0).json();
+        assert_eq!(stats["records"]["accepted"], 2000);
+        assert_eq!(
+            stats["requests"],
+            j["requests_ok"].as_u64().unwrap() + j["requests_failed"].as_u64().unwrap()
+        );
+        // Running the finished command again does nothing more.
+        let again = env
+            .run(generate_args(&server, lang, "2000", "16"))
+            .expect_code(0)
+            .json();
+        assert_eq!(
+            (
+                again["accepted"].as_u64(),
+                again["requests_sent_now"].as_u64()
+            ),
+            (Some(2000), Some(0))
+        );
+    }
+}
+
+#[test]
+fn the_same_seed_gives_the_same_export_at_concurrency_1_and_64() {
+    let server = FakeServer::start(FakeConfig::default());
+    let mut exports = Vec::new();
+    for c in ["1", "64"] {
+        let env = Env::new(instill_storage::testing::TempDb::sqlite());
+        env.run(["seeds", "import", "--builtin", "en"])
+            .expect_code(0);
+        env.run(generate_args(&server, "en", "400", c))
+            .expect_code(0);
+        env.run(["export", "--out", "out", "--status", "all"])
+            .expect_code(0);
+        exports.push(std::fs::read(env.path("out/part-00000.jsonl")).unwrap());
+    }
+    assert!(!exports[0].is_empty());
+    assert!(
+        exports[0] == exports[1],
+        "exports differ between concurrency 1 and 64"
+    );
+}
+
+#[test]
+fn killed_and_resumed_runs_end_with_the_uninterrupted_export() {
+    // Slow enough (about 5 s a run) for ten kills at random moments before it finishes.
+    let server = FakeServer::start(FakeConfig {
+        latency: Duration::from_millis(40),
+        ..FakeConfig::default()
+    });
+    let reference = Env::new(instill_storage::testing::TempDb::sqlite());
+    reference
+        .run(["seeds", "import", "--builtin", "en"])
+        .expect_code(0);
+    reference
+        .run(generate_args(&server, "en", "3000", "4"))
+        .expect_code(0);
+    reference
+        .run(["export", "--out", "out", "--status", "all"])
+        .expect_code(0);
+    let want = std::fs::read(reference.path("out/part-00000.jsonl")).unwrap();
+
+    let shared_prompts: BTreeSet<u64> = {
+        let all = block_on(async {
+            let db = instill_storage::Db::open(&reference.db.url).await.unwrap();
+            let run = db
+                .find_run("en-en-self_instruct-s42")
+                .await
+                .unwrap()
+                .unwrap();
+            let p = db.stored_prompts(run.id).await.unwrap();
+            db.close().await;
+            p
+        });
+        let mut seen = BTreeSet::new();
+        all.iter()
+            .map(|p| prompt_hash(p))
+            .filter(|h| !seen.insert(*h))
+            .collect()
+    };
+    for env in Env::both() {
+        env.run(["seeds", "import", "--builtin", "en"])
+            .expect_code(0);
+        let mut kills = 0;
+        let mut state = 0x1234_5678u64 ^ kills;
+        loop {
+            // Prompts whose replies were stored before this attempt must never be sent again.
+            let stored_before = stored_prompts_db(&env);
+            let seen_before = server.requests().len();
+            let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_instill"))
+                .args(generate_args(&server, "en", "3000", "4"))
+                .arg("--no-progress")
+                .env("INSTILL_DB", &env.db.url)
+                .current_dir(env.dir.path())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            let done = if kills < 10 {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                std::thread::sleep(Duration::from_millis(100 + state % 400));
+                match child.try_wait().unwrap() {
+                    Some(status) => Some(status),
+                    None => {
+                        child.kill().unwrap(); // SIGKILL
+                        child.wait().unwrap();
+                        kills += 1;
+                        None
+                    }
+                }
+            } else {
+                Some(child.wait().unwrap())
+            };
+            let sent: Vec<u64> = server.requests()[seen_before..]
+                .iter()
+                .map(|r| r.0)
+                .collect();
+            // (Two request indices can draw the same examples, hence the same prompt: only
+            // prompts that belong to one request are checked.)
+            for h in &sent {
+                if stored_before.contains(h) && !shared_prompts.contains(h) {
+                    panic!(
+                        "{}: a prompt whose reply was stored was sent again",
+                        env.backend()
+                    );
+                }
+            }
+            if let Some(status) = done {
+                assert_eq!(status.code(), Some(0));
+                break;
+            }
+        }
+        assert!(kills >= 10, "{kills} kills");
+        env.run(["export", "--out", "out", "--status", "all"])
+            .expect_code(0);
+        let got = std::fs::read(env.path("out/part-00000.jsonl")).unwrap();
+        assert!(
+            got == want,
+            "{}: the resumed export differs from the uninterrupted one",
+            env.backend()
+        );
+    }
+}
+
+/// Hashes (as the fake server computes them) of the prompts of stored replies.
+fn stored_prompts_db(env: &Env) -> BTreeSet<u64> {
+    block_on(async {
+        let db = instill_storage::Db::open(&env.db.url).await.unwrap();
+        let mut out = BTreeSet::new();
+        if let Some(run) = db.find_run("en-en-self_instruct-s42").await.unwrap() {
+            for p in db.stored_prompts(run.id).await.unwrap() {
+                out.insert(prompt_hash(&p));
+            }
+        }
+        db.close().await;
+        out
+    })
+}
+
+#[test]
+fn faults_are_retried_and_the_counts_reconcile() {
+    let server = FakeServer::start(FakeConfig {
+        faults: Faults {
+            rate_limited: 0.10,
+            server_error: 0.05,
+            timeout: 0.02,
+            garbage: 0.02,
+            length: 0.05,
+        },
+        stall: Duration::from_secs(2),
+        ..FakeConfig::default()
+    });
+    let env = Env::new(instill_storage::testing::TempDb::sqlite());
+    env.run(["seeds", "import", "--builtin", "en"])
+        .expect_code(0);
+    let mut args = generate_args(&server, "en", "1500", "16");
+    args.extend(["--timeout", "0.5", "--max-retries", "20"]);
+    let j = env.run(args).expect_code(0).json();
+    assert_eq!(j["accepted"], 1500);
+    let errors = &j["errors_by_kind"];
+    for kind in ["rate_limited", "server_error", "timeout", "bad_body"] {
+        assert!(
+            errors[kind].as_u64().unwrap_or(0) > 0,
+            "no {kind} in {errors}"
+        );
+    }
+    assert!(j["truncated_replies"].as_u64().unwrap() > 0);
+    // Client side: every failed attempt was retried (none failed for good), and the requests it
+    // counts are the ones stored.
+    let failed_attempts: u64 = errors
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        failed_attempts,
+        j["requests_retried_attempts"].as_u64().unwrap()
+    );
+    assert_eq!(j["requests_failed"], 0);
+    let stats = env.run(["stats", "--json"]).expect_code(0).json();
+    assert_eq!(stats["requests"], j["requests_ok"]);
+    // Server side: it answered at least what the client counted, and at most what the client
+    // counted plus the requests still in flight when the target was reached.
+    let log = server.requests();
+    let served = |kind: &str| log.iter().filter(|r| r.1 == kind).count() as u64;
+    assert!(served("rate_limited") >= errors["rate_limited"].as_u64().unwrap());
+    assert!(served("ok") + served("length") >= j["requests_ok"].as_u64().unwrap());
+    assert!(log.len() as u64 <= j["requests_ok"].as_u64().unwrap() + failed_attempts + 16);
+}
+
+#[test]
+fn a_bad_key_stops_at_once_naming_the_server_not_the_key() {
+    let server = FakeServer::start(FakeConfig {
+        always_status: Some(401),
+        ..FakeConfig::default()
+    });
+    let env = Env::new(instill_storage::testing::TempDb::sqlite());
+    env.run(["seeds", "import", "--builtin", "en"])
+        .expect_code(0);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_instill"))
+        .args(generate_args(&server, "en", "100", "4"))
+        .env("INSTILL_DB", &env.db.url)
+        .env("OPENAI_API_KEY", "sk-test-very-secret")
+        .current_dir(env.dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&server.base_url) && stderr.contains("401"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("sk-test-very-secret"));
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        server.requests().len() <= 4,
+        "it kept sending after a 401: {}",
+        server.requests().len()
+    );
+}
