@@ -255,60 +255,78 @@ FROM requests WHERE run_id = $1 GROUP BY status";
 
 const REQUEST_COLUMNS: &str = "run_id, idx, payload_hash, prompt, params_json, status, response, finish_reason, error, attempts, prompt_tokens, completion_tokens, latency_ms, worker, created_at, finished_at";
 
+/// Request rows per INSERT statement (16 values each).
+const REQUESTS_PER_STATEMENT: usize = 200;
+
 impl Writer {
-    /// Stores finished requests (a reply or a failure each); a request already stored for the
-    /// same (run, idx) is replaced only if it had failed. Returns their ids, in input order.
+    /// Stores finished requests (a reply or a failure each), in multi-row statements; a request
+    /// already stored for the same (run, idx) is replaced only if it had failed. Returns their
+    /// ids, in input order.
     pub async fn store_requests(&mut self, rows: &[NewRequest]) -> Result<Vec<i64>, StorageError> {
-        let mut ids = Vec::with_capacity(rows.len());
         let backend = match self.tx {
             Tx::Sqlite(_) => Backend::Sqlite,
             Tx::Postgres(_) => Backend::Postgres,
         };
-        for r in rows {
-            let placeholders: Vec<String> = (1..=16)
-                .map(|i| {
-                    if backend == Backend::Sqlite {
-                        "?".to_string()
-                    } else {
-                        format!("${i}")
+        let mut by_idx: std::collections::HashMap<(i64, i64), i64> = std::collections::HashMap::with_capacity(rows.len());
+        for chunk in rows.chunks(REQUESTS_PER_STATEMENT) {
+            let mut values = String::new();
+            let mut n = 0;
+            for (k, _) in chunk.iter().enumerate() {
+                values.push_str(if k == 0 { "(" } else { ",(" });
+                for c in 0..16 {
+                    if c > 0 {
+                        values.push(',');
                     }
-                })
-                .collect();
+                    n += 1;
+                    match backend {
+                        Backend::Sqlite => values.push('?'),
+                        Backend::Postgres => values.push_str(&format!("${n}")),
+                    }
+                }
+                values.push(')');
+            }
             let sql = format!(
-                "INSERT INTO requests ({REQUEST_COLUMNS}) VALUES ({})
+                "INSERT INTO requests ({REQUEST_COLUMNS}) VALUES {values}
 ON CONFLICT (run_id, idx) DO UPDATE SET payload_hash = excluded.payload_hash, prompt = excluded.prompt,
 params_json = excluded.params_json, status = excluded.status, response = excluded.response,
 finish_reason = excluded.finish_reason, error = excluded.error, attempts = requests.attempts + excluded.attempts,
 prompt_tokens = excluded.prompt_tokens, completion_tokens = excluded.completion_tokens,
 latency_ms = excluded.latency_ms, worker = excluded.worker, finished_at = excluded.finished_at
 WHERE requests.status <> 'done'
-RETURNING id",
-                placeholders.join(", ")
+RETURNING id, run_id, idx"
             );
-            let id: Option<i64> = on_tx!(&mut self.tx, c => {
-                sqlx::query_scalar(AssertSqlSafe(sql))
-                    .bind(r.run_id)
-                    .bind(r.idx)
-                    .bind(&r.payload_hash)
-                    .bind(&r.prompt)
-                    .bind(&r.params_json)
-                    .bind(&r.status)
-                    .bind(r.response.as_deref())
-                    .bind(r.finish_reason.as_deref())
-                    .bind(r.error.as_deref())
-                    .bind(r.attempts)
-                    .bind(r.prompt_tokens)
-                    .bind(r.completion_tokens)
-                    .bind(r.latency_ms)
-                    .bind(r.worker.as_deref())
-                    .bind(r.created_at)
-                    .bind(r.finished_at)
-                    .fetch_optional(c)
-                    .await?
+            let returned: Vec<(i64, i64, i64)> = on_tx!(&mut self.tx, c => {
+                let mut q = sqlx::query_as(AssertSqlSafe(sql));
+                for r in chunk {
+                    q = q
+                        .bind(r.run_id)
+                        .bind(r.idx)
+                        .bind(r.payload_hash.as_str())
+                        .bind(r.prompt.as_str())
+                        .bind(r.params_json.as_str())
+                        .bind(r.status.as_str())
+                        .bind(r.response.as_deref())
+                        .bind(r.finish_reason.as_deref())
+                        .bind(r.error.as_deref())
+                        .bind(r.attempts)
+                        .bind(r.prompt_tokens)
+                        .bind(r.completion_tokens)
+                        .bind(r.latency_ms)
+                        .bind(r.worker.as_deref())
+                        .bind(r.created_at)
+                        .bind(r.finished_at);
+                }
+                q.fetch_all(c).await?
             });
-            let id = match id {
-                Some(id) => id,
-                // Already stored with a reply: keep it, report its id.
+            for (id, run_id, idx) in returned {
+                by_idx.insert((run_id, idx), id);
+            }
+        }
+        // Rows that were already stored with a reply were left alone: look their ids up.
+        let mut ids = Vec::with_capacity(rows.len());
+        for r in rows {
+            let id = match by_idx.get(&(r.run_id, r.idx)) {
+                Some(&id) => id,
                 None => on_tx!(&mut self.tx, c => {
                     sqlx::query_scalar("SELECT id FROM requests WHERE run_id = $1 AND idx = $2")
                         .bind(r.run_id)

@@ -1,0 +1,177 @@
+//! Generation benchmarks, with the release `instill` binary as a child process:
+//!
+//! ```text
+//! cargo bench --bench generate -- scale [--target 1000000] [--concurrency 64]
+//!     a run to TARGET accepted pairs against the in-process fake server (varied replies):
+//!     wall time, peak RSS, database size, accept rate over time
+//! cargo bench --bench generate -- throughput [--url http://127.0.0.1:18080/v1] [--n 50000]
+//!     requests/s end to end into SQLite against ../shared/bench/gen's nginx (fixed reply) at
+//!     concurrency 16, 64, 256 (start nginx first: see ../shared/bench/README.md)
+//! cargo bench --bench generate -- latency [--url http://127.0.0.1:18081/v1] [--waves 20]
+//!     achieved requests/s against concurrency/latency at 256 and 512 (slow_server.py --delay 1),
+//!     sending whole waves (waves × concurrency requests) so the ideal time is waves × 1 s
+//! ```
+
+#[path = "../tests/fake_openai.rs"]
+#[allow(dead_code)]
+mod fake_openai;
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fake_openai::{FakeConfig, FakeServer};
+
+fn work() -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench-out/generate");
+    let _ = std::fs::create_dir_all(&d);
+    d
+}
+
+fn fresh_db(name: &str) -> (String, PathBuf) {
+    let path = work().join(format!("{name}.db"));
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    (format!("sqlite://{}", path.display()), path)
+}
+
+fn instill(db: &str, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_instill"));
+    c.args(args).arg("--no-progress").env("INSTILL_DB", db).env_remove("OPENAI_API_KEY");
+    c
+}
+
+/// VmRSS and VmHWM of a running process, in MB.
+fn rss_mb(pid: u32) -> Option<(f64, f64)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        s.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .map(|kb| kb / 1024.0)
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+fn accepted_so_far(db: &str) -> u64 {
+    let out = instill(db, &["stats", "--json"]).output().ok();
+    out.and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
+        .and_then(|v| v["records"]["accepted"].as_u64())
+        .unwrap_or(0)
+}
+
+fn scale(target: u64, concurrency: u64) {
+    let server = FakeServer::start(FakeConfig { items: 10, topics: u64::MAX, ..FakeConfig::default() });
+    let (db, path) = fresh_db("scale");
+    let _ = instill(&db, &["seeds", "import", "--builtin", "en"]).status();
+    let started = Instant::now();
+    let mut child = instill(
+        &db,
+        &["generate", "--base-url", &server.base_url, "--model", "fake", "--lang", "en", "--target", &target.to_string(),
+          "--concurrency", &concurrency.to_string(), "--json"],
+    )
+    .stdout(Stdio::piped())
+    .spawn()
+    .expect("instill");
+    let pid = child.id();
+    let mut peak = 0.0f64;
+    let mut timeline = Vec::new();
+    let mut last = Instant::now();
+    loop {
+        if let Some((_, hwm)) = rss_mb(pid) {
+            peak = peak.max(hwm);
+        }
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        if last.elapsed() >= Duration::from_secs(20) {
+            last = Instant::now();
+            let a = accepted_so_far(&db);
+            let t = started.elapsed().as_secs_f64();
+            eprintln!("  {t:>7.0} s  {a:>9} accepted");
+            timeline.push((t, a));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = child.wait_with_output().expect("wait");
+    let wall = started.elapsed().as_secs_f64();
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let db_mb: f64 = ["", "-wal"]
+        .iter()
+        .filter_map(|s| std::fs::metadata(format!("{}{s}", path.display())).ok())
+        .map(|m| m.len() as f64 / 1e6)
+        .sum();
+    println!("scale: {target} accepted target, concurrency {concurrency}");
+    println!("  wall {wall:.1} s, peak RSS {peak:.0} MB, database {db_mb:.0} MB");
+    println!(
+        "  accepted {} rejected {} requests {} ({:.0} req/s, {:.0} accepted/s)",
+        summary["accepted"], summary["rejected"], summary["requests_ok"],
+        summary["requests_ok"].as_f64().unwrap_or(0.0) / wall,
+        summary["accepted"].as_f64().unwrap_or(0.0) / wall
+    );
+    let mut prev = (0.0, 0u64);
+    for (t, a) in timeline {
+        println!("  {t:>7.0} s {a:>9} accepted ({:.0}/s over the last interval)", (a - prev.1) as f64 / (t - prev.0));
+        prev = (t, a);
+    }
+}
+
+/// Sends `n` requests (or `waves` × concurrency when given: whole waves, so that against a
+/// fixed-latency server the ideal time is exactly waves × latency) at each concurrency.
+fn throughput(url: &str, n: u64, concurrencies: &[u64], waves: Option<u64>) {
+    for &c in concurrencies {
+        let n = waves.map_or(n, |w| w * c);
+        let (db, _) = fresh_db(&format!("throughput-{c}"));
+        let _ = instill(&db, &["seeds", "import", "--builtin", "en"]).status();
+        let started = Instant::now();
+        let out = instill(
+            &db,
+            &["generate", "--base-url", url, "--model", "fake", "--lang", "en", "--target", "100000000",
+              "--max-requests", &n.to_string(), "--concurrency", &c.to_string(), "--json", "--max-retries", "3"],
+        )
+        .output()
+        .expect("instill");
+        let wall = started.elapsed().as_secs_f64();
+        let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let ok = s["requests_ok"].as_f64().unwrap_or(0.0);
+        println!(
+            "concurrency {c:>4}: {ok} requests in {wall:.2} s = {:.0} req/s into SQLite ({} accepted, {} rejected) {}",
+            ok / wall,
+            s["accepted"],
+            s["rejected"],
+            if out.status.success() || out.status.code() == Some(1) { String::new() } else { String::from_utf8_lossy(&out.stderr).into_owned() }
+        );
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let opt = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
+    let what = args.iter().skip(1).find(|a| ["scale", "throughput", "latency", "fake"].contains(&a.as_str())).cloned();
+    match what.as_deref() {
+        Some("scale") => scale(
+            opt("--target").and_then(|v| v.parse().ok()).unwrap_or(1_000_000),
+            opt("--concurrency").and_then(|v| v.parse().ok()).unwrap_or(64),
+        ),
+        Some("throughput") => throughput(
+            &opt("--url").unwrap_or_else(|| "http://127.0.0.1:18080/v1".into()),
+            opt("--n").and_then(|v| v.parse().ok()).unwrap_or(50_000),
+            &[16, 64, 256],
+            None,
+        ),
+        Some("latency") => throughput(
+            &opt("--url").unwrap_or_else(|| "http://127.0.0.1:18081/v1".into()),
+            0,
+            &[256, 512],
+            Some(opt("--waves").and_then(|v| v.parse().ok()).unwrap_or(20)),
+        ),
+        Some("fake") => {
+            // The in-process fake server with a fixed reply (for a quick look without nginx).
+            let server = FakeServer::start(FakeConfig { items: 10, topics: 1, ..FakeConfig::default() });
+            throughput(&server.base_url, opt("--n").and_then(|v| v.parse().ok()).unwrap_or(20_000), &[16, 64, 256], None);
+        }
+        _ => eprintln!("usage: cargo bench --bench generate -- scale|throughput|latency|fake [options]"),
+    }
+}
