@@ -38,7 +38,10 @@ fn fresh_db(name: &str) -> (String, PathBuf) {
 
 fn instill(db: &str, args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_instill"));
-    c.args(args).arg("--no-progress").env("INSTILL_DB", db).env_remove("OPENAI_API_KEY");
+    c.args(args)
+        .arg("--no-progress")
+        .env("INSTILL_DB", db)
+        .env_remove("OPENAI_API_KEY");
     c
 }
 
@@ -55,22 +58,53 @@ fn rss_mb(pid: u32) -> Option<(f64, f64)> {
     Some((field("VmRSS:")?, field("VmHWM:")?))
 }
 
-fn accepted_so_far(db: &str) -> u64 {
-    let out = instill(db, &["stats", "--json"]).output().ok();
-    out.and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
-        .and_then(|v| v["records"]["accepted"].as_u64())
-        .unwrap_or(0)
+/// Accepted records with id above `after` and the largest id, read-only through python3's
+/// sqlite3 (an incremental count: `instill stats` would scan the whole growing database).
+fn accepted_since(path: &std::path::Path, after: i64) -> Option<(u64, i64)> {
+    let script = format!(
+        "import sqlite3; c = sqlite3.connect('file:{}?mode=ro', uri=True); \
+         print(c.execute(\"SELECT COUNT(*), COALESCE(MAX(id), {after}) FROM records WHERE id > {after} AND status = 'accepted'\").fetchone()[0], \
+               c.execute('SELECT COALESCE(MAX(id), 0) FROM records').fetchone()[0])",
+        path.display()
+    );
+    let out = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut it = text.split_whitespace();
+    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
 }
 
 fn scale(target: u64, concurrency: u64) {
-    let server = FakeServer::start(FakeConfig { items: 10, topics: u64::MAX, ..FakeConfig::default() });
+    let server = FakeServer::start(FakeConfig {
+        items: 10,
+        topics: u64::MAX,
+        ..FakeConfig::default()
+    });
     let (db, path) = fresh_db("scale");
     let _ = instill(&db, &["seeds", "import", "--builtin", "en"]).status();
     let started = Instant::now();
+    // Six seeds per prompt: 45^6 example lists, so (nearly) every prompt and hence every fake
+    // reply is new; with three, prompts repeat after ~85,000 requests and so do their replies.
     let mut child = instill(
         &db,
-        &["generate", "--base-url", &server.base_url, "--model", "fake", "--lang", "en", "--target", &target.to_string(),
-          "--concurrency", &concurrency.to_string(), "--json"],
+        &[
+            "generate",
+            "--base-url",
+            &server.base_url,
+            "--model",
+            "fake",
+            "--lang",
+            "en",
+            "--target",
+            &target.to_string(),
+            "--concurrency",
+            &concurrency.to_string(),
+            "--seeds-per-prompt",
+            "6",
+            "--json",
+        ],
     )
     .stdout(Stdio::piped())
     .spawn()
@@ -79,6 +113,7 @@ fn scale(target: u64, concurrency: u64) {
     let mut peak = 0.0f64;
     let mut timeline = Vec::new();
     let mut last = Instant::now();
+    let (mut accepted, mut max_id) = (0u64, 0i64);
     loop {
         if let Some((_, hwm)) = rss_mb(pid) {
             peak = peak.max(hwm);
@@ -88,10 +123,13 @@ fn scale(target: u64, concurrency: u64) {
         }
         if last.elapsed() >= Duration::from_secs(20) {
             last = Instant::now();
-            let a = accepted_so_far(&db);
+            if let Some((new, max)) = accepted_since(&path, max_id) {
+                accepted += new;
+                max_id = max;
+            }
             let t = started.elapsed().as_secs_f64();
-            eprintln!("  {t:>7.0} s  {a:>9} accepted");
-            timeline.push((t, a));
+            eprintln!("  {t:>7.0} s  {accepted:>9} accepted of {max_id} records");
+            timeline.push((t, accepted));
         }
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -107,13 +145,18 @@ fn scale(target: u64, concurrency: u64) {
     println!("  wall {wall:.1} s, peak RSS {peak:.0} MB, database {db_mb:.0} MB");
     println!(
         "  accepted {} rejected {} requests {} ({:.0} req/s, {:.0} accepted/s)",
-        summary["accepted"], summary["rejected"], summary["requests_ok"],
+        summary["accepted"],
+        summary["rejected"],
+        summary["requests_ok"],
         summary["requests_ok"].as_f64().unwrap_or(0.0) / wall,
         summary["accepted"].as_f64().unwrap_or(0.0) / wall
     );
     let mut prev = (0.0, 0u64);
     for (t, a) in timeline {
-        println!("  {t:>7.0} s {a:>9} accepted ({:.0}/s over the last interval)", (a - prev.1) as f64 / (t - prev.0));
+        println!(
+            "  {t:>7.0} s {a:>9} accepted ({:.0}/s over the last interval)",
+            (a - prev.1) as f64 / (t - prev.0)
+        );
         prev = (t, a);
     }
 }
@@ -128,8 +171,24 @@ fn throughput(url: &str, n: u64, concurrencies: &[u64], waves: Option<u64>) {
         let started = Instant::now();
         let out = instill(
             &db,
-            &["generate", "--base-url", url, "--model", "fake", "--lang", "en", "--target", "100000000",
-              "--max-requests", &n.to_string(), "--concurrency", &c.to_string(), "--json", "--max-retries", "3"],
+            &[
+                "generate",
+                "--base-url",
+                url,
+                "--model",
+                "fake",
+                "--lang",
+                "en",
+                "--target",
+                "100000000",
+                "--max-requests",
+                &n.to_string(),
+                "--concurrency",
+                &c.to_string(),
+                "--json",
+                "--max-retries",
+                "3",
+            ],
         )
         .output()
         .expect("instill");
@@ -141,19 +200,36 @@ fn throughput(url: &str, n: u64, concurrencies: &[u64], waves: Option<u64>) {
             ok / wall,
             s["accepted"],
             s["rejected"],
-            if out.status.success() || out.status.code() == Some(1) { String::new() } else { String::from_utf8_lossy(&out.stderr).into_owned() }
+            if out.status.success() || out.status.code() == Some(1) {
+                String::new()
+            } else {
+                String::from_utf8_lossy(&out.stderr).into_owned()
+            }
         );
     }
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let opt = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
-    let what = args.iter().skip(1).find(|a| ["scale", "throughput", "latency", "fake"].contains(&a.as_str())).cloned();
+    let opt = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let what = args
+        .iter()
+        .skip(1)
+        .find(|a| ["scale", "throughput", "latency", "fake"].contains(&a.as_str()))
+        .cloned();
     match what.as_deref() {
         Some("scale") => scale(
-            opt("--target").and_then(|v| v.parse().ok()).unwrap_or(1_000_000),
-            opt("--concurrency").and_then(|v| v.parse().ok()).unwrap_or(64),
+            opt("--target")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(1_000_000),
+            opt("--concurrency")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(64),
         ),
         Some("throughput") => throughput(
             &opt("--url").unwrap_or_else(|| "http://127.0.0.1:18080/v1".into()),
@@ -169,9 +245,20 @@ fn main() {
         ),
         Some("fake") => {
             // The in-process fake server with a fixed reply (for a quick look without nginx).
-            let server = FakeServer::start(FakeConfig { items: 10, topics: 1, ..FakeConfig::default() });
-            throughput(&server.base_url, opt("--n").and_then(|v| v.parse().ok()).unwrap_or(20_000), &[16, 64, 256], None);
+            let server = FakeServer::start(FakeConfig {
+                items: 10,
+                topics: 1,
+                ..FakeConfig::default()
+            });
+            throughput(
+                &server.base_url,
+                opt("--n").and_then(|v| v.parse().ok()).unwrap_or(20_000),
+                &[16, 64, 256],
+                None,
+            );
         }
-        _ => eprintln!("usage: cargo bench --bench generate -- scale|throughput|latency|fake [options]"),
+        _ => eprintln!(
+            "usage: cargo bench --bench generate -- scale|throughput|latency|fake [options]"
+        ),
     }
 }

@@ -290,210 +290,40 @@ fn unit(h: u64) -> f64 {
     (h >> 11) as f64 / (1u64 << 53) as f64
 }
 
-const EN_WORDS: &[&str] = &[
-    "explain",
-    "describe",
-    "compare",
-    "summarize",
-    "list",
-    "suggest",
-    "write",
-    "classify",
-    "rewrite",
-    "translate",
-    "outline",
-    "evaluate",
-    "design",
-    "plan",
-    "estimate",
-    "identify",
-    "river",
-    "market",
-    "garden",
-    "planet",
-    "library",
-    "engine",
-    "recipe",
-    "festival",
-    "island",
-    "museum",
-    "orchestra",
-    "village",
-    "bridge",
-    "forest",
-    "satellite",
-    "harbor",
-    "canyon",
-    "desert",
-    "glacier",
-    "meadow",
-    "volcano",
-    "lantern",
-    "compass",
-    "journal",
-    "ladder",
-    "mirror",
-    "pillow",
-    "rocket",
-    "saddle",
-    "tunnel",
-    "violin",
-    "window",
-    "anchor",
-    "basket",
-    "candle",
-    "dragon",
-    "feather",
-    "helmet",
-    "kettle",
-    "magnet",
-    "needle",
-    "puzzle",
-    "quartz",
-    "ribbon",
-    "shadow",
-    "thunder",
-    "umbrella",
-    "walnut",
-    "yogurt",
-    "zebra",
-    "copper",
-    "cotton",
-    "marble",
-    "silver",
-    "timber",
-    "velvet",
-    "morning",
-    "evening",
-    "winter",
-    "summer",
-    "ancient",
-    "modern",
-    "rural",
-    "urban",
-    "gentle",
-    "quiet",
-    "brave",
-    "clever",
-    "honest",
-    "humble",
-    "lively",
-    "patient",
-    "curious",
-    "careful",
-];
-
-fn zh_words() -> &'static [&'static str] {
-    &[
-        "解释",
-        "描述",
-        "比较",
-        "总结",
-        "列举",
-        "建议",
-        "写出",
-        "分类",
-        "改写",
-        "翻译",
-        "概述",
-        "评价",
-        "设计",
-        "计划",
-        "估算",
-        "识别",
-        "河流",
-        "市场",
-        "花园",
-        "行星",
-        "图书馆",
-        "发动机",
-        "食谱",
-        "节日",
-        "岛屿",
-        "博物馆",
-        "乐团",
-        "村庄",
-        "桥梁",
-        "森林",
-        "卫星",
-        "港口",
-        "峡谷",
-        "沙漠",
-        "冰川",
-        "草原",
-        "火山",
-        "灯笼",
-        "指南针",
-        "日记",
-        "梯子",
-        "镜子",
-        "枕头",
-        "火箭",
-        "马鞍",
-        "隧道",
-        "小提琴",
-        "窗户",
-        "船锚",
-        "篮子",
-        "蜡烛",
-        "羽毛",
-        "头盔",
-        "水壶",
-        "磁铁",
-        "针线",
-        "拼图",
-        "石英",
-        "丝带",
-        "影子",
-        "雷声",
-        "雨伞",
-        "核桃",
-        "酸奶",
-        "斑马",
-        "铜器",
-        "棉花",
-        "大理石",
-        "白银",
-        "木材",
-        "丝绒",
-        "早晨",
-        "傍晚",
-        "冬天",
-        "夏天",
-        "古代",
-        "现代",
-        "乡村",
-        "城市",
-        "温柔",
-        "安静",
-        "勇敢",
-        "聪明",
-        "诚实",
-        "谦虚",
-        "活泼",
-        "耐心",
-        "好奇",
-    ]
+/// A word of the fake language: two or three syllables (English-like) or two CJK characters,
+/// drawn from `seed`: tens of thousands of distinct words, so tasks rarely overlap by chance (as
+/// real instructions do not).
+fn word(seed: u64, zh: bool) -> String {
+    const SYLLABLES: &[&str] = &[
+        "ba", "be", "bi", "bo", "bu", "ca", "ce", "ci", "co", "cu", "da", "de", "di", "do", "du",
+        "fa", "fe", "fi", "fo", "fu", "ga", "ge", "gi", "go", "gu", "ha", "he", "hi", "ho", "hu",
+        "ka", "ke", "ki", "ko", "ku", "la", "le", "li", "lo", "lu", "ma", "me", "mi", "mo", "mu",
+        "na", "ne", "ni", "no", "nu", "pa", "pe", "pi", "po", "pu", "ra", "re", "ri", "ro", "ru",
+        "sa", "se", "si", "so", "su", "ta", "te", "ti", "to", "tu", "va", "ve", "vi", "vo", "vu",
+        "za", "ze", "zi", "zo", "zu", "ran", "ten", "lin", "son", "mar", "ver", "tor", "len",
+    ];
+    if zh {
+        // Two common CJK characters.
+        let a = char::from_u32(0x4E00 + (seed % 3000) as u32).unwrap_or('中');
+        let b = char::from_u32(0x4E00 + ((seed >> 16) % 3000) as u32).unwrap_or('文');
+        return format!("{a}{b}");
+    }
+    let n = 2 + (seed >> 40) % 2;
+    (0..n)
+        .map(|k| SYLLABLES[((seed >> (k * 8)) % SYLLABLES.len() as u64) as usize])
+        .collect()
 }
 
 /// Words of topic `t`, `n` of them, in a deterministic order.
-fn topic_words(t: u64, n: usize, words: &[&str]) -> Vec<String> {
+fn topic_words(t: u64, n: usize, zh: bool) -> Vec<String> {
     (0..n)
-        .map(|k| {
-            words[(xxh3_64_with_seed(&(k as u64).to_le_bytes(), t) % words.len() as u64) as usize]
-                .to_string()
-        })
+        .map(|k| word(xxh3_64_with_seed(&(k as u64).to_le_bytes(), t), zh))
         .collect()
 }
 
 /// The reply text for prompt hash `h`: `cfg.items` tasks numbered from `first`.
 fn reply_text(cfg: &FakeConfig, h: u64, first: usize) -> String {
     let zh = cfg.lang == "zh";
-    let words: Vec<&str> = if zh {
-        zh_words().to_vec()
-    } else {
-        EN_WORDS.to_vec()
-    };
     let (li, ln, lo, none) = if zh {
         ("指令", "输入", "输出", "<无输入>")
     } else {
@@ -509,10 +339,10 @@ fn reply_text(cfg: &FakeConfig, h: u64, first: usize) -> String {
         } else {
             r % cfg.topics.max(1)
         };
-        let mut ins_words = topic_words(topic, 12, &words);
+        let mut ins_words = topic_words(topic, 12, zh);
         // One in six tasks is a near copy: the same topic with one word changed.
         if !common && (r >> 20).is_multiple_of(6) {
-            ins_words[5] = words[((r >> 30) % words.len() as u64) as usize].to_string();
+            ins_words[5] = word(r >> 8, zh);
         }
         let sep = if zh { "" } else { " " };
         let mut instruction = ins_words.join(sep);
@@ -545,11 +375,10 @@ fn reply_text(cfg: &FakeConfig, h: u64, first: usize) -> String {
         let input = if common || (r >> 48).is_multiple_of(2) {
             none.to_string()
         } else {
-            topic_words(topic ^ 0xABCD, 6, &words).join(if zh { "" } else { " " })
+            topic_words(topic ^ 0xABCD, 6, zh).join(if zh { "" } else { " " })
         };
         let variant = if common { 0 } else { r & 0xFF };
-        let output =
-            topic_words(topic ^ 0x5555 ^ variant, 20, &words).join(if zh { "" } else { " " });
+        let output = topic_words(topic ^ 0x5555 ^ variant, 20, zh).join(if zh { "" } else { " " });
         let n = first + i;
         blocks.push(format!(
             "{n}. {li}: {instruction}\n{n}. {ln}:\n{input}\n{n}. {lo}:\n{output}"

@@ -267,7 +267,8 @@ impl Writer {
             Tx::Sqlite(_) => Backend::Sqlite,
             Tx::Postgres(_) => Backend::Postgres,
         };
-        let mut by_idx: std::collections::HashMap<(i64, i64), i64> = std::collections::HashMap::with_capacity(rows.len());
+        let mut by_idx: std::collections::HashMap<(i64, i64), i64> =
+            std::collections::HashMap::with_capacity(rows.len());
         for chunk in rows.chunks(REQUESTS_PER_STATEMENT) {
             let mut values = String::new();
             let mut n = 0;
