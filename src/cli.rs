@@ -94,7 +94,8 @@ pub struct GenerateArgs {
     #[arg(long)]
     pub target: u64,
 
-    /// The model backend: `openai`, any OpenAI-compatible HTTP API.
+    /// The model backend: `openai`, any OpenAI-compatible HTTP API; `candle`, a local model
+    /// run in-process (--model is then a Hugging Face model directory or a .gguf file).
     #[arg(long, value_enum, default_value = "openai")]
     pub backend: BackendArg,
 
@@ -108,9 +109,31 @@ pub struct GenerateArgs {
     )]
     pub base_url: String,
 
-    /// The model name the server serves.
+    /// The model: the name the server serves (openai), or a Hugging Face model directory
+    /// (config.json, *.safetensors, tokenizer.json; llama, mistral, qwen2) or a GGUF file
+    /// (llama, qwen2) for candle.
     #[arg(long)]
     pub model: Option<String>,
+
+    /// candle: a tokenizer.json to use instead of the model's own (for a GGUF file, the
+    /// tokenizer is otherwise rebuilt from its metadata).
+    #[arg(long, value_name = "FILE")]
+    pub tokenizer: Option<PathBuf>,
+
+    /// candle: where the model runs: `cpu`, `cuda` or `cuda:N` (CUDA needs a build with
+    /// `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+
+    /// candle: the type of dense (safetensors) weights and activations: f32, bf16, or f16
+    /// (GPU only). GGUF models compute in f32 over their quantized weights.
+    #[arg(long, default_value = "f32", value_parser = ["f32", "bf16", "f16"])]
+    pub dtype: String,
+
+    /// candle: sequences decoded together (continuous batching: a finished sequence's slot
+    /// goes to the next waiting request). Keep --concurrency at least this high.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub batch_size: u64,
 
     /// `chat` (/chat/completions, the prompt as one user message) or `completion`
     /// (/completions, a text the model continues).
@@ -187,7 +210,7 @@ pub struct GenerateArgs {
 
     /// ROUGE tokenizer (see `instill dedup --help`).
     #[arg(long, value_enum, default_value = "auto")]
-    pub tokenizer: TokenizerArg,
+    pub rouge_tokenizer: TokenizerArg,
 
     /// Quality rules: `default` or a TOML file (see `instill filter --print-rules`).
     #[arg(long, default_value = "default")]
@@ -228,6 +251,8 @@ pub struct GenerateArgs {
 pub enum BackendArg {
     /// An OpenAI-compatible HTTP API.
     Openai,
+    /// A local model run in-process with candle.
+    Candle,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

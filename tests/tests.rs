@@ -10,5 +10,6 @@ mod curate;
 mod fake_openai;
 mod generate;
 mod import_export;
+mod local;
 mod seeds_stats;
 mod util;

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::local::CandleBackend;
 use crate::openai::OpenAiBackend;
 
 /// What is sent to a model.
@@ -109,6 +110,8 @@ impl BackendError {
 pub enum Backend {
     /// Any OpenAI-compatible HTTP API (OpenAI, DeepSeek, vLLM, Ollama, llama.cpp's server…).
     OpenAi(OpenAiBackend),
+    /// A local model run in-process with candle.
+    Candle(CandleBackend),
 }
 
 impl Backend {
@@ -116,6 +119,7 @@ impl Backend {
     pub async fn complete(&self, request: &CompletionRequest) -> Result<Completion, BackendError> {
         match self {
             Backend::OpenAi(b) => b.complete(request).await,
+            Backend::Candle(b) => b.complete(request).await,
         }
     }
 
@@ -123,6 +127,7 @@ impl Backend {
     pub fn model(&self) -> &str {
         match self {
             Backend::OpenAi(b) => b.model(),
+            Backend::Candle(b) => b.model(),
         }
     }
 }

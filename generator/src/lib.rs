@@ -6,12 +6,16 @@
 //!   concurrency, RPM/TPM limits, retries with full-jitter backoff honouring `Retry-After`,
 //!   acceptance in `(idx, item)` order through [`Acceptor`], batched writes).
 //!
-//! Layout: `backend.rs`, `openai.rs` (models); `limiter.rs`, `retry.rs`, `sampling.rs` (the
+//! - [`local`]: a candle model in-process (HF directories and GGUF files), batched on its own
+//!   thread, behind the same [`Backend`].
+//!
+//! Layout: `backend.rs`, `openai.rs`, `local/` (models); `limiter.rs`, `retry.rs`, `sampling.rs` (the
 //! mechanics); `accept.rs` (rules and dedup per task); `run.rs` (the loop).
 
 mod accept;
 mod backend;
 mod limiter;
+pub mod local;
 mod openai;
 mod retry;
 mod run;
@@ -20,6 +24,7 @@ mod sampling;
 pub use accept::{Acceptor, Judged};
 pub use backend::{Backend, BackendError, Choice, Completion, CompletionRequest};
 pub use limiter::RateLimiter;
+pub use local::{CandleBackend, CandleConfig, LocalError};
 pub use openai::{Api, OpenAiBackend, OpenAiConfig};
 pub use retry::RetryPolicy;
 pub use run::{

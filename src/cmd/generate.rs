@@ -7,14 +7,14 @@ use anyhow::Context;
 use instill_core::Lang;
 use instill_dedup::{RougeConfig, Tokenizer};
 use instill_generator::{
-    Api, Backend, Ending, OpenAiBackend, OpenAiConfig, Progress, RequestParams, RetryPolicy,
-    RunConfig,
+    Api, Backend, CandleBackend, CandleConfig, Ending, OpenAiBackend, OpenAiConfig, Progress,
+    RequestParams, RetryPolicy, RunConfig,
 };
 use instill_prompts::{Shape, Template};
 use instill_storage::Db;
 use serde::Serialize;
 
-use crate::cli::{ApiArg, GenLangArg, GenerateArgs, GlobalArgs, TokenizerArg};
+use crate::cli::{ApiArg, BackendArg, GenLangArg, GenerateArgs, GlobalArgs, TokenizerArg};
 use crate::cmd::filter::load_rules;
 use crate::{Outcome, progress};
 
@@ -43,10 +43,10 @@ struct Summary<'a> {
 
 pub async fn run(global: &GlobalArgs, args: &GenerateArgs) -> anyhow::Result<Outcome> {
     let started = Instant::now();
-    let model = args
-        .model
-        .clone()
-        .ok_or_else(|| anyhow::anyhow!("--model NAME is required: the model your server serves (e.g. gpt-4o-mini, deepseek-chat, qwen2.5:7b)"))?;
+    let model = args.model.clone().ok_or_else(|| match args.backend {
+        BackendArg::Openai => anyhow::anyhow!("--model NAME is required: the model your server serves (e.g. gpt-4o-mini, deepseek-chat, qwen2.5:7b)"),
+        BackendArg::Candle => anyhow::anyhow!("--model PATH is required: a Hugging Face model directory or a .gguf file"),
+    })?;
     let lang = match args.lang {
         GenLangArg::Zh => Lang::Zh,
         GenLangArg::En => Lang::En,
@@ -60,23 +60,44 @@ pub async fn run(global: &GlobalArgs, args: &GenerateArgs) -> anyhow::Result<Out
         template.tasks = n.max(args.seeds_per_prompt + args.generated_per_prompt + 1);
     }
     let rules = load_rules(&args.rules)?;
-    let api_key = std::env::var(&args.api_key_env)
-        .ok()
-        .filter(|k| !k.is_empty());
-    let backend = Backend::OpenAi(
-        OpenAiBackend::new(OpenAiConfig {
-            base_url: args.base_url.clone(),
-            api_key,
-            model: model.clone(),
-            api: match args.api {
-                ApiArg::Chat => Api::Chat,
-                ApiArg::Completion => Api::Completion,
-            },
-            timeout: Duration::from_secs_f64(args.timeout.max(0.001)),
-            max_connections: args.concurrency as usize,
-        })
-        .map_err(|e| anyhow::anyhow!("{e}"))?,
-    );
+    let api = match args.api {
+        ApiArg::Chat => Api::Chat,
+        ApiArg::Completion => Api::Completion,
+    };
+    let backend = match args.backend {
+        BackendArg::Openai => {
+            let api_key = std::env::var(&args.api_key_env)
+                .ok()
+                .filter(|k| !k.is_empty());
+            Backend::OpenAi(
+                OpenAiBackend::new(OpenAiConfig {
+                    base_url: args.base_url.clone(),
+                    api_key,
+                    model: model.clone(),
+                    api,
+                    timeout: Duration::from_secs_f64(args.timeout.max(0.001)),
+                    max_connections: args.concurrency as usize,
+                })
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+            )
+        }
+        BackendArg::Candle => {
+            let config = CandleConfig {
+                model: model.clone().into(),
+                tokenizer: args.tokenizer.clone(),
+                device: args.device.clone(),
+                dtype: args.dtype.clone(),
+                batch_size: args.batch_size as usize,
+                api,
+                seed: args.seed,
+            };
+            let backend = tokio::task::spawn_blocking(move || CandleBackend::start(config))
+                .await
+                .context("loading the model")?
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            Backend::Candle(backend)
+        }
+    };
     let db = Db::open(&global.db).await?;
     let seeds: Vec<_> = db
         .list_seeds(Some(lang))
@@ -119,7 +140,7 @@ pub async fn run(global: &GlobalArgs, args: &GenerateArgs) -> anyhow::Result<Out
         rules,
         rouge: RougeConfig {
             threshold: args.rouge_threshold,
-            tokenizer: match args.tokenizer {
+            tokenizer: match args.rouge_tokenizer {
                 TokenizerArg::Auto => Tokenizer::Auto,
                 TokenizerArg::Alpaca => Tokenizer::Alpaca,
                 TokenizerArg::Char => Tokenizer::Char,

