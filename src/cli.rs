@@ -86,6 +86,33 @@ pub enum Command {
 
     /// Counts by status, rejection reason, source, run, language; length percentiles; tokens.
     Stats,
+
+    /// Write one self-contained HTML page (inline CSS and SVG charts, no scripts, no network)
+    /// about the database: counts by status, reason, source, run and language; runs with tokens
+    /// and cost; length histograms (characters for Chinese, words for English); leading verbs and
+    /// their objects (English) and leading words (Chinese); nearest-neighbour ROUGE-L scores and
+    /// MinHash cluster sizes; accepted/s and accept rate over time per run.
+    Report(ReportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The HTML file to write (replaced atomically).
+    #[arg(long)]
+    pub out: PathBuf,
+
+    /// Limit the text charts (lengths, diversity, ROUGE-L) and the timeline to this generation
+    /// run; the counts always cover the whole database, as `instill stats` does.
+    #[arg(long)]
+    pub run: Option<String>,
+
+    /// Price of 1M prompt tokens, for the cost per run.
+    #[arg(long)]
+    pub price_in: Option<f64>,
+
+    /// Price of 1M completion tokens, for the cost per run.
+    #[arg(long)]
+    pub price_out: Option<f64>,
 }
 
 #[derive(Debug, Args)]
@@ -134,6 +161,12 @@ pub struct GenerateArgs {
     /// goes to the next waiting request). Keep --concurrency at least this high.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub batch_size: u64,
+
+    /// candle: expand a GGUF model's quantized weights to f32 at load. Costs several times the
+    /// memory (fine for models up to a few hundred million parameters) and makes batched decode
+    /// on the CPU several times faster: candle's quantized kernels cost the same per sequence.
+    #[arg(long)]
+    pub dequantize: bool,
 
     /// `chat` (/chat/completions, the prompt as one user message) or `completion`
     /// (/completions, a text the model continues).

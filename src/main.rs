@@ -4,6 +4,7 @@ mod cli;
 mod cmd;
 mod ingest;
 mod progress;
+mod report;
 mod shards;
 
 use std::process::ExitCode;
@@ -65,6 +66,7 @@ async fn run(cli: &Cli) -> anyhow::Result<Outcome> {
         Command::Dedup(args) => cmd::dedup::run(g, args).await,
         Command::Filter(args) => cmd::filter::run(g, args).await,
         Command::Stats => cmd::stats::run(g).await,
+        Command::Report(args) => cmd::report::run(g, args).await,
     }
 }
 

@@ -11,5 +11,6 @@ mod fake_openai;
 mod generate;
 mod import_export;
 mod local;
+mod report;
 mod seeds_stats;
 mod util;

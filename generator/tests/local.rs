@@ -5,8 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device, Tensor};
-use instill_generator::local::{self, Codec, Loaded, Model, SeqParams, generate_all};
+use candle_core::{Device, Tensor};
+use instill_generator::local::{self, Codec, LoadOptions, Loaded, Model, SeqParams, generate_all};
 use instill_generator::{Api, Backend, CandleBackend, CandleConfig, CompletionRequest};
 use serde_json::Value;
 
@@ -33,7 +33,7 @@ fn smollm2() -> PathBuf {
 }
 
 fn load(path: &Path) -> Loaded {
-    local::load(path, &Device::Cpu, DType::F32, None).expect("model loads")
+    local::load(path, &Device::Cpu, &LoadOptions::default()).expect("model loads")
 }
 
 fn expected(dir: &Path) -> Value {
@@ -242,7 +242,7 @@ fn unsupported_models_get_a_clear_error() {
     let dir = tempfile::tempdir().expect("tempdir");
     let not_gguf = dir.path().join("model.gguf");
     std::fs::write(&not_gguf, b"not a model").expect("write");
-    let err = local::load(&not_gguf, &Device::Cpu, DType::F32, None).expect_err("garbage");
+    let err = local::load(&not_gguf, &Device::Cpu, &LoadOptions::default()).expect_err("garbage");
     let message = err.to_string();
     assert!(
         message.contains("model.gguf") && message.contains("GGUF file of a llama or qwen2"),
@@ -252,7 +252,7 @@ fn unsupported_models_get_a_clear_error() {
     let hf = dir.path().join("bert");
     std::fs::create_dir(&hf).expect("mkdir");
     std::fs::write(hf.join("config.json"), br#"{"model_type": "bert"}"#).expect("write");
-    let message = local::load(&hf, &Device::Cpu, DType::F32, None)
+    let message = local::load(&hf, &Device::Cpu, &LoadOptions::default())
         .expect_err("bert")
         .to_string();
     assert!(
@@ -262,9 +262,13 @@ fn unsupported_models_get_a_clear_error() {
         "{message}"
     );
 
-    let message = local::load(&dir.path().join("missing"), &Device::Cpu, DType::F32, None)
-        .expect_err("missing")
-        .to_string();
+    let message = local::load(
+        &dir.path().join("missing"),
+        &Device::Cpu,
+        &LoadOptions::default(),
+    )
+    .expect_err("missing")
+    .to_string();
     assert!(message.contains("no such file or directory"), "{message}");
 }
 
@@ -277,6 +281,7 @@ async fn the_backend_thread_serves_concurrent_requests() {
             device: "cpu".into(),
             dtype: "f32".into(),
             batch_size: 4,
+            dequantize: false,
             api: Api::Chat,
             seed: 7,
         })

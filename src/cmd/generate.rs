@@ -88,6 +88,7 @@ pub async fn run(global: &GlobalArgs, args: &GenerateArgs) -> anyhow::Result<Out
                 device: args.device.clone(),
                 dtype: args.dtype.clone(),
                 batch_size: args.batch_size as usize,
+                dequantize: args.dequantize,
                 api,
                 seed: args.seed,
             };

@@ -6,6 +6,7 @@ pub mod export;
 pub mod filter;
 pub mod generate;
 pub mod import;
+pub mod report;
 pub mod scope;
 pub mod seeds;
 pub mod stats;

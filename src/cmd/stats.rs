@@ -86,6 +86,11 @@ fn to_out(s: &Stats) -> StatsOut {
     }
 }
 
+/// `instill stats --json`'s document, which the report shows and is tested against.
+pub fn to_json(stats: &Stats) -> anyhow::Result<serde_json::Value> {
+    Ok(serde_json::to_value(to_out(stats))?)
+}
+
 pub async fn run(global: &GlobalArgs) -> anyhow::Result<Outcome> {
     let db = Db::open(&global.db).await?;
     let stats = db.stats().await?;

@@ -9,7 +9,7 @@
 //! - [`Db::stats`]: the aggregates of `instill stats`.
 //!
 //! Layout: `db.rs` (URL, pool, dialect dispatch, migrations), `writer.rs` (transactions),
-//! `records.rs` (batched inserts), `read.rs` (pages in id order), `imports.rs`, `seeds.rs`, `runs.rs` (runs and their request cache), `stats.rs`, `verdicts.rs` (one table or concern each), `testing.rs`
+//! `records.rs` (batched inserts), `read.rs` (pages in id order), `imports.rs`, `seeds.rs`, `runs.rs` (runs and their request cache), `stats.rs`, `report.rs`, `verdicts.rs` (one table or concern each), `testing.rs`
 //! (throw-away databases, feature `testing`).
 //!
 //! ```no_run
@@ -26,6 +26,7 @@ mod imports;
 mod migrations;
 mod read;
 mod records;
+mod report;
 mod runs;
 mod seeds;
 mod stats;
@@ -40,6 +41,7 @@ pub use error::StorageError;
 pub use imports::{ImportInfo, NewImport};
 pub use read::{StatusFilter, StoredRecord};
 pub use records::NewRecord;
+pub use report::{RecordText, RunSummary, TimeBucket};
 pub use runs::{NewRequest, PoolMember, RunRow, RunTotals, StoredRequest};
 pub use seeds::{NewSeed, StoredSeed};
 pub use stats::{LengthHistogram, Stats, StatusCounts};

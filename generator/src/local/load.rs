@@ -23,18 +23,35 @@ pub struct Loaded {
     pub codec: Codec,
 }
 
-/// Loads `path` (a directory or a `.gguf` file) onto `device`; `dtype` is used for dense
-/// weights (GGUF models compute in f32).
-pub fn load(
-    path: &Path,
-    device: &Device,
-    dtype: DType,
-    tokenizer: Option<&Path>,
-) -> Result<Loaded, LocalError> {
+/// How to load a model.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LoadOptions<'a> {
+    /// Type of dense (safetensors) weights and activations; GGUF models compute in f32.
+    pub dtype: DType,
+    /// A `tokenizer.json` to use instead of the model's own.
+    pub tokenizer: Option<&'a Path>,
+    /// Expand quantized GGUF weights to f32 at load: several times the memory, but a batched
+    /// decode step then costs about what one sequence does (candle's quantized CPU kernels
+    /// work one row at a time).
+    pub dequantize: bool,
+}
+
+impl Default for LoadOptions<'_> {
+    fn default() -> Self {
+        LoadOptions {
+            dtype: DType::F32,
+            tokenizer: None,
+            dequantize: false,
+        }
+    }
+}
+
+/// Loads `path` (a directory or a `.gguf` file) onto `device`.
+pub fn load(path: &Path, device: &Device, options: &LoadOptions) -> Result<Loaded, LocalError> {
     if path.is_dir() {
-        load_hf_dir(path, device, dtype, tokenizer)
+        load_hf_dir(path, device, options.dtype, options.tokenizer)
     } else if path.is_file() {
-        load_gguf(path, device, tokenizer)
+        load_gguf(path, device, options.tokenizer, options.dequantize)
     } else {
         Err(LocalError::Unsupported {
             path: path.to_path_buf(),
@@ -43,7 +60,12 @@ pub fn load(
     }
 }
 
-fn load_gguf(path: &Path, device: &Device, tokenizer: Option<&Path>) -> Result<Loaded, LocalError> {
+fn load_gguf(
+    path: &Path,
+    device: &Device,
+    tokenizer: Option<&Path>,
+    dequantize: bool,
+) -> Result<Loaded, LocalError> {
     let io = |source| LocalError::Io {
         path: path.to_path_buf(),
         source,
@@ -113,7 +135,12 @@ fn load_gguf(path: &Path, device: &Device, tokenizer: Option<&Path>) -> Result<L
     let dense =
         |name: &str| -> Result<Tensor, LocalError> { Ok(tensor(name)?.dequantize(device)?) };
     let linear = |name: &str| -> Result<Linear, LocalError> {
-        let weight = QMatMul::from_qtensor(tensor(&format!("{name}.weight"))?)?;
+        let q = tensor(&format!("{name}.weight"))?;
+        let weight = if dequantize {
+            QMatMul::Tensor(q.dequantize(device)?)
+        } else {
+            QMatMul::from_qtensor(q)?
+        };
         let bias_name = format!("{name}.bias");
         let bias = if content.tensor_infos.contains_key(&bias_name) {
             Some(dense(&bias_name)?)
@@ -141,7 +168,14 @@ fn load_gguf(path: &Path, device: &Device, tokenizer: Option<&Path>) -> Result<L
     let lm_head = if content.tensor_infos.contains_key("output.weight") {
         linear("output")?
     } else {
-        Linear::new(QMatMul::from_qtensor(embed_q)?, None)
+        Linear::new(
+            if dequantize {
+                QMatMul::Tensor(embed.clone())
+            } else {
+                QMatMul::from_qtensor(embed_q)?
+            },
+            None,
+        )
     };
     let norm = dense("output_norm.weight")?;
     let model = Model::new(cfg, embed, layers, norm, lm_head, device)?;
@@ -230,7 +264,14 @@ fn load_hf_dir(
             .and_then(Value::as_f64)
             .unwrap_or(10_000.0),
         rope_interleaved: false,
-        max_position: int("max_position_embeddings").unwrap_or(4096),
+        // Mistral attends over a sliding window; within it that is full attention, so the
+        // context is capped at the window rather than approximated beyond it.
+        max_position: match (int("max_position_embeddings"), sliding_window(&config)) {
+            (Ok(m), Some(w)) => m.min(w),
+            (Ok(m), None) => m,
+            (Err(_), Some(w)) => w,
+            (Err(_), None) => 4096,
+        },
     };
     let tied = config
         .get("tie_word_embeddings")
@@ -284,6 +325,20 @@ fn load_hf_dir(
     let model = Model::new(cfg, embed, layers, norm, lm_head, device)?;
     let codec = Codec::from_hf_dir(dir, tokenizer)?;
     Ok(Loaded { model, codec })
+}
+
+/// The attention window, when the model uses one (Mistral; Qwen2 only with
+/// `use_sliding_window`).
+fn sliding_window(config: &Value) -> Option<usize> {
+    let enabled = config
+        .get("use_sliding_window")
+        .and_then(Value::as_bool)
+        .unwrap_or(true);
+    config
+        .get("sliding_window")
+        .and_then(Value::as_u64)
+        .filter(|w| enabled && *w > 0)
+        .map(|w| w as usize)
 }
 
 /// Every tensor of the directory's `*.safetensors` files (sharded checkpoints included).

@@ -16,7 +16,7 @@ use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 pub use codec::Codec;
 pub use engine::{Batch, Finished, SeqParams, generate_all};
-pub use load::{Loaded, load};
+pub use load::{LoadOptions, Loaded, load};
 pub use model::{KvCache, Layer, Linear, Model, ModelConfig, argmax};
 
 use crate::backend::{BackendError, Choice, Completion, CompletionRequest};
@@ -99,6 +99,8 @@ pub struct CandleConfig {
     pub dtype: String,
     /// Sequences decoded together.
     pub batch_size: usize,
+    /// Expand quantized GGUF weights to f32 (see [`LoadOptions::dequantize`]).
+    pub dequantize: bool,
     /// `chat`: prompts go through the model's chat template; `completion`: sent as they are.
     pub api: Api,
     /// Seed of every sequence's sampler (mixed with the prompt and the choice index).
@@ -170,7 +172,12 @@ impl CandleBackend {
                     } else {
                         dtype(&config.dtype)?
                     };
-                    load(&config.model, &dev, dt, config.tokenizer.as_deref())
+                    let options = LoadOptions {
+                        dtype: dt,
+                        tokenizer: config.tokenizer.as_deref(),
+                        dequantize: config.dequantize,
+                    };
+                    load(&config.model, &dev, &options)
                 });
                 match loaded {
                     Ok(loaded) => {

@@ -1,0 +1,134 @@
+//! `instill report`: gathers what the database holds and writes the HTML page atomically.
+
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use instill_storage::Db;
+
+use crate::Outcome;
+use crate::cli::{GlobalArgs, ReportArgs};
+use crate::report::{self, ReportData, text::TextStats};
+
+const PAGE: i64 = 5_000;
+
+pub async fn run(global: &GlobalArgs, args: &ReportArgs) -> anyhow::Result<Outcome> {
+    if args.out.is_dir() {
+        anyhow::bail!(
+            "{}: is a directory; --out takes the HTML file to write",
+            args.out.display()
+        );
+    }
+    let db = Db::open(&global.db).await?;
+    let stats = crate::cmd::stats::to_json(&db.stats().await?)?;
+    let runs = db.run_summaries().await?;
+    let run_id = match &args.run {
+        Some(name) => Some(
+            runs.iter()
+                .find(|r| &r.name == name)
+                .map(|r| r.id)
+                .ok_or_else(|| {
+                    let known: Vec<&str> = runs.iter().map(|r| r.name.as_str()).collect();
+                    anyhow::anyhow!(
+                        "--run {name}: no such run (runs: {})",
+                        if known.is_empty() {
+                            "none".into()
+                        } else {
+                            known.join(", ")
+                        }
+                    )
+                })?,
+        ),
+        None => None,
+    };
+    let mut timelines = Vec::new();
+    for r in runs.iter().filter(|r| run_id.is_none_or(|id| id == r.id)) {
+        // About 60 points per run, at least one second each.
+        let bucket = (db.run_span_ms(r.id).await? / 60).max(1000);
+        timelines.push((r.id, bucket, db.run_timeline(r.id, bucket).await?));
+    }
+    let bar = crate::progress::rows(
+        crate::progress::enabled(global.no_progress),
+        stats["records"]["total"].as_u64().unwrap_or(0),
+        "reading records".to_string(),
+    );
+    let mut text = TextStats::default();
+    let mut after = 0;
+    loop {
+        let page = db.record_texts(run_id, after, PAGE).await?;
+        let Some(last) = page.last() else { break };
+        after = last.id;
+        for r in &page {
+            text.add(&r.instruction, &r.input, &r.output, &r.lang);
+        }
+        bar.inc(page.len() as u64);
+    }
+    bar.finish_and_clear();
+    let data = ReportData {
+        db: db.url().to_string(),
+        stats,
+        runs,
+        timelines,
+        rouge: db.rouge_nn_scores(run_id).await?,
+        clusters: db.cluster_sizes().await?,
+        text,
+        run_filter: args.run.clone(),
+        prices: args.price_in.zip(args.price_out).or_else(|| {
+            (args.price_in.is_some() || args.price_out.is_some())
+                .then(|| (args.price_in.unwrap_or(0.0), args.price_out.unwrap_or(0.0)))
+        }),
+        generated_at: utc_now(),
+    };
+    db.close().await;
+    let html = report::render(&data);
+    write_atomically(&args.out, html.as_bytes())?;
+    if global.json {
+        println!(
+            "{}",
+            serde_json::json!({"out": args.out.display().to_string(), "bytes": html.len(), "records": data.text.records})
+        );
+    } else {
+        println!(
+            "wrote {} ({} KB, {} records)",
+            args.out.display(),
+            html.len() / 1024,
+            data.text.records
+        );
+    }
+    Ok(Outcome::Done)
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path.file_name().context("--out needs a file name")?;
+    let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
+    std::fs::write(&tmp, bytes).with_context(|| format!("{}: cannot write", path.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("{}: cannot write", path.display()))?;
+    Ok(())
+}
+
+/// Now as `YYYY-MM-DD HH:MM UTC`.
+fn utc_now() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs()) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60
+    )
+}

@@ -1,0 +1,307 @@
+//! `instill report`: a database built through the real commands (import, dedup, filter,
+//! generate against the fake server), the page's sections and numbers checked against
+//! `instill stats --json`, and headless Chromium rendering it with no network request.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::fake_openai::{FakeConfig, FakeServer};
+use crate::util::{Env, repo, shared};
+
+/// `data-k="KEY" data-v="VALUE"` pairs of the page.
+fn data_values(html: &str) -> std::collections::BTreeMap<String, i64> {
+    let mut out = std::collections::BTreeMap::new();
+    for part in html.split("data-k=\"").skip(1) {
+        let Some((key, rest)) = part.split_once('"') else {
+            continue;
+        };
+        let Some(v) = rest
+            .strip_prefix(" data-v=\"")
+            .and_then(|r| r.split_once('"'))
+        else {
+            continue;
+        };
+        out.insert(key.replace("&amp;", "&"), v.0.parse().unwrap());
+    }
+    out
+}
+
+/// Every count of `instill stats --json` as `path → value` (lengths left out: they are
+/// percentiles, the page draws histograms instead).
+fn flatten(prefix: &str, v: &Value, out: &mut Vec<(String, i64)>) {
+    match v {
+        Value::Object(m) => {
+            for (k, v) in m {
+                if prefix.is_empty() && k == "lengths" {
+                    continue;
+                }
+                let p = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&p, v, out);
+            }
+        }
+        Value::Number(n) => out.push((prefix.to_string(), n.as_i64().unwrap())),
+        _ => {}
+    }
+}
+
+fn build(env: &Env) {
+    env.run(["seeds", "import", "--builtin", "all"])
+        .expect_code(0);
+    env.run(["import", repo("examples/quickstart.json").to_str().unwrap()])
+        .expect_code(0);
+    env.run([
+        "import",
+        shared("data/alpaca_data.json").to_str().unwrap(),
+        "--source",
+        "alpaca",
+    ])
+    .expect_code(0);
+    env.run(["filter"]).expect_code(0);
+    env.run(["dedup"]).expect_code(0);
+    let server = FakeServer::start(FakeConfig {
+        lang: "zh",
+        ..FakeConfig::default()
+    });
+    env.run([
+        "generate",
+        "--base-url",
+        &server.base_url,
+        "--model",
+        "fake",
+        "--lang",
+        "zh",
+        "--target",
+        "300",
+        "--run",
+        "zh-demo",
+    ])
+    .expect_code(0);
+}
+
+#[test]
+fn the_report_shows_every_section_with_the_numbers_of_stats() {
+    let env = Env::new(instill_storage::testing::TempDb::sqlite());
+    build(&env);
+    let out = env.path("report.html");
+    env.run([
+        "report",
+        "--out",
+        out.to_str().unwrap(),
+        "--price-in",
+        "0.27",
+        "--price-out",
+        "1.1",
+    ])
+    .expect_code(0);
+    let html = std::fs::read_to_string(&out).unwrap();
+    for section in [
+        "counts",
+        "runs",
+        "lengths",
+        "diversity",
+        "similarity",
+        "rouge",
+        "clusters",
+        "timeline",
+        "training",
+    ] {
+        assert!(
+            html.contains(&format!("id=\"{section}\"")),
+            "no section {section}"
+        );
+    }
+    let stats = env.run(["stats", "--json"]).expect_code(0).json();
+    let mut want = Vec::new();
+    flatten("", &stats, &mut want);
+    let shown = data_values(&html);
+    assert!(want.len() > 15, "{want:?}");
+    for (k, v) in &want {
+        assert_eq!(shown.get(k), Some(v), "{k} in the page");
+    }
+    // Per run: accepted + rejected = the run's records in stats.
+    let acc = shown["runs.zh-demo.accepted"];
+    assert_eq!(acc, 300);
+    assert_eq!(
+        acc + shown["runs.zh-demo.rejected"],
+        stats["by_run"]["zh-demo"].as_i64().unwrap()
+    );
+    // Charts were drawn from data, not left empty.
+    for chart in [
+        "Leading verbs (English)",
+        "Leading words (Chinese)",
+        "Nearest-neighbour ROUGE-L",
+        "MinHash clusters by size",
+    ] {
+        let at = html.find(chart).unwrap_or_else(|| panic!("no {chart}"));
+        let next: String = html[at..].chars().take(400).collect();
+        assert!(next.contains("<svg"), "{chart} has no chart: {next}");
+    }
+    // Self-contained: nothing to fetch.
+    for outside in [
+        "<script", "<link", "src=", "href=", "url(", "@import", "http://", "https://",
+    ] {
+        assert!(
+            !html.contains(outside),
+            "the page refers outside: {outside}"
+        );
+    }
+    // --run limits the text charts; an unknown run is named.
+    env.run(["report", "--out", out.to_str().unwrap(), "--run", "zh-demo"])
+        .expect_code(0);
+    let run = env
+        .run(["report", "--out", out.to_str().unwrap(), "--run", "nope"])
+        .expect_code(2);
+    assert!(
+        run.stderr.contains("nope") && run.stderr.contains("zh-demo"),
+        "{}",
+        run.stderr
+    );
+}
+
+fn chromium() -> &'static str {
+    for c in ["/usr/bin/chromium", "/usr/bin/chromium-browser"] {
+        if Path::new(c).exists() {
+            return c;
+        }
+    }
+    panic!("Chromium not found: .ci/run installs Debian's `chromium` package");
+}
+
+#[test]
+fn headless_chromium_renders_the_page_without_network() {
+    let env = Env::new(instill_storage::testing::TempDb::sqlite());
+    env.run(["seeds", "import", "--builtin", "all"])
+        .expect_code(0);
+    env.run(["import", repo("examples/quickstart.json").to_str().unwrap()])
+        .expect_code(0);
+    env.run(["dedup"]).expect_code(0);
+    let page = env.path("report.html");
+    env.run(["report", "--out", page.to_str().unwrap()])
+        .expect_code(0);
+    let shot = env.path("shot.png");
+    let netlog = env.path("netlog.json");
+    let profile = env.path("profile");
+    // Served over loopback HTTP so that the browser's net log tells page-initiated requests
+    // (their initiator is the page's origin) from its own background traffic.
+    let origin = serve_once(std::fs::read(&page).unwrap());
+    let url = format!("{origin}/report.html");
+    let common = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--hide-scrollbars",
+    ];
+    let run = Command::new(chromium())
+        .args(common)
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!("--log-net-log={}", netlog.display()))
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg("--window-size=1100,1600")
+        .arg(&url)
+        .output()
+        .unwrap();
+    assert!(
+        shot.exists(),
+        "no screenshot: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let dom = Command::new(chromium())
+        .args(common)
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg("--dump-dom")
+        .arg(&url)
+        .output()
+        .unwrap();
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    assert!(
+        dom.contains("<title>instill report</title>") && dom.contains("id=\"counts\""),
+        "{dom}"
+    );
+
+    // Non-blank: a good share of the screenshot's pixels are not the white background.
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&shot).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let channels = info.color_type.samples();
+    let pixels = &buf[..info.buffer_size()];
+    let inked = pixels
+        .chunks(channels)
+        .filter(|p| p.iter().take(3).any(|&c| c < 200))
+        .count();
+    let total = pixels.len() / channels;
+    assert!(
+        inked * 100 > total,
+        "blank page: {inked} of {total} pixels inked"
+    );
+    assert_eq!((info.width, info.height), (1100, 1600));
+
+    // No network: the page itself made no request (the browser asks for /favicon.ico on its
+    // own; its background traffic has no page initiator).
+    let log: Value = serde_json::from_str(&std::fs::read_to_string(&netlog).unwrap()).unwrap();
+    let start_job = log["constants"]["logEventTypes"]["URL_REQUEST_START_JOB"].clone();
+    let jobs: Vec<(&str, &str)> = log["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == start_job)
+        .map(|e| {
+            (
+                e["params"]["url"].as_str().unwrap_or(""),
+                e["params"]["initiator"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert!(
+        jobs.iter().any(|(u, _)| *u == url),
+        "the net log saw no page load: {jobs:?}"
+    );
+    let favicon = format!("{origin}/favicon.ico");
+    let from_page: Vec<&str> = jobs
+        .iter()
+        .filter(|(u, i)| *i == origin && *u != favicon)
+        .map(|(u, _)| *u)
+        .collect();
+    assert!(
+        from_page.is_empty(),
+        "the page made network requests: {from_page:?}"
+    );
+}
+
+/// Serves `body` at /report.html (404 elsewhere) on a loopback port; returns the origin.
+fn serve_once(body: Vec<u8>) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let origin = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut request = [0u8; 4096];
+            let n = stream.read(&mut request).unwrap_or(0);
+            let head = String::from_utf8_lossy(&request[..n]);
+            let (status, payload): (&str, &[u8]) = if head.starts_with("GET /report.html ") {
+                ("200 OK", &body)
+            } else {
+                ("404 Not Found", b"")
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                payload.len()
+            );
+            let _ = stream.write_all(payload);
+        }
+    });
+    origin
+}
