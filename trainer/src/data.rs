@@ -1,0 +1,131 @@
+//! Training examples (token ids plus which next-token predictions count) and length-bucketed,
+//! right-padded batches in a seeded order.
+
+use candle_core::{Device, Tensor};
+
+use crate::TrainError;
+use crate::rng::SplitMix;
+
+/// One tokenized example: prompt then response (ending with EOS).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Example {
+    /// Token ids.
+    pub ids: Vec<u32>,
+    /// Tokens before this index are the prompt; the rest are learned.
+    pub response_start: usize,
+}
+
+impl Example {
+    /// Prompt and response ids, truncated to `max_len` (the response loses its tail); `None`
+    /// when the prompt alone leaves no room for a response token.
+    pub fn new(prompt: Vec<u32>, response: &[u32], max_len: usize) -> Option<Example> {
+        if prompt.is_empty() || prompt.len() >= max_len || response.is_empty() {
+            return None;
+        }
+        let start = prompt.len();
+        let mut ids = prompt;
+        ids.extend_from_slice(&response[..response.len().min(max_len - start)]);
+        Some(Example {
+            ids,
+            response_start: start,
+        })
+    }
+
+    /// Tokens whose prediction is learned.
+    pub fn learned(&self) -> usize {
+        self.ids.len() - self.response_start
+    }
+}
+
+/// A padded batch: ids `[B, T]` and weights `[B, T]` (1 at t when token t+1 is learned).
+#[derive(Debug)]
+pub struct Batch {
+    /// Token ids, right-padded.
+    pub ids: Tensor,
+    /// Loss weights.
+    pub weights: Tensor,
+    /// Real (unpadded) tokens.
+    pub tokens: usize,
+}
+
+/// Groups example indices into batches of similar length: sorted by length, cut into runs of
+/// `batch_size`, so padding stays small. The batch order is shuffled per epoch by the caller.
+pub fn buckets(examples: &[Example], batch_size: usize) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..examples.len()).collect();
+    order.sort_by_key(|&i| (examples[i].ids.len(), i));
+    order
+        .chunks(batch_size.max(1))
+        .map(<[usize]>::to_vec)
+        .collect()
+}
+
+/// The batches of `epoch` in their seeded order.
+pub fn epoch_order(batches: usize, seed: u64, epoch: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..batches).collect();
+    SplitMix::new(seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9)).shuffle(&mut order);
+    order
+}
+
+/// Pads `members` of `examples` into a batch (pad id 0: padding is never attended to by real
+/// tokens, causal attention looks only backwards, and is never learned).
+pub fn make_batch(
+    examples: &[Example],
+    members: &[usize],
+    device: &Device,
+) -> Result<Batch, TrainError> {
+    let t = members
+        .iter()
+        .map(|&i| examples[i].ids.len())
+        .max()
+        .unwrap_or(0);
+    let mut ids = Vec::with_capacity(members.len() * t);
+    let mut weights = Vec::with_capacity(members.len() * t);
+    let mut tokens = 0;
+    for &i in members {
+        let e = &examples[i];
+        tokens += e.ids.len();
+        for p in 0..t {
+            ids.push(e.ids.get(p).copied().unwrap_or(0));
+            let learned = p + 1 >= e.response_start && p + 1 < e.ids.len();
+            weights.push(if learned { 1f32 } else { 0.0 });
+        }
+    }
+    Ok(Batch {
+        ids: Tensor::from_vec(ids, (members.len(), t), device)?,
+        weights: Tensor::from_vec(weights, (members.len(), t), device)?,
+        tokens,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_response_predictions_are_learned_and_padding_is_not() {
+        let a = Example::new(vec![1, 2, 3], &[4, 5], 16).expect("fits");
+        let b = Example::new(vec![1, 2], &[6], 16).expect("fits");
+        let batch = make_batch(&[a, b], &[0, 1], &Device::Cpu).expect("batch");
+        let w: Vec<Vec<f32>> = batch.weights.to_vec2().expect("weights");
+        // a: predicting 4 (at t=2) and 5 (at t=3); b: predicting 6 (at t=1).
+        assert_eq!(w, vec![vec![0., 0., 1., 1., 0.], vec![0., 1., 0., 0., 0.]]);
+        assert_eq!(batch.tokens, 8);
+    }
+
+    #[test]
+    fn truncation_keeps_the_prompt_and_cuts_the_response() {
+        let e = Example::new(vec![1, 2, 3], &[4, 5, 6, 7], 5).expect("fits");
+        assert_eq!(e.ids, vec![1, 2, 3, 4, 5]);
+        assert!(Example::new(vec![1, 2, 3], &[4], 3).is_none());
+    }
+
+    #[test]
+    fn buckets_group_similar_lengths_and_orders_are_seeded() {
+        let ex: Vec<Example> = (1..=6)
+            .map(|n| Example::new(vec![1; n], &[2], 64).expect("fits"))
+            .collect();
+        assert_eq!(buckets(&ex, 2), vec![vec![0, 1], vec![2, 3], vec![4, 5]]);
+        assert_eq!(epoch_order(10, 7, 0), epoch_order(10, 7, 0));
+        assert_ne!(epoch_order(10, 7, 0), epoch_order(10, 7, 1));
+    }
+}

@@ -1,0 +1,60 @@
+//! instill-trainer: supervised fine-tuning (full or LoRA) of Llama-family models on curated
+//! instruction pairs, with candle on the CPU (or CUDA).
+//!
+//! - [`model`]: the trainable decoder whose linear layers can carry adapters (we own this file:
+//!   candle-transformers' models cannot take adapters).
+//! - [`lora`]: adapters, PEFT's config and tensor names, merging.
+//! - [`data`]: examples (prompt/response token ids), length-bucketed padded batches.
+//! - [`optim`]: AdamW, warmup + cosine, clipping. [`train`]: the loop, checkpoints, resume.
+//!
+//! No database, no network, no terminal: the binary reads records, tokenizes and prints.
+
+pub mod data;
+pub mod lora;
+pub mod model;
+pub mod optim;
+pub mod rng;
+pub mod train;
+
+use std::path::Path;
+
+pub use data::Example;
+pub use lora::{LoraConfig, load_adapter, merge, save_adapter};
+pub use model::{Config, Model, masked_nll};
+pub use optim::AdamWConfig;
+pub use train::{StepReport, TrainConfig, TrainSummary, evaluate, total_steps, train};
+
+/// Why training or merging failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A configuration, checkpoint or adapter file is wrong.
+    #[error("{0}")]
+    Config(String),
+    /// Tensor shapes do not fit together (names both).
+    #[error("shape mismatch: {0}")]
+    Shape(String),
+    /// The training data cannot be used.
+    #[error("{0}")]
+    Data(String),
+    /// A tensor operation failed.
+    #[error("candle: {0}")]
+    Candle(#[from] candle_core::Error),
+}
+
+impl TrainError {
+    /// An IO error on `path`.
+    pub fn io(path: &Path, source: std::io::Error) -> TrainError {
+        TrainError::Io {
+            path: path.display().to_string(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! Training the tiny Llama fixture (tests/fixtures/local/tiny-llama): the forward pass against
+//! candle-transformers and transformers, overfitting with full and LoRA fine-tuning, frozen base
+//! weights, merged = base + adapter, and resume = uninterrupted.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, IndexOp, Tensor};
+use instill_trainer::rng::SplitMix;
+use instill_trainer::{
+    AdamWConfig, Config, Example, LoraConfig, Model, TrainConfig, load_adapter, merge,
+    save_adapter, train,
+};
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/local/tiny-llama")
+}
+
+fn base() -> (Config, HashMap<String, Tensor>) {
+    let dir = fixture();
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
+    let config = Config::from_json(&json, "config.json").unwrap();
+    let weights =
+        candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu).unwrap();
+    (config, weights)
+}
+
+/// 200 examples: random prompts; the response is one of five fixed token strings, picked by the
+/// prompt's first token, then EOS: learnable, so the loss can fall far.
+fn examples() -> Vec<Example> {
+    let mut rng = SplitMix::new(3);
+    let answers: Vec<Vec<u32>> = (0..5)
+        .map(|k| (0..6).map(|i| 20 + 37 * k + 5 * i).collect())
+        .collect();
+    (0..200)
+        .map(|_| {
+            let len = 6 + (rng.next_u64() % 10) as usize;
+            let prompt: Vec<u32> = (0..len)
+                .map(|_| 3 + (rng.next_u64() % 390) as u32)
+                .collect();
+            let mut response = answers[(prompt[0] % 5) as usize].clone();
+            response.push(2);
+            Example::new(prompt, &response, 64).unwrap()
+        })
+        .collect()
+}
+
+fn config(dir: &Path, lr: f64, steps: usize) -> TrainConfig {
+    TrainConfig {
+        optim: AdamWConfig {
+            lr,
+            ..AdamWConfig::default()
+        },
+        epochs: 1,
+        max_steps: Some(steps),
+        batch_size: 8,
+        grad_accum: 2,
+        warmup_steps: 5,
+        max_grad_norm: 1.0,
+        seed: 11,
+        checkpoint_every: 0,
+        dir: dir.to_path_buf(),
+        resume: false,
+        stop_after: None,
+    }
+}
+
+fn lora() -> LoraConfig {
+    LoraConfig {
+        r: 8,
+        alpha: 16.0,
+        dropout: 0.05,
+        target_modules: [
+            "q_proj",
+            "k_proj",
+            "v_proj",
+            "o_proj",
+            "gate_proj",
+            "up_proj",
+            "down_proj",
+        ]
+        .map(String::from)
+        .to_vec(),
+    }
+}
+
+fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+#[test]
+fn forward_matches_candle_transformers_and_transformers() {
+    let (config, weights) = base();
+    let model = Model::new(config, &weights, None, 0, &Device::Cpu).unwrap();
+    let expected: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixture().join("expected.json")).unwrap()).unwrap();
+    let vb = candle_nn::VarBuilder::from_tensors(weights.clone(), DType::F32, &Device::Cpu);
+    let cfg: candle_transformers::models::llama::LlamaConfig =
+        serde_json::from_slice(&std::fs::read(fixture().join("config.json")).unwrap()).unwrap();
+    let cfg = cfg.into_config(false);
+    let reference = candle_transformers::models::llama::Llama::load(vb, &cfg).unwrap();
+    for case in expected["cases"].as_array().unwrap() {
+        let ids: Vec<u32> = case["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        let x = Tensor::new(ids.as_slice(), &Device::Cpu)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
+        let ours = model
+            .forward(&x, None)
+            .unwrap()
+            .i((0, ids.len() - 1))
+            .unwrap();
+        let mut cache =
+            candle_transformers::models::llama::Cache::new(false, DType::F32, &cfg, &Device::Cpu)
+                .unwrap();
+        let theirs = reference
+            .forward(&x, 0, &mut cache)
+            .unwrap()
+            .squeeze(0)
+            .unwrap();
+        assert!(
+            max_diff(&ours, &theirs) < 1e-5,
+            "vs candle-transformers: {}",
+            max_diff(&ours, &theirs)
+        );
+        let hf: Vec<f32> = case["logits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect();
+        let hf = Tensor::new(hf.as_slice(), &Device::Cpu).unwrap();
+        assert!(
+            max_diff(&ours, &hf) < 1e-4,
+            "vs transformers: {}",
+            max_diff(&ours, &hf)
+        );
+    }
+}
+
+#[test]
+fn full_fine_tuning_overfits() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, weights) = base();
+    let model = Model::new(config, &weights, None, 0, &Device::Cpu).unwrap();
+    let data = examples();
+    let summary = train(
+        &model,
+        &data,
+        &data[..16],
+        &config_with(dir.path(), 3e-3, 60),
+        &Device::Cpu,
+        |_| {},
+    )
+    .unwrap();
+    let (first, last) = (summary.first_loss.unwrap(), summary.last_loss.unwrap());
+    eprintln!("loss {first:.3} → {last:.3} in {} steps", summary.steps);
+    assert!(last < 0.2 * first, "loss {first} → {last}");
+    let log = std::fs::read_to_string(dir.path().join("loss.csv")).unwrap();
+    assert_eq!(log.lines().count(), 61, "{log}");
+}
+
+#[test]
+fn lora_overfits_leaves_the_base_alone_and_merges_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, weights) = base();
+    let model = Model::new(config.clone(), &weights, Some(&lora()), 5, &Device::Cpu).unwrap();
+    assert_eq!(
+        model.trainable.len(),
+        2 * 7 * 2,
+        "only adapters are trained"
+    );
+    let data = examples();
+    let summary = train(
+        &model,
+        &data,
+        &[],
+        &config_with(dir.path(), 1e-2, 80),
+        &Device::Cpu,
+        |_| {},
+    )
+    .unwrap();
+    let (first, last) = (summary.first_loss.unwrap(), summary.last_loss.unwrap());
+    eprintln!("loss {first:.3} → {last:.3} in {} steps", summary.steps);
+    assert!(last < 0.2 * first, "loss {first} → {last}");
+    // Every base tensor is bit-identical to the file's.
+    for (name, t) in model.base_weights().unwrap() {
+        let original = weights[&name]
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert!(
+            t.flatten_all().unwrap().to_vec1::<f32>().unwrap() == original,
+            "{name} changed"
+        );
+    }
+    // Saved as a PEFT adapter, merged into the base: same logits as base + adapter.
+    let adapter_dir = dir.path().join("adapter");
+    let tensors: HashMap<String, Tensor> = model
+        .trainable
+        .iter()
+        .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
+        .collect();
+    save_adapter(&adapter_dir, &lora(), "tiny-llama", &tensors).unwrap();
+    let (cfg, saved) = load_adapter(&adapter_dir, &Device::Cpu).unwrap();
+    assert!(saved.contains_key("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"));
+    let mut merged = weights.clone();
+    assert_eq!(merge(&mut merged, &cfg, &saved).unwrap(), 14);
+    let merged_model = Model::new(config, &merged, None, 0, &Device::Cpu).unwrap();
+    let x = Tensor::new(&[[5u32, 17, 99, 230, 4, 8]], &Device::Cpu).unwrap();
+    let a = model.forward(&x, None).unwrap();
+    let b = merged_model.forward(&x, None).unwrap();
+    assert!(max_diff(&a, &b) < 1e-4, "{}", max_diff(&a, &b));
+}
+
+fn config_with(dir: &Path, lr: f64, steps: usize) -> TrainConfig {
+    config(dir, lr, steps)
+}
+
+#[test]
+fn a_resumed_run_ends_with_the_uninterrupted_weights() {
+    let (config, weights) = base();
+    let data = examples();
+    let straight = tempfile::tempdir().unwrap();
+    let a = Model::new(config.clone(), &weights, Some(&lora()), 5, &Device::Cpu).unwrap();
+    train(
+        &a,
+        &data,
+        &[],
+        &config_with(straight.path(), 1e-2, 12),
+        &Device::Cpu,
+        |_| {},
+    )
+    .unwrap();
+
+    let interrupted = tempfile::tempdir().unwrap();
+    let b = Model::new(config.clone(), &weights, Some(&lora()), 5, &Device::Cpu).unwrap();
+    let mut first = config_with(interrupted.path(), 1e-2, 12);
+    first.stop_after = Some(5);
+    let s = train(&b, &data, &[], &first, &Device::Cpu, |_| {}).unwrap();
+    assert_eq!(s.steps, 5);
+    // A new process: a fresh model from the same base, resumed from the checkpoint.
+    let c = Model::new(config, &weights, Some(&lora()), 5, &Device::Cpu).unwrap();
+    let mut second = config_with(interrupted.path(), 1e-2, 12);
+    second.resume = true;
+    let s = train(&c, &data, &[], &second, &Device::Cpu, |_| {}).unwrap();
+    assert_eq!(s.steps, 12);
+    for ((na, va), (nc, vc)) in a.trainable.iter().zip(&c.trainable) {
+        assert_eq!(na, nc);
+        let (x, y) = (
+            va.as_tensor()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap(),
+            vc.as_tensor()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap(),
+        );
+        assert!(x == y, "{na} differs after resume");
+    }
+}
