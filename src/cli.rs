@@ -93,6 +93,140 @@ pub enum Command {
     /// their objects (English) and leading words (Chinese); nearest-neighbour ROUGE-L scores and
     /// MinHash cluster sizes; accepted/s and accept rate over time per run.
     Report(ReportArgs),
+
+    /// Fine-tune a model on curated records (supervised: loss on response tokens only), fully
+    /// or with LoRA adapters, on the CPU (or CUDA). Reads the database's accepted records, or
+    /// JSONL files (exported shards, .zst too) with --data. Writes DIR/model.safetensors with the
+    /// model's config and tokenizer (full), or a PEFT adapter (adapter_config.json,
+    /// adapter_model.safetensors) with --lora; DIR/loss.csv logs every step; DIR/checkpoint is
+    /// what --resume continues from.
+    Train(Box<TrainArgs>),
+
+    /// Merge a LoRA adapter into its base model, W' = W + alpha/r · B·A, and write a full model
+    /// directory the candle backend (and transformers) can load. Shapes and vocabulary sizes are
+    /// checked first: a mismatch names both sizes and writes nothing.
+    MergeLora(MergeLoraArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// The base model: a Hugging Face directory (llama, mistral, qwen2) or a GGUF file
+    /// (dequantized to f32 for training).
+    #[arg(long)]
+    pub model: PathBuf,
+
+    /// Output directory.
+    #[arg(long)]
+    pub out: PathBuf,
+
+    /// Train on these JSONL files (alpaca, belle, sharegpt or messages layout; .zst allowed)
+    /// instead of the database's records.
+    #[arg(long, num_args = 1..)]
+    pub data: Vec<PathBuf>,
+
+    /// Which database records to train on: accepted, kept (not rejected) or all.
+    #[arg(long, default_value = "accepted", value_parser = ["accepted", "kept", "all"])]
+    pub status: String,
+
+    /// Prompt format: `chat` (the model's chat template), `alpaca` or `belle`.
+    #[arg(long, default_value = "chat", value_parser = ["chat", "alpaca", "belle"])]
+    pub template: String,
+
+    /// Train LoRA adapters instead of every weight.
+    #[arg(long)]
+    pub lora: bool,
+
+    /// LoRA rank.
+    #[arg(long, default_value_t = 8)]
+    pub lora_r: usize,
+
+    /// LoRA alpha (the update is scaled by alpha/r).
+    #[arg(long, default_value_t = 16.0)]
+    pub lora_alpha: f64,
+
+    /// Dropout on the adapters' input.
+    #[arg(long, default_value_t = 0.05)]
+    pub lora_dropout: f64,
+
+    /// Modules that get adapters.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
+    )]
+    pub target_modules: Vec<String>,
+
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 2e-4)]
+    pub lr: f64,
+
+    /// AdamW's decoupled weight decay.
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f64,
+
+    /// Passes over the data.
+    #[arg(long, default_value_t = 1)]
+    pub epochs: usize,
+
+    /// Optimiser steps in all (overrides --epochs).
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+
+    /// Examples per micro-batch (grouped by length, right-padded).
+    #[arg(long, default_value_t = 4)]
+    pub batch_size: usize,
+
+    /// Micro-batches per optimiser step.
+    #[arg(long, default_value_t = 4)]
+    pub grad_accum: usize,
+
+    /// Linear warmup steps before the cosine decay.
+    #[arg(long, default_value_t = 10)]
+    pub warmup_steps: usize,
+
+    /// Clip the global gradient norm to this (0 = off).
+    #[arg(long, default_value_t = 1.0)]
+    pub max_grad_norm: f64,
+
+    /// Tokens per example at most (the response is cut; examples whose prompt alone is longer
+    /// are skipped and counted).
+    #[arg(long, default_value_t = 1024)]
+    pub max_len: usize,
+
+    /// Share of the examples held out for validation loss (chosen by a hash of the record).
+    #[arg(long, default_value_t = 0.05)]
+    pub val_fraction: f64,
+
+    /// Seed of the data order, adapter initialisation and dropout.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+
+    /// Save a checkpoint every N steps (0: only at the end).
+    #[arg(long, default_value_t = 50)]
+    pub checkpoint_every: usize,
+
+    /// Continue from OUT/checkpoint; ends with the weights an uninterrupted run would have.
+    #[arg(long)]
+    pub resume: bool,
+
+    /// `cpu`, `cuda` or `cuda:N`.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+#[derive(Debug, Args)]
+pub struct MergeLoraArgs {
+    /// The base model the adapter was trained on (Hugging Face directory or GGUF file).
+    #[arg(long)]
+    pub model: PathBuf,
+
+    /// The adapter directory (adapter_config.json, adapter_model.safetensors).
+    #[arg(long)]
+    pub adapter: PathBuf,
+
+    /// Output directory for the merged model.
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -67,6 +67,8 @@ async fn run(cli: &Cli) -> anyhow::Result<Outcome> {
         Command::Filter(args) => cmd::filter::run(g, args).await,
         Command::Stats => cmd::stats::run(g).await,
         Command::Report(args) => cmd::report::run(g, args).await,
+        Command::Train(args) => cmd::train::train(g, args).await,
+        Command::MergeLora(args) => cmd::train::merge_lora(g, args).await,
     }
 }
 

@@ -13,4 +13,5 @@ mod import_export;
 mod local;
 mod report;
 mod seeds_stats;
+mod train;
 mod util;

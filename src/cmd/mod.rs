@@ -10,3 +10,4 @@ pub mod report;
 pub mod scope;
 pub mod seeds;
 pub mod stats;
+pub mod train;

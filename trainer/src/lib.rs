@@ -4,12 +4,14 @@
 //! - [`model`]: the trainable decoder whose linear layers can carry adapters (we own this file:
 //!   candle-transformers' models cannot take adapters).
 //! - [`lora`]: adapters, PEFT's config and tensor names, merging.
+//! - [`gguf`]: a GGUF file as f32 training weights under Hugging Face names.
 //! - [`data`]: examples (prompt/response token ids), length-bucketed padded batches.
 //! - [`optim`]: AdamW, warmup + cosine, clipping. [`train`]: the loop, checkpoints, resume.
 //!
 //! No database, no network, no terminal: the binary reads records, tokenizes and prints.
 
 pub mod data;
+pub mod gguf;
 pub mod lora;
 pub mod model;
 pub mod optim;

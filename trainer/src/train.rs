@@ -72,6 +72,8 @@ pub struct TrainSummary {
     pub first_loss: Option<f64>,
     /// Loss of the last step.
     pub last_loss: Option<f64>,
+    /// Validation loss before the first step (fresh runs with a validation set).
+    pub initial_val_loss: Option<f64>,
     /// Validation loss at the end, when there is a validation set.
     pub val_loss: Option<f64>,
     /// Tokens per second over this process's steps.
@@ -137,6 +139,11 @@ pub fn train(
         writeln!(log, "step,loss,lr,grad_norm,tokens,seconds,val_loss")
             .map_err(|e| TrainError::io(&log_path, e))?;
     }
+    let initial_val_loss = if optim.step == 0 && !val.is_empty() {
+        Some(evaluate(model, val, cfg.batch_size, device)?)
+    } else {
+        None
+    };
     let started = Instant::now();
     let (mut first, mut last, mut tokens_done) = (None, None, 0usize);
     let mut orders: HashMap<usize, Vec<usize>> = HashMap::new();
@@ -186,7 +193,8 @@ pub fn train(
             tokens,
             seconds: started.elapsed().as_secs_f64(),
         };
-        let at_checkpoint = cfg.checkpoint_every > 0 && optim.step % cfg.checkpoint_every == 0;
+        let at_checkpoint =
+            cfg.checkpoint_every > 0 && optim.step.is_multiple_of(cfg.checkpoint_every);
         let val_loss = if (at_checkpoint || optim.step == total) && !val.is_empty() {
             Some(evaluate(model, val, cfg.batch_size, device)?)
         } else {
@@ -218,6 +226,7 @@ pub fn train(
         steps: optim.step,
         first_loss: first,
         last_loss: last,
+        initial_val_loss,
         val_loss,
         tokens_per_s: tokens_done as f64 / started.elapsed().as_secs_f64().max(1e-9),
     })

@@ -1,0 +1,245 @@
+//! `instill train` and `instill merge-lora` through the binary: the tiny Llama fixture trained
+//! fully and with LoRA, merged, loaded back by the candle backend; bad data and a vocabulary
+//! mismatch refused; SmolLM2-135M (GGUF) LoRA-trained 30 steps, merged, still answering.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use instill_generator::local::{self, LoadOptions, SeqParams, generate_all};
+
+use crate::local::smollm2;
+use crate::util::{Env, repo, shared};
+
+fn alpaca_jsonl(env: &Env, n: usize) -> std::path::PathBuf {
+    let all: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(shared("data/alpaca_data.json")).unwrap()).unwrap();
+    let lines: String = all[..n].iter().map(|r| format!("{r}\n")).collect();
+    env.write("train.jsonl", lines)
+}
+
+fn greedy(max_new_tokens: usize) -> SeqParams {
+    SeqParams {
+        max_new_tokens,
+        temperature: 0.0,
+        top_p: 1.0,
+        seed: 0,
+        stop: vec![],
+    }
+}
+
+#[test]
+fn the_tiny_model_trains_fully_and_with_lora_and_the_results_load() {
+    let env = Env::new(instill_storage::testing::TempDb::sqlite());
+    let data = alpaca_jsonl(&env, 60);
+    let tiny = repo("tests/fixtures/local/tiny-llama");
+    let full = env.path("full");
+    let j = env
+        .run([
+            "train",
+            "--model",
+            tiny.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            full.to_str().unwrap(),
+            "--max-steps",
+            "12",
+            "--lr",
+            "3e-3",
+            "--max-len",
+            "96",
+            "--json",
+        ])
+        .expect_code(0)
+        .json();
+    assert_eq!(
+        (j["mode"].as_str(), j["steps"].as_u64()),
+        (Some("full"), Some(12)),
+        "{j}"
+    );
+    assert!(
+        j["last_loss"].as_f64().unwrap() < j["first_loss"].as_f64().unwrap(),
+        "{j}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(full.join("loss.csv"))
+            .unwrap()
+            .lines()
+            .count(),
+        13
+    );
+    let loaded = local::load(&full, &Device::Cpu, &LoadOptions::default()).unwrap();
+    let prompt = loaded.codec.encode_prompt("Give three tips", true).unwrap();
+    assert!(
+        !generate_all(&loaded.model, &loaded.codec, &[(prompt, greedy(4))], 1).unwrap()[0]
+            .ids
+            .is_empty()
+    );
+
+    let adapter = env.path("adapter");
+    env.run([
+        "train",
+        "--model",
+        tiny.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        adapter.to_str().unwrap(),
+        "--lora",
+        "--max-steps",
+        "6",
+        "--max-len",
+        "96",
+    ])
+    .expect_code(0);
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(adapter.join("adapter_config.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        (
+            config["peft_type"].as_str(),
+            config["r"].as_u64(),
+            config["lora_alpha"].as_f64()
+        ),
+        (Some("LORA"), Some(8), Some(16.0))
+    );
+    let merged = env.path("merged");
+    env.run([
+        "merge-lora",
+        "--model",
+        tiny.to_str().unwrap(),
+        "--adapter",
+        adapter.to_str().unwrap(),
+        "--out",
+        merged.to_str().unwrap(),
+    ])
+    .expect_code(0);
+    assert!(local::load(&merged, &Device::Cpu, &LoadOptions::default()).is_ok());
+
+    // An adapter whose saved embedding has another vocabulary: refused, both sizes named.
+    let mut tensors: HashMap<String, Tensor> =
+        candle_core::safetensors::load(adapter.join("adapter_model.safetensors"), &Device::Cpu)
+            .unwrap();
+    tensors.insert(
+        "base_model.model.model.embed_tokens.modules_to_save.default.weight".into(),
+        Tensor::zeros((500, 64), DType::F32, &Device::Cpu).unwrap(),
+    );
+    candle_core::safetensors::save(&tensors, adapter.join("adapter_model.safetensors")).unwrap();
+    let out = env.path("bad-merge");
+    let run = env
+        .run([
+            "merge-lora",
+            "--model",
+            tiny.to_str().unwrap(),
+            "--adapter",
+            adapter.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .expect_code(2);
+    assert!(
+        run.stderr.contains("400") && run.stderr.contains("500"),
+        "{}",
+        run.stderr
+    );
+    assert!(!out.exists(), "nothing written");
+}
+
+#[test]
+fn bad_training_data_names_the_file_and_line() {
+    let env = Env::new(instill_storage::testing::TempDb::sqlite());
+    let bad = env.write(
+        "bad.jsonl",
+        "{\"instruction\": \"a\", \"input\": \"\", \"output\": \"b\"}\n{\"instruction\": 3}\n",
+    );
+    let tiny = repo("tests/fixtures/local/tiny-llama");
+    let run = env
+        .run([
+            "train",
+            "--model",
+            tiny.to_str().unwrap(),
+            "--data",
+            bad.to_str().unwrap(),
+            "--out",
+            env.path("o").to_str().unwrap(),
+        ])
+        .expect_code(2);
+    assert!(run.stderr.contains("bad.jsonl:2"), "{}", run.stderr);
+    let run = env
+        .run([
+            "train",
+            "--model",
+            tiny.to_str().unwrap(),
+            "--out",
+            env.path("o").to_str().unwrap(),
+        ])
+        .expect_code(2);
+    assert!(run.stderr.contains("no accepted records"), "{}", run.stderr);
+}
+
+#[test]
+fn smollm2_lora_trains_merges_and_still_answers() {
+    let env = Env::new(instill_storage::testing::TempDb::sqlite());
+    let data = alpaca_jsonl(&env, 200);
+    let gguf = smollm2();
+    let adapter = env.path("adapter");
+    let j = env
+        .run([
+            "train",
+            "--model",
+            gguf.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            adapter.to_str().unwrap(),
+            "--lora",
+            "--max-steps",
+            "30",
+            "--batch-size",
+            "2",
+            "--grad-accum",
+            "1",
+            "--max-len",
+            "80",
+            "--val-fraction",
+            "0.05",
+            "--lr",
+            "5e-4",
+            "--json",
+        ])
+        .expect_code(0)
+        .json();
+    let (before, after) = (
+        j["initial_val_loss"].as_f64().unwrap(),
+        j["val_loss"].as_f64().unwrap(),
+    );
+    eprintln!(
+        "SmolLM2 LoRA: validation loss {before:.4} → {after:.4}, {} tokens/s",
+        j["tokens_per_s"]
+    );
+    assert!(after < before, "validation loss {before} → {after}");
+    let merged = env.path("merged");
+    env.run([
+        "merge-lora",
+        "--model",
+        gguf.to_str().unwrap(),
+        "--adapter",
+        adapter.to_str().unwrap(),
+        "--out",
+        merged.to_str().unwrap(),
+    ])
+    .expect_code(0);
+    let loaded = local::load(Path::new(&merged), &Device::Cpu, &LoadOptions::default()).unwrap();
+    let chat = loaded
+        .codec
+        .render_chat(&[
+            ("system", "You are a helpful assistant."),
+            ("user", "What is the capital of France?"),
+        ])
+        .unwrap();
+    let ids = loaded.codec.encode(&chat).unwrap();
+    let answer =
+        &generate_all(&loaded.model, &loaded.codec, &[(ids, greedy(32))], 1).unwrap()[0].text;
+    assert!(answer.contains("Paris"), "{answer}");
+}
