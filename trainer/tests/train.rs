@@ -280,3 +280,47 @@ fn a_resumed_run_ends_with_the_uninterrupted_weights() {
         assert!(x == y, "{na} differs after resume");
     }
 }
+
+#[test]
+fn our_adapter_in_peft_gives_our_logits() {
+    // tests/fixtures/local/tiny-llama-lora: written by `instill train --lora`; its expected.json
+    // holds the logits PEFT computed with it on the tiny base (scripts/peft_fixture.py).
+    let dir = fixture().with_file_name("tiny-llama-lora");
+    let (cfg, tensors) = load_adapter(&dir, &Device::Cpu).unwrap();
+    let (config, weights) = base();
+    let model = Model::new(config, &weights, Some(&cfg), 0, &Device::Cpu).unwrap();
+    for (name, var) in &model.trainable {
+        var.set(&tensors[name]).unwrap();
+    }
+    let expected: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("expected.json")).unwrap()).unwrap();
+    for case in expected["cases"].as_array().unwrap() {
+        let ids: Vec<u32> = case["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        let x = Tensor::new(ids.as_slice(), &Device::Cpu)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
+        let ours = model
+            .forward(&x, None)
+            .unwrap()
+            .i((0, ids.len() - 1))
+            .unwrap();
+        let peft: Vec<f32> = case["logits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect();
+        let peft = Tensor::new(peft.as_slice(), &Device::Cpu).unwrap();
+        assert!(
+            max_diff(&ours, &peft) < 1e-4,
+            "vs PEFT: {}",
+            max_diff(&ours, &peft)
+        );
+    }
+}
