@@ -20,6 +20,16 @@ pub fn bytes(enabled: bool, total: u64, message: String) -> ProgressBar {
     )
 }
 
+/// A bar over `total` training steps, its message carrying loss and speed.
+pub fn steps(enabled: bool, total: u64, message: String) -> ProgressBar {
+    bar(
+        enabled,
+        total,
+        message,
+        "[{bar:30}] {pos}/{len} steps eta {eta}  {msg}",
+    )
+}
+
 /// A bar over `total` records.
 pub fn rows(enabled: bool, total: u64, message: String) -> ProgressBar {
     bar(

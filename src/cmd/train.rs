@@ -248,18 +248,21 @@ pub async fn train(global: &GlobalArgs, args: &TrainArgs) -> anyhow::Result<Outc
         stop_after: None,
     };
     let total = instill_trainer::total_steps(&cfg, train_set.len());
-    let bar = crate::progress::rows(
+    let bar = crate::progress::steps(
         crate::progress::enabled(global.no_progress),
         total as u64,
         "training".to_string(),
     );
+    let mut tokens = 0usize;
     let summary = instill_trainer::train(&model, &train_set, &val_set, &cfg, &dev, |s| {
+        tokens += s.tokens;
         bar.set_position(s.step as u64);
         bar.set_message(format!(
-            "loss {:.4}  lr {:.2e}  {:.0} tok/s",
+            "loss {:.4}  lr {:.2e}  |g| {:.2}  {:.0} tokens/s",
             s.loss,
             s.lr,
-            s.tokens as f64 / s.seconds.max(1e-9) * s.step as f64 / s.step.max(1) as f64
+            s.grad_norm,
+            tokens as f64 / s.seconds.max(1e-9)
         ));
     })?;
     bar.finish_and_clear();

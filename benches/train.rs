@@ -1,0 +1,126 @@
+//! Training speed on the CPU: tokens/s of LoRA on SmolLM2-135M (GGUF, dequantized) and of LoRA
+//! and full fine-tuning on the tiny Llama fixture, on the first 200 Alpaca records (Alpaca prompt,
+//! max 128 tokens, batch 4).
+//!
+//! ```text
+//! cargo bench --bench train -- [--steps 10]
+//! .peer-venv/bin/python scripts/bench_train_torch.py [--steps 10]   # PyTorch + PEFT, same data
+//! ```
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use candle_core::Device;
+use instill_generator::local::Codec;
+use instill_trainer::{AdamWConfig, Example, LoraConfig, Model, TrainConfig, train};
+
+fn opt(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+fn examples(codec: &Codec, eos: u32) -> Vec<Example> {
+    let shared = std::env::var("INSTILL_SHARED").unwrap_or_else(|_| "../shared".into());
+    let all: Vec<serde_json::Value> = serde_json::from_slice(
+        &std::fs::read(PathBuf::from(shared).join("data/alpaca_data.json"))
+            .expect("alpaca_data.json"),
+    )
+    .expect("json");
+    all[..200]
+        .iter()
+        .filter_map(|r| {
+            let (i, x, o) = (
+                r["instruction"].as_str()?,
+                r["input"].as_str()?,
+                r["output"].as_str()?,
+            );
+            let prompt = if x.is_empty() {
+                format!("### Instruction:\n{i}\n\n### Response:\n")
+            } else {
+                format!("### Instruction:\n{i}\n\n### Input:\n{x}\n\n### Response:\n")
+            };
+            let mut response = codec.encode(o).ok()?;
+            response.push(eos);
+            Example::new(codec.encode(&prompt).ok()?, &response, 128)
+        })
+        .collect()
+}
+
+fn run(name: &str, model: &Model, data: &[Example], steps: usize, lr: f64) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = TrainConfig {
+        optim: AdamWConfig {
+            lr,
+            ..AdamWConfig::default()
+        },
+        epochs: 1,
+        max_steps: Some(steps),
+        batch_size: 4,
+        grad_accum: 1,
+        warmup_steps: 2,
+        max_grad_norm: 1.0,
+        seed: 1,
+        checkpoint_every: 0,
+        dir: dir.path().to_path_buf(),
+        resume: false,
+        stop_after: None,
+    };
+    let started = Instant::now();
+    let s = train(model, data, &[], &cfg, &Device::Cpu, |_| {}).expect("train");
+    println!(
+        "{name:<26} {steps:>3} steps  {:>8.1} tokens/s  loss {:.3} → {:.3}  ({:.1} s)",
+        s.tokens_per_s,
+        s.first_loss.unwrap_or(f64::NAN),
+        s.last_loss.unwrap_or(f64::NAN),
+        started.elapsed().as_secs_f64()
+    );
+}
+
+fn main() {
+    let steps: usize = opt("--steps").and_then(|v| v.parse().ok()).unwrap_or(10);
+    let lora = LoraConfig {
+        r: 8,
+        alpha: 16.0,
+        dropout: 0.0,
+        target_modules: [
+            "q_proj",
+            "k_proj",
+            "v_proj",
+            "o_proj",
+            "gate_proj",
+            "up_proj",
+            "down_proj",
+        ]
+        .map(String::from)
+        .to_vec(),
+    };
+    let gguf = std::env::var_os("INSTILL_SMOLLM2_GGUF")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default())
+                .join(".cache/instill-ci/models/SmolLM2-135M-Instruct.Q4_1.gguf")
+        });
+    let (config, _, weights) = instill_trainer::gguf::load(&gguf, &Device::Cpu).expect("gguf");
+    let mut file = std::fs::File::open(&gguf).expect("open");
+    let content = candle_core::quantized::gguf_file::Content::read(&mut file).expect("gguf");
+    let codec = Codec::from_gguf(&gguf, &content, None).expect("codec");
+    let data = examples(&codec, codec.eos_ids[0]);
+    let model = Model::new(config, &weights, Some(&lora), 1, &Device::Cpu).expect("model");
+    run("smollm2-135m lora", &model, &data, steps, 2e-4);
+
+    let tiny = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/local/tiny-llama");
+    let codec = Codec::from_hf_dir(&tiny, None).expect("codec");
+    let data = examples(&codec, codec.eos_ids[0]);
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(tiny.join("config.json")).expect("config"))
+            .expect("json");
+    let config = instill_trainer::Config::from_json(&json, "config.json").expect("config");
+    let weights = candle_core::safetensors::load(tiny.join("model.safetensors"), &Device::Cpu)
+        .expect("weights");
+    let model = Model::new(config.clone(), &weights, Some(&lora), 1, &Device::Cpu).expect("model");
+    run("tiny lora", &model, &data, steps * 5, 1e-2);
+    let model = Model::new(config, &weights, None, 1, &Device::Cpu).expect("model");
+    run("tiny full", &model, &data, steps * 5, 3e-3);
+}
