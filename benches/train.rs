@@ -95,6 +95,7 @@ fn main() {
         ]
         .map(String::from)
         .to_vec(),
+        modules_to_save: Vec::new(),
     };
     let gguf = std::env::var_os("INSTILL_SMOLLM2_GGUF")
         .map(PathBuf::from)

@@ -156,6 +156,11 @@ pub struct TrainArgs {
     )]
     pub target_modules: Vec<String>,
 
+    /// Modules trained in full beside the adapters and saved in the adapter file (PEFT's
+    /// modules_to_save): embed_tokens, lm_head (e.g. after adding tokens).
+    #[arg(long, value_delimiter = ',')]
+    pub modules_to_save: Vec<String>,
+
     /// Peak learning rate.
     #[arg(long, default_value_t = 2e-4)]
     pub lr: f64,

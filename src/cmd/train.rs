@@ -221,6 +221,7 @@ pub async fn train(global: &GlobalArgs, args: &TrainArgs) -> anyhow::Result<Outc
         alpha: args.lora_alpha,
         dropout: args.lora_dropout,
         target_modules: args.target_modules.clone(),
+        modules_to_save: args.modules_to_save.clone(),
     });
     let model = Model::new(
         base.config.clone(),

@@ -21,6 +21,8 @@ pub struct LoraConfig {
     pub dropout: f64,
     /// Module names (`q_proj`, …) that get adapters.
     pub target_modules: Vec<String>,
+    /// Modules trained in full beside the adapters (`embed_tokens`, `lm_head`).
+    pub modules_to_save: Vec<String>,
 }
 
 /// One module's adapter.
@@ -109,7 +111,7 @@ pub fn save_adapter(
         "fan_in_fan_out": false,
         "inference_mode": true,
         "init_lora_weights": true,
-        "modules_to_save": null,
+        "modules_to_save": if cfg.modules_to_save.is_empty() { Value::Null } else { json!(cfg.modules_to_save) },
         "use_rslora": false,
         "use_dora": false,
     });
@@ -143,6 +145,16 @@ pub fn load_adapter(
         dropout: v.get("lora_dropout").and_then(Value::as_f64).unwrap_or(0.0),
         target_modules: field("target_modules")?
             .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default(),
+        modules_to_save: v
+            .get("modules_to_save")
+            .and_then(Value::as_array)
             .map(|a| {
                 a.iter()
                     .filter_map(Value::as_str)

@@ -183,7 +183,45 @@ impl Model {
                 Ok(t.detach())
             }
         };
-        let embed = take("model.embed_tokens.weight")?;
+        // LoRA's modules_to_save: trained in full, saved under PEFT's names.
+        let saved_whole =
+            |module: &str| lora.is_some_and(|l| l.modules_to_save.iter().any(|m| m == module));
+        let mut whole = Vec::new();
+        let mut take_whole = |name: &str, peft: &str| -> Result<Tensor, TrainError> {
+            let t = weights
+                .get(name)
+                .ok_or_else(|| {
+                    TrainError::Config(format!("tensor {name} is missing from the model"))
+                })?
+                .to_dtype(DType::F32)?;
+            let var = Var::from_tensor(&t)?;
+            let tensor = var.as_tensor().clone();
+            whole.push((peft.to_string(), var));
+            Ok(tensor)
+        };
+        if saved_whole("lm_head")
+            && (config.tie_word_embeddings || !weights.contains_key("lm_head.weight"))
+        {
+            return Err(TrainError::Config(
+                "this model's lm_head is its embedding matrix (tied): list embed_tokens in --modules-to-save, not lm_head".into(),
+            ));
+        }
+        let embed = if saved_whole("embed_tokens") {
+            take_whole(
+                "model.embed_tokens.weight",
+                "base_model.model.model.embed_tokens.weight",
+            )?
+        } else {
+            take("model.embed_tokens.weight")?
+        };
+        let lm_head_whole = if saved_whole("lm_head") {
+            Some(take_whole(
+                "lm_head.weight",
+                "base_model.model.lm_head.weight",
+            )?)
+        } else {
+            None
+        };
         let mut layers = Vec::with_capacity(config.num_layers);
         let mut adapters = Vec::new();
         for i in 0..config.num_layers {
@@ -233,7 +271,13 @@ impl Model {
             });
         }
         let norm = take("model.norm.weight")?;
-        let lm_head = if !config.tie_word_embeddings && weights.contains_key("lm_head.weight") {
+        let lm_head = if let Some(weight) = lm_head_whole {
+            Linear {
+                weight,
+                bias: None,
+                lora: None,
+            }
+        } else if !config.tie_word_embeddings && weights.contains_key("lm_head.weight") {
             Linear {
                 weight: take("lm_head.weight")?,
                 bias: None,
@@ -246,6 +290,7 @@ impl Model {
                 lora: None,
             }
         };
+        trainable.extend(whole);
         for (name, adapter) in adapters {
             trainable.push((
                 format!("base_model.model.{name}.lora_A.weight"),

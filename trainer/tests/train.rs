@@ -84,6 +84,7 @@ fn lora() -> LoraConfig {
         ]
         .map(String::from)
         .to_vec(),
+        modules_to_save: Vec::new(),
     }
 }
 
@@ -323,4 +324,46 @@ fn our_adapter_in_peft_gives_our_logits() {
             max_diff(&ours, &peft)
         );
     }
+}
+
+#[test]
+fn modules_to_save_train_in_full_and_merge() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, weights) = base();
+    let cfg = LoraConfig {
+        modules_to_save: vec!["embed_tokens".into(), "lm_head".into()],
+        ..lora()
+    };
+    let model = Model::new(config.clone(), &weights, Some(&cfg), 5, &Device::Cpu).unwrap();
+    let names: Vec<&str> = model.trainable.iter().map(|(n, _)| n.as_str()).collect();
+    assert!(
+        names.contains(&"base_model.model.model.embed_tokens.weight")
+            && names.contains(&"base_model.model.lm_head.weight")
+    );
+    train(
+        &model,
+        &examples(),
+        &[],
+        &config_with(dir.path(), 1e-2, 4),
+        &Device::Cpu,
+        |_| {},
+    )
+    .unwrap();
+    let tensors: HashMap<String, Tensor> = model
+        .trainable
+        .iter()
+        .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
+        .collect();
+    save_adapter(&dir.path().join("a"), &cfg, "tiny", &tensors).unwrap();
+    let (loaded, saved) = load_adapter(&dir.path().join("a"), &Device::Cpu).unwrap();
+    assert_eq!(loaded.modules_to_save, cfg.modules_to_save);
+    let mut merged = weights.clone();
+    merge(&mut merged, &loaded, &saved).unwrap();
+    let x = Tensor::new(&[[5u32, 17, 99, 230]], &Device::Cpu).unwrap();
+    let a = model.forward(&x, None).unwrap();
+    let b = Model::new(config, &merged, None, 0, &Device::Cpu)
+        .unwrap()
+        .forward(&x, None)
+        .unwrap();
+    assert!(max_diff(&a, &b) < 1e-4, "{}", max_diff(&a, &b));
 }
