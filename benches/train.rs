@@ -84,17 +84,7 @@ fn main() {
         r: 8,
         alpha: 16.0,
         dropout: 0.0,
-        target_modules: [
-            "q_proj",
-            "k_proj",
-            "v_proj",
-            "o_proj",
-            "gate_proj",
-            "up_proj",
-            "down_proj",
-        ]
-        .map(String::from)
-        .to_vec(),
+        target_modules: instill_trainer::model::MODULES.map(String::from).to_vec(),
         modules_to_save: Vec::new(),
     };
     let gguf = std::env::var_os("INSTILL_SMOLLM2_GGUF")

@@ -143,25 +143,8 @@ pub fn load_adapter(
         r: field("r")?.as_u64().unwrap_or(0) as usize,
         alpha: field("lora_alpha")?.as_f64().unwrap_or(0.0),
         dropout: v.get("lora_dropout").and_then(Value::as_f64).unwrap_or(0.0),
-        target_modules: field("target_modules")?
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .map(String::from)
-                    .collect()
-            })
-            .unwrap_or_default(),
-        modules_to_save: v
-            .get("modules_to_save")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .map(String::from)
-                    .collect()
-            })
-            .unwrap_or_default(),
+        target_modules: strings(field("target_modules")?),
+        modules_to_save: v.get("modules_to_save").map(strings).unwrap_or_default(),
     };
     if cfg.r == 0 {
         return Err(TrainError::Config(format!(
@@ -175,6 +158,18 @@ pub fn load_adapter(
     }
     let tensors = candle_core::safetensors::load(&path, device)?;
     Ok((cfg, tensors))
+}
+
+/// The strings of a JSON array (nothing for anything else, such as PEFT's `null`).
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// `W' = W + alpha/r · B A` for every adapted module of `base` (Hugging Face names); checks

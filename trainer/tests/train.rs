@@ -73,17 +73,7 @@ fn lora() -> LoraConfig {
         r: 8,
         alpha: 16.0,
         dropout: 0.05,
-        target_modules: [
-            "q_proj",
-            "k_proj",
-            "v_proj",
-            "o_proj",
-            "gate_proj",
-            "up_proj",
-            "down_proj",
-        ]
-        .map(String::from)
-        .to_vec(),
+        target_modules: instill_trainer::model::MODULES.map(String::from).to_vec(),
         modules_to_save: Vec::new(),
     }
 }
