@@ -252,6 +252,11 @@ pub struct ReportArgs {
     /// Price of 1M completion tokens, for the cost per run.
     #[arg(long)]
     pub price_out: Option<f64>,
+
+    /// Output directories of `instill train` (repeatable): their loss.csv is drawn as loss
+    /// curves (training loss per step, validation loss where measured).
+    #[arg(long, value_name = "DIR")]
+    pub training: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]

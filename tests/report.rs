@@ -88,9 +88,38 @@ fn build(env: &Env) {
 fn the_report_shows_every_section_with_the_numbers_of_stats() {
     let env = Env::new(instill_storage::testing::TempDb::sqlite());
     build(&env);
+    // A training run to draw: the tiny fixture, a few steps.
+    let lines: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(shared("data/alpaca_data.json")).unwrap()).unwrap();
+    let data = env.write(
+        "train.jsonl",
+        lines[..40]
+            .iter()
+            .map(|r| format!("{r}\n"))
+            .collect::<String>(),
+    );
+    let trained = env.path("trained");
+    env.run([
+        "train",
+        "--model",
+        repo("tests/fixtures/local/tiny-llama").to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        trained.to_str().unwrap(),
+        "--max-steps",
+        "4",
+        "--checkpoint-every",
+        "2",
+        "--max-len",
+        "96",
+    ])
+    .expect_code(0);
     let out = env.path("report.html");
     env.run([
         "report",
+        "--training",
+        trained.to_str().unwrap(),
         "--out",
         out.to_str().unwrap(),
         "--price-in",
@@ -142,6 +171,11 @@ fn the_report_shows_every_section_with_the_numbers_of_stats() {
         let next: String = html[at..].chars().take(400).collect();
         assert!(next.contains("<svg"), "{chart} has no chart: {next}");
     }
+    let training = &html[html.find("id=\"training\"").unwrap()..];
+    assert!(
+        training.contains("step 4, loss") && training.contains("<polyline"),
+        "no loss curve"
+    );
     // Self-contained: nothing to fetch.
     for outside in [
         "<script", "<link", "src=", "href=", "url(", "@import", "http://", "https://",

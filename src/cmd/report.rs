@@ -64,6 +64,21 @@ pub async fn run(global: &GlobalArgs, args: &ReportArgs) -> anyhow::Result<Outco
         bar.inc(page.len() as u64);
     }
     bar.finish_and_clear();
+    let mut training = Vec::new();
+    for dir in &args.training {
+        let path = dir.join("loss.csv");
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "{}: cannot read (is {} an `instill train` output directory?)",
+                path.display(),
+                dir.display()
+            )
+        })?;
+        training.push(
+            report::read_loss_csv(&dir.display().to_string(), &text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+        );
+    }
     let data = ReportData {
         db: db.url().to_string(),
         stats,
@@ -78,6 +93,7 @@ pub async fn run(global: &GlobalArgs, args: &ReportArgs) -> anyhow::Result<Outco
                 .then(|| (args.price_in.unwrap_or(0.0), args.price_out.unwrap_or(0.0)))
         }),
         generated_at: utc_now(),
+        training,
     };
     db.close().await;
     let html = report::render(&data);

@@ -36,6 +36,48 @@ pub struct ReportData {
     pub prices: Option<(f64, f64)>,
     /// When the page was made (RFC 3339).
     pub generated_at: String,
+    /// Training runs: (name, (step, loss) points, (step, validation loss) points).
+    pub training: Vec<TrainingCurve>,
+}
+
+/// One training run's loss log.
+#[derive(Debug, Default)]
+pub struct TrainingCurve {
+    /// The run's output directory, as given.
+    pub name: String,
+    /// (step, training loss).
+    pub loss: Vec<(f64, f64)>,
+    /// (step, validation loss), where measured.
+    pub val_loss: Vec<(f64, f64)>,
+}
+
+/// Reads `instill train`'s `loss.csv` (step,loss,lr,grad_norm,tokens,seconds,val_loss).
+pub fn read_loss_csv(name: &str, text: &str) -> Result<TrainingCurve, String> {
+    let mut curve = TrainingCurve {
+        name: name.to_string(),
+        ..TrainingCurve::default()
+    };
+    for (i, line) in text.lines().enumerate().skip(1) {
+        let cols: Vec<&str> = line.split(',').collect();
+        let num = |c: usize, field: &str| -> Result<Option<f64>, String> {
+            match cols.get(c).map(|s| s.trim()) {
+                None | Some("") => Ok(None),
+                Some(v) => v
+                    .parse()
+                    .map(Some)
+                    .map_err(|_| format!("line {}: field {field}: not a number: {v:?}", i + 1)),
+            }
+        };
+        let step =
+            num(0, "step")?.ok_or_else(|| format!("line {}: field step is missing", i + 1))?;
+        if let Some(loss) = num(1, "loss")? {
+            curve.loss.push((step, loss));
+        }
+        if let Some(v) = num(6, "val_loss")? {
+            curve.val_loss.push((step, v));
+        }
+    }
+    Ok(curve)
 }
 
 const CSS: &str = r#"
@@ -75,7 +117,7 @@ pub fn render(d: &ReportData) -> String {
     diversity(&mut h, &d.text);
     similarity(&mut h, d);
     timeline(&mut h, d);
-    h.push_str("<section id=\"training\"><h2>Training</h2><p class=\"none\">No training runs recorded in this database.</p></section>");
+    training(&mut h, &d.training);
     h.push_str("</main></body></html>\n");
     h
 }
@@ -326,4 +368,45 @@ fn timeline(h: &mut String, d: &ReportData) {
         );
     }
     h.push_str("</section>");
+}
+
+fn training(h: &mut String, runs: &[TrainingCurve]) {
+    h.push_str("<section id=\"training\"><h2>Training</h2>");
+    if runs.is_empty() {
+        h.push_str("<p class=\"none\">No training runs given (pass instill train's output directories with --training DIR).</p>");
+    }
+    for run in runs {
+        let last = run.loss.last().map_or(String::new(), |(s, l)| {
+            format!(" — step {s:.0}, loss {l:.4}")
+        });
+        let _ = write!(
+            h,
+            "<h3>{}{}</h3>{}",
+            esc(&run.name),
+            esc(&last),
+            lines(
+                &[
+                    ("loss", run.loss.clone()),
+                    ("validation", run.val_loss.clone())
+                ],
+                "step",
+                "loss"
+            )
+        );
+    }
+    h.push_str("</section>");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loss_logs_are_read_and_bad_fields_named() {
+        let c = read_loss_csv("run", "step,loss,lr,grad_norm,tokens,seconds,val_loss\n1,2.5,1e-4,0.5,100,1.0,\n2,2.0,1e-4,0.5,100,2.0,2.2\n").unwrap();
+        assert_eq!(c.loss, vec![(1.0, 2.5), (2.0, 2.0)]);
+        assert_eq!(c.val_loss, vec![(2.0, 2.2)]);
+        let e = read_loss_csv("run", "step,loss\n1,abc\n").unwrap_err();
+        assert!(e.contains("line 2") && e.contains("loss"), "{e}");
+    }
 }
