@@ -89,7 +89,7 @@ fn the_report_shows_every_section_with_the_numbers_of_stats() {
     let env = Env::new(instill_storage::testing::TempDb::sqlite());
     build(&env);
     // A training run to draw: the tiny fixture, a few steps.
-    let lines: Vec<serde_json::Value> =
+    let lines: Vec<Value> =
         serde_json::from_slice(&std::fs::read(shared("data/alpaca_data.json")).unwrap()).unwrap();
     let data = env.write(
         "train.jsonl",
