@@ -406,6 +406,11 @@ pub struct GenerateArgs {
     #[arg(long)]
     pub max_requests: Option<u64>,
 
+    /// Postgres runs: how long a worker's claim on a request lives without a heartbeat (a
+    /// killed worker's requests go to the others after this).
+    #[arg(long, default_value_t = 30.0)]
+    pub lease_seconds: f64,
+
     /// Seconds to wait for one reply.
     #[arg(long, default_value_t = 120.0)]
     pub timeout: f64,

@@ -15,3 +15,4 @@ mod report;
 mod seeds_stats;
 mod train;
 mod util;
+mod workers;

@@ -9,8 +9,11 @@
 //! - [`local`]: a candle model in-process (HF directories and GGUF files), batched on its own
 //!   thread, behind the same [`Backend`].
 //!
+//! - [`run_worker`]: the same run shared by many processes on Postgres (claims with leases, one
+//!   acceptor under an advisory lock).
+//!
 //! Layout: `backend.rs`, `openai.rs`, `local/` (models); `limiter.rs`, `retry.rs`, `sampling.rs` (the
-//! mechanics); `accept.rs` (rules and dedup per task); `run.rs` (the loop).
+//! mechanics); `accept.rs` (rules and dedup per task); `run.rs` (the loop), `workers.rs` (the shared-run worker).
 
 mod accept;
 mod backend;
@@ -20,6 +23,7 @@ mod openai;
 mod retry;
 mod run;
 mod sampling;
+mod workers;
 
 pub use accept::{Acceptor, Judged};
 pub use backend::{Backend, BackendError, Choice, Completion, CompletionRequest};
@@ -30,3 +34,4 @@ pub use retry::RetryPolicy;
 pub use run::{
     Ending, GenerateError, Progress, RequestParams, RunConfig, RunReport, fingerprint, run,
 };
+pub use workers::run_worker;

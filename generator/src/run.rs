@@ -11,7 +11,7 @@ use std::time::Instant;
 use instill_core::{Origin, Record, Status, now_ms};
 use instill_dedup::{RougeConfig, Rules};
 use instill_prompts::{Example, Template, parse_reply};
-use instill_storage::{Db, NewRecord, NewRequest, StorageError};
+use instill_storage::{Db, NewRecord, NewRequest, StorageError, StoredRequest};
 use rustc_hash::FxHashMap;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -178,29 +178,29 @@ pub fn fingerprint(cfg: &RunConfig, model: &str) -> serde_json::Value {
 }
 
 /// A request's outcome, from the network or from the stored cache.
-struct Finished {
-    idx: i64,
+pub(crate) struct Finished {
+    pub(crate) idx: i64,
     /// The kind of each failed attempt before the outcome.
-    failures: Vec<&'static str>,
+    pub(crate) failures: Vec<&'static str>,
     /// The stored request's id when it came from the cache.
-    stored_id: Option<i64>,
-    outcome: Result<Completion, BackendError>,
-    attempts: u32,
-    latency_ms: i64,
-    prompt: String,
-    payload_hash: String,
-    created_at: i64,
+    pub(crate) stored_id: Option<i64>,
+    pub(crate) outcome: Result<Completion, BackendError>,
+    pub(crate) attempts: u32,
+    pub(crate) latency_ms: i64,
+    pub(crate) prompt: String,
+    pub(crate) payload_hash: String,
+    pub(crate) created_at: i64,
     /// Items of this request already stored (on resume of a partly accepted request).
-    skip_items: usize,
+    pub(crate) skip_items: usize,
 }
 
 /// Writes waiting for the next flush.
 #[derive(Default)]
-struct Batch {
+pub(crate) struct Batch {
     /// New request rows, by idx.
-    requests: Vec<NewRequest>,
+    pub(crate) requests: Vec<NewRequest>,
     /// Records: (key, record fields, request idx, dup_of key).
-    records: Vec<(Key, NewRecord, i64, Option<Key>)>,
+    pub(crate) records: Vec<(Key, NewRecord, i64, Option<Key>)>,
 }
 
 /// Runs (or resumes) generation until the target, `max_requests`, or `shutdown`.
@@ -214,56 +214,13 @@ pub async fn run(
     if cfg.seeds.is_empty() {
         return Err(GenerateError::Config("no seed tasks in this language: import some with `instill seeds import` (or --builtin)".into()));
     }
-    let print = fingerprint(&cfg, backend.model());
-    let run_id = match db.find_run(&cfg.name).await? {
-        Some(run) => {
-            let stored: serde_json::Value =
-                serde_json::from_str(&run.config_json).unwrap_or_default();
-            let diffs = differences(&stored, &print);
-            if !diffs.is_empty() {
-                return Err(GenerateError::Config(format!(
-                    "run `{}` was started with other settings ({}); resume it with the same ones, or start a new run with --run NAME",
-                    cfg.name,
-                    diffs.join("; ")
-                )));
-            }
-            db.set_run_status(run.id, "running", now_ms()).await?;
-            run.id
-        }
-        None => {
-            db.create_run(&cfg.name, "generate", &print.to_string(), now_ms())
-                .await?
-        }
-    };
-
-    // The run so far: counters, pool, where acceptance stopped, stored replies after it.
-    let totals = db.run_totals(run_id).await?;
-    let mut progress = Progress {
-        accepted: totals.accepted as u64,
-        target: cfg.target,
-        rejected: totals
-            .rejected
-            .iter()
-            .map(|(r, n)| (r.clone(), *n as u64))
-            .collect(),
-        requests_ok: totals.requests_done as u64,
-        requests_failed: totals.requests_failed as u64,
-        retries: totals.retries as u64,
-        prompt_tokens: totals.prompt_tokens as u64,
-        completion_tokens: totals.completion_tokens as u64,
-        ..Progress::default()
-    };
-    let mut acceptor = Acceptor::new(cfg.rules.clone(), cfg.rouge, &cfg.seeds);
-    let mut key_ids: FxHashMap<Key, i64> = FxHashMap::default();
-    let mut generated_examples: Vec<Record> = Vec::new();
-    for m in db.run_pool(run_id).await? {
-        let k = SEED >> 1 | m.id as u64; // restored members: any key unique to them
-        key_ids.insert(k, m.id);
-        if cfg.generated_per_prompt > 0 {
-            generated_examples.push(Record::new(m.instruction.clone(), "", ""));
-        }
-        acceptor.restore(k, &m.instruction, m.norm_hash);
-    }
+    let run_id = open_run(db, &cfg, backend.model()).await?;
+    let Restored {
+        mut progress,
+        mut acceptor,
+        mut key_ids,
+        mut generated_examples,
+    } = restore(db, run_id, &cfg).await?;
     let position = db.run_position(run_id).await?;
     let first_idx = position.map_or(0, |(idx, _)| idx);
     let stored = db.requests_from(run_id, first_idx).await?;
@@ -287,43 +244,7 @@ pub async fn run(
             Some((idx, item)) if idx == r.idx => item as usize + 1,
             _ => 0,
         };
-        let texts: Vec<String> = r
-            .response
-            .as_deref()
-            .and_then(|s| serde_json::from_str(s).ok())
-            .unwrap_or_default();
-        let reasons: Vec<String> = r
-            .finish_reason
-            .as_deref()
-            .and_then(|s| serde_json::from_str(s).ok())
-            .unwrap_or_default();
-        let choices = texts
-            .into_iter()
-            .enumerate()
-            .map(|(i, text)| crate::backend::Choice {
-                text,
-                finish_reason: reasons.get(i).cloned().unwrap_or_else(|| "stop".into()),
-            })
-            .collect();
-        buffer.insert(
-            r.idx,
-            Finished {
-                idx: r.idx,
-                stored_id: Some(r.id),
-                outcome: Ok(Completion {
-                    choices,
-                    prompt_tokens: None,
-                    completion_tokens: None,
-                }),
-                attempts: 0,
-                latency_ms: 0,
-                prompt: String::new(),
-                payload_hash: r.payload_hash,
-                created_at: 0,
-                skip_items: skip,
-                failures: Vec::new(),
-            },
-        );
+        buffer.insert(r.idx, from_stored(&r, skip));
         progress.replayed += 1;
     }
     let total_requests_at_start = progress.requests_ok + progress.requests_failed;
@@ -465,9 +386,124 @@ pub async fn run(
     })
 }
 
+/// A stored reply as a finished request (`skip` items of it were accepted already).
+pub(crate) fn from_stored(r: &StoredRequest, skip: usize) -> Finished {
+    let texts: Vec<String> = r
+        .response
+        .as_deref()
+        .and_then(|s| serde_json::from_str(s).ok())
+        .unwrap_or_default();
+    let reasons: Vec<String> = r
+        .finish_reason
+        .as_deref()
+        .and_then(|s| serde_json::from_str(s).ok())
+        .unwrap_or_default();
+    let choices = texts
+        .into_iter()
+        .enumerate()
+        .map(|(i, text)| crate::backend::Choice {
+            text,
+            finish_reason: reasons.get(i).cloned().unwrap_or_else(|| "stop".into()),
+        })
+        .collect();
+    Finished {
+        idx: r.idx,
+        stored_id: Some(r.id),
+        outcome: Ok(Completion {
+            choices,
+            prompt_tokens: None,
+            completion_tokens: None,
+        }),
+        attempts: 0,
+        latency_ms: 0,
+        prompt: String::new(),
+        payload_hash: r.payload_hash.clone(),
+        created_at: 0,
+        skip_items: skip,
+        failures: Vec::new(),
+    }
+}
+
+/// Finds the run by name (checking that its settings are these) or creates it.
+pub(crate) async fn open_run(db: &Db, cfg: &RunConfig, model: &str) -> Result<i64, GenerateError> {
+    let print = fingerprint(cfg, model);
+    let run_id = match db.find_run(&cfg.name).await? {
+        Some(run) => {
+            let stored: serde_json::Value =
+                serde_json::from_str(&run.config_json).unwrap_or_default();
+            let diffs = differences(&stored, &print);
+            if !diffs.is_empty() {
+                return Err(GenerateError::Config(format!(
+                    "run `{}` was started with other settings ({}); resume it with the same ones, or start a new run with --run NAME",
+                    cfg.name,
+                    diffs.join("; ")
+                )));
+            }
+            db.set_run_status(run.id, "running", now_ms()).await?;
+            run.id
+        }
+        None => {
+            db.create_run(&cfg.name, "generate", &print.to_string(), now_ms())
+                .await?
+        }
+    };
+
+    Ok(run_id)
+}
+
+/// What acceptance resumes from: counters, the ROUGE pool, ids of accepted records by key.
+pub(crate) struct Restored {
+    pub(crate) progress: Progress,
+    pub(crate) acceptor: Acceptor,
+    pub(crate) key_ids: FxHashMap<Key, i64>,
+    pub(crate) generated_examples: Vec<Record>,
+}
+
+/// Rebuilds the acceptance state of a run from the database.
+pub(crate) async fn restore(
+    db: &Db,
+    run_id: i64,
+    cfg: &RunConfig,
+) -> Result<Restored, GenerateError> {
+    // The run so far: counters, pool, where acceptance stopped, stored replies after it.
+    let totals = db.run_totals(run_id).await?;
+    let progress = Progress {
+        accepted: totals.accepted as u64,
+        target: cfg.target,
+        rejected: totals
+            .rejected
+            .iter()
+            .map(|(r, n)| (r.clone(), *n as u64))
+            .collect(),
+        requests_ok: totals.requests_done as u64,
+        requests_failed: totals.requests_failed as u64,
+        retries: totals.retries as u64,
+        prompt_tokens: totals.prompt_tokens as u64,
+        completion_tokens: totals.completion_tokens as u64,
+        ..Progress::default()
+    };
+    let mut acceptor = Acceptor::new(cfg.rules.clone(), cfg.rouge, &cfg.seeds);
+    let mut key_ids: FxHashMap<Key, i64> = FxHashMap::default();
+    let mut generated_examples: Vec<Record> = Vec::new();
+    for m in db.run_pool(run_id).await? {
+        let k = SEED >> 1 | m.id as u64; // restored members: any key unique to them
+        key_ids.insert(k, m.id);
+        if cfg.generated_per_prompt > 0 {
+            generated_examples.push(Record::new(m.instruction.clone(), "", ""));
+        }
+        acceptor.restore(k, &m.instruction, m.norm_hash);
+    }
+    Ok(Restored {
+        progress,
+        acceptor,
+        key_ids,
+        generated_examples,
+    })
+}
+
 /// The examples for request `idx`: seeds drawn by the (seed, idx) generator, then (optionally)
 /// tasks the run accepted.
-fn examples_for(cfg: &RunConfig, idx: i64, generated: &[Record]) -> Vec<Example> {
+pub(crate) fn examples_for(cfg: &RunConfig, idx: i64, generated: &[Record]) -> Vec<Example> {
     let mut rng = SplitMix::for_request(cfg.seed, idx as u64);
     let mut out: Vec<Example> = choose(&mut rng, cfg.seeds.len(), cfg.seeds_per_prompt)
         .into_iter()
@@ -492,7 +528,7 @@ fn to_example(r: &Record) -> Example {
 }
 
 /// Sends request `idx` with retries; never fails: the outcome carries the last error.
-async fn send(
+pub(crate) async fn send(
     backend: &Backend,
     limiter: &RateLimiter,
     cfg: &RunConfig,
@@ -566,7 +602,7 @@ async fn send(
 }
 
 /// Accepts one finished request (the next in order). Returns whether the target is reached.
-fn accept_one(
+pub(crate) fn accept_one(
     cfg: &RunConfig,
     f: Finished,
     acceptor: &mut Acceptor,
@@ -675,7 +711,7 @@ fn accept_one(
     Ok(progress.accepted >= cfg.target)
 }
 
-fn params_json(cfg: &RunConfig) -> String {
+pub(crate) fn params_json(cfg: &RunConfig) -> String {
     serde_json::json!({
         "max_tokens": cfg.request.max_tokens,
         "temperature": cfg.request.temperature,
@@ -686,7 +722,7 @@ fn params_json(cfg: &RunConfig) -> String {
     .to_string()
 }
 
-fn request_row(cfg: &RunConfig, f: &Finished, c: &Completion) -> NewRequest {
+pub(crate) fn request_row(cfg: &RunConfig, f: &Finished, c: &Completion) -> NewRequest {
     let texts: Vec<&str> = c.choices.iter().map(|ch| ch.text.as_str()).collect();
     let reasons: Vec<&str> = c
         .choices
@@ -715,7 +751,7 @@ fn request_row(cfg: &RunConfig, f: &Finished, c: &Completion) -> NewRequest {
 
 /// Writes the batch in one transaction: request rows, then records with reserved ids so that a
 /// duplicate can point at a record written in the same batch.
-async fn flush(
+pub(crate) async fn flush(
     db: &Db,
     run_id: i64,
     batch: &mut Batch,
@@ -769,7 +805,7 @@ async fn flush(
 }
 
 /// The fields whose values differ between two fingerprints, as `field: old → new`.
-fn differences(old: &serde_json::Value, new: &serde_json::Value) -> Vec<String> {
+pub(crate) fn differences(old: &serde_json::Value, new: &serde_json::Value) -> Vec<String> {
     let mut out = Vec::new();
     if let (Some(a), Some(b)) = (old.as_object(), new.as_object()) {
         for (k, v) in b {

@@ -175,7 +175,18 @@ pub async fn run(global: &GlobalArgs, args: &GenerateArgs) -> anyhow::Result<Out
             let _ = tokio::signal::ctrl_c().await;
         }
     };
-    let result = instill_generator::run(&db, &backend, config, shutdown, tick).await;
+    let result = match db.backend() {
+        // Postgres: this process is one worker of the run; start more on any machine.
+        instill_storage::Backend::Postgres => {
+            let lease = Duration::from_secs_f64(args.lease_seconds.max(1.0));
+            instill_generator::run_worker(&db, &backend, config, lease, shutdown, tick).await
+        }
+        // SQLite: one writer. A second `generate` on the same file is refused, not interleaved.
+        instill_storage::Backend::Sqlite => {
+            let _guard = sqlite_writer_lock(db.url())?;
+            instill_generator::run(&db, &backend, config, shutdown, tick).await
+        }
+    };
     bar.finish_and_clear();
     db.close().await;
     let report = result
@@ -314,4 +325,31 @@ fn print_summary(s: &Summary) {
         s.cost.map(|c| format!("; cost {c:.4}")).unwrap_or_default()
     );
     println!("{:.1} s", s.seconds);
+}
+
+/// An exclusive lock on `FILE.generate-lock` beside a SQLite database, held while generating: a
+/// second `instill generate` on the same file stops at once with a message instead of
+/// interleaving its writes (SQLite takes one writer; Postgres takes many workers).
+fn sqlite_writer_lock(url: &str) -> anyhow::Result<std::fs::File> {
+    let path = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url);
+    let path = path.split('?').next().unwrap_or(path);
+    let lock_path = format!("{path}.generate-lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("{lock_path}: cannot create the writer lock"))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "{path}: another `instill generate` is writing to this SQLite database; SQLite runs take one generating process at a time (use --db postgres://… to run several workers on one run)"
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("{lock_path}: cannot lock"))
+        }
+    }
 }

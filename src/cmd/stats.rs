@@ -91,13 +91,52 @@ pub fn to_json(stats: &Stats) -> anyhow::Result<serde_json::Value> {
     Ok(serde_json::to_value(to_out(stats))?)
 }
 
+/// A generate worker seen in the last minute, as `stats` shows it.
+#[derive(Debug, Serialize)]
+struct WorkerOut {
+    run: String,
+    worker: String,
+    acceptor: bool,
+    live: bool,
+    leases: i64,
+    sent: i64,
+    stored: i64,
+    replies_per_s: f64,
+    seconds_since_heartbeat: f64,
+}
+
+/// Workers whose heartbeat is at most a minute old (`live`: at most 15 s).
+async fn workers(db: &Db) -> anyhow::Result<Vec<WorkerOut>> {
+    let now = instill_core::now_ms();
+    Ok(db
+        .live_workers(now - 60_000, now)
+        .await?
+        .into_iter()
+        .map(|w| WorkerOut {
+            replies_per_s: w.stored as f64
+                / ((w.heartbeat_at - w.started_at).max(1) as f64 / 1000.0),
+            seconds_since_heartbeat: (now - w.heartbeat_at) as f64 / 1000.0,
+            live: now - w.heartbeat_at <= 15_000,
+            run: w.run,
+            worker: w.worker,
+            acceptor: w.acceptor,
+            leases: w.leases,
+            sent: w.sent,
+            stored: w.stored,
+        })
+        .collect())
+}
+
 pub async fn run(global: &GlobalArgs) -> anyhow::Result<Outcome> {
     let db = Db::open(&global.db).await?;
     let stats = db.stats().await?;
+    let workers = workers(&db).await?;
     db.close().await;
     let out = to_out(&stats);
     if global.json {
-        println!("{}", serde_json::to_string(&out)?);
+        let mut v = serde_json::to_value(&out)?;
+        v["workers"] = serde_json::to_value(&workers)?;
+        println!("{v}");
         return Ok(Outcome::Done);
     }
     let r = &out.records;
@@ -145,6 +184,28 @@ pub async fn run(global: &GlobalArgs) -> anyhow::Result<Outcome> {
             "requests   {} ({} prompt tokens, {} completion tokens)",
             out.requests, out.tokens.prompt, out.tokens.completion
         );
+    }
+    if !workers.is_empty() {
+        println!("generate workers (last minute):");
+        for w in &workers {
+            println!(
+                "  {:<16} {:<28} {:<9} {:>5} leases {:>8} sent {:>8} stored {:>8.1} replies/s  {:.0} s ago",
+                w.run,
+                w.worker,
+                if w.acceptor {
+                    "acceptor"
+                } else if w.live {
+                    "worker"
+                } else {
+                    "gone"
+                },
+                w.leases,
+                w.sent,
+                w.stored,
+                w.replies_per_s,
+                w.seconds_since_heartbeat
+            );
+        }
     }
     Ok(Outcome::Done)
 }

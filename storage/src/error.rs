@@ -27,4 +27,7 @@ pub enum StorageError {
         /// Why.
         message: String,
     },
+    /// The operation needs the other engine (e.g. worker leases need Postgres).
+    #[error("{0}")]
+    Unsupported(String),
 }

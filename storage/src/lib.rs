@@ -9,7 +9,7 @@
 //! - [`Db::stats`]: the aggregates of `instill stats`.
 //!
 //! Layout: `db.rs` (URL, pool, dialect dispatch, migrations), `writer.rs` (transactions),
-//! `records.rs` (batched inserts), `read.rs` (pages in id order), `imports.rs`, `seeds.rs`, `runs.rs` (runs and their request cache), `stats.rs`, `report.rs`, `verdicts.rs` (one table or concern each), `testing.rs`
+//! `records.rs` (batched inserts), `read.rs` (pages in id order), `imports.rs`, `seeds.rs`, `runs.rs` (runs and their request cache), `stats.rs`, `report.rs`, `verdicts.rs`, `workers.rs` (claims, leases, the acceptor lock) (one table or concern each), `testing.rs`
 //! (throw-away databases, feature `testing`).
 //!
 //! ```no_run
@@ -31,6 +31,7 @@ mod runs;
 mod seeds;
 mod stats;
 mod verdicts;
+mod workers;
 mod writer;
 
 #[cfg(any(test, feature = "testing"))]
@@ -46,6 +47,7 @@ pub use runs::{NewRequest, PoolMember, RunRow, RunTotals, StoredRequest};
 pub use seeds::{NewSeed, StoredSeed};
 pub use stats::{LengthHistogram, Stats, StatusCounts};
 pub use verdicts::{Rejection, StoredVerdict};
+pub use workers::{AcceptorLock, WorkerRow};
 pub use writer::Writer;
 
 #[cfg(test)]

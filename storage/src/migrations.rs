@@ -24,6 +24,11 @@ pub const SQLITE: &[EmbeddedMigration] = &[
         name: "curation",
         sql: include_str!("../../migrations/sqlite/0002_curation.sql"),
     },
+    EmbeddedMigration {
+        version: 3,
+        name: "workers",
+        sql: include_str!("../../migrations/sqlite/0003_workers.sql"),
+    },
 ];
 
 /// Postgres migrations, oldest first.
@@ -37,6 +42,11 @@ pub const POSTGRES: &[EmbeddedMigration] = &[
         version: 2,
         name: "curation",
         sql: include_str!("../../migrations/postgres/0002_curation.sql"),
+    },
+    EmbeddedMigration {
+        version: 3,
+        name: "workers",
+        sql: include_str!("../../migrations/postgres/0003_workers.sql"),
     },
 ];
 

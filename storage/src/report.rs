@@ -64,7 +64,7 @@ impl Db {
     /// Every generation run with its request, token and record counts, oldest first.
     pub async fn run_summaries(&self) -> Result<Vec<RunSummary>, StorageError> {
         let sql = "SELECT r.id, r.name, r.status, r.started_at, r.finished_at, \
-                   (SELECT COUNT(*) FROM requests q WHERE q.run_id = r.id) AS requests, \
+                   (SELECT COUNT(*) FROM requests q WHERE q.run_id = r.id AND q.status <> 'claimed') AS requests, \
                    (SELECT CAST(COALESCE(SUM(q.prompt_tokens), 0) AS BIGINT) FROM requests q WHERE q.run_id = r.id) AS pt, \
                    (SELECT CAST(COALESCE(SUM(q.completion_tokens), 0) AS BIGINT) FROM requests q WHERE q.run_id = r.id) AS ct, \
                    (SELECT COUNT(*) FROM records x WHERE x.run_id = r.id AND x.status = 'accepted') AS acc, \

@@ -241,7 +241,9 @@ FROM requests WHERE run_id = $1 GROUP BY status";
                 let n: i64 = r.try_get("n")?;
                 match status.as_str() {
                     "done" => t.requests_done += n,
-                    _ => t.requests_failed += n,
+                    "failed" => t.requests_failed += n,
+                    // `claimed`: a worker's lease on a request in flight, not a result.
+                    _ => continue,
                 }
                 t.retries += r.try_get::<i64, _>("retries")?;
                 t.prompt_tokens += r.try_get::<i64, _>("pt")?;

@@ -143,7 +143,7 @@ impl Db {
             output_len: self
                 .histogram("SELECT CAST(LENGTH(output) AS BIGINT) AS l, COUNT(*) AS n FROM records GROUP BY l ORDER BY l")
                 .await?,
-            requests: self.scalar("SELECT COUNT(*) FROM requests").await?,
+            requests: self.scalar("SELECT COUNT(*) FROM requests WHERE status <> 'claimed'").await?,
             prompt_tokens: self
                 .scalar("SELECT CAST(COALESCE(SUM(prompt_tokens), 0) AS BIGINT) FROM requests")
                 .await?,

@@ -1,0 +1,311 @@
+//! One worker of a run shared by many processes (Postgres): it claims request indices under a
+//! lease, sends them and stores each reply at once; whichever worker holds the run's advisory
+//! lock also accepts the stored replies in `(idx, item)` order, exactly as a single process
+//! would, so the records are the same however many workers there are and whichever die.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use instill_core::now_ms;
+use instill_storage::{AcceptorLock, Db};
+use rustc_hash::FxHashMap;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use crate::accept::{Acceptor, Key};
+use crate::backend::{Backend, BackendError};
+use crate::limiter::RateLimiter;
+use crate::run::{
+    Batch, Ending, Finished, GenerateError, Progress, Restored, RunConfig, RunReport, accept_one,
+    examples_for, flush, from_stored, open_run, params_json, request_row, restore, send,
+};
+
+/// The acceptor's state while this worker holds the lock.
+struct Accepting {
+    _lock: AcceptorLock,
+    acceptor: Acceptor,
+    key_ids: FxHashMap<Key, i64>,
+    progress: Progress,
+    next_idx: i64,
+    skip: usize,
+}
+
+async fn become_acceptor(
+    db: &Db,
+    run_id: i64,
+    cfg: &RunConfig,
+    lock: AcceptorLock,
+) -> Result<Accepting, GenerateError> {
+    let Restored {
+        progress,
+        acceptor,
+        key_ids,
+        ..
+    } = restore(db, run_id, cfg).await?;
+    let position = db.run_position(run_id).await?;
+    let (next_idx, skip) = match position {
+        Some((idx, item)) => (idx, item as usize + 1),
+        None => (0, 0),
+    };
+    Ok(Accepting {
+        _lock: lock,
+        acceptor,
+        key_ids,
+        progress,
+        next_idx,
+        skip,
+    })
+}
+
+/// Accepts the stored replies that come next in order; returns whether the target is reached.
+async fn accept_stored(
+    db: &Db,
+    run_id: i64,
+    cfg: &RunConfig,
+    a: &mut Accepting,
+) -> Result<bool, GenerateError> {
+    let mut batch = Batch::default();
+    let mut generated = Vec::new();
+    let mut done = a.progress.accepted >= cfg.target;
+    for r in db.requests_from(run_id, a.next_idx).await? {
+        if done || r.idx != a.next_idx || r.status != "done" {
+            break;
+        }
+        let skip = std::mem::take(&mut a.skip);
+        let f = from_stored(&r, skip);
+        a.next_idx += 1;
+        done = accept_one(
+            cfg,
+            f,
+            &mut a.acceptor,
+            &mut batch,
+            &mut a.progress,
+            &mut generated,
+        )
+        .map_err(GenerateError::Fatal)?;
+        if batch.records.len() >= 2048 {
+            flush(db, run_id, &mut batch, &mut a.key_ids).await?;
+        }
+    }
+    flush(db, run_id, &mut batch, &mut a.key_ids).await?;
+    Ok(done)
+}
+
+/// Runs this process as one worker of the run until the target is reached (by any worker's
+/// replies), `max_requests`, or `shutdown`. `lease` is how long a claim lives without a
+/// heartbeat: a dead worker's requests go to others after it.
+pub async fn run_worker(
+    db: &Db,
+    backend: &Backend,
+    cfg: RunConfig,
+    lease: Duration,
+    shutdown: impl Future<Output = ()>,
+    mut on_progress: impl FnMut(&Progress),
+) -> Result<RunReport, GenerateError> {
+    if cfg.seeds.is_empty() {
+        return Err(GenerateError::Config("no seed tasks in this language: import some with `instill seeds import` (or --builtin)".into()));
+    }
+    if cfg.generated_per_prompt > 0 {
+        return Err(GenerateError::Config(
+            "--generated-per-prompt needs the acceptor's pool in every prompt: on Postgres (shared runs) keep it at 0".into(),
+        ));
+    }
+    // Several workers may start the same run at once: one creates it, the others find it.
+    let run_id = match open_run(db, &cfg, backend.model()).await {
+        Ok(id) => id,
+        Err(GenerateError::Storage(_)) => open_run(db, &cfg, backend.model()).await?,
+        Err(e) => return Err(e),
+    };
+    let Restored { mut progress, .. } = restore(db, run_id, &cfg).await?;
+    let lease_ms = lease.as_millis().max(1000) as i64;
+    let me = cfg.worker.clone();
+    let limiter = Arc::new(RateLimiter::new(cfg.rpm, cfg.tpm));
+    let backend = Arc::new(backend.clone());
+    let cfg = Arc::new(cfg);
+    let concurrency = cfg.concurrency.max(1);
+    let window = (concurrency as i64 * 4).max(64);
+    let (tx, mut rx) = mpsc::channel::<Finished>(concurrency * 2);
+    let mut tasks = JoinSet::new();
+    let mut in_flight = 0usize;
+    let mut accepting: Option<Accepting> = None;
+    let (mut sent, mut stored) = (0i64, 0i64);
+    let mut last_lock_try = Instant::now() - Duration::from_secs(1);
+    let mut last_beat = Instant::now() - Duration::from_secs(60);
+    let mut fatal: Option<BackendError> = None;
+    let mut ending: Option<Ending> = None;
+    tokio::pin!(shutdown);
+
+    while ending.is_none() {
+        // The acceptor lock: whoever holds it judges; the others keep trying (a dead acceptor's
+        // connection closes and frees it).
+        if accepting.is_none() && last_lock_try.elapsed() >= Duration::from_millis(250) {
+            last_lock_try = Instant::now();
+            if let Some(lock) = db.try_acceptor_lock(run_id).await? {
+                accepting = Some(become_acceptor(db, run_id, &cfg, lock).await?);
+            }
+        }
+        let accepted = match accepting.as_mut() {
+            Some(a) => {
+                if accept_stored(db, run_id, &cfg, a).await? {
+                    ending = Some(Ending::Target);
+                }
+                a.progress.accepted
+            }
+            None => db.run_accepted(run_id).await? as u64,
+        };
+        progress.accepted = accepted;
+        if accepted >= cfg.target {
+            ending = Some(Ending::Target);
+            break;
+        }
+        // Claim and send, up to the concurrency, not too far ahead of acceptance.
+        let position = db.run_position(run_id).await?.map_or(0, |p| p.0);
+        let budget = cfg.max_requests.map(|m| m as i64);
+        let total = progress.requests_ok as i64 + progress.requests_failed as i64;
+        let room = (concurrency - in_flight) as i64;
+        if room > 0 && budget.is_none_or(|b| total + (in_flight as i64) < b) {
+            let n = match budget {
+                Some(b) => room.min(b - total - in_flight as i64),
+                None => room,
+            };
+            let claimed = db
+                .claim_requests(
+                    run_id,
+                    &me,
+                    n,
+                    now_ms() + lease_ms,
+                    position + window,
+                    now_ms(),
+                )
+                .await?;
+            for idx in claimed {
+                let examples = examples_for(&cfg, idx, &[]);
+                let prompt = cfg
+                    .template
+                    .render(&examples)
+                    .map_err(|e| GenerateError::Config(e.to_string()))?;
+                let (tx, backend, limiter, cfg2) =
+                    (tx.clone(), backend.clone(), limiter.clone(), cfg.clone());
+                tasks.spawn(async move {
+                    let f = send(&backend, &limiter, &cfg2, idx, prompt).await;
+                    let _ = tx.send(f).await;
+                });
+                in_flight += 1;
+                sent += 1;
+                progress.sent_now += 1;
+            }
+        }
+        if in_flight == 0
+            && budget.is_some_and(|b| total >= b)
+            && accepting.as_ref().is_none_or(|a| a.next_idx >= position)
+        {
+            ending = Some(Ending::MaxRequests);
+            break;
+        }
+        if last_beat.elapsed() >= Duration::from_millis((lease_ms / 3) as u64) {
+            last_beat = Instant::now();
+            db.extend_leases(run_id, &me, now_ms() + lease_ms).await?;
+            db.worker_heartbeat(run_id, &me, accepting.is_some(), sent, stored, now_ms())
+                .await?;
+        }
+        on_progress(&progress);
+        tokio::select! {
+            biased;
+            () = &mut shutdown => ending = Some(Ending::Interrupted),
+            f = rx.recv() => {
+                let Some(f) = f else { continue };
+                in_flight -= 1;
+                stored += store_reply(db, run_id, &cfg, f, &mut progress, &mut fatal).await?;
+                if fatal.is_some() {
+                    ending = Some(Ending::Interrupted);
+                }
+                // Store whatever else has arrived, in one go.
+                while let Ok(f) = rx.try_recv() {
+                    in_flight -= 1;
+                    stored += store_reply(db, run_id, &cfg, f, &mut progress, &mut fatal).await?;
+                }
+            }
+            () = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+    }
+    tasks.abort_all();
+    while let Ok(f) = rx.try_recv() {
+        stored += store_reply(db, run_id, &cfg, f, &mut progress, &mut fatal).await?;
+    }
+    if let Some(a) = accepting.as_mut() {
+        accept_stored(db, run_id, &cfg, a).await?;
+        progress.accepted = a.progress.accepted;
+        progress.rejected = a.progress.rejected.clone();
+        progress.parse_issues = a.progress.parse_issues;
+        progress.truncated = a.progress.truncated;
+    } else {
+        progress.accepted = db.run_accepted(run_id).await? as u64;
+    }
+    db.release_claims(run_id, &me).await?;
+    db.worker_heartbeat(run_id, &me, false, sent, stored, now_ms())
+        .await?;
+    let ending = ending.unwrap_or(Ending::MaxRequests);
+    if ending == Ending::Target {
+        db.set_run_status(run_id, "done", now_ms()).await?;
+    }
+    on_progress(&progress);
+    if let Some(e) = fatal {
+        return Err(GenerateError::Fatal(e));
+    }
+    Ok(RunReport {
+        run_id,
+        progress,
+        ending,
+    })
+}
+
+/// Stores one reply (or a failure, which frees the request for a later claim); returns 1 when a
+/// reply was stored.
+async fn store_reply(
+    db: &Db,
+    run_id: i64,
+    cfg: &RunConfig,
+    f: Finished,
+    progress: &mut Progress,
+    fatal: &mut Option<BackendError>,
+) -> Result<i64, GenerateError> {
+    for kind in &f.failures {
+        *progress.errors.entry((*kind).to_string()).or_default() += 1;
+    }
+    progress.retries += u64::from(f.attempts.saturating_sub(1));
+    let mut row = match &f.outcome {
+        Ok(c) => {
+            progress.requests_ok += 1;
+            progress.prompt_tokens += c.prompt_tokens.unwrap_or(0);
+            progress.completion_tokens += c.completion_tokens.unwrap_or(0);
+            request_row(cfg, &f, c)
+        }
+        Err(e) => {
+            if !e.retryable() {
+                *fatal = Some(e.clone());
+            }
+            *progress.errors.entry(e.kind().to_string()).or_default() += 1;
+            progress.requests_failed += 1;
+            instill_storage::NewRequest {
+                idx: f.idx,
+                payload_hash: f.payload_hash.clone(),
+                prompt: f.prompt.clone(),
+                params_json: params_json(cfg),
+                status: "failed".into(),
+                error: Some(e.to_string()),
+                attempts: i64::from(f.attempts),
+                worker: Some(cfg.worker.clone()),
+                created_at: f.created_at,
+                finished_at: now_ms(),
+                ..instill_storage::NewRequest::default()
+            }
+        }
+    };
+    row.run_id = run_id;
+    let ok = row.status == "done";
+    let mut w = db.writer().await?;
+    w.store_requests(&[row]).await?;
+    w.commit().await?;
+    Ok(i64::from(ok))
+}

@@ -1,0 +1,201 @@
+//! Many generate workers on one run (Postgres): request claims with leases (`FOR UPDATE SKIP
+//! LOCKED`), the acceptor's advisory lock, and the worker registry `instill stats` shows.
+
+use sqlx::{Connection, Row};
+
+use crate::db::{Db, Pool, on_pool};
+use crate::error::StorageError;
+
+/// The advisory lock held by a run's acceptor: a connection of its own, outside the pool. It is
+/// released when this value drops (the connection closes) or when the process dies.
+#[derive(Debug)]
+pub struct AcceptorLock {
+    _conn: sqlx::PgConnection,
+}
+
+/// One worker of a run, as `instill stats` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerRow {
+    /// The run's name.
+    pub run: String,
+    /// `host-pid`.
+    pub worker: String,
+    /// Whether it holds the acceptor lock.
+    pub acceptor: bool,
+    /// Start, Unix ms.
+    pub started_at: i64,
+    /// Last heartbeat, Unix ms.
+    pub heartbeat_at: i64,
+    /// Requests it sent.
+    pub sent: i64,
+    /// Replies it stored.
+    pub stored: i64,
+    /// Requests it holds a live lease on now.
+    pub leases: i64,
+}
+
+/// Key of a run's advisory lock (a namespace in the high bits, the run id in the low ones).
+fn lock_key(run_id: i64) -> i64 {
+    0x01e5_7111_i64 << 32 | (run_id & 0xffff_ffff)
+}
+
+impl Db {
+    /// Claims up to `n` requests of the run for `worker` until `lease_until` (Unix ms): first
+    /// those whose lease expired or that failed, then new indices, all below `below`. Returns the
+    /// claimed indices. Postgres only.
+    pub async fn claim_requests(
+        &self,
+        run_id: i64,
+        worker: &str,
+        n: i64,
+        lease_until: i64,
+        below: i64,
+        now: i64,
+    ) -> Result<Vec<i64>, StorageError> {
+        let Pool::Postgres(p) = &self.pool else {
+            return Err(StorageError::Unsupported(
+                "request claims need Postgres".into(),
+            ));
+        };
+        if n <= 0 {
+            return Ok(Vec::new());
+        }
+        let reclaim = "UPDATE requests SET worker = $2, lease_until = $3, status = 'claimed'
+WHERE id IN (SELECT id FROM requests WHERE run_id = $1 AND idx < $5
+  AND ((status = 'claimed' AND lease_until < $6) OR status = 'failed')
+  ORDER BY idx LIMIT $4 FOR UPDATE SKIP LOCKED)
+RETURNING idx";
+        let mut got: Vec<i64> = sqlx::query_scalar(reclaim)
+            .bind(run_id)
+            .bind(worker)
+            .bind(lease_until)
+            .bind(n)
+            .bind(below)
+            .bind(now)
+            .fetch_all(p)
+            .await?;
+        // New indices after the largest one the run has; a race with another worker loses rows
+        // to ON CONFLICT, and the caller simply claims again.
+        let fresh = "INSERT INTO requests (run_id, idx, payload_hash, prompt, status, worker, lease_until, created_at)
+SELECT $1, g, '', '', 'claimed', $2, $3, $6
+FROM generate_series((SELECT COALESCE(MAX(idx) + 1, 0) FROM requests WHERE run_id = $1),
+                     (SELECT COALESCE(MAX(idx) + 1, 0) FROM requests WHERE run_id = $1) + $4 - 1) AS g
+WHERE g < $5
+ON CONFLICT (run_id, idx) DO NOTHING
+RETURNING idx";
+        let left = n - got.len() as i64;
+        if left > 0 {
+            let more: Vec<i64> = sqlx::query_scalar(fresh)
+                .bind(run_id)
+                .bind(worker)
+                .bind(lease_until)
+                .bind(left)
+                .bind(below)
+                .bind(now)
+                .fetch_all(p)
+                .await?;
+            got.extend(more);
+        }
+        got.sort_unstable();
+        Ok(got)
+    }
+
+    /// Extends `worker`'s live claims on the run to `lease_until`.
+    pub async fn extend_leases(
+        &self,
+        run_id: i64,
+        worker: &str,
+        lease_until: i64,
+    ) -> Result<(), StorageError> {
+        let sql = "UPDATE requests SET lease_until = $3 WHERE run_id = $1 AND worker = $2 AND status = 'claimed'";
+        on_pool!(&self.pool, p => {
+            sqlx::query(sql).bind(run_id).bind(worker).bind(lease_until).execute(p).await?;
+        });
+        Ok(())
+    }
+
+    /// Gives up `worker`'s claims that got no reply (it stops): others may take them at once.
+    pub async fn release_claims(&self, run_id: i64, worker: &str) -> Result<(), StorageError> {
+        let sql = "DELETE FROM requests WHERE run_id = $1 AND worker = $2 AND status = 'claimed'";
+        on_pool!(&self.pool, p => {
+            sqlx::query(sql).bind(run_id).bind(worker).execute(p).await?;
+        });
+        Ok(())
+    }
+
+    /// Takes the run's acceptor lock if no other worker holds it. Postgres only.
+    pub async fn try_acceptor_lock(
+        &self,
+        run_id: i64,
+    ) -> Result<Option<AcceptorLock>, StorageError> {
+        let Pool::Postgres(p) = &self.pool else {
+            return Err(StorageError::Unsupported(
+                "the acceptor lock needs Postgres".into(),
+            ));
+        };
+        let mut conn = p.acquire().await?.detach();
+        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(lock_key(run_id))
+            .fetch_one(&mut conn)
+            .await?;
+        if got {
+            Ok(Some(AcceptorLock { _conn: conn }))
+        } else {
+            let _ = conn.close().await;
+            Ok(None)
+        }
+    }
+
+    /// Records (or refreshes) `worker` in the run's registry.
+    pub async fn worker_heartbeat(
+        &self,
+        run_id: i64,
+        worker: &str,
+        acceptor: bool,
+        sent: i64,
+        stored: i64,
+        now: i64,
+    ) -> Result<(), StorageError> {
+        let sql = "INSERT INTO run_workers (run_id, worker, acceptor, started_at, heartbeat_at, sent, stored)
+VALUES ($1, $2, $3, $4, $4, $5, $6)
+ON CONFLICT (run_id, worker) DO UPDATE SET acceptor = excluded.acceptor,
+heartbeat_at = excluded.heartbeat_at, sent = excluded.sent, stored = excluded.stored";
+        on_pool!(&self.pool, p => {
+            sqlx::query(sql).bind(run_id).bind(worker).bind(acceptor).bind(now).bind(sent).bind(stored).execute(p).await?;
+        });
+        Ok(())
+    }
+
+    /// Accepted records of a run (every worker watches it to stop at the target).
+    pub async fn run_accepted(&self, run_id: i64) -> Result<i64, StorageError> {
+        let sql = "SELECT COUNT(*) FROM records WHERE run_id = $1 AND status = 'accepted'";
+        let n: i64 =
+            on_pool!(&self.pool, p => sqlx::query_scalar(sql).bind(run_id).fetch_one(p).await?);
+        Ok(n)
+    }
+
+    /// Workers whose heartbeat is newer than `since` (Unix ms), with their live leases.
+    pub async fn live_workers(&self, since: i64, now: i64) -> Result<Vec<WorkerRow>, StorageError> {
+        let sql = "SELECT r.name AS run, w.worker, w.acceptor, w.started_at, w.heartbeat_at, w.sent, w.stored,
+(SELECT COUNT(*) FROM requests q WHERE q.run_id = w.run_id AND q.worker = w.worker AND q.status = 'claimed' AND q.lease_until >= $2) AS leases
+FROM run_workers w JOIN runs r ON r.id = w.run_id WHERE w.heartbeat_at >= $1 ORDER BY r.name, w.worker";
+        on_pool!(&self.pool, p => {
+            let rows = sqlx::query(sql).bind(since).bind(now).fetch_all(p).await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(WorkerRow {
+                        run: r.try_get("run")?,
+                        worker: r.try_get("worker")?,
+                        acceptor: r.try_get("acceptor")?,
+                        started_at: r.try_get("started_at")?,
+                        heartbeat_at: r.try_get("heartbeat_at")?,
+                        sent: r.try_get("sent")?,
+                        stored: r.try_get("stored")?,
+                        leases: r.try_get("leases")?,
+                    })
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()
+                .map_err(StorageError::from)
+        })
+    }
+}
