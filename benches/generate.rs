@@ -7,6 +7,10 @@
 //! cargo bench --bench generate -- throughput [--url http://127.0.0.1:18080/v1] [--n 50000]
 //!     requests/s end to end into SQLite against ../shared/bench/gen's nginx (fixed reply) at
 //!     concurrency 16, 64, 256 (start nginx first: see ../shared/bench/README.md)
+//! cargo bench --bench generate -- workers [--target 40000] [--runs 3]
+//!     1, 2 and 4 worker processes on one Postgres run (INSTILL_TEST_PG_URL) against the
+//!     in-process fake server with 200 ms latency, concurrency 64 each: requests/s and the ratio
+//!     to one worker (medians of --runs)
 //! cargo bench --bench generate -- latency [--url http://127.0.0.1:18081/v1] [--waves 20]
 //!     achieved requests/s against concurrency/latency at 256 and 512 (slow_server.py --delay 1),
 //!     sending whole waves (waves × concurrency requests) so the ideal time is waves × 1 s
@@ -209,6 +213,75 @@ fn throughput(url: &str, n: u64, concurrencies: &[u64], waves: Option<u64>) {
     }
 }
 
+/// Requests/s of 1, 2 and 4 workers sharing one Postgres run.
+fn workers(target: u64, runs: usize) {
+    let server = FakeServer::start(FakeConfig {
+        latency: Duration::from_millis(200),
+        ..FakeConfig::default()
+    });
+    let mut base = 0.0;
+    println!("workers: target {target} accepted, 200 ms latency, concurrency 64 per worker");
+    for n in [1usize, 2, 4] {
+        let mut rates = Vec::new();
+        for _ in 0..runs {
+            let db = instill_storage::testing::TempDb::postgres();
+            let _ = instill(&db.url, &["seeds", "import", "--builtin", "en"]).status();
+            let started = Instant::now();
+            let children: Vec<_> = (0..n)
+                .map(|_| {
+                    instill(
+                        &db.url,
+                        &[
+                            "generate",
+                            "--base-url",
+                            &server.base_url,
+                            "--model",
+                            "fake",
+                            "--lang",
+                            "en",
+                            "--target",
+                            &target.to_string(),
+                            "--concurrency",
+                            "64",
+                            "--run",
+                            "bench",
+                        ],
+                    )
+                    .stdout(Stdio::null())
+                    .spawn()
+                    .expect("instill")
+                })
+                .collect();
+            for mut c in children {
+                let _ = c.wait();
+            }
+            let wall = started.elapsed().as_secs_f64();
+            let out = instill(&db.url, &["stats", "--json"])
+                .output()
+                .expect("stats");
+            let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            let requests = stats["requests"].as_f64().unwrap_or(0.0);
+            assert_eq!(
+                stats["records"]["accepted"].as_u64(),
+                Some(target),
+                "{stats}"
+            );
+            rates.push(requests / wall);
+        }
+        rates.sort_by(f64::total_cmp);
+        let median = rates[rates.len() / 2];
+        if n == 1 {
+            base = median;
+        }
+        let shown: Vec<String> = rates.iter().map(|r| format!("{r:.0}")).collect();
+        println!(
+            "  {n} worker(s): {median:>7.0} requests/s (runs {}), {:.2}x one worker",
+            shown.join(" "),
+            median / base
+        );
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let opt = |name: &str| {
@@ -220,7 +293,7 @@ fn main() {
     let what = args
         .iter()
         .skip(1)
-        .find(|a| ["scale", "throughput", "latency", "fake"].contains(&a.as_str()))
+        .find(|a| ["scale", "throughput", "latency", "fake", "workers"].contains(&a.as_str()))
         .cloned();
     match what.as_deref() {
         Some("scale") => scale(
@@ -257,8 +330,14 @@ fn main() {
                 None,
             );
         }
+        Some("workers") => workers(
+            opt("--target")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(40_000),
+            opt("--runs").and_then(|v| v.parse().ok()).unwrap_or(3),
+        ),
         _ => eprintln!(
-            "usage: cargo bench --bench generate -- scale|throughput|latency|fake [options]"
+            "usage: cargo bench --bench generate -- scale|throughput|latency|fake|workers [options]"
         ),
     }
 }

@@ -136,35 +136,62 @@ pub async fn run_worker(
     let mut ending: Option<Ending> = None;
     tokio::pin!(shutdown);
 
+    let mut last_tick = Instant::now() - Duration::from_secs(1);
+    let mut position = 0i64;
+    let mut ticks = 0u64;
+    let tick_every = Duration::from_millis(100);
     while ending.is_none() {
-        // The acceptor lock: whoever holds it judges; the others keep trying (a dead acceptor's
-        // connection closes and frees it).
-        if accepting.is_none() && last_lock_try.elapsed() >= Duration::from_millis(250) {
-            last_lock_try = Instant::now();
-            if let Some(lock) = db.try_acceptor_lock(run_id).await? {
-                accepting = Some(become_acceptor(db, run_id, &cfg, lock).await?);
-            }
-        }
-        let accepted = match accepting.as_mut() {
-            Some(a) => {
-                if accept_stored(db, run_id, &cfg, a).await? {
-                    ending = Some(Ending::Target);
+        // Bookkeeping at most every 100 ms, whatever the reply rate: the lock, acceptance, the
+        // target, how far acceptance got, heartbeats.
+        let tick = last_tick.elapsed() >= tick_every;
+        if tick {
+            last_tick = Instant::now();
+            // The acceptor lock: whoever holds it judges; the others keep trying (a dead
+            // acceptor's connection closes and frees it).
+            if accepting.is_none() && last_lock_try.elapsed() >= Duration::from_millis(250) {
+                last_lock_try = Instant::now();
+                if let Some(lock) = db.try_acceptor_lock(run_id).await? {
+                    accepting = Some(become_acceptor(db, run_id, &cfg, lock).await?);
                 }
-                a.progress.accepted
             }
-            None => db.run_accepted(run_id).await? as u64,
-        };
-        progress.accepted = accepted;
-        if accepted >= cfg.target {
-            ending = Some(Ending::Target);
-            break;
+            ticks += 1;
+            let reached = match accepting.as_mut() {
+                Some(a) => {
+                    accept_stored(db, run_id, &cfg, a).await?;
+                    progress.accepted = a.progress.accepted;
+                    progress.accepted >= cfg.target
+                }
+                // Not accepting: the acceptor marks the run done at the target (a key lookup);
+                // the count, a scan, is refreshed for the progress bar once a second.
+                None => {
+                    if ticks % 10 == 1 {
+                        progress.accepted = db.run_accepted(run_id).await? as u64;
+                    }
+                    db.find_run(&cfg.name)
+                        .await?
+                        .is_some_and(|r| r.status == "done")
+                }
+            };
+            if reached {
+                ending = Some(Ending::Target);
+                break;
+            }
+            position = db.run_position(run_id).await?.map_or(0, |p| p.0);
+            if last_beat.elapsed() >= Duration::from_millis((lease_ms / 3) as u64) {
+                last_beat = Instant::now();
+                db.extend_leases(run_id, &me, now_ms() + lease_ms).await?;
+                db.worker_heartbeat(run_id, &me, accepting.is_some(), sent, stored, now_ms())
+                    .await?;
+            }
+            on_progress(&progress);
         }
-        // Claim and send, up to the concurrency, not too far ahead of acceptance.
-        let position = db.run_position(run_id).await?.map_or(0, |p| p.0);
+        // Claim and send, up to the concurrency, not too far ahead of acceptance; in batches
+        // (a quarter of the concurrency) between ticks.
         let budget = cfg.max_requests.map(|m| m as i64);
         let total = progress.requests_ok as i64 + progress.requests_failed as i64;
         let room = (concurrency - in_flight) as i64;
-        if room > 0 && budget.is_none_or(|b| total + (in_flight as i64) < b) {
+        let worth = tick || room >= (concurrency as i64 / 4).max(1);
+        if room > 0 && worth && budget.is_none_or(|b| total + (in_flight as i64) < b) {
             let n = match budget {
                 Some(b) => room.min(b - total - in_flight as i64),
                 None => room,
@@ -196,43 +223,40 @@ pub async fn run_worker(
                 progress.sent_now += 1;
             }
         }
-        if in_flight == 0
+        if tick
+            && in_flight == 0
             && budget.is_some_and(|b| total >= b)
             && accepting.as_ref().is_none_or(|a| a.next_idx >= position)
         {
             ending = Some(Ending::MaxRequests);
             break;
         }
-        if last_beat.elapsed() >= Duration::from_millis((lease_ms / 3) as u64) {
-            last_beat = Instant::now();
-            db.extend_leases(run_id, &me, now_ms() + lease_ms).await?;
-            db.worker_heartbeat(run_id, &me, accepting.is_some(), sent, stored, now_ms())
-                .await?;
-        }
-        on_progress(&progress);
+        let until_tick = tick_every.saturating_sub(last_tick.elapsed());
         tokio::select! {
             biased;
             () = &mut shutdown => ending = Some(Ending::Interrupted),
             f = rx.recv() => {
                 let Some(f) = f else { continue };
-                in_flight -= 1;
-                stored += store_reply(db, run_id, &cfg, f, &mut progress, &mut fatal).await?;
+                // Store whatever has arrived, in one transaction.
+                let mut arrived = vec![f];
+                while let Ok(f) = rx.try_recv() {
+                    arrived.push(f);
+                }
+                in_flight -= arrived.len();
+                stored += store_replies(db, run_id, &cfg, arrived, &mut progress, &mut fatal).await?;
                 if fatal.is_some() {
                     ending = Some(Ending::Interrupted);
                 }
-                // Store whatever else has arrived, in one go.
-                while let Ok(f) = rx.try_recv() {
-                    in_flight -= 1;
-                    stored += store_reply(db, run_id, &cfg, f, &mut progress, &mut fatal).await?;
-                }
             }
-            () = tokio::time::sleep(Duration::from_millis(100)) => {}
+            () = tokio::time::sleep(until_tick) => {}
         }
     }
     tasks.abort_all();
+    let mut arrived = Vec::new();
     while let Ok(f) = rx.try_recv() {
-        stored += store_reply(db, run_id, &cfg, f, &mut progress, &mut fatal).await?;
+        arrived.push(f);
     }
+    stored += store_replies(db, run_id, &cfg, arrived, &mut progress, &mut fatal).await?;
     if let Some(a) = accepting.as_mut() {
         accept_stored(db, run_id, &cfg, a).await?;
         progress.accepted = a.progress.accepted;
@@ -260,26 +284,49 @@ pub async fn run_worker(
     })
 }
 
-/// Stores one reply (or a failure, which frees the request for a later claim); returns 1 when a
-/// reply was stored.
-async fn store_reply(
+/// Stores replies (and failures, which free their requests for a later claim) in one
+/// transaction; returns how many replies were stored.
+async fn store_replies(
     db: &Db,
     run_id: i64,
     cfg: &RunConfig,
-    f: Finished,
+    arrived: Vec<Finished>,
     progress: &mut Progress,
     fatal: &mut Option<BackendError>,
 ) -> Result<i64, GenerateError> {
+    if arrived.is_empty() {
+        return Ok(0);
+    }
+    let mut rows = Vec::with_capacity(arrived.len());
+    for f in &arrived {
+        let mut row = reply_row(cfg, f, progress, fatal);
+        row.run_id = run_id;
+        rows.push(row);
+    }
+    let ok = rows.iter().filter(|r| r.status == "done").count() as i64;
+    let mut w = db.writer().await?;
+    w.store_requests(&rows).await?;
+    w.commit().await?;
+    Ok(ok)
+}
+
+/// The row of one finished request, counted into `progress`.
+fn reply_row(
+    cfg: &RunConfig,
+    f: &Finished,
+    progress: &mut Progress,
+    fatal: &mut Option<BackendError>,
+) -> instill_storage::NewRequest {
     for kind in &f.failures {
         *progress.errors.entry((*kind).to_string()).or_default() += 1;
     }
     progress.retries += u64::from(f.attempts.saturating_sub(1));
-    let mut row = match &f.outcome {
+    match &f.outcome {
         Ok(c) => {
             progress.requests_ok += 1;
             progress.prompt_tokens += c.prompt_tokens.unwrap_or(0);
             progress.completion_tokens += c.completion_tokens.unwrap_or(0);
-            request_row(cfg, &f, c)
+            request_row(cfg, f, c)
         }
         Err(e) => {
             if !e.retryable() {
@@ -301,11 +348,5 @@ async fn store_reply(
                 ..instill_storage::NewRequest::default()
             }
         }
-    };
-    row.run_id = run_id;
-    let ok = row.status == "done";
-    let mut w = db.writer().await?;
-    w.store_requests(&[row]).await?;
-    w.commit().await?;
-    Ok(i64::from(ok))
+    }
 }
