@@ -280,17 +280,15 @@ pub async fn run(
             } else {
                 break;
             };
-            let examples = examples_for(&cfg, idx, &generated_examples);
-            let prompt = cfg
-                .template
-                .render(&examples)
-                .map_err(|e| GenerateError::Config(e.to_string()))?;
-            let (tx, backend, limiter, cfg2) =
-                (tx.clone(), backend.clone(), limiter.clone(), cfg.clone());
-            tasks.spawn(async move {
-                let f = send(&backend, &limiter, &cfg2, idx, prompt).await;
-                let _ = tx.send(f).await;
-            });
+            dispatch(
+                &mut tasks,
+                &tx,
+                &backend,
+                &limiter,
+                &cfg,
+                idx,
+                &generated_examples,
+            )?;
             in_flight += 1;
             progress.sent_now += 1;
         }
@@ -527,6 +525,29 @@ fn to_example(r: &Record) -> Example {
     }
 }
 
+/// Renders request `idx`'s prompt and sends it on a task of `tasks`; the outcome comes on `tx`.
+pub(crate) fn dispatch(
+    tasks: &mut JoinSet<()>,
+    tx: &mpsc::Sender<Finished>,
+    backend: &Arc<Backend>,
+    limiter: &Arc<RateLimiter>,
+    cfg: &Arc<RunConfig>,
+    idx: i64,
+    generated: &[Record],
+) -> Result<(), GenerateError> {
+    let examples = examples_for(cfg, idx, generated);
+    let prompt = cfg
+        .template
+        .render(&examples)
+        .map_err(|e| GenerateError::Config(e.to_string()))?;
+    let (tx, backend, limiter, cfg) = (tx.clone(), backend.clone(), limiter.clone(), cfg.clone());
+    tasks.spawn(async move {
+        let f = send(&backend, &limiter, &cfg, idx, prompt).await;
+        let _ = tx.send(f).await;
+    });
+    Ok(())
+}
+
 /// Sends request `idx` with retries; never fails: the outcome carries the last error.
 pub(crate) async fn send(
     backend: &Backend,
@@ -621,20 +642,7 @@ pub(crate) fn accept_one(
             *progress.errors.entry(e.kind().to_string()).or_default() += 1;
             progress.requests_failed += 1;
             progress.retries += u64::from(f.attempts.saturating_sub(1));
-            batch.requests.push(NewRequest {
-                run_id: 0,
-                idx: f.idx,
-                payload_hash: f.payload_hash.clone(),
-                prompt: f.prompt.clone(),
-                params_json: params_json(cfg),
-                status: "failed".into(),
-                error: Some(e.to_string()),
-                attempts: i64::from(f.attempts),
-                worker: Some(cfg.worker.clone()),
-                created_at: f.created_at,
-                finished_at: now_ms(),
-                ..NewRequest::default()
-            });
+            batch.requests.push(failed_row(cfg, &f, e));
             return Ok(false);
         }
     };
@@ -720,6 +728,24 @@ pub(crate) fn params_json(cfg: &RunConfig) -> String {
         "n": cfg.request.n,
     })
     .to_string()
+}
+
+/// The row of a request that failed for good (a later claim or invocation sends it again).
+pub(crate) fn failed_row(cfg: &RunConfig, f: &Finished, e: &BackendError) -> NewRequest {
+    NewRequest {
+        run_id: 0,
+        idx: f.idx,
+        payload_hash: f.payload_hash.clone(),
+        prompt: f.prompt.clone(),
+        params_json: params_json(cfg),
+        status: "failed".into(),
+        error: Some(e.to_string()),
+        attempts: i64::from(f.attempts),
+        worker: Some(cfg.worker.clone()),
+        created_at: f.created_at,
+        finished_at: now_ms(),
+        ..NewRequest::default()
+    }
 }
 
 pub(crate) fn request_row(cfg: &RunConfig, f: &Finished, c: &Completion) -> NewRequest {

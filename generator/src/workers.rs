@@ -18,7 +18,7 @@ use crate::backend::{Backend, BackendError};
 use crate::limiter::RateLimiter;
 use crate::run::{
     Batch, Ending, Finished, GenerateError, Progress, Restored, RunConfig, RunReport, accept_one,
-    examples_for, flush, from_stored, open_run, params_json, request_row, restore, send,
+    dispatch, failed_row, flush, from_stored, open_run, request_row, restore,
 };
 
 /// The acceptor's state while this worker holds the lock.
@@ -207,17 +207,7 @@ pub async fn run_worker(
                 )
                 .await?;
             for idx in claimed {
-                let examples = examples_for(&cfg, idx, &[]);
-                let prompt = cfg
-                    .template
-                    .render(&examples)
-                    .map_err(|e| GenerateError::Config(e.to_string()))?;
-                let (tx, backend, limiter, cfg2) =
-                    (tx.clone(), backend.clone(), limiter.clone(), cfg.clone());
-                tasks.spawn(async move {
-                    let f = send(&backend, &limiter, &cfg2, idx, prompt).await;
-                    let _ = tx.send(f).await;
-                });
+                dispatch(&mut tasks, &tx, &backend, &limiter, &cfg, idx, &[])?;
                 in_flight += 1;
                 sent += 1;
                 progress.sent_now += 1;
@@ -334,19 +324,7 @@ fn reply_row(
             }
             *progress.errors.entry(e.kind().to_string()).or_default() += 1;
             progress.requests_failed += 1;
-            instill_storage::NewRequest {
-                idx: f.idx,
-                payload_hash: f.payload_hash.clone(),
-                prompt: f.prompt.clone(),
-                params_json: params_json(cfg),
-                status: "failed".into(),
-                error: Some(e.to_string()),
-                attempts: i64::from(f.attempts),
-                worker: Some(cfg.worker.clone()),
-                created_at: f.created_at,
-                finished_at: now_ms(),
-                ..instill_storage::NewRequest::default()
-            }
+            failed_row(cfg, f, e)
         }
     }
 }
