@@ -21,6 +21,8 @@ struct StatsOut {
     lengths: BTreeMap<&'static str, Lengths>,
     requests: i64,
     tokens: Tokens,
+    /// Generate workers seen in the last minute (Postgres runs).
+    workers: Vec<WorkerOut>,
 }
 
 #[derive(Debug, Serialize)]
@@ -83,6 +85,7 @@ fn to_out(s: &Stats) -> StatsOut {
             prompt: s.prompt_tokens,
             completion: s.completion_tokens,
         },
+        workers: Vec::new(),
     }
 }
 
@@ -132,11 +135,11 @@ pub async fn run(global: &GlobalArgs) -> anyhow::Result<Outcome> {
     let stats = db.stats().await?;
     let workers = workers(&db).await?;
     db.close().await;
-    let out = to_out(&stats);
+    let mut out = to_out(&stats);
+    out.workers = workers;
+    let workers = &out.workers;
     if global.json {
-        let mut v = serde_json::to_value(&out)?;
-        v["workers"] = serde_json::to_value(&workers)?;
-        println!("{v}");
+        println!("{}", serde_json::to_string(&out)?);
         return Ok(Outcome::Done);
     }
     let r = &out.records;
@@ -187,7 +190,7 @@ pub async fn run(global: &GlobalArgs) -> anyhow::Result<Outcome> {
     }
     if !workers.is_empty() {
         println!("generate workers (last minute):");
-        for w in &workers {
+        for w in workers {
             println!(
                 "  {:<16} {:<28} {:<9} {:>5} leases {:>8} sent {:>8} stored {:>8.1} replies/s  {:.0} s ago",
                 w.run,
