@@ -217,6 +217,11 @@ pub struct TrainArgs {
     /// `cpu`, `cuda` or `cuda:N`.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+
+    /// Type of the frozen base weights and activations with --lora: f32, or bf16 (half the
+    /// memory; adapters, norms, softmax and the loss stay f32). Full fine-tuning is f32.
+    #[arg(long, default_value = "f32", value_parser = ["f32", "bf16"])]
+    pub dtype: String,
 }
 
 #[derive(Debug, Args)]

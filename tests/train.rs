@@ -117,6 +117,46 @@ fn the_tiny_model_trains_fully_and_with_lora_and_the_results_load() {
     .expect_code(0);
     assert!(local::load(&merged, &Device::Cpu, &LoadOptions::default()).is_ok());
 
+    // LoRA over a bf16 base; full fine-tuning in bf16 is refused with the reason.
+    let bf16 = env.path("bf16");
+    env.run([
+        "train",
+        "--model",
+        tiny.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        bf16.to_str().unwrap(),
+        "--lora",
+        "--dtype",
+        "bf16",
+        "--max-steps",
+        "3",
+        "--max-len",
+        "96",
+    ])
+    .expect_code(0);
+    assert!(bf16.join("adapter_model.safetensors").is_file());
+    let run = env.run([
+        "train",
+        "--model",
+        tiny.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        env.path("bf16-full").to_str().unwrap(),
+        "--dtype",
+        "bf16",
+        "--max-steps",
+        "3",
+    ]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("full fine-tuning keeps f32"),
+        "{}",
+        run.stderr
+    );
+
     // An adapter whose saved embedding has another vocabulary: refused, both sizes named.
     let mut tensors: HashMap<String, Tensor> =
         candle_core::safetensors::load(adapter.join("adapter_model.safetensors"), &Device::Cpu)

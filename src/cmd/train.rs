@@ -223,11 +223,17 @@ pub async fn train(global: &GlobalArgs, args: &TrainArgs) -> anyhow::Result<Outc
         target_modules: args.target_modules.clone(),
         modules_to_save: args.modules_to_save.clone(),
     });
-    let model = Model::new(
+    let dtype = if args.dtype == "bf16" {
+        candle_core::DType::BF16
+    } else {
+        candle_core::DType::F32
+    };
+    let model = Model::with_dtype(
         base.config.clone(),
         &base.weights,
         lora.as_ref(),
         args.seed,
+        dtype,
         &dev,
     )?;
     let cfg = TrainConfig {

@@ -62,11 +62,13 @@ impl Lora {
 
     /// `scale · dropout(x) Aᵀ Bᵀ`; dropout only with a seed (training), its mask drawn from it.
     pub fn forward(&self, x: &Tensor, dropout_seed: Option<u64>) -> Result<Tensor, TrainError> {
-        let x = match dropout_seed {
+        // Adapters compute in f32 whatever the base's type.
+        let input = x.to_dtype(DType::F32)?;
+        let input = match dropout_seed {
             Some(seed) if self.dropout > 0.0 => {
                 let mut rng = SplitMix::new(seed);
                 let keep = 1.0 - self.dropout;
-                let mask: Vec<f32> = (0..x.elem_count())
+                let mask: Vec<f32> = (0..input.elem_count())
                     .map(|_| {
                         if rng.unit() < keep {
                             (1.0 / keep) as f32
@@ -75,14 +77,14 @@ impl Lora {
                         }
                     })
                     .collect();
-                (x * Tensor::from_vec(mask, x.shape(), x.device())?)?
+                (input.clone() * Tensor::from_vec(mask, input.shape(), input.device())?)?
             }
-            _ => x.clone(),
+            _ => input,
         };
-        let y = x
+        let y = input
             .broadcast_matmul(&self.a.as_tensor().t()?)?
             .broadcast_matmul(&self.b.as_tensor().t()?)?;
-        Ok((y * self.scale)?)
+        Ok((y * self.scale)?.to_dtype(x.dtype())?)
     }
 
     /// `scale · B A`, the update merged into the base weight.

@@ -97,9 +97,13 @@ pub struct Linear {
 
 impl Linear {
     fn forward(&self, x: &Tensor, dropout_seed: Option<u64>) -> Result<Tensor, TrainError> {
-        let mut y = x.broadcast_matmul(&self.weight.t()?)?;
+        // A trained f32 weight (modules_to_save) may meet bf16 activations: compute in its type.
+        let mut y = x
+            .to_dtype(self.weight.dtype())?
+            .broadcast_matmul(&self.weight.t()?)?
+            .to_dtype(x.dtype())?;
         if let Some(b) = &self.bias {
-            y = y.broadcast_add(b)?;
+            y = y.broadcast_add(&b.to_dtype(y.dtype())?)?;
         }
         if let Some(lora) = &self.lora {
             y = (y + lora.forward(x, dropout_seed)?)?;
@@ -132,6 +136,7 @@ pub struct Model {
     lm_head: Linear,
     cos: Tensor,
     sin: Tensor,
+    dtype: DType,
     /// What training updates, by the name it is saved under (Hugging Face names for full
     /// fine-tuning, PEFT names for LoRA).
     pub trainable: Vec<(String, Var)>,
@@ -157,8 +162,9 @@ fn module_path(module: &str) -> &'static str {
 }
 
 impl Model {
-    /// Builds the model from Hugging Face-named weights. `lora: None` trains every weight;
-    /// `Some` freezes them and adds adapters (initialised from `seed`) to its target modules.
+    /// Builds the model from Hugging Face-named weights in f32. `lora: None` trains every
+    /// weight; `Some` freezes them and adds adapters (initialised from `seed`) to its target
+    /// modules.
     pub fn new(
         config: Config,
         weights: &HashMap<String, Tensor>,
@@ -166,6 +172,25 @@ impl Model {
         seed: u64,
         device: &Device,
     ) -> Result<Model, TrainError> {
+        Model::with_dtype(config, weights, lora, seed, DType::F32, device)
+    }
+
+    /// As [`Model::new`], with the frozen base weights and the activations in `dtype` (bf16
+    /// halves the memory of a LoRA run). What trains — adapters, modules_to_save, or every weight
+    /// of a full fine-tune — stays f32, and so do norms, softmax and the loss.
+    pub fn with_dtype(
+        config: Config,
+        weights: &HashMap<String, Tensor>,
+        lora: Option<&LoraConfig>,
+        seed: u64,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Model, TrainError> {
+        if lora.is_none() && dtype != DType::F32 {
+            return Err(TrainError::Config(
+                "full fine-tuning keeps f32 weights (the optimizer's updates vanish in bf16): use --lora with --dtype bf16, or --dtype f32".into(),
+            ));
+        }
         let mut trainable = Vec::new();
         let mut take = |name: &str| -> Result<Tensor, TrainError> {
             let t = weights
@@ -173,7 +198,7 @@ impl Model {
                 .ok_or_else(|| {
                     TrainError::Config(format!("tensor {name} is missing from the model"))
                 })?
-                .to_dtype(DType::F32)?;
+                .to_dtype(dtype)?;
             if lora.is_none() {
                 let var = Var::from_tensor(&t)?;
                 let tensor = var.as_tensor().clone();
@@ -312,8 +337,9 @@ impl Model {
         }
         let angles = Tensor::from_vec(angles, (positions, half), device)?;
         Ok(Model {
-            cos: angles.cos()?,
-            sin: angles.sin()?,
+            cos: angles.cos()?.to_dtype(dtype)?,
+            sin: angles.sin()?.to_dtype(dtype)?,
+            dtype,
             config,
             embed,
             layers,
@@ -343,7 +369,7 @@ impl Model {
         let seed =
             |layer: usize, module: u64| dropout_seed.map(|s| s ^ ((layer as u64) << 8 | module));
         for (li, l) in self.layers.iter().enumerate() {
-            let h = candle_nn::ops::rms_norm_slow(&x, &l.attn_norm, eps)?;
+            let h = norm(&x, &l.attn_norm, eps)?;
             let heads = |y: Tensor, n: usize| -> Result<Tensor, TrainError> {
                 Ok(y.reshape((b, t, n, c.head_dim))?
                     .transpose(1, 2)?
@@ -357,20 +383,22 @@ impl Model {
             let rep = c.num_heads / c.num_kv_heads;
             let k = repeat_kv(&k, rep)?;
             let v = repeat_kv(&v, rep)?;
-            let att = (q.matmul(&k.t()?)? / (c.head_dim as f64).sqrt())?.broadcast_add(&mask)?;
-            let att = candle_nn::ops::softmax(&att, D::Minus1)?;
+            let att = (q.matmul(&k.t()?)? / (c.head_dim as f64).sqrt())?
+                .to_dtype(DType::F32)?
+                .broadcast_add(&mask)?;
+            let att = candle_nn::ops::softmax(&att, D::Minus1)?.to_dtype(self.dtype)?;
             let y = att
                 .matmul(&v)?
                 .transpose(1, 2)?
                 .reshape((b, t, c.num_heads * c.head_dim))?;
             x = (x + l.o.forward(&y, seed(li, 4))?)?;
-            let h = candle_nn::ops::rms_norm_slow(&x, &l.ffn_norm, eps)?;
+            let h = norm(&x, &l.ffn_norm, eps)?;
             let gate = candle_nn::ops::silu(&l.gate.forward(&h, seed(li, 5))?)?;
             let up = l.up.forward(&h, seed(li, 6))?;
             x = (x + l.down.forward(&(gate * up)?, seed(li, 7))?)?;
         }
-        let x = candle_nn::ops::rms_norm_slow(&x, &self.norm, eps)?;
-        self.lm_head.forward(&x, None)
+        let x = norm(&x, &self.norm, eps)?;
+        Ok(self.lm_head.forward(&x, None)?.to_dtype(DType::F32)?)
     }
 
     /// The current value of every weight under its Hugging Face name, adapters merged in
@@ -395,7 +423,9 @@ impl Model {
             {
                 let name = format!("{p}.{}.{module}", module_path(module));
                 let w = match &lin.lora {
-                    Some(lora) if with_adapters => (lin.weight.detach() + lora.delta()?)?,
+                    Some(lora) if with_adapters => {
+                        (lin.weight.detach().to_dtype(DType::F32)? + lora.delta()?)?
+                    }
                     _ => lin.weight.detach(),
                 };
                 out.insert(format!("{name}.weight"), w);
@@ -415,6 +445,16 @@ impl Model {
         }
         Ok(out)
     }
+}
+
+/// RMSNorm computed in f32 whatever the activations' type.
+fn norm(x: &Tensor, weight: &Tensor, eps: f32) -> Result<Tensor, TrainError> {
+    let y = candle_nn::ops::rms_norm_slow(
+        &x.to_dtype(DType::F32)?,
+        &weight.to_dtype(DType::F32)?,
+        eps,
+    )?;
+    Ok(y.to_dtype(x.dtype())?)
 }
 
 fn repeat_kv(x: &Tensor, n: usize) -> Result<Tensor, TrainError> {

@@ -357,3 +357,42 @@ fn modules_to_save_train_in_full_and_merge() {
         .unwrap();
     assert!(max_diff(&a, &b) < 1e-4, "{}", max_diff(&a, &b));
 }
+
+#[test]
+fn lora_on_a_bf16_base_learns_and_leaves_the_base_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, weights) = base();
+    let model = Model::with_dtype(
+        config.clone(),
+        &weights,
+        Some(&lora()),
+        5,
+        DType::BF16,
+        &Device::Cpu,
+    )
+    .unwrap();
+    let summary = train(
+        &model,
+        &examples(),
+        &[],
+        &config_with(dir.path(), 1e-2, 60),
+        &Device::Cpu,
+        |_| {},
+    )
+    .unwrap();
+    let (first, last) = (summary.first_loss.unwrap(), summary.last_loss.unwrap());
+    eprintln!("bf16 base, LoRA: loss {first:.3} → {last:.3}");
+    assert!(last < 0.3 * first, "loss {first} → {last}");
+    for (name, t) in model.base_weights().unwrap() {
+        assert_eq!(t.dtype(), DType::BF16, "{name}");
+        let original = weights[&name]
+            .to_dtype(DType::BF16)
+            .unwrap()
+            .to_dtype(DType::F32)
+            .unwrap();
+        let now = t.to_dtype(DType::F32).unwrap();
+        assert!(max_diff(&original, &now) == 0.0, "{name} changed");
+    }
+    // Full fine-tuning keeps f32 weights.
+    assert!(Model::with_dtype(config, &weights, None, 0, DType::BF16, &Device::Cpu).is_err());
+}
