@@ -78,6 +78,17 @@ fn lora() -> LoraConfig {
     }
 }
 
+/// A recorded logits row (a JSON array of numbers) as a tensor.
+fn logits_of(v: &serde_json::Value) -> Tensor {
+    let row: Vec<f32> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect();
+    Tensor::new(row.as_slice(), &Device::Cpu).unwrap()
+}
+
 fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
     (a - b)
         .unwrap()
@@ -131,13 +142,7 @@ fn forward_matches_candle_transformers_and_transformers() {
             "vs candle-transformers: {}",
             max_diff(&ours, &theirs)
         );
-        let hf: Vec<f32> = case["logits"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap() as f32)
-            .collect();
-        let hf = Tensor::new(hf.as_slice(), &Device::Cpu).unwrap();
+        let hf = logits_of(&case["logits"]);
         assert!(
             max_diff(&ours, &hf) < 1e-4,
             "vs transformers: {}",
@@ -301,13 +306,7 @@ fn our_adapter_in_peft_gives_our_logits() {
             .unwrap()
             .i((0, ids.len() - 1))
             .unwrap();
-        let peft: Vec<f32> = case["logits"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap() as f32)
-            .collect();
-        let peft = Tensor::new(peft.as_slice(), &Device::Cpu).unwrap();
+        let peft = logits_of(&case["logits"]);
         assert!(
             max_diff(&ours, &peft) < 1e-4,
             "vs PEFT: {}",
