@@ -1,6 +1,7 @@
-//! Writing a [`Record`] as one JSONL line in an output layout.
-
-use serde::Serialize;
+//! Writing a [`Record`] as one JSONL line in an output layout. The JSON is written by hand
+//! (the layouts are fixed), escaping exactly as serde_json does, which the tests check against
+//! serde_json itself: an export spends a good part of its time escaping text, and a scan of
+//! eight bytes at a time skips Chinese and plain English runs that need no escape.
 
 use super::OutputFormat;
 use crate::record::{Exchange, Record};
@@ -13,31 +14,138 @@ use crate::record::{Exchange, Record};
 /// Alpaca's `system` field, ShareGPT's first `{"from": "system"}` turn, and the first
 /// `{"role": "system"}` message.
 pub fn write_record(record: &Record, format: OutputFormat, out: &mut Vec<u8>) {
-    // Serialising plain strings into a Vec cannot fail.
-    let result = match format {
-        OutputFormat::Alpaca => serde_json::to_writer(&mut *out, &AlpacaOut::from(record)),
-        OutputFormat::ShareGpt => {
-            let user_turn = record.user_turn();
-            let turns = chat_turns(record, &user_turn, ["system", "human", "gpt"])
-                .map(|(from, value)| ShareGptTurn { from, value })
-                .collect();
-            serde_json::to_writer(
-                &mut *out,
-                &ShareGptOut {
-                    conversations: turns,
-                },
-            )
+    match format {
+        OutputFormat::Alpaca => {
+            out.extend_from_slice(b"{\"instruction\":");
+            push_json_str(out, &record.instruction);
+            out.extend_from_slice(b",\"input\":");
+            push_json_str(out, &record.input);
+            out.extend_from_slice(b",\"output\":");
+            push_json_str(out, &record.output);
+            if !record.system.is_empty() {
+                out.extend_from_slice(b",\"system\":");
+                push_json_str(out, &record.system);
+            }
+            if !record.history.is_empty() {
+                out.extend_from_slice(b",\"history\":[");
+                for (i, Exchange(user, assistant)) in record.history.iter().enumerate() {
+                    out.extend_from_slice(if i == 0 { b"[" } else { b",[" });
+                    push_json_str(out, user);
+                    out.push(b',');
+                    push_json_str(out, assistant);
+                    out.push(b']');
+                }
+                out.push(b']');
+            }
+            out.push(b'}');
         }
-        OutputFormat::Messages => {
-            let user_turn = record.user_turn();
-            let messages = chat_turns(record, &user_turn, ["system", "user", "assistant"])
-                .map(|(role, content)| Message { role, content })
-                .collect();
-            serde_json::to_writer(&mut *out, &MessagesOut { messages })
-        }
-    };
-    debug_assert!(result.is_ok());
+        OutputFormat::ShareGpt => write_turns(
+            record,
+            out,
+            b"{\"conversations\":[",
+            ["system", "human", "gpt"],
+            (b"{\"from\":", b",\"value\":"),
+        ),
+        OutputFormat::Messages => write_turns(
+            record,
+            out,
+            b"{\"messages\":[",
+            ["system", "user", "assistant"],
+            (b"{\"role\":", b",\"content\":"),
+        ),
+    }
     out.push(b'\n');
+}
+
+/// A chat layout: `open`, then one `{"<who>":name,"<what>":text}` object per turn, then `]}`.
+fn write_turns(
+    record: &Record,
+    out: &mut Vec<u8>,
+    open: &[u8],
+    names: [&'static str; 3],
+    (who, what): (&[u8], &[u8]),
+) {
+    let user_turn = record.user_turn();
+    out.extend_from_slice(open);
+    for (i, (name, text)) in chat_turns(record, &user_turn, names).enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(who);
+        push_json_str(out, name);
+        out.extend_from_slice(what);
+        push_json_str(out, text);
+        out.push(b'}');
+    }
+    out.extend_from_slice(b"]}");
+}
+
+/// What each byte turns into inside a JSON string, as serde_json writes it: 0 = itself,
+/// `u` = `\u00XX`, anything else = a backslash and that letter.
+static ESCAPE: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        table[b] = b'u';
+        b += 1;
+    }
+    table[0x08] = b'b';
+    table[0x09] = b't';
+    table[0x0a] = b'n';
+    table[0x0c] = b'f';
+    table[0x0d] = b'r';
+    table[b'"' as usize] = b'"';
+    table[b'\\' as usize] = b'\\';
+    table
+};
+
+/// Whether any of the eight bytes of `w` is a control character, `"` or `\` (exact: the
+/// zero-byte tests below have no false negatives, and a false positive only sends the word
+/// down the byte-by-byte path).
+fn needs_escape(w: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let control = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
+    let q = w ^ (ONES * u64::from(b'"'));
+    let quote = q.wrapping_sub(ONES) & !q & HIGH;
+    let b = w ^ (ONES * u64::from(b'\\'));
+    let backslash = b.wrapping_sub(ONES) & !b & HIGH;
+    (control | quote | backslash) != 0
+}
+
+/// Appends `s` as a JSON string literal: quotes, `\"`, `\\`, the short escapes of serde_json
+/// (`\b \t \n \f \r`), `\u00XX` (lowercase) for other control characters, and every other
+/// character as its UTF-8 bytes.
+pub(crate) fn push_json_str(out: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bytes = s.as_bytes();
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    let (mut start, mut i) = (0, 0);
+    while i < bytes.len() {
+        if let Some(word) = bytes[i..].first_chunk::<8>()
+            && !needs_escape(u64::from_le_bytes(*word))
+        {
+            i += 8;
+            continue;
+        }
+        let b = bytes[i];
+        let escape = ESCAPE[usize::from(b)];
+        if escape != 0 {
+            out.extend_from_slice(&bytes[start..i]);
+            if escape == b'u' {
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[usize::from(b >> 4)]);
+                out.push(HEX[usize::from(b & 0xf)]);
+            } else {
+                out.extend_from_slice(&[b'\\', escape]);
+            }
+            start = i + 1;
+        }
+        i += 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
 }
 
 /// The turns of a record in order: system (when set), then each earlier exchange, then the last
@@ -59,56 +167,83 @@ fn chat_turns<'a>(
         .chain([(user, user_turn), (assistant, record.output.as_str())])
 }
 
-#[derive(Serialize)]
-struct AlpacaOut<'a> {
-    instruction: &'a str,
-    input: &'a str,
-    output: &'a str,
-    #[serde(skip_serializing_if = "str::is_empty")]
-    system: &'a str,
-    #[serde(skip_serializing_if = "<[_]>::is_empty")]
-    history: &'a [Exchange],
-}
-
-impl<'a> From<&'a Record> for AlpacaOut<'a> {
-    fn from(r: &'a Record) -> Self {
-        AlpacaOut {
-            instruction: &r.instruction,
-            input: &r.input,
-            output: &r.output,
-            system: &r.system,
-            history: &r.history,
-        }
-    }
-}
-
-#[derive(Serialize)]
-struct ShareGptOut<'a> {
-    conversations: Vec<ShareGptTurn<'a>>,
-}
-
-#[derive(Serialize)]
-struct ShareGptTurn<'a> {
-    from: &'static str,
-    value: &'a str,
-}
-
-#[derive(Serialize)]
-struct MessagesOut<'a> {
-    messages: Vec<Message<'a>>,
-}
-
-#[derive(Serialize)]
-struct Message<'a> {
-    role: &'static str,
-    content: &'a str,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::format::parse_records;
     use expect_test::expect;
+    use serde::Serialize;
+
+    /// The same layouts through serde_json: the oracle the hand-written writer must equal.
+    fn write_with_serde(record: &Record, format: OutputFormat) -> Vec<u8> {
+        let mut out = match format {
+            OutputFormat::Alpaca => serde_json::to_vec(&AlpacaOut::from(record)),
+            OutputFormat::ShareGpt => {
+                let user_turn = record.user_turn();
+                let turns = chat_turns(record, &user_turn, ["system", "human", "gpt"])
+                    .map(|(from, value)| ShareGptTurn { from, value })
+                    .collect();
+                serde_json::to_vec(&ShareGptOut {
+                    conversations: turns,
+                })
+            }
+            OutputFormat::Messages => {
+                let user_turn = record.user_turn();
+                let messages = chat_turns(record, &user_turn, ["system", "user", "assistant"])
+                    .map(|(role, content)| Message { role, content })
+                    .collect();
+                serde_json::to_vec(&MessagesOut { messages })
+            }
+        }
+        .unwrap();
+        out.push(b'\n');
+        out
+    }
+
+    #[derive(Serialize)]
+    struct AlpacaOut<'a> {
+        instruction: &'a str,
+        input: &'a str,
+        output: &'a str,
+        #[serde(skip_serializing_if = "str::is_empty")]
+        system: &'a str,
+        #[serde(skip_serializing_if = "<[_]>::is_empty")]
+        history: &'a [Exchange],
+    }
+
+    impl<'a> From<&'a Record> for AlpacaOut<'a> {
+        fn from(r: &'a Record) -> Self {
+            AlpacaOut {
+                instruction: &r.instruction,
+                input: &r.input,
+                output: &r.output,
+                system: &r.system,
+                history: &r.history,
+            }
+        }
+    }
+
+    #[derive(Serialize)]
+    struct ShareGptOut<'a> {
+        conversations: Vec<ShareGptTurn<'a>>,
+    }
+
+    #[derive(Serialize)]
+    struct ShareGptTurn<'a> {
+        from: &'static str,
+        value: &'a str,
+    }
+
+    #[derive(Serialize)]
+    struct MessagesOut<'a> {
+        messages: Vec<Message<'a>>,
+    }
+
+    #[derive(Serialize)]
+    struct Message<'a> {
+        role: &'static str,
+        content: &'a str,
+    }
 
     fn sample() -> Record {
         Record {
@@ -161,6 +296,88 @@ mod tests {
                 want.input.clear();
             }
             assert_eq!(back, vec![want], "{f}");
+        }
+    }
+
+    /// A small deterministic generator for the comparison below.
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: usize) -> usize {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 % n as u64) as usize
+        }
+
+        /// Text mixing every byte class the escaper treats differently.
+        fn text(&mut self) -> String {
+            const PIECES: &[&str] = &[
+                "a",
+                "plain words ",
+                "中文文本",
+                "“引号”",
+                "\"",
+                "\\",
+                "\n",
+                "\r\n",
+                "\t",
+                "\u{8}",
+                "\u{c}",
+                "\u{0}",
+                "\u{1f}",
+                "\u{7f}",
+                "é",
+                "😀",
+                "</script>",
+                "\u{2028}",
+                "12345678",
+            ];
+            let n = self.below(24);
+            (0..n).map(|_| PIECES[self.below(PIECES.len())]).collect()
+        }
+    }
+
+    #[test]
+    fn writes_exactly_what_serde_json_writes() {
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        for case in 0..3000 {
+            let history = (0..rng.below(3))
+                .map(|_| Exchange(rng.text(), rng.text()))
+                .collect();
+            let record = Record {
+                instruction: rng.text(),
+                input: rng.text(),
+                output: rng.text(),
+                system: if rng.below(2) == 0 {
+                    String::new()
+                } else {
+                    rng.text()
+                },
+                history,
+            };
+            for f in [
+                OutputFormat::Alpaca,
+                OutputFormat::ShareGpt,
+                OutputFormat::Messages,
+            ] {
+                let mut ours = Vec::new();
+                write_record(&record, f, &mut ours);
+                assert_eq!(
+                    String::from_utf8_lossy(&ours),
+                    String::from_utf8_lossy(&write_with_serde(&record, f)),
+                    "case {case}, {f}"
+                );
+            }
+        }
+        // Every single byte value below 0x80, alone and inside a longer run.
+        for b in 0u8..0x80 {
+            let c = char::from(b);
+            for s in [c.to_string(), format!("0123456789{c}abcdefgh")] {
+                let mut ours = Vec::new();
+                push_json_str(&mut ours, &s);
+                assert_eq!(ours, serde_json::to_vec(&s).unwrap(), "byte {b:#x}");
+            }
         }
     }
 }
