@@ -6,7 +6,7 @@ use std::time::Instant;
 use anyhow::Context;
 use futures::StreamExt;
 use instill_core::{OutputFormat, write_record};
-use instill_storage::{Db, StatusFilter, StoredRecord};
+use instill_storage::{Db, ExportRecord, StatusFilter};
 use rayon::prelude::*;
 use serde::Serialize;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
@@ -83,7 +83,7 @@ struct Formatted {
 }
 
 fn format_chunk(
-    chunk: &[StoredRecord],
+    chunk: &[ExportRecord],
     format: OutputFormat,
     split: Option<(u64, f64)>,
 ) -> Formatted {
@@ -137,20 +137,33 @@ pub async fn run(global: &GlobalArgs, args: &ExportArgs) -> anyhow::Result<Outco
         format!("exporting to {}", args.out.display()),
     );
 
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<StoredRecord>>(4);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<ExportRecord>>(4);
     let dir = staging.dir.clone();
     let split = args.val_fraction > 0.0;
     let (fraction, seed) = (args.val_fraction, args.seed);
+    // Three stages run at once: this task reads pages, a formatting thread turns each page into
+    // JSONL on every core, and the shard thread writes (copy into the page cache, SHA-256, zstd)
+    // in order. Writing shard bytes was the longest single stage; overlapping it with
+    // formatting the next page is what keeps both cores busy.
+    let (formatted_tx, formatted_rx) = std::sync::mpsc::sync_channel::<Vec<Formatted>>(2);
+    let split_by = split.then_some((seed, fraction));
+    let formatter = std::thread::spawn(move || {
+        while let Some(page) = rx.blocking_recv() {
+            let formatted: Vec<Formatted> = page
+                .par_chunks(256)
+                .map(|chunk| format_chunk(chunk, format, split_by))
+                .collect();
+            drop(page);
+            if formatted_tx.send(formatted).is_err() {
+                break; // the shard writer failed; its error comes out of join below
+            }
+        }
+    });
     let writer = std::thread::spawn(move || -> anyhow::Result<(Vec<ShardInfo>, u64, u64)> {
         let mut train = ShardWriter::new(&dir, if split { "train" } else { "part" }, config);
         let mut val = ShardWriter::new(&dir, "val", config);
         let (mut train_rows, mut val_rows) = (0u64, 0u64);
-        while let Some(page) = rx.blocking_recv() {
-            // Formatting runs on every core; shard files are written in order after.
-            let formatted: Vec<Formatted> = page
-                .par_chunks(256)
-                .map(|chunk| format_chunk(chunk, format, split.then_some((seed, fraction))))
-                .collect();
+        for formatted in formatted_rx {
             for f in &formatted {
                 let mut start = 0;
                 for (&end, &is_val) in f.ends.iter().zip(&f.val) {
@@ -177,7 +190,7 @@ pub async fn run(global: &GlobalArgs, args: &ExportArgs) -> anyhow::Result<Outco
             .step_by(PAGE as usize)
             .map(|start| (start, (start + PAGE).min(hi)));
         let mut pages = futures::stream::iter(windows)
-            .map(|(a, b)| db.records_between(filter, a, b))
+            .map(|(a, b)| db.export_between(filter, a, b, split))
             .buffered(2);
         while let Some(page) = pages.next().await {
             let page = page?;
@@ -188,6 +201,9 @@ pub async fn run(global: &GlobalArgs, args: &ExportArgs) -> anyhow::Result<Outco
         }
     }
     drop(tx);
+    formatter
+        .join()
+        .map_err(|_| anyhow::anyhow!("the formatting thread panicked"))?;
     let (shards, train_rows, val_rows) = writer
         .join()
         .map_err(|_| anyhow::anyhow!("the shard writer thread panicked"))??;

@@ -5,11 +5,12 @@
 //! - [`Db`]: open from a URL (`sqlite://PATH`, `postgres://…`), migrations run on open.
 //! - [`Writer`]: a write transaction; records go in batches (multi-row INSERT on SQLite, COPY on
 //!   Postgres), imports and seeds through the same transaction, so a command stores all or nothing.
-//! - [`Db::records_page`]: keyset pages in id order, for exports of any size.
+//! - [`Db::records_page`]: keyset pages in id order, for reads of any size;
+//!   [`Db::export_between`]: the lean id-window read of `instill export`.
 //! - [`Db::stats`]: the aggregates of `instill stats`.
 //!
 //! Layout: `db.rs` (URL, pool, dialect dispatch, migrations), `writer.rs` (transactions),
-//! `records.rs` (batched inserts), `read.rs` (pages in id order), `imports.rs`, `seeds.rs`, `runs.rs` (runs and their request cache), `stats.rs`, `report.rs`, `verdicts.rs`, `workers.rs` (claims, leases, the acceptor lock) (one table or concern each), `testing.rs`
+//! `records.rs` (batched inserts), `read.rs` (pages in id order), `export.rs` (the export's read), `imports.rs`, `seeds.rs`, `runs.rs` (runs and their request cache), `stats.rs`, `report.rs`, `verdicts.rs`, `workers.rs` (claims, leases, the acceptor lock) (one table or concern each), `testing.rs`
 //! (throw-away databases, feature `testing`).
 //!
 //! ```no_run
@@ -22,6 +23,7 @@
 
 mod db;
 mod error;
+mod export;
 mod imports;
 mod migrations;
 mod read;
@@ -39,6 +41,7 @@ pub mod testing;
 
 pub use db::{Backend, Db, redact};
 pub use error::StorageError;
+pub use export::ExportRecord;
 pub use imports::{ImportInfo, NewImport};
 pub use read::{StatusFilter, StoredRecord};
 pub use records::NewRecord;
