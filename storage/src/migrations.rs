@@ -29,6 +29,11 @@ pub const SQLITE: &[EmbeddedMigration] = &[
         name: "workers",
         sql: include_str!("../../migrations/sqlite/0003_workers.sql"),
     },
+    EmbeddedMigration {
+        version: 4,
+        name: "records_checks",
+        sql: include_str!("../../migrations/sqlite/0004_records_checks.sql"),
+    },
 ];
 
 /// Postgres migrations, oldest first.
@@ -47,6 +52,11 @@ pub const POSTGRES: &[EmbeddedMigration] = &[
         version: 3,
         name: "workers",
         sql: include_str!("../../migrations/postgres/0003_workers.sql"),
+    },
+    EmbeddedMigration {
+        version: 4,
+        name: "records_checks",
+        sql: include_str!("../../migrations/postgres/0004_records_checks.sql"),
     },
 ];
 

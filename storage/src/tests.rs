@@ -348,3 +348,117 @@ async fn reserved_ids_are_used_and_the_sequence_moves_on() {
         db.close().await;
     }
 }
+
+#[tokio::test]
+async fn records_refuse_an_unknown_origin_or_status() {
+    for t in TempDb::both() {
+        let db = Db::open(&t.url).await.unwrap();
+        let cases = [
+            ("imported", "pending", true),
+            ("generated", "accepted", true),
+            ("imported", "rejected", true),
+            ("bogus", "pending", false),
+            ("Imported", "pending", false),
+            ("generated", "done", false),
+        ];
+        for (origin, status, allowed) in cases {
+            let sql = format!(
+                "INSERT INTO records (instruction, output, lang, origin, source, status, norm_hash, created_at)
+                 VALUES ('i', 'o', 'en', '{origin}', 's', '{status}', 'h', 1)"
+            );
+            let result = crate::db::on_pool!(&db.pool, p => {
+                sqlx::query(sqlx::AssertSqlSafe(sql)).execute(p).await.map(|_| ())
+            });
+            assert_eq!(
+                result.is_ok(),
+                allowed,
+                "{} {origin}/{status}: {result:?}",
+                t.backend
+            );
+        }
+        db.close().await;
+    }
+}
+
+/// A database made before migration 4 keeps every record, with its curation columns, when the
+/// table is rebuilt.
+#[tokio::test]
+async fn the_records_rebuild_keeps_what_an_older_database_holds() {
+    use sqlx::migrate::{Migration, MigrationType, Migrator};
+    use sqlx::{Connection as _, SqlSafeStr as _};
+
+    let t = TempDb::sqlite();
+    let path = t.url.trim_start_matches("sqlite://").to_string();
+    let opts = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(&path)
+        .create_if_missing(true);
+    let mut conn = sqlx::SqliteConnection::connect_with(&opts).await.unwrap();
+    let older: Vec<Migration> = crate::migrations::SQLITE
+        .iter()
+        .filter(|m| m.version < 4)
+        .map(|m| {
+            Migration::new(
+                m.version,
+                m.name.into(),
+                MigrationType::Simple,
+                m.sql.into_sql_str(),
+                false,
+            )
+        })
+        .collect();
+    Migrator::with_migrations(older)
+        .run(&mut conn)
+        .await
+        .unwrap();
+    sqlx::raw_sql(
+        "INSERT INTO records (instruction, output, lang, origin, source, status, reason, norm_hash, created_at, cluster_id, rouge_nn_id, rouge_nn_score)
+         VALUES ('写诗', '春天', 'zh', 'imported', 'old', 'rejected', 'rouge', 'h1', 7, 1, 1, 0.8),
+                ('b', 'c', 'en', 'imported', 'old', 'pending', NULL, 'h2', 8, NULL, NULL, NULL)",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+
+    let db = Db::open(&t.url).await.unwrap();
+    let page = db.records_page(StatusFilter::All, 0, 10).await.unwrap();
+    let got: Vec<(i64, &str, &str, Option<&str>)> = page
+        .iter()
+        .map(|s| {
+            (
+                s.id,
+                s.record.instruction.as_str(),
+                s.status.as_str(),
+                s.reason.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (1, "写诗", "rejected", Some("rouge")),
+            (2, "b", "pending", None)
+        ]
+    );
+    let crate::db::Pool::Sqlite(p) = &db.pool else {
+        unreachable!()
+    };
+    let kept: (Option<i64>, Option<f64>) =
+        sqlx::query_as("SELECT cluster_id, rouge_nn_score FROM records WHERE id = 1")
+            .fetch_one(p)
+            .await
+            .unwrap();
+    assert_eq!(kept, (Some(1), Some(0.8)));
+    let schema: String = sqlx::query_scalar(
+        "SELECT group_concat(sql, ';') FROM sqlite_schema WHERE tbl_name = 'records'",
+    )
+    .fetch_one(p)
+    .await
+    .unwrap();
+    assert!(
+        schema.contains("origin = 'generated' OR origin = 'imported'"),
+        "{schema}"
+    );
+    assert!(schema.contains("CREATE INDEX records_run"), "{schema}");
+    db.close().await;
+}
