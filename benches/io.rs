@@ -252,6 +252,10 @@ fn instill_runs(
         )?;
         exp.push(s);
         let _ = std::fs::remove_dir_all(&out);
+        eprintln!(
+            "  run {r}: import {:.2} s, export {:.2} s",
+            imp[r].wall_s, exp[r].wall_s
+        );
     }
     let row = |what: &str, xs: &[Sample]| Row {
         what: format!("instill {what} ({label})"),

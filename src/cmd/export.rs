@@ -130,9 +130,15 @@ pub async fn run(global: &GlobalArgs, args: &ExportArgs) -> anyhow::Result<Outco
 
     let db = Db::open(&global.db).await?;
     let staging = Staging::new(&args.out, args.overwrite)?;
-    let total = db.count_records(filter).await?;
+    // The count is a full scan, there only to size the bar: skipped when no bar is drawn.
+    let show = progress::enabled(global.no_progress);
+    let total = if show {
+        db.count_records(filter).await?
+    } else {
+        0
+    };
     let bar = progress::rows(
-        progress::enabled(global.no_progress),
+        show,
         u64::try_from(total).unwrap_or(0),
         format!("exporting to {}", args.out.display()),
     );

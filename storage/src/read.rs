@@ -111,11 +111,14 @@ impl Db {
             .await
     }
 
-    /// The smallest and largest id among records that pass `filter`, if any.
+    /// The smallest and largest id among records that pass `filter`, if any. Each end is read
+    /// by an ordered `LIMIT 1` scan from that end, which stops at the first match (`MIN(id),
+    /// MAX(id)` together is a full scan on SQLite).
     pub async fn id_range(&self, filter: StatusFilter) -> Result<Option<(i64, i64)>, StorageError> {
+        let f = filter.sql();
         let sql = format!(
-            "SELECT MIN(id), MAX(id) FROM records WHERE 1 = 1 {}",
-            filter.sql()
+            "SELECT (SELECT id FROM records WHERE 1 = 1 {f} ORDER BY id LIMIT 1),
+                    (SELECT id FROM records WHERE 1 = 1 {f} ORDER BY id DESC LIMIT 1)"
         );
         let (lo, hi): (Option<i64>, Option<i64>) = on_pool!(&self.pool, p => {
             sqlx::query_as(AssertSqlSafe(sql)).fetch_one(p).await?
