@@ -4,12 +4,12 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::Connection as _;
+use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Connection as _, SqlSafeStr};
 
 use crate::error::StorageError;
 use crate::migrations;
@@ -125,19 +125,7 @@ impl Db {
             Backend::Sqlite => migrations::SQLITE,
             Backend::Postgres => migrations::POSTGRES,
         };
-        let migrations = list
-            .iter()
-            .map(|m| {
-                Migration::new(
-                    m.version,
-                    m.name.into(),
-                    MigrationType::Simple,
-                    m.sql.into_sql_str(),
-                    false,
-                )
-            })
-            .collect();
-        let migrator = Migrator::with_migrations(migrations);
+        let migrator = Migrator::with_migrations(migrations::to_sqlx(list));
         on_pool!(&self.pool, p => migrator.run(p).await)?;
         Ok(())
     }

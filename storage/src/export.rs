@@ -7,7 +7,7 @@ use sqlx::{AssertSqlSafe, Row};
 
 use crate::db::{Db, Pool};
 use crate::error::StorageError;
-use crate::read::{StatusFilter, sqlite_page_json};
+use crate::read::{StatusFilter, parse_page, sqlite_page_json};
 
 /// A record as an export reads it.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,18 +40,7 @@ impl Db {
                 let limit = hi.saturating_sub(lo).max(0);
                 let columns = format!("{BASE}, {hash}");
                 let json = sqlite_page_json(p, &columns, filter, lo, hi, limit).await?;
-                let mut rows: Vec<JsonRow> =
-                    serde_json::from_str(&json).map_err(|e| StorageError::Corrupt {
-                        column: "records page",
-                        id: lo,
-                        message: e.to_string(),
-                    })?;
-                // SQLite does not promise an aggregate sees rows in scan order: checked (one
-                // pass when it holds) and restored.
-                if !rows.is_sorted_by_key(|r| r.0) {
-                    rows.sort_unstable_by_key(|r| r.0);
-                }
-                rows
+                parse_page(&json, lo, |r: &JsonRow| r.0)?
             }
             Pool::Postgres(p) => {
                 let sql = format!(

@@ -60,6 +60,22 @@ pub const POSTGRES: &[EmbeddedMigration] = &[
     },
 ];
 
+/// `list` as sqlx migrations (checksums from the SQL text, each in a transaction).
+pub(crate) fn to_sqlx(list: &[EmbeddedMigration]) -> Vec<sqlx::migrate::Migration> {
+    use sqlx::SqlSafeStr as _;
+    list.iter()
+        .map(|m| {
+            sqlx::migrate::Migration::new(
+                m.version,
+                m.name.into(),
+                sqlx::migrate::MigrationType::Simple,
+                m.sql.into_sql_str(),
+                false,
+            )
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

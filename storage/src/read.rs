@@ -137,18 +137,7 @@ impl Db {
             Pool::Sqlite(p) => {
                 let json =
                     sqlite_page_json(p, PAGE_COLUMNS, filter, after_id, up_to_id, limit).await?;
-                let mut rows: Vec<JsonRow> =
-                    serde_json::from_str(&json).map_err(|e| StorageError::Corrupt {
-                        column: "records page",
-                        id: after_id,
-                        message: e.to_string(),
-                    })?;
-                // The aggregate sees the rows in scan (or subquery) order; SQLite does not
-                // promise it (an `ORDER BY` inside the aggregate would, at the price of a sort),
-                // so the order is checked and restored here, which costs one pass when it holds.
-                if !rows.is_sorted_by_key(|r| r.0) {
-                    rows.sort_unstable_by_key(|r| r.0);
-                }
+                let rows: Vec<JsonRow> = parse_page(&json, after_id, |r: &JsonRow| r.0)?;
                 rows.into_iter()
                     .map(
                         |(
@@ -268,6 +257,26 @@ FROM (SELECT {columns} FROM records WHERE id > $1 AND id <= $2 {} ORDER BY id LI
             .await?
     };
     Ok(json)
+}
+
+/// Decodes a page from [`sqlite_page_json`] into rows in id order (`id` reads a row's id). The
+/// aggregate sees the rows in scan (or subquery) order, but SQLite does not promise it (an
+/// `ORDER BY` inside the aggregate would, at the price of a sort), so the order is checked and
+/// restored here, which costs one pass when it holds.
+pub(crate) fn parse_page<T: serde::de::DeserializeOwned>(
+    json: &str,
+    after_id: i64,
+    id: impl Fn(&T) -> i64,
+) -> Result<Vec<T>, StorageError> {
+    let mut rows: Vec<T> = serde_json::from_str(json).map_err(|e| StorageError::Corrupt {
+        column: "records page",
+        id: after_id,
+        message: e.to_string(),
+    })?;
+    if !rows.is_sorted_by_key(&id) {
+        rows.sort_unstable_by_key(&id);
+    }
+    Ok(rows)
 }
 
 /// Assembles a [`StoredRecord`], parsing the stored `history` JSON.

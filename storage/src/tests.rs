@@ -384,8 +384,8 @@ async fn records_refuse_an_unknown_origin_or_status() {
 /// table is rebuilt.
 #[tokio::test]
 async fn the_records_rebuild_keeps_what_an_older_database_holds() {
-    use sqlx::migrate::{Migration, MigrationType, Migrator};
-    use sqlx::{Connection as _, SqlSafeStr as _};
+    use sqlx::Connection as _;
+    use sqlx::migrate::Migrator;
 
     let t = TempDb::sqlite();
     let path = t.url.trim_start_matches("sqlite://").to_string();
@@ -393,19 +393,7 @@ async fn the_records_rebuild_keeps_what_an_older_database_holds() {
         .filename(&path)
         .create_if_missing(true);
     let mut conn = sqlx::SqliteConnection::connect_with(&opts).await.unwrap();
-    let older: Vec<Migration> = crate::migrations::SQLITE
-        .iter()
-        .filter(|m| m.version < 4)
-        .map(|m| {
-            Migration::new(
-                m.version,
-                m.name.into(),
-                MigrationType::Simple,
-                m.sql.into_sql_str(),
-                false,
-            )
-        })
-        .collect();
+    let older = crate::migrations::to_sqlx(&crate::migrations::SQLITE[..3]);
     Migrator::with_migrations(older)
         .run(&mut conn)
         .await
