@@ -6,6 +6,7 @@ mod ingest;
 mod progress;
 mod report;
 mod shards;
+mod staging;
 
 use std::process::ExitCode;
 

@@ -1,5 +1,5 @@
-//! JSONL shard files: rotation by rows and/or bytes, optional zstd, SHA-256 and sizes of what
-//! lands on disk, and the staging directory that becomes the output only when complete.
+//! JSONL shard files: rotation by rows and/or bytes, optional zstd (on threads of its own), and
+//! the SHA-256 and sizes of what lands on disk.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -61,7 +61,68 @@ impl<W: Write> Write for Hashing<W> {
 
 enum Sink {
     Plain(BufWriter<Hashing<File>>),
-    Zstd(zstd::Encoder<'static, BufWriter<Hashing<File>>>),
+    /// Compressed on a thread of its own (zstd costs more than everything else an export does):
+    /// lines gather in `buf` and cross over in blocks of [`BLOCK`] bytes.
+    Zstd {
+        buf: Vec<u8>,
+        blocks: std::sync::mpsc::SyncSender<Vec<u8>>,
+        thread: JoinHandle<anyhow::Result<(u64, String)>>,
+    },
+}
+
+/// Bytes handed to a compressing thread at a time.
+const BLOCK: usize = 1 << 20;
+
+type JoinHandle<T> = std::thread::JoinHandle<T>;
+
+/// A closed compressed shard whose thread may still be compressing.
+struct Pending {
+    file: String,
+    rows: u64,
+    uncompressed: u64,
+    thread: JoinHandle<anyhow::Result<(u64, String)>>,
+}
+
+/// Starts the thread that compresses one shard into `out` and reports its size and SHA-256.
+fn spawn_zstd(out: BufWriter<Hashing<File>>, level: i32, file: String) -> anyhow::Result<Sink> {
+    let mut encoder = zstd::Encoder::new(out, level).context("cannot start zstd compression")?;
+    let (blocks, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+    let thread = std::thread::spawn(move || {
+        for block in rx {
+            encoder
+                .write_all(&block)
+                .with_context(|| format!("writing {file}"))?;
+        }
+        let out = encoder
+            .finish()
+            .with_context(|| format!("finishing {file}"))?;
+        seal(out, &file)
+    });
+    Ok(Sink::Zstd {
+        buf: Vec::with_capacity(BLOCK),
+        blocks,
+        thread,
+    })
+}
+
+/// Flushes a shard file to disk and returns its size and SHA-256.
+fn seal(out: BufWriter<Hashing<File>>, file: &str) -> anyhow::Result<(u64, String)> {
+    let hashing = out
+        .into_inner()
+        .map_err(|e| e.into_error())
+        .with_context(|| format!("flushing {file}"))?;
+    hashing
+        .inner
+        .sync_all()
+        .with_context(|| format!("syncing {file}"))?;
+    Ok((hashing.bytes, hex(&hashing.hasher.finalize())))
+}
+
+/// Waits for a compressing thread's result.
+fn join(thread: JoinHandle<anyhow::Result<(u64, String)>>) -> anyhow::Result<(u64, String)> {
+    thread
+        .join()
+        .map_err(|_| anyhow::anyhow!("a zstd compression thread panicked"))?
 }
 
 struct OpenShard {
@@ -80,6 +141,8 @@ pub struct ShardWriter {
     current: Option<OpenShard>,
     /// Shards finished so far.
     pub done: Vec<ShardInfo>,
+    /// Compressed shards still being compressed, oldest first (at most one per core).
+    pending: std::collections::VecDeque<Pending>,
 }
 
 impl ShardWriter {
@@ -92,6 +155,7 @@ impl ShardWriter {
             next_index: 0,
             current: None,
             done: Vec::new(),
+            pending: std::collections::VecDeque::new(),
         }
     }
 
@@ -107,16 +171,31 @@ impl ShardWriter {
         if self.current.is_none() {
             self.open_next()?;
         }
-        if let Some(shard) = self.current.as_mut() {
-            let result = match &mut shard.sink {
-                Sink::Plain(w) => w.write_all(line),
-                Sink::Zstd(w) => w.write_all(line),
-            };
-            result.with_context(|| format!("writing {}", shard.file))?;
-            shard.rows += 1;
-            shard.uncompressed += line.len() as u64;
+        let Some(shard) = self.current.as_mut() else {
+            return Ok(());
+        };
+        shard.rows += 1;
+        shard.uncompressed += line.len() as u64;
+        match &mut shard.sink {
+            Sink::Plain(w) => w
+                .write_all(line)
+                .with_context(|| format!("writing {}", shard.file)),
+            Sink::Zstd { buf, blocks, .. } => {
+                buf.extend_from_slice(line);
+                if buf.len() < BLOCK || blocks.send(std::mem::take(buf)).is_ok() {
+                    return Ok(());
+                }
+                // The thread stopped early: its error says why.
+                let failed = self.current.take().map(|s| (s.file, s.sink));
+                match failed {
+                    Some((file, Sink::Zstd { thread, .. })) => match join(thread) {
+                        Err(e) => Err(e),
+                        Ok(_) => Err(anyhow::anyhow!("compressing {file} stopped early")),
+                    },
+                    _ => Err(anyhow::anyhow!("a shard was lost while it was written")),
+                }
+            }
         }
-        Ok(())
     }
 
     fn open_next(&mut self) -> anyhow::Result<()> {
@@ -138,9 +217,7 @@ impl ShardWriter {
             },
         );
         let sink = match self.config.zstd_level {
-            Some(level) => Sink::Zstd(
-                zstd::Encoder::new(hashing, level).context("cannot start zstd compression")?,
-            ),
+            Some(level) => spawn_zstd(hashing, level, file.clone())?,
             None => Sink::Plain(hashing),
         };
         self.current = Some(OpenShard {
@@ -156,121 +233,68 @@ impl ShardWriter {
         let Some(shard) = self.current.take() else {
             return Ok(());
         };
-        let buffered = match shard.sink {
-            Sink::Plain(w) => w,
-            Sink::Zstd(w) => w
-                .finish()
-                .with_context(|| format!("finishing {}", shard.file))?,
-        };
-        let hashing = buffered
-            .into_inner()
-            .map_err(|e| e.into_error())
-            .with_context(|| format!("flushing {}", shard.file))?;
-        hashing
-            .inner
-            .sync_all()
-            .with_context(|| format!("syncing {}", shard.file))?;
-        self.done.push(ShardInfo {
-            file: shard.file,
-            split: self.prefix.replace("part", "all"),
-            rows: shard.rows,
-            bytes: hashing.bytes,
-            uncompressed_bytes: shard.uncompressed,
-            sha256: hex(&hashing.hasher.finalize()),
-        });
+        match shard.sink {
+            Sink::Plain(out) => {
+                let (bytes, sha256) = seal(out, &shard.file)?;
+                self.push_done(shard.file, shard.rows, shard.uncompressed, bytes, sha256);
+            }
+            Sink::Zstd {
+                buf,
+                blocks,
+                thread,
+            } => {
+                // A send fails only when the thread has stopped; join says why.
+                let _ = blocks.send(buf);
+                drop(blocks);
+                self.pending.push_back(Pending {
+                    file: shard.file,
+                    rows: shard.rows,
+                    uncompressed: shard.uncompressed,
+                    thread,
+                });
+                let cores = std::thread::available_parallelism().map_or(1, usize::from);
+                while self.pending.len() >= cores {
+                    self.finish_oldest()?;
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// Waits for the oldest compressing shard and records it.
+    fn finish_oldest(&mut self) -> anyhow::Result<()> {
+        if let Some(p) = self.pending.pop_front() {
+            let (bytes, sha256) = join(p.thread)?;
+            self.push_done(p.file, p.rows, p.uncompressed, bytes, sha256);
+        }
+        Ok(())
+    }
+
+    fn push_done(
+        &mut self,
+        file: String,
+        rows: u64,
+        uncompressed: u64,
+        bytes: u64,
+        sha256: String,
+    ) {
+        self.done.push(ShardInfo {
+            file,
+            split: self.prefix.replace("part", "all"),
+            rows,
+            bytes,
+            uncompressed_bytes: uncompressed,
+            sha256,
+        });
     }
 
     /// Closes the open shard and returns every shard written.
     pub fn finish(mut self) -> anyhow::Result<Vec<ShardInfo>> {
         self.close_current()?;
+        while !self.pending.is_empty() {
+            self.finish_oldest()?;
+        }
         Ok(self.done)
-    }
-}
-
-/// A directory that becomes `target` only through [`Staging::commit`]; dropped uncommitted, it
-/// is removed, so a failed export leaves no partial shard behind.
-pub struct Staging {
-    /// Where files are written until commit.
-    pub dir: PathBuf,
-    target: PathBuf,
-    old: PathBuf,
-    committed: bool,
-}
-
-impl Staging {
-    /// Prepares to write `target`: refuses an existing non-empty directory (or a file) unless
-    /// `overwrite`, and creates a hidden staging directory beside it.
-    pub fn new(target: &Path, overwrite: bool) -> anyhow::Result<Staging> {
-        let shown = target.display();
-        if target.exists() {
-            if !target.is_dir() {
-                anyhow::bail!("{shown}: exists and is not a directory");
-            }
-            let non_empty = std::fs::read_dir(target)
-                .with_context(|| format!("{shown}: cannot read"))?
-                .next()
-                .is_some();
-            if non_empty && !overwrite {
-                anyhow::bail!("{shown}: exists and is not empty; pass --overwrite to replace it");
-            }
-        }
-        let name = target
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .filter(|n| n != ".." && n != ".")
-            .ok_or_else(|| anyhow::anyhow!("{shown}: name a directory to create"))?;
-        let parent = match target.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        if !parent.is_dir() {
-            anyhow::bail!("{}: the parent directory does not exist", parent.display());
-        }
-        let dir = parent.join(format!(".{name}.instill-tmp-{}", std::process::id()));
-        let old = parent.join(format!(".{name}.instill-old-{}", std::process::id()));
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir)
-                .with_context(|| format!("cannot clear {}", dir.display()))?;
-        }
-        std::fs::create_dir(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        Ok(Staging {
-            dir,
-            target: target.to_path_buf(),
-            old,
-            committed: false,
-        })
-    }
-
-    /// Moves the staged directory into place (the old one, if any, is removed only after).
-    pub fn commit(mut self) -> anyhow::Result<()> {
-        let shown = self.target.display().to_string();
-        let old = self.old.clone();
-        let had_old = self.target.exists();
-        if had_old {
-            std::fs::rename(&self.target, &old)
-                .with_context(|| format!("cannot move aside {shown}"))?;
-        }
-        if let Err(e) = std::fs::rename(&self.dir, &self.target) {
-            if had_old {
-                let _ = std::fs::rename(&old, &self.target);
-            }
-            return Err(e).with_context(|| format!("cannot move the export into {shown}"));
-        }
-        self.committed = true;
-        if had_old {
-            std::fs::remove_dir_all(&old)
-                .with_context(|| format!("cannot remove the previous {shown}"))?;
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Staging {
-    fn drop(&mut self) {
-        if !self.committed {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
     }
 }
 
@@ -322,25 +346,43 @@ mod tests {
     }
 
     #[test]
-    fn staging_appears_only_on_commit() {
+    fn compressed_shards_rotate_and_keep_their_lines_in_order() {
         let dir = tempfile::tempdir().unwrap();
-        let target = dir.path().join("out");
-        let staging = Staging::new(&target, false).unwrap();
-        std::fs::write(staging.dir.join("x"), "1").unwrap();
-        drop(staging);
-        assert!(!target.exists());
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
-
-        let staging = Staging::new(&target, false).unwrap();
-        std::fs::write(staging.dir.join("x"), "1").unwrap();
-        staging.commit().unwrap();
-        assert_eq!(std::fs::read_to_string(target.join("x")).unwrap(), "1");
-
-        assert!(Staging::new(&target, false).is_err());
-        let staging = Staging::new(&target, true).unwrap();
-        std::fs::write(staging.dir.join("y"), "2").unwrap();
-        staging.commit().unwrap();
-        assert!(!target.join("x").exists() && target.join("y").exists());
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        let config = ShardConfig {
+            max_rows: Some(400),
+            max_bytes: None,
+            zstd_level: Some(3),
+        };
+        let mut w = ShardWriter::new(dir.path(), "part", config);
+        // Long enough lines that blocks cross to the compressing threads mid-shard.
+        let lines: Vec<String> = (0..2_000)
+            .map(|i| format!("{{\"n\":{i},\"text\":\"{}\"}}\n", "数据".repeat(1_000)))
+            .collect();
+        for line in &lines {
+            w.write_line(line.as_bytes()).unwrap();
+        }
+        let shards = w.finish().unwrap();
+        let names: Vec<&str> = shards.iter().map(|s| s.file.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "part-00000.jsonl.zst",
+                "part-00001.jsonl.zst",
+                "part-00002.jsonl.zst",
+                "part-00003.jsonl.zst",
+                "part-00004.jsonl.zst"
+            ]
+        );
+        let mut back = Vec::new();
+        for s in &shards {
+            let raw = std::fs::read(dir.path().join(&s.file)).unwrap();
+            assert_eq!(raw.len() as u64, s.bytes);
+            assert_eq!(hex(&Sha256::digest(&raw)), s.sha256);
+            let text = zstd::decode_all(&raw[..]).unwrap();
+            assert_eq!(text.len() as u64, s.uncompressed_bytes);
+            assert_eq!(s.rows, 400);
+            back.extend(text);
+        }
+        assert_eq!(back, lines.concat().into_bytes());
     }
 }

@@ -12,7 +12,8 @@ use serde::Serialize;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use crate::cli::{Compression, ExportArgs, GlobalArgs, OutputFormatArg, StatusArg};
-use crate::shards::{ShardConfig, ShardInfo, ShardWriter, Staging};
+use crate::shards::{ShardConfig, ShardInfo, ShardWriter};
+use crate::staging::Staging;
 use crate::{Outcome, progress};
 
 /// Ids per database read window: a few windows in memory at a time.
