@@ -15,6 +15,9 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+#[path = "io_floor.rs"]
+mod floor;
+
 /// A small deterministic generator (xorshift64*), so every run benches the same file.
 struct Rng(u64);
 
@@ -267,8 +270,51 @@ fn instill_runs(
     Ok((row("import", &imp), row("export", &exp)))
 }
 
+/// The floor jobs (see `io_floor.rs`) and their report lines.
+const FLOORS: [(&str, &str); 2] = [
+    ("peer", "rust insert, peer's job (floor)"),
+    ("records", "instill storage only (floor)"),
+];
+
+/// Runs floor job `job` `runs` times in child processes: medians of its insert time and RSS.
+fn floor_runs(job: &str, data: &Path, work: &Path, runs: usize) -> Result<(f64, f64), String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let db = work.join(format!("floor-{job}.db"));
+    let (mut wall, mut rss) = (Vec::new(), Vec::new());
+    for r in 0..runs {
+        let cmd = [
+            exe.display().to_string(),
+            "--floor".into(),
+            job.into(),
+            data.display().to_string(),
+            db.display().to_string(),
+        ];
+        let (s, stdout) = measure(&cmd, &[])?;
+        let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_default();
+        let t = v["insert_s"]
+            .as_f64()
+            .ok_or(format!("no insert_s in {stdout}"))?;
+        eprintln!("  run {r}: {t:.2} s");
+        wall.push(t);
+        rss.push(s.maxrss_mb);
+    }
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
+    Ok((median(wall), median(rss)))
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if let [_, flag, job, data, db] = args.as_slice()
+        && flag == "--floor"
+    {
+        if let Err(e) = floor::child(job, data, db) {
+            eprintln!("floor {job}: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let arg = |name: &str, default: u64| -> u64 {
         args.iter()
             .position(|a| a == name)
@@ -360,6 +406,19 @@ fn main() {
                 });
             }
         }
+        for (job, what) in FLOORS {
+            eprintln!("{size} records: floor `{job}` ...");
+            match floor_runs(job, &data, &work, runs) {
+                Ok((wall, rss)) => rows.push(Row {
+                    what: what.to_string(),
+                    n: size,
+                    rate: size as f64 / wall,
+                    rss_mb: rss,
+                    wall_s: wall,
+                }),
+                Err(e) => eprintln!("floor {job}: {e}"),
+            }
+        }
     }
 
     // Postgres last, once SQLite and the peer are done: its background work after a million-row
@@ -425,6 +484,11 @@ fn main() {
             find("python insert (peer)", size),
         ) {
             let _ = writeln!(report, "{size}: import / peer insert = {:.2}x", a / b);
+        }
+        for (_, what) in FLOORS {
+            if let (Some(a), Some(b)) = (find(what, size), find("python insert (peer)", size)) {
+                let _ = writeln!(report, "{size}: {what} / peer insert = {:.2}x", a / b);
+            }
         }
         if let (Some(a), Some(b)) = (
             find("instill export (sqlite)", size),
