@@ -2,8 +2,9 @@
 //! Replies are tasks in the self-instruct format derived deterministically from the prompt (same
 //! prompt, same reply), varied so that most are new, with some exact and near duplicates and
 //! some tasks the quality rules reject. Latency and faults (429 with Retry-After, 500, timeouts,
-//! garbage bodies, `finish_reason=length`, or always 401) are configurable; faults are drawn from
-//! the prompt and its attempt number, so a run sees the same ones whatever its concurrency.
+//! garbage bodies, `finish_reason=length`, always 401, refusals with no tasks, a NUL in a task)
+//! are configurable; faults are drawn from the prompt and its attempt number, so a run sees the
+//! same ones whatever its concurrency.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -42,6 +43,11 @@ pub struct FakeConfig {
     pub always_status: Option<u16>,
     /// How many distinct task topics replies draw from: fewer means more duplicates.
     pub topics: u64,
+    /// The first this many requests (in arrival order) get a refusal: a reply with no tasks.
+    pub refuse_first: usize,
+    /// One reply in this many (drawn from the prompt; 0: none) has a NUL (U+0000) in its first
+    /// task's instruction.
+    pub nul_every: u64,
 }
 
 impl Default for FakeConfig {
@@ -54,6 +60,8 @@ impl Default for FakeConfig {
             faults: Faults::default(),
             always_status: None,
             topics: 50_000,
+            refuse_first: 0,
+            nul_every: 0,
         }
     }
 }
@@ -163,11 +171,12 @@ async fn answer(s: Arc<Shared>, _headers: HeaderMap, body: Bytes, completion: bo
     };
     let h = prompt_hash(&prompt);
     let cfg = &s.config;
-    let attempt = {
+    let (attempt, arrival) = {
         let mut log = s.log.lock().expect("log");
+        let arrival = log.requests.len();
         let a = log.attempts.entry(h).or_insert(0);
         *a += 1;
-        *a
+        (*a, arrival)
     };
     let draw = unit(xxh3_64_with_seed(&attempt.to_le_bytes(), h));
     let f = cfg.faults;
@@ -177,6 +186,8 @@ async fn answer(s: Arc<Shared>, _headers: HeaderMap, body: Bytes, completion: bo
         } else {
             "status"
         }
+    } else if arrival < cfg.refuse_first {
+        "refused"
     } else if draw < f.rate_limited {
         "rate_limited"
     } else if draw < f.rate_limited + f.server_error {
@@ -245,7 +256,11 @@ async fn answer(s: Arc<Shared>, _headers: HeaderMap, body: Bytes, completion: bo
     } else {
         examples + 1
     };
-    let mut text = reply_text(cfg, h, first);
+    let mut text = if outcome == "refused" {
+        "I'm sorry, but I can't help with that request.".to_string()
+    } else {
+        reply_text(cfg, h, first)
+    };
     if completion {
         // The prompt ended with "N. Instruction:"; the reply continues it.
         let label = if cfg.lang == "zh" {
@@ -371,6 +386,11 @@ fn reply_text(cfg: &FakeConfig, h: u64, first: usize) -> String {
                 }
             }
             _ => {}
+        }
+        if i == 0 && cfg.nul_every > 0 && h.is_multiple_of(cfg.nul_every) {
+            // After the first character: inside the instruction, wherever the labels are.
+            let at = instruction.char_indices().nth(1).map_or(0, |(k, _)| k);
+            instruction.insert(at, '\0');
         }
         let input = if common || (r >> 48).is_multiple_of(2) {
             none.to_string()

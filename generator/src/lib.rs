@@ -34,4 +34,4 @@ pub use retry::RetryPolicy;
 pub use run::{
     Ending, GenerateError, Progress, RequestParams, RunConfig, RunReport, fingerprint, run,
 };
-pub use workers::run_worker;
+pub use workers::{run_worker, worker_name};

@@ -11,13 +11,13 @@ use std::time::Instant;
 use instill_core::{Origin, Record, Status, now_ms};
 use instill_dedup::{RougeConfig, Rules};
 use instill_prompts::{Example, Template, parse_reply};
-use instill_storage::{Db, NewRecord, NewRequest, StorageError, StoredRequest};
+use instill_storage::{Db, NewRecord, NewRequest, StorageError, StoredRequest, Writer};
 use rustc_hash::FxHashMap;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use xxhash_rust::xxh3::xxh3_128;
 
-use crate::accept::{Acceptor, Key, SEED, key};
+use crate::accept::{Acceptor, Key, SEED, UNSTORABLE, key, storable, storable_text};
 use crate::backend::{Backend, BackendError, Completion, CompletionRequest};
 use crate::limiter::RateLimiter;
 use crate::retry::{Jitter, RetryPolicy};
@@ -668,7 +668,7 @@ pub(crate) fn accept_one(
             progress.parse_issues += parsed.issues as u64;
             progress.truncated += u64::from(parsed.truncated);
         }
-        for record in parsed.items {
+        for mut record in parsed.items {
             let this = item;
             item += 1;
             if this < f.skip_items {
@@ -679,6 +679,9 @@ pub(crate) fn accept_one(
             }
             let k = key(f.idx, this);
             let j = acceptor.judge(k, &record);
+            if j.reason == Some(UNSTORABLE) {
+                record = storable(record);
+            }
             let status = if j.accepted {
                 Status::Accepted
             } else {
@@ -739,7 +742,7 @@ pub(crate) fn failed_row(cfg: &RunConfig, f: &Finished, e: &BackendError) -> New
         prompt: f.prompt.clone(),
         params_json: params_json(cfg),
         status: "failed".into(),
-        error: Some(e.to_string()),
+        error: Some(storable_text(&e.to_string())),
         attempts: i64::from(f.attempts),
         worker: Some(cfg.worker.clone()),
         created_at: f.created_at,
@@ -787,6 +790,22 @@ pub(crate) async fn flush(
         return Ok(());
     }
     let mut w = db.writer().await?;
+    let new_ids = write_batch(db, &mut w, run_id, batch, key_ids).await?;
+    w.commit().await?;
+    key_ids.extend(new_ids);
+    batch.requests.clear();
+    Ok(())
+}
+
+/// Writes the batch into the open transaction `w` (which the caller commits); returns the ids of
+/// the new records by key, for `key_ids` once committed.
+pub(crate) async fn write_batch(
+    db: &Db,
+    w: &mut Writer,
+    run_id: i64,
+    batch: &mut Batch,
+    key_ids: &FxHashMap<Key, i64>,
+) -> Result<Vec<(Key, i64)>, GenerateError> {
     for r in &mut batch.requests {
         r.run_id = run_id;
     }
@@ -824,10 +843,7 @@ pub(crate) async fn flush(
         rows.push(rec);
     }
     w.insert_records(rows).await?;
-    w.commit().await?;
-    key_ids.extend(new_ids);
-    batch.requests.clear();
-    Ok(())
+    Ok(new_ids)
 }
 
 /// The fields whose values differ between two fingerprints, as `field: old → new`.

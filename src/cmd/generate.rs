@@ -148,7 +148,7 @@ pub async fn run(global: &GlobalArgs, args: &GenerateArgs) -> anyhow::Result<Out
             },
             floor: 1.0,
         },
-        worker: format!("{}-{}", hostname(), std::process::id()),
+        worker: instill_generator::worker_name(&hostname()),
     };
 
     let bar = progress::rows(
