@@ -427,7 +427,7 @@ fn replies_without_tasks_do_not_stall_claims() {
 /// flushes are refused from then on, so no record is written twice.
 #[test]
 fn an_acceptor_whose_lock_connection_died_writes_nothing_more() {
-    let (server, quick) = servers(FakeConfig::default(), Duration::from_millis(60));
+    let (server, quick) = servers(FakeConfig::default(), Duration::from_millis(100));
     let want = single_process_export(&quick, "2500");
     let env = Env::new(instill_storage::testing::TempDb::postgres());
     env.run(["seeds", "import", "--builtin", "en"])
