@@ -453,9 +453,17 @@ fn an_acceptor_whose_lock_connection_died_writes_nothing_more() {
         accepted(&env) < 2500,
         "terminated after the end: nothing tested"
     );
-    for out in wait_all(children, Duration::from_secs(120)) {
-        expect_exit(&out, 0);
+    let outs = wait_all(children, Duration::from_secs(120));
+    for out in &outs {
+        expect_exit(out, 0);
     }
+    // The first acceptor went on after its lock was gone, and was refused.
+    assert!(
+        outs.iter()
+            .any(|o| String::from_utf8_lossy(&o.stderr)
+                .contains("another worker took over acceptance")),
+        "no acceptor was fenced"
+    );
     assert_eq!(accepted(&env), 2500);
     assert!(
         export(&env) == want,
