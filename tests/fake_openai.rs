@@ -1,7 +1,7 @@
 //! A fake OpenAI-compatible server for tests and benchmarks: in-process, loopback, port 0.
 //! Replies are tasks in the self-instruct format derived deterministically from the prompt (same
 //! prompt, same reply), varied so that most are new, with some exact and near duplicates and
-//! some tasks the quality rules reject. Latency and faults (429 with Retry-After, 500, timeouts,
+//! some tasks the quality rules reject. Latency (with jitter) and faults (429 with Retry-After, 500, timeouts,
 //! garbage bodies, `finish_reason=length`, always 401, refusals with no tasks, a NUL in a task)
 //! are configurable; faults are drawn from the prompt and its attempt number, so a run sees the
 //! same ones whatever its concurrency.
@@ -36,6 +36,8 @@ pub struct FakeConfig {
     pub lang: &'static str,
     /// Delay before every answer.
     pub latency: Duration,
+    /// Up to this much more delay, drawn from the prompt: replies come back out of order.
+    pub jitter: Duration,
     /// How long a "timeout" fault stalls.
     pub stall: Duration,
     pub faults: Faults,
@@ -56,6 +58,7 @@ impl Default for FakeConfig {
             items: 8,
             lang: "en",
             latency: Duration::ZERO,
+            jitter: Duration::ZERO,
             stall: Duration::from_secs(3),
             faults: Faults::default(),
             always_status: None,
@@ -202,8 +205,9 @@ async fn answer(s: Arc<Shared>, _headers: HeaderMap, body: Bytes, completion: bo
         "ok"
     };
     s.log.lock().expect("log").requests.push((h, outcome));
-    if !cfg.latency.is_zero() {
-        tokio::time::sleep(cfg.latency).await;
+    let delay = cfg.latency + cfg.jitter.mul_f64(unit(xxh3_64_with_seed(b"jitter", h)));
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
     }
     let error = |status: StatusCode, message: &str| {
         (
