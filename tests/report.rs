@@ -2,7 +2,7 @@
 //! generate against the fake server), the page's sections and numbers checked against
 //! `instill stats --json`, and headless Chromium rendering it with no network request.
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::process::Command;
 
 use serde_json::Value;
@@ -198,13 +198,24 @@ fn the_report_shows_every_section_with_the_numbers_of_stats() {
     );
 }
 
-fn chromium() -> &'static str {
-    for c in ["/usr/bin/chromium", "/usr/bin/chromium-browser"] {
-        if Path::new(c).exists() {
-            return c;
+/// Chromium, found the way `.ci/run` finds it: `INSTILL_CHROMIUM`, else `chromium`, else
+/// `chromium-browser` on `PATH`.
+fn chromium() -> PathBuf {
+    if let Some(path) = std::env::var_os("INSTILL_CHROMIUM").filter(|p| !p.is_empty()) {
+        return PathBuf::from(path);
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for name in ["chromium", "chromium-browser"] {
+        for dir in std::env::split_paths(&path) {
+            let candidate = dir.join(name);
+            if candidate.is_file() {
+                return candidate;
+            }
         }
     }
-    panic!("Chromium not found: .ci/run installs Debian's `chromium` package");
+    panic!(
+        "Chromium not found (INSTILL_CHROMIUM, or chromium / chromium-browser on PATH): .ci/run installs Debian's `chromium` package"
+    );
 }
 
 #[test]
