@@ -371,7 +371,10 @@ fn export_overwrite_replaces_only_an_earlier_export() {
         .expect_code(2);
     assert!(run.stderr.contains("instill.db"), "{}", run.stderr);
     assert_eq!(listing(&out), before, "nothing removed");
-    assert_eq!(std::fs::read_to_string(out.join("notes.txt")).unwrap(), "mine");
+    assert_eq!(
+        std::fs::read_to_string(out.join("notes.txt")).unwrap(),
+        "mine"
+    );
     let run = env
         .run(["--db", &db, "stats", "--json"])
         .expect_code(0)
@@ -380,7 +383,8 @@ fn export_overwrite_replaces_only_an_earlier_export() {
 
     // An earlier export is replaced; a file added to it since makes it no longer ours.
     let exp = env.path("exp");
-    env.run(["--db", &db, "export", "--out", "exp"]).expect_code(0);
+    env.run(["--db", &db, "export", "--out", "exp"])
+        .expect_code(0);
     std::fs::write(exp.join("zz-notes.txt"), "mine").unwrap();
     let run = env
         .run(["--db", &db, "export", "--out", "exp", "--overwrite"])
@@ -388,8 +392,17 @@ fn export_overwrite_replaces_only_an_earlier_export() {
     assert!(run.stderr.contains("zz-notes.txt"), "{}", run.stderr);
     assert!(exp.join("zz-notes.txt").is_file() && exp.join("manifest.json").is_file());
     std::fs::remove_file(exp.join("zz-notes.txt")).unwrap();
-    env.run(["--db", &db, "export", "--out", "exp", "--overwrite", "--shard-rows", "1"])
-        .expect_code(0);
+    env.run([
+        "--db",
+        &db,
+        "export",
+        "--out",
+        "exp",
+        "--overwrite",
+        "--shard-rows",
+        "1",
+    ])
+    .expect_code(0);
     assert_eq!(
         listing(&exp),
         ["manifest.json", "part-00000.jsonl", "part-00001.jsonl"]

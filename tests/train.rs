@@ -311,7 +311,7 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// `instill train` on the tiny model for a few steps, with `extra` arguments.
+/// `instill train` on the tiny model for 2 steps (unless `extra` sets --max-steps).
 fn train_tiny(env: &Env, model: &Path, data: &Path, out: &Path, extra: &[&str]) -> Run {
     let mut args: Vec<String> = [
         "train",
@@ -323,8 +323,6 @@ fn train_tiny(env: &Env, model: &Path, data: &Path, out: &Path, extra: &[&str]) 
         out.to_str().unwrap(),
         "--max-len",
         "96",
-        "--max-steps",
-        "2",
         "--batch-size",
         "2",
         "--grad-accum",
@@ -332,6 +330,9 @@ fn train_tiny(env: &Env, model: &Path, data: &Path, out: &Path, extra: &[&str]) 
     ]
     .map(String::from)
     .to_vec();
+    if !extra.contains(&"--max-steps") {
+        args.extend(["--max-steps".to_string(), "2".to_string()]);
+    }
     args.extend(extra.iter().map(|s| s.to_string()));
     env.run(args)
 }
@@ -410,11 +411,23 @@ fn train_and_merge_lora_write_only_into_their_own_earlier_output() {
     let log = std::fs::read_to_string(o.join("loss.csv")).unwrap();
     assert_eq!(log.lines().count(), 4, "{log}");
     assert_eq!(log.matches("step,").count(), 1, "{log}");
-    let run = train_tiny(&env, &tiny, &data, &o, &["--resume", "--max-steps", "3", "--lr", "1e-3"])
-        .expect_code(2);
+    let run = train_tiny(
+        &env,
+        &tiny,
+        &data,
+        &o,
+        &["--resume", "--max-steps", "3", "--lr", "1e-3"],
+    )
+    .expect_code(2);
     assert!(run.stderr.contains("lr"), "{}", run.stderr);
-    let run = train_tiny(&env, &tiny, &data, &o, &["--resume", "--max-steps", "3", "--seed", "7"])
-        .expect_code(2);
+    let run = train_tiny(
+        &env,
+        &tiny,
+        &data,
+        &o,
+        &["--resume", "--max-steps", "3", "--seed", "7"],
+    )
+    .expect_code(2);
     assert!(run.stderr.contains("seed"), "{}", run.stderr);
     train_tiny(&env, &tiny, &data, &o, &["--resume", "--max-steps", "3"]).expect_code(0);
 

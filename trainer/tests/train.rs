@@ -65,6 +65,7 @@ fn config(dir: &Path, lr: f64, steps: usize) -> TrainConfig {
         dir: dir.to_path_buf(),
         resume: false,
         stop_after: None,
+        settings: Vec::new(),
     }
 }
 
@@ -401,7 +402,13 @@ fn values(model: &Model) -> Vec<Vec<f32>> {
     model
         .trainable
         .iter()
-        .map(|(_, v)| v.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap())
+        .map(|(_, v)| {
+            v.as_tensor()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        })
         .collect()
 }
 
@@ -423,7 +430,10 @@ fn a_fresh_run_into_an_earlier_directory_starts_a_new_loss_log() {
     }
     let log = std::fs::read_to_string(dir.path().join("loss.csv")).unwrap();
     assert_eq!(log.lines().count(), 4, "{log}");
-    assert!(log.starts_with("step,") && log.matches("step,").count() == 1, "{log}");
+    assert!(
+        log.starts_with("step,") && log.matches("step,").count() == 1,
+        "{log}"
+    );
 }
 
 #[test]
@@ -454,9 +464,16 @@ fn a_resume_with_other_settings_is_refused_naming_the_first_that_differs() {
         assert!(err.contains(name), "{name}: {err}");
     }
     // Other data: the examples differ.
-    let err = train(&model(), &data[..100], &[], &resumed(&|_| {}), &Device::Cpu, |_| {})
-        .unwrap_err()
-        .to_string();
+    let err = train(
+        &model(),
+        &data[..100],
+        &[],
+        &resumed(&|_| {}),
+        &Device::Cpu,
+        |_| {},
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("examples"), "{err}");
     // Another LoRA rank: other trainable variables.
     let other = LoraConfig { r: 4, ..lora() };
@@ -466,7 +483,15 @@ fn a_resume_with_other_settings_is_refused_naming_the_first_that_differs() {
         .to_string();
     assert!(err.contains("trainable"), "{err}");
     // Nothing was changed by the refusals: the same settings resume.
-    let s = train(&model(), &data, &[], &resumed(&|_| {}), &Device::Cpu, |_| {}).unwrap();
+    let s = train(
+        &model(),
+        &data,
+        &[],
+        &resumed(&|_| {}),
+        &Device::Cpu,
+        |_| {},
+    )
+    .unwrap();
     assert_eq!(s.steps, 12);
 }
 
@@ -477,7 +502,15 @@ fn a_crash_between_moving_the_old_checkpoint_aside_and_the_new_into_place_still_
     let model = || Model::new(config.clone(), &weights, Some(&lora()), 5, &Device::Cpu).unwrap();
     let straight = tempfile::tempdir().unwrap();
     let a = model();
-    train(&a, &data, &[], &config_with(straight.path(), 1e-2, 8), &Device::Cpu, |_| {}).unwrap();
+    train(
+        &a,
+        &data,
+        &[],
+        &config_with(straight.path(), 1e-2, 8),
+        &Device::Cpu,
+        |_| {},
+    )
+    .unwrap();
 
     let dir = tempfile::tempdir().unwrap();
     let mut first = config_with(dir.path(), 1e-2, 8);
@@ -489,7 +522,10 @@ fn a_crash_between_moving_the_old_checkpoint_aside_and_the_new_into_place_still_
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    assert!(!names.iter().any(|n| n.contains("tmp") || n.contains("old")), "{names:?}");
+    assert!(
+        !names.iter().any(|n| n.contains("tmp") || n.contains("old")),
+        "{names:?}"
+    );
     // The state a crash during the save after step 5 leaves: step 5 logged, the step-4
     // checkpoint moved aside, the new one half-written.
     let log_path = dir.path().join("loss.csv");
@@ -499,7 +535,11 @@ fn a_crash_between_moving_the_old_checkpoint_aside_and_the_new_into_place_still_
     let ckpt = dir.path().join("checkpoint");
     std::fs::rename(&ckpt, dir.path().join("checkpoint.old")).unwrap();
     std::fs::create_dir(dir.path().join("checkpoint.tmp")).unwrap();
-    std::fs::write(dir.path().join("checkpoint.tmp/trainable.safetensors"), b"half").unwrap();
+    std::fs::write(
+        dir.path().join("checkpoint.tmp/trainable.safetensors"),
+        b"half",
+    )
+    .unwrap();
     let c = model();
     let mut second = config_with(dir.path(), 1e-2, 8);
     second.checkpoint_every = 2;
@@ -508,9 +548,15 @@ fn a_crash_between_moving_the_old_checkpoint_aside_and_the_new_into_place_still_
     assert_eq!(s.steps, 8);
     assert!(values(&a) == values(&c), "resumed weights differ");
     assert!(ckpt.join("state.json").is_file());
-    assert!(!dir.path().join("checkpoint.old").exists() && !dir.path().join("checkpoint.tmp").exists());
+    assert!(
+        !dir.path().join("checkpoint.old").exists() && !dir.path().join("checkpoint.tmp").exists()
+    );
     // The loss log has each step once, the steps redone after the crash included.
     let log = std::fs::read_to_string(&log_path).unwrap();
-    let steps: Vec<&str> = log.lines().skip(1).map(|l| l.split(',').next().unwrap()).collect();
+    let steps: Vec<&str> = log
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap())
+        .collect();
     assert_eq!(steps, ["1", "2", "3", "4", "5", "6", "7", "8"], "{log}");
 }
