@@ -451,7 +451,8 @@ fn a_resume_with_other_settings_is_refused_naming_the_first_that_differs() {
         change(&mut cfg);
         cfg
     };
-    let cases: [(&str, &dyn Fn(&mut TrainConfig)); 4] = [
+    type Change = dyn Fn(&mut TrainConfig);
+    let cases: [(&str, &Change); 4] = [
         ("lr", &|c| c.optim.lr = 2e-2),
         ("seed", &|c| c.seed = 12),
         ("batch_size", &|c| c.batch_size = 4),
