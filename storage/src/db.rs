@@ -217,6 +217,15 @@ mod tests {
         assert_eq!(redact("sqlite://x.db"), "sqlite://x.db");
     }
 
+    #[test]
+    fn names_the_file_of_a_sqlite_url() {
+        assert_eq!(sqlite_path("sqlite://out/x.db?mode=rwc"), Some("out/x.db"));
+        assert_eq!(sqlite_path("sqlite:x.db"), Some("x.db"));
+        assert_eq!(sqlite_path("x.db"), Some("x.db"));
+        assert_eq!(sqlite_path("postgres://u@h/db"), None);
+        assert_eq!(sqlite_path("mysql://u@h/db"), None);
+    }
+
     #[tokio::test]
     async fn refuses_urls_it_cannot_open() {
         let dir = tempfile::tempdir().unwrap();
