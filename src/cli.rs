@@ -115,7 +115,8 @@ pub struct TrainArgs {
     #[arg(long)]
     pub model: PathBuf,
 
-    /// Output directory.
+    /// Output directory: missing or empty, or an earlier instill output with --resume or
+    /// --overwrite. Never inside --model.
     #[arg(long)]
     pub out: PathBuf,
 
@@ -210,9 +211,15 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 50)]
     pub checkpoint_every: usize,
 
-    /// Continue from OUT/checkpoint; ends with the weights an uninterrupted run would have.
+    /// Continue from OUT/checkpoint; ends with the weights an uninterrupted run would have. The
+    /// settings must be the run's own: one that differs is named and refused.
     #[arg(long)]
     pub resume: bool,
+
+    /// Replace OUT when it is an earlier instill output (its manifest.json lists every file in
+    /// it); any other non-empty OUT is refused, with or without this flag.
+    #[arg(long, conflicts_with = "resume")]
+    pub overwrite: bool,
 
     /// `cpu`, `cuda` or `cuda:N`.
     #[arg(long, default_value = "cpu")]
@@ -234,9 +241,15 @@ pub struct MergeLoraArgs {
     #[arg(long)]
     pub adapter: PathBuf,
 
-    /// Output directory for the merged model.
+    /// Output directory for the merged model: missing or empty, or an earlier instill output
+    /// with --overwrite. Never inside --model or --adapter.
     #[arg(long)]
     pub out: PathBuf,
+
+    /// Replace OUT when it is an earlier instill output (its manifest.json lists every file in
+    /// it); the old one stays until the new one is whole.
+    #[arg(long)]
+    pub overwrite: bool,
 }
 
 #[derive(Debug, Args)]
@@ -662,7 +675,8 @@ pub struct ImportArgs {
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {
-    /// Output directory. Must not exist or be empty, unless --overwrite.
+    /// Output directory: missing or empty, or an earlier export with --overwrite. Never holds
+    /// the database.
     #[arg(long)]
     pub out: PathBuf,
 
@@ -704,8 +718,8 @@ pub struct ExportArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
 
-    /// Replace the output directory if it exists (atomically: the old one stays until the new
-    /// one is complete).
+    /// Replace OUT when it is an earlier instill output (its manifest.json lists every file in
+    /// it; anything else is refused), atomically: the old one stays until the new one is whole.
     #[arg(long)]
     pub overwrite: bool,
 }

@@ -3,6 +3,7 @@
 mod cli;
 mod cmd;
 mod ingest;
+mod outdir;
 mod progress;
 mod report;
 mod shards;

@@ -350,3 +350,34 @@ fn serve_once(body: Vec<u8>) -> String {
     });
     origin
 }
+
+#[test]
+fn report_replaces_only_an_earlier_report() {
+    let env = Env::new(instill_storage::testing::TempDb::sqlite());
+    let notes = env.write("notes.html", "<p>mine</p>");
+    let run = env
+        .run(["report", "--out", notes.to_str().unwrap()])
+        .expect_code(2);
+    assert!(run.stderr.contains("notes.html"), "{}", run.stderr);
+    assert_eq!(std::fs::read_to_string(&notes).unwrap(), "<p>mine</p>");
+    let db = env.db.url.trim_start_matches("sqlite://").to_string();
+    env.run(["stats"]).expect_code(0);
+    let before = std::fs::read(&db).unwrap();
+    let run = env.run(["report", "--out", &db]).expect_code(2);
+    assert!(run.stderr.contains("--db"), "{}", run.stderr);
+    assert!(
+        std::fs::read(&db).unwrap() == before,
+        "the database changed"
+    );
+    let out = env.path("r.html");
+    for _ in 0..2 {
+        env.run(["report", "--out", out.to_str().unwrap()])
+            .expect_code(0);
+    }
+    let names: Vec<String> = std::fs::read_dir(env.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("tmp"))
+        .collect();
+    assert!(names.is_empty(), "{names:?}");
+}

@@ -95,13 +95,21 @@ polyline.s0,polyline.s1{fill:none}.none{color:#8a94a3;font-style:italic}
 @media print{main{max-width:none}h2{break-after:avoid}svg{break-inside:avoid}}
 "#;
 
+/// The page's title: what tells an earlier report, the only file `report` replaces.
+pub const TITLE: &str = "<title>instill report</title>";
+
+/// Whether `head`, the first bytes of a file, begins a page [`render`] wrote.
+pub fn is_report(head: &[u8]) -> bool {
+    head.starts_with(b"<!DOCTYPE html>") && head.windows(TITLE.len()).any(|w| w == TITLE.as_bytes())
+}
+
 /// The HTML page.
 pub fn render(d: &ReportData) -> String {
     let mut h = String::with_capacity(64 * 1024);
     let total = d.stats["records"]["total"].as_i64().unwrap_or(0);
     let _ = write!(
         h,
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><title>instill report</title><style>{CSS}</style></head><body><main><h1>instill report</h1><p class=\"sub\">{db} · {records} records · generated {at}{scope}</p>",
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">{TITLE}<style>{CSS}</style></head><body><main><h1>instill report</h1><p class=\"sub\">{db} · {records} records · generated {at}{scope}</p>",
         db = esc(&d.db),
         records = num(total),
         at = esc(&d.generated_at),

@@ -145,18 +145,12 @@ fn parse_url(url: &str) -> Result<Target, StorageError> {
         let opts = PgConnectOptions::from_str(url).map_err(|e| bad(e.to_string()))?;
         return Ok(Target::Postgres(opts));
     }
-    let path = if let Some(rest) = url.strip_prefix("sqlite://") {
-        rest
-    } else if let Some(rest) = url.strip_prefix("sqlite:") {
-        rest
-    } else if let Some((scheme, _)) = url.split_once("://") {
+    let Some(path) = sqlite_path(url) else {
+        let scheme = url.split_once("://").map_or(url, |(s, _)| s);
         return Err(bad(format!(
             "unsupported database `{scheme}`: use sqlite://PATH or postgres://USER@HOST/DB"
         )));
-    } else {
-        url
     };
-    let path = path.split_once('?').map_or(path, |(p, _)| p);
     if path.is_empty() {
         return Err(bad("no file path after `sqlite://`".into()));
     }
@@ -178,6 +172,24 @@ fn parse_url(url: &str) -> Result<Target, StorageError> {
         // and cost ~50 MB of peak RSS on an import, ~200 MB on an export.
         .pragma("cache_size", "-16384");
     Ok(Target::Sqlite(opts))
+}
+
+/// The file of a SQLite URL (`sqlite://PATH`, `sqlite:PATH` or a bare path, query removed);
+/// `None` for Postgres and other schemes.
+pub fn sqlite_path(url: &str) -> Option<&str> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return None;
+    }
+    let path = if let Some(rest) = url.strip_prefix("sqlite://") {
+        rest
+    } else if let Some(rest) = url.strip_prefix("sqlite:") {
+        rest
+    } else if url.contains("://") {
+        return None;
+    } else {
+        url
+    };
+    Some(path.split_once('?').map_or(path, |(p, _)| p))
 }
 
 /// `url` with any password replaced by `***`, for messages.
@@ -203,6 +215,15 @@ mod tests {
         );
         assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(redact("sqlite://x.db"), "sqlite://x.db");
+    }
+
+    #[test]
+    fn names_the_file_of_a_sqlite_url() {
+        assert_eq!(sqlite_path("sqlite://out/x.db?mode=rwc"), Some("out/x.db"));
+        assert_eq!(sqlite_path("sqlite:x.db"), Some("x.db"));
+        assert_eq!(sqlite_path("x.db"), Some("x.db"));
+        assert_eq!(sqlite_path("postgres://u@h/db"), None);
+        assert_eq!(sqlite_path("mysql://u@h/db"), None);
     }
 
     #[tokio::test]
