@@ -49,8 +49,9 @@ fn main() -> ExitCode {
         Ok(Outcome::Partial) => ExitCode::from(1),
         Ok(Outcome::Interrupted) => ExitCode::from(130),
         Err(e) => {
-            // One line: the context chain joined with ": ".
-            let message = format!("{e:#}").replace('\n', " ");
+            // One line: the context chain joined with ": ", with any URL's password hidden
+            // (whatever layer formatted it).
+            let message = instill_core::redact_urls_in(&format!("{e:#}").replace('\n', " "));
             eprintln!("error: {message}");
             ExitCode::from(2)
         }

@@ -42,6 +42,13 @@ pub struct FakeConfig {
     pub always_status: Option<u16>,
     /// How many distinct task topics replies draw from: fewer means more duplicates.
     pub topics: u64,
+    /// Every reply's `usage` object, instead of the counts of its text (absurd or negative
+    /// counts, to test that they overflow nothing).
+    pub usage: Option<serde_json::Value>,
+    /// Bytes of padding (a field clients ignore) in every successful reply: an oversize body.
+    pub padding: usize,
+    /// Every successful reply is a body that never ends (the start of a reply, then spaces).
+    pub endless: bool,
 }
 
 impl Default for FakeConfig {
@@ -54,6 +61,9 @@ impl Default for FakeConfig {
             faults: Faults::default(),
             always_status: None,
             topics: 50_000,
+            usage: None,
+            padding: 0,
+            endless: false,
         }
     }
 }
@@ -276,13 +286,26 @@ async fn answer(s: Arc<Shared>, _headers: HeaderMap, body: Bytes, completion: bo
     } else {
         serde_json::json!({"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish})
     };
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "id": format!("fake-{h:x}"),
         "object": if completion { "text_completion" } else { "chat.completion" },
         "model": "fake",
         "choices": [choice],
-        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens},
+        "usage": cfg.usage.clone().unwrap_or_else(|| serde_json::json!({"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens})),
     });
+    if cfg.padding > 0 {
+        body["padding"] = " ".repeat(cfg.padding).into();
+    }
+    if cfg.endless {
+        let start = std::iter::once(Bytes::from_static(b"{\"choices\": ["));
+        let spaces = std::iter::repeat_with(|| Bytes::from(vec![b' '; 64 << 10]));
+        let stream = futures::stream::iter(start.chain(spaces).map(Ok::<_, std::io::Error>));
+        return (
+            [("content-type", "application/json")],
+            axum::body::Body::from_stream(stream),
+        )
+            .into_response();
+    }
     ([("content-type", "application/json")], body.to_string()).into_response()
 }
 

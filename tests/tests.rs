@@ -12,6 +12,7 @@ mod generate;
 mod import_export;
 mod local;
 mod report;
+mod secrets;
 mod seeds_stats;
 mod train;
 mod util;

@@ -71,6 +71,12 @@ pub enum BackendError {
     /// The answer could not be read (truncated or garbage body); retry.
     #[error("unreadable response: {0}")]
     BadBody(String),
+    /// The reply body went past the cap (left unread from there on); retry.
+    #[error("the reply body is larger than the cap of {limit} bytes")]
+    TooLarge {
+        /// The cap, in bytes.
+        limit: u64,
+    },
     /// The prompt plus `max_tokens` exceed the model's context; retry with fewer tokens.
     #[error("context length exceeded: {0}")]
     ContextLength(String),
@@ -98,6 +104,7 @@ impl BackendError {
             BackendError::Timeout(_) => "timeout",
             BackendError::Connection(_) => "connection",
             BackendError::BadBody(_) => "bad_body",
+            BackendError::TooLarge { .. } => "too_large",
             BackendError::ContextLength(_) => "context_length",
             BackendError::Fatal { .. } => "fatal",
         }

@@ -29,7 +29,7 @@ pub use accept::{Acceptor, Judged};
 pub use backend::{Backend, BackendError, Choice, Completion, CompletionRequest};
 pub use limiter::RateLimiter;
 pub use local::{CandleBackend, CandleConfig, LocalError};
-pub use openai::{Api, OpenAiBackend, OpenAiConfig};
+pub use openai::{Api, DEFAULT_MAX_BODY_BYTES, MAX_REPORTED_TOKENS, OpenAiBackend, OpenAiConfig};
 pub use retry::RetryPolicy;
 pub use run::{
     Ending, GenerateError, Progress, RequestParams, RunConfig, RunReport, fingerprint, run,

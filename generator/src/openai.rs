@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
+use instill_core::redact_url;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::backend::{BackendError, Choice, Completion, CompletionRequest};
 
@@ -17,8 +19,17 @@ pub enum Api {
     Completion,
 }
 
+/// The default cap on a reply body: far more than any completion a server sends (a million
+/// tokens of text), far less than what would hurt the process.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 16 << 20;
+
+/// The most tokens one reply's `usage` may count (more is clamped): no model reads or writes
+/// 4 billion tokens in one request, and sums over 2^31 requests of this size still fit the
+/// database's 64-bit columns, so an absurd report cannot overflow a counter or the limiter.
+pub const MAX_REPORTED_TOKENS: u64 = u32::MAX as u64;
+
 /// Connection settings of an OpenAI-compatible server.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct OpenAiConfig {
     /// Base URL including the version, like `https://api.openai.com/v1`.
     pub base_url: String,
@@ -32,6 +43,23 @@ pub struct OpenAiConfig {
     pub timeout: Duration,
     /// Connections kept open (the run's concurrency).
     pub max_connections: usize,
+    /// The largest reply body read; a longer one fails the attempt with
+    /// [`BackendError::TooLarge`] (retryable) without being read further.
+    pub max_body_bytes: u64,
+}
+
+impl std::fmt::Debug for OpenAiConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenAiConfig")
+            .field("base_url", &redact_url(&self.base_url))
+            .field("api_key", &self.api_key.as_ref().map(|_| "***"))
+            .field("model", &self.model)
+            .field("api", &self.api)
+            .field("timeout", &self.timeout)
+            .field("max_connections", &self.max_connections)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .finish()
+    }
 }
 
 /// A client for one OpenAI-compatible server and model.
@@ -39,17 +67,19 @@ pub struct OpenAiConfig {
 pub struct OpenAiBackend {
     client: reqwest::Client,
     url: String,
+    /// The base URL as messages show it (password redacted).
     base_url: String,
     api_key: Option<String>,
     model: String,
     api: Api,
     timeout: Duration,
+    max_body_bytes: u64,
 }
 
 impl std::fmt::Debug for OpenAiBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OpenAiBackend")
-            .field("url", &self.url)
+            .field("url", &redact_url(&self.url))
             .field("model", &self.model)
             .field("api_key", &self.api_key.as_ref().map(|_| "***"))
             .finish()
@@ -89,7 +119,8 @@ struct CompletionBody<'a> {
 #[derive(Deserialize)]
 struct Reply {
     choices: Vec<ReplyChoice>,
-    usage: Option<Usage>,
+    /// Read leniently (see [`token_count`]): a strange `usage` never makes a reply unreadable.
+    usage: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -102,12 +133,6 @@ struct ReplyChoice {
 #[derive(Deserialize)]
 struct ReplyMessage {
     content: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct Usage {
-    prompt_tokens: Option<u64>,
-    completion_tokens: Option<u64>,
 }
 
 impl OpenAiBackend {
@@ -130,11 +155,12 @@ impl OpenAiBackend {
         Ok(OpenAiBackend {
             client,
             url,
-            base_url,
+            base_url: redact_url(&base_url),
             api_key: config.api_key,
             model: config.model,
             api: config.api,
             timeout: config.timeout,
+            max_body_bytes: config.max_body_bytes,
         })
     }
 
@@ -188,12 +214,17 @@ impl OpenAiBackend {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after);
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| self.transport_error(e))?;
         if !status.is_success() {
+            // The start of an error body is all its message needs.
+            let cap = self.max_body_bytes.min(ERROR_BODY_BYTES);
+            let (bytes, _) = self.read_capped(response, cap).await?;
             return Err(self.status_error(status.as_u16(), &bytes, retry_after));
+        }
+        let (bytes, complete) = self.read_capped(response, self.max_body_bytes).await?;
+        if !complete {
+            return Err(BackendError::TooLarge {
+                limit: self.max_body_bytes,
+            });
         }
         let reply: Reply = serde_json::from_slice(&bytes).map_err(|e| {
             BackendError::BadBody(format!("{e} (body starts {:?})", preview(&bytes)))
@@ -213,11 +244,44 @@ impl OpenAiBackend {
                 finish_reason: c.finish_reason.unwrap_or_else(|| "stop".into()),
             })
             .collect();
+        let usage = |field: &str| {
+            reply
+                .usage
+                .as_ref()
+                .and_then(|u| token_count(u.get(field)?))
+        };
         Ok(Completion {
             choices,
-            prompt_tokens: reply.usage.as_ref().and_then(|u| u.prompt_tokens),
-            completion_tokens: reply.usage.as_ref().and_then(|u| u.completion_tokens),
+            prompt_tokens: usage("prompt_tokens"),
+            completion_tokens: usage("completion_tokens"),
         })
+    }
+
+    /// Reads the body chunk by chunk, at most `cap` bytes: `(bytes, complete)`, where
+    /// `complete` is false when the body (or its declared length) goes past the cap and the rest
+    /// was left unread.
+    async fn read_capped(
+        &self,
+        mut response: reqwest::Response,
+        cap: u64,
+    ) -> Result<(Vec<u8>, bool), BackendError> {
+        if response.content_length().is_some_and(|n| n > cap) {
+            return Ok((Vec::new(), false));
+        }
+        let cap = usize::try_from(cap).unwrap_or(usize::MAX);
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| self.transport_error(e))?
+        {
+            if chunk.len() > cap - bytes.len() {
+                bytes.extend_from_slice(&chunk[..cap - bytes.len()]);
+                return Ok((bytes, false));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok((bytes, true))
     }
 
     fn transport_error(&self, e: reqwest::Error) -> BackendError {
@@ -226,7 +290,7 @@ impl OpenAiBackend {
         } else if e.is_builder() {
             BackendError::Fatal {
                 status: 0,
-                message: format!("invalid base URL {}: {e}", self.base_url),
+                message: format!("invalid base URL {}: {}", self.base_url, e.without_url()),
             }
         } else {
             // Without the URL (it is in the message we add) and without the key (never in it).
@@ -267,7 +331,9 @@ impl OpenAiBackend {
                 status,
                 message: format!(
                     "{} answered 404 for model `{}` at {}: {message} (is the base URL right, including /v1, and does the server serve this model?)",
-                    self.base_url, self.model, self.url
+                    self.base_url,
+                    self.model,
+                    redact_url(&self.url)
                 ),
             },
             _ if lower.contains("model")
@@ -310,6 +376,21 @@ fn error_message(body: &[u8]) -> String {
         .unwrap_or_else(|| preview(body))
 }
 
+/// How much of an error reply is read for its message.
+const ERROR_BODY_BYTES: u64 = 64 << 10;
+
+/// A token count the server reported, as a number of tokens: negative, fractional-negative,
+/// non-numeric or missing values count as not reported; anything above
+/// [`MAX_REPORTED_TOKENS`] is clamped to it.
+fn token_count(v: &Value) -> Option<u64> {
+    let n = v.as_number()?;
+    if let Some(u) = n.as_u64() {
+        return Some(u.min(MAX_REPORTED_TOKENS));
+    }
+    let f = n.as_f64()?;
+    (f.is_finite() && f >= 0.0).then(|| f.min(MAX_REPORTED_TOKENS as f64) as u64)
+}
+
 fn preview(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
     text.replace('\n', " ")
@@ -342,6 +423,46 @@ mod tests {
     }
 
     #[test]
+    fn the_config_debug_shows_neither_key_nor_password() {
+        let config = OpenAiConfig {
+            base_url: "https://user:pa@ss@api.example.com/v1?api_key=sk-query".into(),
+            api_key: Some("sk-live-123".into()),
+            model: "m".into(),
+            api: Api::Chat,
+            timeout: Duration::from_secs(1),
+            max_connections: 1,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+        };
+        let shown = format!("{config:?} {config:#?}");
+        for secret in ["sk-live-123", "pa@ss", "sk-query"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(
+            shown.contains("api.example.com") && shown.contains("\"m\""),
+            "{shown}"
+        );
+        let backend = format!("{:?}", OpenAiBackend::new(config).unwrap());
+        for secret in ["sk-live-123", "pa@ss", "sk-query"] {
+            assert!(!backend.contains(secret), "{secret} in {backend}");
+        }
+    }
+
+    #[test]
+    fn reported_usage_is_clamped_or_ignored() {
+        let count = |json: &str| token_count(&serde_json::from_str(json).unwrap());
+        assert_eq!(count("12"), Some(12));
+        assert_eq!(count("0"), Some(0));
+        assert_eq!(count("9223372036854775808"), Some(MAX_REPORTED_TOKENS));
+        assert_eq!(count("18446744073709551615"), Some(MAX_REPORTED_TOKENS));
+        assert_eq!(count("1e300"), Some(MAX_REPORTED_TOKENS));
+        assert_eq!(count("12.7"), Some(12));
+        assert_eq!(count("-1"), None);
+        assert_eq!(count("-9223372036854775808"), None);
+        assert_eq!(count("\"12\""), None);
+        assert_eq!(count("null"), None);
+    }
+
+    #[test]
     fn statuses_are_classified_without_leaking_the_key() {
         let b = OpenAiBackend::new(OpenAiConfig {
             base_url: "http://127.0.0.1:9/v1/".into(),
@@ -350,6 +471,7 @@ mod tests {
             api: Api::Chat,
             timeout: Duration::from_secs(1),
             max_connections: 1,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
         })
         .unwrap();
         assert!(!format!("{b:?}").contains("sk-secret"));

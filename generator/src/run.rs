@@ -363,6 +363,7 @@ pub async fn run(
         {
             batch.requests.push(request_row(&cfg, &f, c));
             progress.requests_ok += 1;
+            add_usage(&mut progress, c);
         }
     }
     flush(db, run_id, &mut batch, &mut key_ids).await?;
@@ -476,8 +477,8 @@ pub(crate) async fn restore(
         requests_ok: totals.requests_done as u64,
         requests_failed: totals.requests_failed as u64,
         retries: totals.retries as u64,
-        prompt_tokens: totals.prompt_tokens as u64,
-        completion_tokens: totals.completion_tokens as u64,
+        prompt_tokens: u64::try_from(totals.prompt_tokens).unwrap_or(0),
+        completion_tokens: u64::try_from(totals.completion_tokens).unwrap_or(0),
         ..Progress::default()
     };
     let mut acceptor = Acceptor::new(cfg.rules.clone(), cfg.rouge, &cfg.seeds);
@@ -583,7 +584,9 @@ pub(crate) async fn send(
         if let Ok(c) = &result {
             limiter.settle(
                 estimate,
-                c.prompt_tokens.unwrap_or(0) + c.completion_tokens.unwrap_or(0),
+                c.prompt_tokens
+                    .unwrap_or(0)
+                    .saturating_add(c.completion_tokens.unwrap_or(0)),
             );
         }
         let retry = match &result {
@@ -649,8 +652,7 @@ pub(crate) fn accept_one(
     if f.stored_id.is_none() {
         progress.requests_ok += 1;
         progress.retries += u64::from(f.attempts.saturating_sub(1));
-        progress.prompt_tokens += completion.prompt_tokens.unwrap_or(0);
-        progress.completion_tokens += completion.completion_tokens.unwrap_or(0);
+        add_usage(progress, completion);
         batch.requests.push(request_row(cfg, &f, completion));
     }
     let examples = cfg.seeds_per_prompt.min(cfg.seeds.len())
@@ -719,6 +721,17 @@ pub(crate) fn accept_one(
     Ok(progress.accepted >= cfg.target)
 }
 
+/// Adds a reply's reported usage to the run's token counters (saturating: no report overflows
+/// them).
+pub(crate) fn add_usage(progress: &mut Progress, c: &Completion) {
+    progress.prompt_tokens = progress
+        .prompt_tokens
+        .saturating_add(c.prompt_tokens.unwrap_or(0));
+    progress.completion_tokens = progress
+        .completion_tokens
+        .saturating_add(c.completion_tokens.unwrap_or(0));
+}
+
 pub(crate) fn params_json(cfg: &RunConfig) -> String {
     serde_json::json!({
         "max_tokens": cfg.request.max_tokens,
@@ -766,8 +779,12 @@ pub(crate) fn request_row(cfg: &RunConfig, f: &Finished, c: &Completion) -> NewR
         finish_reason: serde_json::to_string(&reasons).ok(),
         error: None,
         attempts: i64::from(f.attempts.max(1)),
-        prompt_tokens: c.prompt_tokens.map(|t| t as i64),
-        completion_tokens: c.completion_tokens.map(|t| t as i64),
+        prompt_tokens: c
+            .prompt_tokens
+            .map(|t| i64::try_from(t).unwrap_or(i64::MAX)),
+        completion_tokens: c
+            .completion_tokens
+            .map(|t| i64::try_from(t).unwrap_or(i64::MAX)),
         latency_ms: Some(f.latency_ms),
         worker: Some(cfg.worker.clone()),
         created_at: f.created_at,

@@ -77,6 +77,7 @@ pub async fn run(global: &GlobalArgs, args: &GenerateArgs) -> anyhow::Result<Out
                     api,
                     timeout: Duration::from_secs_f64(args.timeout.max(0.001)),
                     max_connections: args.concurrency as usize,
+                    max_body_bytes: args.max_reply_bytes,
                 })
                 .map_err(|e| anyhow::anyhow!("{e}"))?,
             )
@@ -183,7 +184,7 @@ pub async fn run(global: &GlobalArgs, args: &GenerateArgs) -> anyhow::Result<Out
         }
         // SQLite: one writer. A second `generate` on the same file is refused, not interleaved.
         instill_storage::Backend::Sqlite => {
-            let _guard = sqlite_writer_lock(db.url())?;
+            let _guard = sqlite_writer_lock(&global.db)?;
             instill_generator::run(&db, &backend, config, shutdown, tick).await
         }
     };
@@ -193,7 +194,7 @@ pub async fn run(global: &GlobalArgs, args: &GenerateArgs) -> anyhow::Result<Out
         .map_err(|e| anyhow::anyhow!("{e}"))
         .context(format!("run {run_name}"))?;
     let p = &report.progress;
-    let tokens = p.prompt_tokens + p.completion_tokens;
+    let tokens = p.prompt_tokens.saturating_add(p.completion_tokens);
     let cost = match (args.price_in, args.price_out) {
         (None, None) => None,
         (i, o) => Some(
@@ -283,7 +284,7 @@ fn progress_line(p: &Progress, elapsed: Duration) -> String {
             reasons.join(", ")
         },
         p.sent_now as f64 / secs,
-        (p.prompt_tokens + p.completion_tokens) as f64 / secs,
+        p.prompt_tokens.saturating_add(p.completion_tokens) as f64 / secs,
     )
 }
 

@@ -196,7 +196,7 @@ fn runs(h: &mut String, d: &ReportData) {
     h.push_str("<table><tr><th>run</th><th>status</th><th class=\"n\">minutes</th><th class=\"n\">requests</th><th class=\"n\">prompt tokens</th><th class=\"n\">completion tokens</th><th class=\"n\">accepted</th><th class=\"n\">rejected</th><th class=\"n\">accept rate</th><th class=\"n\">accepted / 1k tokens</th><th class=\"n\">cost</th></tr>");
     for r in &d.runs {
         let judged = r.accepted + r.rejected;
-        let tokens = r.prompt_tokens + r.completion_tokens;
+        let tokens = r.prompt_tokens.saturating_add(r.completion_tokens);
         let minutes = r
             .finished_at
             .map(|f| format!("{:.1}", (f - r.started_at) as f64 / 60_000.0))

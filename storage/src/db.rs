@@ -11,6 +11,8 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+use instill_core::{redact_url, redact_urls_in};
+
 use crate::error::StorageError;
 use crate::migrations;
 
@@ -66,8 +68,8 @@ impl Db {
     /// - `postgres://…` / `postgresql://…`: a connection pool to the server.
     pub async fn open(url: &str) -> Result<Db, StorageError> {
         let cannot_open = |e: sqlx::Error| StorageError::Open {
-            url: redact(url),
-            message: e.to_string(),
+            url: redact_url(url),
+            message: redact_urls_in(&e.to_string()),
         };
         let pool = match parse_url(url)? {
             Target::Sqlite(opts) => {
@@ -96,7 +98,7 @@ impl Db {
         };
         let db = Db {
             pool,
-            url: redact(url),
+            url: redact_url(url),
         };
         db.migrate().await?;
         Ok(db)
@@ -138,8 +140,8 @@ enum Target {
 
 fn parse_url(url: &str) -> Result<Target, StorageError> {
     let bad = |message: String| StorageError::Open {
-        url: redact(url),
-        message,
+        url: redact_url(url),
+        message: redact_urls_in(&message),
     };
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         let opts = PgConnectOptions::from_str(url).map_err(|e| bad(e.to_string()))?;
@@ -192,30 +194,9 @@ pub fn sqlite_path(url: &str) -> Option<&str> {
     Some(path.split_once('?').map_or(path, |(p, _)| p))
 }
 
-/// `url` with any password replaced by `***`, for messages.
-pub fn redact(url: &str) -> String {
-    if let Some((scheme, rest)) = url.split_once("://")
-        && let Some((auth, host)) = rest.split_once('@')
-        && let Some((user, _password)) = auth.split_once(':')
-    {
-        return format!("{scheme}://{user}:***@{host}");
-    }
-    url.to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn redacts_passwords() {
-        assert_eq!(
-            redact("postgres://u:secret@h:5432/db"),
-            "postgres://u:***@h:5432/db"
-        );
-        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
-        assert_eq!(redact("sqlite://x.db"), "sqlite://x.db");
-    }
 
     #[test]
     fn names_the_file_of_a_sqlite_url() {
