@@ -4,6 +4,8 @@
 //! some tasks the quality rules reject. Latency and faults (429 with Retry-After, 500, timeouts,
 //! garbage bodies, `finish_reason=length`, or always 401) are configurable; faults are drawn from
 //! the prompt and its attempt number, so a run sees the same ones whatever its concurrency.
+//! Replies can also come in bursts: one request in every `hold_every` (by arrival) is held back
+//! while the ones after it are answered at once, so that they all become acceptable together.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -42,6 +44,10 @@ pub struct FakeConfig {
     pub always_status: Option<u16>,
     /// How many distinct task topics replies draw from: fewer means more duplicates.
     pub topics: u64,
+    /// Hold back the first request and every `hold_every`-th after it (by arrival; 0: none)…
+    pub hold_every: usize,
+    /// …for this long before answering it.
+    pub hold: Duration,
 }
 
 impl Default for FakeConfig {
@@ -54,6 +60,8 @@ impl Default for FakeConfig {
             faults: Faults::default(),
             always_status: None,
             topics: 50_000,
+            hold_every: 0,
+            hold: Duration::ZERO,
         }
     }
 }
@@ -190,9 +198,16 @@ async fn answer(s: Arc<Shared>, _headers: HeaderMap, body: Bytes, completion: bo
     } else {
         "ok"
     };
-    s.log.lock().expect("log").requests.push((h, outcome));
+    let arrival = {
+        let mut log = s.log.lock().expect("log");
+        log.requests.push((h, outcome));
+        log.requests.len() - 1
+    };
     if !cfg.latency.is_zero() {
         tokio::time::sleep(cfg.latency).await;
+    }
+    if cfg.hold_every > 0 && arrival.is_multiple_of(cfg.hold_every) {
+        tokio::time::sleep(cfg.hold).await;
     }
     let error = |status: StatusCode, message: &str| {
         (

@@ -360,3 +360,41 @@ fn a_bad_key_stops_at_once_naming_the_server_not_the_key() {
         server.requests().len()
     );
 }
+
+#[test]
+fn a_run_ends_only_at_the_target_or_at_the_request_budget() {
+    // Replies in bursts from a server that answers at once: every 100th request is held back
+    // while the ones after it fill the window and are answered, so its reply makes a whole
+    // window acceptable with nothing else in flight. A run ended there ("max_requests") after
+    // the first window, with no budget given or far below it.
+    let server = FakeServer::start(FakeConfig {
+        hold_every: 100,
+        hold: Duration::from_millis(300),
+        ..FakeConfig::default()
+    });
+    let env = Env::new(instill_storage::testing::TempDb::sqlite());
+    env.run(["seeds", "import", "--builtin", "en"])
+        .expect_code(0);
+    // A target it cannot reach: it ends at the budget, having sent exactly that many requests.
+    let mut args = generate_args(&server, "en", "100000000", "16");
+    args.extend(["--run", "budget", "--max-requests", "600"]);
+    let j = env.run(args).expect_code(1).json();
+    assert_eq!(j["ending"], "max_requests", "{j}");
+    let requests = j["requests_ok"].as_u64().unwrap() + j["requests_failed"].as_u64().unwrap();
+    assert_eq!(requests, 600, "{j}");
+    assert_eq!(j["requests_sent_now"], 600, "{j}");
+    // No budget: it ends at the target.
+    let mut args = generate_args(&server, "en", "1500", "16");
+    args.extend(["--run", "target"]);
+    let j = env.run(args).expect_code(0).json();
+    assert_eq!(
+        (&j["ending"], &j["accepted"]),
+        (&"target".into(), &1500.into()),
+        "{j}"
+    );
+    let stats = env.run(["stats", "--json"]).expect_code(0).json();
+    assert_eq!(
+        stats["requests"].as_u64().unwrap(),
+        600 + j["requests_ok"].as_u64().unwrap() + j["requests_failed"].as_u64().unwrap()
+    );
+}
