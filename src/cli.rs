@@ -35,7 +35,8 @@ pub struct GlobalArgs {
     #[arg(long, global = true)]
     pub json: bool,
 
-    /// Never draw progress bars (they are also off when stderr is not a terminal).
+    /// Never show progress (a bar when stderr is a terminal, otherwise a line every 10 s:
+    /// INSTILL_PROGRESS_INTERVAL=SECONDS changes that).
     #[arg(long, global = true)]
     pub no_progress: bool,
 

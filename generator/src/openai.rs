@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::backend::{BackendError, Choice, Completion, CompletionRequest};
+use crate::endpoint::Contact;
 
 /// Which endpoint a request goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +33,9 @@ pub struct OpenAiConfig {
     pub timeout: Duration,
     /// Connections kept open (the run's concurrency).
     pub max_connections: usize,
+    /// How long failures to connect may go on, before any answer came, until they are fatal
+    /// ([`crate::CONNECT_GRACE`] by default).
+    pub connect_grace: Duration,
 }
 
 /// A client for one OpenAI-compatible server and model.
@@ -44,6 +48,7 @@ pub struct OpenAiBackend {
     model: String,
     api: Api,
     timeout: Duration,
+    contact: Contact,
 }
 
 impl std::fmt::Debug for OpenAiBackend {
@@ -135,6 +140,7 @@ impl OpenAiBackend {
             model: config.model,
             api: config.api,
             timeout: config.timeout,
+            contact: Contact::new(config.connect_grace),
         })
     }
 
@@ -182,6 +188,7 @@ impl OpenAiBackend {
             http = http.bearer_auth(key);
         }
         let response = http.send().await.map_err(|e| self.transport_error(e))?;
+        self.contact.reached();
         let status = response.status();
         let retry_after = response
             .headers()
@@ -221,16 +228,32 @@ impl OpenAiBackend {
     }
 
     fn transport_error(&self, e: reqwest::Error) -> BackendError {
-        if e.is_timeout() {
+        // Without the URL (the base URL is added, credentials redacted) and without the key
+        // (never in it).
+        let url = instill_storage::redact(&self.base_url);
+        let (connect, timeout, builder) = (e.is_connect(), e.is_timeout(), e.is_builder());
+        let cause = causes(&e.without_url());
+        if connect {
+            // DNS, refused, TLS, connect timeout: fatal when the server never answered.
+            if self.contact.give_up() {
+                return BackendError::Fatal {
+                    status: 0,
+                    message: format!(
+                        "cannot connect to {url}: {cause}; no request has reached it in {:.0} s of trying (is the server running, and is --base-url or OPENAI_BASE_URL right?)",
+                        self.contact.grace().as_secs_f64()
+                    ),
+                };
+            }
+            BackendError::Connection(format!("{cause} ({url})"))
+        } else if timeout {
             BackendError::Timeout(self.timeout)
-        } else if e.is_builder() {
+        } else if builder {
             BackendError::Fatal {
                 status: 0,
-                message: format!("invalid base URL {}: {e}", self.base_url),
+                message: format!("invalid base URL {url}: {cause}"),
             }
         } else {
-            // Without the URL (it is in the message we add) and without the key (never in it).
-            BackendError::Connection(format!("{} ({})", e.without_url(), self.base_url))
+            BackendError::Connection(format!("{cause} ({url})"))
         }
     }
 
@@ -293,6 +316,22 @@ impl OpenAiBackend {
     }
 }
 
+/// An error and its causes, joined by `: ` (reqwest's own message names only the step that
+/// failed; the reason, such as "Connection refused", is in its sources).
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
 /// The `error.message` of an OpenAI error body, or the start of the body.
 fn error_message(body: &[u8]) -> String {
     #[derive(Deserialize)]
@@ -350,6 +389,7 @@ mod tests {
             api: Api::Chat,
             timeout: Duration::from_secs(1),
             max_connections: 1,
+            connect_grace: crate::CONNECT_GRACE,
         })
         .unwrap();
         assert!(!format!("{b:?}").contains("sk-secret"));
