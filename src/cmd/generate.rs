@@ -68,6 +68,7 @@ pub async fn run(global: &GlobalArgs, args: &GenerateArgs) -> anyhow::Result<Out
         BackendArg::Openai => read_api_key(args)?,
         BackendArg::Candle => None,
     };
+    let connect_grace = connect_grace()?;
     let run_name = args.run.clone().unwrap_or_else(|| {
         let t = template
             .name()
@@ -89,7 +90,7 @@ pub async fn run(global: &GlobalArgs, args: &GenerateArgs) -> anyhow::Result<Out
                 api,
                 timeout: Duration::from_secs_f64(args.timeout.max(0.001)),
                 max_connections: args.concurrency as usize,
-                connect_grace: connect_grace()?,
+                connect_grace,
             })
             .map_err(|e| anyhow::anyhow!("{e}"))?,
         ),
@@ -271,7 +272,7 @@ fn read_api_key(args: &GenerateArgs) -> anyhow::Result<Option<String>> {
         .filter(|k| !k.is_empty());
     if key.is_none() && !instill_generator::is_loopback(&args.base_url) {
         anyhow::bail!(
-            "no API key: {var} is not set, and {url} is not a server on this machine. Export {var}=YOUR_KEY (or name another variable with --api-key-env NAME), or point --base-url (or OPENAI_BASE_URL) at a local server, which needs no key: http://localhost:11434/v1 (Ollama), http://localhost:8000/v1 (vLLM), http://localhost:8080/v1 (llama.cpp)",
+            "no API key: {var} is not set, and {url} is not a server on this machine. Export {var}=YOUR_KEY (any value for a remote server that takes no key; or name another variable with --api-key-env NAME), or point --base-url (or OPENAI_BASE_URL) at a local server, which needs no key: http://localhost:11434/v1 (Ollama), http://localhost:8000/v1 (vLLM), http://localhost:8080/v1 (llama.cpp)",
             var = args.api_key_env,
             url = instill_storage::redact(&args.base_url),
         );
