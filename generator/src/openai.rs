@@ -416,4 +416,59 @@ mod tests {
         let e = b.status_error(404, b"{}", None).to_string();
         assert!(e.contains("model `m`"), "{e}");
     }
+
+    #[tokio::test]
+    async fn tls_and_refused_connections_turn_fatal_before_a_first_answer() {
+        use tokio::io::AsyncWriteExt;
+        // A TLS client against a plain-text server: the handshake fails.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let tls_port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let _ = s
+                    .write_all(b"HTTP/1.1 400 Bad Request\r\n\r\nplain text")
+                    .await;
+            }
+        });
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let refused_port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let req = CompletionRequest {
+            prompt: "p".into(),
+            max_tokens: 8,
+            temperature: 0.0,
+            top_p: 1.0,
+            stop: Vec::new(),
+            n: 1,
+        };
+        for url in [
+            format!("https://127.0.0.1:{tls_port}/v1"),
+            format!("http://127.0.0.1:{refused_port}/v1"),
+        ] {
+            let client = |grace| {
+                OpenAiBackend::new(OpenAiConfig {
+                    base_url: url.clone(),
+                    api_key: None,
+                    model: "m".into(),
+                    api: Api::Chat,
+                    timeout: Duration::from_secs(5),
+                    max_connections: 1,
+                    connect_grace: grace,
+                })
+                .unwrap()
+            };
+            let e = client(Duration::from_secs(3600))
+                .complete(&req)
+                .await
+                .unwrap_err();
+            assert!(matches!(e, BackendError::Connection(_)), "{url}: {e:?}");
+            let e = client(Duration::ZERO).complete(&req).await.unwrap_err();
+            assert!(!e.retryable(), "{url}: {e:?}");
+            assert!(
+                e.to_string()
+                    .starts_with(&format!("cannot connect to {url}: ")),
+                "{e}"
+            );
+        }
+    }
 }
