@@ -324,7 +324,7 @@ pub struct GenerateArgs {
     pub api: ApiArg,
 
     /// The environment variable holding the API key (sent as a bearer token, never printed or
-    /// stored; unset is fine for local servers).
+    /// stored). Unset is fine only for a server on this machine (localhost, 127.x.x.x, [::1]).
     #[arg(long, default_value = "OPENAI_API_KEY")]
     pub api_key_env: String,
 

@@ -549,7 +549,10 @@ fn a_server_that_answered_then_went_away_is_retried() {
             run_bounded(
                 &env,
                 &args,
-                &[("INSTILL_CONNECT_GRACE", "1")],
+                &[
+                    ("INSTILL_CONNECT_GRACE", "1"),
+                    ("INSTILL_PROGRESS_INTERVAL", "0.2"),
+                ],
                 &[],
                 Duration::from_secs(120),
             )
@@ -560,7 +563,8 @@ fn a_server_that_answered_then_went_away_is_retried() {
         drop(server);
         child.join().unwrap()
     });
-    let j = run.expect_code(1).json();
+    let run = run.expect_code(1);
+    let j = run.json();
     assert_eq!(j["ending"], "max_requests", "{j}");
     let (ok, failed) = (
         j["requests_ok"].as_u64().unwrap(),
@@ -570,5 +574,13 @@ fn a_server_that_answered_then_went_away_is_retried() {
     assert!(
         j["errors_by_kind"]["connection"].as_u64().unwrap() > 0,
         "{j}"
+    );
+    // The progress lines counted the failures while they were being retried.
+    assert!(
+        run.stderr
+            .lines()
+            .any(|l| l.starts_with("progress: ") && l.contains("failed attempts: connection ")),
+        "{}",
+        run.stderr
     );
 }

@@ -3,7 +3,9 @@
 //! connect (DNS, refused, TLS, connect timeout) are given up on once they have gone on for a
 //! grace period: a wrong URL or a server that is not running stops the run with a message instead
 //! of retrying for ever. After the first answer they are retried like any transient failure.
+//! It also counts failed attempts by kind as they happen, for progress output.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -34,7 +36,8 @@ pub fn is_loopback(url: &str) -> bool {
     }
 }
 
-/// Whether the server has answered yet, shared by every clone of a client.
+/// Whether the server has answered yet, and the failed attempts so far by kind; shared by every
+/// clone of a client.
 #[derive(Debug, Clone)]
 pub(crate) struct Contact {
     inner: Arc<Inner>,
@@ -45,6 +48,7 @@ struct Inner {
     reached: AtomicBool,
     first_failure: Mutex<Option<Instant>>,
     grace: Duration,
+    failures: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl Contact {
@@ -55,6 +59,7 @@ impl Contact {
                 reached: AtomicBool::new(false),
                 first_failure: Mutex::new(None),
                 grace,
+                failures: Mutex::new(BTreeMap::new()),
             }),
         }
     }
@@ -81,6 +86,25 @@ impl Contact {
     /// The grace period.
     pub(crate) fn grace(&self) -> Duration {
         self.inner.grace
+    }
+
+    /// Counts one failed attempt of `kind`.
+    pub(crate) fn failed(&self, kind: &'static str) {
+        let mut f = self
+            .inner
+            .failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        *f.entry(kind).or_default() += 1;
+    }
+
+    /// Failed attempts so far, by kind.
+    pub(crate) fn failures(&self) -> BTreeMap<&'static str, u64> {
+        self.inner
+            .failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
@@ -115,7 +139,7 @@ mod tests {
     }
 
     #[test]
-    fn gives_up_only_before_the_first_answer_and_after_the_grace() {
+    fn gives_up_only_before_the_first_answer_and_after_the_grace_and_counts_failures() {
         let c = Contact::new(Duration::ZERO);
         assert!(c.give_up());
         c.clone().reached();
@@ -123,5 +147,12 @@ mod tests {
         let c = Contact::new(Duration::from_secs(3600));
         assert!(!c.give_up());
         assert!(!c.give_up());
+        c.failed("connection");
+        c.clone().failed("connection");
+        c.failed("timeout");
+        assert_eq!(
+            c.failures().into_iter().collect::<Vec<_>>(),
+            [("connection", 2), ("timeout", 1)]
+        );
     }
 }

@@ -149,6 +149,11 @@ impl OpenAiBackend {
         &self.model
     }
 
+    /// What this client saw of the server (shared by its clones).
+    pub(crate) fn contact(&self) -> &Contact {
+        &self.contact
+    }
+
     /// Sends one request and reads the answer.
     pub async fn complete(&self, req: &CompletionRequest) -> Result<Completion, BackendError> {
         let body = match self.api {

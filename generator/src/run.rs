@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use instill_core::{Origin, Record, Status, now_ms};
 use instill_dedup::{RougeConfig, Rules};
@@ -329,7 +329,7 @@ pub async fn run(
         }
         if batch.requests.len() >= 256
             || batch.records.len() >= 2048
-            || last_flush.elapsed().as_millis() >= 200
+            || last_flush.elapsed() >= Duration::from_millis(200)
             || ending.is_some()
         {
             flush(db, run_id, &mut batch, &mut key_ids).await?;
@@ -339,6 +339,9 @@ pub async fn run(
         if ending.is_some() {
             break;
         }
+        // Wake at the next flush time even with no reply, so progress goes on being reported
+        // while requests are retried.
+        let until_flush = Duration::from_millis(200).saturating_sub(last_flush.elapsed());
         tokio::select! {
             biased;
             () = &mut shutdown => ending = Some(Ending::Interrupted),
@@ -355,6 +358,7 @@ pub async fn run(
                     buffer.insert(f.idx, f);
                 }
             }
+            () = tokio::time::sleep(until_flush) => {}
         }
     }
     // Replies already here but not accepted (out of order, or after the target) are stored too:

@@ -1,6 +1,7 @@
 //! `instill generate`: wiring the generator to the command line: backend, template, seeds,
 //! rules, progress bar, Ctrl-C, summary.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -25,13 +26,13 @@ struct Summary<'a> {
     accepted: u64,
     target: u64,
     rejected: u64,
-    rejected_by_reason: &'a std::collections::BTreeMap<String, u64>,
+    rejected_by_reason: &'a BTreeMap<String, u64>,
     requests_ok: u64,
     requests_failed: u64,
     requests_retried_attempts: u64,
     requests_sent_now: u64,
     requests_replayed: u64,
-    errors_by_kind: &'a std::collections::BTreeMap<String, u64>,
+    errors_by_kind: &'a BTreeMap<String, u64>,
     parse_issues: u64,
     truncated_replies: u64,
     prompt_tokens: u64,
@@ -158,11 +159,15 @@ pub async fn run(global: &GlobalArgs, args: &GenerateArgs) -> anyhow::Result<Out
     let bar = progress::accepted(
         progress::enabled(global.no_progress),
         args.target,
-        progress_line(&Progress::default(), Duration::ZERO),
+        progress_line(&Progress::default(), Duration::ZERO, &BTreeMap::new()),
     );
     let tick = |p: &Progress| {
         bar.set_position(p.accepted.min(args.target));
-        bar.set_message(progress_line(p, started.elapsed()));
+        bar.set_message(progress_line(
+            p,
+            started.elapsed(),
+            &backend.failed_attempts(),
+        ));
     };
     let shutdown = async {
         #[cfg(unix)]
@@ -314,8 +319,9 @@ fn hostname() -> String {
         .unwrap_or_else(|_| "local".into())
 }
 
-/// The progress bar's message: accept rate, rejection reasons, rates, failed attempts by kind.
-fn progress_line(p: &Progress, elapsed: Duration) -> String {
+/// The progress bar's message: accept rate, rejection reasons, rates, failed attempts by kind
+/// (`failed`: as they happen, retries still going on included).
+fn progress_line(p: &Progress, elapsed: Duration, failed: &BTreeMap<&str, u64>) -> String {
     let judged = p.accepted + p.rejected.values().sum::<u64>();
     let rate = if judged > 0 {
         100.0 * p.accepted as f64 / judged as f64
@@ -324,7 +330,7 @@ fn progress_line(p: &Progress, elapsed: Duration) -> String {
     };
     let secs = elapsed.as_secs_f64().max(0.001);
     let reasons: Vec<String> = p.rejected.iter().map(|(r, n)| format!("{r} {n}")).collect();
-    let failures: Vec<String> = p.errors.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    let failures: Vec<String> = failed.iter().map(|(k, n)| format!("{k} {n}")).collect();
     format!(
         "accept {rate:.0}% | {} | {:.1} req/s | {:.0} tok/s | {}",
         if reasons.is_empty() {
