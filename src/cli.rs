@@ -36,7 +36,8 @@ pub struct GlobalArgs {
     #[arg(long, global = true)]
     pub json: bool,
 
-    /// Never draw progress bars (they are also off when stderr is not a terminal).
+    /// Never show progress (a bar when stderr is a terminal, otherwise a line every 10 s:
+    /// INSTILL_PROGRESS_INTERVAL=SECONDS changes that).
     #[arg(long, global = true)]
     pub no_progress: bool,
 
@@ -338,7 +339,7 @@ pub struct GenerateArgs {
     pub api: ApiArg,
 
     /// The environment variable holding the API key (sent as a bearer token, never printed or
-    /// stored; unset is fine for local servers).
+    /// stored). Unset is fine only for a server on this machine (localhost, 127.x.x.x, [::1]).
     #[arg(long, default_value = "OPENAI_API_KEY")]
     pub api_key_env: String,
 

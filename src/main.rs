@@ -32,7 +32,9 @@ pub enum Outcome {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    // -q: only errors on stderr, so no progress either.
+    cli.global.no_progress |= cli.global.quiet;
     init_logging(&cli.global);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -4,6 +4,8 @@
 //! some tasks the quality rules reject. Latency and faults (429 with Retry-After, 500, timeouts,
 //! garbage bodies, `finish_reason=length`, or always 401) are configurable; faults are drawn from
 //! the prompt and its attempt number, so a run sees the same ones whatever its concurrency.
+//! Replies can also come in bursts: one request in every `hold_every` (by arrival) is held back
+//! while the ones after it are answered at once, so that they all become acceptable together.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -49,6 +51,10 @@ pub struct FakeConfig {
     pub padding: usize,
     /// Every successful reply is a body that never ends (the start of a reply, then spaces).
     pub endless: bool,
+    /// Hold back the first request and every `hold_every`-th after it (by arrival; 0: none)…
+    pub hold_every: usize,
+    /// …for this long before answering it.
+    pub hold: Duration,
 }
 
 impl Default for FakeConfig {
@@ -64,6 +70,8 @@ impl Default for FakeConfig {
             usage: None,
             padding: 0,
             endless: false,
+            hold_every: 0,
+            hold: Duration::ZERO,
         }
     }
 }
@@ -200,9 +208,16 @@ async fn answer(s: Arc<Shared>, _headers: HeaderMap, body: Bytes, completion: bo
     } else {
         "ok"
     };
-    s.log.lock().expect("log").requests.push((h, outcome));
+    let arrival = {
+        let mut log = s.log.lock().expect("log");
+        log.requests.push((h, outcome));
+        log.requests.len() - 1
+    };
     if !cfg.latency.is_zero() {
         tokio::time::sleep(cfg.latency).await;
+    }
+    if cfg.hold_every > 0 && arrival.is_multiple_of(cfg.hold_every) {
+        tokio::time::sleep(cfg.hold).await;
     }
     let error = |status: StatusCode, message: &str| {
         (

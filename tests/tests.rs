@@ -11,6 +11,7 @@ mod fake_openai;
 mod generate;
 mod import_export;
 mod local;
+mod progress;
 mod report;
 mod secrets;
 mod seeds_stats;

@@ -1,6 +1,7 @@
 //! The backend abstraction every model sits behind: complete one prompt, get one or more
 //! choices, their finish reasons and the token usage; errors classified by what to do next.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::local::CandleBackend;
@@ -125,8 +126,23 @@ impl Backend {
     /// Completes one request.
     pub async fn complete(&self, request: &CompletionRequest) -> Result<Completion, BackendError> {
         match self {
-            Backend::OpenAi(b) => b.complete(request).await,
+            Backend::OpenAi(b) => {
+                let result = b.complete(request).await;
+                if let Err(e) = &result {
+                    b.contact().failed(e.kind());
+                }
+                result
+            }
             Backend::Candle(b) => b.complete(request).await,
+        }
+    }
+
+    /// Failed attempts so far by kind, as they happen (retries included), over every clone of
+    /// this backend: for progress output while requests are still being retried.
+    pub fn failed_attempts(&self) -> BTreeMap<&'static str, u64> {
+        match self {
+            Backend::OpenAi(b) => b.contact().failures(),
+            Backend::Candle(_) => BTreeMap::new(),
         }
     }
 

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::backend::{BackendError, Choice, Completion, CompletionRequest};
+use crate::endpoint::Contact;
 
 /// Which endpoint a request goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +44,9 @@ pub struct OpenAiConfig {
     pub timeout: Duration,
     /// Connections kept open (the run's concurrency).
     pub max_connections: usize,
+    /// How long failures to connect may go on, before any answer came, until they are fatal
+    /// ([`crate::CONNECT_GRACE`] by default).
+    pub connect_grace: Duration,
     /// The largest reply body read; a longer one fails the attempt with
     /// [`BackendError::TooLarge`] (retryable) without being read further.
     pub max_body_bytes: u64,
@@ -57,6 +61,7 @@ impl std::fmt::Debug for OpenAiConfig {
             .field("api", &self.api)
             .field("timeout", &self.timeout)
             .field("max_connections", &self.max_connections)
+            .field("connect_grace", &self.connect_grace)
             .field("max_body_bytes", &self.max_body_bytes)
             .finish()
     }
@@ -74,6 +79,7 @@ pub struct OpenAiBackend {
     api: Api,
     timeout: Duration,
     max_body_bytes: u64,
+    contact: Contact,
 }
 
 impl std::fmt::Debug for OpenAiBackend {
@@ -161,12 +167,18 @@ impl OpenAiBackend {
             api: config.api,
             timeout: config.timeout,
             max_body_bytes: config.max_body_bytes,
+            contact: Contact::new(config.connect_grace),
         })
     }
 
     /// The model name.
     pub fn model(&self) -> &str {
         &self.model
+    }
+
+    /// What this client saw of the server (shared by its clones).
+    pub(crate) fn contact(&self) -> &Contact {
+        &self.contact
     }
 
     /// Sends one request and reads the answer.
@@ -208,6 +220,7 @@ impl OpenAiBackend {
             http = http.bearer_auth(key);
         }
         let response = http.send().await.map_err(|e| self.transport_error(e))?;
+        self.contact.reached();
         let status = response.status();
         let retry_after = response
             .headers()
@@ -285,16 +298,32 @@ impl OpenAiBackend {
     }
 
     fn transport_error(&self, e: reqwest::Error) -> BackendError {
-        if e.is_timeout() {
+        // Without the URL (the base URL is added, credentials redacted) and without the key
+        // (never in it).
+        let url = redact_url(&self.base_url);
+        let (connect, timeout, builder) = (e.is_connect(), e.is_timeout(), e.is_builder());
+        let cause = causes(&e.without_url());
+        if connect {
+            // DNS, refused, TLS, connect timeout: fatal when the server never answered.
+            if self.contact.give_up() {
+                return BackendError::Fatal {
+                    status: 0,
+                    message: format!(
+                        "cannot connect to {url}: {cause}; no request has reached it in {:.0} s of trying (is the server running, and is --base-url or OPENAI_BASE_URL right?)",
+                        self.contact.grace().as_secs_f64()
+                    ),
+                };
+            }
+            BackendError::Connection(format!("{cause} ({url})"))
+        } else if timeout {
             BackendError::Timeout(self.timeout)
-        } else if e.is_builder() {
+        } else if builder {
             BackendError::Fatal {
                 status: 0,
-                message: format!("invalid base URL {}: {}", self.base_url, e.without_url()),
+                message: format!("invalid base URL {url}: {cause}"),
             }
         } else {
-            // Without the URL (it is in the message we add) and without the key (never in it).
-            BackendError::Connection(format!("{} ({})", e.without_url(), self.base_url))
+            BackendError::Connection(format!("{cause} ({url})"))
         }
     }
 
@@ -357,6 +386,22 @@ impl OpenAiBackend {
             _ => BackendError::Server { status, message },
         }
     }
+}
+
+/// An error and its causes, joined by `: ` (reqwest's own message names only the step that
+/// failed; the reason, such as "Connection refused", is in its sources).
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
 }
 
 /// The `error.message` of an OpenAI error body, or the start of the body.
@@ -431,6 +476,7 @@ mod tests {
             api: Api::Chat,
             timeout: Duration::from_secs(1),
             max_connections: 1,
+            connect_grace: crate::CONNECT_GRACE,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
         };
         let shown = format!("{config:?} {config:#?}");
@@ -472,6 +518,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             max_connections: 1,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            connect_grace: crate::CONNECT_GRACE,
         })
         .unwrap();
         assert!(!format!("{b:?}").contains("sk-secret"));
@@ -497,5 +544,61 @@ mod tests {
         );
         let e = b.status_error(404, b"{}", None).to_string();
         assert!(e.contains("model `m`"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn tls_and_refused_connections_turn_fatal_before_a_first_answer() {
+        use tokio::io::AsyncWriteExt;
+        // A TLS client against a plain-text server: the handshake fails.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let tls_port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let _ = s
+                    .write_all(b"HTTP/1.1 400 Bad Request\r\n\r\nplain text")
+                    .await;
+            }
+        });
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let refused_port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let req = CompletionRequest {
+            prompt: "p".into(),
+            max_tokens: 8,
+            temperature: 0.0,
+            top_p: 1.0,
+            stop: Vec::new(),
+            n: 1,
+        };
+        for url in [
+            format!("https://127.0.0.1:{tls_port}/v1"),
+            format!("http://127.0.0.1:{refused_port}/v1"),
+        ] {
+            let client = |grace| {
+                OpenAiBackend::new(OpenAiConfig {
+                    base_url: url.clone(),
+                    api_key: None,
+                    model: "m".into(),
+                    api: Api::Chat,
+                    timeout: Duration::from_secs(5),
+                    max_connections: 1,
+                    connect_grace: grace,
+                    max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+                })
+                .unwrap()
+            };
+            let e = client(Duration::from_secs(3600))
+                .complete(&req)
+                .await
+                .unwrap_err();
+            assert!(matches!(e, BackendError::Connection(_)), "{url}: {e:?}");
+            let e = client(Duration::ZERO).complete(&req).await.unwrap_err();
+            assert!(!e.retryable(), "{url}: {e:?}");
+            assert!(
+                e.to_string()
+                    .starts_with(&format!("cannot connect to {url}: ")),
+                "{e}"
+            );
+        }
     }
 }

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use instill_core::{Origin, Record, Status, now_ms};
 use instill_dedup::{RougeConfig, Rules};
@@ -265,34 +265,13 @@ pub async fn run(
     let mut fatal: Option<BackendError> = None;
     tokio::pin!(shutdown);
 
+    // The request budget: `max_requests` in all, stored requests included.
+    let budget_spent = |sent: u64| {
+        cfg.max_requests
+            .is_some_and(|m| total_requests_at_start + sent >= m)
+    };
     while ending.is_none() {
-        // Dispatch, in idx order (failed requests of an earlier invocation first).
-        let budget_left = |sent: u64| {
-            cfg.max_requests
-                .is_none_or(|m| total_requests_at_start + sent < m)
-        };
-        while in_flight < concurrency && budget_left(progress.sent_now) {
-            let idx = if let Some(i) = resend.pop_front() {
-                i
-            } else if next_idx < next_accept + window {
-                next_idx += 1;
-                next_idx - 1
-            } else {
-                break;
-            };
-            dispatch(
-                &mut tasks,
-                &tx,
-                &backend,
-                &limiter,
-                &cfg,
-                idx,
-                &generated_examples,
-            )?;
-            in_flight += 1;
-            progress.sent_now += 1;
-        }
-        // Accept whatever is next in order.
+        // Accept whatever is next in order: this moves the window before dispatch refills it.
         while let Some(f) = buffer.remove(&next_accept) {
             next_accept += 1;
             match accept_one(
@@ -315,14 +294,42 @@ pub async fn run(
                 }
             }
         }
-        if ending.is_none() && in_flight == 0 && !buffer.contains_key(&next_accept) {
-            // Nothing in flight, nothing to accept, and dispatch stopped: the request budget is
-            // spent.
+        // Dispatch, in idx order (failed requests of an earlier invocation first).
+        while ending.is_none() && in_flight < concurrency && !budget_spent(progress.sent_now) {
+            let idx = if let Some(i) = resend.pop_front() {
+                i
+            } else if next_idx < next_accept + window {
+                next_idx += 1;
+                next_idx - 1
+            } else {
+                break;
+            };
+            dispatch(
+                &mut tasks,
+                &tx,
+                &backend,
+                &limiter,
+                &cfg,
+                idx,
+                &generated_examples,
+            )?;
+            in_flight += 1;
+            progress.sent_now += 1;
+        }
+        // The request budget ends a run only once it is spent and nothing is in flight.
+        if ending.is_none() && in_flight == 0 {
+            if !budget_spent(progress.sent_now) {
+                // Cannot happen: every index below the window's end was sent and accepted above,
+                // so dispatch had room. Stop with a message rather than wait for nothing.
+                return Err(GenerateError::Config(format!(
+                    "the run stalled at request {next_accept} with nothing in flight (a bug in instill: please report it)"
+                )));
+            }
             ending = Some(Ending::MaxRequests);
         }
         if batch.requests.len() >= 256
             || batch.records.len() >= 2048
-            || last_flush.elapsed().as_millis() >= 200
+            || last_flush.elapsed() >= Duration::from_millis(200)
             || ending.is_some()
         {
             flush(db, run_id, &mut batch, &mut key_ids).await?;
@@ -332,6 +339,9 @@ pub async fn run(
         if ending.is_some() {
             break;
         }
+        // Wake at the next flush time even with no reply, so progress goes on being reported
+        // while requests are retried.
+        let until_flush = Duration::from_millis(200).saturating_sub(last_flush.elapsed());
         tokio::select! {
             biased;
             () = &mut shutdown => ending = Some(Ending::Interrupted),
@@ -348,6 +358,7 @@ pub async fn run(
                     buffer.insert(f.idx, f);
                 }
             }
+            () = tokio::time::sleep(until_flush) => {}
         }
     }
     // Replies already here but not accepted (out of order, or after the target) are stored too:
