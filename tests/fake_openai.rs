@@ -1,10 +1,12 @@
 //! A fake OpenAI-compatible server for tests and benchmarks: in-process, loopback, port 0.
 //! Replies are tasks in the self-instruct format derived deterministically from the prompt (same
 //! prompt, same reply), varied so that most are new, with some exact and near duplicates and
-//! some tasks the quality rules reject. Latency (with jitter) and faults (429 with Retry-After, 500, timeouts,
-//! garbage bodies, `finish_reason=length`, always 401, refusals with no tasks, a NUL in a task)
-//! are configurable; faults are drawn from the prompt and its attempt number, so a run sees the
-//! same ones whatever its concurrency.
+//! some tasks the quality rules reject. Latency (with jitter) and faults (429 with Retry-After,
+//! 500, timeouts, garbage bodies, `finish_reason=length`, always 401, refusals with no tasks, a
+//! NUL in a task) are configurable; faults are drawn from the prompt and its attempt number, so
+//! a run sees the same ones whatever its concurrency.
+//! Replies can also come in bursts: one request in every `hold_every` (by arrival) is held back
+//! while the ones after it are answered at once, so that they all become acceptable together.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -50,6 +52,17 @@ pub struct FakeConfig {
     /// One reply in this many (drawn from the prompt; 0: none) has a NUL (U+0000) in its first
     /// task's instruction.
     pub nul_every: u64,
+    /// Every reply's `usage` object, instead of the counts of its text (absurd or negative
+    /// counts, to test that they overflow nothing).
+    pub usage: Option<serde_json::Value>,
+    /// Bytes of padding (a field clients ignore) in every successful reply: an oversize body.
+    pub padding: usize,
+    /// Every successful reply is a body that never ends (the start of a reply, then spaces).
+    pub endless: bool,
+    /// Hold back the first request and every `hold_every`-th after it (by arrival; 0: none)…
+    pub hold_every: usize,
+    /// …for this long before answering it.
+    pub hold: Duration,
 }
 
 impl Default for FakeConfig {
@@ -65,6 +78,11 @@ impl Default for FakeConfig {
             topics: 50_000,
             refuse_first: 0,
             nul_every: 0,
+            usage: None,
+            padding: 0,
+            endless: false,
+            hold_every: 0,
+            hold: Duration::ZERO,
         }
     }
 }
@@ -174,40 +192,44 @@ async fn answer(s: Arc<Shared>, _headers: HeaderMap, body: Bytes, completion: bo
     };
     let h = prompt_hash(&prompt);
     let cfg = &s.config;
-    let (attempt, arrival) = {
+    let f = cfg.faults;
+    // One lock for the attempt count, the arrival number and the log: arrivals are exact.
+    let (outcome, arrival) = {
         let mut log = s.log.lock().expect("log");
         let arrival = log.requests.len();
         let a = log.attempts.entry(h).or_insert(0);
         *a += 1;
-        (*a, arrival)
-    };
-    let draw = unit(xxh3_64_with_seed(&attempt.to_le_bytes(), h));
-    let f = cfg.faults;
-    let outcome = if let Some(status) = cfg.always_status {
-        if status == 401 {
-            "unauthorized"
+        let draw = unit(xxh3_64_with_seed(&a.to_le_bytes(), h));
+        let outcome = if let Some(status) = cfg.always_status {
+            if status == 401 {
+                "unauthorized"
+            } else {
+                "status"
+            }
+        } else if arrival < cfg.refuse_first {
+            "refused"
+        } else if draw < f.rate_limited {
+            "rate_limited"
+        } else if draw < f.rate_limited + f.server_error {
+            "server_error"
+        } else if draw < f.rate_limited + f.server_error + f.timeout {
+            "timeout"
+        } else if draw < f.rate_limited + f.server_error + f.timeout + f.garbage {
+            "garbage"
+        } else if draw < f.rate_limited + f.server_error + f.timeout + f.garbage + f.length {
+            "length"
         } else {
-            "status"
-        }
-    } else if arrival < cfg.refuse_first {
-        "refused"
-    } else if draw < f.rate_limited {
-        "rate_limited"
-    } else if draw < f.rate_limited + f.server_error {
-        "server_error"
-    } else if draw < f.rate_limited + f.server_error + f.timeout {
-        "timeout"
-    } else if draw < f.rate_limited + f.server_error + f.timeout + f.garbage {
-        "garbage"
-    } else if draw < f.rate_limited + f.server_error + f.timeout + f.garbage + f.length {
-        "length"
-    } else {
-        "ok"
+            "ok"
+        };
+        log.requests.push((h, outcome));
+        (outcome, arrival)
     };
-    s.log.lock().expect("log").requests.push((h, outcome));
     let delay = cfg.latency + cfg.jitter.mul_f64(unit(xxh3_64_with_seed(b"jitter", h)));
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
+    }
+    if cfg.hold_every > 0 && arrival.is_multiple_of(cfg.hold_every) {
+        tokio::time::sleep(cfg.hold).await;
     }
     let error = |status: StatusCode, message: &str| {
         (
@@ -295,13 +317,26 @@ async fn answer(s: Arc<Shared>, _headers: HeaderMap, body: Bytes, completion: bo
     } else {
         serde_json::json!({"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish})
     };
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "id": format!("fake-{h:x}"),
         "object": if completion { "text_completion" } else { "chat.completion" },
         "model": "fake",
         "choices": [choice],
-        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens},
+        "usage": cfg.usage.clone().unwrap_or_else(|| serde_json::json!({"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens})),
     });
+    if cfg.padding > 0 {
+        body["padding"] = " ".repeat(cfg.padding).into();
+    }
+    if cfg.endless {
+        let start = std::iter::once(Bytes::from_static(b"{\"choices\": ["));
+        let spaces = std::iter::repeat_with(|| Bytes::from(vec![b' '; 64 << 10]));
+        let stream = futures::stream::iter(start.chain(spaces).map(Ok::<_, std::io::Error>));
+        return (
+            [("content-type", "application/json")],
+            axum::body::Body::from_stream(stream),
+        )
+            .into_response();
+    }
     ([("content-type", "application/json")], body.to_string()).into_response()
 }
 

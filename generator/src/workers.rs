@@ -21,7 +21,7 @@ use crate::backend::{Backend, BackendError};
 use crate::limiter::RateLimiter;
 use crate::run::{
     Batch, Ending, Finished, GenerateError, Progress, Restored, RunConfig, RunReport, accept_one,
-    dispatch, failed_row, from_stored, open_run, request_row, restore, write_batch,
+    add_usage, dispatch, failed_row, from_stored, open_run, request_row, restore, write_batch,
 };
 
 /// The acceptor's state while this worker holds the run.
@@ -391,8 +391,7 @@ fn reply_row(
     match &f.outcome {
         Ok(c) => {
             progress.requests_ok += 1;
-            progress.prompt_tokens += c.prompt_tokens.unwrap_or(0);
-            progress.completion_tokens += c.completion_tokens.unwrap_or(0);
+            add_usage(progress, c);
             request_row(cfg, f, c)
         }
         Err(e) => {

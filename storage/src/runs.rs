@@ -264,8 +264,8 @@ FROM requests WHERE run_id = $1 GROUP BY status";
                     _ => continue,
                 }
                 t.retries += r.try_get::<i64, _>("retries")?;
-                t.prompt_tokens += r.try_get::<i64, _>("pt")?;
-                t.completion_tokens += r.try_get::<i64, _>("ct")?;
+                t.prompt_tokens = t.prompt_tokens.saturating_add(r.try_get("pt")?);
+                t.completion_tokens = t.completion_tokens.saturating_add(r.try_get("ct")?);
             }
         });
         t.rejected.sort();
