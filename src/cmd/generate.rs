@@ -393,11 +393,7 @@ fn print_summary(s: &Summary) {
 /// second `instill generate` on the same file stops at once with a message instead of
 /// interleaving its writes (SQLite takes one writer; Postgres takes many workers).
 fn sqlite_writer_lock(url: &str) -> anyhow::Result<std::fs::File> {
-    let path = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))
-        .unwrap_or(url);
-    let path = path.split('?').next().unwrap_or(path);
+    let path = instill_storage::sqlite_path(url).unwrap_or(url);
     let lock_path = format!("{path}.generate-lock");
     let file = std::fs::OpenOptions::new()
         .create(true)
