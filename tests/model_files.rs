@@ -339,6 +339,39 @@ fn the_tiny_gguf_written_here_loads_and_matches_its_checkpoint() {
         .map(|(x, y)| (x - y).abs())
         .fold(0.0f32, f32::max);
     assert!(worst < 1e-4, "logits differ by {worst}");
+    // Both decode as transformers did (16 greedy tokens: RoPE at every later position).
+    let expected: Value = serde_json::from_slice(
+        &std::fs::read(fixture("tiny-qwen2").join("expected.json")).unwrap(),
+    )
+    .unwrap();
+    let case = &expected["cases"][0];
+    let greedy: Vec<u32> = case["greedy"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect();
+    let params = instill_generator::local::SeqParams {
+        max_new_tokens: 16,
+        temperature: 0.0,
+        top_p: 1.0,
+        seed: 0,
+        stop: Vec::new(),
+    };
+    for loaded in [&gguf, &hf] {
+        let no_eos = instill_generator::local::Codec {
+            eos_ids: Vec::new(),
+            ..loaded.codec.clone()
+        };
+        let out = instill_generator::local::generate_all(
+            &loaded.model,
+            &no_eos,
+            &[(ids.clone(), params.clone())],
+            1,
+        )
+        .unwrap();
+        assert_eq!(out[0].ids, greedy);
+    }
     // And train takes it (one step).
     let args = &commands(&env, &path, &fixture("tiny-llama-lora"))[1];
     env.run(args).expect_code(0);

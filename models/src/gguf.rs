@@ -52,8 +52,9 @@ pub fn read(path: &Path) -> Result<Content, ModelFileError> {
     let tensor_count = r.len("tensor count")?;
     let kv_count = r.len("metadata count")?;
     // Each entry takes some bytes: a count the file cannot hold is refused before looping.
-    r.fits("tensor count", tensor_count, 8 + 4 + 4 + 8)?;
-    r.fits("metadata count", kv_count, 8 + 4 + 1)?;
+    let prefix = if r.long { 8 } else { 4 };
+    r.fits("tensor count", tensor_count, prefix + 4 + 4 + 8)?;
+    r.fits("metadata count", kv_count, prefix + 4 + 1)?;
     let mut metadata = HashMap::new();
     for _ in 0..kv_count {
         let key = r.string("a metadata key")?;
