@@ -66,6 +66,7 @@ fn run(name: &str, model: &Model, data: &[Example], steps: usize, lr: f64) {
         dir: dir.path().to_path_buf(),
         resume: false,
         stop_after: None,
+        settings: Vec::new(),
     };
     let started = Instant::now();
     let s = train(model, data, &[], &cfg, &Device::Cpu, |_| {}).expect("train");

@@ -27,6 +27,7 @@ pub struct GlobalArgs {
         long,
         global = true,
         env = "INSTILL_DB",
+        hide_env_values = true,
         default_value = "sqlite://instill.db"
     )]
     pub db: String,
@@ -35,7 +36,8 @@ pub struct GlobalArgs {
     #[arg(long, global = true)]
     pub json: bool,
 
-    /// Never draw progress bars (they are also off when stderr is not a terminal).
+    /// Never show progress (a bar when stderr is a terminal, otherwise a line every 10 s:
+    /// INSTILL_PROGRESS_INTERVAL=SECONDS changes that).
     #[arg(long, global = true)]
     pub no_progress: bool,
 
@@ -116,7 +118,8 @@ pub struct TrainArgs {
     #[arg(long)]
     pub model: PathBuf,
 
-    /// Output directory.
+    /// Output directory: missing or empty, or an earlier instill output with --resume or
+    /// --overwrite. Never inside --model.
     #[arg(long)]
     pub out: PathBuf,
 
@@ -142,11 +145,11 @@ pub struct TrainArgs {
     pub lora_r: usize,
 
     /// LoRA alpha (the update is scaled by alpha/r).
-    #[arg(long, default_value_t = 16.0)]
+    #[arg(long, default_value_t = 16.0, value_parser = parse_positive)]
     pub lora_alpha: f64,
 
     /// Dropout on the adapters' input.
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, default_value_t = 0.05, value_parser = parse_fraction)]
     pub lora_dropout: f64,
 
     /// Modules that get adapters.
@@ -163,11 +166,11 @@ pub struct TrainArgs {
     pub modules_to_save: Vec<String>,
 
     /// Peak learning rate.
-    #[arg(long, default_value_t = 2e-4)]
+    #[arg(long, default_value_t = 2e-4, value_parser = parse_positive)]
     pub lr: f64,
 
     /// AdamW's decoupled weight decay.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = parse_non_negative)]
     pub weight_decay: f64,
 
     /// Passes over the data.
@@ -191,7 +194,7 @@ pub struct TrainArgs {
     pub warmup_steps: usize,
 
     /// Clip the global gradient norm to this (0 = off).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = parse_non_negative)]
     pub max_grad_norm: f64,
 
     /// Tokens per example at most (the response is cut; examples whose prompt alone is longer
@@ -200,7 +203,7 @@ pub struct TrainArgs {
     pub max_len: usize,
 
     /// Share of the examples held out for validation loss (chosen by a hash of the record).
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, default_value_t = 0.05, value_parser = parse_fraction)]
     pub val_fraction: f64,
 
     /// Seed of the data order, adapter initialisation and dropout.
@@ -211,9 +214,15 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 50)]
     pub checkpoint_every: usize,
 
-    /// Continue from OUT/checkpoint; ends with the weights an uninterrupted run would have.
+    /// Continue from OUT/checkpoint; ends with the weights an uninterrupted run would have. The
+    /// settings must be the run's own: one that differs is named and refused.
     #[arg(long)]
     pub resume: bool,
+
+    /// Replace OUT when it is an earlier instill output (its manifest.json lists every file in
+    /// it); any other non-empty OUT is refused, with or without this flag.
+    #[arg(long, conflicts_with = "resume")]
+    pub overwrite: bool,
 
     /// `cpu`, `cuda` or `cuda:N`.
     #[arg(long, default_value = "cpu")]
@@ -235,9 +244,15 @@ pub struct MergeLoraArgs {
     #[arg(long)]
     pub adapter: PathBuf,
 
-    /// Output directory for the merged model.
+    /// Output directory for the merged model: missing or empty, or an earlier instill output
+    /// with --overwrite. Never inside --model or --adapter.
     #[arg(long)]
     pub out: PathBuf,
+
+    /// Replace OUT when it is an earlier instill output (its manifest.json lists every file in
+    /// it); the old one stays until the new one is whole.
+    #[arg(long)]
+    pub overwrite: bool,
 }
 
 #[derive(Debug, Args)]
@@ -252,11 +267,11 @@ pub struct ReportArgs {
     pub run: Option<String>,
 
     /// Price of 1M prompt tokens, for the cost per run.
-    #[arg(long)]
+    #[arg(long, value_parser = parse_non_negative)]
     pub price_in: Option<f64>,
 
     /// Price of 1M completion tokens, for the cost per run.
-    #[arg(long)]
+    #[arg(long, value_parser = parse_non_negative)]
     pub price_out: Option<f64>,
 
     /// Output directories of `instill train` (repeatable): their loss.csv is drawn as loss
@@ -282,6 +297,7 @@ pub struct GenerateArgs {
     #[arg(
         long,
         env = "OPENAI_BASE_URL",
+        hide_env_values = true,
         default_value = "https://api.openai.com/v1"
     )]
     pub base_url: String,
@@ -324,7 +340,7 @@ pub struct GenerateArgs {
     pub api: ApiArg,
 
     /// The environment variable holding the API key (sent as a bearer token, never printed or
-    /// stored; unset is fine for local servers).
+    /// stored). Unset is fine only for a server on this machine (localhost, 127.x.x.x, [::1]).
     #[arg(long, default_value = "OPENAI_API_KEY")]
     pub api_key_env: String,
 
@@ -343,24 +359,24 @@ pub struct GenerateArgs {
     pub concurrency: u64,
 
     /// Requests per minute at most (unlimited if not given).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub rpm: Option<u32>,
 
     /// Tokens per minute at most, prompt and completion together (unlimited if not given).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub tpm: Option<u64>,
 
     /// Sampling temperature.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = parse_temperature)]
     pub temperature: f32,
 
-    /// Nucleus sampling mass.
-    #[arg(long, default_value_t = 1.0)]
+    /// Nucleus sampling mass, in (0, 1].
+    #[arg(long, default_value_t = 1.0, value_parser = parse_top_p)]
     pub top_p: f32,
 
     /// Most tokens a reply may have (halved and retried when the server says the context is
     /// exceeded).
-    #[arg(long, default_value_t = 3072)]
+    #[arg(long, default_value_t = 3072, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_tokens: u32,
 
     /// A stop string (repeat for several).
@@ -414,12 +430,17 @@ pub struct GenerateArgs {
 
     /// Postgres runs: how long a worker's claim on a request lives without a heartbeat (a
     /// killed worker's requests go to the others after this).
-    #[arg(long, default_value_t = 30.0)]
+    #[arg(long, default_value_t = 30.0, value_parser = parse_seconds)]
     pub lease_seconds: f64,
 
     /// Seconds to wait for one reply.
-    #[arg(long, default_value_t = 120.0)]
+    #[arg(long, default_value_t = 120.0, value_parser = parse_seconds)]
     pub timeout: f64,
+
+    /// The largest reply body read (suffixes K, M, G): a longer one fails the attempt as
+    /// `too_large` (retried, then stored as failed) without being read further.
+    #[arg(long, default_value_t = instill_generator::DEFAULT_MAX_BODY_BYTES, value_parser = parse_size)]
+    pub max_reply_bytes: u64,
 
     /// Attempts per request, the first included (429, 5xx, timeouts, unreadable replies are
     /// retried with exponential backoff and full jitter, at least as long as Retry-After).
@@ -427,11 +448,11 @@ pub struct GenerateArgs {
     pub max_retries: u32,
 
     /// Price of 1M prompt tokens, for the cost in the summary.
-    #[arg(long)]
+    #[arg(long, value_parser = parse_non_negative)]
     pub price_in: Option<f64>,
 
     /// Price of 1M completion tokens, for the cost in the summary.
-    #[arg(long)]
+    #[arg(long, value_parser = parse_non_negative)]
     pub price_out: Option<f64>,
 }
 
@@ -663,7 +684,8 @@ pub struct ImportArgs {
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {
-    /// Output directory. Must not exist or be empty, unless --overwrite.
+    /// Output directory: missing or empty, or an earlier export with --overwrite. Never holds
+    /// the database.
     #[arg(long)]
     pub out: PathBuf,
 
@@ -705,8 +727,8 @@ pub struct ExportArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
 
-    /// Replace the output directory if it exists (atomically: the old one stays until the new
-    /// one is complete).
+    /// Replace OUT when it is an earlier instill output (its manifest.json lists every file in
+    /// it; anything else is refused), atomically: the old one stays until the new one is whole.
     #[arg(long)]
     pub overwrite: bool,
 }
@@ -801,6 +823,62 @@ fn parse_size(s: &str) -> Result<u64, String> {
     Ok(bytes)
 }
 
+/// The longest `--timeout` or `--lease-seconds`: a year.
+const MAX_SECONDS: f64 = 365.0 * 86400.0;
+
+/// A finite number greater than 0 (or at least 0 when `zero_ok`): NaN, infinities and
+/// negative numbers are refused.
+fn finite(s: &str, zero_ok: bool) -> Result<f64, String> {
+    let f: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number"))?;
+    if !f.is_finite() {
+        return Err(format!("{s} is not a finite number"));
+    }
+    match (zero_ok, f) {
+        (true, f) if f >= 0.0 => Ok(f),
+        (false, f) if f > 0.0 => Ok(f),
+        (true, _) => Err(format!("{s} is negative: it must be 0 or more")),
+        (false, _) => Err(format!("{s} must be greater than 0")),
+    }
+}
+
+fn parse_positive(s: &str) -> Result<f64, String> {
+    finite(s, false)
+}
+
+fn parse_non_negative(s: &str) -> Result<f64, String> {
+    finite(s, true)
+}
+
+/// Seconds: greater than 0 and at most a year.
+fn parse_seconds(s: &str) -> Result<f64, String> {
+    let f = finite(s, false)?;
+    if f > MAX_SECONDS {
+        return Err(format!("{s} seconds is more than a year"));
+    }
+    Ok(f)
+}
+
+fn parse_temperature(s: &str) -> Result<f32, String> {
+    let f = finite(s, true)? as f32;
+    if f.is_finite() {
+        Ok(f)
+    } else {
+        Err(format!("{s} is too large"))
+    }
+}
+
+fn parse_top_p(s: &str) -> Result<f32, String> {
+    let f = finite(s, false)?;
+    if f <= 1.0 {
+        Ok(f as f32)
+    } else {
+        Err(format!("{s} is outside (0, 1]"))
+    }
+}
+
 fn parse_unit(s: &str) -> Result<f64, String> {
     let f: f64 = s.parse().map_err(|_| format!("`{s}` is not a number"))?;
     if (0.0..=1.0).contains(&f) {
@@ -837,5 +915,26 @@ mod tests {
         assert!(parse_size("0").is_err() && parse_size("1X").is_err());
         assert_eq!(parse_fraction("0.05"), Ok(0.05));
         assert!(parse_fraction("1").is_err() && parse_fraction("-0.1").is_err());
+    }
+
+    #[test]
+    fn limits_refuse_nan_infinity_and_nonpositive_values() {
+        for bad in [
+            "NaN", "nan", "inf", "-inf", "infinity", "0", "-1", "1e400", "x", "",
+        ] {
+            assert!(parse_seconds(bad).is_err(), "{bad}");
+            assert!(parse_positive(bad).is_err(), "{bad}");
+            assert!(parse_top_p(bad).is_err(), "{bad}");
+        }
+        for bad in ["NaN", "inf", "-inf", "-0.5", "1e39"] {
+            assert!(parse_temperature(bad).is_err(), "{bad}");
+        }
+        assert!(parse_non_negative("-1").is_err() && parse_non_negative("NaN").is_err());
+        assert!(parse_seconds("1e9").is_err());
+        assert_eq!(parse_seconds("0.5"), Ok(0.5));
+        assert_eq!(parse_temperature("0"), Ok(0.0));
+        assert_eq!(parse_top_p("1"), Ok(1.0));
+        assert_eq!(parse_non_negative("0"), Ok(0.0));
+        assert!(parse_top_p("1.5").is_err());
     }
 }

@@ -3,6 +3,7 @@
 mod cli;
 mod cmd;
 mod ingest;
+mod outdir;
 mod progress;
 mod report;
 mod shards;
@@ -31,7 +32,9 @@ pub enum Outcome {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    // -q: only errors on stderr, so no progress either.
+    cli.global.no_progress |= cli.global.quiet;
     init_logging(&cli.global);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -48,8 +51,9 @@ fn main() -> ExitCode {
         Ok(Outcome::Partial) => ExitCode::from(1),
         Ok(Outcome::Interrupted) => ExitCode::from(130),
         Err(e) => {
-            // One line: the context chain joined with ": ".
-            let message = format!("{e:#}").replace('\n', " ");
+            // One line: the context chain joined with ": ", with any URL's password hidden
+            // (whatever layer formatted it).
+            let message = instill_core::redact_urls_in(&format!("{e:#}").replace('\n', " "));
             eprintln!("error: {message}");
             ExitCode::from(2)
         }

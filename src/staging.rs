@@ -1,9 +1,11 @@
-//! The staging directory of an export: shards and manifest are written into a hidden directory
-//! beside the target, which becomes the target only when everything is complete.
+//! The staging directory of an export or a merged model: files are written into a hidden
+//! directory beside the target, which becomes the target only when everything is complete.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+
+use crate::outdir;
 
 /// A directory that becomes `target` only through [`Staging::commit`]; dropped uncommitted, it
 /// is removed, so a failed export leaves no partial shard behind.
@@ -16,31 +18,17 @@ pub struct Staging {
 }
 
 impl Staging {
-    /// Prepares to write `target`: refuses an existing non-empty directory (or a file) unless
-    /// `overwrite`, and creates a hidden staging directory beside it.
+    /// Prepares to write `target`: refuses anything but a missing or empty directory, or (with
+    /// `overwrite`) instill's own earlier output, and creates a hidden staging directory beside it.
     pub fn new(target: &Path, overwrite: bool) -> anyhow::Result<Staging> {
         let shown = target.display();
-        if target.exists() {
-            if !target.is_dir() {
-                anyhow::bail!("{shown}: exists and is not a directory");
-            }
-            let non_empty = std::fs::read_dir(target)
-                .with_context(|| format!("{shown}: cannot read"))?
-                .next()
-                .is_some();
-            if non_empty && !overwrite {
-                anyhow::bail!("{shown}: exists and is not empty; pass --overwrite to replace it");
-            }
-        }
+        outdir::check(target, overwrite)?;
         let name = target
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .filter(|n| n != ".." && n != ".")
             .ok_or_else(|| anyhow::anyhow!("{shown}: name a directory to create"))?;
-        let parent = match target.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
+        let parent = outdir::parent_of(target);
         if !parent.is_dir() {
             anyhow::bail!("{}: the parent directory does not exist", parent.display());
         }
@@ -59,11 +47,16 @@ impl Staging {
         })
     }
 
-    /// Moves the staged directory into place (the old one, if any, is removed only after).
+    /// Moves the staged directory into place, synced; the old one, if any, is checked again to
+    /// hold only instill's output and removed only after.
     pub fn commit(mut self) -> anyhow::Result<()> {
         let shown = self.target.display().to_string();
         let old = self.old.clone();
-        let had_old = self.target.exists();
+        outdir::sync_dir(&self.dir)?;
+        let had_old = match outdir::inspect(&self.target)? {
+            outdir::Found::Missing => false,
+            outdir::Found::Empty | outdir::Found::Ours { .. } => true,
+        };
         if had_old {
             std::fs::rename(&self.target, &old)
                 .with_context(|| format!("cannot move aside {shown}"))?;
@@ -72,12 +65,17 @@ impl Staging {
             if had_old {
                 let _ = std::fs::rename(&old, &self.target);
             }
-            return Err(e).with_context(|| format!("cannot move the export into {shown}"));
+            return Err(e).with_context(|| format!("cannot move the output into {shown}"));
         }
         self.committed = true;
+        outdir::sync_dir(&outdir::parent_of(&self.target))?;
         if had_old {
-            std::fs::remove_dir_all(&old)
-                .with_context(|| format!("cannot remove the previous {shown}"))?;
+            outdir::remove(&old).with_context(|| {
+                format!(
+                    "{shown} is complete, but the previous one stays in {}",
+                    old.display()
+                )
+            })?;
         }
         Ok(())
     }
@@ -111,10 +109,16 @@ mod tests {
         assert_eq!(std::fs::read_to_string(target.join("x")).unwrap(), "1");
 
         assert!(Staging::new(&target, false).is_err());
+        assert!(
+            Staging::new(&target, true).is_err(),
+            "x is listed in no manifest"
+        );
+        outdir::write_manifest(&target, &serde_json::json!({"files": ["x"]})).unwrap();
         let staging = Staging::new(&target, true).unwrap();
         std::fs::write(staging.dir.join("y"), "2").unwrap();
         staging.commit().unwrap();
         assert!(!target.join("x").exists() && target.join("y").exists());
+        assert!(!target.join(outdir::MANIFEST).exists());
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 }

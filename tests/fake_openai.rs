@@ -1,9 +1,12 @@
 //! A fake OpenAI-compatible server for tests and benchmarks: in-process, loopback, port 0.
 //! Replies are tasks in the self-instruct format derived deterministically from the prompt (same
 //! prompt, same reply), varied so that most are new, with some exact and near duplicates and
-//! some tasks the quality rules reject. Latency and faults (429 with Retry-After, 500, timeouts,
-//! garbage bodies, `finish_reason=length`, or always 401) are configurable; faults are drawn from
-//! the prompt and its attempt number, so a run sees the same ones whatever its concurrency.
+//! some tasks the quality rules reject. Latency (with jitter) and faults (429 with Retry-After,
+//! 500, timeouts, garbage bodies, `finish_reason=length`, always 401, refusals with no tasks, a
+//! NUL in a task) are configurable; faults are drawn from the prompt and its attempt number, so
+//! a run sees the same ones whatever its concurrency.
+//! Replies can also come in bursts: one request in every `hold_every` (by arrival) is held back
+//! while the ones after it are answered at once, so that they all become acceptable together.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -35,6 +38,8 @@ pub struct FakeConfig {
     pub lang: &'static str,
     /// Delay before every answer.
     pub latency: Duration,
+    /// Up to this much more delay, drawn from the prompt: replies come back out of order.
+    pub jitter: Duration,
     /// How long a "timeout" fault stalls.
     pub stall: Duration,
     pub faults: Faults,
@@ -42,6 +47,22 @@ pub struct FakeConfig {
     pub always_status: Option<u16>,
     /// How many distinct task topics replies draw from: fewer means more duplicates.
     pub topics: u64,
+    /// The first this many requests (in arrival order) get a refusal: a reply with no tasks.
+    pub refuse_first: usize,
+    /// One reply in this many (drawn from the prompt; 0: none) has a NUL (U+0000) in its first
+    /// task's instruction.
+    pub nul_every: u64,
+    /// Every reply's `usage` object, instead of the counts of its text (absurd or negative
+    /// counts, to test that they overflow nothing).
+    pub usage: Option<serde_json::Value>,
+    /// Bytes of padding (a field clients ignore) in every successful reply: an oversize body.
+    pub padding: usize,
+    /// Every successful reply is a body that never ends (the start of a reply, then spaces).
+    pub endless: bool,
+    /// Hold back the first request and every `hold_every`-th after it (by arrival; 0: none)…
+    pub hold_every: usize,
+    /// …for this long before answering it.
+    pub hold: Duration,
 }
 
 impl Default for FakeConfig {
@@ -50,10 +71,18 @@ impl Default for FakeConfig {
             items: 8,
             lang: "en",
             latency: Duration::ZERO,
+            jitter: Duration::ZERO,
             stall: Duration::from_secs(3),
             faults: Faults::default(),
             always_status: None,
             topics: 50_000,
+            refuse_first: 0,
+            nul_every: 0,
+            usage: None,
+            padding: 0,
+            endless: false,
+            hold_every: 0,
+            hold: Duration::ZERO,
         }
     }
 }
@@ -163,36 +192,44 @@ async fn answer(s: Arc<Shared>, _headers: HeaderMap, body: Bytes, completion: bo
     };
     let h = prompt_hash(&prompt);
     let cfg = &s.config;
-    let attempt = {
+    let f = cfg.faults;
+    // One lock for the attempt count, the arrival number and the log: arrivals are exact.
+    let (outcome, arrival) = {
         let mut log = s.log.lock().expect("log");
+        let arrival = log.requests.len();
         let a = log.attempts.entry(h).or_insert(0);
         *a += 1;
-        *a
-    };
-    let draw = unit(xxh3_64_with_seed(&attempt.to_le_bytes(), h));
-    let f = cfg.faults;
-    let outcome = if let Some(status) = cfg.always_status {
-        if status == 401 {
-            "unauthorized"
+        let draw = unit(xxh3_64_with_seed(&a.to_le_bytes(), h));
+        let outcome = if let Some(status) = cfg.always_status {
+            if status == 401 {
+                "unauthorized"
+            } else {
+                "status"
+            }
+        } else if arrival < cfg.refuse_first {
+            "refused"
+        } else if draw < f.rate_limited {
+            "rate_limited"
+        } else if draw < f.rate_limited + f.server_error {
+            "server_error"
+        } else if draw < f.rate_limited + f.server_error + f.timeout {
+            "timeout"
+        } else if draw < f.rate_limited + f.server_error + f.timeout + f.garbage {
+            "garbage"
+        } else if draw < f.rate_limited + f.server_error + f.timeout + f.garbage + f.length {
+            "length"
         } else {
-            "status"
-        }
-    } else if draw < f.rate_limited {
-        "rate_limited"
-    } else if draw < f.rate_limited + f.server_error {
-        "server_error"
-    } else if draw < f.rate_limited + f.server_error + f.timeout {
-        "timeout"
-    } else if draw < f.rate_limited + f.server_error + f.timeout + f.garbage {
-        "garbage"
-    } else if draw < f.rate_limited + f.server_error + f.timeout + f.garbage + f.length {
-        "length"
-    } else {
-        "ok"
+            "ok"
+        };
+        log.requests.push((h, outcome));
+        (outcome, arrival)
     };
-    s.log.lock().expect("log").requests.push((h, outcome));
-    if !cfg.latency.is_zero() {
-        tokio::time::sleep(cfg.latency).await;
+    let delay = cfg.latency + cfg.jitter.mul_f64(unit(xxh3_64_with_seed(b"jitter", h)));
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    if cfg.hold_every > 0 && arrival.is_multiple_of(cfg.hold_every) {
+        tokio::time::sleep(cfg.hold).await;
     }
     let error = |status: StatusCode, message: &str| {
         (
@@ -245,7 +282,11 @@ async fn answer(s: Arc<Shared>, _headers: HeaderMap, body: Bytes, completion: bo
     } else {
         examples + 1
     };
-    let mut text = reply_text(cfg, h, first);
+    let mut text = if outcome == "refused" {
+        "I'm sorry, but I can't help with that request.".to_string()
+    } else {
+        reply_text(cfg, h, first)
+    };
     if completion {
         // The prompt ended with "N. Instruction:"; the reply continues it.
         let label = if cfg.lang == "zh" {
@@ -276,13 +317,26 @@ async fn answer(s: Arc<Shared>, _headers: HeaderMap, body: Bytes, completion: bo
     } else {
         serde_json::json!({"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish})
     };
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "id": format!("fake-{h:x}"),
         "object": if completion { "text_completion" } else { "chat.completion" },
         "model": "fake",
         "choices": [choice],
-        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens},
+        "usage": cfg.usage.clone().unwrap_or_else(|| serde_json::json!({"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens})),
     });
+    if cfg.padding > 0 {
+        body["padding"] = " ".repeat(cfg.padding).into();
+    }
+    if cfg.endless {
+        let start = std::iter::once(Bytes::from_static(b"{\"choices\": ["));
+        let spaces = std::iter::repeat_with(|| Bytes::from(vec![b' '; 64 << 10]));
+        let stream = futures::stream::iter(start.chain(spaces).map(Ok::<_, std::io::Error>));
+        return (
+            [("content-type", "application/json")],
+            axum::body::Body::from_stream(stream),
+        )
+            .into_response();
+    }
     ([("content-type", "application/json")], body.to_string()).into_response()
 }
 
@@ -371,6 +425,11 @@ fn reply_text(cfg: &FakeConfig, h: u64, first: usize) -> String {
                 }
             }
             _ => {}
+        }
+        if i == 0 && cfg.nul_every > 0 && h.is_multiple_of(cfg.nul_every) {
+            // After the first character: inside the instruction, wherever the labels are.
+            let at = instruction.char_indices().nth(1).map_or(0, |(k, _)| k);
+            instruction.insert(at, '\0');
         }
         let input = if common || (r >> 48).is_multiple_of(2) {
             none.to_string()

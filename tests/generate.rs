@@ -7,7 +7,7 @@ use std::time::Duration;
 use instill_dedup::{LcsQuery, Sequences, Tokenizer, rouge_l_f1};
 
 use crate::fake_openai::{FakeConfig, FakeServer, Faults, prompt_hash};
-use crate::util::{Env, block_on};
+use crate::util::{Env, block_on, run_bounded};
 
 fn generate_args<'a>(
     server: &'a FakeServer,
@@ -353,10 +353,234 @@ fn a_bad_key_stops_at_once_naming_the_server_not_the_key() {
         "{stderr}"
     );
     assert!(!stderr.contains("sk-test-very-secret"));
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    // The line the run started with, then one error line.
+    assert_eq!(stderr.lines().count(), 2, "{stderr}");
+    assert!(
+        stderr.lines().nth(1).unwrap().starts_with("error: "),
+        "{stderr}"
+    );
     assert!(
         server.requests().len() <= 4,
         "it kept sending after a 401: {}",
         server.requests().len()
+    );
+}
+
+#[test]
+fn a_run_ends_only_at_the_target_or_at_the_request_budget() {
+    // Replies in bursts from a server that answers at once: every 100th request is held back
+    // while the ones after it fill the window and are answered, so its reply makes a whole
+    // window acceptable with nothing else in flight. A run ended there ("max_requests") after
+    // the first window, with no budget given or far below it.
+    let server = FakeServer::start(FakeConfig {
+        hold_every: 100,
+        hold: Duration::from_millis(300),
+        ..FakeConfig::default()
+    });
+    let env = Env::new(instill_storage::testing::TempDb::sqlite());
+    env.run(["seeds", "import", "--builtin", "en"])
+        .expect_code(0);
+    // A target it cannot reach: it ends at the budget, having sent exactly that many requests.
+    let mut args = generate_args(&server, "en", "100000000", "16");
+    args.extend(["--run", "budget", "--max-requests", "600"]);
+    let j = env.run(args).expect_code(1).json();
+    assert_eq!(j["ending"], "max_requests", "{j}");
+    let requests = j["requests_ok"].as_u64().unwrap() + j["requests_failed"].as_u64().unwrap();
+    assert_eq!(requests, 600, "{j}");
+    assert_eq!(j["requests_sent_now"], 600, "{j}");
+    // No budget: it ends at the target.
+    let mut args = generate_args(&server, "en", "1500", "16");
+    args.extend(["--run", "target"]);
+    let j = env.run(args).expect_code(0).json();
+    assert_eq!(
+        (&j["ending"], &j["accepted"]),
+        (&"target".into(), &1500.into()),
+        "{j}"
+    );
+    let stats = env.run(["stats", "--json"]).expect_code(0).json();
+    assert_eq!(
+        stats["requests"].as_u64().unwrap(),
+        600 + j["requests_ok"].as_u64().unwrap() + j["requests_failed"].as_u64().unwrap()
+    );
+}
+
+#[test]
+fn without_a_key_a_remote_server_is_refused_at_once_saying_what_to_do() {
+    let env = Env::new(instill_storage::testing::TempDb::sqlite());
+    env.run(["seeds", "import", "--builtin", "en"])
+        .expect_code(0);
+    for (extra, var) in [
+        (vec![], "OPENAI_API_KEY"),
+        (vec!["--api-key-env", "MY_LLM_KEY"], "MY_LLM_KEY"),
+    ] {
+        let mut args = vec![
+            "generate",
+            "--base-url",
+            "http://api.example.invalid/v1",
+            "--model",
+            "m",
+            "--lang",
+            "en",
+            "--target",
+            "10",
+            "--max-requests",
+            "1",
+            "--max-retries",
+            "1",
+        ];
+        args.extend(extra);
+        let run = run_bounded(
+            &env,
+            &args,
+            &[],
+            &["OPENAI_API_KEY", "MY_LLM_KEY", "OPENAI_BASE_URL"],
+            Duration::from_secs(120),
+        )
+        .expect_code(2);
+        let lines: Vec<&str> = run.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{}", run.stderr);
+        for want in [
+            var,
+            "--api-key-env",
+            "http://api.example.invalid/v1",
+            "--base-url",
+            "http://localhost:11434/v1",
+        ] {
+            assert!(lines[0].contains(want), "`{want}` missing: {}", lines[0]);
+        }
+    }
+}
+
+/// A loopback port nothing listens on.
+fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+#[test]
+fn a_server_never_reached_stops_the_run_naming_the_url_and_the_error() {
+    let env = Env::new(instill_storage::testing::TempDb::sqlite());
+    env.run(["seeds", "import", "--builtin", "en"])
+        .expect_code(0);
+    let port = closed_port();
+    let url = format!("http://someone:s3cret@127.0.0.1:{port}/v1");
+    let run = run_bounded(
+        &env,
+        &[
+            "generate",
+            "--base-url",
+            &url,
+            "--model",
+            "m",
+            "--lang",
+            "en",
+            "--target",
+            "1000",
+            "--concurrency",
+            "4",
+            "--max-requests",
+            "200",
+            "--json",
+        ],
+        &[],
+        &["OPENAI_API_KEY"],
+        Duration::from_secs(120),
+    )
+    .expect_code(2);
+    assert!(!run.stderr.contains("s3cret"), "{}", run.stderr);
+    let error: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .collect();
+    assert_eq!(error.len(), 1, "{}", run.stderr);
+    let shown = format!("http://someone:***@127.0.0.1:{port}/v1");
+    for want in [
+        format!("cannot connect to {shown}"),
+        "Connection refused".to_string(),
+        "--base-url".to_string(),
+    ] {
+        assert!(error[0].contains(&want), "`{want}` missing: {}", error[0]);
+    }
+    // The line it started with named what it talks to and where it writes.
+    let start = run.stderr.lines().next().unwrap();
+    for want in [
+        format!("openai at {shown}"),
+        "model m".into(),
+        "target 1000".into(),
+        "concurrency 4".into(),
+        format!("database {}", env.db.url),
+    ] {
+        assert!(start.contains(&want), "`{want}` missing: {start}");
+    }
+}
+
+#[test]
+fn a_server_that_answered_then_went_away_is_retried() {
+    let server = FakeServer::start(FakeConfig {
+        latency: Duration::from_millis(50),
+        ..FakeConfig::default()
+    });
+    let env = Env::new(instill_storage::testing::TempDb::sqlite());
+    env.run(["seeds", "import", "--builtin", "en"])
+        .expect_code(0);
+    let base_url = server.base_url.clone();
+    let args = [
+        "generate",
+        "--base-url",
+        &base_url,
+        "--model",
+        "fake",
+        "--lang",
+        "en",
+        "--target",
+        "100000",
+        "--concurrency",
+        "2",
+        "--max-requests",
+        "24",
+        "--max-retries",
+        "3",
+        "--json",
+    ];
+    let run = std::thread::scope(|s| {
+        let child = s.spawn(|| {
+            // A grace of 1 s: the failures below last longer than that.
+            run_bounded(
+                &env,
+                &args,
+                &[
+                    ("INSTILL_CONNECT_GRACE", "1"),
+                    ("INSTILL_PROGRESS_INTERVAL", "0.2"),
+                ],
+                &[],
+                Duration::from_secs(120),
+            )
+        });
+        while server.requests().len() < 10 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        drop(server);
+        child.join().unwrap()
+    });
+    let run = run.expect_code(1);
+    let j = run.json();
+    assert_eq!(j["ending"], "max_requests", "{j}");
+    let (ok, failed) = (
+        j["requests_ok"].as_u64().unwrap(),
+        j["requests_failed"].as_u64().unwrap(),
+    );
+    assert!(ok >= 10 && failed > 0 && ok + failed == 24, "{j}");
+    assert!(
+        j["errors_by_kind"]["connection"].as_u64().unwrap() > 0,
+        "{j}"
+    );
+    // The progress lines counted the failures while they were being retried.
+    assert!(
+        run.stderr
+            .lines()
+            .any(|l| l.starts_with("progress: ") && l.contains("failed attempts: connection ")),
+        "{}",
+        run.stderr
     );
 }

@@ -340,3 +340,83 @@ fn the_validation_split_is_deterministic_and_keeps_duplicates_together() {
         assert!(!a["train"].contains(key), "{key} is in both splits");
     }
 }
+
+/// The names in a directory, sorted.
+fn listing(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn export_overwrite_replaces_only_an_earlier_export() {
+    let env = Env::new(instill_storage::testing::TempDb::sqlite());
+    let file = env.write(
+        "few.jsonl",
+        "{\"instruction\":\"a\",\"output\":\"b\"}\n{\"instruction\":\"c\",\"output\":\"d\"}\n",
+    );
+    // The reproduction: the database lives in the directory exported to.
+    let out = env.path("out");
+    std::fs::create_dir(&out).unwrap();
+    let db = format!("sqlite://{}", out.join("instill.db").display());
+    env.run(["--db", &db, "import", file.to_str().unwrap()])
+        .expect_code(0);
+    std::fs::write(out.join("notes.txt"), "mine").unwrap();
+    let before = listing(&out);
+    let run = env
+        .run(["--db", &db, "export", "--out", "out", "--overwrite"])
+        .expect_code(2);
+    assert!(run.stderr.contains("instill.db"), "{}", run.stderr);
+    assert_eq!(listing(&out), before, "nothing removed");
+    assert_eq!(
+        std::fs::read_to_string(out.join("notes.txt")).unwrap(),
+        "mine"
+    );
+    let run = env
+        .run(["--db", &db, "stats", "--json"])
+        .expect_code(0)
+        .json();
+    assert_eq!(run["records"]["total"], 2, "{run}");
+
+    // An earlier export is replaced; a file added to it since makes it no longer ours.
+    let exp = env.path("exp");
+    env.run(["--db", &db, "export", "--out", "exp"])
+        .expect_code(0);
+    std::fs::write(exp.join("zz-notes.txt"), "mine").unwrap();
+    let run = env
+        .run(["--db", &db, "export", "--out", "exp", "--overwrite"])
+        .expect_code(2);
+    assert!(run.stderr.contains("zz-notes.txt"), "{}", run.stderr);
+    assert!(exp.join("zz-notes.txt").is_file() && exp.join("manifest.json").is_file());
+    std::fs::remove_file(exp.join("zz-notes.txt")).unwrap();
+    env.run([
+        "--db",
+        &db,
+        "export",
+        "--out",
+        "exp",
+        "--overwrite",
+        "--shard-rows",
+        "1",
+    ])
+    .expect_code(0);
+    assert_eq!(
+        listing(&exp),
+        ["manifest.json", "part-00000.jsonl", "part-00001.jsonl"]
+    );
+    // A directory without a manifest is not an export, whatever it holds.
+    let other = env.path("other");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::write(other.join("part-00000.jsonl"), "{}\n").unwrap();
+    let run = env
+        .run(["--db", &db, "export", "--out", "other", "--overwrite"])
+        .expect_code(2);
+    assert!(run.stderr.contains("part-00000.jsonl"), "{}", run.stderr);
+    assert_eq!(
+        std::fs::read_to_string(other.join("part-00000.jsonl")).unwrap(),
+        "{}\n"
+    );
+}

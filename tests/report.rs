@@ -2,7 +2,7 @@
 //! generate against the fake server), the page's sections and numbers checked against
 //! `instill stats --json`, and headless Chromium rendering it with no network request.
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::process::Command;
 
 use serde_json::Value;
@@ -198,13 +198,24 @@ fn the_report_shows_every_section_with_the_numbers_of_stats() {
     );
 }
 
-fn chromium() -> &'static str {
-    for c in ["/usr/bin/chromium", "/usr/bin/chromium-browser"] {
-        if Path::new(c).exists() {
-            return c;
+/// Chromium, found the way `.ci/run` finds it: `INSTILL_CHROMIUM`, else `chromium`, else
+/// `chromium-browser` on `PATH`.
+fn chromium() -> PathBuf {
+    if let Some(path) = std::env::var_os("INSTILL_CHROMIUM").filter(|p| !p.is_empty()) {
+        return PathBuf::from(path);
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for name in ["chromium", "chromium-browser"] {
+        for dir in std::env::split_paths(&path) {
+            let candidate = dir.join(name);
+            if candidate.is_file() {
+                return candidate;
+            }
         }
     }
-    panic!("Chromium not found: .ci/run installs Debian's `chromium` package");
+    panic!(
+        "Chromium not found (INSTILL_CHROMIUM, or chromium / chromium-browser on PATH): .ci/run installs Debian's `chromium` package"
+    );
 }
 
 #[test]
@@ -338,4 +349,35 @@ fn serve_once(body: Vec<u8>) -> String {
         }
     });
     origin
+}
+
+#[test]
+fn report_replaces_only_an_earlier_report() {
+    let env = Env::new(instill_storage::testing::TempDb::sqlite());
+    let notes = env.write("notes.html", "<p>mine</p>");
+    let run = env
+        .run(["report", "--out", notes.to_str().unwrap()])
+        .expect_code(2);
+    assert!(run.stderr.contains("notes.html"), "{}", run.stderr);
+    assert_eq!(std::fs::read_to_string(&notes).unwrap(), "<p>mine</p>");
+    let db = env.db.url.trim_start_matches("sqlite://").to_string();
+    env.run(["stats"]).expect_code(0);
+    let before = std::fs::read(&db).unwrap();
+    let run = env.run(["report", "--out", &db]).expect_code(2);
+    assert!(run.stderr.contains("--db"), "{}", run.stderr);
+    assert!(
+        std::fs::read(&db).unwrap() == before,
+        "the database changed"
+    );
+    let out = env.path("r.html");
+    for _ in 0..2 {
+        env.run(["report", "--out", out.to_str().unwrap()])
+            .expect_code(0);
+    }
+    let names: Vec<String> = std::fs::read_dir(env.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("tmp"))
+        .collect();
+    assert!(names.is_empty(), "{names:?}");
 }

@@ -9,7 +9,7 @@ use candle_core::{DType, Device, Tensor};
 use instill_generator::local::{self, LoadOptions, SeqParams, generate_all};
 
 use crate::local::smollm2;
-use crate::util::{Env, repo, shared};
+use crate::util::{Env, Run, repo, shared};
 
 fn alpaca_jsonl(env: &Env, n: usize) -> std::path::PathBuf {
     let all: Vec<serde_json::Value> =
@@ -282,4 +282,167 @@ fn smollm2_lora_trains_merges_and_still_answers() {
     let answer =
         &generate_all(&loaded.model, &loaded.codec, &[(ids, greedy(32))], 1).unwrap()[0].text;
     assert!(answer.contains("Paris"), "{answer}");
+}
+
+/// Every file under `dir` (relative path, bytes), sorted.
+fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let rel = p.strip_prefix(dir).unwrap().display().to_string();
+                out.push((rel, std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+/// `instill train` on the tiny model for 2 steps (unless `extra` sets --max-steps).
+fn train_tiny(env: &Env, model: &Path, data: &Path, out: &Path, extra: &[&str]) -> Run {
+    let mut args: Vec<String> = [
+        "train",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--max-len",
+        "96",
+        "--batch-size",
+        "2",
+        "--grad-accum",
+        "1",
+    ]
+    .map(String::from)
+    .to_vec();
+    if !extra.contains(&"--max-steps") {
+        args.extend(["--max-steps".to_string(), "2".to_string()]);
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    env.run(args)
+}
+
+fn merge_tiny(env: &Env, model: &Path, adapter: &Path, out: &Path, extra: &[&str]) -> Run {
+    let mut args: Vec<&str> = vec![
+        "merge-lora",
+        "--model",
+        model.to_str().unwrap(),
+        "--adapter",
+        adapter.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend(extra);
+    env.run(args)
+}
+
+#[test]
+fn train_and_merge_lora_refuse_an_out_over_their_inputs() {
+    let env = Env::new(instill_storage::testing::TempDb::sqlite());
+    let data = alpaca_jsonl(&env, 20);
+    let m = env.path("m");
+    copy_dir(&repo("tests/fixtures/local/tiny-llama"), &m);
+    let model_files = snapshot(&m);
+    // The reproduction (`--out m` emptied the tokenizer files), and an --out inside the model.
+    for out in [m.clone(), m.join("sub"), env.path("m/../m")] {
+        let run = train_tiny(&env, &m, &data, &out, &[]).expect_code(2);
+        assert!(run.stderr.contains("--model"), "{}", run.stderr);
+    }
+    assert!(snapshot(&m) == model_files, "the model changed");
+    assert!(!m.join("sub").exists());
+
+    let adapter = env.path("adapter");
+    train_tiny(&env, &m, &data, &adapter, &["--lora"]).expect_code(0);
+    let adapter_files = snapshot(&adapter);
+    for (out, named) in [
+        (m.clone(), "--model"),
+        (m.join("merged"), "--model"),
+        (adapter.clone(), "--adapter"),
+        (adapter.join("merged"), "--adapter"),
+    ] {
+        let run = merge_tiny(&env, &m, &adapter, &out, &["--overwrite"]).expect_code(2);
+        assert!(run.stderr.contains(named), "{}", run.stderr);
+    }
+    assert!(snapshot(&m) == model_files, "the model changed");
+    assert!(snapshot(&adapter) == adapter_files, "the adapter changed");
+}
+
+#[test]
+fn train_and_merge_lora_write_only_into_their_own_earlier_output() {
+    let env = Env::new(instill_storage::testing::TempDb::sqlite());
+    let data = alpaca_jsonl(&env, 20);
+    let tiny = repo("tests/fixtures/local/tiny-llama");
+    // A directory instill did not write: refused with and without --overwrite, left as it was.
+    let other = env.path("other");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::write(other.join("notes.txt"), "mine").unwrap();
+    for extra in [&[][..], &["--overwrite"], &["--resume"]] {
+        let run = train_tiny(&env, &tiny, &data, &other, extra).expect_code(2);
+        assert!(run.stderr.contains("notes.txt"), "{}", run.stderr);
+    }
+    assert_eq!(snapshot(&other), [("notes.txt".into(), b"mine".to_vec())]);
+
+    // Its own earlier output: refused without a flag, replaced with --overwrite (one header in
+    // loss.csv), continued with --resume only under the same settings.
+    let o = env.path("o");
+    train_tiny(&env, &tiny, &data, &o, &[]).expect_code(0);
+    let run = train_tiny(&env, &tiny, &data, &o, &[]).expect_code(2);
+    assert!(
+        run.stderr.contains("--resume") && run.stderr.contains("--overwrite"),
+        "{}",
+        run.stderr
+    );
+    train_tiny(&env, &tiny, &data, &o, &["--overwrite", "--max-steps", "3"]).expect_code(0);
+    let log = std::fs::read_to_string(o.join("loss.csv")).unwrap();
+    assert_eq!(log.lines().count(), 4, "{log}");
+    assert_eq!(log.matches("step,").count(), 1, "{log}");
+    let run = train_tiny(
+        &env,
+        &tiny,
+        &data,
+        &o,
+        &["--resume", "--max-steps", "3", "--lr", "1e-3"],
+    )
+    .expect_code(2);
+    assert!(run.stderr.contains("lr"), "{}", run.stderr);
+    let run = train_tiny(
+        &env,
+        &tiny,
+        &data,
+        &o,
+        &["--resume", "--max-steps", "3", "--seed", "7"],
+    )
+    .expect_code(2);
+    assert!(run.stderr.contains("seed"), "{}", run.stderr);
+    train_tiny(&env, &tiny, &data, &o, &["--resume", "--max-steps", "3"]).expect_code(0);
+
+    // merge-lora: the same rule.
+    let adapter = env.path("adapter");
+    train_tiny(&env, &tiny, &data, &adapter, &["--lora"]).expect_code(0);
+    for extra in [&[][..], &["--overwrite"]] {
+        let run = merge_tiny(&env, &tiny, &adapter, &other, extra).expect_code(2);
+        assert!(run.stderr.contains("notes.txt"), "{}", run.stderr);
+    }
+    assert_eq!(snapshot(&other), [("notes.txt".into(), b"mine".to_vec())]);
+    let merged = env.path("merged");
+    merge_tiny(&env, &tiny, &adapter, &merged, &[]).expect_code(0);
+    let run = merge_tiny(&env, &tiny, &adapter, &merged, &[]).expect_code(2);
+    assert!(run.stderr.contains("--overwrite"), "{}", run.stderr);
+    merge_tiny(&env, &tiny, &adapter, &merged, &["--overwrite"]).expect_code(0);
+    assert!(local::load(&merged, &Device::Cpu, &LoadOptions::default()).is_ok());
 }

@@ -158,6 +158,61 @@ where
     }
 }
 
+/// Runs `instill ARGS` in `env`'s directory with `vars` set (and `unset` removed), stdout and
+/// stderr piped (not a terminal), progress shown; kills it after `limit`, so that a hang fails
+/// the test (code -1) instead of wedging the suite.
+pub fn run_bounded(
+    env: &Env,
+    args: &[&str],
+    vars: &[(&str, &str)],
+    unset: &[&str],
+    limit: std::time::Duration,
+) -> Run {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_instill"));
+    cmd.args(args)
+        .env("INSTILL_DB", &env.db.url)
+        .env_remove("RUST_LOG")
+        .current_dir(env.dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    for k in unset {
+        cmd.env_remove(k);
+    }
+    let mut child = cmd.spawn().expect("run instill");
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_string(&mut text);
+            }
+            text
+        })
+    };
+    use std::io::Read;
+    let out = drain(child.stdout.take().map(|p| Box::new(p) as _));
+    let err = drain(child.stderr.take().map(|p| Box::new(p) as _));
+    let started = std::time::Instant::now();
+    let code = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status.code().unwrap_or(-1);
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            break -1;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    Run {
+        code,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    }
+}
+
 pub fn block_on<F: Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -7,6 +7,7 @@
 //!   a record to one JSONL line in an [`OutputFormat`].
 //! - [`normalize`], [`norm_hash`]: the exact-dedup key (NFKC, case, punctuation, whitespace).
 //! - [`detect_lang`], [`record_lang`]: zh / en / other.
+//! - [`redact_url`], [`redact_urls_in`]: passwords and credential parameters out of URLs.
 //!
 //! ```
 //! use instill_core::{InputFormat, OutputFormat, parse_records, write_record, record_lang, Lang};
@@ -25,6 +26,7 @@ mod lang;
 mod normalize;
 mod reader;
 mod record;
+mod redact;
 
 pub use format::{FieldError, InputFormat, OutputFormat, parse_records, parse_seeds, write_record};
 pub use lang::{detect_lang, record_lang};
@@ -34,6 +36,7 @@ pub use normalize::{
 };
 pub use reader::{MAX_RECORD_BYTES, RawBatch, ReadError, RecordSplitter, Span};
 pub use record::{Exchange, Lang, Origin, Record, Seed, Status};
+pub use redact::{REDACTED, redact_url, redact_urls_in};
 
 /// Milliseconds since the Unix epoch: the timestamp unit of the whole schema.
 pub fn now_ms() -> i64 {

@@ -76,8 +76,20 @@ impl Acceptor {
         self.pool.len()
     }
 
-    /// Judges `record` (task `key`); when accepted it joins the pool.
+    /// Judges `record` (task `key`); when accepted it joins the pool. Text no database stores
+    /// (see [`storable`]) is rejected first, as [`UNSTORABLE`]: store [`storable`]'s copy.
     pub fn judge(&mut self, key: Key, record: &Record) -> Judged {
+        if !is_storable(record) {
+            let clean = storable(record.clone());
+            return Judged {
+                accepted: false,
+                reason: Some(UNSTORABLE),
+                dup_of: None,
+                score: None,
+                norm_hash: norm_hash(&clean),
+                lang: record_lang(&clean),
+            };
+        }
         let hash = norm_hash(record);
         let lang = record_lang(record);
         let raw = raw_hash(record);
@@ -121,6 +133,49 @@ impl Acceptor {
             lang,
         }
     }
+}
+
+/// The rejection reason of a task whose text a database cannot store as it is.
+pub const UNSTORABLE: &str = "unstorable";
+
+/// The one character Rust strings may hold that a store refuses: Postgres rejects U+0000 in
+/// text (COPY and parameters alike), and SQLite's C string functions (the JSON of an export)
+/// stop at it. Both engines judge it the same way, so they keep the same records.
+const UNSTORABLE_CHAR: char = '\0';
+
+/// Whether every text of `r` can be stored.
+fn is_storable(r: &Record) -> bool {
+    let ok = |s: &str| !s.contains(UNSTORABLE_CHAR);
+    ok(&r.instruction)
+        && ok(&r.input)
+        && ok(&r.output)
+        && ok(&r.system)
+        && r.history.iter().all(|e| ok(&e.0) && ok(&e.1))
+}
+
+/// `text` with every unstorable character replaced by U+FFFD.
+pub fn storable_text(text: &str) -> String {
+    text.replace(UNSTORABLE_CHAR, "\u{fffd}")
+}
+
+/// `r` with every unstorable character replaced by U+FFFD (the rejected task is kept, readable).
+pub fn storable(mut r: Record) -> Record {
+    if is_storable(&r) {
+        return r;
+    }
+    for s in [
+        &mut r.instruction,
+        &mut r.input,
+        &mut r.output,
+        &mut r.system,
+    ] {
+        *s = storable_text(s);
+    }
+    for e in &mut r.history {
+        e.0 = storable_text(&e.0);
+        e.1 = storable_text(&e.1);
+    }
+    r
 }
 
 fn raw_hash(r: &Record) -> u64 {
@@ -184,5 +239,33 @@ mod tests {
         );
         assert!(near.score.unwrap() > 0.7);
         assert_eq!(a.pool_len(), 2);
+    }
+
+    #[test]
+    fn a_nul_is_rejected_as_unstorable_before_any_rule_and_stored_replaced() {
+        let mut a = Acceptor::new(Rules::default(), RougeConfig::default(), &[]);
+        let mut nul = Record::new(
+            "Explain how rainbows\0 form after rain.",
+            "",
+            "Sunlight\0 is refracted.",
+        );
+        nul.history = vec![instill_core::Exchange("a\0".into(), "b".into())];
+        let j = a.judge(key(0, 0), &nul);
+        assert_eq!((j.accepted, j.reason), (false, Some(UNSTORABLE)));
+        // Not in the pool: the same task without the NUL is new.
+        let clean = storable(nul);
+        assert_eq!(
+            clean.instruction,
+            "Explain how rainbows\u{fffd} form after rain."
+        );
+        assert_eq!(clean.output, "Sunlight\u{fffd} is refracted.");
+        assert_eq!(clean.history[0].0, "a\u{fffd}");
+        assert_eq!(j.norm_hash, norm_hash(&clean));
+        let ok = Record::new("Explain how rainbows form after rain.", "", "Sunlight.");
+        assert!(a.judge(key(0, 1), &ok).accepted);
+        assert_eq!(storable(ok.clone()), ok);
+        // Short and unstorable: the NUL decides (whatever else is wrong, it cannot be stored).
+        let short = a.judge(key(0, 2), &Record::new("x\0", "", "y"));
+        assert_eq!(short.reason, Some(UNSTORABLE));
     }
 }

@@ -1,6 +1,7 @@
 //! The backend abstraction every model sits behind: complete one prompt, get one or more
 //! choices, their finish reasons and the token usage; errors classified by what to do next.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::local::CandleBackend;
@@ -71,6 +72,12 @@ pub enum BackendError {
     /// The answer could not be read (truncated or garbage body); retry.
     #[error("unreadable response: {0}")]
     BadBody(String),
+    /// The reply body went past the cap (left unread from there on); retry.
+    #[error("the reply body is larger than the cap of {limit} bytes")]
+    TooLarge {
+        /// The cap, in bytes.
+        limit: u64,
+    },
     /// The prompt plus `max_tokens` exceed the model's context; retry with fewer tokens.
     #[error("context length exceeded: {0}")]
     ContextLength(String),
@@ -98,6 +105,7 @@ impl BackendError {
             BackendError::Timeout(_) => "timeout",
             BackendError::Connection(_) => "connection",
             BackendError::BadBody(_) => "bad_body",
+            BackendError::TooLarge { .. } => "too_large",
             BackendError::ContextLength(_) => "context_length",
             BackendError::Fatal { .. } => "fatal",
         }
@@ -118,8 +126,23 @@ impl Backend {
     /// Completes one request.
     pub async fn complete(&self, request: &CompletionRequest) -> Result<Completion, BackendError> {
         match self {
-            Backend::OpenAi(b) => b.complete(request).await,
+            Backend::OpenAi(b) => {
+                let result = b.complete(request).await;
+                if let Err(e) = &result {
+                    b.contact().failed(e.kind());
+                }
+                result
+            }
             Backend::Candle(b) => b.complete(request).await,
+        }
+    }
+
+    /// Failed attempts so far by kind, as they happen (retries included), over every clone of
+    /// this backend: for progress output while requests are still being retried.
+    pub fn failed_attempts(&self) -> BTreeMap<&'static str, u64> {
+        match self {
+            Backend::OpenAi(b) => b.contact().failures(),
+            Backend::Candle(_) => BTreeMap::new(),
         }
     }
 

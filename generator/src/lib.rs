@@ -12,11 +12,13 @@
 //! - [`run_worker`]: the same run shared by many processes on Postgres (claims with leases, one
 //!   acceptor under an advisory lock).
 //!
-//! Layout: `backend.rs`, `openai.rs`, `local/` (models); `limiter.rs`, `retry.rs`, `sampling.rs` (the
+//! Layout: `backend.rs`, `openai.rs`, `endpoint.rs` (the server's address: loopback or not, reached
+//! or not), `local/` (models); `limiter.rs`, `retry.rs`, `sampling.rs` (the
 //! mechanics); `accept.rs` (rules and dedup per task); `run.rs` (the loop), `workers.rs` (the shared-run worker).
 
 mod accept;
 mod backend;
+mod endpoint;
 mod limiter;
 pub mod local;
 mod openai;
@@ -27,11 +29,12 @@ mod workers;
 
 pub use accept::{Acceptor, Judged};
 pub use backend::{Backend, BackendError, Choice, Completion, CompletionRequest};
+pub use endpoint::{CONNECT_GRACE, is_loopback};
 pub use limiter::RateLimiter;
 pub use local::{CandleBackend, CandleConfig, LocalError};
-pub use openai::{Api, OpenAiBackend, OpenAiConfig};
+pub use openai::{Api, DEFAULT_MAX_BODY_BYTES, MAX_REPORTED_TOKENS, OpenAiBackend, OpenAiConfig};
 pub use retry::RetryPolicy;
 pub use run::{
     Ending, GenerateError, Progress, RequestParams, RunConfig, RunReport, fingerprint, run,
 };
-pub use workers::run_worker;
+pub use workers::{run_worker, worker_name};

@@ -7,7 +7,9 @@ use std::sync::Mutex;
 use tokio::time::{Duration, Instant};
 
 /// One bucket: `capacity` tokens, refilled at `per_sec`. It may go into debt (after an
-/// underestimate), which later requests wait out.
+/// underestimate), which later requests wait out; the debt is at most one bucket, so no
+/// estimate or server-reported usage, however absurd, holds requests back for more than a
+/// minute's refill (or makes a wait too long to represent).
 #[derive(Debug)]
 struct Bucket {
     capacity: f64,
@@ -38,19 +40,22 @@ impl Bucket {
         // A request costing more than the whole bucket goes through when the bucket is full.
         let need = cost.min(self.capacity);
         if *tokens >= need {
-            *tokens -= cost;
+            *tokens = (*tokens - cost).max(-self.capacity);
             Ok(())
         } else {
-            Err(Duration::from_secs_f64((need - *tokens) / self.per_sec))
+            // At most two buckets' refill (a full debt, then `need`): two minutes.
+            let secs = (need - *tokens) / self.per_sec;
+            Err(Duration::try_from_secs_f64(secs).unwrap_or(Duration::from_secs(120)))
         }
     }
 
+    /// Adds `amount` tokens (negative: takes them), within [-capacity, capacity].
     fn give_back(&self, amount: f64) {
         let mut guard = self
             .state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        guard.0 = (guard.0 + amount).min(self.capacity);
+        guard.0 = (guard.0 + amount).clamp(-self.capacity, self.capacity);
     }
 }
 
@@ -86,7 +91,8 @@ impl RateLimiter {
         }
     }
 
-    /// Corrects the TPM bucket once the real usage of a request is known.
+    /// Corrects the TPM bucket once the real usage of a request is known (any `actual`, even
+    /// `u64::MAX`, costs at most one bucket of debt).
     pub fn settle(&self, estimated: u64, actual: u64) {
         if let Some(b) = &self.tpm {
             b.give_back(estimated as f64 - actual as f64);
@@ -122,5 +128,26 @@ mod tests {
         limiter.acquire(1000).await; // the bucket is empty: 1000 tokens take 10 s at 100/s
         let elapsed = start.elapsed().as_secs_f64();
         assert!((9.9..10.1).contains(&elapsed), "{elapsed}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn absurd_usage_costs_at_most_one_bucket() {
+        // One token a minute: the smallest refill, where a huge debt would mean the longest wait.
+        let limiter = RateLimiter::new(Some(1), Some(1));
+        let start = Instant::now();
+        limiter.acquire(u64::MAX).await;
+        limiter.settle(0, u64::MAX);
+        limiter.settle(u64::MAX, 0);
+        limiter.settle(0, u64::MAX);
+        limiter.acquire(u64::MAX).await;
+        // The debt was capped at one token, so the next request waited two minutes of refill.
+        let elapsed = start.elapsed().as_secs_f64();
+        assert!((119.9..120.1).contains(&elapsed), "{elapsed}");
+        let limiter = RateLimiter::new(None, Some(u64::MAX));
+        for _ in 0..3 {
+            limiter.acquire(u64::MAX).await;
+            limiter.settle(0, u64::MAX);
+        }
+        assert!(start.elapsed().as_secs_f64() < 360.1);
     }
 }

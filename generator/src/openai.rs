@@ -4,9 +4,12 @@
 
 use std::time::Duration;
 
+use instill_core::redact_url;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::backend::{BackendError, Choice, Completion, CompletionRequest};
+use crate::endpoint::Contact;
 
 /// Which endpoint a request goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,8 +20,17 @@ pub enum Api {
     Completion,
 }
 
+/// The default cap on a reply body: far more than any completion a server sends (a million
+/// tokens of text), far less than what would hurt the process.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 16 << 20;
+
+/// The most tokens one reply's `usage` may count (more is clamped): no model reads or writes
+/// 4 billion tokens in one request, and sums over 2^31 requests of this size still fit the
+/// database's 64-bit columns, so an absurd report cannot overflow a counter or the limiter.
+pub const MAX_REPORTED_TOKENS: u64 = u32::MAX as u64;
+
 /// Connection settings of an OpenAI-compatible server.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct OpenAiConfig {
     /// Base URL including the version, like `https://api.openai.com/v1`.
     pub base_url: String,
@@ -32,6 +44,27 @@ pub struct OpenAiConfig {
     pub timeout: Duration,
     /// Connections kept open (the run's concurrency).
     pub max_connections: usize,
+    /// How long failures to connect may go on, before any answer came, until they are fatal
+    /// ([`crate::CONNECT_GRACE`] by default).
+    pub connect_grace: Duration,
+    /// The largest reply body read; a longer one fails the attempt with
+    /// [`BackendError::TooLarge`] (retryable) without being read further.
+    pub max_body_bytes: u64,
+}
+
+impl std::fmt::Debug for OpenAiConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenAiConfig")
+            .field("base_url", &redact_url(&self.base_url))
+            .field("api_key", &self.api_key.as_ref().map(|_| "***"))
+            .field("model", &self.model)
+            .field("api", &self.api)
+            .field("timeout", &self.timeout)
+            .field("max_connections", &self.max_connections)
+            .field("connect_grace", &self.connect_grace)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .finish()
+    }
 }
 
 /// A client for one OpenAI-compatible server and model.
@@ -39,17 +72,20 @@ pub struct OpenAiConfig {
 pub struct OpenAiBackend {
     client: reqwest::Client,
     url: String,
+    /// The base URL as messages show it (password redacted).
     base_url: String,
     api_key: Option<String>,
     model: String,
     api: Api,
     timeout: Duration,
+    max_body_bytes: u64,
+    contact: Contact,
 }
 
 impl std::fmt::Debug for OpenAiBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OpenAiBackend")
-            .field("url", &self.url)
+            .field("url", &redact_url(&self.url))
             .field("model", &self.model)
             .field("api_key", &self.api_key.as_ref().map(|_| "***"))
             .finish()
@@ -89,7 +125,8 @@ struct CompletionBody<'a> {
 #[derive(Deserialize)]
 struct Reply {
     choices: Vec<ReplyChoice>,
-    usage: Option<Usage>,
+    /// Read leniently (see [`token_count`]): a strange `usage` never makes a reply unreadable.
+    usage: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -102,12 +139,6 @@ struct ReplyChoice {
 #[derive(Deserialize)]
 struct ReplyMessage {
     content: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct Usage {
-    prompt_tokens: Option<u64>,
-    completion_tokens: Option<u64>,
 }
 
 impl OpenAiBackend {
@@ -130,17 +161,24 @@ impl OpenAiBackend {
         Ok(OpenAiBackend {
             client,
             url,
-            base_url,
+            base_url: redact_url(&base_url),
             api_key: config.api_key,
             model: config.model,
             api: config.api,
             timeout: config.timeout,
+            max_body_bytes: config.max_body_bytes,
+            contact: Contact::new(config.connect_grace),
         })
     }
 
     /// The model name.
     pub fn model(&self) -> &str {
         &self.model
+    }
+
+    /// What this client saw of the server (shared by its clones).
+    pub(crate) fn contact(&self) -> &Contact {
+        &self.contact
     }
 
     /// Sends one request and reads the answer.
@@ -182,18 +220,24 @@ impl OpenAiBackend {
             http = http.bearer_auth(key);
         }
         let response = http.send().await.map_err(|e| self.transport_error(e))?;
+        self.contact.reached();
         let status = response.status();
         let retry_after = response
             .headers()
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after);
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| self.transport_error(e))?;
         if !status.is_success() {
+            // The start of an error body is all its message needs.
+            let cap = self.max_body_bytes.min(ERROR_BODY_BYTES);
+            let (bytes, _) = self.read_capped(response, cap).await?;
             return Err(self.status_error(status.as_u16(), &bytes, retry_after));
+        }
+        let (bytes, complete) = self.read_capped(response, self.max_body_bytes).await?;
+        if !complete {
+            return Err(BackendError::TooLarge {
+                limit: self.max_body_bytes,
+            });
         }
         let reply: Reply = serde_json::from_slice(&bytes).map_err(|e| {
             BackendError::BadBody(format!("{e} (body starts {:?})", preview(&bytes)))
@@ -213,24 +257,73 @@ impl OpenAiBackend {
                 finish_reason: c.finish_reason.unwrap_or_else(|| "stop".into()),
             })
             .collect();
+        let usage = |field: &str| {
+            reply
+                .usage
+                .as_ref()
+                .and_then(|u| token_count(u.get(field)?))
+        };
         Ok(Completion {
             choices,
-            prompt_tokens: reply.usage.as_ref().and_then(|u| u.prompt_tokens),
-            completion_tokens: reply.usage.as_ref().and_then(|u| u.completion_tokens),
+            prompt_tokens: usage("prompt_tokens"),
+            completion_tokens: usage("completion_tokens"),
         })
     }
 
+    /// Reads the body chunk by chunk, at most `cap` bytes: `(bytes, complete)`, where
+    /// `complete` is false when the body (or its declared length) goes past the cap and the rest
+    /// was left unread.
+    async fn read_capped(
+        &self,
+        mut response: reqwest::Response,
+        cap: u64,
+    ) -> Result<(Vec<u8>, bool), BackendError> {
+        if response.content_length().is_some_and(|n| n > cap) {
+            return Ok((Vec::new(), false));
+        }
+        let cap = usize::try_from(cap).unwrap_or(usize::MAX);
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| self.transport_error(e))?
+        {
+            if chunk.len() > cap - bytes.len() {
+                bytes.extend_from_slice(&chunk[..cap - bytes.len()]);
+                return Ok((bytes, false));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok((bytes, true))
+    }
+
     fn transport_error(&self, e: reqwest::Error) -> BackendError {
-        if e.is_timeout() {
+        // Without the URL (the base URL is added, credentials redacted) and without the key
+        // (never in it).
+        let url = redact_url(&self.base_url);
+        let (connect, timeout, builder) = (e.is_connect(), e.is_timeout(), e.is_builder());
+        let cause = causes(&e.without_url());
+        if connect {
+            // DNS, refused, TLS, connect timeout: fatal when the server never answered.
+            if self.contact.give_up() {
+                return BackendError::Fatal {
+                    status: 0,
+                    message: format!(
+                        "cannot connect to {url}: {cause}; no request has reached it in {:.0} s of trying (is the server running, and is --base-url or OPENAI_BASE_URL right?)",
+                        self.contact.grace().as_secs_f64()
+                    ),
+                };
+            }
+            BackendError::Connection(format!("{cause} ({url})"))
+        } else if timeout {
             BackendError::Timeout(self.timeout)
-        } else if e.is_builder() {
+        } else if builder {
             BackendError::Fatal {
                 status: 0,
-                message: format!("invalid base URL {}: {e}", self.base_url),
+                message: format!("invalid base URL {url}: {cause}"),
             }
         } else {
-            // Without the URL (it is in the message we add) and without the key (never in it).
-            BackendError::Connection(format!("{} ({})", e.without_url(), self.base_url))
+            BackendError::Connection(format!("{cause} ({url})"))
         }
     }
 
@@ -267,7 +360,9 @@ impl OpenAiBackend {
                 status,
                 message: format!(
                     "{} answered 404 for model `{}` at {}: {message} (is the base URL right, including /v1, and does the server serve this model?)",
-                    self.base_url, self.model, self.url
+                    self.base_url,
+                    self.model,
+                    redact_url(&self.url)
                 ),
             },
             _ if lower.contains("model")
@@ -293,6 +388,22 @@ impl OpenAiBackend {
     }
 }
 
+/// An error and its causes, joined by `: ` (reqwest's own message names only the step that
+/// failed; the reason, such as "Connection refused", is in its sources).
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
 /// The `error.message` of an OpenAI error body, or the start of the body.
 fn error_message(body: &[u8]) -> String {
     #[derive(Deserialize)]
@@ -308,6 +419,21 @@ fn error_message(body: &[u8]) -> String {
         .and_then(|b| b.error)
         .and_then(|e| e.message)
         .unwrap_or_else(|| preview(body))
+}
+
+/// How much of an error reply is read for its message.
+const ERROR_BODY_BYTES: u64 = 64 << 10;
+
+/// A token count the server reported, as a number of tokens: negative, fractional-negative,
+/// non-numeric or missing values count as not reported; anything above
+/// [`MAX_REPORTED_TOKENS`] is clamped to it.
+fn token_count(v: &Value) -> Option<u64> {
+    let n = v.as_number()?;
+    if let Some(u) = n.as_u64() {
+        return Some(u.min(MAX_REPORTED_TOKENS));
+    }
+    let f = n.as_f64()?;
+    (f.is_finite() && f >= 0.0).then(|| f.min(MAX_REPORTED_TOKENS as f64) as u64)
 }
 
 fn preview(body: &[u8]) -> String {
@@ -342,6 +468,47 @@ mod tests {
     }
 
     #[test]
+    fn the_config_debug_shows_neither_key_nor_password() {
+        let config = OpenAiConfig {
+            base_url: "https://user:pa@ss@api.example.com/v1?api_key=sk-query".into(),
+            api_key: Some("sk-live-123".into()),
+            model: "m".into(),
+            api: Api::Chat,
+            timeout: Duration::from_secs(1),
+            max_connections: 1,
+            connect_grace: crate::CONNECT_GRACE,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+        };
+        let shown = format!("{config:?} {config:#?}");
+        for secret in ["sk-live-123", "pa@ss", "sk-query"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(
+            shown.contains("api.example.com") && shown.contains("\"m\""),
+            "{shown}"
+        );
+        let backend = format!("{:?}", OpenAiBackend::new(config).unwrap());
+        for secret in ["sk-live-123", "pa@ss", "sk-query"] {
+            assert!(!backend.contains(secret), "{secret} in {backend}");
+        }
+    }
+
+    #[test]
+    fn reported_usage_is_clamped_or_ignored() {
+        let count = |json: &str| token_count(&serde_json::from_str(json).unwrap());
+        assert_eq!(count("12"), Some(12));
+        assert_eq!(count("0"), Some(0));
+        assert_eq!(count("9223372036854775808"), Some(MAX_REPORTED_TOKENS));
+        assert_eq!(count("18446744073709551615"), Some(MAX_REPORTED_TOKENS));
+        assert_eq!(count("1e300"), Some(MAX_REPORTED_TOKENS));
+        assert_eq!(count("12.7"), Some(12));
+        assert_eq!(count("-1"), None);
+        assert_eq!(count("-9223372036854775808"), None);
+        assert_eq!(count("\"12\""), None);
+        assert_eq!(count("null"), None);
+    }
+
+    #[test]
     fn statuses_are_classified_without_leaking_the_key() {
         let b = OpenAiBackend::new(OpenAiConfig {
             base_url: "http://127.0.0.1:9/v1/".into(),
@@ -350,6 +517,8 @@ mod tests {
             api: Api::Chat,
             timeout: Duration::from_secs(1),
             max_connections: 1,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            connect_grace: crate::CONNECT_GRACE,
         })
         .unwrap();
         assert!(!format!("{b:?}").contains("sk-secret"));
@@ -375,5 +544,61 @@ mod tests {
         );
         let e = b.status_error(404, b"{}", None).to_string();
         assert!(e.contains("model `m`"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn tls_and_refused_connections_turn_fatal_before_a_first_answer() {
+        use tokio::io::AsyncWriteExt;
+        // A TLS client against a plain-text server: the handshake fails.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let tls_port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let _ = s
+                    .write_all(b"HTTP/1.1 400 Bad Request\r\n\r\nplain text")
+                    .await;
+            }
+        });
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let refused_port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let req = CompletionRequest {
+            prompt: "p".into(),
+            max_tokens: 8,
+            temperature: 0.0,
+            top_p: 1.0,
+            stop: Vec::new(),
+            n: 1,
+        };
+        for url in [
+            format!("https://127.0.0.1:{tls_port}/v1"),
+            format!("http://127.0.0.1:{refused_port}/v1"),
+        ] {
+            let client = |grace| {
+                OpenAiBackend::new(OpenAiConfig {
+                    base_url: url.clone(),
+                    api_key: None,
+                    model: "m".into(),
+                    api: Api::Chat,
+                    timeout: Duration::from_secs(5),
+                    max_connections: 1,
+                    connect_grace: grace,
+                    max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+                })
+                .unwrap()
+            };
+            let e = client(Duration::from_secs(3600))
+                .complete(&req)
+                .await
+                .unwrap_err();
+            assert!(matches!(e, BackendError::Connection(_)), "{url}: {e:?}");
+            let e = client(Duration::ZERO).complete(&req).await.unwrap_err();
+            assert!(!e.retryable(), "{url}: {e:?}");
+            assert!(
+                e.to_string()
+                    .starts_with(&format!("cannot connect to {url}: ")),
+                "{e}"
+            );
+        }
     }
 }

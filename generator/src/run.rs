@@ -6,18 +6,18 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use instill_core::{Origin, Record, Status, now_ms};
 use instill_dedup::{RougeConfig, Rules};
 use instill_prompts::{Example, Template, parse_reply};
-use instill_storage::{Db, NewRecord, NewRequest, StorageError, StoredRequest};
+use instill_storage::{Db, NewRecord, NewRequest, StorageError, StoredRequest, Writer};
 use rustc_hash::FxHashMap;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use xxhash_rust::xxh3::xxh3_128;
 
-use crate::accept::{Acceptor, Key, SEED, key};
+use crate::accept::{Acceptor, Key, SEED, UNSTORABLE, key, storable, storable_text};
 use crate::backend::{Backend, BackendError, Completion, CompletionRequest};
 use crate::limiter::RateLimiter;
 use crate::retry::{Jitter, RetryPolicy};
@@ -265,34 +265,13 @@ pub async fn run(
     let mut fatal: Option<BackendError> = None;
     tokio::pin!(shutdown);
 
+    // The request budget: `max_requests` in all, stored requests included.
+    let budget_spent = |sent: u64| {
+        cfg.max_requests
+            .is_some_and(|m| total_requests_at_start + sent >= m)
+    };
     while ending.is_none() {
-        // Dispatch, in idx order (failed requests of an earlier invocation first).
-        let budget_left = |sent: u64| {
-            cfg.max_requests
-                .is_none_or(|m| total_requests_at_start + sent < m)
-        };
-        while in_flight < concurrency && budget_left(progress.sent_now) {
-            let idx = if let Some(i) = resend.pop_front() {
-                i
-            } else if next_idx < next_accept + window {
-                next_idx += 1;
-                next_idx - 1
-            } else {
-                break;
-            };
-            dispatch(
-                &mut tasks,
-                &tx,
-                &backend,
-                &limiter,
-                &cfg,
-                idx,
-                &generated_examples,
-            )?;
-            in_flight += 1;
-            progress.sent_now += 1;
-        }
-        // Accept whatever is next in order.
+        // Accept whatever is next in order: this moves the window before dispatch refills it.
         while let Some(f) = buffer.remove(&next_accept) {
             next_accept += 1;
             match accept_one(
@@ -315,14 +294,42 @@ pub async fn run(
                 }
             }
         }
-        if ending.is_none() && in_flight == 0 && !buffer.contains_key(&next_accept) {
-            // Nothing in flight, nothing to accept, and dispatch stopped: the request budget is
-            // spent.
+        // Dispatch, in idx order (failed requests of an earlier invocation first).
+        while ending.is_none() && in_flight < concurrency && !budget_spent(progress.sent_now) {
+            let idx = if let Some(i) = resend.pop_front() {
+                i
+            } else if next_idx < next_accept + window {
+                next_idx += 1;
+                next_idx - 1
+            } else {
+                break;
+            };
+            dispatch(
+                &mut tasks,
+                &tx,
+                &backend,
+                &limiter,
+                &cfg,
+                idx,
+                &generated_examples,
+            )?;
+            in_flight += 1;
+            progress.sent_now += 1;
+        }
+        // The request budget ends a run only once it is spent and nothing is in flight.
+        if ending.is_none() && in_flight == 0 {
+            if !budget_spent(progress.sent_now) {
+                // Cannot happen: every index below the window's end was sent and accepted above,
+                // so dispatch had room. Stop with a message rather than wait for nothing.
+                return Err(GenerateError::Config(format!(
+                    "the run stalled at request {next_accept} with nothing in flight (a bug in instill: please report it)"
+                )));
+            }
             ending = Some(Ending::MaxRequests);
         }
         if batch.requests.len() >= 256
             || batch.records.len() >= 2048
-            || last_flush.elapsed().as_millis() >= 200
+            || last_flush.elapsed() >= Duration::from_millis(200)
             || ending.is_some()
         {
             flush(db, run_id, &mut batch, &mut key_ids).await?;
@@ -332,6 +339,9 @@ pub async fn run(
         if ending.is_some() {
             break;
         }
+        // Wake at the next flush time even with no reply, so progress goes on being reported
+        // while requests are retried.
+        let until_flush = Duration::from_millis(200).saturating_sub(last_flush.elapsed());
         tokio::select! {
             biased;
             () = &mut shutdown => ending = Some(Ending::Interrupted),
@@ -348,6 +358,7 @@ pub async fn run(
                     buffer.insert(f.idx, f);
                 }
             }
+            () = tokio::time::sleep(until_flush) => {}
         }
     }
     // Replies already here but not accepted (out of order, or after the target) are stored too:
@@ -363,6 +374,7 @@ pub async fn run(
         {
             batch.requests.push(request_row(&cfg, &f, c));
             progress.requests_ok += 1;
+            add_usage(&mut progress, c);
         }
     }
     flush(db, run_id, &mut batch, &mut key_ids).await?;
@@ -476,8 +488,8 @@ pub(crate) async fn restore(
         requests_ok: totals.requests_done as u64,
         requests_failed: totals.requests_failed as u64,
         retries: totals.retries as u64,
-        prompt_tokens: totals.prompt_tokens as u64,
-        completion_tokens: totals.completion_tokens as u64,
+        prompt_tokens: u64::try_from(totals.prompt_tokens).unwrap_or(0),
+        completion_tokens: u64::try_from(totals.completion_tokens).unwrap_or(0),
         ..Progress::default()
     };
     let mut acceptor = Acceptor::new(cfg.rules.clone(), cfg.rouge, &cfg.seeds);
@@ -583,7 +595,9 @@ pub(crate) async fn send(
         if let Ok(c) = &result {
             limiter.settle(
                 estimate,
-                c.prompt_tokens.unwrap_or(0) + c.completion_tokens.unwrap_or(0),
+                c.prompt_tokens
+                    .unwrap_or(0)
+                    .saturating_add(c.completion_tokens.unwrap_or(0)),
             );
         }
         let retry = match &result {
@@ -649,8 +663,7 @@ pub(crate) fn accept_one(
     if f.stored_id.is_none() {
         progress.requests_ok += 1;
         progress.retries += u64::from(f.attempts.saturating_sub(1));
-        progress.prompt_tokens += completion.prompt_tokens.unwrap_or(0);
-        progress.completion_tokens += completion.completion_tokens.unwrap_or(0);
+        add_usage(progress, completion);
         batch.requests.push(request_row(cfg, &f, completion));
     }
     let examples = cfg.seeds_per_prompt.min(cfg.seeds.len())
@@ -668,7 +681,7 @@ pub(crate) fn accept_one(
             progress.parse_issues += parsed.issues as u64;
             progress.truncated += u64::from(parsed.truncated);
         }
-        for record in parsed.items {
+        for mut record in parsed.items {
             let this = item;
             item += 1;
             if this < f.skip_items {
@@ -679,6 +692,9 @@ pub(crate) fn accept_one(
             }
             let k = key(f.idx, this);
             let j = acceptor.judge(k, &record);
+            if j.reason == Some(UNSTORABLE) {
+                record = storable(record);
+            }
             let status = if j.accepted {
                 Status::Accepted
             } else {
@@ -719,6 +735,17 @@ pub(crate) fn accept_one(
     Ok(progress.accepted >= cfg.target)
 }
 
+/// Adds a reply's reported usage to the run's token counters (saturating: no report overflows
+/// them).
+pub(crate) fn add_usage(progress: &mut Progress, c: &Completion) {
+    progress.prompt_tokens = progress
+        .prompt_tokens
+        .saturating_add(c.prompt_tokens.unwrap_or(0));
+    progress.completion_tokens = progress
+        .completion_tokens
+        .saturating_add(c.completion_tokens.unwrap_or(0));
+}
+
 pub(crate) fn params_json(cfg: &RunConfig) -> String {
     serde_json::json!({
         "max_tokens": cfg.request.max_tokens,
@@ -739,7 +766,7 @@ pub(crate) fn failed_row(cfg: &RunConfig, f: &Finished, e: &BackendError) -> New
         prompt: f.prompt.clone(),
         params_json: params_json(cfg),
         status: "failed".into(),
-        error: Some(e.to_string()),
+        error: Some(storable_text(&e.to_string())),
         attempts: i64::from(f.attempts),
         worker: Some(cfg.worker.clone()),
         created_at: f.created_at,
@@ -766,8 +793,12 @@ pub(crate) fn request_row(cfg: &RunConfig, f: &Finished, c: &Completion) -> NewR
         finish_reason: serde_json::to_string(&reasons).ok(),
         error: None,
         attempts: i64::from(f.attempts.max(1)),
-        prompt_tokens: c.prompt_tokens.map(|t| t as i64),
-        completion_tokens: c.completion_tokens.map(|t| t as i64),
+        prompt_tokens: c
+            .prompt_tokens
+            .map(|t| i64::try_from(t).unwrap_or(i64::MAX)),
+        completion_tokens: c
+            .completion_tokens
+            .map(|t| i64::try_from(t).unwrap_or(i64::MAX)),
         latency_ms: Some(f.latency_ms),
         worker: Some(cfg.worker.clone()),
         created_at: f.created_at,
@@ -787,6 +818,22 @@ pub(crate) async fn flush(
         return Ok(());
     }
     let mut w = db.writer().await?;
+    let new_ids = write_batch(db, &mut w, run_id, batch, key_ids).await?;
+    w.commit().await?;
+    key_ids.extend(new_ids);
+    batch.requests.clear();
+    Ok(())
+}
+
+/// Writes the batch into the open transaction `w` (which the caller commits); returns the ids of
+/// the new records by key, for `key_ids` once committed.
+pub(crate) async fn write_batch(
+    db: &Db,
+    w: &mut Writer,
+    run_id: i64,
+    batch: &mut Batch,
+    key_ids: &FxHashMap<Key, i64>,
+) -> Result<Vec<(Key, i64)>, GenerateError> {
     for r in &mut batch.requests {
         r.run_id = run_id;
     }
@@ -824,10 +871,7 @@ pub(crate) async fn flush(
         rows.push(rec);
     }
     w.insert_records(rows).await?;
-    w.commit().await?;
-    key_ids.extend(new_ids);
-    batch.requests.clear();
-    Ok(())
+    Ok(new_ids)
 }
 
 /// The fields whose values differ between two fingerprints, as `field: old → new`.

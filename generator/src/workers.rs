@@ -1,7 +1,10 @@
 //! One worker of a run shared by many processes (Postgres): it claims request indices under a
 //! lease, sends them and stores each reply at once; whichever worker holds the run's advisory
 //! lock also accepts the stored replies in `(idx, item)` order, exactly as a single process
-//! would, so the records are the same however many workers there are and whichever die.
+//! would, so the records are the same however many workers there are and whichever die. The
+//! acceptor proves in every flush that the run is still its own (the run's epoch), and moves the
+//! run's frontier, from which every worker claims: a stopped worker's released indices, and
+//! any index below the window with no claim and no reply, are claimed again at once.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -18,17 +21,32 @@ use crate::backend::{Backend, BackendError};
 use crate::limiter::RateLimiter;
 use crate::run::{
     Batch, Ending, Finished, GenerateError, Progress, Restored, RunConfig, RunReport, accept_one,
-    dispatch, failed_row, flush, from_stored, open_run, request_row, restore,
+    add_usage, dispatch, failed_row, from_stored, open_run, request_row, restore, write_batch,
 };
 
-/// The acceptor's state while this worker holds the lock.
+/// The acceptor's state while this worker holds the run.
 struct Accepting {
     _lock: AcceptorLock,
+    /// The run's epoch this worker set when it took the run over: every flush proves it.
+    epoch: i64,
     acceptor: Acceptor,
     key_ids: FxHashMap<Key, i64>,
     progress: Progress,
     next_idx: i64,
     skip: usize,
+    /// The first request not finished (all of its tasks judged): the run's frontier.
+    frontier: i64,
+    /// The frontier last written to the run.
+    written: Option<i64>,
+}
+
+/// What a round of acceptance came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Round {
+    Going,
+    Target,
+    /// Another worker took the run over: this one accepts no more.
+    Fenced,
 }
 
 async fn become_acceptor(
@@ -37,6 +55,9 @@ async fn become_acceptor(
     cfg: &RunConfig,
     lock: AcceptorLock,
 ) -> Result<Accepting, GenerateError> {
+    // Take the run first, then read it: whatever an earlier acceptor flushed is committed by
+    // now, and nothing it flushes later can commit.
+    let epoch = db.take_run(run_id).await?;
     let Restored {
         progress,
         acceptor,
@@ -44,27 +65,33 @@ async fn become_acceptor(
         ..
     } = restore(db, run_id, cfg).await?;
     let position = db.run_position(run_id).await?;
+    let (_, frontier) = db.run_frontier(run_id).await?;
+    // Acceptance goes on at the frontier, or inside the request whose tasks were judged in part
+    // (where the target was reached, or a run written before the frontier existed).
     let (next_idx, skip) = match position {
-        Some((idx, item)) => (idx, item as usize + 1),
-        None => (0, 0),
+        Some((idx, item)) if idx >= frontier => (idx, item as usize + 1),
+        _ => (frontier, 0),
     };
     Ok(Accepting {
         _lock: lock,
+        epoch,
         acceptor,
         key_ids,
         progress,
         next_idx,
         skip,
+        frontier: next_idx,
+        written: None,
     })
 }
 
-/// Accepts the stored replies that come next in order; returns whether the target is reached.
+/// Accepts the stored replies that come next in order.
 async fn accept_stored(
     db: &Db,
     run_id: i64,
     cfg: &RunConfig,
     a: &mut Accepting,
-) -> Result<bool, GenerateError> {
+) -> Result<Round, GenerateError> {
     let mut batch = Batch::default();
     let mut generated = Vec::new();
     let mut done = a.progress.accepted >= cfg.target;
@@ -84,12 +111,54 @@ async fn accept_stored(
             &mut generated,
         )
         .map_err(GenerateError::Fatal)?;
-        if batch.records.len() >= 2048 {
-            flush(db, run_id, &mut batch, &mut a.key_ids).await?;
+        // At the target the request may hold tasks not judged yet: the frontier stays on it.
+        if !done {
+            a.frontier = a.next_idx;
+        }
+        if batch.records.len() >= 2048 && !write_held(db, run_id, a, &mut batch).await? {
+            return Ok(Round::Fenced);
         }
     }
-    flush(db, run_id, &mut batch, &mut a.key_ids).await?;
-    Ok(done)
+    if !write_held(db, run_id, a, &mut batch).await? {
+        return Ok(Round::Fenced);
+    }
+    Ok(if done { Round::Target } else { Round::Going })
+}
+
+/// Writes the batch and the frontier in one transaction that first proves this worker still
+/// holds the run; returns false (and writes nothing) when it does not.
+async fn write_held(
+    db: &Db,
+    run_id: i64,
+    a: &mut Accepting,
+    batch: &mut Batch,
+) -> Result<bool, GenerateError> {
+    if batch.records.is_empty() && batch.requests.is_empty() && a.written == Some(a.frontier) {
+        return Ok(true);
+    }
+    let mut w = db.writer().await?;
+    if !w.hold_run(run_id, a.epoch, a.frontier).await? {
+        return Ok(false);
+    }
+    let new_ids = write_batch(db, &mut w, run_id, batch, &a.key_ids).await?;
+    w.commit().await?;
+    a.key_ids.extend(new_ids);
+    batch.requests.clear();
+    a.written = Some(a.frontier);
+    Ok(true)
+}
+
+/// A name for this worker that no other has: `host-pid-random` (containers repeat host names
+/// and run as PID 1).
+pub fn worker_name(host: &str) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    // RandomState is seeded from the OS once per thread and moves on with every value.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    h.write_u128(nanos);
+    format!("{host}-{}-{:08x}", std::process::id(), h.finish() as u32)
 }
 
 /// Runs this process as one worker of the run until the target is reached (by any worker's
@@ -137,7 +206,7 @@ pub async fn run_worker(
     tokio::pin!(shutdown);
 
     let mut last_tick = Instant::now() - Duration::from_secs(1);
-    let mut position = 0i64;
+    let mut frontier = 0i64;
     let mut ticks = 0u64;
     let tick_every = Duration::from_millis(100);
     while ending.is_none() {
@@ -155,28 +224,36 @@ pub async fn run_worker(
                 }
             }
             ticks += 1;
-            let reached = match accepting.as_mut() {
+            let round = match accepting.as_mut() {
+                Some(a) => Some(accept_stored(db, run_id, &cfg, a).await?),
+                None => None,
+            };
+            if round == Some(Round::Fenced) {
+                accepting = None;
+                tracing::warn!("another worker took over acceptance of run {run_id}");
+            }
+            let reached = match accepting.as_ref() {
                 Some(a) => {
-                    accept_stored(db, run_id, &cfg, a).await?;
                     progress.accepted = a.progress.accepted;
-                    progress.accepted >= cfg.target
+                    frontier = a.next_idx;
+                    round == Some(Round::Target)
                 }
-                // Not accepting: the acceptor marks the run done at the target (a key lookup);
-                // the count, a scan, is refreshed for the progress bar once a second.
+                // Not accepting: the acceptor marks the run done at the target and moves its
+                // frontier (a key lookup); the count, a scan, is refreshed for the progress bar
+                // once a second.
                 None => {
                     if ticks % 10 == 1 {
                         progress.accepted = db.run_accepted(run_id).await? as u64;
                     }
-                    db.find_run(&cfg.name)
-                        .await?
-                        .is_some_and(|r| r.status == "done")
+                    let (status, f) = db.run_frontier(run_id).await?;
+                    frontier = f;
+                    status == "done"
                 }
             };
             if reached {
                 ending = Some(Ending::Target);
                 break;
             }
-            position = db.run_position(run_id).await?.map_or(0, |p| p.0);
             if last_beat.elapsed() >= Duration::from_millis((lease_ms / 3) as u64) {
                 last_beat = Instant::now();
                 db.extend_leases(run_id, &me, now_ms() + lease_ms).await?;
@@ -185,8 +262,9 @@ pub async fn run_worker(
             }
             on_progress(&progress);
         }
-        // Claim and send, up to the concurrency, not too far ahead of acceptance; in batches
-        // (a quarter of the concurrency) between ticks.
+        // Claim and send, up to the concurrency, not too far ahead of acceptance (the frontier
+        // moves with every judged reply, tasks or none); in batches (a quarter of the
+        // concurrency) between ticks.
         let budget = cfg.max_requests.map(|m| m as i64);
         let total = progress.requests_ok as i64 + progress.requests_failed as i64;
         let room = (concurrency - in_flight) as i64;
@@ -202,7 +280,7 @@ pub async fn run_worker(
                     &me,
                     n,
                     now_ms() + lease_ms,
-                    position + window,
+                    frontier..frontier + window,
                     now_ms(),
                 )
                 .await?;
@@ -213,11 +291,7 @@ pub async fn run_worker(
                 progress.sent_now += 1;
             }
         }
-        if tick
-            && in_flight == 0
-            && budget.is_some_and(|b| total >= b)
-            && accepting.as_ref().is_none_or(|a| a.next_idx >= position)
-        {
+        if tick && in_flight == 0 && budget.is_some_and(|b| total >= b) {
             ending = Some(Ending::MaxRequests);
             break;
         }
@@ -247,8 +321,11 @@ pub async fn run_worker(
         arrived.push(f);
     }
     stored += store_replies(db, run_id, &cfg, arrived, &mut progress, &mut fatal).await?;
+    let mut still_accepting = false;
     if let Some(a) = accepting.as_mut() {
-        accept_stored(db, run_id, &cfg, a).await?;
+        still_accepting = accept_stored(db, run_id, &cfg, a).await? != Round::Fenced;
+    }
+    if let Some(a) = accepting.as_ref().filter(|_| still_accepting) {
         progress.accepted = a.progress.accepted;
         progress.rejected = a.progress.rejected.clone();
         progress.parse_issues = a.progress.parse_issues;
@@ -314,8 +391,7 @@ fn reply_row(
     match &f.outcome {
         Ok(c) => {
             progress.requests_ok += 1;
-            progress.prompt_tokens += c.prompt_tokens.unwrap_or(0);
-            progress.completion_tokens += c.completion_tokens.unwrap_or(0);
+            add_usage(progress, c);
             request_row(cfg, f, c)
         }
         Err(e) => {
@@ -325,6 +401,23 @@ fn reply_row(
             *progress.errors.entry(e.kind().to_string()).or_default() += 1;
             progress.requests_failed += 1;
             failed_row(cfg, f, e)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worker_names_differ_on_the_same_host_and_pid() {
+        let (a, b) = (worker_name("box"), worker_name("box"));
+        assert_ne!(a, b);
+        for n in [&a, &b] {
+            assert!(
+                n.starts_with(&format!("box-{}-", std::process::id())),
+                "{n}"
+            );
         }
     }
 }

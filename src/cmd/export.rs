@@ -1,9 +1,9 @@
 //! `instill export`: records out as JSONL shards and a manifest, staged and moved into place
 //! only when complete.
 
+use std::path::Path;
 use std::time::Instant;
 
-use anyhow::Context;
 use futures::StreamExt;
 use instill_core::{OutputFormat, write_record};
 use instill_storage::{Db, ExportRecord, StatusFilter};
@@ -14,7 +14,7 @@ use xxhash_rust::xxh3::xxh3_64_with_seed;
 use crate::cli::{Compression, ExportArgs, GlobalArgs, OutputFormatArg, StatusArg};
 use crate::shards::{ShardConfig, ShardInfo, ShardWriter};
 use crate::staging::Staging;
-use crate::{Outcome, progress};
+use crate::{Outcome, outdir, progress};
 
 /// Ids per database read window: a few windows in memory at a time.
 const PAGE: i64 = 2000;
@@ -23,6 +23,9 @@ const DEFAULT_SHARD_ROWS: u64 = 100_000;
 #[derive(Debug, Serialize)]
 struct Manifest {
     instill_version: &'static str,
+    command: &'static str,
+    /// Every file the export wrote besides this manifest: what `--overwrite` may replace.
+    files: Vec<String>,
     created_at_ms: i64,
     format: &'static str,
     compression: &'static str,
@@ -129,8 +132,11 @@ pub async fn run(global: &GlobalArgs, args: &ExportArgs) -> anyhow::Result<Outco
         zstd_level: (args.compress == Compression::Zstd).then_some(args.zstd_level),
     };
 
-    let db = Db::open(&global.db).await?;
+    if let Some(file) = instill_storage::sqlite_path(&global.db) {
+        outdir::keep_apart(&args.out, &[("--db", Path::new(file))])?;
+    }
     let staging = Staging::new(&args.out, args.overwrite)?;
+    let db = Db::open(&global.db).await?;
     // The count is a full scan, there only to size the bar: skipped when no bar is drawn.
     let show = progress::enabled(global.no_progress);
     let total = if show {
@@ -227,6 +233,8 @@ pub async fn run(global: &GlobalArgs, args: &ExportArgs) -> anyhow::Result<Outco
     };
     let manifest = Manifest {
         instill_version: env!("CARGO_PKG_VERSION"),
+        command: "export",
+        files: shards.iter().map(|s| s.file.clone()).collect(),
         created_at_ms: instill_core::now_ms(),
         format: format.name(),
         compression: if config.zstd_level.is_some() {
@@ -244,10 +252,7 @@ pub async fn run(global: &GlobalArgs, args: &ExportArgs) -> anyhow::Result<Outco
         shards,
         totals,
     };
-    let manifest_path = staging.dir.join("manifest.json");
-    let mut text = serde_json::to_string_pretty(&manifest)?;
-    text.push('\n');
-    std::fs::write(&manifest_path, text).context("cannot write manifest.json")?;
+    outdir::write_manifest(&staging.dir, &manifest)?;
     staging.commit()?;
 
     let t = &manifest.totals;
@@ -260,7 +265,7 @@ pub async fn run(global: &GlobalArgs, args: &ExportArgs) -> anyhow::Result<Outco
         shards: t.shards,
         bytes: t.bytes,
         seconds: started.elapsed().as_secs_f64(),
-        manifest: "manifest.json",
+        manifest: outdir::MANIFEST,
     };
     if global.json {
         println!("{}", serde_json::to_string(&summary)?);

@@ -1,6 +1,7 @@
 //! `instill generate`: wiring the generator to the command line: backend, template, seeds,
 //! rules, progress bar, Ctrl-C, summary.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -25,13 +26,13 @@ struct Summary<'a> {
     accepted: u64,
     target: u64,
     rejected: u64,
-    rejected_by_reason: &'a std::collections::BTreeMap<String, u64>,
+    rejected_by_reason: &'a BTreeMap<String, u64>,
     requests_ok: u64,
     requests_failed: u64,
     requests_retried_attempts: u64,
     requests_sent_now: u64,
     requests_replayed: u64,
-    errors_by_kind: &'a std::collections::BTreeMap<String, u64>,
+    errors_by_kind: &'a BTreeMap<String, u64>,
     parse_issues: u64,
     truncated_replies: u64,
     prompt_tokens: u64,
@@ -64,23 +65,37 @@ pub async fn run(global: &GlobalArgs, args: &GenerateArgs) -> anyhow::Result<Out
         ApiArg::Chat => Api::Chat,
         ApiArg::Completion => Api::Completion,
     };
+    let api_key = match args.backend {
+        BackendArg::Openai => read_api_key(args)?,
+        BackendArg::Candle => None,
+    };
+    let connect_grace = connect_grace()?;
+    let run_name = args.run.clone().unwrap_or_else(|| {
+        let t = template
+            .name()
+            .split('.')
+            .next()
+            .unwrap_or("custom")
+            .replace('/', "-");
+        format!("{}-{t}-s{}", lang.as_str(), args.seed)
+    });
+    if !global.quiet {
+        eprintln!("{}", start_line(global, args, &run_name, &model));
+    }
     let backend = match args.backend {
-        BackendArg::Openai => {
-            let api_key = std::env::var(&args.api_key_env)
-                .ok()
-                .filter(|k| !k.is_empty());
-            Backend::OpenAi(
-                OpenAiBackend::new(OpenAiConfig {
-                    base_url: args.base_url.clone(),
-                    api_key,
-                    model: model.clone(),
-                    api,
-                    timeout: Duration::from_secs_f64(args.timeout.max(0.001)),
-                    max_connections: args.concurrency as usize,
-                })
-                .map_err(|e| anyhow::anyhow!("{e}"))?,
-            )
-        }
+        BackendArg::Openai => Backend::OpenAi(
+            OpenAiBackend::new(OpenAiConfig {
+                base_url: args.base_url.clone(),
+                api_key,
+                model: model.clone(),
+                api,
+                timeout: Duration::from_secs_f64(args.timeout.max(0.001)),
+                max_connections: args.concurrency as usize,
+                max_body_bytes: args.max_reply_bytes,
+                connect_grace,
+            })
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
+        ),
         BackendArg::Candle => {
             let config = CandleConfig {
                 model: model.clone().into(),
@@ -106,15 +121,6 @@ pub async fn run(global: &GlobalArgs, args: &GenerateArgs) -> anyhow::Result<Out
         .into_iter()
         .map(|s| s.seed.record)
         .collect();
-    let run_name = args.run.clone().unwrap_or_else(|| {
-        let t = template
-            .name()
-            .split('.')
-            .next()
-            .unwrap_or("custom")
-            .replace('/', "-");
-        format!("{}-{t}-s{}", lang.as_str(), args.seed)
-    });
     let config = RunConfig {
         name: run_name.clone(),
         target: args.target,
@@ -148,17 +154,21 @@ pub async fn run(global: &GlobalArgs, args: &GenerateArgs) -> anyhow::Result<Out
             },
             floor: 1.0,
         },
-        worker: format!("{}-{}", hostname(), std::process::id()),
+        worker: instill_generator::worker_name(&hostname()),
     };
 
-    let bar = progress::rows(
+    let bar = progress::accepted(
         progress::enabled(global.no_progress),
         args.target,
-        format!("generating {run_name}"),
+        progress_line(&Progress::default(), Duration::ZERO, &BTreeMap::new()),
     );
     let tick = |p: &Progress| {
         bar.set_position(p.accepted.min(args.target));
-        bar.set_message(progress_line(p, started.elapsed()));
+        bar.set_message(progress_line(
+            p,
+            started.elapsed(),
+            &backend.failed_attempts(),
+        ));
     };
     let shutdown = async {
         #[cfg(unix)]
@@ -183,7 +193,7 @@ pub async fn run(global: &GlobalArgs, args: &GenerateArgs) -> anyhow::Result<Out
         }
         // SQLite: one writer. A second `generate` on the same file is refused, not interleaved.
         instill_storage::Backend::Sqlite => {
-            let _guard = sqlite_writer_lock(db.url())?;
+            let _guard = sqlite_writer_lock(&global.db)?;
             instill_generator::run(&db, &backend, config, shutdown, tick).await
         }
     };
@@ -193,7 +203,7 @@ pub async fn run(global: &GlobalArgs, args: &GenerateArgs) -> anyhow::Result<Out
         .map_err(|e| anyhow::anyhow!("{e}"))
         .context(format!("run {run_name}"))?;
     let p = &report.progress;
-    let tokens = p.prompt_tokens + p.completion_tokens;
+    let tokens = p.prompt_tokens.saturating_add(p.completion_tokens);
     let cost = match (args.price_in, args.price_out) {
         (None, None) => None,
         (i, o) => Some(
@@ -259,14 +269,60 @@ fn load_template(spec: &str, lang: Lang, shape: Shape) -> anyhow::Result<Templat
     }
 }
 
+/// The API key from the variable `--api-key-env` names. None is fine for a server on this
+/// machine; for any other, a run would only collect 401s (or, with no route, connection errors),
+/// so it stops here, saying what to do.
+fn read_api_key(args: &GenerateArgs) -> anyhow::Result<Option<String>> {
+    let key = std::env::var(&args.api_key_env)
+        .ok()
+        .filter(|k| !k.is_empty());
+    if key.is_none() && !instill_generator::is_loopback(&args.base_url) {
+        anyhow::bail!(
+            "no API key: {var} is not set, and {url} is not a server on this machine. Export {var}=YOUR_KEY (any value for a remote server that takes no key; or name another variable with --api-key-env NAME), or point --base-url (or OPENAI_BASE_URL) at a local server, which needs no key: http://localhost:11434/v1 (Ollama), http://localhost:8000/v1 (vLLM), http://localhost:8080/v1 (llama.cpp)",
+            var = args.api_key_env,
+            url = instill_core::redact_url(&args.base_url),
+        );
+    }
+    Ok(key)
+}
+
+/// How long connection failures may go on before a first answer until the run stops:
+/// `INSTILL_CONNECT_GRACE` seconds, else [`instill_generator::CONNECT_GRACE`].
+fn connect_grace() -> anyhow::Result<Duration> {
+    let Ok(text) = std::env::var("INSTILL_CONNECT_GRACE") else {
+        return Ok(instill_generator::CONNECT_GRACE);
+    };
+    match text.trim().parse::<f64>() {
+        Ok(s) if s.is_finite() && s >= 0.0 => Ok(Duration::from_secs_f64(s.min(86_400.0))),
+        _ => anyhow::bail!(
+            "INSTILL_CONNECT_GRACE={text:?}: expected a number of seconds (0 or more)"
+        ),
+    }
+}
+
+/// The line a run starts with: what it talks to and where it writes (no key, no password).
+fn start_line(global: &GlobalArgs, args: &GenerateArgs, run: &str, model: &str) -> String {
+    let backend = match args.backend {
+        BackendArg::Openai => format!("openai at {}", instill_core::redact_url(&args.base_url)),
+        BackendArg::Candle => format!("candle on {}", args.device),
+    };
+    format!(
+        "generate {run}: {backend}, model {model}, target {}, concurrency {}, database {}",
+        args.target,
+        args.concurrency,
+        instill_core::redact_url(&global.db)
+    )
+}
+
 fn hostname() -> String {
     std::fs::read_to_string("/etc/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "local".into())
 }
 
-/// The progress bar's message: accept rate, rejection reasons, rates.
-fn progress_line(p: &Progress, elapsed: Duration) -> String {
+/// The progress bar's message: accept rate, rejection reasons, rates, failed attempts by kind
+/// (`failed`: as they happen, retries still going on included).
+fn progress_line(p: &Progress, elapsed: Duration, failed: &BTreeMap<&str, u64>) -> String {
     let judged = p.accepted + p.rejected.values().sum::<u64>();
     let rate = if judged > 0 {
         100.0 * p.accepted as f64 / judged as f64
@@ -275,15 +331,21 @@ fn progress_line(p: &Progress, elapsed: Duration) -> String {
     };
     let secs = elapsed.as_secs_f64().max(0.001);
     let reasons: Vec<String> = p.rejected.iter().map(|(r, n)| format!("{r} {n}")).collect();
+    let failures: Vec<String> = failed.iter().map(|(k, n)| format!("{k} {n}")).collect();
     format!(
-        "accept {rate:.0}% | {} | {:.1} req/s | {:.0} tok/s",
+        "accept {rate:.0}% | {} | {:.1} req/s | {:.0} tok/s | {}",
         if reasons.is_empty() {
             "no rejections".to_string()
         } else {
             reasons.join(", ")
         },
         p.sent_now as f64 / secs,
-        (p.prompt_tokens + p.completion_tokens) as f64 / secs,
+        p.prompt_tokens.saturating_add(p.completion_tokens) as f64 / secs,
+        if failures.is_empty() {
+            "no failed attempts".to_string()
+        } else {
+            format!("failed attempts: {}", failures.join(", "))
+        },
     )
 }
 

@@ -11,3 +11,4 @@ pub mod scope;
 pub mod seeds;
 pub mod stats;
 pub mod train;
+pub mod train_out;

@@ -1,24 +1,20 @@
 //! `instill report`: gathers what the database holds and writes the HTML page atomically.
 
+use std::io::Read;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use instill_storage::Db;
 
-use crate::Outcome;
 use crate::cli::{GlobalArgs, ReportArgs};
 use crate::report::{self, ReportData, text::TextStats};
+use crate::{Outcome, outdir};
 
 const PAGE: i64 = 5_000;
 
 pub async fn run(global: &GlobalArgs, args: &ReportArgs) -> anyhow::Result<Outcome> {
-    if args.out.is_dir() {
-        anyhow::bail!(
-            "{}: is a directory; --out takes the HTML file to write",
-            args.out.display()
-        );
-    }
+    check_out(global, &args.out)?;
     let db = Db::open(&global.db).await?;
     let stats = crate::cmd::stats::to_json(&db.stats().await?)?;
     let runs = db.run_summaries().await?;
@@ -114,16 +110,49 @@ pub async fn run(global: &GlobalArgs, args: &ReportArgs) -> anyhow::Result<Outco
     Ok(Outcome::Done)
 }
 
+/// Refuses an `--out` that is the database, a directory, or a file other than an earlier report.
+fn check_out(global: &GlobalArgs, out: &Path) -> anyhow::Result<()> {
+    if let Some(db) = instill_storage::sqlite_path(&global.db) {
+        outdir::keep_apart(out, &[("--db", Path::new(db))])?;
+    }
+    let shown = out.display();
+    match std::fs::symlink_metadata(out) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("{shown}: cannot read")),
+        Ok(m) if m.is_dir() => {
+            anyhow::bail!("{shown}: is a directory; --out takes the HTML file to write")
+        }
+        Ok(_) => {
+            let mut head = Vec::with_capacity(1024);
+            std::fs::File::open(out)
+                .and_then(|f| f.take(1024).read_to_end(&mut head))
+                .with_context(|| format!("{shown}: cannot read"))?;
+            if !report::is_report(&head) {
+                anyhow::bail!(
+                    "{shown}: exists and is not an instill report; report replaces only its own \
+                     earlier page: choose another --out or move the file away"
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Writes `path` through a synced temporary file beside it, renamed over it.
 fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = outdir::parent_of(path);
     let name = path.file_name().context("--out needs a file name")?;
-    let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
-    std::fs::write(&tmp, bytes).with_context(|| format!("{}: cannot write", path.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("{}: cannot write", path.display()))?;
-    Ok(())
+    let tmp = dir.join(format!(
+        ".{}.instill-tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    outdir::write_synced(&tmp, bytes)?;
+    if let Err(e) = std::fs::rename(&tmp, path) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("{}: cannot write", path.display()));
+    }
+    outdir::sync_dir(&dir)
 }
 
 /// Now as `YYYY-MM-DD HH:MM UTC`.

@@ -10,13 +10,16 @@ use candle_core::{Device, Tensor};
 use instill_core::{InputFormat, Record};
 use instill_generator::local::{Codec, device};
 use instill_storage::{Db, StatusFilter};
+use instill_trainer::lora::ADAPTER_FILES;
 use instill_trainer::{
     AdamWConfig, Config, Example, LoraConfig, Model, TrainConfig, load_adapter, merge, save_adapter,
 };
 use serde_json::{Value, json};
 
-use crate::Outcome;
 use crate::cli::{GlobalArgs, MergeLoraArgs, TrainArgs};
+use crate::cmd::train_out;
+use crate::staging::Staging;
+use crate::{Outcome, outdir};
 
 /// A base model: its config (and `config.json` to write beside outputs), weights, tokenizer.
 struct Base {
@@ -153,6 +156,12 @@ fn held_out(r: &Record, fraction: f64) -> bool {
 }
 
 pub async fn train(global: &GlobalArgs, args: &TrainArgs) -> anyhow::Result<Outcome> {
+    let db_file = args
+        .data
+        .is_empty()
+        .then(|| instill_storage::sqlite_path(&global.db).map(Path::new))
+        .flatten();
+    let plan = train_out::plan(args, db_file)?;
     let dev = device(&args.device)?;
     let records = if args.data.is_empty() {
         read_db(global, &args.status).await?
@@ -234,7 +243,15 @@ pub async fn train(global: &GlobalArgs, args: &TrainArgs) -> anyhow::Result<Outc
         dir: args.out.clone(),
         resume: args.resume,
         stop_after: None,
+        settings: train_out::settings(args),
     };
+    let mut files = instill_trainer::train::files();
+    if lora.is_some() {
+        files.extend(ADAPTER_FILES.map(String::from));
+    } else {
+        files.extend(train_out::model_files());
+    }
+    train_out::ready(&args.out, plan, &files)?;
     let total = instill_trainer::total_steps(&cfg, train_set.len());
     let bar = crate::progress::steps(
         crate::progress::enabled(global.no_progress),
@@ -293,7 +310,7 @@ pub async fn train(global: &GlobalArgs, args: &TrainArgs) -> anyhow::Result<Outc
     Ok(Outcome::Done)
 }
 
-/// A full model directory: weights, config, tokenizer files.
+/// A full model directory: weights, config, tokenizer files (see [`train_out::model_files`]).
 fn write_model(out: &Path, base: &Base, weights: HashMap<String, Tensor>) -> anyhow::Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("{}", out.display()))?;
     candle_core::safetensors::save(&weights, out.join("model.safetensors"))?;
@@ -303,13 +320,7 @@ fn write_model(out: &Path, base: &Base, weights: HashMap<String, Tensor>) -> any
     )?;
     match &base.dir {
         Some(dir) => {
-            for f in [
-                "tokenizer.json",
-                "tokenizer_config.json",
-                "generation_config.json",
-                "chat_template.jinja",
-                "special_tokens_map.json",
-            ] {
+            for f in train_out::TOKENIZER_FILES {
                 if dir.join(f).is_file() {
                     std::fs::copy(dir.join(f), out.join(f))
                         .with_context(|| format!("copying {f}"))?;
@@ -335,12 +346,19 @@ fn write_model(out: &Path, base: &Base, weights: HashMap<String, Tensor>) -> any
 }
 
 pub async fn merge_lora(global: &GlobalArgs, args: &MergeLoraArgs) -> anyhow::Result<Outcome> {
+    outdir::keep_apart(
+        &args.out,
+        &[("--model", &args.model), ("--adapter", &args.adapter)],
+    )?;
+    let staging = Staging::new(&args.out, args.overwrite)?;
     let dev = Device::Cpu;
     let (lora, adapter) = load_adapter(&args.adapter, &dev)?;
     let mut base = load_base(&args.model, &dev)?;
     let mut weights = std::mem::take(&mut base.weights);
     let merged = merge(&mut weights, &lora, &adapter)?;
-    write_model(&args.out, &base, weights)?;
+    write_model(&staging.dir, &base, weights)?;
+    train_out::write_manifest(&staging.dir, "merge-lora", &train_out::model_files())?;
+    staging.commit()?;
     if global.json {
         println!(
             "{}",

@@ -95,13 +95,21 @@ polyline.s0,polyline.s1{fill:none}.none{color:#8a94a3;font-style:italic}
 @media print{main{max-width:none}h2{break-after:avoid}svg{break-inside:avoid}}
 "#;
 
+/// The page's title: what tells an earlier report, the only file `report` replaces.
+pub const TITLE: &str = "<title>instill report</title>";
+
+/// Whether `head`, the first bytes of a file, begins a page [`render`] wrote.
+pub fn is_report(head: &[u8]) -> bool {
+    head.starts_with(b"<!DOCTYPE html>") && head.windows(TITLE.len()).any(|w| w == TITLE.as_bytes())
+}
+
 /// The HTML page.
 pub fn render(d: &ReportData) -> String {
     let mut h = String::with_capacity(64 * 1024);
     let total = d.stats["records"]["total"].as_i64().unwrap_or(0);
     let _ = write!(
         h,
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><title>instill report</title><style>{CSS}</style></head><body><main><h1>instill report</h1><p class=\"sub\">{db} · {records} records · generated {at}{scope}</p>",
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">{TITLE}<style>{CSS}</style></head><body><main><h1>instill report</h1><p class=\"sub\">{db} · {records} records · generated {at}{scope}</p>",
         db = esc(&d.db),
         records = num(total),
         at = esc(&d.generated_at),
@@ -188,7 +196,7 @@ fn runs(h: &mut String, d: &ReportData) {
     h.push_str("<table><tr><th>run</th><th>status</th><th class=\"n\">minutes</th><th class=\"n\">requests</th><th class=\"n\">prompt tokens</th><th class=\"n\">completion tokens</th><th class=\"n\">accepted</th><th class=\"n\">rejected</th><th class=\"n\">accept rate</th><th class=\"n\">accepted / 1k tokens</th><th class=\"n\">cost</th></tr>");
     for r in &d.runs {
         let judged = r.accepted + r.rejected;
-        let tokens = r.prompt_tokens + r.completion_tokens;
+        let tokens = r.prompt_tokens.saturating_add(r.completion_tokens);
         let minutes = r
             .finished_at
             .map(|f| format!("{:.1}", (f - r.started_at) as f64 / 60_000.0))

@@ -11,6 +11,8 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+use instill_core::{redact_url, redact_urls_in};
+
 use crate::error::StorageError;
 use crate::migrations;
 
@@ -66,8 +68,8 @@ impl Db {
     /// - `postgres://…` / `postgresql://…`: a connection pool to the server.
     pub async fn open(url: &str) -> Result<Db, StorageError> {
         let cannot_open = |e: sqlx::Error| StorageError::Open {
-            url: redact(url),
-            message: e.to_string(),
+            url: redact_url(url),
+            message: redact_urls_in(&e.to_string()),
         };
         let pool = match parse_url(url)? {
             Target::Sqlite(opts) => {
@@ -96,7 +98,7 @@ impl Db {
         };
         let db = Db {
             pool,
-            url: redact(url),
+            url: redact_url(url),
         };
         db.migrate().await?;
         Ok(db)
@@ -138,25 +140,19 @@ enum Target {
 
 fn parse_url(url: &str) -> Result<Target, StorageError> {
     let bad = |message: String| StorageError::Open {
-        url: redact(url),
-        message,
+        url: redact_url(url),
+        message: redact_urls_in(&message),
     };
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         let opts = PgConnectOptions::from_str(url).map_err(|e| bad(e.to_string()))?;
         return Ok(Target::Postgres(opts));
     }
-    let path = if let Some(rest) = url.strip_prefix("sqlite://") {
-        rest
-    } else if let Some(rest) = url.strip_prefix("sqlite:") {
-        rest
-    } else if let Some((scheme, _)) = url.split_once("://") {
+    let Some(path) = sqlite_path(url) else {
+        let scheme = url.split_once("://").map_or(url, |(s, _)| s);
         return Err(bad(format!(
             "unsupported database `{scheme}`: use sqlite://PATH or postgres://USER@HOST/DB"
         )));
-    } else {
-        url
     };
-    let path = path.split_once('?').map_or(path, |(p, _)| p);
     if path.is_empty() {
         return Err(bad("no file path after `sqlite://`".into()));
     }
@@ -180,15 +176,22 @@ fn parse_url(url: &str) -> Result<Target, StorageError> {
     Ok(Target::Sqlite(opts))
 }
 
-/// `url` with any password replaced by `***`, for messages.
-pub fn redact(url: &str) -> String {
-    if let Some((scheme, rest)) = url.split_once("://")
-        && let Some((auth, host)) = rest.split_once('@')
-        && let Some((user, _password)) = auth.split_once(':')
-    {
-        return format!("{scheme}://{user}:***@{host}");
+/// The file of a SQLite URL (`sqlite://PATH`, `sqlite:PATH` or a bare path, query removed);
+/// `None` for Postgres and other schemes.
+pub fn sqlite_path(url: &str) -> Option<&str> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return None;
     }
-    url.to_string()
+    let path = if let Some(rest) = url.strip_prefix("sqlite://") {
+        rest
+    } else if let Some(rest) = url.strip_prefix("sqlite:") {
+        rest
+    } else if url.contains("://") {
+        return None;
+    } else {
+        url
+    };
+    Some(path.split_once('?').map_or(path, |(p, _)| p))
 }
 
 #[cfg(test)]
@@ -196,13 +199,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn redacts_passwords() {
-        assert_eq!(
-            redact("postgres://u:secret@h:5432/db"),
-            "postgres://u:***@h:5432/db"
-        );
-        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
-        assert_eq!(redact("sqlite://x.db"), "sqlite://x.db");
+    fn names_the_file_of_a_sqlite_url() {
+        assert_eq!(sqlite_path("sqlite://out/x.db?mode=rwc"), Some("out/x.db"));
+        assert_eq!(sqlite_path("sqlite:x.db"), Some("x.db"));
+        assert_eq!(sqlite_path("x.db"), Some("x.db"));
+        assert_eq!(sqlite_path("postgres://u@h/db"), None);
+        assert_eq!(sqlite_path("mysql://u@h/db"), None);
     }
 
     #[tokio::test]

@@ -39,7 +39,7 @@ mod writer;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
-pub use db::{Backend, Db, redact};
+pub use db::{Backend, Db, sqlite_path};
 pub use error::StorageError;
 pub use export::ExportRecord;
 pub use imports::{ImportInfo, NewImport};

@@ -34,6 +34,11 @@ pub const SQLITE: &[EmbeddedMigration] = &[
         name: "records_checks",
         sql: include_str!("../../migrations/sqlite/0004_records_checks.sql"),
     },
+    EmbeddedMigration {
+        version: 5,
+        name: "fencing",
+        sql: include_str!("../../migrations/sqlite/0005_fencing.sql"),
+    },
 ];
 
 /// Postgres migrations, oldest first.
@@ -57,6 +62,11 @@ pub const POSTGRES: &[EmbeddedMigration] = &[
         version: 4,
         name: "records_checks",
         sql: include_str!("../../migrations/postgres/0004_records_checks.sql"),
+    },
+    EmbeddedMigration {
+        version: 5,
+        name: "fencing",
+        sql: include_str!("../../migrations/postgres/0005_fencing.sql"),
     },
 ];
 

@@ -161,6 +161,24 @@ impl Db {
         Ok(())
     }
 
+    /// Makes the caller the run's acceptor: bumps the run's epoch and returns the new one. Every
+    /// acceptor before it fails [`Writer::hold_run`] from then on (a flush of one that is under
+    /// way finishes first: it holds the row).
+    pub async fn take_run(&self, run_id: i64) -> Result<i64, StorageError> {
+        let sql = "UPDATE runs SET epoch = epoch + 1 WHERE id = $1 RETURNING epoch";
+        let epoch: i64 =
+            on_pool!(&self.pool, p => sqlx::query_scalar(sql).bind(run_id).fetch_one(p).await?);
+        Ok(epoch)
+    }
+
+    /// The run's status and frontier (the first request idx its acceptor has not finished).
+    pub async fn run_frontier(&self, run_id: i64) -> Result<(String, i64), StorageError> {
+        let sql = "SELECT status, frontier FROM runs WHERE id = $1";
+        let row: (String, i64) =
+            on_pool!(&self.pool, p => sqlx::query_as(sql).bind(run_id).fetch_one(p).await?);
+        Ok(row)
+    }
+
     /// Where acceptance stopped: the (request idx, item idx) of the run's last stored record.
     pub async fn run_position(&self, run_id: i64) -> Result<Option<(i64, i64)>, StorageError> {
         let sql = "SELECT requests.idx AS idx, records.item_idx AS item_idx FROM records
@@ -246,8 +264,8 @@ FROM requests WHERE run_id = $1 GROUP BY status";
                     _ => continue,
                 }
                 t.retries += r.try_get::<i64, _>("retries")?;
-                t.prompt_tokens += r.try_get::<i64, _>("pt")?;
-                t.completion_tokens += r.try_get::<i64, _>("ct")?;
+                t.prompt_tokens = t.prompt_tokens.saturating_add(r.try_get("pt")?);
+                t.completion_tokens = t.completion_tokens.saturating_add(r.try_get("ct")?);
             }
         });
         t.rejected.sort();
@@ -261,6 +279,23 @@ const REQUEST_COLUMNS: &str = "run_id, idx, payload_hash, prompt, params_json, s
 const REQUESTS_PER_STATEMENT: usize = 200;
 
 impl Writer {
+    /// Proves, inside this transaction, that the caller still is the run's acceptor (the run's
+    /// epoch is still `epoch`), and sets the run's frontier. Returns false when another worker
+    /// took the run over: the caller must then drop this transaction and stop accepting. The
+    /// run's row stays locked until the transaction ends, so a takeover waits for this flush.
+    pub async fn hold_run(
+        &mut self,
+        run_id: i64,
+        epoch: i64,
+        frontier: i64,
+    ) -> Result<bool, StorageError> {
+        let sql = "UPDATE runs SET frontier = $1 WHERE id = $2 AND epoch = $3";
+        let n = on_tx!(&mut self.tx, c => {
+            sqlx::query(sql).bind(frontier).bind(run_id).bind(epoch).execute(c).await?.rows_affected()
+        });
+        Ok(n == 1)
+    }
+
     /// Stores finished requests (a reply or a failure each), in multi-row statements; a request
     /// already stored for the same (run, idx) is replaced only if it had failed. Returns their
     /// ids, in input order.

@@ -1,10 +1,15 @@
 //! Throw-away databases for tests (feature `testing`): a SQLite file in a temp dir, or a fresh
 //! Postgres database on the server named by `INSTILL_TEST_PG_URL`, dropped when the value is.
+//! Postgres database names start with `INSTILL_TEST_DB_PREFIX` (default `instill_test_`), so a
+//! CI run can find and drop exactly the databases it made, even after a killed test.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// The environment variable naming the Postgres server tests use.
 pub const PG_URL_VAR: &str = "INSTILL_TEST_PG_URL";
+
+/// The environment variable giving the prefix of test database names.
+pub const DB_PREFIX_VAR: &str = "INSTILL_TEST_DB_PREFIX";
 
 /// A database that exists for the lifetime of this value.
 #[derive(Debug)]
@@ -37,8 +42,9 @@ impl TempDb {
         let admin = std::env::var(PG_URL_VAR).unwrap_or_else(|_| {
             panic!("{PG_URL_VAR} is not set: run the tests through `bash .ci/run`, or set it to a Postgres URL such as postgres://postgres@127.0.0.1:5432/postgres")
         });
+        let prefix = db_prefix();
         let name = format!(
-            "instill_test_{}_{}_{}",
+            "{prefix}{}_{}_{}",
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::Relaxed),
             std::time::SystemTime::now()
@@ -74,6 +80,26 @@ impl Drop for TempDb {
                 format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
             );
         }
+    }
+}
+
+/// The prefix of test database names: `INSTILL_TEST_DB_PREFIX` when it is a plain identifier
+/// (lower-case ASCII letters, digits, `_`), else `instill_test_`.
+fn db_prefix() -> String {
+    match std::env::var(DB_PREFIX_VAR) {
+        Ok(p)
+            if !p.is_empty()
+                && p.len() <= 40
+                && p.starts_with(|c: char| c.is_ascii_lowercase())
+                && p.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') =>
+        {
+            p
+        }
+        Ok(p) if !p.is_empty() => panic!(
+            "{DB_PREFIX_VAR}={p:?} is not a plain lower-case identifier of at most 40 characters"
+        ),
+        _ => "instill_test_".to_string(),
     }
 }
 

@@ -450,3 +450,171 @@ async fn the_records_rebuild_keeps_what_an_older_database_holds() {
     assert!(schema.contains("CREATE INDEX records_run"), "{schema}");
     db.close().await;
 }
+
+/// A run with requests 0..n stored as replies, for the claim and fencing tests.
+async fn run_with_replies(db: &Db, idxs: &[i64]) -> (i64, Vec<i64>) {
+    let run = db.create_run("r", "generate", "{}", 1).await.unwrap();
+    let rows: Vec<crate::NewRequest> = idxs
+        .iter()
+        .map(|&idx| crate::NewRequest {
+            run_id: run,
+            idx,
+            status: "done".into(),
+            response: Some("[\"x\"]".into()),
+            ..crate::NewRequest::default()
+        })
+        .collect();
+    let mut w = db.writer().await.unwrap();
+    let ids = w.store_requests(&rows).await.unwrap();
+    w.commit().await.unwrap();
+    (run, ids)
+}
+
+/// An acceptor that lost the run (another took it over) writes nothing; the run's frontier is
+/// the last holder's.
+#[tokio::test]
+async fn a_flush_by_an_acceptor_that_lost_the_run_is_refused() {
+    for t in TempDb::both() {
+        let db = Db::open(&t.url).await.unwrap();
+        let (run, _) = run_with_replies(&db, &[0]).await;
+        let first = db.take_run(run).await.unwrap();
+        let mut w = db.writer().await.unwrap();
+        assert!(w.hold_run(run, first, 3).await.unwrap(), "{}", t.backend);
+        w.commit().await.unwrap();
+        let second = db.take_run(run).await.unwrap();
+        assert!(second > first);
+        let mut w = db.writer().await.unwrap();
+        assert!(!w.hold_run(run, first, 9).await.unwrap(), "{}", t.backend);
+        drop(w);
+        let mut w = db.writer().await.unwrap();
+        assert!(w.hold_run(run, second, 5).await.unwrap());
+        w.commit().await.unwrap();
+        assert_eq!(
+            db.run_frontier(run).await.unwrap(),
+            ("running".to_string(), 5)
+        );
+        db.close().await;
+    }
+}
+
+/// A generated record is stored once per (request, item); imported records have no such key.
+#[tokio::test]
+async fn a_generated_record_cannot_be_stored_twice() {
+    for t in TempDb::both() {
+        let db = Db::open(&t.url).await.unwrap();
+        let (run, ids) = run_with_replies(&db, &[0]).await;
+        let generated = |item: i64| {
+            let mut r = new_record(Record::new(format!("t{item}"), "", "o"), Status::Accepted);
+            r.origin = Origin::Generated;
+            r.run_id = Some(run);
+            r.request_id = Some(ids[0]);
+            r.item_idx = Some(item);
+            r
+        };
+        let mut w = db.writer().await.unwrap();
+        w.insert_records(vec![generated(0), generated(1)])
+            .await
+            .unwrap();
+        let imported = new_record(Record::new("same", "", "o"), Status::Pending);
+        w.insert_records(vec![imported.clone(), imported])
+            .await
+            .unwrap();
+        w.commit().await.unwrap();
+        let mut w = db.writer().await.unwrap();
+        let again = w.insert_records(vec![generated(1)]).await;
+        assert!(again.is_err(), "{}: a second copy was stored", t.backend);
+        drop(w);
+        assert_eq!(
+            db.count_records(StatusFilter::All).await.unwrap(),
+            4,
+            "{}",
+            t.backend
+        );
+        db.close().await;
+    }
+}
+
+/// Any index in the claim window with no row is claimable, holes below the largest included
+/// (a stopped worker's released claims).
+#[tokio::test]
+async fn claims_fill_every_hole_in_the_window_lowest_first() {
+    let t = TempDb::postgres();
+    let db = Db::open(&t.url).await.unwrap();
+    let (run, _) = run_with_replies(&db, &[0, 1, 3, 6]).await;
+    let got = db.claim_requests(run, "a", 3, 100, 1..20, 1).await.unwrap();
+    assert_eq!(got, vec![2, 4, 5]);
+    db.release_claims(run, "a").await.unwrap();
+    let got = db.claim_requests(run, "b", 10, 100, 1..9, 1).await.unwrap();
+    assert_eq!(got, vec![2, 4, 5, 7, 8]);
+    // Live claims are nobody else's; expired ones are.
+    assert!(
+        db.claim_requests(run, "c", 10, 100, 0..9, 50)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let got = db
+        .claim_requests(run, "c", 2, 300, 0..9, 150)
+        .await
+        .unwrap();
+    assert_eq!(got, vec![2, 4]);
+    db.close().await;
+}
+
+/// Copies of one generated record written by two acceptors before the UNIQUE index existed:
+/// the migration keeps the first, points duplicates of a removed copy at it, keeps the rest.
+#[tokio::test]
+async fn the_unique_migration_removes_copies_of_a_generated_record() {
+    use sqlx::Connection as _;
+    use sqlx::migrate::Migrator;
+
+    let fill = "INSERT INTO runs (id, name, kind, started_at, status) VALUES (1, 'r', 'generate', 1, 'done');
+INSERT INTO requests (id, run_id, idx, payload_hash, prompt, status, created_at) VALUES (1, 1, 0, '', '', 'done', 1);
+INSERT INTO records (id, instruction, output, lang, origin, source, run_id, request_id, item_idx, status, reason, dup_of, norm_hash, created_at) VALUES
+ (1, 'a', 'o', 'en', 'generated', 'r', 1, 1, 0, 'accepted', NULL, NULL, 'h', 1),
+ (2, 'b', 'o', 'en', 'generated', 'r', 1, 1, 1, 'accepted', NULL, NULL, 'h2', 1),
+ (3, 'a', 'o', 'en', 'generated', 'r', 1, 1, 0, 'accepted', NULL, NULL, 'h', 1),
+ (4, 'a', 'o', 'en', 'generated', 'r', 1, 1, 2, 'rejected', 'exact', 3, 'h', 1),
+ (5, 'i', 'o', 'en', 'imported', 'x', NULL, NULL, NULL, 'pending', NULL, NULL, 'h', 1),
+ (6, 'i', 'o', 'en', 'imported', 'x', NULL, NULL, NULL, 'pending', NULL, NULL, 'h', 1)";
+    for t in TempDb::both() {
+        if t.backend == "sqlite" {
+            let path = t.url.trim_start_matches("sqlite://").to_string();
+            let opts = sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(&path)
+                .create_if_missing(true);
+            let mut conn = sqlx::SqliteConnection::connect_with(&opts).await.unwrap();
+            let older = crate::migrations::to_sqlx(&crate::migrations::SQLITE[..4]);
+            Migrator::with_migrations(older)
+                .run(&mut conn)
+                .await
+                .unwrap();
+            sqlx::raw_sql(fill).execute(&mut conn).await.unwrap();
+            conn.close().await.unwrap();
+        } else {
+            let mut conn = sqlx::PgConnection::connect(&t.url).await.unwrap();
+            let older = crate::migrations::to_sqlx(&crate::migrations::POSTGRES[..4]);
+            Migrator::with_migrations(older)
+                .run(&mut conn)
+                .await
+                .unwrap();
+            sqlx::raw_sql(fill).execute(&mut conn).await.unwrap();
+            conn.close().await.unwrap();
+        }
+        let db = Db::open(&t.url).await.unwrap();
+        let got: Vec<(i64, Option<i64>)> = db
+            .verdicts()
+            .await
+            .unwrap()
+            .iter()
+            .map(|v| (v.id, v.dup_of))
+            .collect();
+        assert_eq!(
+            got,
+            vec![(1, None), (2, None), (4, Some(1)), (5, None), (6, None)],
+            "{}",
+            t.backend
+        );
+        db.close().await;
+    }
+}

@@ -40,16 +40,18 @@ fn lock_key(run_id: i64) -> i64 {
 }
 
 impl Db {
-    /// Claims up to `n` requests of the run for `worker` until `lease_until` (Unix ms): first
-    /// those whose lease expired or that failed, then new indices, all below `below`. Returns the
-    /// claimed indices. Postgres only.
+    /// Claims up to `n` requests of the run for `worker` until `lease_until` (Unix ms), among
+    /// the indices in `range` (from the run's frontier to a window ahead of it): first those
+    /// whose lease expired or that failed, then every index with no row at all (never claimed,
+    /// or released by a worker that stopped), lowest first. Returns the claimed indices.
+    /// Postgres only.
     pub async fn claim_requests(
         &self,
         run_id: i64,
         worker: &str,
         n: i64,
         lease_until: i64,
-        below: i64,
+        range: std::ops::Range<i64>,
         now: i64,
     ) -> Result<Vec<i64>, StorageError> {
         let Pool::Postgres(p) = &self.pool else {
@@ -57,12 +59,12 @@ impl Db {
                 "request claims need Postgres".into(),
             ));
         };
-        if n <= 0 {
+        if n <= 0 || range.is_empty() {
             return Ok(Vec::new());
         }
         let reclaim = "UPDATE requests SET worker = $2, lease_until = $3, status = 'claimed'
-WHERE id IN (SELECT id FROM requests WHERE run_id = $1 AND idx < $5
-  AND ((status = 'claimed' AND lease_until < $6) OR status = 'failed')
+WHERE id IN (SELECT id FROM requests WHERE run_id = $1 AND idx >= $5 AND idx < $6
+  AND ((status = 'claimed' AND lease_until < $7) OR status = 'failed')
   ORDER BY idx LIMIT $4 FOR UPDATE SKIP LOCKED)
 RETURNING idx";
         let mut got: Vec<i64> = sqlx::query_scalar(reclaim)
@@ -70,17 +72,18 @@ RETURNING idx";
             .bind(worker)
             .bind(lease_until)
             .bind(n)
-            .bind(below)
+            .bind(range.start)
+            .bind(range.end)
             .bind(now)
             .fetch_all(p)
             .await?;
-        // New indices after the largest one the run has; a race with another worker loses rows
-        // to ON CONFLICT, and the caller simply claims again.
+        // Indices with no row, holes below the largest one included; a race with another worker
+        // loses rows to ON CONFLICT, and the caller simply claims again.
         let fresh = "INSERT INTO requests (run_id, idx, payload_hash, prompt, status, worker, lease_until, created_at)
-SELECT $1, g, '', '', 'claimed', $2, $3, $6
-FROM generate_series((SELECT COALESCE(MAX(idx) + 1, 0) FROM requests WHERE run_id = $1),
-                     (SELECT COALESCE(MAX(idx) + 1, 0) FROM requests WHERE run_id = $1) + $4 - 1) AS g
-WHERE g < $5
+SELECT $1, g, '', '', 'claimed', $2, $3, $7
+FROM generate_series($5::BIGINT, $6::BIGINT - 1) AS g
+WHERE NOT EXISTS (SELECT 1 FROM requests q WHERE q.run_id = $1 AND q.idx = g)
+ORDER BY g LIMIT $4
 ON CONFLICT (run_id, idx) DO NOTHING
 RETURNING idx";
         let left = n - got.len() as i64;
@@ -90,7 +93,8 @@ RETURNING idx";
                 .bind(worker)
                 .bind(lease_until)
                 .bind(left)
-                .bind(below)
+                .bind(range.start)
+                .bind(range.end)
                 .bind(now)
                 .fetch_all(p)
                 .await?;
@@ -114,7 +118,8 @@ RETURNING idx";
         Ok(())
     }
 
-    /// Gives up `worker`'s claims that got no reply (it stops): others may take them at once.
+    /// Gives up `worker`'s claims that got no reply (it stops): the rows go, and a claim takes
+    /// any index below the frontier window that has no row, so others take them at once.
     pub async fn release_claims(&self, run_id: i64, worker: &str) -> Result<(), StorageError> {
         let sql = "DELETE FROM requests WHERE run_id = $1 AND worker = $2 AND status = 'claimed'";
         on_pool!(&self.pool, p => {

@@ -7,10 +7,12 @@
 //! - [`gguf`]: a GGUF file as f32 training weights under Hugging Face names; [`hf`]: a Hugging
 //!   Face directory's (both checked by `instill-models`).
 //! - [`data`]: examples (prompt/response token ids), length-bucketed padded batches.
-//! - [`optim`]: AdamW, warmup + cosine, clipping. [`train`]: the loop, checkpoints, resume.
+//! - [`optim`]: AdamW, warmup + cosine, clipping. [`train`]: the loop and loss log, resume.
+//! - [`checkpoint`]: crash-safe checkpoints that record the run's settings; a resume must match.
 //!
 //! No database, no network, no terminal: the binary reads records, tokenizes and prints.
 
+pub mod checkpoint;
 pub mod data;
 pub mod gguf;
 pub mod hf;

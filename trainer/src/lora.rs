@@ -158,6 +158,9 @@ impl Lora {
     }
 }
 
+/// The files of an adapter directory: PEFT's config and tensors.
+pub const ADAPTER_FILES: [&str; 2] = ["adapter_config.json", "adapter_model.safetensors"];
+
 /// Writes `adapter_config.json` (PEFT's fields) and `adapter_model.safetensors` (PEFT's names).
 pub fn save_adapter(
     dir: &Path,

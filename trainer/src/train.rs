@@ -1,18 +1,38 @@
 //! The training loop: micro-batches → masked NLL → accumulated gradients → clipping → AdamW on
-//! the schedule; checkpoints (variables, optimiser moments, step) that `resume` continues from
-//! exactly, a loss log, validation loss.
+//! the schedule; checkpoints ([`crate::checkpoint`]) that `resume` continues from exactly, a
+//! loss log (a fresh run starts a new one), validation loss.
 
 use std::collections::HashMap;
+use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
+use xxhash_rust::xxh3::Xxh3;
 
 use crate::TrainError;
+use crate::checkpoint;
 use crate::data::{Example, buckets, epoch_order, make_batch};
 use crate::model::{Model, masked_nll};
 use crate::optim::{AdamW, AdamWConfig, clip, schedule};
+
+/// The checkpoint directory in a run's directory.
+pub const CHECKPOINT: &str = "checkpoint";
+/// The loss log in a run's directory.
+pub const LOSS_LOG: &str = "loss.csv";
+
+/// Every file a run may write in its directory (checkpoints moved aside or half-written
+/// included), relative and `/`-separated.
+pub fn files() -> Vec<String> {
+    let mut out = vec![LOSS_LOG.to_string()];
+    for dir in checkpoint::dirs(Path::new(CHECKPOINT)) {
+        for f in checkpoint::FILES {
+            out.push(format!("{}/{f}", dir.display()));
+        }
+    }
+    out
+}
 
 /// How to train.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,6 +62,10 @@ pub struct TrainConfig {
     /// Stop (with a checkpoint) after this step, as an interruption would; the schedule still
     /// spans every step.
     pub stop_after: Option<usize>,
+    /// What the run depends on beyond this config (model, data source, prompt format, …) as
+    /// `(name, value)`: stored in each checkpoint, with this config's own settings, the
+    /// trainable variables and the examples, and compared on resume.
+    pub settings: Vec<(String, String)>,
 }
 
 /// One optimiser step, as reported to the caller and logged.
@@ -124,21 +148,14 @@ pub fn train(
     let total = total_steps(cfg, train.len());
     let accum = cfg.grad_accum.max(1);
     let mut optim = AdamW::new(cfg.optim);
-    let checkpoint = cfg.dir.join("checkpoint");
+    let checkpoint_dir = cfg.dir.join(CHECKPOINT);
+    let settings = settings(cfg, model, train);
     if cfg.resume {
-        let step = load_checkpoint(&checkpoint, model, &mut optim, device)?;
+        let step = checkpoint::load(&checkpoint_dir, model, &mut optim, &settings, device)?;
         optim.step = step;
     }
-    let log_path = cfg.dir.join("loss.csv");
-    let mut log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .map_err(|e| TrainError::io(&log_path, e))?;
-    if optim.step == 0 {
-        writeln!(log, "step,loss,lr,grad_norm,tokens,seconds,val_loss")
-            .map_err(|e| TrainError::io(&log_path, e))?;
-    }
+    let log_path = cfg.dir.join(LOSS_LOG);
+    let mut log = open_log(&log_path, optim.step)?;
     let initial_val_loss = if optim.step == 0 && !val.is_empty() {
         Some(evaluate(model, val, cfg.batch_size, device)?)
     } else {
@@ -210,7 +227,7 @@ pub fn train(
         .map_err(|e| TrainError::io(&log_path, e))?;
         let stopping = cfg.stop_after == Some(optim.step);
         if at_checkpoint || optim.step == total || stopping {
-            save_checkpoint(&checkpoint, model, &optim)?;
+            checkpoint::save(&checkpoint_dir, model, &optim, &settings)?;
         }
         on_step(&report);
         if stopping {
@@ -232,50 +249,77 @@ pub fn train(
     })
 }
 
-fn save_checkpoint(dir: &Path, model: &Model, optim: &AdamW) -> Result<(), TrainError> {
-    // Written beside, then renamed over: a crash mid-save leaves the previous checkpoint whole.
-    let tmp = dir.with_extension("tmp");
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
-    let vars: HashMap<String, Tensor> = model
-        .trainable
-        .iter()
-        .map(|(n, v)| (n.clone(), v.as_tensor().detach()))
-        .collect();
-    candle_core::safetensors::save(&vars, tmp.join("trainable.safetensors"))?;
-    candle_core::safetensors::save(&optim.state(), tmp.join("optimizer.safetensors"))?;
-    let state = serde_json::json!({ "step": optim.step });
-    std::fs::write(tmp.join("state.json"), state.to_string())
-        .map_err(|e| TrainError::io(&tmp, e))?;
-    let _ = std::fs::remove_dir_all(dir);
-    std::fs::rename(&tmp, dir).map_err(|e| TrainError::io(dir, e))?;
-    Ok(())
+/// The loss log: a header, then on resume the rows of the steps up to `resumed_at` (rows a crash
+/// left after the checkpoint are run again and logged again).
+fn open_log(path: &Path, resumed_at: usize) -> Result<File, TrainError> {
+    let mut text = String::from("step,loss,lr,grad_norm,tokens,seconds,val_loss\n");
+    if resumed_at > 0 {
+        let old = std::fs::read_to_string(path).unwrap_or_default();
+        for line in old.lines() {
+            let step = line.split(',').next().and_then(|s| s.parse::<usize>().ok());
+            if step.is_some_and(|s| s <= resumed_at) {
+                text.push_str(line);
+                text.push('\n');
+            }
+        }
+    }
+    std::fs::write(path, text).map_err(|e| TrainError::io(path, e))?;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .map_err(|e| TrainError::io(path, e))
 }
 
-fn load_checkpoint(
-    dir: &Path,
-    model: &Model,
-    optim: &mut AdamW,
-    device: &Device,
-) -> Result<usize, TrainError> {
-    let state_path = dir.join("state.json");
-    let bytes = std::fs::read(&state_path).map_err(|e| TrainError::io(&state_path, e))?;
-    let state: serde_json::Value = serde_json::from_slice(&bytes)
-        .map_err(|e| TrainError::Config(format!("{}: {e}", state_path.display())))?;
-    let step = state["step"].as_u64().unwrap_or(0) as usize;
-    let vars = candle_core::safetensors::load(dir.join("trainable.safetensors"), device)?;
-    for (name, var) in &model.trainable {
-        let saved = vars.get(name).ok_or_else(|| {
-            TrainError::Config(format!(
-                "{}: checkpoint has no {name}: not this model's",
-                dir.display()
-            ))
-        })?;
-        var.set(saved)?;
+/// What a resume must match: the caller's settings, this config's, the trainable variables
+/// (their names and shapes) and the training examples.
+fn settings(cfg: &TrainConfig, model: &Model, train: &[Example]) -> Vec<(String, String)> {
+    let mut out = cfg.settings.clone();
+    let o = &cfg.optim;
+    let max_steps = cfg.max_steps.map_or("none".into(), |n| n.to_string());
+    for (name, value) in [
+        ("lr", o.lr.to_string()),
+        ("beta1", o.beta1.to_string()),
+        ("beta2", o.beta2.to_string()),
+        ("eps", o.eps.to_string()),
+        ("weight_decay", o.weight_decay.to_string()),
+        ("epochs", cfg.epochs.to_string()),
+        ("max_steps", max_steps),
+        ("batch_size", cfg.batch_size.to_string()),
+        ("grad_accum", cfg.grad_accum.to_string()),
+        ("warmup_steps", cfg.warmup_steps.to_string()),
+        ("max_grad_norm", cfg.max_grad_norm.to_string()),
+        ("seed", cfg.seed.to_string()),
+    ] {
+        out.push((name.into(), value));
     }
-    optim.restore(
-        candle_core::safetensors::load(dir.join("optimizer.safetensors"), device)?,
-        step,
-    );
-    Ok(step)
+    let mut layout = Xxh3::new();
+    let mut values = 0usize;
+    for (name, var) in &model.trainable {
+        layout.update(name.as_bytes());
+        for &d in var.as_tensor().dims() {
+            layout.update(&(d as u64).to_le_bytes());
+        }
+        values += var.as_tensor().elem_count();
+    }
+    out.push((
+        "trainable".into(),
+        format!(
+            "{} tensors of {values} values (layout {:016x})",
+            model.trainable.len(),
+            layout.digest()
+        ),
+    ));
+    let mut data = Xxh3::new();
+    for e in train {
+        data.update(&(e.response_start as u64).to_le_bytes());
+        data.update(&(e.ids.len() as u64).to_le_bytes());
+        for id in &e.ids {
+            data.update(&id.to_le_bytes());
+        }
+    }
+    out.push((
+        "examples".into(),
+        format!("{} examples (content {:016x})", train.len(), data.digest()),
+    ));
+    out
 }

@@ -65,6 +65,7 @@ fn config(dir: &Path, lr: f64, steps: usize) -> TrainConfig {
         dir: dir.to_path_buf(),
         resume: false,
         stop_after: None,
+        settings: Vec::new(),
     }
 }
 
@@ -397,4 +398,169 @@ fn lora_on_a_bf16_base_learns_and_leaves_the_base_alone() {
     }
     // Full fine-tuning keeps f32 weights.
     assert!(Model::with_dtype(config, &weights, None, 0, DType::BF16, &Device::Cpu).is_err());
+}
+
+/// The trainable variables' values, in order.
+fn values(model: &Model) -> Vec<Vec<f32>> {
+    model
+        .trainable
+        .iter()
+        .map(|(_, v)| {
+            v.as_tensor()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn a_fresh_run_into_an_earlier_directory_starts_a_new_loss_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, weights) = base();
+    for _ in 0..2 {
+        let model = Model::new(config.clone(), &weights, Some(&lora()), 5, &Device::Cpu).unwrap();
+        train(
+            &model,
+            &examples(),
+            &[],
+            &config_with(dir.path(), 1e-2, 3),
+            &Device::Cpu,
+            |_| {},
+        )
+        .unwrap();
+    }
+    let log = std::fs::read_to_string(dir.path().join("loss.csv")).unwrap();
+    assert_eq!(log.lines().count(), 4, "{log}");
+    assert!(
+        log.starts_with("step,") && log.matches("step,").count() == 1,
+        "{log}"
+    );
+}
+
+#[test]
+fn a_resume_with_other_settings_is_refused_naming_the_first_that_differs() {
+    let (config, weights) = base();
+    let data = examples();
+    let dir = tempfile::tempdir().unwrap();
+    let model = || Model::new(config.clone(), &weights, Some(&lora()), 5, &Device::Cpu).unwrap();
+    let mut first = config_with(dir.path(), 1e-2, 12);
+    first.stop_after = Some(3);
+    train(&model(), &data, &[], &first, &Device::Cpu, |_| {}).unwrap();
+    let resumed = |change: &dyn Fn(&mut TrainConfig)| {
+        let mut cfg = config_with(dir.path(), 1e-2, 12);
+        cfg.resume = true;
+        change(&mut cfg);
+        cfg
+    };
+    type Change = dyn Fn(&mut TrainConfig);
+    let cases: [(&str, &Change); 4] = [
+        ("lr", &|c| c.optim.lr = 2e-2),
+        ("seed", &|c| c.seed = 12),
+        ("batch_size", &|c| c.batch_size = 4),
+        ("max_steps", &|c| c.max_steps = Some(20)),
+    ];
+    for (name, change) in cases {
+        let err = train(&model(), &data, &[], &resumed(change), &Device::Cpu, |_| {})
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(name), "{name}: {err}");
+    }
+    // Other data: the examples differ.
+    let err = train(
+        &model(),
+        &data[..100],
+        &[],
+        &resumed(&|_| {}),
+        &Device::Cpu,
+        |_| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("examples"), "{err}");
+    // Another LoRA rank: other trainable variables.
+    let other = LoraConfig { r: 4, ..lora() };
+    let m = Model::new(config.clone(), &weights, Some(&other), 5, &Device::Cpu).unwrap();
+    let err = train(&m, &data, &[], &resumed(&|_| {}), &Device::Cpu, |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("trainable"), "{err}");
+    // Nothing was changed by the refusals: the same settings resume.
+    let s = train(
+        &model(),
+        &data,
+        &[],
+        &resumed(&|_| {}),
+        &Device::Cpu,
+        |_| {},
+    )
+    .unwrap();
+    assert_eq!(s.steps, 12);
+}
+
+#[test]
+fn a_crash_between_moving_the_old_checkpoint_aside_and_the_new_into_place_still_resumes() {
+    let (config, weights) = base();
+    let data = examples();
+    let model = || Model::new(config.clone(), &weights, Some(&lora()), 5, &Device::Cpu).unwrap();
+    let straight = tempfile::tempdir().unwrap();
+    let a = model();
+    train(
+        &a,
+        &data,
+        &[],
+        &config_with(straight.path(), 1e-2, 8),
+        &Device::Cpu,
+        |_| {},
+    )
+    .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = config_with(dir.path(), 1e-2, 8);
+    first.checkpoint_every = 2;
+    first.stop_after = Some(4);
+    train(&model(), &data, &[], &first, &Device::Cpu, |_| {}).unwrap();
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert!(
+        !names.iter().any(|n| n.contains("tmp") || n.contains("old")),
+        "{names:?}"
+    );
+    // The state a crash during the save after step 5 leaves: step 5 logged, the step-4
+    // checkpoint moved aside, the new one half-written.
+    let log_path = dir.path().join("loss.csv");
+    let mut log = std::fs::read_to_string(&log_path).unwrap();
+    log.push_str("5,9.0,1.000e-2,1.0,10,0.10,\n");
+    std::fs::write(&log_path, log).unwrap();
+    let ckpt = dir.path().join("checkpoint");
+    std::fs::rename(&ckpt, dir.path().join("checkpoint.old")).unwrap();
+    std::fs::create_dir(dir.path().join("checkpoint.tmp")).unwrap();
+    std::fs::write(
+        dir.path().join("checkpoint.tmp/trainable.safetensors"),
+        b"half",
+    )
+    .unwrap();
+    let c = model();
+    let mut second = config_with(dir.path(), 1e-2, 8);
+    second.checkpoint_every = 2;
+    second.resume = true;
+    let s = train(&c, &data, &[], &second, &Device::Cpu, |_| {}).unwrap();
+    assert_eq!(s.steps, 8);
+    assert!(values(&a) == values(&c), "resumed weights differ");
+    assert!(ckpt.join("state.json").is_file());
+    assert!(
+        !dir.path().join("checkpoint.old").exists() && !dir.path().join("checkpoint.tmp").exists()
+    );
+    // The loss log has each step once, the steps redone after the crash included.
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let steps: Vec<&str> = log
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap())
+        .collect();
+    assert_eq!(steps, ["1", "2", "3", "4", "5", "6", "7", "8"], "{log}");
 }

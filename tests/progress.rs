@@ -1,0 +1,81 @@
+//! Progress when stderr is not a terminal (a log, a pipe): a line every
+//! `INSTILL_PROGRESS_INTERVAL` seconds from every long command, none with `--no-progress`.
+
+use std::time::Duration;
+
+use crate::fake_openai::{FakeConfig, FakeServer};
+use crate::util::{Env, Run, run_bounded, shared};
+
+/// The progress lines of a run's stderr.
+fn progress_lines(run: &Run) -> Vec<&str> {
+    run.stderr
+        .lines()
+        .filter(|l| l.starts_with("progress: "))
+        .collect()
+}
+
+const FAST: &[(&str, &str)] = &[("INSTILL_PROGRESS_INTERVAL", "0.05")];
+
+#[test]
+fn generate_logs_accepted_of_target_rates_and_failures() {
+    let server = FakeServer::start(FakeConfig {
+        latency: Duration::from_millis(50),
+        ..FakeConfig::default()
+    });
+    let env = Env::new(instill_storage::testing::TempDb::sqlite());
+    env.run(["seeds", "import", "--builtin", "en"])
+        .expect_code(0);
+    let base_url = server.base_url.clone();
+    let args = [
+        "generate",
+        "--base-url",
+        &base_url,
+        "--model",
+        "fake",
+        "--lang",
+        "en",
+        "--target",
+        "400",
+        "--concurrency",
+        "4",
+        "--json",
+    ];
+    let run = run_bounded(&env, &args, FAST, &[], Duration::from_secs(300)).expect_code(0);
+    assert_eq!(run.json()["accepted"], 400);
+    let lines = progress_lines(&run);
+    assert!(!lines.is_empty(), "no progress line:\n{}", run.stderr);
+    for l in &lines {
+        assert!(
+            l.contains("/400 accepted, ") && l.contains(" req/s") && l.contains("failed attempts"),
+            "{l}"
+        );
+    }
+    assert!(lines.iter().any(|l| l.contains(", eta ")), "{lines:?}");
+    // --no-progress: none.
+    let mut quiet = args.to_vec();
+    quiet.extend(["--run", "again", "--no-progress"]);
+    let run = run_bounded(&env, &quiet, FAST, &[], Duration::from_secs(300)).expect_code(0);
+    assert!(progress_lines(&run).is_empty(), "{}", run.stderr);
+}
+
+#[test]
+fn import_logs_bytes_of_the_file() {
+    let env = Env::new(instill_storage::testing::TempDb::sqlite());
+    let file = shared("data/alpaca_zh_part00.json");
+    let run = run_bounded(
+        &env,
+        &["import", file.to_str().unwrap()],
+        FAST,
+        &[],
+        Duration::from_secs(300),
+    )
+    .expect_code(0);
+    let lines = progress_lines(&run);
+    assert!(!lines.is_empty(), "no progress line:\n{}", run.stderr);
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.contains("/3.39 MiB, ") && l.contains("| importing")),
+        "{lines:?}"
+    );
+}
