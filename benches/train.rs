@@ -87,6 +87,9 @@ fn main() {
         dropout: 0.0,
         target_modules: instill_trainer::model::MODULES.map(String::from).to_vec(),
         modules_to_save: Vec::new(),
+        use_rslora: false,
+        rank_pattern: Vec::new(),
+        alpha_pattern: Vec::new(),
     };
     let gguf = std::env::var_os("INSTILL_SMOLLM2_GGUF")
         .map(PathBuf::from)

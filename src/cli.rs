@@ -104,7 +104,8 @@ pub enum Command {
     /// what --resume continues from.
     Train(Box<TrainArgs>),
 
-    /// Merge a LoRA adapter into its base model, W' = W + alpha/r · B·A, and write a full model
+    /// Merge a LoRA adapter into its base model, W' = W + alpha/r · B·A (alpha/√r with
+    /// use_rslora; rank_pattern and alpha_pattern applied), and write a full model
     /// directory the candle backend (and transformers) can load. Shapes and vocabulary sizes are
     /// checked first: a mismatch names both sizes and writes nothing.
     MergeLora(MergeLoraArgs),

@@ -11,6 +11,7 @@ mod fake_openai;
 mod generate;
 mod import_export;
 mod local;
+mod model_files;
 mod progress;
 mod report;
 mod secrets;

@@ -33,28 +33,7 @@ struct Base {
 
 fn load_base(path: &Path, device: &Device) -> anyhow::Result<Base> {
     if path.is_dir() {
-        let config_path = path.join("config.json");
-        let bytes =
-            std::fs::read(&config_path).with_context(|| format!("{}", config_path.display()))?;
-        let config_json: Value =
-            serde_json::from_slice(&bytes).with_context(|| format!("{}", config_path.display()))?;
-        let config = Config::from_json(&config_json, &config_path.display().to_string())?;
-        let mut weights = HashMap::new();
-        let mut files: Vec<PathBuf> = std::fs::read_dir(path)?
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
-            .collect();
-        files.sort();
-        if files.is_empty() {
-            bail!("{}: no *.safetensors files", path.display());
-        }
-        for f in files {
-            weights.extend(
-                candle_core::safetensors::load(&f, device)
-                    .with_context(|| format!("{}", f.display()))?,
-            );
-        }
+        let (config, config_json, weights) = instill_trainer::hf::load(path, device)?;
         let codec = Codec::from_hf_dir(path, None)?;
         Ok(Base {
             config,
@@ -65,8 +44,7 @@ fn load_base(path: &Path, device: &Device) -> anyhow::Result<Base> {
         })
     } else if path.is_file() {
         let (config, config_json, weights) = instill_trainer::gguf::load(path, device)?;
-        let mut file = std::fs::File::open(path)?;
-        let content = candle_core::quantized::gguf_file::Content::read(&mut file)?;
+        let content = instill_models::gguf::read(path)?;
         let codec = Codec::from_gguf(path, &content, None)?;
         Ok(Base {
             config,
@@ -231,6 +209,9 @@ pub async fn train(global: &GlobalArgs, args: &TrainArgs) -> anyhow::Result<Outc
         dropout: args.lora_dropout,
         target_modules: args.target_modules.clone(),
         modules_to_save: args.modules_to_save.clone(),
+        use_rslora: false,
+        rank_pattern: Vec::new(),
+        alpha_pattern: Vec::new(),
     });
     let dtype = if args.dtype == "bf16" {
         candle_core::DType::BF16

@@ -4,21 +4,20 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::quantized::gguf_file;
 use candle_core::{Device, Tensor};
+use instill_models::{Dims, ModelFileError, gguf};
 use serde_json::{Value, json};
 
 use crate::TrainError;
 use crate::model::Config;
 
-/// The weights (Hugging Face names) and an equivalent `config.json` of a GGUF file.
+/// The weights (Hugging Face names) and an equivalent `config.json` of a GGUF file; its header,
+/// shape and tensor directory are checked (see [`instill_models::gguf`]) before any tensor is read.
 pub fn load(
     path: &Path,
     device: &Device,
 ) -> Result<(Config, Value, HashMap<String, Tensor>), TrainError> {
-    let mut file = std::fs::File::open(path).map_err(|e| TrainError::io(path, e))?;
-    let content = gguf_file::Content::read(&mut file)
-        .map_err(|e| TrainError::Config(format!("{}: not a GGUF file ({e})", path.display())))?;
+    let content = gguf::read(path)?;
     let meta = &content.metadata;
     let arch = meta
         .get("general.architecture")
@@ -31,50 +30,44 @@ pub fn load(
             path.display()
         )));
     }
-    let num = |key: &str| -> Option<f64> {
-        let v = meta.get(&format!("{arch}.{key}"))?;
-        v.to_u32()
-            .map(f64::from)
-            .or_else(|_| v.to_f32().map(f64::from))
-            .or_else(|_| v.to_u64().map(|n| n as f64))
-            .ok()
-    };
-    let need = |key: &str| {
-        num(key).ok_or_else(|| {
-            TrainError::Config(format!(
-                "{}: metadata {arch}.{key} is missing",
-                path.display()
-            ))
+    let dims = Dims::from_gguf(&content, &arch, path)?;
+    gguf::check_tensors(&content, &dims)?;
+    let mut file = std::fs::File::open(path).map_err(|e| TrainError::io(path, e))?;
+    let mut tensor = |name: &str| -> Result<Tensor, TrainError> {
+        let read = content
+            .tensor(&mut file, name, device)
+            .and_then(|q| q.dequantize(device));
+        read.map_err(|e| {
+            ModelFileError::field(path, format!("tensor {name}"), e.to_string()).into()
         })
     };
-    let mut tensor = |name: &str| -> Result<Tensor, TrainError> {
-        Ok(content
-            .tensor(&mut file, name, device)?
-            .dequantize(device)?)
-    };
-    let heads = need("attention.head_count")? as usize;
-    let kv_heads = num("attention.head_count_kv").map_or(heads, |v| v as usize);
-    let layers = need("block_count")? as usize;
     let embed = tensor("token_embd.weight")?;
-    let (vocab, hidden) = embed.dims2()?;
-    let tied = !content.tensor_infos.contains_key("output.weight");
+    let intermediate = match dims.intermediate_size {
+        Some(i) => i,
+        None => content
+            .tensor_infos
+            .get("blk.0.ffn_gate.weight")
+            .and_then(|t| t.shape.dims().first().copied())
+            .unwrap_or(0),
+    };
+    let (heads, kv_heads) = (dims.num_heads, dims.num_kv_heads);
     let config_json = json!({
         "architectures": [if arch == "llama" { "LlamaForCausalLM" } else { "Qwen2ForCausalLM" }],
         "model_type": arch,
-        "vocab_size": vocab,
-        "hidden_size": hidden,
-        "intermediate_size": num("feed_forward_length").unwrap_or(0.0) as usize,
-        "num_hidden_layers": layers,
+        "vocab_size": dims.vocab_size,
+        "hidden_size": dims.hidden_size,
+        "intermediate_size": intermediate,
+        "num_hidden_layers": dims.num_layers,
         "num_attention_heads": heads,
         "num_key_value_heads": kv_heads,
-        "head_dim": hidden / heads.max(1),
-        "rms_norm_eps": num("attention.layer_norm_rms_epsilon").unwrap_or(1e-6),
-        "rope_theta": num("rope.freq_base").unwrap_or(10_000.0),
-        "max_position_embeddings": num("context_length").unwrap_or(4096.0) as usize,
-        "tie_word_embeddings": tied,
+        "head_dim": dims.head_dim,
+        "rms_norm_eps": dims.rms_norm_eps,
+        "rope_theta": dims.rope_theta,
+        "max_position_embeddings": dims.max_position,
+        "tie_word_embeddings": dims.tie_word_embeddings,
         "torch_dtype": "float32",
     });
-    let config = Config::from_json(&config_json, &path.display().to_string())?;
+    let config = Config::from_dims(&dims, arch.clone());
     let unpermute = |w: Tensor, n_head: usize| -> Result<Tensor, TrainError> {
         if arch != "llama" {
             return Ok(w);
@@ -86,39 +79,24 @@ pub fn load(
             .reshape((out, inp))?)
     };
     let mut weights = HashMap::new();
-    for i in 0..layers {
-        let (g, h) = (format!("blk.{i}"), format!("model.layers.{i}"));
-        for (gguf, hf, heads_of) in [
-            ("attn_q", "self_attn.q_proj", Some(heads)),
-            ("attn_k", "self_attn.k_proj", Some(kv_heads)),
-            ("attn_v", "self_attn.v_proj", None),
-            ("attn_output", "self_attn.o_proj", None),
-            ("ffn_gate", "mlp.gate_proj", None),
-            ("ffn_up", "mlp.up_proj", None),
-            ("ffn_down", "mlp.down_proj", None),
-        ] {
-            let w = tensor(&format!("{g}.{gguf}.weight"))?;
-            let w = match heads_of {
-                Some(n) => unpermute(w, n)?,
-                None => w,
+    for i in 0..dims.num_layers {
+        for (g, hf) in gguf::LAYER_MODULES {
+            let (g, h) = (format!("blk.{i}.{g}"), format!("model.layers.{i}.{hf}"));
+            let w = tensor(&format!("{g}.weight"))?;
+            let w = match hf {
+                "self_attn.q_proj" => unpermute(w, heads)?,
+                "self_attn.k_proj" => unpermute(w, kv_heads)?,
+                _ => w,
             };
-            weights.insert(format!("{h}.{hf}.weight"), w);
-            let bias = format!("{g}.{gguf}.bias");
+            weights.insert(format!("{h}.weight"), w);
+            let bias = format!("{g}.bias");
             if content.tensor_infos.contains_key(&bias) {
-                weights.insert(format!("{h}.{hf}.bias"), tensor(&bias)?);
+                weights.insert(format!("{h}.bias"), tensor(&bias)?);
             }
         }
-        weights.insert(
-            format!("{h}.input_layernorm.weight"),
-            tensor(&format!("{g}.attn_norm.weight"))?,
-        );
-        weights.insert(
-            format!("{h}.post_attention_layernorm.weight"),
-            tensor(&format!("{g}.ffn_norm.weight"))?,
-        );
     }
     weights.insert("model.norm.weight".into(), tensor("output_norm.weight")?);
-    if !tied {
+    if !dims.tie_word_embeddings {
         weights.insert("lm_head.weight".into(), tensor("output.weight")?);
     }
     weights.insert("model.embed_tokens.weight".into(), embed);

@@ -3,8 +3,9 @@
 //!
 //! - [`model`]: the trainable decoder whose linear layers can carry adapters (we own this file:
 //!   candle-transformers' models cannot take adapters).
-//! - [`lora`]: adapters, PEFT's config and tensor names, merging.
-//! - [`gguf`]: a GGUF file as f32 training weights under Hugging Face names.
+//! - [`lora`]: adapters, PEFT's tensor names, merging; [`peft`]: `adapter_config.json`, checked.
+//! - [`gguf`]: a GGUF file as f32 training weights under Hugging Face names; [`hf`]: a Hugging
+//!   Face directory's (both checked by `instill-models`).
 //! - [`data`]: examples (prompt/response token ids), length-bucketed padded batches.
 //! - [`optim`]: AdamW, warmup + cosine, clipping. [`train`]: the loop and loss log, resume.
 //! - [`checkpoint`]: crash-safe checkpoints that record the run's settings; a resume must match.
@@ -14,9 +15,11 @@
 pub mod checkpoint;
 pub mod data;
 pub mod gguf;
+pub mod hf;
 pub mod lora;
 pub mod model;
 pub mod optim;
+pub mod peft;
 pub mod rng;
 pub mod train;
 
@@ -48,6 +51,9 @@ pub enum TrainError {
     /// The training data cannot be used.
     #[error("{0}")]
     Data(String),
+    /// A model file holds a value instill cannot use (the file and the field are named).
+    #[error(transparent)]
+    ModelFile(#[from] instill_models::ModelFileError),
     /// A tensor operation failed.
     #[error("candle: {0}")]
     Candle(#[from] candle_core::Error),

@@ -23,6 +23,68 @@ pub struct LoraConfig {
     pub target_modules: Vec<String>,
     /// Modules trained in full beside the adapters (`embed_tokens`, `lm_head`).
     pub modules_to_save: Vec<String>,
+    /// Rank-stabilised LoRA: the update is `alpha / √r · B A`.
+    pub use_rslora: bool,
+    /// PEFT's `rank_pattern`: (module name pattern, rank) overriding `r`.
+    pub rank_pattern: Vec<(String, usize)>,
+    /// PEFT's `alpha_pattern`: (module name pattern, alpha) overriding `alpha`.
+    pub alpha_pattern: Vec<(String, f64)>,
+}
+
+/// Ranks above this are refused (they exceed any layer instill loads).
+pub const MAX_RANK: usize = 1 << 16;
+
+impl LoraConfig {
+    /// The rank and scale of the adapter on `module` (its name in the base model, e.g.
+    /// `model.layers.0.self_attn.q_proj`), by PEFT's rule: a pattern of `rank_pattern` /
+    /// `alpha_pattern` that matches the end of the name at a dot boundary overrides `r` /
+    /// `alpha`; the scale is `alpha / r`, or `alpha / √r` with `use_rslora`. Two patterns that
+    /// match with different values are refused (PEFT would take whichever it lists first).
+    pub fn rank_and_scale(&self, module: &str) -> Result<(usize, f64), TrainError> {
+        let r = pattern_value(&self.rank_pattern, module, "rank_pattern")?.unwrap_or(self.r);
+        let alpha =
+            pattern_value(&self.alpha_pattern, module, "alpha_pattern")?.unwrap_or(self.alpha);
+        let divisor = if self.use_rslora {
+            (r as f64).sqrt()
+        } else {
+            r as f64
+        };
+        Ok((r, alpha / divisor))
+    }
+}
+
+/// The value of the patterns that match `module` (PEFT's `get_pattern_key`: the whole name,
+/// or its end after a dot, matches the pattern as a regular expression).
+fn pattern_value<T: Copy + PartialEq + std::fmt::Display>(
+    patterns: &[(String, T)],
+    module: &str,
+    field: &str,
+) -> Result<Option<T>, TrainError> {
+    let mut found: Option<(&str, T)> = None;
+    for (pattern, value) in patterns {
+        let re = pattern_regex(pattern).map_err(|e| {
+            TrainError::Config(format!(
+                "adapter_config.json: {field}: pattern {pattern:?}: {e}"
+            ))
+        })?;
+        if !re.is_match(module) {
+            continue;
+        }
+        match found {
+            Some((first, v)) if v != *value => {
+                return Err(TrainError::Config(format!(
+                    "adapter_config.json: {field}: patterns {first:?} ({v}) and {pattern:?} ({value}) both match {module}; PEFT's choice between them depends on their order: keep one"
+                )));
+            }
+            Some(_) => {}
+            None => found = Some((pattern, *value)),
+        }
+    }
+    Ok(found.map(|(_, v)| v))
+}
+
+fn pattern_regex(pattern: &str) -> Result<regex::Regex, regex::Error> {
+    regex::Regex::new(&format!(r"^(?:.*\.)?(?:{pattern})$"))
 }
 
 /// One module's adapter.
@@ -32,7 +94,7 @@ pub struct Lora {
     pub a: Var,
     /// `[out, r]`.
     pub b: Var,
-    /// `alpha / r`.
+    /// `alpha / r` (`alpha / √r` with rsLoRA), patterns applied.
     pub scale: f64,
     /// Dropout probability.
     pub dropout: f64,
@@ -40,22 +102,25 @@ pub struct Lora {
 
 impl Lora {
     /// A fresh adapter: A ~ Kaiming-uniform (bound 1/√in, PEFT's default), B = 0.
+    /// `module` is the layer's name in the base model (for `rank_pattern`, `alpha_pattern`).
     pub fn new(
         cfg: &LoraConfig,
+        module: &str,
         in_dim: usize,
         out_dim: usize,
         seed: u64,
         device: &Device,
     ) -> Result<Lora, TrainError> {
+        let (r, scale) = cfg.rank_and_scale(module)?;
         let bound = 1.0 / (in_dim as f64).sqrt();
         let mut rng = SplitMix::new(seed);
-        let a: Vec<f32> = (0..cfg.r * in_dim)
+        let a: Vec<f32> = (0..r * in_dim)
             .map(|_| ((rng.unit() * 2.0 - 1.0) * bound) as f32)
             .collect();
         Ok(Lora {
-            a: Var::from_tensor(&Tensor::from_vec(a, (cfg.r, in_dim), device)?)?,
-            b: Var::from_tensor(&Tensor::zeros((out_dim, cfg.r), DType::F32, device)?)?,
-            scale: cfg.alpha / cfg.r as f64,
+            a: Var::from_tensor(&Tensor::from_vec(a, (r, in_dim), device)?)?,
+            b: Var::from_tensor(&Tensor::zeros((out_dim, r), DType::F32, device)?)?,
+            scale,
             dropout: cfg.dropout,
         })
     }
@@ -117,7 +182,9 @@ pub fn save_adapter(
         "inference_mode": true,
         "init_lora_weights": true,
         "modules_to_save": if cfg.modules_to_save.is_empty() { Value::Null } else { json!(cfg.modules_to_save) },
-        "use_rslora": false,
+        "use_rslora": cfg.use_rslora,
+        "rank_pattern": cfg.rank_pattern.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<String, Value>>(),
+        "alpha_pattern": cfg.alpha_pattern.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<String, Value>>(),
         "use_dora": false,
     });
     let path = dir.join("adapter_config.json");
@@ -131,60 +198,29 @@ pub fn save_adapter(
     Ok(())
 }
 
-/// Reads an adapter directory: its config and tensors.
+/// Reads an adapter directory: its config (checked, see [`crate::peft`]) and tensors.
 pub fn load_adapter(
     dir: &Path,
     device: &Device,
 ) -> Result<(LoraConfig, HashMap<String, Tensor>), TrainError> {
-    let path = dir.join("adapter_config.json");
-    let bytes = std::fs::read(&path).map_err(|e| TrainError::io(&path, e))?;
-    let v: Value = serde_json::from_slice(&bytes)
-        .map_err(|e| TrainError::Config(format!("{}: {e}", path.display())))?;
-    let field = |k: &str| {
-        v.get(k)
-            .ok_or_else(|| TrainError::Config(format!("{}: field {k} is missing", path.display())))
-    };
-    let cfg = LoraConfig {
-        r: field("r")?.as_u64().unwrap_or(0) as usize,
-        alpha: field("lora_alpha")?.as_f64().unwrap_or(0.0),
-        dropout: v.get("lora_dropout").and_then(Value::as_f64).unwrap_or(0.0),
-        target_modules: strings(field("target_modules")?),
-        modules_to_save: v.get("modules_to_save").map(strings).unwrap_or_default(),
-    };
-    if cfg.r == 0 {
-        return Err(TrainError::Config(format!(
-            "{}: r must be a positive integer",
-            path.display()
-        )));
-    }
+    let cfg = crate::peft::read_config(&dir.join("adapter_config.json"))?;
     let path = dir.join("adapter_model.safetensors");
     if !path.is_file() {
         return Err(TrainError::Config(format!("{}: missing", path.display())));
     }
-    let tensors = candle_core::safetensors::load(&path, device)?;
+    let tensors = candle_core::safetensors::load(&path, device).map_err(|e| {
+        TrainError::Config(format!("{}: unreadable safetensors: {e}", path.display()))
+    })?;
     Ok((cfg, tensors))
 }
 
-/// The strings of a JSON array (nothing for anything else, such as PEFT's `null`).
-fn strings(v: &Value) -> Vec<String> {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(String::from)
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// `W' = W + alpha/r · B A` for every adapted module of `base` (Hugging Face names); checks
+/// `W' = W + scale · B A` for every adapted module (scale: [`LoraConfig::rank_and_scale`]) of `base` (Hugging Face names); checks
 /// every shape and the vocabulary of saved embeddings/heads, naming both sizes when they differ.
 pub fn merge(
     base: &mut HashMap<String, Tensor>,
     cfg: &LoraConfig,
     adapter: &HashMap<String, Tensor>,
 ) -> Result<usize, TrainError> {
-    let scale = cfg.alpha / cfg.r as f64;
     let mut merged = 0;
     let mut names: Vec<&String> = adapter.keys().collect();
     names.sort();
@@ -214,6 +250,12 @@ pub fn merge(
                     "{module}: base weight is [{out_dim}, {in_dim}] but the adapter's B·A is [{ob}, {rb}]·[{ra}, {ia}]"
                 )));
             }
+            let (r, scale) = cfg.rank_and_scale(module)?;
+            if ra != r {
+                return Err(TrainError::Shape(format!(
+                    "{module}: adapter_config.json gives it rank {r} (r, rank_pattern) but its lora_A has {ra} rows"
+                )));
+            }
             let delta = (b
                 .to_dtype(DType::F32)?
                 .matmul(&tensor.to_dtype(DType::F32)?)?
@@ -234,11 +276,12 @@ pub fn merge(
                 )));
             };
             if w.dims() != tensor.dims() {
+                let rows = |t: &Tensor| t.dims().first().copied().unwrap_or(0);
                 return Err(TrainError::Shape(format!(
                     "{key}: the base model's vocabulary is {} tokens ({:?}) but the adapter's is {} ({:?}); merge onto the base model the adapter was trained from",
-                    w.dims()[0],
+                    rows(w),
                     w.dims(),
-                    tensor.dims()[0],
+                    rows(tensor),
                     tensor.dims()
                 )));
             }

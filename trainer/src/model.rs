@@ -2,8 +2,10 @@
 //! adapter; weights are plain tensors (frozen) or variables (trained). Differentiable ops only.
 
 use std::collections::HashMap;
+use std::path::Path;
 
 use candle_core::{D, DType, Device, Tensor, Var};
+use instill_models::Dims;
 use serde_json::Value;
 
 use crate::TrainError;
@@ -35,17 +37,9 @@ pub struct Config {
 }
 
 impl Config {
-    /// Reads the fields of a `config.json`; `what` names the file in errors.
+    /// Reads the fields of a `config.json`, checked (see [`instill_models::Dims`]); `what`
+    /// names the file in errors.
     pub fn from_json(v: &Value, what: &str) -> Result<Config, TrainError> {
-        let bad = |field: &str| {
-            TrainError::Config(format!("{what}: field {field} is missing or not a number"))
-        };
-        let int = |field: &str| {
-            v.get(field)
-                .and_then(Value::as_u64)
-                .map(|n| n as usize)
-                .ok_or_else(|| bad(field))
-        };
         let model_type = v
             .get("model_type")
             .and_then(Value::as_str)
@@ -56,31 +50,24 @@ impl Config {
                 "{what}: model_type {model_type:?}; instill trains llama, mistral and qwen2 models"
             )));
         }
-        let hidden = int("hidden_size")?;
-        let heads = int("num_attention_heads")?;
-        let rope = v.get("rope_parameters");
-        Ok(Config {
+        let dims = Dims::from_config(v, Path::new(what))?;
+        Ok(Config::from_dims(&dims, model_type))
+    }
+
+    /// The configuration of a checked shape.
+    pub fn from_dims(dims: &Dims, model_type: String) -> Config {
+        Config {
             model_type,
-            vocab_size: int("vocab_size")?,
-            hidden_size: hidden,
-            num_layers: int("num_hidden_layers")?,
-            num_heads: heads,
-            num_kv_heads: int("num_key_value_heads").unwrap_or(heads),
-            head_dim: int("head_dim").unwrap_or(hidden / heads.max(1)),
-            rms_norm_eps: v
-                .get("rms_norm_eps")
-                .and_then(Value::as_f64)
-                .unwrap_or(1e-6),
-            rope_theta: v
-                .get("rope_theta")
-                .or_else(|| rope.and_then(|r| r.get("rope_theta")))
-                .and_then(Value::as_f64)
-                .unwrap_or(10_000.0),
-            tie_word_embeddings: v
-                .get("tie_word_embeddings")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
-        })
+            vocab_size: dims.vocab_size,
+            hidden_size: dims.hidden_size,
+            num_layers: dims.num_layers,
+            num_heads: dims.num_heads,
+            num_kv_heads: dims.num_kv_heads,
+            head_dim: dims.head_dim,
+            rms_norm_eps: dims.rms_norm_eps,
+            rope_theta: dims.rope_theta,
+            tie_word_embeddings: dims.tie_word_embeddings,
+        }
     }
 }
 
@@ -264,7 +251,7 @@ impl Model {
                     Some(cfg) if cfg.target_modules.iter().any(|m| m == module) => {
                         let (out_dim, in_dim) = weight.dims2()?;
                         let adapter =
-                            Lora::new(cfg, in_dim, out_dim, seed ^ xxhash(&name), device)?;
+                            Lora::new(cfg, &name, in_dim, out_dim, seed ^ xxhash(&name), device)?;
                         adapters.push((name.clone(), adapter.clone()));
                         Some(adapter)
                     }

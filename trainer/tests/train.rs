@@ -76,6 +76,9 @@ fn lora() -> LoraConfig {
         dropout: 0.05,
         target_modules: instill_trainer::model::MODULES.map(String::from).to_vec(),
         modules_to_save: Vec::new(),
+        use_rslora: false,
+        rank_pattern: Vec::new(),
+        alpha_pattern: Vec::new(),
     }
 }
 

@@ -1,11 +1,11 @@
 //! Loading a local model: a Hugging Face directory (`config.json`, `*.safetensors`, tokenizer
 //! files) or a GGUF file (quantized weights, tokenizer rebuilt from its metadata).
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use candle_core::quantized::{QMatMul, gguf_file};
+use candle_core::quantized::QMatMul;
 use candle_core::{DType, Device, Tensor};
+use instill_models::{Dims, ModelFileError, files, gguf};
 use serde_json::Value;
 
 use super::LocalError;
@@ -66,14 +66,12 @@ fn load_gguf(
     tokenizer: Option<&Path>,
     dequantize: bool,
 ) -> Result<Loaded, LocalError> {
-    let io = |source| LocalError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut file = std::fs::File::open(path).map_err(io)?;
-    let content = gguf_file::Content::read(&mut file).map_err(|e| LocalError::Unsupported {
-        path: path.to_path_buf(),
-        message: format!("not a GGUF file ({e}); expected {SUPPORTED}"),
+    let content = gguf::read(path).map_err(|e| match e {
+        ModelFileError::Format { message, .. } => LocalError::Unsupported {
+            path: path.to_path_buf(),
+            message: format!("{message}; expected {SUPPORTED}"),
+        },
+        other => other.into(),
     })?;
     let meta = &content.metadata;
     let arch = meta
@@ -87,50 +85,18 @@ fn load_gguf(
             message: format!("GGUF architecture {arch:?}; expected {SUPPORTED}"),
         });
     }
-    let field = |key: &str| -> Result<&gguf_file::Value, LocalError> {
-        meta.get(&format!("{arch}.{key}"))
-            .ok_or_else(|| LocalError::Config {
-                path: path.to_path_buf(),
-                message: format!("metadata {arch}.{key} is missing"),
-            })
-    };
-    let int = |key: &str| -> Result<usize, LocalError> {
-        let v = field(key)?;
-        v.to_u32()
-            .map(|n| n as usize)
-            .or_else(|_| v.to_u64().map(|n| n as usize))
-            .map_err(|e| LocalError::Config {
-                path: path.to_path_buf(),
-                message: format!("metadata {arch}.{key}: {e}"),
-            })
-    };
-    let hidden = int("embedding_length")?;
-    let heads = int("attention.head_count")?;
+    let dims = Dims::from_gguf(&content, &arch, path)?;
+    gguf::check_tensors(&content, &dims)?;
     let tensor = |name: &str| {
         content
             .tensor(&mut file_ref(path)?, name, device)
-            .map_err(LocalError::from)
+            .map_err(|e| tensor_error(path, name, e))
     };
     let embed_q = tensor("token_embd.weight")?;
-    let vocab = embed_q.shape().dims().first().copied().unwrap_or(0);
     let cfg = ModelConfig {
-        vocab_size: vocab,
-        hidden_size: hidden,
-        num_layers: int("block_count")?,
-        num_heads: heads,
-        num_kv_heads: int("attention.head_count_kv").unwrap_or(heads),
-        head_dim: int("attention.key_length").unwrap_or(hidden / heads.max(1)),
-        rms_norm_eps: field("attention.layer_norm_rms_epsilon")?
-            .to_f32()
-            .map(f64::from)
-            .unwrap_or(1e-6),
-        rope_theta: field("rope.freq_base")
-            .ok()
-            .and_then(|v| v.to_f32().ok())
-            .map_or(10_000.0, f64::from),
         // llama.cpp stores Llama's q/k rows permuted for interleaved RoPE; Qwen2 is NEOX-style.
         rope_interleaved: arch == "llama",
-        max_position: int("context_length").unwrap_or(4096),
+        ..model_config(&dims)
     };
     let dense =
         |name: &str| -> Result<Tensor, LocalError> { Ok(tensor(name)?.dequantize(device)?) };
@@ -178,7 +144,7 @@ fn load_gguf(
         )
     };
     let norm = dense("output_norm.weight")?;
-    let model = Model::new(cfg, embed, layers, norm, lm_head, device)?;
+    let model = Model::new(cfg, embed, layers, norm, lm_head)?;
     let codec = Codec::from_gguf(path, &content, tokenizer)?;
     Ok(Loaded { model, codec })
 }
@@ -216,17 +182,6 @@ fn load_hf_dir(
             message: format!("model_type {model_type:?}; expected {SUPPORTED}"),
         });
     }
-    let missing = |field: &str| LocalError::Config {
-        path: config_path.clone(),
-        message: format!("field {field} is missing or not a number"),
-    };
-    let int = |field: &str| {
-        config
-            .get(field)
-            .and_then(Value::as_u64)
-            .map(|v| v as usize)
-            .ok_or_else(|| missing(field))
-    };
     // transformers 5 writes `rope_parameters`; older configs `rope_theta` and `rope_scaling`.
     let rope = config.get("rope_parameters").filter(|v| v.is_object());
     let scaling = config
@@ -245,39 +200,15 @@ fn load_hf_dir(
             message: format!("RoPE scaling {scaling} is not supported yet (plain RoPE only)"),
         });
     }
-    let hidden = int("hidden_size")?;
-    let heads = int("num_attention_heads")?;
-    let cfg = ModelConfig {
-        vocab_size: int("vocab_size")?,
-        hidden_size: hidden,
-        num_layers: int("num_hidden_layers")?,
-        num_heads: heads,
-        num_kv_heads: int("num_key_value_heads").unwrap_or(heads),
-        head_dim: int("head_dim").unwrap_or(hidden / heads.max(1)),
-        rms_norm_eps: config
-            .get("rms_norm_eps")
-            .and_then(Value::as_f64)
-            .unwrap_or(1e-6),
-        rope_theta: config
-            .get("rope_theta")
-            .or_else(|| rope.and_then(|r| r.get("rope_theta")))
-            .and_then(Value::as_f64)
-            .unwrap_or(10_000.0),
-        rope_interleaved: false,
-        // Mistral attends over a sliding window; within it that is full attention, so the
-        // context is capped at the window rather than approximated beyond it.
-        max_position: match (int("max_position_embeddings"), sliding_window(&config)) {
-            (Ok(m), Some(w)) => m.min(w),
-            (Ok(m), None) => m,
-            (Err(_), Some(w)) => w,
-            (Err(_), None) => 4096,
-        },
-    };
-    let tied = config
-        .get("tie_word_embeddings")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-    let tensors = read_safetensors(dir, device)?;
+    let dims = Dims::from_config(&config, &config_path)?;
+    let cfg = model_config(&dims);
+    let tied = dims.tie_word_embeddings;
+    let tensors = files::load_safetensors(dir, device)?;
+    dims.check_tensors(
+        tensors
+            .iter()
+            .map(|(name, t)| (name.as_str(), name.clone(), t.dims())),
+    )?;
     let get = |name: &str| -> Result<Tensor, LocalError> {
         tensors
             .get(name)
@@ -322,51 +253,30 @@ fn load_hf_dir(
         Linear::new(QMatMul::Tensor(embed.clone()), None)
     };
     let norm = get("model.norm.weight")?;
-    let model = Model::new(cfg, embed, layers, norm, lm_head, device)?;
+    let model = Model::new(cfg, embed, layers, norm, lm_head)?;
     let codec = Codec::from_hf_dir(dir, tokenizer)?;
     Ok(Loaded { model, codec })
 }
 
-/// The attention window, when the model uses one (Mistral; Qwen2 only with
-/// `use_sliding_window`).
-fn sliding_window(config: &Value) -> Option<usize> {
-    let enabled = config
-        .get("use_sliding_window")
-        .and_then(Value::as_bool)
-        .unwrap_or(true);
-    config
-        .get("sliding_window")
-        .and_then(Value::as_u64)
-        .filter(|w| enabled && *w > 0)
-        .map(|w| w as usize)
+/// The decoder's configuration from a checked shape (Hugging Face RoPE layout).
+fn model_config(dims: &Dims) -> ModelConfig {
+    ModelConfig {
+        vocab_size: dims.vocab_size,
+        hidden_size: dims.hidden_size,
+        num_layers: dims.num_layers,
+        num_heads: dims.num_heads,
+        num_kv_heads: dims.num_kv_heads,
+        head_dim: dims.head_dim,
+        rms_norm_eps: dims.rms_norm_eps,
+        rope_theta: dims.rope_theta,
+        rope_interleaved: false,
+        // Mistral attends over a sliding window; within it that is full attention, so the
+        // context is capped at the window rather than approximated beyond it.
+        max_position: dims.context(),
+    }
 }
 
-/// Every tensor of the directory's `*.safetensors` files (sharded checkpoints included).
-fn read_safetensors(dir: &Path, device: &Device) -> Result<HashMap<String, Tensor>, LocalError> {
-    let entries = std::fs::read_dir(dir).map_err(|source| LocalError::Io {
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
-        .collect();
-    files.sort();
-    if files.is_empty() {
-        return Err(LocalError::Unsupported {
-            path: dir.to_path_buf(),
-            message: format!("the directory has no *.safetensors files; expected {SUPPORTED}"),
-        });
-    }
-    let mut tensors = HashMap::new();
-    for file in files {
-        let loaded =
-            candle_core::safetensors::load(&file, device).map_err(|e| LocalError::Config {
-                path: file.clone(),
-                message: format!("unreadable safetensors: {e}"),
-            })?;
-        tensors.extend(loaded);
-    }
-    Ok(tensors)
+/// A tensor that candle could not read, named with its file.
+fn tensor_error(path: &Path, name: &str, e: candle_core::Error) -> LocalError {
+    ModelFileError::field(path, format!("tensor {name}"), e.to_string()).into()
 }

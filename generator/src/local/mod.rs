@@ -49,6 +49,9 @@ pub enum LocalError {
         /// Which field and why.
         message: String,
     },
+    /// A model file holds a value instill cannot use (the file and the field are named).
+    #[error(transparent)]
+    ModelFile(#[from] instill_models::ModelFileError),
     /// Tokenizing or detokenizing failed.
     #[error("tokenizer: {0}")]
     Tokenizer(String),

@@ -85,8 +85,9 @@ pub struct Model {
     layers: Vec<Layer>,
     norm: Tensor,
     lm_head: Linear,
-    cos: Tensor,
-    sin: Tensor,
+    /// RoPE frequencies, `head_dim / 2` of them: angles are made for the positions a forward
+    /// pass needs, never a table as long as the (untrusted) context length.
+    inv_freq: Vec<f32>,
     dtype: DType,
 }
 
@@ -117,29 +118,19 @@ impl Model {
         layers: Vec<Layer>,
         norm: Tensor,
         lm_head: Linear,
-        device: &Device,
     ) -> Result<Model, LocalError> {
         let dtype = embed.dtype();
         let half = cfg.head_dim / 2;
-        let inv: Vec<f32> = (0..half)
+        let inv_freq: Vec<f32> = (0..half)
             .map(|i| 1.0 / (cfg.rope_theta as f32).powf(2.0 * i as f32 / cfg.head_dim as f32))
             .collect();
-        let positions = cfg.max_position.max(1);
-        let mut angles = Vec::with_capacity(positions * half);
-        for p in 0..positions {
-            angles.extend(inv.iter().map(|f| p as f32 * f));
-        }
-        let angles = Tensor::from_vec(angles, (positions, half), device)?;
-        let cos = angles.cos()?.to_dtype(dtype)?;
-        let sin = angles.sin()?.to_dtype(dtype)?;
         Ok(Model {
             cfg,
             embed,
             layers,
             norm,
             lm_head,
-            cos,
-            sin,
+            inv_freq,
             dtype,
         })
     }
@@ -184,9 +175,13 @@ impl Model {
         let hidden = self.cfg.hidden_size;
         let mut x = self.embed.index_select(&ids, 0)?.reshape((b, t, hidden))?;
         let eps = self.cfg.rms_norm_eps as f32;
+        let angles = caches
+            .iter()
+            .map(|c| self.rope_angles(c.len, t, device))
+            .collect::<candle_core::Result<Vec<_>>>()?;
         for (li, layer) in self.layers.iter().enumerate() {
             let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, eps)?;
-            let y = self.attention(li, layer, &h, caches)?;
+            let y = self.attention(li, layer, &h, caches, &angles)?;
             x = (x + layer.o.forward(&y)?)?;
             let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, eps)?;
             let gate = candle_nn::ops::silu(&layer.gate.forward(&h)?)?;
@@ -206,6 +201,7 @@ impl Model {
         layer: &Layer,
         h: &Tensor,
         caches: &mut [&mut KvCache],
+        angles: &[(Tensor, Tensor)],
     ) -> Result<Tensor, LocalError> {
         let (b, t, _) = h.dims3()?;
         let (nh, nkv, hd) = (self.cfg.num_heads, self.cfg.num_kv_heads, self.cfg.head_dim);
@@ -217,8 +213,9 @@ impl Model {
         let mut outs = Vec::with_capacity(b);
         for (i, cache) in caches.iter_mut().enumerate() {
             let pos = cache.len;
-            let qi = self.rope(&q.narrow(0, i, 1)?.contiguous()?, pos)?;
-            let ki = self.rope(&k.narrow(0, i, 1)?.contiguous()?, pos)?;
+            let (cos, sin) = &angles[i];
+            let qi = self.rope(&q.narrow(0, i, 1)?.contiguous()?, cos, sin)?;
+            let ki = self.rope(&k.narrow(0, i, 1)?.contiguous()?, cos, sin)?;
             let vi = v.narrow(0, i, 1)?.contiguous()?;
             let (ki, vi) = match cache.layers[li].take() {
                 Some((pk, pv)) => (Tensor::cat(&[&pk, &ki], 2)?, Tensor::cat(&[&pv, &vi], 2)?),
@@ -238,14 +235,30 @@ impl Model {
         Ok(y.transpose(1, 2)?.reshape((b, t, nh * hd))?)
     }
 
-    fn rope(&self, x: &Tensor, pos: usize) -> candle_core::Result<Tensor> {
-        let t = x.dim(2)?;
-        let cos = self.cos.narrow(0, pos, t)?;
-        let sin = self.sin.narrow(0, pos, t)?;
+    /// RoPE's `(cos, sin)`, `[t, head_dim / 2]` each, for positions `pos .. pos + t`.
+    fn rope_angles(
+        &self,
+        pos: usize,
+        t: usize,
+        device: &Device,
+    ) -> candle_core::Result<(Tensor, Tensor)> {
+        let half = self.inv_freq.len();
+        let mut angles = Vec::with_capacity(t * half);
+        for p in pos..pos + t {
+            angles.extend(self.inv_freq.iter().map(|f| p as f32 * f));
+        }
+        let angles = Tensor::from_vec(angles, (t, half), device)?;
+        Ok((
+            angles.cos()?.to_dtype(self.dtype)?,
+            angles.sin()?.to_dtype(self.dtype)?,
+        ))
+    }
+
+    fn rope(&self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> candle_core::Result<Tensor> {
         if self.cfg.rope_interleaved {
-            candle_nn::rotary_emb::rope_i(x, &cos, &sin)
+            candle_nn::rotary_emb::rope_i(x, cos, sin)
         } else {
-            candle_nn::rotary_emb::rope(x, &cos, &sin)
+            candle_nn::rotary_emb::rope(x, cos, sin)
         }
     }
 }
