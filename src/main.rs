@@ -11,7 +11,6 @@ mod staging;
 
 use std::process::ExitCode;
 
-
 use crate::cli::{Cli, Command, GlobalArgs, SeedsCommand};
 
 /// mimalloc: imports and exports allocate and free millions of short strings, often on another

@@ -227,7 +227,9 @@ fn credentials_a_server_repeats_are_shown_and_stored_nowhere() {
             ..FakeConfig::default()
         });
         let with_password = with_userinfo(&server.base_url, "u:K3yPw");
-        let cases: [(&str, &[(&str, &str)], &[&str], &str); 2] = [
+        // (base URL, environment, secrets, what is shown instead)
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a [&'a str], &'a str);
+        let cases: [Case; 2] = [
             (
                 &server.base_url,
                 &[("OPENAI_API_KEY", "sk-TOPSECRETKEY")],
