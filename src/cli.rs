@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 /// instill: seed tasks in, curated instruction pairs out.
 ///
@@ -141,7 +141,7 @@ pub struct TrainArgs {
     pub lora: bool,
 
     /// LoRA rank.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = parse_count)]
     pub lora_r: usize,
 
     /// LoRA alpha (the update is scaled by alpha/r).
@@ -174,19 +174,19 @@ pub struct TrainArgs {
     pub weight_decay: f64,
 
     /// Passes over the data.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = parse_count)]
     pub epochs: usize,
 
     /// Optimiser steps in all (overrides --epochs).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_count)]
     pub max_steps: Option<usize>,
 
     /// Examples per micro-batch (grouped by length, right-padded).
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = parse_count)]
     pub batch_size: usize,
 
     /// Micro-batches per optimiser step.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = parse_count)]
     pub grad_accum: usize,
 
     /// Linear warmup steps before the cosine decay.
@@ -199,7 +199,7 @@ pub struct TrainArgs {
 
     /// Tokens per example at most (the response is cut; examples whose prompt alone is longer
     /// are skipped and counted).
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = 1024, value_parser = parse_count)]
     pub max_len: usize,
 
     /// Share of the examples held out for validation loss (chosen by a hash of the record).
@@ -283,7 +283,7 @@ pub struct ReportArgs {
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
     /// Stop when this many tasks are accepted in the run.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub target: u64,
 
     /// The model backend: `openai`, any OpenAI-compatible HTTP API; `candle`, a local model
@@ -425,7 +425,7 @@ pub struct GenerateArgs {
 
     /// Stop after this many requests in the run (stored ones included) when the target is not
     /// reached; exits with 1.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_requests: Option<u64>,
 
     /// Postgres runs: how long a worker's claim on a request lives without a heartbeat (a
@@ -802,6 +802,37 @@ pub enum StatusArg {
     All,
 }
 
+impl Cli {
+    /// The command line, parsed: [`Cli::command`] with every flag that takes a value also
+    /// taking a negative number, so that `--timeout -1` meets the flag's own range check ("-1
+    /// must be greater than 0") instead of clap's "unexpected argument '-1'".
+    pub fn parse_args() -> Cli {
+        let mut command = negative_values(Cli::command());
+        let matches = command.get_matches_mut();
+        Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.format(&mut command).exit())
+    }
+}
+
+/// `command` and its subcommands with negative numbers accepted as flag values.
+fn negative_values(command: clap::Command) -> clap::Command {
+    command
+        .mut_args(|arg| {
+            let takes_value = arg.get_action().takes_values();
+            arg.allow_negative_numbers(takes_value)
+        })
+        .mut_subcommands(negative_values)
+}
+
+/// A count that must be at least 1 (a batch size, a rank, a number of steps): 0 is refused,
+/// never silently raised.
+fn parse_count(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<i128>() {
+        Ok(n) if n >= 1 => usize::try_from(n).map_err(|_| format!("{s} is too large")),
+        Ok(_) => Err(format!("{s} must be at least 1")),
+        Err(_) => Err(format!("`{s}` is not a whole number")),
+    }
+}
+
 fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let (num, mult) = match t.char_indices().last() {
@@ -900,11 +931,27 @@ fn parse_fraction(s: &str) -> Result<f64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn the_cli_is_well_formed() {
         Cli::command().debug_assert();
+        negative_values(Cli::command()).debug_assert();
+    }
+
+    #[test]
+    fn counts_refuse_zero_and_negative_numbers() {
+        assert_eq!(parse_count("1"), Ok(1));
+        assert_eq!(parse_count(" 64 "), Ok(64));
+        for bad in [
+            "0",
+            "-1",
+            "x",
+            "",
+            "1.5",
+            "99999999999999999999999999999999999999999",
+        ] {
+            assert!(parse_count(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -11,8 +11,6 @@ mod staging;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 use crate::cli::{Cli, Command, GlobalArgs, SeedsCommand};
 
 /// mimalloc: imports and exports allocate and free millions of short strings, often on another
@@ -32,10 +30,14 @@ pub enum Outcome {
 }
 
 fn main() -> ExitCode {
-    let mut cli = Cli::parse();
+    let mut cli = Cli::parse_args();
     // -q: only errors on stderr, so no progress either.
     cli.global.no_progress |= cli.global.quiet;
     init_logging(&cli.global);
+    if let Err(e) = progress::read_interval() {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -53,7 +55,7 @@ fn main() -> ExitCode {
         Err(e) => {
             // One line: the context chain joined with ": ", with any URL's password hidden
             // (whatever layer formatted it).
-            let message = instill_core::redact_urls_in(&format!("{e:#}").replace('\n', " "));
+            let message = instill_core::redact_urls_in(&error_chain(&e).replace('\n', " "));
             eprintln!("error: {message}");
             ExitCode::from(2)
         }
@@ -77,6 +79,20 @@ async fn run(cli: &Cli) -> anyhow::Result<Outcome> {
     }
 }
 
+/// An error and its causes joined by `: `, skipping a cause whose text the error before it
+/// already shows (an error that prints its source and also returns it would say it twice).
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+    }
+    out
+}
+
 fn init_logging(g: &GlobalArgs) {
     let level = match (g.quiet, g.verbose) {
         (true, _) => "error",
@@ -89,8 +105,10 @@ fn init_logging(g: &GlobalArgs) {
     let default = format!("{level},sqlx=error");
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // Colour only on a terminal: a log file or a pipe gets plain text.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();

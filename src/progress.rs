@@ -91,24 +91,38 @@ fn bar(enabled: bool, total: u64, message: String, template: &str, unit: Unit) -
     bar
 }
 
-/// How often a line is logged: `INSTILL_PROGRESS_INTERVAL` seconds, else 10 s.
+/// How often a line is logged: `INSTILL_PROGRESS_INTERVAL` seconds, else 10 s (as
+/// [`read_interval`] read it).
+static EVERY: OnceLock<Duration> = OnceLock::new();
+
 fn interval() -> Duration {
-    static EVERY: OnceLock<Duration> = OnceLock::new();
-    *EVERY.get_or_init(|| {
-        let Ok(text) = std::env::var("INSTILL_PROGRESS_INTERVAL") else {
-            return LOG_EVERY;
-        };
-        match text.trim().parse::<f64>() {
-            Ok(s) if s.is_finite() && s > 0.0 => Duration::from_secs_f64(s.min(86_400.0)),
-            _ => {
-                tracing::warn!(
-                    "INSTILL_PROGRESS_INTERVAL={text:?} is not a number of seconds above 0: using {} s",
-                    LOG_EVERY.as_secs()
-                );
-                LOG_EVERY
-            }
+    EVERY.get().copied().unwrap_or(LOG_EVERY)
+}
+
+/// Reads `INSTILL_PROGRESS_INTERVAL` once, at start: a value that is not a number of seconds
+/// above 0 is an error naming the variable (exit 2), as a bad `INSTILL_CONNECT_GRACE` is.
+pub fn read_interval() -> anyhow::Result<()> {
+    if let Some(every) = env_seconds("INSTILL_PROGRESS_INTERVAL", false)? {
+        let _ = EVERY.set(every);
+    }
+    Ok(())
+}
+
+/// The environment variable `name` as a duration in seconds: `None` when unset; an error naming
+/// it when it is not a finite number above 0 (or 0 or more with `zero_ok`). At most a day.
+pub fn env_seconds(name: &str, zero_ok: bool) -> anyhow::Result<Option<Duration>> {
+    let Ok(text) = std::env::var(name) else {
+        return Ok(None);
+    };
+    match text.trim().parse::<f64>() {
+        Ok(s) if s.is_finite() && (s > 0.0 || (zero_ok && s == 0.0)) => {
+            Ok(Some(Duration::from_secs_f64(s.min(86_400.0))))
         }
-    })
+        _ => anyhow::bail!(
+            "{name}={text:?}: expected a number of seconds ({})",
+            if zero_ok { "0 or more" } else { "above 0" }
+        ),
+    }
 }
 
 /// Logs `bar`'s state on stderr every [`interval`] from a thread of its own, until the bar is

@@ -277,3 +277,76 @@ fn a_failed_export_leaves_no_partial_shard() {
         );
     }
 }
+
+#[test]
+fn numeric_flags_refuse_zero_and_negative_values_naming_the_flag() {
+    // `--timeout -1` was clap's "unexpected argument '-1'"; `--target 0` started a run;
+    // `--lora-r 0`, `--batch-size 0`, `--grad-accum 0`, `--epochs 0` silently became 1.
+    let env = Env::new(instill_storage::testing::TempDb::sqlite());
+    env.run(["seeds", "import", "--builtin", "en"])
+        .expect_code(0);
+    let generate: &[(&str, &str)] = &[
+        ("--target", "0"),
+        ("--target", "-5"),
+        ("--max-requests", "0"),
+        ("--timeout", "-1"),
+        ("--lease-seconds", "-30"),
+        ("--rpm", "-1"),
+        ("--concurrency", "-2"),
+        ("--temperature", "-0.5"),
+        ("--seed", "-1"),
+    ];
+    let train: &[(&str, &str)] = &[
+        ("--lora-r", "0"),
+        ("--batch-size", "0"),
+        ("--grad-accum", "0"),
+        ("--epochs", "0"),
+        ("--max-steps", "0"),
+        ("--max-len", "0"),
+        ("--lr", "-1"),
+        ("--warmup-steps", "-1"),
+    ];
+    let other: &[(&str, &str, &[&str])] = &[
+        ("--ngram", "-1", &["dedup"]),
+        ("--zstd-level", "-3", &["export", "--out", "o"]),
+        ("--price-in", "-1", &["report", "--out", "r.html"]),
+    ];
+    let mut cases: Vec<(Vec<&str>, &str)> = Vec::new();
+    for &(flag, value) in generate {
+        let mut args = vec!["generate", "--base-url", "http://127.0.0.1:1/v1"];
+        args.extend(["--model", "m", flag, value]);
+        for (default, v) in [("--target", "1"), ("--max-requests", "1")] {
+            if default != flag {
+                args.extend([default, v]);
+            }
+        }
+        cases.push((args, flag));
+    }
+    for &(flag, value) in train {
+        let args = vec!["train", "--lora", "--model", "m", "--out", "o", flag, value];
+        cases.push((args, flag));
+    }
+    for &(flag, value, command) in other {
+        let mut args = command.to_vec();
+        args.extend([flag, value]);
+        cases.push((args, flag));
+    }
+    for (args, flag) in cases {
+        let run = crate::util::run_bounded(
+            &env,
+            &args,
+            &[("INSTILL_CONNECT_GRACE", "0")],
+            &[],
+            std::time::Duration::from_secs(120),
+        );
+        let run = run.expect_code(2);
+        assert!(
+            run.stderr.contains("invalid value") && run.stderr.contains(flag),
+            "{args:?}: {}",
+            run.stderr
+        );
+    }
+    assert!(!env.path("o").exists() && !env.path("r.html").exists());
+    let runs = env.run(["stats", "--json"]).expect_code(0).json();
+    assert_eq!(runs["requests"], 0, "a refused generate sent requests");
+}

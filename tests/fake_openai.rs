@@ -3,8 +3,9 @@
 //! prompt, same reply), varied so that most are new, with some exact and near duplicates and
 //! some tasks the quality rules reject. Latency (with jitter) and faults (429 with Retry-After,
 //! 500, timeouts, garbage bodies, `finish_reason=length`, always 401, refusals with no tasks, a
-//! NUL in a task) are configurable; faults are drawn from the prompt and its attempt number, so
-//! a run sees the same ones whatever its concurrency.
+//! NUL in a task, error replies that repeat the request's credentials) are configurable; faults
+//! are drawn from the prompt and its attempt number, so a run sees the same ones whatever its
+//! concurrency.
 //! Replies can also come in bursts: one request in every `hold_every` (by arrival) is held back
 //! while the ones after it are answered at once, so that they all become acceptable together.
 
@@ -63,6 +64,9 @@ pub struct FakeConfig {
     pub hold_every: usize,
     /// …for this long before answering it.
     pub hold: Duration,
+    /// Error replies repeat the request's `Authorization` headers (as some servers and proxies
+    /// do), to test that no message shows them.
+    pub echo_auth: bool,
 }
 
 impl Default for FakeConfig {
@@ -83,6 +87,7 @@ impl Default for FakeConfig {
             endless: false,
             hold_every: 0,
             hold: Duration::ZERO,
+            echo_auth: false,
         }
     }
 }
@@ -91,6 +96,8 @@ impl Default for FakeConfig {
 #[derive(Debug, Default)]
 pub struct Log {
     pub requests: Vec<(u64, &'static str)>,
+    /// The `Authorization` headers of every request, in arrival order.
+    pub auth: Vec<Vec<String>>,
     attempts: HashMap<u64, u64>,
 }
 
@@ -154,6 +161,11 @@ impl FakeServer {
     pub fn requests(&self) -> Vec<(u64, &'static str)> {
         self.shared.log.lock().expect("log").requests.clone()
     }
+
+    /// The `Authorization` headers of every request, in arrival order.
+    pub fn auth_headers(&self) -> Vec<Vec<String>> {
+        self.shared.log.lock().expect("log").auth.clone()
+    }
 }
 
 impl Drop for FakeServer {
@@ -180,7 +192,12 @@ async fn completion(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Byte
     answer(s, headers, body, true).await
 }
 
-async fn answer(s: Arc<Shared>, _headers: HeaderMap, body: Bytes, completion: bool) -> Response {
+async fn answer(s: Arc<Shared>, headers: HeaderMap, body: Bytes, completion: bool) -> Response {
+    let auth: Vec<String> = headers
+        .get_all("authorization")
+        .iter()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .collect();
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
     let prompt = if completion {
         v["prompt"].as_str().unwrap_or("").to_string()
@@ -222,6 +239,7 @@ async fn answer(s: Arc<Shared>, _headers: HeaderMap, body: Bytes, completion: bo
             "ok"
         };
         log.requests.push((h, outcome));
+        log.auth.push(auth.clone());
         (outcome, arrival)
     };
     let delay = cfg.latency + cfg.jitter.mul_f64(unit(xxh3_64_with_seed(b"jitter", h)));
@@ -232,6 +250,11 @@ async fn answer(s: Arc<Shared>, _headers: HeaderMap, body: Bytes, completion: bo
         tokio::time::sleep(cfg.hold).await;
     }
     let error = |status: StatusCode, message: &str| {
+        let message = if cfg.echo_auth {
+            format!("{message}: {}", auth.join(", "))
+        } else {
+            message.to_string()
+        };
         (
             status,
             [("content-type", "application/json")],

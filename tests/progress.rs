@@ -79,3 +79,65 @@ fn import_logs_bytes_of_the_file() {
         "{lines:?}"
     );
 }
+
+#[test]
+fn log_lines_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
+    let env = Env::new(instill_storage::testing::TempDb::sqlite());
+    env.run(["seeds", "import", "--builtin", "en"])
+        .expect_code(0);
+    let args = [
+        "-vv",
+        "generate",
+        "--base-url",
+        "http://127.0.0.1:1/v1",
+        "--model",
+        "m",
+        "--target",
+        "1",
+    ];
+    let vars = [("INSTILL_CONNECT_GRACE", "0")];
+    let run = run_bounded(&env, &args, &vars, &["NO_COLOR"], Duration::from_secs(120));
+    let run = run.expect_code(2);
+    assert!(run.stderr.contains("DEBUG"), "no log line:\n{}", run.stderr);
+    assert!(!run.stderr.contains('\u{1b}'), "{:?}", run.stderr);
+}
+
+#[test]
+fn bad_interval_variables_are_refused_naming_the_variable() {
+    // An invalid INSTILL_PROGRESS_INTERVAL only warned while INSTILL_CONNECT_GRACE exited 2.
+    let server = FakeServer::start(FakeConfig::default());
+    let env = Env::new(instill_storage::testing::TempDb::sqlite());
+    env.run(["seeds", "import", "--builtin", "en"])
+        .expect_code(0);
+    let base_url = server.base_url.clone();
+    let args = [
+        "generate",
+        "--base-url",
+        &base_url,
+        "--model",
+        "fake",
+        "--target",
+        "5",
+    ];
+    for (var, values) in [
+        ("INSTILL_PROGRESS_INTERVAL", &["abc", "0", "-1", "inf"][..]),
+        ("INSTILL_CONNECT_GRACE", &["abc", "-1", "NaN"]),
+    ] {
+        for value in values {
+            let run = run_bounded(&env, &args, &[(var, value)], &[], Duration::from_secs(120));
+            let run = run.expect_code(2);
+            let lines: Vec<&str> = run.stderr.lines().collect();
+            assert_eq!(lines.len(), 1, "{var}={value}: {}", run.stderr);
+            for want in [var, value, "seconds"] {
+                assert!(lines[0].contains(want), "`{want}` missing: {}", lines[0]);
+            }
+        }
+    }
+    assert!(server.requests().is_empty());
+    // Good values still run.
+    let vars = [
+        ("INSTILL_PROGRESS_INTERVAL", "0.5"),
+        ("INSTILL_CONNECT_GRACE", "0"),
+    ];
+    run_bounded(&env, &args, &vars, &[], Duration::from_secs(120)).expect_code(0);
+}

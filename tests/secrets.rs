@@ -97,7 +97,6 @@ fn passwords_never_reach_stats_reports_errors_logs_or_the_database() {
     let server = FakeServer::start(FakeConfig::default());
     let (scheme, hostpath) = server.base_url.split_once("://").unwrap();
     let base_url = format!("{scheme}://bob:sk-base-secret@{hostpath}");
-    let key = ("OPENAI_API_KEY", "sk-key-secret");
     for env in Env::both() {
         let mut urls = vec![(env.db.url.clone(), "sk-base-secret".to_string())];
         if env.backend() == "postgres" {
@@ -119,7 +118,9 @@ fn passwords_never_reach_stats_reports_errors_logs_or_the_database() {
                 "--run",
                 "secrets",
             ];
-            let run = run_env(&env, &[db, key], &generate).expect_code(0);
+            // The URL's password is the credential: no key beside it (see
+            // a_password_in_the_url_and_an_api_key_together_are_refused).
+            let run = run_env(&env, &[db], &generate).expect_code(0);
             assert_hidden(&run, &secrets);
             let stats = run_env(&env, &[db], &["-vvv", "stats"]).expect_code(0);
             assert_hidden(&stats, &secrets);
@@ -149,13 +150,14 @@ fn passwords_never_reach_stats_reports_errors_logs_or_the_database() {
     // cannot be reached (with its retries logged).
     let env = Env::new(TempDb::sqlite());
     for (url, shown) in [
+        // The `:` after the URL stays (it was taken for the end of the password).
         (
             "postgres://u:pa@ss@127.0.0.1:1/db",
-            "postgres://u:***@127.0.0.1:1/db",
+            "postgres://u:***@127.0.0.1:1/db: ",
         ),
         (
             "postgres://u@127.0.0.1:1/db?password=pa@ss",
-            "postgres://u@127.0.0.1:1/db?password=***",
+            "postgres://u@127.0.0.1:1/db?password=***: ",
         ),
     ] {
         let run = run_env(&env, &[("INSTILL_DB", url)], &["stats"]).expect_code(2);
@@ -185,11 +187,143 @@ fn passwords_never_reach_stats_reports_errors_logs_or_the_database() {
             "--max-retries",
             "2",
         ];
-        let run = run_env(&env, &[key], &args);
+        let run = run_env(&env, &[], &args);
         assert_ne!(run.code, 0, "{}", run.stderr);
         assert_hidden(&run, &["sk-b", "se@", "sk-key-secret"]);
         assert!(run.stderr.contains("bob:***@"), "{}", run.stderr);
     }
+}
+
+/// `base_url` with `user:password@` after its scheme.
+fn with_userinfo(base_url: &str, userinfo: &str) -> String {
+    let (scheme, hostpath) = base_url.split_once("://").unwrap();
+    format!("{scheme}://{userinfo}@{hostpath}")
+}
+
+/// The bytes of every file of a SQLite database (main file, WAL, journal) as text.
+fn stored_text(env: &Env) -> String {
+    let dir = env.db.dir().expect("a SQLite database");
+    let mut text = String::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        text.push_str(&String::from_utf8_lossy(
+            &std::fs::read(entry.unwrap().path()).unwrap(),
+        ));
+    }
+    text
+}
+
+#[test]
+fn credentials_a_server_repeats_are_shown_and_stored_nowhere() {
+    // The trial: `rejected the API key (401): Incorrect API key provided: Bearer sk-TOPSECRETKEY`,
+    // and with a password in the URL `Basic dTpLM3lQdw==` (base64 of u:K3yPw). A 401 stops the
+    // run at once; a 500 is retried (each attempt logged at -vv) and then stored as a failed
+    // request with its error text.
+    let env = Env::new(TempDb::sqlite());
+    run_env(&env, &[], &["seeds", "import", "--builtin", "en"]).expect_code(0);
+    for (status, code) in [(401, 2), (500, 1)] {
+        let server = FakeServer::start(FakeConfig {
+            always_status: Some(status),
+            echo_auth: true,
+            ..FakeConfig::default()
+        });
+        let with_password = with_userinfo(&server.base_url, "u:K3yPw");
+        // (base URL, environment, secrets, what is shown instead)
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a [&'a str], &'a str);
+        let cases: [Case; 2] = [
+            (
+                &server.base_url,
+                &[("OPENAI_API_KEY", "sk-TOPSECRETKEY")],
+                &["TOPSECRET"],
+                "Bearer ***",
+            ),
+            (&with_password, &[], &["K3yPw", "dTpLM3lQdw"], "Basic ***"),
+        ];
+        for (i, (base, vars, secrets, shown)) in cases.into_iter().enumerate() {
+            let run_name = format!("echo-{status}-{i}");
+            let args = [
+                "-vv",
+                "generate",
+                "--base-url",
+                base,
+                "--model",
+                "fake",
+                "--target",
+                "5",
+                "--max-requests",
+                "2",
+                "--max-retries",
+                "2",
+                "--run",
+                &run_name,
+            ];
+            let run = run_env(&env, vars, &args);
+            assert_eq!(run.code, code, "{}", run.stderr);
+            assert_hidden(&run, secrets);
+            assert!(run.stderr.contains(shown), "{}", run.stderr);
+            assert!(!server.requests().is_empty());
+            let stats = run_env(&env, &[], &["stats", "--json"]).expect_code(0);
+            assert_hidden(&stats, secrets);
+            let stored = stored_text(&env);
+            for s in secrets {
+                assert!(!stored.contains(s), "`{s}` stored in the database");
+            }
+            if status == 500 {
+                assert!(
+                    stored.contains(shown),
+                    "the failed requests' errors are stored"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_password_in_the_url_and_an_api_key_together_are_refused() {
+    // Both would go out as two Authorization headers (Basic from the URL, Bearer from the key).
+    let server = FakeServer::start(FakeConfig::default());
+    let env = Env::new(TempDb::sqlite());
+    run_env(&env, &[], &["seeds", "import", "--builtin", "en"]).expect_code(0);
+    let with_password = with_userinfo(&server.base_url, "u:K3yPw");
+    let generate = |base: &str, vars: &[(&str, &str)], extra: &[&str]| {
+        let mut args = vec![
+            "generate",
+            "--base-url",
+            base,
+            "--model",
+            "fake",
+            "--target",
+            "5",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        run_env(&env, vars, &args)
+    };
+    for (var, extra) in [
+        ("OPENAI_API_KEY", &[][..]),
+        ("MY_KEY", &["--api-key-env", "MY_KEY"]),
+    ] {
+        let run = generate(&with_password, &[(var, "sk-both")], extra).expect_code(2);
+        assert_hidden(&run, &["K3yPw", "sk-both"]);
+        let lines: Vec<&str> = run.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{}", run.stderr);
+        for want in [var, "--base-url", "u:***@", "Authorization"] {
+            assert!(lines[0].contains(want), "`{want}` missing: {}", lines[0]);
+        }
+    }
+    assert!(server.requests().is_empty(), "a refused run sent requests");
+    // One or the other: each request carries exactly one Authorization header.
+    let run = generate(&with_password, &[], &["--run", "basic"]).expect_code(0);
+    assert_eq!(run.json()["accepted"], 5);
+    let key = [("OPENAI_API_KEY", "sk-one")];
+    generate(&server.base_url, &key, &["--run", "bearer"]).expect_code(0);
+    let auth = server.auth_headers();
+    let basic = auth
+        .iter()
+        .filter(|a| a[..] == ["Basic dTpLM3lQdw=="])
+        .count();
+    let bearer = auth.iter().filter(|a| a[..] == ["Bearer sk-one"]).count();
+    assert!(basic > 0 && bearer > 0, "{auth:?}");
+    assert_eq!(basic + bearer, auth.len(), "{auth:?}");
 }
 
 #[test]

@@ -446,3 +446,55 @@ fn train_and_merge_lora_write_only_into_their_own_earlier_output() {
     merge_tiny(&env, &tiny, &adapter, &merged, &["--overwrite"]).expect_code(0);
     assert!(local::load(&merged, &Device::Cpu, &LoadOptions::default()).is_ok());
 }
+
+#[test]
+fn lora_modules_the_model_lacks_are_refused_by_name() {
+    // `--target-modules bogus_proj` adapted nothing, wrote an empty adapter and exited 0.
+    let env = Env::new(instill_storage::testing::TempDb::sqlite());
+    let data = alpaca_jsonl(&env, 8);
+    let tiny = repo("tests/fixtures/local/tiny-llama");
+    let out = env.path("o");
+    for (extra, unknown, available) in [
+        (["--target-modules", "bogus_proj"], "bogus_proj", "q_proj"),
+        (
+            ["--target-modules", "q_proj,bogus_proj"],
+            "bogus_proj",
+            "down_proj",
+        ),
+        (
+            ["--modules-to-save", "bogus_head"],
+            "bogus_head",
+            "embed_tokens",
+        ),
+    ] {
+        let mut args = vec!["--lora"];
+        args.extend(extra);
+        let run = train_tiny(&env, &tiny, &data, &out, &args).expect_code(2);
+        let lines: Vec<&str> = run.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{}", run.stderr);
+        for want in [unknown, available] {
+            assert!(lines[0].contains(want), "`{want}` missing: {}", lines[0]);
+        }
+        assert!(!out.exists(), "{extra:?} wrote {}", out.display());
+    }
+}
+
+#[test]
+fn a_missing_adapter_is_named_once() {
+    // It printed `No such file or directory (os error 2): No such file or directory (os error 2)`.
+    let env = Env::new(instill_storage::testing::TempDb::sqlite());
+    let tiny = repo("tests/fixtures/local/tiny-llama");
+    let missing = env.path("no-adapter");
+    let out = env.path("merged");
+    let run = merge_tiny(&env, &tiny, &missing, &out, &[]).expect_code(2);
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{}", run.stderr);
+    assert!(lines[0].contains(missing.to_str().unwrap()), "{}", lines[0]);
+    assert_eq!(
+        lines[0].matches("No such file or directory").count(),
+        1,
+        "{}",
+        lines[0]
+    );
+    assert!(!out.exists());
+}

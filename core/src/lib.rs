@@ -7,7 +7,8 @@
 //!   a record to one JSONL line in an [`OutputFormat`].
 //! - [`normalize`], [`norm_hash`]: the exact-dedup key (NFKC, case, punctuation, whitespace).
 //! - [`detect_lang`], [`record_lang`]: zh / en / other.
-//! - [`redact_url`], [`redact_urls_in`]: passwords and credential parameters out of URLs.
+//! - [`redact_url`], [`redact_urls_in`], [`redact_secrets`]: passwords, keys and credentials out of
+//!   URLs and of text a server wrote.
 //!
 //! ```
 //! use instill_core::{InputFormat, OutputFormat, parse_records, write_record, record_lang, Lang};
@@ -36,7 +37,7 @@ pub use normalize::{
 };
 pub use reader::{MAX_RECORD_BYTES, RawBatch, ReadError, RecordSplitter, Span};
 pub use record::{Exchange, Lang, Origin, Record, Seed, Status};
-pub use redact::{REDACTED, redact_url, redact_urls_in};
+pub use redact::{REDACTED, redact_secrets, redact_url, redact_urls_in, url_secrets};
 
 /// Milliseconds since the Unix epoch: the timestamp unit of the whole schema.
 pub fn now_ms() -> i64 {

@@ -7,6 +7,10 @@
 //! When in doubt, more is hidden: the userinfo ends at the LAST `@` before the host (a password
 //! may contain `@`, `/`, `?` or `:`), so a URL whose path or query holds an `@` may lose its host
 //! in the redacted form, but never shows a password.
+//!
+//! Text a server wrote (an error body may repeat the request's credentials) goes through
+//! [`redact_secrets`]: the connection's own secrets (its API key, its URL's password, from
+//! [`url_secrets`]), any `Bearer …` / `Basic …` credential, and any URL's password.
 
 /// What a secret is replaced with.
 pub const REDACTED: &str = "***";
@@ -28,8 +32,9 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
-/// `text` with every `scheme://…` in it (up to the next whitespace) passed through
-/// [`redact_url`]: for messages that may quote a URL someone else formatted.
+/// `text` with every `scheme://…` in it passed through [`redact_url`]: for messages that may
+/// quote a URL someone else formatted. A URL ends at the next whitespace; punctuation that ends
+/// it there (`:` `,` `;` `.` `)` …, as in `cannot open URL: reason`) is the sentence's, and stays.
 pub fn redact_urls_in(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
@@ -43,6 +48,11 @@ pub fn redact_urls_in(text: &str) -> String {
         let end = rest[sep..]
             .find(char::is_whitespace)
             .map_or(rest.len(), |i| sep + i);
+        let end = sep
+            + 3
+            + rest[sep + 3..end]
+                .trim_end_matches(TRAILING_PUNCTUATION)
+                .len();
         out.push_str(&rest[..start]);
         if is_scheme(&rest[start..sep]) {
             out.push_str(&redact_url(&rest[start..end]));
@@ -53,6 +63,134 @@ pub fn redact_urls_in(text: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// Characters that end a sentence's clause rather than a URL when they close the URL's text.
+const TRAILING_PUNCTUATION: &[char] = &[':', ',', ';', '.', '!', ')', ']', '}', '>', '"', '\''];
+
+/// `text` (a message a server wrote, or one that quotes it) with every occurrence of `secrets`
+/// (empty ones ignored), every `Bearer …` and `Basic …` credential and every URL's password
+/// replaced by `***`. The one function that cleans such text before it is shown, logged or
+/// stored.
+pub fn redact_secrets(text: &str, secrets: &[String]) -> String {
+    let mut secrets: Vec<&str> = secrets
+        .iter()
+        .map(String::as_str)
+        .filter(|s| !s.is_empty())
+        .collect();
+    // The longest first, so that a secret containing another is hidden whole.
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    let mut out = text.to_string();
+    for secret in secrets {
+        out = out.replace(secret, REDACTED);
+    }
+    redact_urls_in(&redact_auth_schemes(&out))
+}
+
+/// The secrets `url` carries: the password of its userinfo (as written and percent-decoded,
+/// the form an `Authorization: Basic` header encodes) and the values of its credential-like
+/// query parameters, for [`redact_secrets`].
+pub fn url_secrets(url: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let rest = url
+        .find("://")
+        .filter(|&i| is_scheme(&url[..i]))
+        .map_or(url, |i| &url[i + 3..]);
+    let mut query_from = rest;
+    if let Some(at) = userinfo_end(rest) {
+        if let Some((_, password)) = rest[..at].split_once(':') {
+            out.push(password.to_string());
+            out.push(percent_decode(password));
+        }
+        query_from = &rest[at + 1..];
+    }
+    if let Some((_, query)) = query_from.split_once('?') {
+        for param in query.split(['&', '#']) {
+            if let Some((key, value)) = param.split_once('=')
+                && is_secret_key(key)
+            {
+                out.push(value.to_string());
+                out.push(percent_decode(value));
+            }
+        }
+    }
+    out.retain(|s| !s.is_empty());
+    out.dedup();
+    out
+}
+
+/// `text` with the credential after each `Bearer` or `Basic` (any case, then whitespace, as in
+/// an `Authorization` header) replaced by `***`. Prose such as "basic usage" loses its next word
+/// too: more is hidden, never less.
+fn redact_auth_schemes(text: &str) -> String {
+    let lower = text.to_ascii_lowercase();
+    let mut out = String::with_capacity(text.len());
+    let (mut copied, mut from) = (0, 0);
+    while let Some(word_end) = next_auth_scheme(&lower, from) {
+        let after = &text[word_end..];
+        let start = word_end + (after.len() - after.trim_start().len());
+        let len = text[start..]
+            .find(|c: char| !is_token_char(c))
+            .unwrap_or(text.len() - start);
+        let len = text[start..start + len].trim_end_matches('.').len();
+        if len > 0 {
+            out.push_str(&text[copied..start]);
+            out.push_str(REDACTED);
+            copied = start + len;
+        }
+        from = start + len;
+    }
+    out.push_str(&text[copied..]);
+    out
+}
+
+/// Where the first `bearer`/`basic` word at or after `from` in `lower` that is followed by
+/// whitespace ends.
+fn next_auth_scheme(lower: &str, mut from: usize) -> Option<usize> {
+    loop {
+        let (at, len) = ["bearer", "basic"]
+            .iter()
+            .filter_map(|w| lower[from..].find(w).map(|i| (from + i, w.len())))
+            .min()?;
+        let before = lower[..at].chars().next_back();
+        let after = lower[at + len..].chars().next();
+        if !before.is_some_and(|c| c.is_alphanumeric() || c == '_')
+            && after.is_some_and(char::is_whitespace)
+        {
+            return Some(at + len);
+        }
+        from = at + len;
+    }
+}
+
+/// A character of a bearer token or a base64 credential (RFC 6750's b64token).
+fn is_token_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '~' | '+' | '/' | '=')
+}
+
+/// `%XX` escapes decoded (invalid ones and non-UTF-8 results kept as they are).
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| char::from(b).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).unwrap_or_else(|_| s.to_string())
 }
 
 /// A URL scheme: a letter, then letters, digits, `+`, `-`, `.`.
@@ -175,5 +313,63 @@ mod tests {
         assert_eq!(redact_urls_in("no url here: a@b"), "no url here: a@b");
         assert_eq!(redact_urls_in("://odd"), "://odd");
         assert_eq!(redact_urls_in("中文 x://u:p@h 中"), "中文 x://u:***@h 中");
+    }
+
+    #[test]
+    fn punctuation_after_a_url_stays() {
+        let cases = [
+            (
+                "cannot open database postgres://u@h:5432/trial_nx?password=x: error returned",
+                "cannot open database postgres://u@h:5432/trial_nx?password=***: error returned",
+            ),
+            (
+                "see postgres://u:p@h/db, then",
+                "see postgres://u:***@h/db, then",
+            ),
+            ("(postgres://h/db?token=t).", "(postgres://h/db?token=***)."),
+            ("at postgres://u:p@h/db:", "at postgres://u:***@h/db:"),
+            ("x://", "x://"),
+        ];
+        for (text, shown) in cases {
+            assert_eq!(redact_urls_in(text), shown, "{text}");
+        }
+    }
+
+    #[test]
+    fn server_text_loses_keys_passwords_and_credentials() {
+        let url = "http://u:K3y%40Pw@127.0.0.1:18085/v1?api_key=sk-q&x=1";
+        let mut secrets = url_secrets(url);
+        assert_eq!(secrets, ["K3y%40Pw", "K3y@Pw", "sk-q"]);
+        secrets.push("sk-TOPSECRETKEY".into());
+        secrets.push(String::new());
+        let cases = [
+            (
+                "Incorrect API key provided: Bearer sk-TOPSECRETKEY",
+                "Incorrect API key provided: Bearer ***",
+            ),
+            (
+                "auth: Basic dTpLM3lQdw==, Bearer abc.def",
+                "auth: Basic ***, Bearer ***",
+            ),
+            ("BEARER\tzz-1. next", "BEARER\t***. next"),
+            ("key sk-TOPSECRETKEY!", "key ***!"),
+            (
+                "bad password K3y@Pw and K3y%40Pw",
+                "bad password *** and ***",
+            ),
+            ("query sk-q", "query ***"),
+            ("see http://a:b@h/v1: down", "see http://a:***@h/v1: down"),
+            ("no Bearer", "no Bearer"),
+            (
+                "Bearer: none; basically fine; unbearer x",
+                "Bearer: none; basically fine; unbearer x",
+            ),
+            ("", ""),
+        ];
+        for (text, shown) in cases {
+            assert_eq!(redact_secrets(text, &secrets), shown, "{text}");
+        }
+        assert_eq!(url_secrets("http://u@h/v1"), Vec::<String>::new());
+        assert_eq!(url_secrets("http://h/v1?password=p%2F"), ["p%2F", "p/"]);
     }
 }

@@ -32,7 +32,10 @@ pub use backend::{Backend, BackendError, Choice, Completion, CompletionRequest};
 pub use endpoint::{CONNECT_GRACE, is_loopback};
 pub use limiter::RateLimiter;
 pub use local::{CandleBackend, CandleConfig, LocalError};
-pub use openai::{Api, DEFAULT_MAX_BODY_BYTES, MAX_REPORTED_TOKENS, OpenAiBackend, OpenAiConfig};
+pub use openai::{
+    Api, DEFAULT_MAX_BODY_BYTES, MAX_REPORTED_TOKENS, OpenAiBackend, OpenAiConfig,
+    url_has_credentials,
+};
 pub use retry::RetryPolicy;
 pub use run::{
     Ending, GenerateError, Progress, RequestParams, RunConfig, RunReport, fingerprint, run,

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use instill_core::redact_url;
+use instill_core::{redact_secrets, redact_url, url_secrets};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -34,7 +34,9 @@ pub const MAX_REPORTED_TOKENS: u64 = u32::MAX as u64;
 pub struct OpenAiConfig {
     /// Base URL including the version, like `https://api.openai.com/v1`.
     pub base_url: String,
-    /// The API key (sent as a bearer token; never logged, printed or stored).
+    /// The API key (sent as a bearer token; never logged, printed or stored). Not together with
+    /// a user or password in `base_url` (sent as Basic auth): a request carries one
+    /// `Authorization` header, so [`OpenAiBackend::new`] refuses both.
     pub api_key: Option<String>,
     /// Model name.
     pub model: String,
@@ -75,6 +77,8 @@ pub struct OpenAiBackend {
     /// The base URL as messages show it (password redacted).
     base_url: String,
     api_key: Option<String>,
+    /// The key and the URL's password: hidden from every message built from a reply.
+    secrets: Vec<String>,
     model: String,
     api: Api,
     timeout: Duration,
@@ -144,6 +148,17 @@ struct ReplyMessage {
 impl OpenAiBackend {
     /// A client for `config` (connections are opened lazily).
     pub fn new(config: OpenAiConfig) -> Result<OpenAiBackend, BackendError> {
+        if config.api_key.is_some() && url_has_credentials(&config.base_url) {
+            return Err(BackendError::Fatal {
+                status: 0,
+                message: format!(
+                    "{} carries a user or password (sent as Basic auth) and an API key is given (sent as a Bearer token): a request carries one Authorization header; give one of them",
+                    redact_url(&config.base_url)
+                ),
+            });
+        }
+        let mut secrets = url_secrets(&config.base_url);
+        secrets.extend(config.api_key.clone());
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(config.max_connections.max(1))
             .tcp_nodelay(true)
@@ -163,6 +178,7 @@ impl OpenAiBackend {
             url,
             base_url: redact_url(&base_url),
             api_key: config.api_key,
+            secrets,
             model: config.model,
             api: config.api,
             timeout: config.timeout,
@@ -181,8 +197,15 @@ impl OpenAiBackend {
         &self.contact
     }
 
-    /// Sends one request and reads the answer.
+    /// Sends one request and reads the answer. An error's text, which may quote the server (and
+    /// a server may repeat the request's credentials), has the key, the URL's password and any
+    /// `Bearer`/`Basic` credential hidden before anyone sees, logs or stores it.
     pub async fn complete(&self, req: &CompletionRequest) -> Result<Completion, BackendError> {
+        self.send(req).await.map_err(|e| self.redact(e))
+    }
+
+    /// [`OpenAiBackend::complete`] before the redaction of its errors.
+    async fn send(&self, req: &CompletionRequest) -> Result<Completion, BackendError> {
         let body = match self.api {
             Api::Chat => serde_json::to_vec(&ChatBody {
                 model: &self.model,
@@ -297,6 +320,32 @@ impl OpenAiBackend {
         Ok((bytes, true))
     }
 
+    /// `e` with every text in it passed through [`redact_secrets`].
+    fn redact(&self, e: BackendError) -> BackendError {
+        let clean = |text: String| redact_secrets(&text, &self.secrets);
+        match e {
+            BackendError::RateLimited {
+                retry_after,
+                message,
+            } => BackendError::RateLimited {
+                retry_after,
+                message: clean(message),
+            },
+            BackendError::Server { status, message } => BackendError::Server {
+                status,
+                message: clean(message),
+            },
+            BackendError::Connection(m) => BackendError::Connection(clean(m)),
+            BackendError::BadBody(m) => BackendError::BadBody(clean(m)),
+            BackendError::ContextLength(m) => BackendError::ContextLength(clean(m)),
+            BackendError::Fatal { status, message } => BackendError::Fatal {
+                status,
+                message: clean(message),
+            },
+            e @ (BackendError::Timeout(_) | BackendError::TooLarge { .. }) => e,
+        }
+    }
+
     fn transport_error(&self, e: reqwest::Error) -> BackendError {
         // Without the URL (the base URL is added, credentials redacted) and without the key
         // (never in it).
@@ -386,6 +435,12 @@ impl OpenAiBackend {
             _ => BackendError::Server { status, message },
         }
     }
+}
+
+/// Whether `url` has a user or a password before its host: the HTTP client sends them as an
+/// `Authorization: Basic` header.
+pub fn url_has_credentials(url: &str) -> bool {
+    reqwest::Url::parse(url).is_ok_and(|u| !u.username().is_empty() || u.password().is_some())
 }
 
 /// An error and its causes, joined by `: ` (reqwest's own message names only the step that
@@ -487,7 +542,14 @@ mod tests {
             shown.contains("api.example.com") && shown.contains("\"m\""),
             "{shown}"
         );
-        let backend = format!("{:?}", OpenAiBackend::new(config).unwrap());
+        // Credentials in the URL and a key: two Authorization headers, refused.
+        let both = OpenAiBackend::new(config.clone()).unwrap_err().to_string();
+        assert!(both.contains("user:***@api.example.com"), "{both}");
+        let backend = OpenAiBackend::new(OpenAiConfig {
+            base_url: "https://api.example.com/v1?api_key=sk-query".into(),
+            ..config
+        });
+        let backend = format!("{:?}", backend.unwrap());
         for secret in ["sk-live-123", "pa@ss", "sk-query"] {
             assert!(!backend.contains(secret), "{secret} in {backend}");
         }
@@ -542,6 +604,16 @@ mod tests {
             text.contains("http://127.0.0.1:9/v1") && !text.contains("sk-secret"),
             "{text}"
         );
+        // A server that repeats the credentials: hidden in every kind of error.
+        let echo =
+            br#"{"error":{"message":"bad: Bearer sk-secret, Basic dTpLM3lQdw== sk-secret"}}"#;
+        for status in [401, 429, 500, 400] {
+            let text = b.redact(b.status_error(status, echo, None)).to_string();
+            assert!(
+                !text.contains("sk-secret") && text.contains("bad: Bearer ***, Basic *** ***"),
+                "{text}"
+            );
+        }
         let e = b.status_error(404, b"{}", None).to_string();
         assert!(e.contains("model `m`"), "{e}");
     }

@@ -270,13 +270,22 @@ fn load_template(spec: &str, lang: Lang, shape: Shape) -> anyhow::Result<Templat
 }
 
 /// The API key from the variable `--api-key-env` names. None is fine for a server on this
-/// machine; for any other, a run would only collect 401s (or, with no route, connection errors),
-/// so it stops here, saying what to do.
+/// machine or a URL with a user:password; for any other, a run would only collect 401s (or,
+/// with no route, connection errors), so it stops here, saying what to do. A key beside a
+/// user:password in the URL is refused: each would be an Authorization header.
 fn read_api_key(args: &GenerateArgs) -> anyhow::Result<Option<String>> {
     let key = std::env::var(&args.api_key_env)
         .ok()
         .filter(|k| !k.is_empty());
-    if key.is_none() && !instill_generator::is_loopback(&args.base_url) {
+    let basic = instill_generator::url_has_credentials(&args.base_url);
+    if key.is_some() && basic {
+        anyhow::bail!(
+            "--base-url {url} carries a user:password (sent as Basic auth) and {var} is set (sent as a Bearer token), but a request carries one Authorization header: remove the user:password from the URL, or unset {var} (or set it empty) to authenticate with the URL's",
+            var = args.api_key_env,
+            url = instill_core::redact_url(&args.base_url),
+        );
+    }
+    if key.is_none() && !basic && !instill_generator::is_loopback(&args.base_url) {
         anyhow::bail!(
             "no API key: {var} is not set, and {url} is not a server on this machine. Export {var}=YOUR_KEY (any value for a remote server that takes no key; or name another variable with --api-key-env NAME), or point --base-url (or OPENAI_BASE_URL) at a local server, which needs no key: http://localhost:11434/v1 (Ollama), http://localhost:8000/v1 (vLLM), http://localhost:8080/v1 (llama.cpp)",
             var = args.api_key_env,
@@ -289,15 +298,8 @@ fn read_api_key(args: &GenerateArgs) -> anyhow::Result<Option<String>> {
 /// How long connection failures may go on before a first answer until the run stops:
 /// `INSTILL_CONNECT_GRACE` seconds, else [`instill_generator::CONNECT_GRACE`].
 fn connect_grace() -> anyhow::Result<Duration> {
-    let Ok(text) = std::env::var("INSTILL_CONNECT_GRACE") else {
-        return Ok(instill_generator::CONNECT_GRACE);
-    };
-    match text.trim().parse::<f64>() {
-        Ok(s) if s.is_finite() && s >= 0.0 => Ok(Duration::from_secs_f64(s.min(86_400.0))),
-        _ => anyhow::bail!(
-            "INSTILL_CONNECT_GRACE={text:?}: expected a number of seconds (0 or more)"
-        ),
-    }
+    Ok(progress::env_seconds("INSTILL_CONNECT_GRACE", true)?
+        .unwrap_or(instill_generator::CONNECT_GRACE))
 }
 
 /// The line a run starts with: what it talks to and where it writes (no key, no password).

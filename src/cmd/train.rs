@@ -204,7 +204,7 @@ pub async fn train(global: &GlobalArgs, args: &TrainArgs) -> anyhow::Result<Outc
         );
     }
     let lora = args.lora.then(|| LoraConfig {
-        r: args.lora_r.max(1),
+        r: args.lora_r,
         alpha: args.lora_alpha,
         dropout: args.lora_dropout,
         target_modules: args.target_modules.clone(),
@@ -232,10 +232,10 @@ pub async fn train(global: &GlobalArgs, args: &TrainArgs) -> anyhow::Result<Outc
             weight_decay: args.weight_decay,
             ..AdamWConfig::default()
         },
-        epochs: args.epochs.max(1),
+        epochs: args.epochs,
         max_steps: args.max_steps,
-        batch_size: args.batch_size.max(1),
-        grad_accum: args.grad_accum.max(1),
+        batch_size: args.batch_size,
+        grad_accum: args.grad_accum,
         warmup_steps: args.warmup_steps,
         max_grad_norm: args.max_grad_norm,
         seed: args.seed,

@@ -140,6 +140,31 @@ pub const MODULES: [&str; 7] = [
     "down_proj",
 ];
 
+/// Modules LoRA may train in full beside the adapters (PEFT's `modules_to_save`).
+pub const WHOLE_MODULES: [&str; 2] = ["embed_tokens", "lm_head"];
+
+/// Refuses a LoRA configuration that would adapt nothing it names: a rank of 0, or a target
+/// module or module to save that no layer of the model has (naming it and the ones there are).
+pub fn check_lora(cfg: &LoraConfig) -> Result<(), TrainError> {
+    if cfg.r == 0 {
+        return Err(TrainError::Config(
+            "LoRA rank 0: it must be at least 1".into(),
+        ));
+    }
+    let unknown = |names: &[String], known: &[&str], what: &str| match names
+        .iter()
+        .find(|m| !known.contains(&m.as_str()))
+    {
+        Some(m) => Err(TrainError::Config(format!(
+            "LoRA {what} `{m}` matches no layer of the model; it has {}",
+            known.join(", ")
+        ))),
+        None => Ok(()),
+    };
+    unknown(&cfg.target_modules, &MODULES, "target module")?;
+    unknown(&cfg.modules_to_save, &WHOLE_MODULES, "module to save")
+}
+
 fn module_path(module: &str) -> &'static str {
     if module.ends_with("_proj") && matches!(module, "gate_proj" | "up_proj" | "down_proj") {
         "mlp"
@@ -173,6 +198,9 @@ impl Model {
         dtype: DType,
         device: &Device,
     ) -> Result<Model, TrainError> {
+        if let Some(cfg) = lora {
+            check_lora(cfg)?;
+        }
         if lora.is_none() && dtype != DType::F32 {
             return Err(TrainError::Config(
                 "full fine-tuning keeps f32 weights (the optimizer's updates vanish in bf16): use --lora with --dtype bf16, or --dtype f32".into(),
