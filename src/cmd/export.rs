@@ -15,7 +15,7 @@ use xxhash_rust::xxh3::xxh3_64_with_seed;
 use crate::cli::{Compression, ExportArgs, GlobalArgs, OutputFormatArg, StatusArg};
 use crate::outdir::{Producer, Stamp};
 use crate::shards::{ShardConfig, ShardInfo, ShardWriter, is_shard_file};
-use crate::signals::Signals;
+use crate::signals::{Signals, Stop};
 use crate::staging::Staging;
 use crate::{Outcome, outdir, progress};
 
@@ -165,14 +165,8 @@ pub async fn run(global: &GlobalArgs, args: &ExportArgs) -> anyhow::Result<Outco
     let written = writer
         .join()
         .map_err(|_| anyhow::anyhow!("the shard writer thread panicked"))?;
-    if let Some(signal) = stopped.or_else(|| signals.received()) {
-        drop(staging);
-        eprintln!(
-            "export stopped by {}: nothing written to {}",
-            signal.name(),
-            args.out.display()
-        );
-        return Ok(signal.outcome());
+    if let Some(signal) = stopped {
+        return Ok(abandon(staging, signal, &args.out));
     }
     read?;
     let Some((shards, train_rows, val_rows)) = written? else {
@@ -208,9 +202,24 @@ pub async fn run(global: &GlobalArgs, args: &ExportArgs) -> anyhow::Result<Outco
         totals,
     };
     outdir::write_manifest(&staging.dir, &manifest)?;
+    // A signal that came while the last shards were sealed: nothing is in place yet.
+    if let Some(signal) = signals.received() {
+        return Ok(abandon(staging, signal, &args.out));
+    }
     staging.commit()?;
     print_summary(global, args, &manifest, started)?;
     Ok(Outcome::Done)
+}
+
+/// Ends an export stopped by `signal`: its staging directory removed, `out` untouched.
+fn abandon(staging: Staging, signal: Stop, out: &std::path::Path) -> Outcome {
+    drop(staging);
+    eprintln!(
+        "export stopped by {}: nothing written to {}",
+        signal.name(),
+        out.display()
+    );
+    signal.outcome()
 }
 
 /// Starts the formatting and shard-writing threads: a formatting thread turns each page into
