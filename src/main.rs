@@ -7,6 +7,7 @@ mod outdir;
 mod progress;
 mod report;
 mod shards;
+mod signals;
 mod staging;
 
 use std::process::ExitCode;
@@ -27,6 +28,8 @@ pub enum Outcome {
     Partial,
     /// It was interrupted (Ctrl-C) after saving its work: exit 130.
     Interrupted,
+    /// It was stopped by SIGTERM after saving its work, or undoing it: exit 143.
+    Terminated,
 }
 
 fn main() -> ExitCode {
@@ -52,6 +55,7 @@ fn main() -> ExitCode {
         Ok(Outcome::Done) => ExitCode::SUCCESS,
         Ok(Outcome::Partial) => ExitCode::from(1),
         Ok(Outcome::Interrupted) => ExitCode::from(130),
+        Ok(Outcome::Terminated) => ExitCode::from(143),
         Err(e) => {
             // One line: the context chain joined with ": ", with any URL's password hidden
             // (whatever layer formatted it).

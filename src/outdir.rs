@@ -1,16 +1,69 @@
 //! Output directories and the one rule for replacing them: a command writes into a missing or
-//! empty directory, or replaces instill's own earlier output — a directory whose `manifest.json`
-//! lists every file in it — and nothing else. Its `--out` never is, holds or lies inside one of
-//! its inputs (the database, the model, the adapter, the data).
+//! empty directory, or replaces its own earlier output — a directory whose `manifest.json`
+//! proves instill wrote it (`"tool": "instill"` and the command, or the exact shape of an
+//! instill 0.1 export) and lists every file in it — and nothing else. Its `--out` never is,
+//! holds or lies inside one of its inputs (the database and its -wal, -shm and -journal files,
+//! the model, the adapter, the data).
 
 use std::fs::File;
 use std::io::Write;
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::{Context, bail};
+use serde::Serialize;
+use serde_json::Value;
 
 /// The file in every instill output directory that lists what the command wrote there.
 pub const MANIFEST: &str = "manifest.json";
+
+/// The `tool` field of every manifest instill writes.
+const TOOL: &str = "instill";
+
+/// The commands that write output directories: each replaces only its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Producer {
+    #[serde(rename = "export")]
+    Export,
+    #[serde(rename = "train")]
+    Train,
+    #[serde(rename = "merge-lora")]
+    MergeLora,
+}
+
+impl Producer {
+    /// The command's name, as typed after `instill`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Producer::Export => "export",
+            Producer::Train => "train",
+            Producer::MergeLora => "merge-lora",
+        }
+    }
+
+    fn parse(name: &str) -> Option<Producer> {
+        [Producer::Export, Producer::Train, Producer::MergeLora]
+            .into_iter()
+            .find(|p| p.name() == name)
+    }
+}
+
+/// The fields that prove a manifest is instill's, flattened into each command's manifest.
+#[derive(Debug, Serialize)]
+pub struct Stamp {
+    tool: &'static str,
+    instill_version: &'static str,
+    command: Producer,
+}
+
+impl Stamp {
+    pub fn new(command: Producer) -> Stamp {
+        Stamp {
+            tool: TOOL,
+            instill_version: env!("CARGO_PKG_VERSION"),
+            command,
+        }
+    }
+}
 
 /// What an `--out` path holds before a command writes there.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,9 +72,8 @@ pub enum Found {
     Missing,
     /// An empty directory.
     Empty,
-    /// instill's earlier output: its manifest lists every file in it. `command` is the command
-    /// that wrote it (`export` for exports written before the manifest named it).
-    Ours { command: String },
+    /// instill's earlier output, written by `command`: its manifest lists every file in it.
+    Ours { command: Producer },
 }
 
 /// What `dir` holds: an error naming the first file in it that instill did not write, unless it
@@ -40,20 +92,25 @@ pub fn inspect(dir: &Path) -> anyhow::Result<Found> {
     let Some(first) = files.first() else {
         return Ok(Found::Empty);
     };
-    let manifest_path = dir.join(MANIFEST);
-    let listed = match std::fs::read(&manifest_path) {
-        Ok(bytes) => serde_json::from_slice::<serde_json::Value>(&bytes).ok(),
-        Err(_) => None,
-    };
-    let Some(manifest) = listed else {
+    let manifest = std::fs::read(dir.join(MANIFEST))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok());
+    let Some(manifest) = manifest else {
         bail!(
             "{shown}: not empty and not an earlier instill output (no readable {MANIFEST}); it \
              holds {}; instill replaces only what it wrote: choose another --out",
             dir.join(first).display()
         );
     };
-    let owned = owned_files(&manifest);
-    if let Some(stranger) = files.iter().find(|f| !owned.contains(f)) {
+    let Some((command, owned)) = ownership(&manifest) else {
+        bail!(
+            "{shown}: not empty, and its {MANIFEST} was not written by instill (no \
+             \"tool\": \"instill\" with the command and the files it wrote); it holds {}; \
+             instill replaces only what it wrote: choose another --out",
+            dir.join(first).display()
+        );
+    };
+    if let Some(stranger) = files.iter().find(|f| **f != MANIFEST && !owned.contains(f)) {
         bail!(
             "{shown}: holds {}, which is not part of instill's earlier output there ({MANIFEST} \
              does not list it); instill replaces only what it wrote: move it away or choose \
@@ -61,26 +118,75 @@ pub fn inspect(dir: &Path) -> anyhow::Result<Found> {
             dir.join(stranger).display()
         );
     }
-    let command = manifest["command"].as_str().unwrap_or("export").to_string();
     Ok(Found::Ours { command })
 }
 
-/// The files a manifest names as written by instill: `files`, the shards of an export, and
-/// the manifest itself.
-fn owned_files(manifest: &serde_json::Value) -> Vec<String> {
-    let mut owned = vec![MANIFEST.to_string()];
-    let listed = manifest["files"].as_array().into_iter().flatten();
-    let shards = manifest["shards"].as_array().into_iter().flatten();
-    owned.extend(listed.chain(shards.map(|s| &s["file"])).filter_map(|f| {
-        f.as_str()
-            .filter(|f| {
-                Path::new(f)
-                    .components()
-                    .all(|c| matches!(c, Component::Normal(_)))
-            })
-            .map(String::from)
-    }));
-    owned
+/// The command that wrote `manifest` and the files it lists, when the manifest proves it is
+/// instill's: stamped with [`Stamp`], or exactly what an instill 0.1 export wrote.
+fn ownership(manifest: &Value) -> Option<(Producer, Vec<String>)> {
+    if manifest.get("tool").is_none() {
+        return legacy_export(manifest).map(|files| (Producer::Export, files));
+    }
+    if manifest["tool"] != TOOL || manifest["instill_version"].as_str().is_none() {
+        return None;
+    }
+    let command = Producer::parse(manifest["command"].as_str()?)?;
+    let files = manifest["files"].as_array()?;
+    let files: Option<Vec<String>> = files.iter().map(|f| relative(f.as_str()?)).collect();
+    Some((command, files?))
+}
+
+/// The shards of an export manifest written by instill 0.1 (0460483): all of its fields and
+/// only those, each shard with its split, counts and SHA-256, the totals counting the shards.
+fn legacy_export(manifest: &Value) -> Option<Vec<String>> {
+    const FIELDS: [&str; 11] = [
+        "instill_version",
+        "created_at_ms",
+        "format",
+        "compression",
+        "filters",
+        "val_fraction",
+        "seed",
+        "shard_rows",
+        "shard_bytes",
+        "shards",
+        "totals",
+    ];
+    let fields = manifest.as_object()?;
+    if fields.len() != FIELDS.len() || !FIELDS.iter().all(|f| fields.contains_key(*f)) {
+        return None;
+    }
+    let texts = ["instill_version", "format", "compression"];
+    if texts.iter().any(|f| !manifest[*f].is_string()) || !manifest["filters"]["status"].is_string()
+    {
+        return None;
+    }
+    let shards = manifest["shards"].as_array()?;
+    if manifest["totals"]["shards"].as_u64()? != shards.len() as u64 {
+        return None;
+    }
+    shards
+        .iter()
+        .map(|s| {
+            let sha = s["sha256"].as_str()?;
+            let counts = ["rows", "bytes", "uncompressed_bytes"];
+            let whole = sha.len() == 64
+                && sha.bytes().all(|b| b.is_ascii_hexdigit())
+                && s["split"].is_string()
+                && counts.iter().all(|c| s[*c].is_u64());
+            let file = s["file"].as_str().filter(|f| !f.contains('/'))?;
+            whole.then(|| relative(file))?
+        })
+        .collect()
+}
+
+/// `path` when it names a place inside the directory (no `..`, not absolute).
+fn relative(path: &str) -> Option<String> {
+    let inside = !path.is_empty()
+        && Path::new(path)
+            .components()
+            .all(|c| matches!(c, Component::Normal(_)));
+    inside.then(|| path.to_string())
 }
 
 /// Every entry under `dir` that is not a non-empty directory, as `/`-separated relative paths,
@@ -110,23 +216,40 @@ fn walk_into(dir: &Path, prefix: &str, out: &mut Vec<String>) -> anyhow::Result<
     Ok(())
 }
 
-/// Refuses `dir` unless a command may write it: missing, empty, or (with `overwrite`) instill's
+/// Refuses `found` (what `dir` holds) when it is another command's output: `producer` replaces
+/// only its own. Returns whether it is `producer`'s earlier output.
+pub fn own_output(dir: &Path, found: &Found, producer: Producer) -> anyhow::Result<bool> {
+    match found {
+        Found::Ours { command } if *command != producer => bail!(
+            "{}: an earlier `instill {}` output; `instill {}` replaces only its own earlier \
+             output: choose another --out",
+            dir.display(),
+            command.name(),
+            producer.name()
+        ),
+        Found::Ours { .. } => Ok(true),
+        Found::Missing | Found::Empty => Ok(false),
+    }
+}
+
+/// Refuses `dir` unless `producer` may write it: missing, empty, or (with `overwrite`) its own
 /// earlier output.
-pub fn check(dir: &Path, overwrite: bool) -> anyhow::Result<Found> {
+pub fn check(dir: &Path, producer: Producer, overwrite: bool) -> anyhow::Result<Found> {
     let found = inspect(dir)?;
-    if matches!(found, Found::Ours { .. }) && !overwrite {
+    if own_output(dir, &found, producer)? && !overwrite {
         bail!(
-            "{}: exists and is not empty (an earlier instill output); pass --overwrite to \
+            "{}: exists and is not empty (an earlier `instill {}` output); pass --overwrite to \
              replace it",
-            dir.display()
+            dir.display(),
+            producer.name()
         );
     }
     Ok(found)
 }
 
-/// Removes `dir` after checking, at this moment, that it holds only what instill wrote.
-pub fn remove(dir: &Path) -> anyhow::Result<()> {
-    if let Found::Ours { .. } = inspect(dir)? {
+/// Removes `dir` after checking, at this moment, that it is empty or `producer`'s output.
+pub fn remove(dir: &Path, producer: Producer) -> anyhow::Result<()> {
+    if own_output(dir, &inspect(dir)?, producer)? {
         std::fs::remove_dir_all(dir).with_context(|| format!("cannot remove {}", dir.display()))?;
     } else {
         std::fs::remove_dir(dir).with_context(|| format!("cannot remove {}", dir.display()))?;
@@ -134,9 +257,9 @@ pub fn remove(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Empties `dir` (which stays) after checking that it holds only what instill wrote.
-pub fn clear(dir: &Path) -> anyhow::Result<()> {
-    if let Found::Ours { .. } = inspect(dir)? {
+/// Empties `dir` (which stays) after checking that it is empty or `producer`'s output.
+pub fn clear(dir: &Path, producer: Producer) -> anyhow::Result<()> {
+    if own_output(dir, &inspect(dir)?, producer)? {
         for e in
             std::fs::read_dir(dir).with_context(|| format!("{}: cannot read", dir.display()))?
         {
@@ -152,24 +275,40 @@ pub fn clear(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Refuses an `--out` that is, or lies inside, one of `inputs` (`(flag, path)`), or holds one.
-pub fn keep_apart(out: &Path, inputs: &[(&str, &Path)]) -> anyhow::Result<()> {
+/// Refuses an `--out` that is, or lies inside, one of `inputs` (`(flag, path)`) or the SQLite
+/// database `db` (a `--db` URL) or its -wal, -shm and -journal files, or holds one.
+pub fn keep_apart(out: &Path, db: &str, inputs: &[(&str, &Path)]) -> anyhow::Result<()> {
+    let mut named: Vec<(String, PathBuf)> = inputs
+        .iter()
+        .map(|&(flag, p)| (format!("{flag} {}", p.display()), p.to_path_buf()))
+        .collect();
+    if let Some(file) = instill_storage::sqlite_path(db).filter(|f| !f.is_empty()) {
+        named.push((format!("--db {file}"), PathBuf::from(file)));
+        for (suffix, what) in [
+            ("-wal", "write-ahead log"),
+            ("-shm", "shared-memory file"),
+            ("-journal", "rollback journal"),
+        ] {
+            named.push((
+                format!("the {what} of --db {file} ({file}{suffix})"),
+                PathBuf::from(format!("{file}{suffix}")),
+            ));
+        }
+    }
     let o = resolved(out);
-    for &(flag, input) in inputs {
-        let i = resolved(input);
+    for (what, input) in named {
+        let i = resolved(&input);
         if o.starts_with(&i) {
             bail!(
-                "--out {} {} {flag} {}: writing there would destroy it; choose another --out",
+                "--out {} {} {what}: writing there would destroy it; choose another --out",
                 out.display(),
                 if o == i { "is" } else { "lies inside" },
-                input.display()
             );
         }
         if i.starts_with(&o) {
             bail!(
-                "--out {} holds {flag} {}: instill never replaces its inputs; choose another --out",
+                "--out {} holds {what}: instill never replaces its inputs; choose another --out",
                 out.display(),
-                input.display()
             );
         }
     }
@@ -224,7 +363,7 @@ pub fn parent_of(path: &Path) -> PathBuf {
 }
 
 /// Writes `manifest` (which lists, in `files`, what `command` wrote) into `dir`, synced.
-pub fn write_manifest(dir: &Path, manifest: &impl serde::Serialize) -> anyhow::Result<()> {
+pub fn write_manifest(dir: &Path, manifest: &impl Serialize) -> anyhow::Result<()> {
     let mut text = serde_json::to_string_pretty(manifest)?;
     text.push('\n');
     write_synced(&dir.join(MANIFEST), text.as_bytes())?;
@@ -236,7 +375,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_a_directory_whose_manifest_lists_every_file_is_ours() {
+    fn only_a_directory_whose_stamped_manifest_lists_every_file_is_ours() {
         let root = tempfile::tempdir().unwrap();
         let dir = root.path().join("out");
         assert_eq!(inspect(&dir).unwrap(), Found::Missing);
@@ -249,29 +388,50 @@ mod tests {
             err.contains("data/a.jsonl") && err.contains("no readable"),
             "{err}"
         );
-        let m = serde_json::json!({"command": "train", "files": ["data/a.jsonl", "../x", "b"]});
+        // Another tool's manifest, however it looks, is not instill's.
+        for m in [
+            serde_json::json!({"files": ["data/a.jsonl"]}),
+            serde_json::json!({"tool": "other", "instill_version": "0", "command": "train",
+                               "files": ["data/a.jsonl"]}),
+            serde_json::json!({"tool": "instill", "instill_version": "0", "command": "x",
+                               "files": ["data/a.jsonl"]}),
+        ] {
+            write_manifest(&dir, &m).unwrap();
+            let err = inspect(&dir).unwrap_err().to_string();
+            assert!(err.contains("not written by instill"), "{m}: {err}");
+        }
+        #[derive(Serialize)]
+        struct M<'a> {
+            #[serde(flatten)]
+            stamp: Stamp,
+            files: &'a [&'a str],
+        }
+        let m = M {
+            stamp: Stamp::new(Producer::Train),
+            files: &["data/a.jsonl", "../x", "b"],
+        };
         write_manifest(&dir, &m).unwrap();
-        assert_eq!(
-            inspect(&dir).unwrap(),
-            Found::Ours {
-                command: "train".into()
-            }
-        );
+        let err = inspect(&dir).unwrap_err().to_string();
+        assert!(err.contains("not written by instill"), "../x: {err}");
+        let m = M {
+            stamp: Stamp::new(Producer::Train),
+            files: &["data/a.jsonl", "b"],
+        };
+        write_manifest(&dir, &m).unwrap();
+        let train = Found::Ours {
+            command: Producer::Train,
+        };
+        assert_eq!(inspect(&dir).unwrap(), train);
         std::fs::create_dir(dir.join("empty")).unwrap();
         let err = inspect(&dir).unwrap_err().to_string();
         assert!(err.contains("empty"), "{err}");
         std::fs::remove_dir(dir.join("empty")).unwrap();
-        // An export manifest of 0.1 lists its shards only.
-        let m = serde_json::json!({"shards": [{"file": "data/a.jsonl"}]});
-        write_manifest(&dir, &m).unwrap();
-        assert!(check(&dir, false).is_err());
-        assert_eq!(
-            check(&dir, true).unwrap(),
-            Found::Ours {
-                command: "export".into()
-            }
-        );
-        clear(&dir).unwrap();
+        assert!(check(&dir, Producer::Train, false).is_err());
+        let err = check(&dir, Producer::Export, true).unwrap_err().to_string();
+        assert!(err.contains("`instill train` output"), "{err}");
+        assert!(clear(&dir, Producer::MergeLora).is_err());
+        assert_eq!(check(&dir, Producer::Train, true).unwrap(), train);
+        clear(&dir, Producer::Train).unwrap();
         assert_eq!(inspect(&dir).unwrap(), Found::Empty);
     }
 
@@ -281,20 +441,24 @@ mod tests {
         let model = root.path().join("m");
         std::fs::create_dir(&model).unwrap();
         let db = root.path().join("out/instill.db");
+        let url = format!("sqlite://{}", db.display());
         for out in [
             model.clone(),
             model.join("new/x"),
             root.path().join("new/../m"),
         ] {
-            let err = keep_apart(&out, &[("--model", &model)]).unwrap_err();
+            let err = keep_apart(&out, "", &[("--model", &model)]).unwrap_err();
             assert!(err.to_string().contains("--model"), "{err}");
         }
-        let err = keep_apart(&root.path().join("out"), &[("--db", &db)]).unwrap_err();
+        let err = keep_apart(&root.path().join("out"), &url, &[]).unwrap_err();
         assert!(err.to_string().contains("holds --db"), "{err}");
-        keep_apart(
-            &root.path().join("m2"),
-            &[("--model", &model), ("--db", &db)],
-        )
-        .unwrap();
+        for suffix in ["-wal", "-shm", "-journal"] {
+            let out = PathBuf::from(format!("{}{suffix}", db.display()));
+            let err = keep_apart(&out, &url, &[]).unwrap_err().to_string();
+            assert!(err.contains("--db") && err.contains(suffix), "{err}");
+        }
+        keep_apart(&root.path().join("m2"), &url, &[("--model", &model)]).unwrap();
+        let other_db = "postgres://u@h/db";
+        keep_apart(&root.path().join("out"), other_db, &[]).unwrap();
     }
 }

@@ -132,6 +132,19 @@ struct OpenShard {
     uncompressed: u64,
 }
 
+/// Whether `name` is a shard an export writes: `part|train|val-NNNNN.jsonl[.zst]`.
+pub fn is_shard_file(name: &str) -> bool {
+    let stem = name
+        .strip_suffix(".jsonl.zst")
+        .or_else(|| name.strip_suffix(".jsonl"));
+    let Some((prefix, index)) = stem.and_then(|s| s.rsplit_once('-')) else {
+        return false;
+    };
+    ["part", "train", "val"].contains(&prefix)
+        && index.len() >= 5
+        && index.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// Writes one split's shards (`{prefix}-00000.jsonl[.zst]`, …) into a directory.
 pub struct ShardWriter {
     dir: PathBuf,

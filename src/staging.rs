@@ -1,28 +1,44 @@
 //! The staging directory of an export or a merged model: files are written into a hidden
-//! directory beside the target, which becomes the target only when everything is complete.
+//! directory beside the target (`.NAME.instill-tmp-PID`), which becomes the target only when
+//! everything is complete. One left by a process that died is removed by the next run into the
+//! same target.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use crate::outdir;
+use crate::outdir::{self, Producer};
 
 /// A directory that becomes `target` only through [`Staging::commit`]; dropped uncommitted, it
 /// is removed, so a failed export leaves no partial shard behind.
+#[derive(Debug)]
 pub struct Staging {
     /// Where files are written until commit.
     pub dir: PathBuf,
     target: PathBuf,
     old: PathBuf,
+    producer: Producer,
     committed: bool,
 }
 
+/// The name prefix of the staging directories of the target named `name`.
+fn tmp_prefix(name: &str) -> String {
+    format!(".{name}.instill-tmp-")
+}
+
 impl Staging {
-    /// Prepares to write `target`: refuses anything but a missing or empty directory, or (with
-    /// `overwrite`) instill's own earlier output, and creates a hidden staging directory beside it.
-    pub fn new(target: &Path, overwrite: bool) -> anyhow::Result<Staging> {
+    /// Prepares `producer`'s write of `target`: refuses anything but a missing or empty
+    /// directory, or (with `overwrite`) its own earlier output; removes staging directories of
+    /// dead processes that hold only files `stages` names; creates a hidden staging directory
+    /// beside it.
+    pub fn new(
+        target: &Path,
+        overwrite: bool,
+        producer: Producer,
+        stages: fn(&str) -> bool,
+    ) -> anyhow::Result<Staging> {
         let shown = target.display();
-        outdir::check(target, overwrite)?;
+        outdir::check(target, producer, overwrite)?;
         let name = target
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -32,7 +48,8 @@ impl Staging {
         if !parent.is_dir() {
             anyhow::bail!("{}: the parent directory does not exist", parent.display());
         }
-        let dir = parent.join(format!(".{name}.instill-tmp-{}", std::process::id()));
+        remove_stale(&parent, &name, stages);
+        let dir = parent.join(format!("{}{}", tmp_prefix(&name), std::process::id()));
         let old = parent.join(format!(".{name}.instill-old-{}", std::process::id()));
         if dir.exists() {
             std::fs::remove_dir_all(&dir)
@@ -43,20 +60,20 @@ impl Staging {
             dir,
             target: target.to_path_buf(),
             old,
+            producer,
             committed: false,
         })
     }
 
     /// Moves the staged directory into place, synced; the old one, if any, is checked again to
-    /// hold only instill's output and removed only after.
+    /// hold only this command's output and removed only after.
     pub fn commit(mut self) -> anyhow::Result<()> {
         let shown = self.target.display().to_string();
         let old = self.old.clone();
         outdir::sync_dir(&self.dir)?;
-        let had_old = match outdir::inspect(&self.target)? {
-            outdir::Found::Missing => false,
-            outdir::Found::Empty | outdir::Found::Ours { .. } => true,
-        };
+        let found = outdir::inspect(&self.target)?;
+        outdir::own_output(&self.target, &found, self.producer)?;
+        let had_old = found != outdir::Found::Missing;
         if had_old {
             std::fs::rename(&self.target, &old)
                 .with_context(|| format!("cannot move aside {shown}"))?;
@@ -70,7 +87,7 @@ impl Staging {
         self.committed = true;
         outdir::sync_dir(&outdir::parent_of(&self.target))?;
         if had_old {
-            outdir::remove(&old).with_context(|| {
+            outdir::remove(&old, self.producer).with_context(|| {
                 format!(
                     "{shown} is complete, but the previous one stays in {}",
                     old.display()
@@ -89,32 +106,89 @@ impl Drop for Staging {
     }
 }
 
+/// Removes the staging directories of `name` in `parent` that a dead process left (a SIGKILL,
+/// a power cut): exactly `.NAME.instill-tmp-PID`, no process PID alive, holding only plain
+/// files that `stages` names. Anything else is left alone; so is everything where there is no
+/// `/proc` to tell which processes live.
+fn remove_stale(parent: &Path, name: &str, stages: fn(&str) -> bool) {
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let prefix = tmp_prefix(name);
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for e in entries.filter_map(Result::ok) {
+        let entry = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = entry.strip_prefix(&prefix).filter(|p| {
+            !p.is_empty() && !p.starts_with('0') && p.bytes().all(|b| b.is_ascii_digit())
+        }) else {
+            continue;
+        };
+        let alive = Path::new("/proc").join(pid).exists();
+        let dir = e.path();
+        if !alive && e.file_type().is_ok_and(|t| t.is_dir()) && holds_only(&dir, stages) {
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => tracing::info!("removed {}, left by a process that died", dir.display()),
+                Err(err) => tracing::warn!("cannot remove {}: {err}", dir.display()),
+            }
+        }
+    }
+}
+
+/// Whether `dir` is a directory of plain files only, each named by `stages`.
+fn holds_only(dir: &Path, stages: fn(&str) -> bool) -> bool {
+    let Ok(mut entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    entries.all(|e| {
+        e.is_ok_and(|e| {
+            e.file_type().is_ok_and(|t| t.is_file()) && e.file_name().to_str().is_some_and(stages)
+        })
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn any(_: &str) -> bool {
+        true
+    }
 
     #[test]
     fn staging_appears_only_on_commit() {
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("out");
-        let staging = Staging::new(&target, false).unwrap();
+        let staging = Staging::new(&target, false, Producer::Export, any).unwrap();
         std::fs::write(staging.dir.join("x"), "1").unwrap();
         drop(staging);
         assert!(!target.exists());
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 
-        let staging = Staging::new(&target, false).unwrap();
+        let staging = Staging::new(&target, false, Producer::Export, any).unwrap();
         std::fs::write(staging.dir.join("x"), "1").unwrap();
         staging.commit().unwrap();
         assert_eq!(std::fs::read_to_string(target.join("x")).unwrap(), "1");
 
-        assert!(Staging::new(&target, false).is_err());
+        assert!(Staging::new(&target, false, Producer::Export, any).is_err());
         assert!(
-            Staging::new(&target, true).is_err(),
+            Staging::new(&target, true, Producer::Export, any).is_err(),
             "x is listed in no manifest"
         );
-        outdir::write_manifest(&target, &serde_json::json!({"files": ["x"]})).unwrap();
-        let staging = Staging::new(&target, true).unwrap();
+        #[derive(serde::Serialize)]
+        struct M {
+            #[serde(flatten)]
+            stamp: outdir::Stamp,
+            files: [&'static str; 1],
+        }
+        let m = M {
+            stamp: outdir::Stamp::new(Producer::Export),
+            files: ["x"],
+        };
+        outdir::write_manifest(&target, &m).unwrap();
+        assert!(Staging::new(&target, true, Producer::MergeLora, any).is_err());
+        let staging = Staging::new(&target, true, Producer::Export, any).unwrap();
         std::fs::write(staging.dir.join("y"), "2").unwrap();
         staging.commit().unwrap();
         assert!(!target.join("x").exists() && target.join("y").exists());

@@ -420,3 +420,192 @@ fn export_overwrite_replaces_only_an_earlier_export() {
         "{}\n"
     );
 }
+
+/// A manifest must prove it is instill's: another tool's `{"files": [...]}` or `{}` does not
+/// make a directory an export. An export written by instill 0.1 (its exact manifest, shards
+/// with their SHA-256) is still replaced.
+#[test]
+fn only_a_manifest_written_by_instill_makes_a_directory_replaceable() {
+    let env = Env::new(instill_storage::testing::TempDb::sqlite());
+    let file = env.write("few.jsonl", "{\"instruction\":\"a\",\"output\":\"b\"}\n");
+    env.run(["import", file.to_str().unwrap()]).expect_code(0);
+    let foreign = [
+        serde_json::json!({"files": ["data.jsonl"]}),
+        serde_json::json!({}),
+        serde_json::json!({"instill_version": "0.1.0", "shards": [{"file": "data.jsonl"}]}),
+        serde_json::json!({"tool": "other", "command": "export", "files": ["data.jsonl"]}),
+    ];
+    for (i, manifest) in foreign.iter().enumerate() {
+        let dir = env.path(&format!("foreign{i}"));
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("manifest.json"), manifest.to_string()).unwrap();
+        if i != 1 {
+            std::fs::write(dir.join("data.jsonl"), "mine\n").unwrap();
+        }
+        let before = listing(&dir);
+        let out = dir.to_str().unwrap();
+        let run = env
+            .run(["export", "--out", out, "--overwrite"])
+            .expect_code(2);
+        assert!(
+            run.stderr.contains("manifest.json"),
+            "{manifest}: {}",
+            run.stderr
+        );
+        assert_eq!(listing(&dir), before, "{manifest}: changed");
+        assert_eq!(
+            std::fs::read_to_string(dir.join("manifest.json")).unwrap(),
+            manifest.to_string()
+        );
+    }
+
+    // The manifest instill 0.1 (0460483) wrote, byte for byte in shape.
+    let old = env.path("old");
+    std::fs::create_dir(&old).unwrap();
+    let shard = b"{\"instruction\":\"a\",\"input\":\"\",\"output\":\"b\"}\n";
+    std::fs::write(old.join("part-00000.jsonl"), shard).unwrap();
+    let sha: String = Sha256::digest(shard)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let manifest = serde_json::json!({
+        "instill_version": "0.1.0", "created_at_ms": 1_760_000_000_000_i64, "format": "alpaca",
+        "compression": "none", "filters": {"status": "kept"}, "val_fraction": 0.0, "seed": 0,
+        "shard_rows": 100_000, "shard_bytes": null,
+        "shards": [{"file": "part-00000.jsonl", "split": "all", "rows": 1,
+                    "bytes": shard.len(), "uncompressed_bytes": shard.len(), "sha256": sha}],
+        "totals": {"rows": 1, "bytes": shard.len(), "uncompressed_bytes": shard.len(),
+                   "shards": 1, "train_rows": 1, "val_rows": 0}
+    });
+    std::fs::write(old.join("manifest.json"), manifest.to_string()).unwrap();
+    env.run([
+        "export",
+        "--out",
+        "old",
+        "--overwrite",
+        "--format",
+        "sharegpt",
+    ])
+    .expect_code(0);
+    let now: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(old.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(now["tool"], "instill", "{now}");
+    assert_eq!(now["command"], "export", "{now}");
+    assert_eq!(now["format"], "sharegpt", "{now}");
+}
+
+/// The staging directories beside `out` (`.NAME.instill-tmp-PID`).
+fn staging_dirs(out: &std::path::Path) -> Vec<String> {
+    let name = out.file_name().unwrap().to_string_lossy().into_owned();
+    listing(out.parent().unwrap())
+        .into_iter()
+        .filter(|n| n.starts_with(&format!(".{name}.instill-")))
+        .collect()
+}
+
+/// Starts a slow export (zstd 19, small shards) of the database into `out` and waits until it
+/// is writing its second shard.
+fn export_until_mid_way(env: &Env, out: &std::path::Path) -> std::process::Child {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_instill"))
+        .args(["export", "--out", out.to_str().unwrap(), "--no-progress"])
+        .args([
+            "--compress",
+            "zstd",
+            "--zstd-level",
+            "19",
+            "--shard-rows",
+            "300",
+        ])
+        .env("INSTILL_DB", &env.db.url)
+        .current_dir(env.dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let staging = out.parent().unwrap().join(format!(
+        ".{}.instill-tmp-{}",
+        out.file_name().unwrap().to_string_lossy(),
+        child.id()
+    ));
+    let started = std::time::Instant::now();
+    while std::fs::read_dir(&staging).map_or(0, |d| d.count()) < 2 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(120),
+            "the export never reached its second shard"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child
+}
+
+/// SIGINT or SIGTERM to the instill process mid-export: its staging directory is removed and
+/// it exits 130 or 143. A SIGKILL leaves one behind, which the next export into the same --out
+/// removes (its process is dead and it holds only shards); other staging directories (a live
+/// process's, or one holding a file an export never writes) stay.
+#[test]
+fn an_interrupted_export_leaves_no_staging_directory() {
+    let env = Env::new(instill_storage::testing::TempDb::sqlite());
+    env.run(["import", shared("data/alpaca_data.json").to_str().unwrap()])
+        .expect_code(0);
+    let out = env.path("big");
+    for (signal, code) in [("INT", 130), ("TERM", 143)] {
+        let child = export_until_mid_way(&env, &out);
+        let status = std::process::Command::new("kill")
+            .args(["-s", signal, &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let done = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&done.stderr);
+        assert_eq!(done.status.code(), Some(code), "SIG{signal}: {stderr}");
+        assert_eq!(staging_dirs(&out), Vec::<String>::new(), "SIG{signal}");
+        assert!(!out.exists(), "SIG{signal}");
+    }
+
+    let mut child = export_until_mid_way(&env, &out);
+    child.kill().unwrap(); // SIGKILL: no handler runs
+    child.wait().unwrap();
+    let stale = format!(".big.instill-tmp-{}", child.id());
+    assert_eq!(staging_dirs(&out), std::slice::from_ref(&stale));
+    // A dead process's directory with a file no export writes, and a live process's: kept.
+    let mut dead = std::process::Command::new("true").spawn().unwrap();
+    dead.wait().unwrap();
+    let foreign = env.path(&format!(".big.instill-tmp-{}", dead.id()));
+    std::fs::create_dir(&foreign).unwrap();
+    std::fs::write(foreign.join("notes.txt"), "mine").unwrap();
+    let live = env.path(&format!(".big.instill-tmp-{}", std::process::id()));
+    std::fs::create_dir(&live).unwrap();
+    std::fs::write(live.join("part-00000.jsonl"), "{}\n").unwrap();
+    env.run(["export", "--out", "big", "--shard-rows", "30000"])
+        .expect_code(0);
+    assert!(
+        !env.path(&stale).exists(),
+        "the stale staging directory stayed"
+    );
+    assert!(foreign.join("notes.txt").is_file() && live.join("part-00000.jsonl").is_file());
+    assert!(out.join("manifest.json").is_file() && out.join("part-00000.jsonl").is_file());
+}
+
+/// `--out` never is the database's -wal, -shm or -journal file: a directory there would keep
+/// the database from opening.
+#[test]
+fn export_never_writes_over_the_database_files() {
+    let env = Env::new(instill_storage::testing::TempDb::sqlite());
+    let file = env.write("few.jsonl", "{\"instruction\":\"a\",\"output\":\"b\"}\n");
+    env.run(["import", file.to_str().unwrap()]).expect_code(0);
+    let db = env.db.url.trim_start_matches("sqlite://").to_string();
+    for suffix in ["-wal", "-shm", "-journal"] {
+        let out = format!("{db}{suffix}");
+        let run = env
+            .run(["export", "--out", &out, "--overwrite"])
+            .expect_code(2);
+        assert!(run.stderr.contains("--db"), "{suffix}: {}", run.stderr);
+        assert!(!std::path::Path::new(&out).is_dir(), "{suffix}");
+        let run = env
+            .run(["export", "--out", &format!("{out}/x")])
+            .expect_code(2);
+        assert!(run.stderr.contains("--db"), "{suffix}: {}", run.stderr);
+    }
+    let stats = env.run(["stats", "--json"]).expect_code(0).json();
+    assert_eq!(stats["records"]["total"], 1, "{stats}");
+}

@@ -365,6 +365,12 @@ fn report_replaces_only_an_earlier_report() {
     let before = std::fs::read(&db).unwrap();
     let run = env.run(["report", "--out", &db]).expect_code(2);
     assert!(run.stderr.contains("--db"), "{}", run.stderr);
+    for suffix in ["-wal", "-shm", "-journal"] {
+        let out = format!("{db}{suffix}");
+        let run = env.run(["report", "--out", &out]).expect_code(2);
+        assert!(run.stderr.contains("--db"), "{suffix}: {}", run.stderr);
+        assert!(!std::path::Path::new(&out).is_dir(), "{suffix}");
+    }
     assert!(
         std::fs::read(&db).unwrap() == before,
         "the database changed"

@@ -380,6 +380,18 @@ fn train_and_merge_lora_refuse_an_out_over_their_inputs() {
     }
     assert!(snapshot(&m) == model_files, "the model changed");
     assert!(snapshot(&adapter) == adapter_files, "the adapter changed");
+
+    // Nor the database's -wal, -shm or -journal file, read or not (a directory there keeps it
+    // from opening).
+    let db = env.db.url.trim_start_matches("sqlite://").to_string();
+    for suffix in ["-wal", "-shm", "-journal"] {
+        let out = std::path::PathBuf::from(format!("{db}{suffix}"));
+        let run = train_tiny(&env, &m, &data, &out, &["--overwrite"]).expect_code(2);
+        assert!(run.stderr.contains("--db"), "{}", run.stderr);
+        let run = merge_tiny(&env, &m, &adapter, &out, &["--overwrite"]).expect_code(2);
+        assert!(run.stderr.contains("--db"), "{}", run.stderr);
+        assert!(!out.is_dir(), "{suffix}");
+    }
 }
 
 #[test]
@@ -497,4 +509,66 @@ fn a_missing_adapter_is_named_once() {
         lines[0]
     );
     assert!(!out.exists());
+}
+/// `--overwrite` replaces only the command's own earlier output: export over a train output,
+/// merge-lora over an export, train over a merged model are refused, naming what is there.
+#[test]
+fn overwrite_never_replaces_another_commands_output() {
+    let env = Env::new(instill_storage::testing::TempDb::sqlite());
+    let data = alpaca_jsonl(&env, 20);
+    let tiny = repo("tests/fixtures/local/tiny-llama");
+    env.run(["import", data.to_str().unwrap()]).expect_code(0);
+    let adapter = env.path("adapter");
+    train_tiny(&env, &tiny, &data, &adapter, &["--lora"]).expect_code(0);
+    let exported = env.path("exported");
+    env.run(["export", "--out", exported.to_str().unwrap()])
+        .expect_code(0);
+    let merged = env.path("merged");
+    merge_tiny(&env, &tiny, &adapter, &merged, &[]).expect_code(0);
+    let before = [&adapter, &exported, &merged].map(|d| snapshot(d));
+
+    let run = env
+        .run(["export", "--out", adapter.to_str().unwrap(), "--overwrite"])
+        .expect_code(2);
+    assert!(run.stderr.contains("`instill train`"), "{}", run.stderr);
+    assert!(run.stderr.contains("--out"), "{}", run.stderr);
+    let run = merge_tiny(&env, &tiny, &adapter, &exported, &["--overwrite"]).expect_code(2);
+    assert!(run.stderr.contains("`instill export`"), "{}", run.stderr);
+    let run = train_tiny(&env, &tiny, &data, &merged, &["--overwrite"]).expect_code(2);
+    assert!(
+        run.stderr.contains("`instill merge-lora`"),
+        "{}",
+        run.stderr
+    );
+    let run = train_tiny(&env, &tiny, &data, &exported, &["--overwrite"]).expect_code(2);
+    assert!(run.stderr.contains("`instill export`"), "{}", run.stderr);
+    assert!(
+        [&adapter, &exported, &merged].map(|d| snapshot(d)) == before,
+        "an output changed"
+    );
+}
+
+/// A refused `--resume` (LoRA switched on or off) writes nothing: the directory is as it was,
+/// and is still resumed with its own settings or replaced with --overwrite.
+#[test]
+fn a_refused_resume_leaves_the_output_as_it_was() {
+    let env = Env::new(instill_storage::testing::TempDb::sqlite());
+    let data = alpaca_jsonl(&env, 20);
+    let tiny = repo("tests/fixtures/local/tiny-llama");
+    for (first, switched) in [(&[][..], &["--lora"][..]), (&["--lora"][..], &[][..])] {
+        let o = env.path(if first.is_empty() { "full" } else { "lora" });
+        train_tiny(&env, &tiny, &data, &o, first).expect_code(0);
+        let before = snapshot(&o);
+        let mut resume = vec!["--resume"];
+        resume.extend(switched);
+        let run = train_tiny(&env, &tiny, &data, &o, &resume).expect_code(2);
+        assert!(run.stderr.contains("lora"), "{}", run.stderr);
+        assert!(snapshot(&o) == before, "the refused resume changed {o:?}");
+        let mut resume = vec!["--resume"];
+        resume.extend(first);
+        train_tiny(&env, &tiny, &data, &o, &resume).expect_code(0);
+        let mut again = vec!["--overwrite"];
+        again.extend(switched);
+        train_tiny(&env, &tiny, &data, &o, &again).expect_code(0);
+    }
 }

@@ -1,7 +1,8 @@
 //! `instill export`: records out as JSONL shards and a manifest, staged and moved into place
 //! only when complete.
 
-use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use futures::StreamExt;
@@ -12,7 +13,9 @@ use serde::Serialize;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use crate::cli::{Compression, ExportArgs, GlobalArgs, OutputFormatArg, StatusArg};
-use crate::shards::{ShardConfig, ShardInfo, ShardWriter};
+use crate::outdir::{Producer, Stamp};
+use crate::shards::{ShardConfig, ShardInfo, ShardWriter, is_shard_file};
+use crate::signals::{Signals, Stop};
 use crate::staging::Staging;
 use crate::{Outcome, outdir, progress};
 
@@ -22,8 +25,8 @@ const DEFAULT_SHARD_ROWS: u64 = 100_000;
 
 #[derive(Debug, Serialize)]
 struct Manifest {
-    instill_version: &'static str,
-    command: &'static str,
+    #[serde(flatten)]
+    stamp: Stamp,
     /// Every file the export wrote besides this manifest: what `--overwrite` may replace.
     files: Vec<String>,
     created_at_ms: i64,
@@ -105,6 +108,14 @@ fn format_chunk(
     f
 }
 
+/// What an export stages: its shards and its manifest.
+fn staged_file(name: &str) -> bool {
+    name == outdir::MANIFEST || is_shard_file(name)
+}
+
+/// The shards written, and the train and validation rows; `None` when stopped before the end.
+type Written = Option<(Vec<ShardInfo>, u64, u64)>;
+
 pub async fn run(global: &GlobalArgs, args: &ExportArgs) -> anyhow::Result<Outcome> {
     let started = Instant::now();
     let format = match args.format {
@@ -132,96 +143,35 @@ pub async fn run(global: &GlobalArgs, args: &ExportArgs) -> anyhow::Result<Outco
         zstd_level: (args.compress == Compression::Zstd).then_some(args.zstd_level),
     };
 
-    if let Some(file) = instill_storage::sqlite_path(&global.db) {
-        outdir::keep_apart(&args.out, &[("--db", Path::new(file))])?;
-    }
-    let staging = Staging::new(&args.out, args.overwrite)?;
-    let db = Db::open(&global.db).await?;
-    // The count is a full scan, there only to size the bar: skipped when no bar is drawn.
-    let show = progress::enabled(global.no_progress);
-    let total = if show {
-        db.count_records(filter).await?
-    } else {
-        0
-    };
-    let bar = progress::rows(
-        show,
-        u64::try_from(total).unwrap_or(0),
-        format!("exporting to {}", args.out.display()),
-    );
-
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<ExportRecord>>(4);
-    let dir = staging.dir.clone();
+    outdir::keep_apart(&args.out, &global.db, &[])?;
+    // Caught from here on: a SIGINT or SIGTERM removes the staging directory and ends the export.
+    let mut signals = Signals::listen()?;
+    let staging = Staging::new(&args.out, args.overwrite, Producer::Export, staged_file)?;
     let split = args.val_fraction > 0.0;
-    let (fraction, seed) = (args.val_fraction, args.seed);
-    // Three stages run at once: this task reads pages, a formatting thread turns each page into
-    // JSONL on every core, and the shard thread writes (copy into the page cache, SHA-256, zstd)
-    // in order. Writing shard bytes was the longest single stage; overlapping it with
-    // formatting the next page is what keeps both cores busy.
-    let (formatted_tx, formatted_rx) = std::sync::mpsc::sync_channel::<Vec<Formatted>>(2);
-    let split_by = split.then_some((seed, fraction));
-    let formatter = std::thread::spawn(move || {
-        while let Some(page) = rx.blocking_recv() {
-            let formatted: Vec<Formatted> = page
-                .par_chunks(256)
-                .map(|chunk| format_chunk(chunk, format, split_by))
-                .collect();
-            drop(page);
-            if formatted_tx.send(formatted).is_err() {
-                break; // the shard writer failed; its error comes out of join below
-            }
-        }
-    });
-    let writer = std::thread::spawn(move || -> anyhow::Result<(Vec<ShardInfo>, u64, u64)> {
-        let mut train = ShardWriter::new(&dir, if split { "train" } else { "part" }, config);
-        let mut val = ShardWriter::new(&dir, "val", config);
-        let (mut train_rows, mut val_rows) = (0u64, 0u64);
-        for formatted in formatted_rx {
-            for f in &formatted {
-                let mut start = 0;
-                for (&end, &is_val) in f.ends.iter().zip(&f.val) {
-                    let line = &f.text[start..end];
-                    start = end;
-                    if is_val {
-                        val.write_line(line)?;
-                        val_rows += 1;
-                    } else {
-                        train.write_line(line)?;
-                        train_rows += 1;
-                    }
-                }
-            }
-        }
-        let mut shards = train.finish()?;
-        shards.extend(val.finish()?);
-        Ok((shards, train_rows, val_rows))
-    });
-
-    // Windows of PAGE ids, two read at once (one per core), handed on in order.
-    if let Some((lo, hi)) = db.id_range(filter).await? {
-        let windows = (lo - 1..hi)
-            .step_by(PAGE as usize)
-            .map(|start| (start, (start + PAGE).min(hi)));
-        let mut pages = futures::stream::iter(windows)
-            .map(|(a, b)| db.export_between(filter, a, b, split))
-            .buffered(2);
-        while let Some(page) = pages.next().await {
-            let page = page?;
-            bar.inc(page.len() as u64);
-            if tx.send(page).await.is_err() {
-                break; // the writer failed; its error comes out of join below
-            }
-        }
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<ExportRecord>>(4);
+    let split_by = split.then_some((args.seed, args.val_fraction));
+    let (formatter, writer) = start_writing(rx, &staging, format, split_by, config, &stop);
+    let (read, stopped) = tokio::select! {
+        read = read_pages(global, args, filter, split, tx) => (read, None),
+        signal = signals.recv() => (Ok(()), Some(signal)),
+    };
+    if stopped.is_some() || read.is_err() {
+        stop.store(true, Ordering::Relaxed);
     }
-    drop(tx);
     formatter
         .join()
         .map_err(|_| anyhow::anyhow!("the formatting thread panicked"))?;
-    let (shards, train_rows, val_rows) = writer
+    let written = writer
         .join()
-        .map_err(|_| anyhow::anyhow!("the shard writer thread panicked"))??;
-    bar.finish_and_clear();
-    db.close().await;
+        .map_err(|_| anyhow::anyhow!("the shard writer thread panicked"))?;
+    if let Some(signal) = stopped {
+        return Ok(abandon(staging, signal, &args.out));
+    }
+    read?;
+    let Some((shards, train_rows, val_rows)) = written? else {
+        anyhow::bail!("the shard writer stopped early");
+    };
 
     let totals = Totals {
         rows: train_rows + val_rows,
@@ -232,8 +182,7 @@ pub async fn run(global: &GlobalArgs, args: &ExportArgs) -> anyhow::Result<Outco
         val_rows,
     };
     let manifest = Manifest {
-        instill_version: env!("CARGO_PKG_VERSION"),
-        command: "export",
+        stamp: Stamp::new(Producer::Export),
         files: shards.iter().map(|s| s.file.clone()).collect(),
         created_at_ms: instill_core::now_ms(),
         format: format.name(),
@@ -253,12 +202,145 @@ pub async fn run(global: &GlobalArgs, args: &ExportArgs) -> anyhow::Result<Outco
         totals,
     };
     outdir::write_manifest(&staging.dir, &manifest)?;
+    // A signal that came while the last shards were sealed: nothing is in place yet.
+    if let Some(signal) = signals.received() {
+        return Ok(abandon(staging, signal, &args.out));
+    }
     staging.commit()?;
+    print_summary(global, args, &manifest, started)?;
+    Ok(Outcome::Done)
+}
 
+/// Ends an export stopped by `signal`: its staging directory removed, `out` untouched.
+fn abandon(staging: Staging, signal: Stop, out: &std::path::Path) -> Outcome {
+    drop(staging);
+    eprintln!(
+        "export stopped by {}: nothing written to {}",
+        signal.name(),
+        out.display()
+    );
+    signal.outcome()
+}
+
+/// Starts the formatting and shard-writing threads: a formatting thread turns each page into
+/// JSONL on every core, and the shard thread writes (copy into the page cache, SHA-256, zstd)
+/// in order. Writing shard bytes was the longest single stage; overlapping it with formatting
+/// the next page is what keeps both cores busy. Both stop early once `stop` is set.
+fn start_writing(
+    mut rx: tokio::sync::mpsc::Receiver<Vec<ExportRecord>>,
+    staging: &Staging,
+    format: OutputFormat,
+    split_by: Option<(u64, f64)>,
+    config: ShardConfig,
+    stop: &Arc<AtomicBool>,
+) -> (
+    std::thread::JoinHandle<()>,
+    std::thread::JoinHandle<anyhow::Result<Written>>,
+) {
+    let (formatted_tx, formatted_rx) = std::sync::mpsc::sync_channel::<Vec<Formatted>>(2);
+    let stopped = Arc::clone(stop);
+    let formatter = std::thread::spawn(move || {
+        while let Some(page) = rx.blocking_recv() {
+            if stopped.load(Ordering::Relaxed) {
+                break;
+            }
+            let formatted: Vec<Formatted> = page
+                .par_chunks(256)
+                .map(|chunk| format_chunk(chunk, format, split_by))
+                .collect();
+            drop(page);
+            if formatted_tx.send(formatted).is_err() {
+                break; // the shard writer failed; its error comes out of join
+            }
+        }
+    });
+    let (dir, stopped) = (staging.dir.clone(), Arc::clone(stop));
+    let writer = std::thread::spawn(move || -> anyhow::Result<Written> {
+        let prefix = if split_by.is_some() { "train" } else { "part" };
+        let mut train = ShardWriter::new(&dir, prefix, config);
+        let mut val = ShardWriter::new(&dir, "val", config);
+        let (mut train_rows, mut val_rows) = (0u64, 0u64);
+        for formatted in formatted_rx {
+            if stopped.load(Ordering::Relaxed) {
+                return Ok(None);
+            }
+            for f in &formatted {
+                let mut start = 0;
+                for (&end, &is_val) in f.ends.iter().zip(&f.val) {
+                    let line = &f.text[start..end];
+                    start = end;
+                    if is_val {
+                        val.write_line(line)?;
+                        val_rows += 1;
+                    } else {
+                        train.write_line(line)?;
+                        train_rows += 1;
+                    }
+                }
+            }
+        }
+        if stopped.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let mut shards = train.finish()?;
+        shards.extend(val.finish()?);
+        Ok(Some((shards, train_rows, val_rows)))
+    });
+    (formatter, writer)
+}
+
+/// Reads the records in windows of PAGE ids, two at once (one per core), and hands them on in
+/// order; ends when all are sent or the writer is gone.
+async fn read_pages(
+    global: &GlobalArgs,
+    args: &ExportArgs,
+    filter: StatusFilter,
+    split: bool,
+    tx: tokio::sync::mpsc::Sender<Vec<ExportRecord>>,
+) -> anyhow::Result<()> {
+    let db = Db::open(&global.db).await?;
+    // The count is a full scan, there only to size the bar: skipped when no bar is drawn.
+    let show = progress::enabled(global.no_progress);
+    let total = if show {
+        db.count_records(filter).await?
+    } else {
+        0
+    };
+    let bar = progress::rows(
+        show,
+        u64::try_from(total).unwrap_or(0),
+        format!("exporting to {}", args.out.display()),
+    );
+    if let Some((lo, hi)) = db.id_range(filter).await? {
+        let windows = (lo - 1..hi)
+            .step_by(PAGE as usize)
+            .map(|start| (start, (start + PAGE).min(hi)));
+        let mut pages = futures::stream::iter(windows)
+            .map(|(a, b)| db.export_between(filter, a, b, split))
+            .buffered(2);
+        while let Some(page) = pages.next().await {
+            let page = page?;
+            bar.inc(page.len() as u64);
+            if tx.send(page).await.is_err() {
+                break; // the writer failed; its error comes out of join
+            }
+        }
+    }
+    bar.finish_and_clear();
+    db.close().await;
+    Ok(())
+}
+
+fn print_summary(
+    global: &GlobalArgs,
+    args: &ExportArgs,
+    manifest: &Manifest,
+    started: Instant,
+) -> anyhow::Result<()> {
     let t = &manifest.totals;
     let summary = Summary {
         out: args.out.display().to_string(),
-        format: format.name(),
+        format: manifest.format,
         rows: t.rows,
         train_rows: t.train_rows,
         val_rows: t.val_rows,
@@ -270,7 +352,7 @@ pub async fn run(global: &GlobalArgs, args: &ExportArgs) -> anyhow::Result<Outco
     if global.json {
         println!("{}", serde_json::to_string(&summary)?);
     } else {
-        let split_note = if split {
+        let split_note = if manifest.val_fraction > 0.0 {
             format!(" ({} train, {} val)", t.train_rows, t.val_rows)
         } else {
             String::new()
@@ -278,14 +360,14 @@ pub async fn run(global: &GlobalArgs, args: &ExportArgs) -> anyhow::Result<Outco
         println!(
             "exported {} records{split_note} as {} in {} shard{} ({} bytes) to {}",
             t.rows,
-            format.name(),
+            manifest.format,
             t.shards,
             if t.shards == 1 { "" } else { "s" },
             t.bytes,
             args.out.display()
         );
     }
-    Ok(Outcome::Done)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -170,20 +170,10 @@ pub async fn run(global: &GlobalArgs, args: &GenerateArgs) -> anyhow::Result<Out
             &backend.failed_attempts(),
         ));
     };
-    let shutdown = async {
-        #[cfg(unix)]
-        {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                Some(()) = async { match term.as_mut() { Some(t) => t.recv().await, None => std::future::pending().await } } => {}
-            }
-        }
-        #[cfg(not(unix))]
-        {
-            let _ = tokio::signal::ctrl_c().await;
-        }
+    let mut signals = crate::signals::Signals::listen()?;
+    // SIGINT or SIGTERM: the run stops after saving its work and exits 130.
+    let shutdown = async move {
+        signals.recv().await;
     };
     let result = match db.backend() {
         // Postgres: this process is one worker of the run; start more on any machine.

@@ -112,9 +112,7 @@ pub async fn run(global: &GlobalArgs, args: &ReportArgs) -> anyhow::Result<Outco
 
 /// Refuses an `--out` that is the database, a directory, or a file other than an earlier report.
 fn check_out(global: &GlobalArgs, out: &Path) -> anyhow::Result<()> {
-    if let Some(db) = instill_storage::sqlite_path(&global.db) {
-        outdir::keep_apart(out, &[("--db", Path::new(db))])?;
-    }
+    outdir::keep_apart(out, &global.db, &[])?;
     let shown = out.display();
     match std::fs::symlink_metadata(out) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

@@ -10,7 +10,6 @@ use candle_core::{Device, Tensor};
 use instill_core::{InputFormat, Record};
 use instill_generator::local::{Codec, device};
 use instill_storage::{Db, StatusFilter};
-use instill_trainer::lora::ADAPTER_FILES;
 use instill_trainer::{
     AdamWConfig, Config, Example, LoraConfig, Model, TrainConfig, load_adapter, merge, save_adapter,
 };
@@ -18,6 +17,7 @@ use serde_json::{Value, json};
 
 use crate::cli::{GlobalArgs, MergeLoraArgs, TrainArgs};
 use crate::cmd::train_out;
+use crate::outdir::Producer;
 use crate::staging::Staging;
 use crate::{Outcome, outdir};
 
@@ -156,12 +156,7 @@ fn held_out(r: &Record, fraction: f64) -> bool {
 }
 
 pub async fn train(global: &GlobalArgs, args: &TrainArgs) -> anyhow::Result<Outcome> {
-    let db_file = args
-        .data
-        .is_empty()
-        .then(|| instill_storage::sqlite_path(&global.db).map(Path::new))
-        .flatten();
-    let plan = train_out::plan(args, db_file)?;
+    let plan = train_out::plan(args, &global.db)?;
     let dev = device(&args.device)?;
     let records = if args.data.is_empty() {
         read_db(global, &args.status).await?
@@ -245,13 +240,11 @@ pub async fn train(global: &GlobalArgs, args: &TrainArgs) -> anyhow::Result<Outc
         stop_after: None,
         settings: train_out::settings(args),
     };
-    let mut files = instill_trainer::train::files();
-    if lora.is_some() {
-        files.extend(ADAPTER_FILES.map(String::from));
-    } else {
-        files.extend(train_out::model_files());
+    if plan == train_out::Plan::Resume {
+        // Every setting checked before anything is written: a refused resume changes nothing.
+        instill_trainer::train::check_resume(&model, &train_set, &cfg)?;
     }
-    train_out::ready(&args.out, plan, &files)?;
+    train_out::ready(&args.out, plan)?;
     let total = instill_trainer::total_steps(&cfg, train_set.len());
     let bar = crate::progress::steps(
         crate::progress::enabled(global.no_progress),
@@ -348,16 +341,22 @@ fn write_model(out: &Path, base: &Base, weights: HashMap<String, Tensor>) -> any
 pub async fn merge_lora(global: &GlobalArgs, args: &MergeLoraArgs) -> anyhow::Result<Outcome> {
     outdir::keep_apart(
         &args.out,
+        &global.db,
         &[("--model", &args.model), ("--adapter", &args.adapter)],
     )?;
-    let staging = Staging::new(&args.out, args.overwrite)?;
+    let staging = Staging::new(
+        &args.out,
+        args.overwrite,
+        Producer::MergeLora,
+        train_out::is_model_file,
+    )?;
     let dev = Device::Cpu;
     let (lora, adapter) = load_adapter(&args.adapter, &dev)?;
     let mut base = load_base(&args.model, &dev)?;
     let mut weights = std::mem::take(&mut base.weights);
     let merged = merge(&mut weights, &lora, &adapter)?;
     write_model(&staging.dir, &base, weights)?;
-    train_out::write_manifest(&staging.dir, "merge-lora", &train_out::model_files())?;
+    train_out::write_manifest(&staging.dir, Producer::MergeLora, &train_out::model_files())?;
     staging.commit()?;
     if global.json {
         println!(

@@ -5,10 +5,11 @@
 use std::path::Path;
 
 use anyhow::bail;
+use instill_trainer::lora::ADAPTER_FILES;
 use serde::Serialize;
 
 use crate::cli::TrainArgs;
-use crate::outdir::{self, Found};
+use crate::outdir::{self, Producer, Stamp};
 
 /// Files of a full model directory besides its weights and config, copied from the base.
 pub const TOKENIZER_FILES: [&str; 5] = [
@@ -28,20 +29,34 @@ pub fn model_files() -> Vec<String> {
         .collect()
 }
 
+/// Every file a train run may write, LoRA or full: its checkpoints and loss log, an adapter, a
+/// model. A resume that switches `--lora` is refused before anything is written, and the
+/// manifest lists both, so an output is always resumable or replaceable.
+pub fn train_files() -> Vec<String> {
+    let mut files = instill_trainer::train::files();
+    files.extend(ADAPTER_FILES.map(String::from));
+    files.extend(model_files());
+    files
+}
+
+/// Whether `name` is a file a merged model's staging directory holds.
+pub fn is_model_file(name: &str) -> bool {
+    name == outdir::MANIFEST || model_files().iter().any(|f| f == name)
+}
+
 /// The manifest of a train or merge-lora output directory.
 #[derive(Debug, Serialize)]
 struct Manifest<'a> {
-    instill_version: &'static str,
-    command: &'static str,
+    #[serde(flatten)]
+    stamp: Stamp,
     /// Every file the command may write there: what `--overwrite` and `--resume` accept.
     files: &'a [String],
 }
 
 /// Writes the manifest of `command`'s output directory `dir`.
-pub fn write_manifest(dir: &Path, command: &'static str, files: &[String]) -> anyhow::Result<()> {
+pub fn write_manifest(dir: &Path, command: Producer, files: &[String]) -> anyhow::Result<()> {
     let manifest = Manifest {
-        instill_version: env!("CARGO_PKG_VERSION"),
-        command,
+        stamp: Stamp::new(command),
         files,
     };
     outdir::write_manifest(dir, &manifest)
@@ -59,38 +74,34 @@ pub enum Plan {
 }
 
 /// Checks `train`'s `--out` against its inputs and the replace rule, before any work.
-pub fn plan(args: &TrainArgs, db: Option<&Path>) -> anyhow::Result<Plan> {
+pub fn plan(args: &TrainArgs, db: &str) -> anyhow::Result<Plan> {
     let mut inputs = vec![("--model", args.model.as_path())];
     inputs.extend(args.data.iter().map(|d| ("--data", d.as_path())));
-    inputs.extend(db.map(|d| ("--db", d)));
-    outdir::keep_apart(&args.out, &inputs)?;
+    outdir::keep_apart(&args.out, db, &inputs)?;
     let shown = args.out.display();
-    Ok(match (outdir::inspect(&args.out)?, args.resume) {
-        (Found::Missing | Found::Empty, false) => Plan::Fresh,
-        (Found::Missing | Found::Empty, true) => {
-            bail!("{shown}: no earlier `instill train` output to resume")
-        }
-        (Found::Ours { command }, true) if command != "train" => {
-            bail!("{shown}: written by `instill {command}`, not by train: nothing to resume")
-        }
-        (Found::Ours { .. }, true) => Plan::Resume,
-        (Found::Ours { .. }, false) if args.overwrite => Plan::Replace,
-        (Found::Ours { .. }, false) => bail!(
-            "{shown}: exists and is not empty (an earlier instill output); pass --resume to \
-             continue its training or --overwrite to replace it"
+    let found = outdir::inspect(&args.out)?;
+    let ours = outdir::own_output(&args.out, &found, Producer::Train)?;
+    Ok(match (ours, args.resume) {
+        (false, false) => Plan::Fresh,
+        (false, true) => bail!("{shown}: no earlier `instill train` output to resume"),
+        (true, true) => Plan::Resume,
+        (true, false) if args.overwrite => Plan::Replace,
+        (true, false) => bail!(
+            "{shown}: exists and is not empty (an earlier `instill train` output); pass --resume \
+             to continue its training or --overwrite to replace it"
         ),
     })
 }
 
-/// Readies `--out` for the run, once the data and model have loaded: an earlier output being
-/// replaced is emptied, and the manifest listing `files` is written first.
-pub fn ready(out: &Path, plan: Plan, files: &[String]) -> anyhow::Result<()> {
+/// Readies `--out` for the run, once the data and model have loaded and a resume's settings
+/// are checked: an earlier output being replaced is emptied, and the manifest is written.
+pub fn ready(out: &Path, plan: Plan) -> anyhow::Result<()> {
     if plan == Plan::Replace {
-        outdir::clear(out)?;
+        outdir::clear(out, Producer::Train)?;
     }
     std::fs::create_dir_all(out)
         .map_err(|e| anyhow::anyhow!("{}: cannot create: {e}", out.display()))?;
-    write_manifest(out, "train", files)?;
+    write_manifest(out, Producer::Train, &train_files())?;
     outdir::sync_dir(&outdir::parent_of(out))
 }
 

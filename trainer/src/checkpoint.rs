@@ -71,16 +71,10 @@ pub fn save(
     remove(&old)
 }
 
-/// Loads the checkpoint at `dir` (or the previous one, when a crash came between moving it aside
-/// and moving the new one into place) into `model` and `optim`, after checking that it was
-/// written with `settings`. Returns its step.
-pub fn load(
-    dir: &Path,
-    model: &Model,
-    optim: &mut AdamW,
-    settings: &[(String, String)],
-    device: &Device,
-) -> Result<usize, TrainError> {
+/// Checks that the checkpoint at `dir` (or the previous one, see [`load`]) was written with
+/// `settings`, reading nothing but its state: a resume is refused before anything is written.
+/// Returns the directory holding it and its step.
+pub fn check(dir: &Path, settings: &[(String, String)]) -> Result<(PathBuf, usize), TrainError> {
     let dir = [dir.to_path_buf(), previous(dir)]
         .into_iter()
         .find(|d| d.join(FILES[2]).is_file())
@@ -97,6 +91,20 @@ pub fn load(
         .ok_or_else(|| TrainError::Config(format!("{}: no step", state_path.display())))?;
     compare(&state["settings"], settings)
         .map_err(|m| TrainError::Config(format!("{}: {m}", dir.display())))?;
+    Ok((dir, step))
+}
+
+/// Loads the checkpoint at `dir` (or the previous one, when a crash came between moving it aside
+/// and moving the new one into place) into `model` and `optim`, after checking that it was
+/// written with `settings`. Returns its step.
+pub fn load(
+    dir: &Path,
+    model: &Model,
+    optim: &mut AdamW,
+    settings: &[(String, String)],
+    device: &Device,
+) -> Result<usize, TrainError> {
+    let (dir, step) = check(dir, settings)?;
     let vars = candle_core::safetensors::load(dir.join(FILES[0]), device)?;
     for (name, var) in &model.trainable {
         let saved = vars.get(name).ok_or_else(|| {

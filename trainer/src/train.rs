@@ -249,6 +249,13 @@ pub fn train(
     })
 }
 
+/// Checks, before anything is written, that the checkpoint in `cfg.dir` was written with the
+/// settings this run would train with: the same check [`train`] makes when it resumes.
+pub fn check_resume(model: &Model, train: &[Example], cfg: &TrainConfig) -> Result<(), TrainError> {
+    let checkpoint_dir = cfg.dir.join(CHECKPOINT);
+    checkpoint::check(&checkpoint_dir, &settings(cfg, model, train)).map(|_| ())
+}
+
 /// The loss log: a header, then on resume the rows of the steps up to `resumed_at` (rows a crash
 /// left after the checkpoint are run again and logged again).
 fn open_log(path: &Path, resumed_at: usize) -> Result<File, TrainError> {

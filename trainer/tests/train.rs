@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, IndexOp, Tensor};
 use instill_trainer::rng::SplitMix;
+use instill_trainer::train::check_resume;
 use instill_trainer::{
     AdamWConfig, Config, Example, LoraConfig, Model, TrainConfig, load_adapter, merge,
     save_adapter, train,
@@ -462,11 +463,17 @@ fn a_resume_with_other_settings_is_refused_naming_the_first_that_differs() {
         ("max_steps", &|c| c.max_steps = Some(20)),
     ];
     for (name, change) in cases {
+        // check_resume refuses as train does, before anything is written.
+        let err = check_resume(&model(), &data, &resumed(change))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(name), "{name}: {err}");
         let err = train(&model(), &data, &[], &resumed(change), &Device::Cpu, |_| {})
             .unwrap_err()
             .to_string();
         assert!(err.contains(name), "{name}: {err}");
     }
+    check_resume(&model(), &data, &resumed(&|_| {})).unwrap();
     // Other data: the examples differ.
     let err = train(
         &model(),

@@ -1,0 +1,79 @@
+//! SIGINT and SIGTERM, caught so that a command stops cleanly: listened for from the moment a
+//! [`Signals`] is made (a signal before the command first looks is kept, not lost), and told
+//! apart so that the exit code can say which came (130 or 143).
+
+use crate::Outcome;
+
+/// The signal that asked a command to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// SIGINT (Ctrl-C).
+    Interrupt,
+    /// SIGTERM.
+    Terminate,
+}
+
+impl Stop {
+    /// How a command that stopped for this signal ends.
+    pub fn outcome(self) -> Outcome {
+        match self {
+            Stop::Interrupt => Outcome::Interrupted,
+            Stop::Terminate => Outcome::Terminated,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Stop::Interrupt => "SIGINT",
+            Stop::Terminate => "SIGTERM",
+        }
+    }
+}
+
+/// SIGINT and SIGTERM, caught from creation on.
+#[derive(Debug)]
+pub struct Signals {
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Starts catching SIGINT and SIGTERM.
+    pub fn listen() -> anyhow::Result<Signals> {
+        #[cfg(unix)]
+        {
+            use anyhow::Context;
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Signals {
+                interrupt: signal(SignalKind::interrupt()).context("cannot catch SIGINT")?,
+                terminate: signal(SignalKind::terminate()).context("cannot catch SIGTERM")?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Signals {})
+    }
+
+    /// Waits for the next signal.
+    pub async fn recv(&mut self) -> Stop {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                Some(()) = self.interrupt.recv() => Stop::Interrupt,
+                Some(()) = self.terminate.recv() => Stop::Terminate,
+                else => std::future::pending().await,
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            Stop::Interrupt
+        }
+    }
+
+    /// The signal that came since the last look, if any, without waiting.
+    pub fn received(&mut self) -> Option<Stop> {
+        futures::FutureExt::now_or_never(self.recv())
+    }
+}
