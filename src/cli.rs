@@ -56,31 +56,40 @@ pub enum Command {
     #[command(subcommand)]
     Seeds(SeedsCommand),
 
-    /// Load existing datasets as records with status `pending` (streaming: files larger than
-    /// memory work). Importing a file whose bytes were imported before adds nothing.
+    /// Load existing datasets (Alpaca, BELLE, ShareGPT, messages, JSONL or JSON) as records.
+    ///
+    /// Records get status `pending`. Streaming: files larger than memory work. Importing a file
+    /// whose bytes were imported before adds nothing.
     Import(ImportArgs),
 
-    /// Write records as JSONL shards plus manifest.json, atomically: the directory appears
-    /// complete or not at all.
+    /// Write records as training shards (JSONL, optionally zstd) with a manifest.
+    ///
+    /// Atomic: the directory appears complete or not at all. --overwrite replaces only an
+    /// earlier export.
     Export(ExportArgs),
 
-    /// Generate instruction pairs from the seed tasks with a model until `--target` are accepted:
-    /// each request shows the model a few seeds (drawn by --seed and the request's index),
-    /// parses the tasks it writes, runs the quality rules and exact and ROUGE-L dedup against the
+    /// Generate instruction pairs from the seed tasks with a model (resumable).
+    ///
+    /// Runs until `--target` pairs are accepted: each request shows the model a few seeds
+    /// (drawn by --seed and the request's index), parses the tasks it writes, runs the quality rules and exact and ROUGE-L dedup against the
     /// seeds and everything accepted so far, and stores accepted and rejected tasks with their
     /// reasons. Interrupt it (Ctrl-C) or let it crash: the same command resumes, reusing every
     /// stored reply, and ends with the records an uninterrupted run would have written.
     Generate(Box<GenerateArgs>),
 
-    /// Mark near-duplicates among the stored records that are not rejected: exact (normalised
-    /// text), MinHash-LSH (Jaccard of shingles) and ROUGE-L (the self-instruct rule on
-    /// instructions), in that order. The first occurrence (lowest id) wins; each rejected record
+    /// Mark near-duplicates: exact, MinHash-LSH and ROUGE-L, Chinese-aware.
+    ///
+    /// Works on the stored records that are not rejected: exact (normalised text), MinHash-LSH
+    /// (Jaccard of shingles) and ROUGE-L (the self-instruct rule on instructions), in that
+    /// order. The first occurrence (lowest id) wins; each rejected record
     /// gets the reason (exact, minhash, rouge_l), the record it duplicates (dup_of) and the score.
     /// Naming a method's flag runs only the named methods; naming none runs all three with their
     /// defaults. Running it again changes nothing.
     Dedup(DedupArgs),
 
-    /// Apply the quality rules (instruction length, blacklisted words, Alpaca's English rules,
+    /// Reject records that fail the quality rules, naming the rule.
+    ///
+    /// Applies the quality rules (instruction length, blacklisted words, Alpaca's English rules,
     /// a model talking about itself, empty output, language mismatch, output repeating the
     /// instruction) to the records that are not rejected; failures are rejected with the rule's
     /// name as reason.
@@ -89,25 +98,29 @@ pub enum Command {
     /// Counts by status, rejection reason, source, run, language; length percentiles; tokens.
     Stats,
 
-    /// Write one self-contained HTML page (inline CSS and SVG charts, no scripts, no network)
-    /// about the database: counts by status, reason, source, run and language; runs with tokens
-    /// and cost; length histograms (characters for Chinese, words for English); leading verbs and
+    /// Write one self-contained HTML page with charts about the database.
+    ///
+    /// Inline CSS and SVG charts, no scripts, no network. It shows counts by status, reason,
+    /// source, run and language; runs with tokens and cost; length histograms (characters for Chinese, words for English); leading verbs and
     /// their objects (English) and leading words (Chinese); nearest-neighbour ROUGE-L scores and
     /// MinHash cluster sizes; accepted/s and accept rate over time per run.
     Report(ReportArgs),
 
-    /// Fine-tune a model on curated records (supervised: loss on response tokens only), fully
-    /// or with LoRA adapters, on the CPU (or CUDA). Reads the database's accepted records, or
-    /// JSONL files (exported shards, .zst too) with --data. Writes DIR/model.safetensors with the
+    /// Fine-tune a model on curated records, fully or with LoRA adapters.
+    ///
+    /// Supervised: loss on response tokens only, on the CPU (or CUDA). Reads the database's
+    /// accepted records, or JSONL files (exported shards, .zst too) with --data. Writes DIR/model.safetensors with the
     /// model's config and tokenizer (full), or a PEFT adapter (adapter_config.json,
     /// adapter_model.safetensors) with --lora; DIR/loss.csv logs every step; DIR/checkpoint is
     /// what --resume continues from.
     Train(Box<TrainArgs>),
 
-    /// Merge a LoRA adapter into its base model, W' = W + alpha/r · B·A (alpha/√r with
-    /// use_rslora; rank_pattern and alpha_pattern applied), and write a full model
-    /// directory the candle backend (and transformers) can load. Shapes and vocabulary sizes are
-    /// checked first: a mismatch names both sizes and writes nothing.
+    /// Merge a LoRA adapter into its base model and write a full model directory.
+    ///
+    /// W' = W + alpha/r · B·A (alpha/√r with use_rslora; rank_pattern and alpha_pattern
+    /// applied), written as a model directory the candle backend (and transformers) can load.
+    /// Shapes and vocabulary sizes are checked first: a mismatch names both sizes and writes
+    /// nothing.
     MergeLora(MergeLoraArgs),
 }
 
@@ -936,6 +949,21 @@ mod tests {
     fn the_cli_is_well_formed() {
         Cli::command().debug_assert();
         negative_values(Cli::command()).debug_assert();
+    }
+
+    #[test]
+    fn every_command_is_one_line_in_the_top_level_help() {
+        // The list is for scanning: each command's first paragraph (`about`) is one short line;
+        // the rest is its `long_about`, shown by `instill CMD --help`.
+        for sub in Cli::command().get_subcommands() {
+            let about = sub.get_about().map(ToString::to_string).unwrap_or_default();
+            assert!(!about.is_empty(), "{} has no about", sub.get_name());
+            assert!(
+                !about.contains('\n') && about.chars().count() <= 90,
+                "{}: about is not one short line: {about:?}",
+                sub.get_name()
+            );
+        }
     }
 
     #[test]
