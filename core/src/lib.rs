@@ -28,6 +28,7 @@ mod normalize;
 mod reader;
 mod record;
 mod redact;
+mod rng;
 
 pub use format::{FieldError, InputFormat, OutputFormat, parse_records, parse_seeds, write_record};
 pub use lang::{detect_lang, record_lang};
@@ -38,6 +39,7 @@ pub use normalize::{
 pub use reader::{MAX_RECORD_BYTES, RawBatch, ReadError, RecordSplitter, Span};
 pub use record::{Exchange, Lang, Origin, Record, Seed, Status};
 pub use redact::{REDACTED, redact_secrets, redact_url, redact_urls_in, url_secrets};
+pub use rng::SplitMix;
 
 /// Milliseconds since the Unix epoch: the timestamp unit of the whole schema.
 pub fn now_ms() -> i64 {

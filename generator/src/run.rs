@@ -8,7 +8,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use instill_core::{Origin, Record, Status, now_ms};
+use instill_core::{Origin, Record, SplitMix, Status, now_ms};
 use instill_dedup::{RougeConfig, Rules};
 use instill_prompts::{Example, Template, parse_reply};
 use instill_storage::{Db, NewRecord, NewRequest, StorageError, StoredRequest, Writer};
@@ -21,7 +21,7 @@ use crate::accept::{Acceptor, Key, SEED, UNSTORABLE, key, storable, storable_tex
 use crate::backend::{Backend, BackendError, Completion, CompletionRequest};
 use crate::limiter::RateLimiter;
 use crate::retry::{Jitter, RetryPolicy};
-use crate::sampling::{SplitMix, choose};
+use crate::sampling::choose;
 
 /// Everything a run is told.
 #[derive(Debug, Clone)]

@@ -1,33 +1,7 @@
 //! Deterministic choice of the examples shown in request `idx` of a run: a generator seeded
 //! with (run seed, idx), so a resumed run re-derives exactly the same prompts.
 
-/// SplitMix64: a tiny, well-mixed generator, enough for picking examples.
-#[derive(Debug, Clone)]
-pub struct SplitMix(u64);
-
-impl SplitMix {
-    /// The generator for request `idx` of a run seeded with `seed`.
-    pub fn for_request(seed: u64, idx: u64) -> SplitMix {
-        let mut s = SplitMix(seed ^ idx.wrapping_mul(0xD1B5_4A32_D192_ED03));
-        s.next();
-        s
-    }
-
-    /// The next 64 random bits.
-    pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A uniform index below `n` (n > 0).
-    pub fn below(&mut self, n: usize) -> usize {
-        // Multiply-shift: unbiased enough for n far below 2^64.
-        ((u128::from(self.next()) * n as u128) >> 64) as usize
-    }
-}
+use instill_core::SplitMix;
 
 /// `k` distinct indices below `n`, in the order drawn (a partial Fisher–Yates shuffle).
 pub fn choose(rng: &mut SplitMix, n: usize, k: usize) -> Vec<usize> {

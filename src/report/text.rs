@@ -3,6 +3,8 @@
 
 use std::collections::HashMap;
 
+use instill_core::is_han;
+
 /// Words skipped when looking for a verb's object: articles, pronouns, quantifiers, prepositions.
 const SKIP: &[&str] = &[
     "a", "an", "the", "some", "any", "this", "that", "these", "those", "me", "us", "you", "your",
@@ -110,10 +112,6 @@ pub fn zh_lead(instruction: &str) -> Option<String> {
     }
     let lead: String = text.chars().take_while(|c| is_han(*c)).take(2).collect();
     (lead.chars().count() == 2).then_some(lead)
-}
-
-fn is_han(c: char) -> bool {
-    matches!(c as u32, 0x4E00..=0x9FFF | 0x3400..=0x4DBF | 0xF900..=0xFAFF)
 }
 
 /// Bins for a histogram of `values`: about 24 equal bins up to the 99th percentile, and one

@@ -4,7 +4,7 @@
 use candle_core::{Device, Tensor};
 
 use crate::TrainError;
-use crate::rng::SplitMix;
+use instill_core::SplitMix;
 
 /// One tokenized example: prompt then response (ending with EOS).
 #[derive(Debug, Clone, PartialEq, Eq)]

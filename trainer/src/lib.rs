@@ -20,7 +20,6 @@ pub mod lora;
 pub mod model;
 pub mod optim;
 pub mod peft;
-pub mod rng;
 pub mod train;
 
 use std::path::Path;

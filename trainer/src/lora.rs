@@ -8,7 +8,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use serde_json::{Value, json};
 
 use crate::TrainError;
-use crate::rng::SplitMix;
+use instill_core::SplitMix;
 
 /// An adapter's settings, with PEFT's field names where it has them.
 #[derive(Debug, Clone, PartialEq)]

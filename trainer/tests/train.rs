@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, IndexOp, Tensor};
-use instill_trainer::rng::SplitMix;
+use instill_core::SplitMix;
 use instill_trainer::train::check_resume;
 use instill_trainer::{
     AdamWConfig, Config, Example, LoraConfig, Model, TrainConfig, load_adapter, merge,
