@@ -347,9 +347,9 @@ impl OpenAiBackend {
     }
 
     fn transport_error(&self, e: reqwest::Error) -> BackendError {
-        // Without the URL (the base URL is added, credentials redacted) and without the key
-        // (never in it).
-        let url = redact_url(&self.base_url);
+        // Without the request URL (the base URL is added; `base_url` is stored redacted) and
+        // without the key (never in it).
+        let url = &self.base_url;
         let (connect, timeout, builder) = (e.is_connect(), e.is_timeout(), e.is_builder());
         let cause = causes(&e.without_url());
         if connect {
