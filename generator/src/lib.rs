@@ -12,12 +12,14 @@
 //! - [`run_worker`]: the same run shared by many processes on Postgres (claims with leases, one
 //!   acceptor under an advisory lock).
 //!
-//! Layout: `backend.rs`, `openai.rs`, `endpoint.rs` (the server's address: loopback or not, reached
+//! Layout: `completion.rs` (the leaf every backend speaks: request, reply, errors), `backend.rs`
+//! (the enum over them), `openai.rs`, `endpoint.rs` (the server's address: loopback or not, reached
 //! or not), `local/` (models); `limiter.rs`, `retry.rs`, `sampling.rs` (the
 //! mechanics); `accept.rs` (rules and dedup per task); `run.rs` (the loop), `workers.rs` (the shared-run worker).
 
 mod accept;
 mod backend;
+mod completion;
 mod endpoint;
 mod limiter;
 pub mod local;
@@ -28,13 +30,13 @@ mod sampling;
 mod workers;
 
 pub use accept::{Acceptor, Judged};
-pub use backend::{Backend, BackendError, Choice, Completion, CompletionRequest};
+pub use backend::Backend;
+pub use completion::{Api, BackendError, Choice, Completion, CompletionRequest};
 pub use endpoint::{CONNECT_GRACE, is_loopback};
 pub use limiter::RateLimiter;
 pub use local::{CandleBackend, CandleConfig, LocalError};
 pub use openai::{
-    Api, DEFAULT_MAX_BODY_BYTES, MAX_REPORTED_TOKENS, OpenAiBackend, OpenAiConfig,
-    url_has_credentials,
+    DEFAULT_MAX_BODY_BYTES, MAX_REPORTED_TOKENS, OpenAiBackend, OpenAiConfig, url_has_credentials,
 };
 pub use retry::RetryPolicy;
 pub use run::{

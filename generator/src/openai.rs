@@ -8,17 +8,8 @@ use instill_core::{redact_secrets, redact_url, url_secrets};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::backend::{BackendError, Choice, Completion, CompletionRequest};
+use crate::completion::{Api, BackendError, Choice, Completion, CompletionRequest};
 use crate::endpoint::Contact;
-
-/// Which endpoint a request goes to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Api {
-    /// `POST {base}/chat/completions`, the prompt as one user message.
-    Chat,
-    /// `POST {base}/completions`, the prompt as text to continue.
-    Completion,
-}
 
 /// The default cap on a reply body: far more than any completion a server sends (a million
 /// tokens of text), far less than what would hurt the process.
@@ -342,6 +333,11 @@ impl OpenAiBackend {
                 status,
                 message: clean(message),
             },
+            BackendError::Unreachable { url, cause, grace } => BackendError::Unreachable {
+                url,
+                cause: clean(cause),
+                grace,
+            },
             e @ (BackendError::Timeout(_) | BackendError::TooLarge { .. }) => e,
         }
     }
@@ -355,12 +351,10 @@ impl OpenAiBackend {
         if connect {
             // DNS, refused, TLS, connect timeout: fatal when the server never answered.
             if self.contact.give_up() {
-                return BackendError::Fatal {
-                    status: 0,
-                    message: format!(
-                        "cannot connect to {url}: {cause}; no request has reached it in {:.0} s of trying (is the server running, and is --base-url or OPENAI_BASE_URL right?)",
-                        self.contact.grace().as_secs_f64()
-                    ),
+                return BackendError::Unreachable {
+                    url: url.clone(),
+                    cause,
+                    grace: self.contact.grace(),
                 };
             }
             BackendError::Connection(format!("{cause} ({url})"))

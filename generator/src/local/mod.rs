@@ -19,8 +19,7 @@ pub use engine::{Batch, Finished, SeqParams, generate_all};
 pub use load::{LoadOptions, Loaded, load};
 pub use model::{KvCache, Layer, Linear, Model, ModelConfig, argmax};
 
-use crate::backend::{BackendError, Choice, Completion, CompletionRequest};
-use crate::openai::Api;
+use crate::completion::{Api, BackendError, Choice, Completion, CompletionRequest};
 
 /// Why a local model could not be loaded or run.
 #[derive(Debug, thiserror::Error)]
