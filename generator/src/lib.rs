@@ -15,7 +15,10 @@
 //! Layout: `completion.rs` (the leaf every backend speaks: request, reply, errors), `backend.rs`
 //! (the enum over them), `openai.rs`, `endpoint.rs` (the server's address: loopback or not, reached
 //! or not), `local/` (models); `limiter.rs`, `retry.rs`, `sampling.rs` (the
-//! mechanics); `accept.rs` (rules and dedup per task); `run.rs` (the loop), `workers.rs` (the shared-run worker).
+//! mechanics); `accept.rs` (rules and dedup per task); `run.rs` (a run's settings,
+//! counters, errors and steps), `run_loop.rs` (the loop struct both drivers share: setup, dispatch,
+//! events, teardown), `single.rs` (one process, in-order acceptance), `workers.rs` (the
+//! shared-run worker).
 
 mod accept;
 mod backend;
@@ -26,7 +29,9 @@ pub mod local;
 mod openai;
 mod retry;
 mod run;
+mod run_loop;
 mod sampling;
+mod single;
 mod workers;
 
 pub use accept::{Acceptor, Judged};
@@ -39,7 +44,6 @@ pub use openai::{
     DEFAULT_MAX_BODY_BYTES, MAX_REPORTED_TOKENS, OpenAiBackend, OpenAiConfig, url_has_credentials,
 };
 pub use retry::RetryPolicy;
-pub use run::{
-    Ending, GenerateError, Progress, RequestParams, RunConfig, RunReport, fingerprint, run,
-};
+pub use run::{Ending, GenerateError, Progress, RequestParams, RunConfig, RunReport, fingerprint};
+pub use single::run;
 pub use workers::{run_worker, worker_name};

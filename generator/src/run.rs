@@ -1,12 +1,12 @@
-//! The generation run loop: request `idx` → deterministic examples → prompt → model → parse →
-//! judge → store, in `(idx, item)` order through a reorder buffer, with bounded concurrency, rate
-//! limits and retries; resumable because every stored reply is reused and acceptance restarts
-//! right after the last stored record.
+//! What a generation run is made of, whichever process drives it: its settings, counters and
+//! errors; finding or creating it and restoring its acceptance state; request `idx` →
+//! deterministic examples → prompt → model with retries; judging a reply's tasks; the rows and
+//! the batched, reserved-id writes. The drivers are `single.rs` (one process) and `workers.rs`
+//! (many, on Postgres), around the shared `run_loop::Loop`.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::future::Future;
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use instill_core::{Origin, Record, SplitMix, Status, now_ms};
 use instill_dedup::{RougeConfig, Rules};
@@ -18,7 +18,8 @@ use tokio::task::JoinSet;
 use xxhash_rust::xxh3::xxh3_128;
 
 use crate::accept::{Acceptor, Key, SEED, UNSTORABLE, key, storable, storable_text};
-use crate::backend::{Backend, BackendError, Completion, CompletionRequest};
+use crate::backend::Backend;
+use crate::completion::{BackendError, Choice, Completion, CompletionRequest};
 use crate::limiter::RateLimiter;
 use crate::retry::{Jitter, RetryPolicy};
 use crate::sampling::choose;
@@ -140,6 +141,23 @@ pub enum GenerateError {
     /// The run cannot start as asked.
     #[error("{0}")]
     Config(String),
+    /// There are no seed tasks to draw examples from.
+    #[error("no seed tasks in this language")]
+    NoSeeds,
+    /// A shared run (many workers) was asked for examples from its own accepted tasks, which
+    /// only the acceptor holds.
+    #[error(
+        "examples from the run's accepted tasks need the acceptor's pool in every prompt: on Postgres (shared runs) ask for none"
+    )]
+    GeneratedExamplesShared,
+    /// The run exists with other settings than these.
+    #[error("run `{run}` was started with other settings ({}); resume it with the same ones, or start a new run under another name", differences.join("; "))]
+    SettingsChanged {
+        /// The run's name.
+        run: String,
+        /// Each setting that differs, as `field: old → new`.
+        differences: Vec<String>,
+    },
 }
 
 /// The settings that decide a run's prompts and verdicts: a resumed run must use the same ones.
@@ -203,199 +221,6 @@ pub(crate) struct Batch {
     pub(crate) records: Vec<(Key, NewRecord, i64, Option<Key>)>,
 }
 
-/// Runs (or resumes) generation until the target, `max_requests`, or `shutdown`.
-pub async fn run(
-    db: &Db,
-    backend: &Backend,
-    cfg: RunConfig,
-    shutdown: impl Future<Output = ()>,
-    mut on_progress: impl FnMut(&Progress),
-) -> Result<RunReport, GenerateError> {
-    if cfg.seeds.is_empty() {
-        return Err(GenerateError::Config("no seed tasks in this language: import some with `instill seeds import` (or --builtin)".into()));
-    }
-    let run_id = open_run(db, &cfg, backend.model()).await?;
-    let Restored {
-        mut progress,
-        mut acceptor,
-        mut key_ids,
-        mut generated_examples,
-    } = restore(db, run_id, &cfg).await?;
-    let position = db.run_position(run_id).await?;
-    let first_idx = position.map_or(0, |(idx, _)| idx);
-    let stored = db.requests_from(run_id, first_idx).await?;
-    let mut next_idx = stored
-        .last()
-        .map_or(first_idx, |r| r.idx + 1)
-        .max(first_idx);
-    // Requests to send before new ones: those that failed, and the gaps between stored replies
-    // (replies that arrived out of order were stored; the ones before them may not have been).
-    let mut resend: VecDeque<i64> = VecDeque::new();
-    let mut buffer: BTreeMap<i64, Finished> = BTreeMap::new();
-    let mut expected = first_idx;
-    for r in stored {
-        resend.extend(expected..r.idx);
-        expected = r.idx + 1;
-        if r.status != "done" {
-            resend.push_back(r.idx);
-            continue;
-        }
-        let skip = match position {
-            Some((idx, item)) if idx == r.idx => item as usize + 1,
-            _ => 0,
-        };
-        buffer.insert(r.idx, from_stored(&r, skip));
-        progress.replayed += 1;
-    }
-    let total_requests_at_start = progress.requests_ok + progress.requests_failed;
-    let mut next_accept = first_idx;
-
-    let limiter = Arc::new(RateLimiter::new(cfg.rpm, cfg.tpm));
-    let backend = Arc::new(backend.clone());
-    let cfg = Arc::new(cfg);
-    let concurrency = cfg.concurrency.max(1);
-    // How far dispatch may run ahead of acceptance (bounds the reorder buffer).
-    let window = (concurrency as i64 * 4).max(64);
-    let (tx, mut rx) = mpsc::channel::<Finished>(concurrency * 2);
-    let mut tasks = JoinSet::new();
-    let mut in_flight = 0usize;
-    let mut batch = Batch::default();
-    let mut last_flush = Instant::now();
-    let mut ending = (progress.accepted >= cfg.target).then_some(Ending::Target);
-    let mut fatal: Option<BackendError> = None;
-    tokio::pin!(shutdown);
-
-    // The request budget: `max_requests` in all, stored requests included.
-    let budget_spent = |sent: u64| {
-        cfg.max_requests
-            .is_some_and(|m| total_requests_at_start + sent >= m)
-    };
-    while ending.is_none() {
-        // Accept whatever is next in order: this moves the window before dispatch refills it.
-        while let Some(f) = buffer.remove(&next_accept) {
-            next_accept += 1;
-            match accept_one(
-                &cfg,
-                f,
-                &mut acceptor,
-                &mut batch,
-                &mut progress,
-                &mut generated_examples,
-            ) {
-                Ok(true) => {
-                    ending = Some(Ending::Target);
-                    break;
-                }
-                Ok(false) => {}
-                Err(e) => {
-                    fatal = Some(e);
-                    ending = Some(Ending::Interrupted);
-                    break;
-                }
-            }
-        }
-        // Dispatch, in idx order (failed requests of an earlier invocation first).
-        while ending.is_none() && in_flight < concurrency && !budget_spent(progress.sent_now) {
-            let idx = if let Some(i) = resend.pop_front() {
-                i
-            } else if next_idx < next_accept + window {
-                next_idx += 1;
-                next_idx - 1
-            } else {
-                break;
-            };
-            dispatch(
-                &mut tasks,
-                &tx,
-                &backend,
-                &limiter,
-                &cfg,
-                idx,
-                &generated_examples,
-            )?;
-            in_flight += 1;
-            progress.sent_now += 1;
-        }
-        // The request budget ends a run only once it is spent and nothing is in flight.
-        if ending.is_none() && in_flight == 0 {
-            if !budget_spent(progress.sent_now) {
-                // Cannot happen: every index below the window's end was sent and accepted above,
-                // so dispatch had room. Stop with a message rather than wait for nothing.
-                return Err(GenerateError::Config(format!(
-                    "the run stalled at request {next_accept} with nothing in flight (a bug in instill: please report it)"
-                )));
-            }
-            ending = Some(Ending::MaxRequests);
-        }
-        if batch.requests.len() >= 256
-            || batch.records.len() >= 2048
-            || last_flush.elapsed() >= Duration::from_millis(200)
-            || ending.is_some()
-        {
-            flush(db, run_id, &mut batch, &mut key_ids).await?;
-            last_flush = Instant::now();
-            on_progress(&progress);
-        }
-        if ending.is_some() {
-            break;
-        }
-        // Wake at the next flush time even with no reply, so progress goes on being reported
-        // while requests are retried.
-        let until_flush = Duration::from_millis(200).saturating_sub(last_flush.elapsed());
-        tokio::select! {
-            biased;
-            () = &mut shutdown => ending = Some(Ending::Interrupted),
-            f = rx.recv() => {
-                if let Some(f) = f {
-                    in_flight -= 1;
-                    // A bad key or unknown model stops the run at once, whatever the order.
-                    if let Err(e) = &f.outcome
-                        && !e.retryable()
-                    {
-                        fatal = Some(e.clone());
-                        ending = Some(Ending::Interrupted);
-                    }
-                    buffer.insert(f.idx, f);
-                }
-            }
-            () = tokio::time::sleep(until_flush) => {}
-        }
-    }
-    // Replies already here but not accepted (out of order, or after the target) are stored too:
-    // a later run with a larger target uses them instead of asking again. Requests still in
-    // flight are abandoned; their replies were never stored, so they are sent again later.
-    tasks.abort_all();
-    while let Ok(f) = rx.try_recv() {
-        buffer.insert(f.idx, f);
-    }
-    for (_, f) in std::mem::take(&mut buffer) {
-        if f.stored_id.is_none()
-            && let Ok(c) = &f.outcome
-        {
-            batch.requests.push(request_row(&cfg, &f, c));
-            progress.requests_ok += 1;
-            add_usage(&mut progress, c);
-        }
-    }
-    flush(db, run_id, &mut batch, &mut key_ids).await?;
-    on_progress(&progress);
-    let ending = ending.unwrap_or(Ending::MaxRequests);
-    let status = if ending == Ending::Target {
-        "done"
-    } else {
-        "stopped"
-    };
-    db.set_run_status(run_id, status, now_ms()).await?;
-    if let Some(e) = fatal {
-        return Err(GenerateError::Fatal(e));
-    }
-    Ok(RunReport {
-        run_id,
-        progress,
-        ending,
-    })
-}
-
 /// A stored reply as a finished request (`skip` items of it were accepted already).
 pub(crate) fn from_stored(r: &StoredRequest, skip: usize) -> Finished {
     let texts: Vec<String> = r
@@ -411,7 +236,7 @@ pub(crate) fn from_stored(r: &StoredRequest, skip: usize) -> Finished {
     let choices = texts
         .into_iter()
         .enumerate()
-        .map(|(i, text)| crate::backend::Choice {
+        .map(|(i, text)| Choice {
             text,
             finish_reason: reasons.get(i).cloned().unwrap_or_else(|| "stop".into()),
         })
@@ -443,11 +268,10 @@ pub(crate) async fn open_run(db: &Db, cfg: &RunConfig, model: &str) -> Result<i6
                 serde_json::from_str(&run.config_json).unwrap_or_default();
             let diffs = differences(&stored, &print);
             if !diffs.is_empty() {
-                return Err(GenerateError::Config(format!(
-                    "run `{}` was started with other settings ({}); resume it with the same ones, or start a new run with --run NAME",
-                    cfg.name,
-                    diffs.join("; ")
-                )));
+                return Err(GenerateError::SettingsChanged {
+                    run: cfg.name.clone(),
+                    differences: diffs,
+                });
             }
             db.set_run_status(run.id, "running", now_ms()).await?;
             run.id

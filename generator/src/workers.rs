@@ -7,22 +7,20 @@
 //! any index below the window with no claim and no reply, are claimed again at once.
 
 use std::future::Future;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use instill_core::now_ms;
 use instill_storage::{AcceptorLock, Db};
 use rustc_hash::FxHashMap;
-use tokio::sync::mpsc;
-use tokio::task::JoinSet;
 
 use crate::accept::{Acceptor, Key};
-use crate::backend::{Backend, BackendError};
-use crate::limiter::RateLimiter;
+use crate::backend::Backend;
+use crate::completion::BackendError;
 use crate::run::{
     Batch, Ending, Finished, GenerateError, Progress, Restored, RunConfig, RunReport, accept_one,
-    add_usage, dispatch, failed_row, from_stored, open_run, request_row, restore, write_batch,
+    add_usage, failed_row, from_stored, request_row, restore, write_batch,
 };
+use crate::run_loop::{Event, Loop, Sharing, Ticker};
 
 /// The acceptor's state while this worker holds the run.
 struct Accepting {
@@ -170,185 +168,236 @@ pub async fn run_worker(
     cfg: RunConfig,
     lease: Duration,
     shutdown: impl Future<Output = ()>,
-    mut on_progress: impl FnMut(&Progress),
+    on_progress: impl FnMut(&Progress),
 ) -> Result<RunReport, GenerateError> {
-    if cfg.seeds.is_empty() {
-        return Err(GenerateError::Config("no seed tasks in this language: import some with `instill seeds import` (or --builtin)".into()));
-    }
-    if cfg.generated_per_prompt > 0 {
-        return Err(GenerateError::Config(
-            "--generated-per-prompt needs the acceptor's pool in every prompt: on Postgres (shared runs) keep it at 0".into(),
-        ));
-    }
-    // Several workers may start the same run at once: one creates it, the others find it.
-    let run_id = match open_run(db, &cfg, backend.model()).await {
-        Ok(id) => id,
-        Err(GenerateError::Storage(_)) => open_run(db, &cfg, backend.model()).await?,
-        Err(e) => return Err(e),
+    // Bookkeeping at most every 100 ms, whatever the reply rate.
+    let ticker = Ticker::due_now(Duration::from_millis(100));
+    let (lp, _) = Loop::open(
+        db,
+        backend,
+        cfg,
+        Sharing::Shared,
+        shutdown,
+        on_progress,
+        ticker,
+    )
+    .await?;
+    let mut worker = Worker {
+        lease_ms: lease.as_millis().max(1000) as i64,
+        me: lp.cfg.worker.clone(),
+        lp,
+        accepting: None,
+        sent: 0,
+        stored: 0,
+        last_lock_try: Instant::now() - Duration::from_secs(1),
+        last_beat: Instant::now() - Duration::from_secs(60),
+        frontier: 0,
+        ticks: 0,
     };
-    let Restored { mut progress, .. } = restore(db, run_id, &cfg).await?;
-    let lease_ms = lease.as_millis().max(1000) as i64;
-    let me = cfg.worker.clone();
-    let limiter = Arc::new(RateLimiter::new(cfg.rpm, cfg.tpm));
-    let backend = Arc::new(backend.clone());
-    let cfg = Arc::new(cfg);
-    let concurrency = cfg.concurrency.max(1);
-    let window = (concurrency as i64 * 4).max(64);
-    let (tx, mut rx) = mpsc::channel::<Finished>(concurrency * 2);
-    let mut tasks = JoinSet::new();
-    let mut in_flight = 0usize;
-    let mut accepting: Option<Accepting> = None;
-    let (mut sent, mut stored) = (0i64, 0i64);
-    let mut last_lock_try = Instant::now() - Duration::from_secs(1);
-    let mut last_beat = Instant::now() - Duration::from_secs(60);
-    let mut fatal: Option<BackendError> = None;
-    let mut ending: Option<Ending> = None;
-    tokio::pin!(shutdown);
+    while worker.lp.ending.is_none() {
+        worker.step().await?;
+    }
+    worker.finish().await
+}
 
-    let mut last_tick = Instant::now() - Duration::from_secs(1);
-    let mut frontier = 0i64;
-    let mut ticks = 0u64;
-    let tick_every = Duration::from_millis(100);
-    while ending.is_none() {
-        // Bookkeeping at most every 100 ms, whatever the reply rate: the lock, acceptance, the
-        // target, how far acceptance got, heartbeats.
-        let tick = last_tick.elapsed() >= tick_every;
+/// One worker's part of a shared run: claims, replies stored at once, and acceptance while it
+/// holds the run's lock.
+struct Worker<'a, S, P> {
+    lp: Loop<'a, S, P>,
+    /// How long a claim lives without a heartbeat.
+    lease_ms: i64,
+    /// This worker's name.
+    me: String,
+    accepting: Option<Accepting>,
+    /// Requests this worker sent, and replies it stored.
+    sent: i64,
+    stored: i64,
+    last_lock_try: Instant,
+    last_beat: Instant,
+    /// The run's frontier as last seen: claims go from there.
+    frontier: i64,
+    ticks: u64,
+}
+
+impl<S, P> Worker<'_, S, P>
+where
+    S: Future<Output = ()>,
+    P: FnMut(&Progress),
+{
+    /// One turn: bookkeeping when due, claims, then wait for replies, the ticker or the
+    /// shutdown signal.
+    async fn step(&mut self) -> Result<(), GenerateError> {
+        let tick = self.lp.ticker.due();
         if tick {
-            last_tick = Instant::now();
-            // The acceptor lock: whoever holds it judges; the others keep trying (a dead
-            // acceptor's connection closes and frees it).
-            if accepting.is_none() && last_lock_try.elapsed() >= Duration::from_millis(250) {
-                last_lock_try = Instant::now();
-                if let Some(lock) = db.try_acceptor_lock(run_id).await? {
-                    accepting = Some(become_acceptor(db, run_id, &cfg, lock).await?);
-                }
-            }
-            ticks += 1;
-            let round = match accepting.as_mut() {
-                Some(a) => Some(accept_stored(db, run_id, &cfg, a).await?),
-                None => None,
-            };
-            if round == Some(Round::Fenced) {
-                accepting = None;
-                tracing::warn!("another worker took over acceptance of run {run_id}");
-            }
-            let reached = match accepting.as_ref() {
-                Some(a) => {
-                    progress.accepted = a.progress.accepted;
-                    frontier = a.next_idx;
-                    round == Some(Round::Target)
-                }
-                // Not accepting: the acceptor marks the run done at the target and moves its
-                // frontier (a key lookup); the count, a scan, is refreshed for the progress bar
-                // once a second.
-                None => {
-                    if ticks % 10 == 1 {
-                        progress.accepted = db.run_accepted(run_id).await? as u64;
-                    }
-                    let (status, f) = db.run_frontier(run_id).await?;
-                    frontier = f;
-                    status == "done"
-                }
-            };
-            if reached {
-                ending = Some(Ending::Target);
-                break;
-            }
-            if last_beat.elapsed() >= Duration::from_millis((lease_ms / 3) as u64) {
-                last_beat = Instant::now();
-                db.extend_leases(run_id, &me, now_ms() + lease_ms).await?;
-                db.worker_heartbeat(run_id, &me, accepting.is_some(), sent, stored, now_ms())
-                    .await?;
-            }
-            on_progress(&progress);
-        }
-        // Claim and send, up to the concurrency, not too far ahead of acceptance (the frontier
-        // moves with every judged reply, tasks or none); in batches (a quarter of the
-        // concurrency) between ticks.
-        let budget = cfg.max_requests.map(|m| m as i64);
-        let total = progress.requests_ok as i64 + progress.requests_failed as i64;
-        let room = (concurrency - in_flight) as i64;
-        let worth = tick || room >= (concurrency as i64 / 4).max(1);
-        if room > 0 && worth && budget.is_none_or(|b| total + (in_flight as i64) < b) {
-            let n = match budget {
-                Some(b) => room.min(b - total - in_flight as i64),
-                None => room,
-            };
-            let claimed = db
-                .claim_requests(
-                    run_id,
-                    &me,
-                    n,
-                    now_ms() + lease_ms,
-                    frontier..frontier + window,
-                    now_ms(),
-                )
-                .await?;
-            for idx in claimed {
-                dispatch(&mut tasks, &tx, &backend, &limiter, &cfg, idx, &[])?;
-                in_flight += 1;
-                sent += 1;
-                progress.sent_now += 1;
+            self.lp.ticker.mark();
+            if self.bookkeeping().await? {
+                self.lp.ending = Some(Ending::Target);
+                return Ok(());
             }
         }
-        if tick && in_flight == 0 && budget.is_some_and(|b| total >= b) {
-            ending = Some(Ending::MaxRequests);
-            break;
+        let budget = self.lp.cfg.max_requests.map(|m| m as i64);
+        let total = self.lp.progress.requests_ok as i64 + self.lp.progress.requests_failed as i64;
+        self.claim_and_send(tick, budget, total).await?;
+        if tick && self.lp.in_flight == 0 && budget.is_some_and(|b| total >= b) {
+            self.lp.ending = Some(Ending::MaxRequests);
+            return Ok(());
         }
-        let until_tick = tick_every.saturating_sub(last_tick.elapsed());
-        tokio::select! {
-            biased;
-            () = &mut shutdown => ending = Some(Ending::Interrupted),
-            f = rx.recv() => {
-                let Some(f) = f else { continue };
+        match self.lp.next_event().await {
+            Event::Shutdown => self.lp.ending = Some(Ending::Interrupted),
+            Event::Arrived(f) => {
                 // Store whatever has arrived, in one transaction.
                 let mut arrived = vec![f];
-                while let Ok(f) = rx.try_recv() {
-                    arrived.push(f);
-                }
-                in_flight -= arrived.len();
-                stored += store_replies(db, run_id, &cfg, arrived, &mut progress, &mut fatal).await?;
-                if fatal.is_some() {
-                    ending = Some(Ending::Interrupted);
+                arrived.extend(self.lp.arrived());
+                self.lp.in_flight -= arrived.len();
+                self.store(arrived).await?;
+                if self.lp.fatal.is_some() {
+                    self.lp.ending = Some(Ending::Interrupted);
                 }
             }
-            () = tokio::time::sleep(until_tick) => {}
+            Event::Idle => {}
         }
+        Ok(())
     }
-    tasks.abort_all();
-    let mut arrived = Vec::new();
-    while let Ok(f) = rx.try_recv() {
-        arrived.push(f);
+
+    /// The lock, acceptance, the target, how far acceptance got, heartbeats, progress. Returns
+    /// whether the run reached its target.
+    async fn bookkeeping(&mut self) -> Result<bool, GenerateError> {
+        let (db, run_id) = (self.lp.db, self.lp.run_id);
+        // The acceptor lock: whoever holds it judges; the others keep trying (a dead
+        // acceptor's connection closes and frees it).
+        if self.accepting.is_none() && self.last_lock_try.elapsed() >= Duration::from_millis(250) {
+            self.last_lock_try = Instant::now();
+            if let Some(lock) = db.try_acceptor_lock(run_id).await? {
+                self.accepting = Some(become_acceptor(db, run_id, &self.lp.cfg, lock).await?);
+            }
+        }
+        self.ticks += 1;
+        let round = match self.accepting.as_mut() {
+            Some(a) => Some(accept_stored(db, run_id, &self.lp.cfg, a).await?),
+            None => None,
+        };
+        if round == Some(Round::Fenced) {
+            self.accepting = None;
+            tracing::warn!("another worker took over acceptance of run {run_id}");
+        }
+        let reached = match self.accepting.as_ref() {
+            Some(a) => {
+                self.lp.progress.accepted = a.progress.accepted;
+                self.frontier = a.next_idx;
+                round == Some(Round::Target)
+            }
+            // Not accepting: the acceptor marks the run done at the target and moves its
+            // frontier (a key lookup); the count, a scan, is refreshed for the progress bar
+            // once a second.
+            None => {
+                if self.ticks % 10 == 1 {
+                    self.lp.progress.accepted = db.run_accepted(run_id).await? as u64;
+                }
+                let (status, f) = db.run_frontier(run_id).await?;
+                self.frontier = f;
+                status == "done"
+            }
+        };
+        if reached {
+            return Ok(true);
+        }
+        if self.last_beat.elapsed() >= Duration::from_millis((self.lease_ms / 3) as u64) {
+            self.last_beat = Instant::now();
+            let me = &self.me;
+            db.extend_leases(run_id, me, now_ms() + self.lease_ms)
+                .await?;
+            db.worker_heartbeat(
+                run_id,
+                me,
+                self.accepting.is_some(),
+                self.sent,
+                self.stored,
+                now_ms(),
+            )
+            .await?;
+        }
+        self.lp.show_progress();
+        Ok(false)
     }
-    stored += store_replies(db, run_id, &cfg, arrived, &mut progress, &mut fatal).await?;
-    let mut still_accepting = false;
-    if let Some(a) = accepting.as_mut() {
-        still_accepting = accept_stored(db, run_id, &cfg, a).await? != Round::Fenced;
+
+    /// Claims and sends, up to the concurrency, not too far ahead of acceptance (the frontier
+    /// moves with every judged reply, tasks or none); in batches (a quarter of the concurrency)
+    /// between ticks.
+    async fn claim_and_send(
+        &mut self,
+        tick: bool,
+        budget: Option<i64>,
+        total: i64,
+    ) -> Result<(), GenerateError> {
+        let concurrency = self.lp.concurrency;
+        let in_flight = self.lp.in_flight as i64;
+        let room = (concurrency - self.lp.in_flight) as i64;
+        let worth = tick || room >= (concurrency as i64 / 4).max(1);
+        if room == 0 || !worth || budget.is_some_and(|b| total + in_flight >= b) {
+            return Ok(());
+        }
+        let n = match budget {
+            Some(b) => room.min(b - total - in_flight),
+            None => room,
+        };
+        let claimed = self
+            .lp
+            .db
+            .claim_requests(
+                self.lp.run_id,
+                &self.me,
+                n,
+                now_ms() + self.lease_ms,
+                self.frontier..self.frontier + self.lp.window,
+                now_ms(),
+            )
+            .await?;
+        for idx in claimed {
+            self.lp.dispatch(idx, &[])?;
+            self.sent += 1;
+        }
+        Ok(())
     }
-    if let Some(a) = accepting.as_ref().filter(|_| still_accepting) {
-        progress.accepted = a.progress.accepted;
-        progress.rejected = a.progress.rejected.clone();
-        progress.parse_issues = a.progress.parse_issues;
-        progress.truncated = a.progress.truncated;
-    } else {
-        progress.accepted = db.run_accepted(run_id).await? as u64;
-    }
-    db.release_claims(run_id, &me).await?;
-    db.worker_heartbeat(run_id, &me, false, sent, stored, now_ms())
+
+    /// Stores replies and counts them.
+    async fn store(&mut self, arrived: Vec<Finished>) -> Result<(), GenerateError> {
+        let (db, run_id) = (self.lp.db, self.lp.run_id);
+        self.stored += store_replies(
+            db,
+            run_id,
+            &self.lp.cfg,
+            arrived,
+            &mut self.lp.progress,
+            &mut self.lp.fatal,
+        )
         .await?;
-    let ending = ending.unwrap_or(Ending::MaxRequests);
-    if ending == Ending::Target {
-        db.set_run_status(run_id, "done", now_ms()).await?;
+        Ok(())
     }
-    on_progress(&progress);
-    if let Some(e) = fatal {
-        return Err(GenerateError::Fatal(e));
+
+    /// Stores what arrived, accepts it while still holding the run, gives the claims back and
+    /// ends the run.
+    async fn finish(mut self) -> Result<RunReport, GenerateError> {
+        let (db, run_id) = (self.lp.db, self.lp.run_id);
+        let arrived = self.lp.stop_sending();
+        self.store(arrived).await?;
+        let mut still_accepting = false;
+        if let Some(a) = self.accepting.as_mut() {
+            still_accepting = accept_stored(db, run_id, &self.lp.cfg, a).await? != Round::Fenced;
+        }
+        let progress = &mut self.lp.progress;
+        if let Some(a) = self.accepting.as_ref().filter(|_| still_accepting) {
+            progress.accepted = a.progress.accepted;
+            progress.rejected = a.progress.rejected.clone();
+            progress.parse_issues = a.progress.parse_issues;
+            progress.truncated = a.progress.truncated;
+        } else {
+            progress.accepted = db.run_accepted(run_id).await? as u64;
+        }
+        db.release_claims(run_id, &self.me).await?;
+        db.worker_heartbeat(run_id, &self.me, false, self.sent, self.stored, now_ms())
+            .await?;
+        self.lp.finish().await
     }
-    Ok(RunReport {
-        run_id,
-        progress,
-        ending,
-    })
 }
 
 /// Stores replies (and failures, which free their requests for a later claim) in one
