@@ -485,12 +485,39 @@ pub enum ApiArg {
     Completion,
 }
 
+impl From<ApiArg> for instill_generator::Api {
+    fn from(a: ApiArg) -> Self {
+        match a {
+            ApiArg::Chat => Self::Chat,
+            ApiArg::Completion => Self::Completion,
+        }
+    }
+}
+
+impl From<ApiArg> for instill_prompts::Shape {
+    fn from(a: ApiArg) -> Self {
+        match a {
+            ApiArg::Chat => Self::Chat,
+            ApiArg::Completion => Self::Completion,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum GenLangArg {
     /// Chinese.
     Zh,
     /// English.
     En,
+}
+
+impl From<GenLangArg> for instill_core::Lang {
+    fn from(l: GenLangArg) -> Self {
+        match l {
+            GenLangArg::Zh => Self::Zh,
+            GenLangArg::En => Self::En,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -581,6 +608,16 @@ pub enum VerifyArg {
     None,
 }
 
+impl From<VerifyArg> for instill_dedup::Verify {
+    fn from(v: VerifyArg) -> Self {
+        match v {
+            VerifyArg::Estimate => Self::Estimate,
+            VerifyArg::Exact => Self::Exact,
+            VerifyArg::None => Self::None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum TokenizerArg {
     /// `char` for CJK text, else `alpaca`.
@@ -589,6 +626,16 @@ pub enum TokenizerArg {
     Alpaca,
     /// Each CJK character a token.
     Char,
+}
+
+impl From<TokenizerArg> for instill_dedup::Tokenizer {
+    fn from(t: TokenizerArg) -> Self {
+        match t {
+            TokenizerArg::Auto => Self::Auto,
+            TokenizerArg::Alpaca => Self::Alpaca,
+            TokenizerArg::Char => Self::Char,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -773,6 +820,17 @@ pub enum LangArg {
     En,
 }
 
+/// The language every record is given, or `None` to detect it per record.
+impl From<LangArg> for Option<instill_core::Lang> {
+    fn from(l: LangArg) -> Self {
+        match l {
+            LangArg::Auto => None,
+            LangArg::Zh => Some(instill_core::Lang::Zh),
+            LangArg::En => Some(instill_core::Lang::En),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LangFilter {
     /// Chinese.
@@ -783,6 +841,16 @@ pub enum LangFilter {
     Other,
 }
 
+impl From<LangFilter> for instill_core::Lang {
+    fn from(l: LangFilter) -> Self {
+        match l {
+            LangFilter::Zh => Self::Zh,
+            LangFilter::En => Self::En,
+            LangFilter::Other => Self::Other,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormatArg {
     /// {"instruction", "input", "output"} (+ "system", "history").
@@ -791,6 +859,16 @@ pub enum OutputFormatArg {
     Sharegpt,
     /// {"messages": [{"role", "content"}]}.
     Messages,
+}
+
+impl From<OutputFormatArg> for instill_core::OutputFormat {
+    fn from(f: OutputFormatArg) -> Self {
+        match f {
+            OutputFormatArg::Alpaca => Self::Alpaca,
+            OutputFormatArg::Sharegpt => Self::ShareGpt,
+            OutputFormatArg::Messages => Self::Messages,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -813,6 +891,18 @@ pub enum StatusArg {
     Rejected,
     /// Everything.
     All,
+}
+
+impl From<StatusArg> for instill_storage::StatusFilter {
+    fn from(s: StatusArg) -> Self {
+        match s {
+            StatusArg::Kept => Self::Kept,
+            StatusArg::Accepted => Self::Accepted,
+            StatusArg::Pending => Self::Pending,
+            StatusArg::Rejected => Self::Rejected,
+            StatusArg::All => Self::All,
+        }
+    }
 }
 
 impl Cli {

@@ -12,7 +12,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
-use crate::cli::{Compression, ExportArgs, GlobalArgs, OutputFormatArg, StatusArg};
+use crate::cli::{Compression, ExportArgs, GlobalArgs};
 use crate::outdir::{Producer, Stamp};
 use crate::shards::{ShardConfig, ShardInfo, ShardWriter, is_shard_file};
 use crate::signals::{Signals, Stop};
@@ -118,18 +118,8 @@ type Written = Option<(Vec<ShardInfo>, u64, u64)>;
 
 pub async fn run(global: &GlobalArgs, args: &ExportArgs) -> anyhow::Result<Outcome> {
     let started = Instant::now();
-    let format = match args.format {
-        OutputFormatArg::Alpaca => OutputFormat::Alpaca,
-        OutputFormatArg::Sharegpt => OutputFormat::ShareGpt,
-        OutputFormatArg::Messages => OutputFormat::Messages,
-    };
-    let filter = match args.status {
-        StatusArg::Kept => StatusFilter::Kept,
-        StatusArg::Accepted => StatusFilter::Accepted,
-        StatusArg::Pending => StatusFilter::Pending,
-        StatusArg::Rejected => StatusFilter::Rejected,
-        StatusArg::All => StatusFilter::All,
-    };
+    let format = OutputFormat::from(args.format);
+    let filter = StatusFilter::from(args.status);
     let max_rows = match (args.shard_rows, args.shard_bytes) {
         (None, None) => Some(DEFAULT_SHARD_ROWS),
         (rows, _) => rows,

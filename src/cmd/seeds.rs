@@ -7,7 +7,7 @@ use instill_storage::{Db, NewSeed};
 use serde::Serialize;
 
 use crate::Outcome;
-use crate::cli::{BuiltinSeeds, GlobalArgs, LangArg, LangFilter, SeedsImportArgs, SeedsListArgs};
+use crate::cli::{BuiltinSeeds, GlobalArgs, SeedsImportArgs, SeedsListArgs};
 use crate::cmd::import::file_stem;
 use crate::ingest::{ParseFn, open_input, spawn_reader};
 
@@ -58,11 +58,7 @@ pub async fn import(global: &GlobalArgs, args: &SeedsImportArgs) -> anyhow::Resu
     }
 
     let db = Db::open(&global.db).await?;
-    let forced_lang = match args.lang {
-        LangArg::Auto => None,
-        LangArg::Zh => Some(Lang::Zh),
-        LangArg::En => Some(Lang::En),
-    };
+    let forced_lang: Option<Lang> = args.lang.into();
     let parse: ParseFn<(Seed, Lang, String)> = Arc::new(move |bytes, format| {
         let seed = parse_seeds(bytes, format)?;
         let lang = forced_lang.unwrap_or_else(|| record_lang(&seed.record));
@@ -135,11 +131,7 @@ struct SeedOut<'a> {
 
 pub async fn list(global: &GlobalArgs, args: &SeedsListArgs) -> anyhow::Result<Outcome> {
     let db = Db::open(&global.db).await?;
-    let lang = args.lang.map(|l| match l {
-        LangFilter::Zh => Lang::Zh,
-        LangFilter::En => Lang::En,
-        LangFilter::Other => Lang::Other,
-    });
+    let lang = args.lang.map(Lang::from);
     let seeds = db.list_seeds(lang).await?;
     db.close().await;
     if global.json {
