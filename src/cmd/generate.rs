@@ -5,17 +5,17 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use instill_core::Lang;
-use instill_dedup::{RougeConfig, Tokenizer};
+use instill_core::{Lang, Record};
+use instill_dedup::{RougeConfig, Rules};
 use instill_generator::{
-    Api, Backend, CandleBackend, CandleConfig, Ending, OpenAiBackend, OpenAiConfig, Progress,
-    RequestParams, RetryPolicy, RunConfig,
+    Backend, BackendError, CandleBackend, CandleConfig, Ending, GenerateError, OpenAiBackend,
+    OpenAiConfig, Progress, RequestParams, RetryPolicy, RunConfig, RunReport,
 };
 use instill_prompts::{Shape, Template};
 use instill_storage::Db;
 use serde::Serialize;
 
-use crate::cli::{ApiArg, BackendArg, GenLangArg, GenerateArgs, GlobalArgs, TokenizerArg};
+use crate::cli::{BackendArg, GenerateArgs, GlobalArgs};
 use crate::cmd::filter::load_rules;
 use crate::{Outcome, progress};
 
@@ -48,29 +48,51 @@ pub async fn run(global: &GlobalArgs, args: &GenerateArgs) -> anyhow::Result<Out
         BackendArg::Openai => anyhow::anyhow!("--model NAME is required: the model your server serves (e.g. gpt-4o-mini, deepseek-chat, qwen2.5:7b)"),
         BackendArg::Candle => anyhow::anyhow!("--model PATH is required: a Hugging Face model directory or a .gguf file"),
     })?;
-    let lang = match args.lang {
-        GenLangArg::Zh => Lang::Zh,
-        GenLangArg::En => Lang::En,
-    };
-    let shape = match args.api {
-        ApiArg::Chat => Shape::Chat,
-        ApiArg::Completion => Shape::Completion,
-    };
-    let mut template = load_template(&args.template, lang, shape)?;
+    let lang = Lang::from(args.lang);
+    let mut template = load_template(&args.template, lang, args.api.into())?;
     if let Some(n) = args.tasks_per_prompt {
         template.tasks = n.max(args.seeds_per_prompt + args.generated_per_prompt + 1);
     }
     let rules = load_rules(&args.rules)?;
-    let api = match args.api {
-        ApiArg::Chat => Api::Chat,
-        ApiArg::Completion => Api::Completion,
-    };
     let api_key = match args.backend {
         BackendArg::Openai => read_api_key(args)?,
         BackendArg::Candle => None,
     };
     let connect_grace = connect_grace()?;
-    let run_name = args.run.clone().unwrap_or_else(|| {
+    let run_name = run_name(args, &template, lang);
+    if !global.quiet {
+        eprintln!("{}", start_line(global, args, &run_name, &model));
+    }
+    let backend = open_backend(args, model, api_key, connect_grace).await?;
+    let db = Db::open(&global.db).await?;
+    let seeds: Vec<_> = db
+        .list_seeds(Some(lang))
+        .await?
+        .into_iter()
+        .map(|s| s.seed.record)
+        .collect();
+    let config = run_config(args, run_name.clone(), template, seeds, rules);
+    let result = generate(global, args, &db, &backend, config, started).await?;
+    db.close().await;
+    let report = result
+        .map_err(|e| anyhow::anyhow!(message(&e)))
+        .context(format!("run {run_name}"))?;
+    let summary = Summary::new(&run_name, &report, args, started.elapsed());
+    if global.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        print_summary(&summary);
+    }
+    Ok(match report.ending {
+        Ending::Target => Outcome::Done,
+        Ending::MaxRequests => Outcome::Partial,
+        Ending::Interrupted => Outcome::Interrupted,
+    })
+}
+
+/// The run's name: `--run`, else `LANG-TEMPLATE-sSEED`.
+fn run_name(args: &GenerateArgs, template: &Template, lang: Lang) -> String {
+    args.run.clone().unwrap_or_else(|| {
         let t = template
             .name()
             .split('.')
@@ -78,17 +100,23 @@ pub async fn run(global: &GlobalArgs, args: &GenerateArgs) -> anyhow::Result<Out
             .unwrap_or("custom")
             .replace('/', "-");
         format!("{}-{t}-s{}", lang.as_str(), args.seed)
-    });
-    if !global.quiet {
-        eprintln!("{}", start_line(global, args, &run_name, &model));
-    }
-    let backend = match args.backend {
+    })
+}
+
+/// The model the flags name: an HTTP client, or a local model loaded (on a blocking thread).
+async fn open_backend(
+    args: &GenerateArgs,
+    model: String,
+    api_key: Option<String>,
+    connect_grace: Duration,
+) -> anyhow::Result<Backend> {
+    Ok(match args.backend {
         BackendArg::Openai => Backend::OpenAi(
             OpenAiBackend::new(OpenAiConfig {
                 base_url: args.base_url.clone(),
                 api_key,
-                model: model.clone(),
-                api,
+                model,
+                api: args.api.into(),
                 timeout: Duration::from_secs_f64(args.timeout.max(0.001)),
                 max_connections: args.concurrency as usize,
                 max_body_bytes: args.max_reply_bytes,
@@ -98,13 +126,13 @@ pub async fn run(global: &GlobalArgs, args: &GenerateArgs) -> anyhow::Result<Out
         ),
         BackendArg::Candle => {
             let config = CandleConfig {
-                model: model.clone().into(),
+                model: model.into(),
                 tokenizer: args.tokenizer.clone(),
                 device: args.device.clone(),
                 dtype: args.dtype.clone(),
                 batch_size: args.batch_size as usize,
                 dequantize: args.dequantize,
-                api,
+                api: args.api.into(),
                 seed: args.seed,
             };
             let backend = tokio::task::spawn_blocking(move || CandleBackend::start(config))
@@ -113,16 +141,19 @@ pub async fn run(global: &GlobalArgs, args: &GenerateArgs) -> anyhow::Result<Out
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             Backend::Candle(backend)
         }
-    };
-    let db = Db::open(&global.db).await?;
-    let seeds: Vec<_> = db
-        .list_seeds(Some(lang))
-        .await?
-        .into_iter()
-        .map(|s| s.seed.record)
-        .collect();
-    let config = RunConfig {
-        name: run_name.clone(),
+    })
+}
+
+/// The library's settings from the flags.
+fn run_config(
+    args: &GenerateArgs,
+    name: String,
+    template: Template,
+    seeds: Vec<Record>,
+    rules: Rules,
+) -> RunConfig {
+    RunConfig {
+        name,
         target: args.target,
         template,
         seeds,
@@ -147,16 +178,24 @@ pub async fn run(global: &GlobalArgs, args: &GenerateArgs) -> anyhow::Result<Out
         rules,
         rouge: RougeConfig {
             threshold: args.rouge_threshold,
-            tokenizer: match args.rouge_tokenizer {
-                TokenizerArg::Auto => Tokenizer::Auto,
-                TokenizerArg::Alpaca => Tokenizer::Alpaca,
-                TokenizerArg::Char => Tokenizer::Char,
-            },
+            tokenizer: args.rouge_tokenizer.into(),
             floor: 1.0,
         },
         worker: instill_generator::worker_name(&hostname()),
-    };
+    }
+}
 
+/// Runs generation with a progress bar until the target, the budget or SIGINT/SIGTERM (after
+/// which the run stops once its work is saved, and the process exits 130): as one worker of a
+/// shared run on Postgres, or as the only writer of a SQLite file.
+async fn generate(
+    global: &GlobalArgs,
+    args: &GenerateArgs,
+    db: &Db,
+    backend: &Backend,
+    config: RunConfig,
+    started: Instant,
+) -> anyhow::Result<Result<RunReport, GenerateError>> {
     let bar = progress::accepted(
         progress::enabled(global.no_progress),
         args.target,
@@ -171,7 +210,6 @@ pub async fn run(global: &GlobalArgs, args: &GenerateArgs) -> anyhow::Result<Out
         ));
     };
     let mut signals = crate::signals::Signals::listen()?;
-    // SIGINT or SIGTERM: the run stops after saving its work and exits 130.
     let shutdown = async move {
         signals.recv().await;
     };
@@ -179,68 +217,80 @@ pub async fn run(global: &GlobalArgs, args: &GenerateArgs) -> anyhow::Result<Out
         // Postgres: this process is one worker of the run; start more on any machine.
         instill_storage::Backend::Postgres => {
             let lease = Duration::from_secs_f64(args.lease_seconds.max(1.0));
-            instill_generator::run_worker(&db, &backend, config, lease, shutdown, tick).await
+            instill_generator::run_worker(db, backend, config, lease, shutdown, tick).await
         }
         // SQLite: one writer. A second `generate` on the same file is refused, not interleaved.
         instill_storage::Backend::Sqlite => {
             let _guard = sqlite_writer_lock(&global.db)?;
-            instill_generator::run(&db, &backend, config, shutdown, tick).await
+            instill_generator::run(db, backend, config, shutdown, tick).await
         }
     };
     bar.finish_and_clear();
-    db.close().await;
-    let report = result
-        .map_err(|e| anyhow::anyhow!("{e}"))
-        .context(format!("run {run_name}"))?;
-    let p = &report.progress;
-    let tokens = p.prompt_tokens.saturating_add(p.completion_tokens);
-    let cost = match (args.price_in, args.price_out) {
-        (None, None) => None,
-        (i, o) => Some(
-            (p.prompt_tokens as f64 * i.unwrap_or(0.0)
-                + p.completion_tokens as f64 * o.unwrap_or(0.0))
-                / 1e6,
+    Ok(result)
+}
+
+/// The library's error as the command line says it: naming the flags that change the outcome.
+fn message(e: &GenerateError) -> String {
+    match e {
+        GenerateError::NoSeeds => {
+            format!("{e}: import some with `instill seeds import` (or --builtin)")
+        }
+        GenerateError::GeneratedExamplesShared => "--generated-per-prompt needs the acceptor's pool in every prompt: on Postgres (shared runs) keep it at 0".into(),
+        GenerateError::SettingsChanged { run, differences } => format!(
+            "run `{run}` was started with other settings ({}); resume it with the same ones, or start a new run with --run NAME",
+            differences.join("; ")
         ),
-    };
-    let summary = Summary {
-        run: &run_name,
-        ending: match report.ending {
-            Ending::Target => "target",
-            Ending::MaxRequests => "max_requests",
-            Ending::Interrupted => "interrupted",
-        },
-        accepted: p.accepted,
-        target: p.target,
-        rejected: p.rejected.values().sum(),
-        rejected_by_reason: &p.rejected,
-        requests_ok: p.requests_ok,
-        requests_failed: p.requests_failed,
-        requests_retried_attempts: p.retries,
-        requests_sent_now: p.sent_now,
-        requests_replayed: p.replayed,
-        errors_by_kind: &p.errors,
-        parse_issues: p.parse_issues,
-        truncated_replies: p.truncated,
-        prompt_tokens: p.prompt_tokens,
-        completion_tokens: p.completion_tokens,
-        accepted_per_1k_tokens: if tokens > 0 {
-            p.accepted as f64 * 1000.0 / tokens as f64
-        } else {
-            0.0
-        },
-        cost,
-        seconds: started.elapsed().as_secs_f64(),
-    };
-    if global.json {
-        println!("{}", serde_json::to_string(&summary)?);
-    } else {
-        print_summary(&summary);
+        GenerateError::Fatal(BackendError::Unreachable { url, cause, grace }) => format!(
+            "cannot connect to {url}: {cause}; no request has reached it in {:.0} s of trying (is the server running, and is --base-url or OPENAI_BASE_URL right?)",
+            grace.as_secs_f64()
+        ),
+        e => e.to_string(),
     }
-    Ok(match report.ending {
-        Ending::Target => Outcome::Done,
-        Ending::MaxRequests => Outcome::Partial,
-        Ending::Interrupted => Outcome::Interrupted,
-    })
+}
+
+impl<'a> Summary<'a> {
+    /// The summary of a run's report.
+    fn new(run: &'a str, report: &'a RunReport, args: &GenerateArgs, elapsed: Duration) -> Self {
+        let p = &report.progress;
+        let tokens = p.prompt_tokens.saturating_add(p.completion_tokens);
+        let cost = match (args.price_in, args.price_out) {
+            (None, None) => None,
+            (i, o) => Some(
+                (p.prompt_tokens as f64 * i.unwrap_or(0.0)
+                    + p.completion_tokens as f64 * o.unwrap_or(0.0))
+                    / 1e6,
+            ),
+        };
+        Summary {
+            run,
+            ending: match report.ending {
+                Ending::Target => "target",
+                Ending::MaxRequests => "max_requests",
+                Ending::Interrupted => "interrupted",
+            },
+            accepted: p.accepted,
+            target: p.target,
+            rejected: p.rejected.values().sum(),
+            rejected_by_reason: &p.rejected,
+            requests_ok: p.requests_ok,
+            requests_failed: p.requests_failed,
+            requests_retried_attempts: p.retries,
+            requests_sent_now: p.sent_now,
+            requests_replayed: p.replayed,
+            errors_by_kind: &p.errors,
+            parse_issues: p.parse_issues,
+            truncated_replies: p.truncated,
+            prompt_tokens: p.prompt_tokens,
+            completion_tokens: p.completion_tokens,
+            accepted_per_1k_tokens: if tokens > 0 {
+                p.accepted as f64 * 1000.0 / tokens as f64
+            } else {
+                0.0
+            },
+            cost,
+            seconds: elapsed.as_secs_f64(),
+        }
+    }
 }
 
 fn load_template(spec: &str, lang: Lang, shape: Shape) -> anyhow::Result<Template> {
