@@ -195,9 +195,9 @@ impl OpenAiBackend {
         self.send(req).await.map_err(|e| self.redact(e))
     }
 
-    /// [`OpenAiBackend::complete`] before the redaction of its errors.
-    async fn send(&self, req: &CompletionRequest) -> Result<Completion, BackendError> {
-        let body = match self.api {
+    /// The request's JSON body for this backend's endpoint.
+    fn body(&self, req: &CompletionRequest) -> Result<Vec<u8>, BackendError> {
+        match self.api {
             Api::Chat => serde_json::to_vec(&ChatBody {
                 model: &self.model,
                 messages: [Message {
@@ -223,7 +223,12 @@ impl OpenAiBackend {
         .map_err(|e| BackendError::Fatal {
             status: 0,
             message: format!("cannot encode the request: {e}"),
-        })?;
+        })
+    }
+
+    /// [`OpenAiBackend::complete`] before the redaction of its errors.
+    async fn send(&self, req: &CompletionRequest) -> Result<Completion, BackendError> {
+        let body = self.body(req)?;
         let mut http = self
             .client
             .post(&self.url)

@@ -505,7 +505,7 @@ pub(crate) fn accept_one(
             progress.parse_issues += parsed.issues as u64;
             progress.truncated += u64::from(parsed.truncated);
         }
-        for mut record in parsed.items {
+        for record in parsed.items {
             let this = item;
             item += 1;
             if this < f.skip_items {
@@ -515,48 +515,59 @@ pub(crate) fn accept_one(
                 return Ok(true);
             }
             let k = key(f.idx, this);
-            let j = acceptor.judge(k, &record);
-            if j.reason == Some(UNSTORABLE) {
-                record = storable(record);
-            }
-            let status = if j.accepted {
-                Status::Accepted
-            } else {
-                Status::Rejected
-            };
-            if j.accepted {
-                progress.accepted += 1;
-                if cfg.generated_per_prompt > 0 {
-                    generated.push(record.clone());
-                }
-            } else if let Some(r) = j.reason {
-                *progress.rejected.entry(r.to_string()).or_default() += 1;
-            }
-            batch.records.push((
-                k,
-                NewRecord {
-                    id: None,
-                    record,
-                    lang: j.lang,
-                    origin: Origin::Generated,
-                    source: Arc::from(cfg.name.as_str()),
-                    import_id: None,
-                    run_id: None,
-                    request_id: None,
-                    item_idx: Some(this as i64),
-                    status,
-                    reason: j.reason.map(str::to_string),
-                    dup_of: None,
-                    score: j.score,
-                    norm_hash: j.norm_hash,
-                    created_at: now_ms(),
-                },
-                f.idx,
-                j.dup_of,
-            ));
+            let (record, dup_of) = judge_item(cfg, acceptor, progress, generated, k, this, record);
+            batch.records.push((k, record, f.idx, dup_of));
         }
     }
     Ok(progress.accepted >= cfg.target)
+}
+
+/// Judges task `this` of a reply (under key `k`), counting it into `progress`: the record to
+/// store, and the key of the task it duplicates.
+fn judge_item(
+    cfg: &RunConfig,
+    acceptor: &mut Acceptor,
+    progress: &mut Progress,
+    generated: &mut Vec<Record>,
+    k: Key,
+    this: usize,
+    mut record: Record,
+) -> (NewRecord, Option<Key>) {
+    let j = acceptor.judge(k, &record);
+    if j.reason == Some(UNSTORABLE) {
+        record = storable(record);
+    }
+    let status = if j.accepted {
+        Status::Accepted
+    } else {
+        Status::Rejected
+    };
+    if j.accepted {
+        progress.accepted += 1;
+        if cfg.generated_per_prompt > 0 {
+            generated.push(record.clone());
+        }
+    } else if let Some(r) = j.reason {
+        *progress.rejected.entry(r.to_string()).or_default() += 1;
+    }
+    let row = NewRecord {
+        id: None,
+        record,
+        lang: j.lang,
+        origin: Origin::Generated,
+        source: Arc::from(cfg.name.as_str()),
+        import_id: None,
+        run_id: None,
+        request_id: None,
+        item_idx: Some(this as i64),
+        status,
+        reason: j.reason.map(str::to_string),
+        dup_of: None,
+        score: j.score,
+        norm_hash: j.norm_hash,
+        created_at: now_ms(),
+    };
+    (row, j.dup_of)
 }
 
 /// Adds a reply's reported usage to the run's token counters (saturating: no report overflows
