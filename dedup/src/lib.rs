@@ -27,6 +27,7 @@ mod minhash;
 mod rouge;
 mod rouge_index;
 mod rouge_pool;
+mod rouge_rule;
 #[cfg(test)]
 mod rouge_tests;
 mod tokenize;
@@ -40,9 +41,10 @@ pub use lcs::{LcsQuery, lcs_naive};
 pub use lsh::{ClusterVerdict, LshConfig, Signatures, Verify, lsh_clusters, optimal_bands};
 pub use minhash::{MinHasher, Shingling, estimate_jaccard, jaccard};
 pub use rouge::{
-    Nearest, RougeConfig, RougeVerdict, rouge_filter, rouge_filter_exhaustive,
-    rouge_filter_exhaustive_with_progress, rouge_filter_with_progress, rouge_l_f1,
+    RougeVerdict, rouge_filter, rouge_filter_exhaustive, rouge_filter_exhaustive_with_progress,
+    rouge_filter_with_progress,
 };
 pub use rouge_pool::{PoolVerdict, RougePool};
+pub use rouge_rule::{Nearest, RougeConfig, rouge_l_f1};
 pub use tokenize::Tokenizer;
 pub use vocab::Sequences;
