@@ -581,6 +581,16 @@ pub enum VerifyArg {
     None,
 }
 
+impl From<VerifyArg> for instill_dedup::Verify {
+    fn from(v: VerifyArg) -> Self {
+        match v {
+            VerifyArg::Estimate => Self::Estimate,
+            VerifyArg::Exact => Self::Exact,
+            VerifyArg::None => Self::None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum TokenizerArg {
     /// `char` for CJK text, else `alpaca`.
@@ -591,12 +601,31 @@ pub enum TokenizerArg {
     Char,
 }
 
+impl From<TokenizerArg> for instill_dedup::Tokenizer {
+    fn from(t: TokenizerArg) -> Self {
+        match t {
+            TokenizerArg::Auto => Self::Auto,
+            TokenizerArg::Alpaca => Self::Alpaca,
+            TokenizerArg::Char => Self::Char,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum FieldArg {
     /// Instruction, input, output (and system prompt and history).
     Record,
     /// The instruction alone.
     Instruction,
+}
+
+impl From<FieldArg> for instill_dedup::Field {
+    fn from(f: FieldArg) -> Self {
+        match f {
+            FieldArg::Record => Self::Record,
+            FieldArg::Instruction => Self::Instruction,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -773,6 +802,17 @@ pub enum LangArg {
     En,
 }
 
+impl From<LangArg> for Option<instill_core::Lang> {
+    /// `None` for detection per record.
+    fn from(l: LangArg) -> Self {
+        match l {
+            LangArg::Auto => None,
+            LangArg::Zh => Some(instill_core::Lang::Zh),
+            LangArg::En => Some(instill_core::Lang::En),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LangFilter {
     /// Chinese.
@@ -781,6 +821,16 @@ pub enum LangFilter {
     En,
     /// Anything else.
     Other,
+}
+
+impl From<LangFilter> for instill_core::Lang {
+    fn from(l: LangFilter) -> Self {
+        match l {
+            LangFilter::Zh => Self::Zh,
+            LangFilter::En => Self::En,
+            LangFilter::Other => Self::Other,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -10,6 +10,8 @@
 //! - [`MinHasher`], [`Signatures`], [`lsh_clusters`]: MinHash-LSH with bands × rows from the
 //!   threshold ([`optimal_bands`]), verified pairs, union-find clusters.
 //! - [`Rules`]: the quality filters, from defaults or TOML.
+//! - [`curate`]: the batch pipeline `instill dedup` runs (exact → MinHash → ROUGE-L, each stage
+//!   over what the earlier ones kept), configured by a [`CurateConfig`].
 //!
 //! ```
 //! use instill_dedup::{rouge_filter, RougeConfig, Tokenizer};
@@ -19,6 +21,7 @@
 //! assert!(!verdicts[0].kept && verdicts[1].kept);
 //! ```
 
+mod batch;
 mod exact;
 mod filters;
 mod lcs;
@@ -33,7 +36,11 @@ mod rouge_tests;
 mod tokenize;
 mod vocab;
 
-pub use exact::exact_dups;
+pub use batch::{
+    Curation, CurateConfig, CurateError, Field, Item, MinHashStage, Progress, Rejection,
+    RougeNearest, RougeStage, RulesOutcome, StageSummary, Step, apply_rules, curate,
+};
+pub use exact::{ExactIndex, exact_dups};
 pub use filters::{
     BlacklistRule, LengthRule, MismatchRule, PhraseRule, RepeatRule, Rules, RulesError, Toggle,
 };
