@@ -351,11 +351,19 @@ impl Run<'_, '_> {
         m
     }
 
-    fn minhash(&mut self, field: Field, stage: &MinHashStage, progress: &dyn Progress) -> StageSummary {
+    fn minhash(
+        &mut self,
+        field: Field,
+        stage: &MinHashStage,
+        progress: &dyn Progress,
+    ) -> StageSummary {
         let t = Instant::now();
         let live = self.live();
         let items = self.items;
-        let texts: Vec<String> = live.par_iter().map(|&i| field.text(items[i].record)).collect();
+        let texts: Vec<String> = live
+            .par_iter()
+            .map(|&i| field.text(items[i].record))
+            .collect();
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
         let hasher = MinHasher::new(stage.num_perm, stage.shingling, 1);
         progress.begin(Step::MinHashSignatures, refs.len());
@@ -398,7 +406,12 @@ impl Run<'_, '_> {
         m
     }
 
-    fn rouge(&mut self, seeds: &[&str], stage: &RougeStage, progress: &dyn Progress) -> StageSummary {
+    fn rouge(
+        &mut self,
+        seeds: &[&str],
+        stage: &RougeStage,
+        progress: &dyn Progress,
+    ) -> StageSummary {
         let t = Instant::now();
         let live = self.live();
         let items = self.items;
@@ -501,12 +514,20 @@ mod tests {
             .collect();
         assert_eq!(
             got,
-            vec![(11, "exact", Some(10)), (13, "rouge_l", Some(12)), (14, "rouge_l", None)]
+            vec![
+                (11, "exact", Some(10)),
+                (13, "rouge_l", Some(12)),
+                (14, "rouge_l", None)
+            ]
         );
         let (exact, rouge) = (c.exact.unwrap(), c.rouge_l.unwrap());
         assert_eq!((exact.checked, exact.rejected), (5, 1));
         assert_eq!((rouge.checked, rouge.rejected), (4, 2));
-        assert!(c.nearest.iter().any(|n| n.id == 13 && n.nearest == Some(12)));
+        assert!(
+            c.nearest
+                .iter()
+                .any(|n| n.id == 13 && n.nearest == Some(12))
+        );
         // The exhaustive path decides and reports the same.
         let exhaustive = CurateConfig {
             rouge: config.rouge.map(|r| RougeStage {
@@ -524,7 +545,11 @@ mod tests {
         let base = "the quick brown fox jumps over the lazy dog near the river bank today";
         let records = vec![
             Record::new(base, "", ""),
-            Record::new("something else entirely about cooking pasta at home", "", ""),
+            Record::new(
+                "something else entirely about cooking pasta at home",
+                "",
+                "",
+            ),
             Record::new(&format!("{base}!"), "", ""),
         ];
         let hashes: Vec<String> = (0..3).map(|i| format!("h{i}")).collect();
@@ -542,7 +567,10 @@ mod tests {
         };
         let c = curate(&items, &[], &config, &()).unwrap();
         assert_eq!(c.rejections.len(), 1);
-        assert_eq!((c.rejections[0].id, c.rejections[0].reason), (12, "minhash"));
+        assert_eq!(
+            (c.rejections[0].id, c.rejections[0].reason),
+            (12, "minhash")
+        );
         assert_eq!(c.rejections[0].cluster_id, Some(10));
         assert_eq!(c.clusters, vec![(10, 10)]);
     }
@@ -556,7 +584,10 @@ mod tests {
         let hashes = vec![String::new(), String::new()];
         let out = apply_rules(&items(&records, &hashes), &Rules::default());
         assert_eq!(out.rejections.len(), 1);
-        assert_eq!((out.rejections[0].id, out.rejections[0].reason), (11, "empty_output"));
+        assert_eq!(
+            (out.rejections[0].id, out.rejections[0].reason),
+            (11, "empty_output")
+        );
         assert_eq!(out.by_rule.get("empty_output"), Some(&1));
     }
 
@@ -573,7 +604,10 @@ mod tests {
             ..CurateConfig::default()
         };
         let err = curate(&[], &[], &config, &()).unwrap_err();
-        assert_eq!(err.to_string(), "the ROUGE-L threshold must be between 0 and 1, not 1.5");
+        assert_eq!(
+            err.to_string(),
+            "the ROUGE-L threshold must be between 0 and 1, not 1.5"
+        );
         assert!(!err.to_string().contains("--"));
     }
 }

@@ -81,6 +81,9 @@ mod tests {
         let mut index: ExactIndex<String, u64> = ExactIndex::default();
         assert_eq!(index.insert("a".into(), 7), None);
         assert_eq!(index.insert("a".into(), 9), Some(7));
-        assert_eq!((index.first("a"), index.first("b"), index.len()), (Some(7), None, 1));
+        assert_eq!(
+            (index.first("a"), index.first("b"), index.len()),
+            (Some(7), None, 1)
+        );
     }
 }

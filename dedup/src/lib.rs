@@ -37,7 +37,7 @@ mod tokenize;
 mod vocab;
 
 pub use batch::{
-    Curation, CurateConfig, CurateError, Field, Item, MinHashStage, Progress, Rejection,
+    CurateConfig, CurateError, Curation, Field, Item, MinHashStage, Progress, Rejection,
     RougeNearest, RougeStage, RulesOutcome, StageSummary, Step, apply_rules, curate,
 };
 pub use exact::{ExactIndex, exact_dups};

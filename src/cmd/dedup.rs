@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use indicatif::ProgressBar;
 use instill_dedup::{
-    Curation, CurateConfig, MinHashStage, Progress, RougeConfig, RougeStage, Shingling,
+    CurateConfig, Curation, MinHashStage, Progress, RougeConfig, RougeStage, Shingling,
     StageSummary, Step, curate,
 };
 use instill_storage::Db;

@@ -68,17 +68,20 @@ pub async fn run(global: &GlobalArgs, args: &ReportArgs) -> anyhow::Result<Outco
 
 /// The id of the run called `name` (`--run`), or an error listing the runs there are.
 fn run_named(runs: &[RunSummary], name: &str) -> anyhow::Result<i64> {
-    runs.iter().find(|r| r.name == name).map(|r| r.id).ok_or_else(|| {
-        let known: Vec<&str> = runs.iter().map(|r| r.name.as_str()).collect();
-        anyhow::anyhow!(
-            "--run {name}: no such run (runs: {})",
-            if known.is_empty() {
-                "none".into()
-            } else {
-                known.join(", ")
-            }
-        )
-    })
+    runs.iter()
+        .find(|r| r.name == name)
+        .map(|r| r.id)
+        .ok_or_else(|| {
+            let known: Vec<&str> = runs.iter().map(|r| r.name.as_str()).collect();
+            anyhow::anyhow!(
+                "--run {name}: no such run (runs: {})",
+                if known.is_empty() {
+                    "none".into()
+                } else {
+                    known.join(", ")
+                }
+            )
+        })
 }
 
 /// Text statistics over the records the report covers, read a page at a time.
