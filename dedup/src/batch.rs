@@ -550,7 +550,7 @@ mod tests {
                 "",
                 "",
             ),
-            Record::new(&format!("{base}!"), "", ""),
+            Record::new(format!("{base}!"), "", ""),
         ];
         let hashes: Vec<String> = (0..3).map(|i| format!("h{i}")).collect();
         let items = items(&records, &hashes);
