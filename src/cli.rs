@@ -646,6 +646,15 @@ pub enum FieldArg {
     Instruction,
 }
 
+impl From<FieldArg> for instill_dedup::Field {
+    fn from(f: FieldArg) -> Self {
+        match f {
+            FieldArg::Record => Self::Record,
+            FieldArg::Instruction => Self::Instruction,
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct FilterArgs {
     /// `default` for the built-in rules, or a TOML file that changes them (every table and key

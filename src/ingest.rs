@@ -7,7 +7,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use instill_core::{FieldError, InputFormat, RawBatch, ReadError, RecordSplitter, Span};
+use instill_core::{
+    DetectError, FieldError, InputFormat, RawBatch, ReadError, RecordSplitter, Span,
+};
 use rayon::prelude::*;
 use tokio::sync::mpsc;
 
@@ -161,8 +163,14 @@ fn read_all<T: Send>(
             Some(f) => f,
             None => {
                 let first = batch.spans[0];
-                let detected = InputFormat::detect(batch.bytes(&first))
-                    .map_err(|e| anyhow::anyhow!("{label}:{}:{}: {e}", first.line, first.column))?;
+                let detected = InputFormat::detect(batch.bytes(&first)).map_err(|e| {
+                    // The library names no flag: the command that has --format suggests it.
+                    let hint = match &e {
+                        DetectError::UnknownKeys(_) => "; pass --format",
+                        DetectError::Unreadable(_) => "",
+                    };
+                    anyhow::anyhow!("{label}:{}:{}: {e}{hint}", first.line, first.column)
+                })?;
                 format = Some(detected);
                 detected
             }

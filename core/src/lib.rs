@@ -30,7 +30,9 @@ mod record;
 mod redact;
 mod rng;
 
-pub use format::{FieldError, InputFormat, OutputFormat, parse_records, parse_seeds, write_record};
+pub use format::{
+    DetectError, FieldError, InputFormat, OutputFormat, parse_records, parse_seeds, write_record,
+};
 pub use lang::{detect_lang, record_lang};
 pub use normalize::{
     has_cjk, is_cjk, is_han, is_hangul, is_kana, is_punctuation, norm_hash, normalize,

@@ -7,7 +7,7 @@ use instill_core::{Lang, Record, detect_lang, has_cjk, is_cjk};
 use serde::{Deserialize, Serialize};
 
 use crate::lcs::LcsQuery;
-use crate::rouge::rouge_l_f1;
+use crate::rouge_rule::rouge_l_f1;
 use crate::tokenize::Tokenizer;
 use crate::vocab::Sequences;
 

@@ -10,6 +10,8 @@
 //! - [`MinHasher`], [`Signatures`], [`lsh_clusters`]: MinHash-LSH with bands × rows from the
 //!   threshold ([`optimal_bands`]), verified pairs, union-find clusters.
 //! - [`Rules`]: the quality filters, from defaults or TOML.
+//! - [`curate`]: the batch pipeline `instill dedup` runs (exact → MinHash → ROUGE-L, each stage
+//!   over what the earlier ones kept), configured by a [`CurateConfig`].
 //!
 //! ```
 //! use instill_dedup::{rouge_filter, RougeConfig, Tokenizer};
@@ -19,6 +21,7 @@
 //! assert!(!verdicts[0].kept && verdicts[1].kept);
 //! ```
 
+mod batch;
 mod exact;
 mod filters;
 mod lcs;
@@ -27,12 +30,17 @@ mod minhash;
 mod rouge;
 mod rouge_index;
 mod rouge_pool;
+mod rouge_rule;
 #[cfg(test)]
 mod rouge_tests;
 mod tokenize;
 mod vocab;
 
-pub use exact::exact_dups;
+pub use batch::{
+    CurateConfig, CurateError, Curation, Field, Item, MinHashStage, Progress, Rejection,
+    RougeNearest, RougeStage, RulesOutcome, StageSummary, Step, apply_rules, curate,
+};
+pub use exact::{ExactIndex, exact_dups};
 pub use filters::{
     BlacklistRule, LengthRule, MismatchRule, PhraseRule, RepeatRule, Rules, RulesError, Toggle,
 };
@@ -40,9 +48,10 @@ pub use lcs::{LcsQuery, lcs_naive};
 pub use lsh::{ClusterVerdict, LshConfig, Signatures, Verify, lsh_clusters, optimal_bands};
 pub use minhash::{MinHasher, Shingling, estimate_jaccard, jaccard};
 pub use rouge::{
-    Nearest, RougeConfig, RougeVerdict, rouge_filter, rouge_filter_exhaustive,
-    rouge_filter_exhaustive_with_progress, rouge_filter_with_progress, rouge_l_f1,
+    RougeVerdict, rouge_filter, rouge_filter_exhaustive, rouge_filter_exhaustive_with_progress,
+    rouge_filter_with_progress,
 };
 pub use rouge_pool::{PoolVerdict, RougePool};
+pub use rouge_rule::{Nearest, RougeConfig, rouge_l_f1};
 pub use tokenize::Tokenizer;
 pub use vocab::Sequences;

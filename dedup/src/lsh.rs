@@ -162,22 +162,7 @@ pub fn lsh_clusters(
     let n = sigs.len();
     let bands = config.bands.min(sigs.num_perm / config.rows.max(1)).max(1);
     let rows = config.rows.max(1);
-    // Band keys, in parallel: one u64 per (record, band).
-    let keys: Vec<u64> = (0..n)
-        .into_par_iter()
-        .flat_map_iter(|i| {
-            let sig = sigs.get(i);
-            (0..bands).map(move |b| {
-                let mut bytes = [0u8; 4 * 64];
-                let band = &sig[b * rows..(b + 1) * rows];
-                let len = band.len().min(64) * 4;
-                for (k, v) in band.iter().take(64).enumerate() {
-                    bytes[k * 4..k * 4 + 4].copy_from_slice(&v.to_le_bytes());
-                }
-                xxh3_64(&bytes[..len]) ^ (b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
-            })
-        })
-        .collect();
+    let keys = band_keys(sigs, bands, rows);
     let mut uf = UnionFind::new(n);
     let mut best: Vec<Option<(usize, f64)>> = vec![None; n];
     // Per band: bucket key -> the latest record in it; `next` chains each record to the previous
@@ -199,13 +184,7 @@ pub fn lsh_clusters(
                 if seen_stamp[ju] != i as u32 {
                     seen_stamp[ju] = i as u32;
                     if uf.find(ju) != uf.find(i) || best[i].is_none() {
-                        let sim = match config.verify {
-                            Verify::Exact => match exact_sets {
-                                Some(sets) => jaccard(&sets[i], &sets[ju]),
-                                None => estimate_jaccard(sigs.get(i), sigs.get(ju)),
-                            },
-                            _ => estimate_jaccard(sigs.get(i), sigs.get(ju)),
-                        };
+                        let sim = similarity(sigs, config.verify, exact_sets, i, ju);
                         if config.verify == Verify::None || sim >= config.threshold {
                             uf.union(i, ju);
                             let better = match best[i] {
@@ -222,6 +201,50 @@ pub fn lsh_clusters(
             }
         }
     }
+    verdicts(sigs, &mut uf, &best)
+}
+
+/// Band keys, in parallel: one u64 per (record, band), records' bands back to back.
+fn band_keys(sigs: &Signatures, bands: usize, rows: usize) -> Vec<u64> {
+    (0..sigs.len())
+        .into_par_iter()
+        .flat_map_iter(|i| {
+            let sig = sigs.get(i);
+            (0..bands).map(move |b| {
+                let mut bytes = [0u8; 4 * 64];
+                let band = &sig[b * rows..(b + 1) * rows];
+                let len = band.len().min(64) * 4;
+                for (k, v) in band.iter().take(64).enumerate() {
+                    bytes[k * 4..k * 4 + 4].copy_from_slice(&v.to_le_bytes());
+                }
+                xxh3_64(&bytes[..len]) ^ (b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            })
+        })
+        .collect()
+}
+
+/// The similarity of records `i` and `j` a candidate pair is verified with: true Jaccard of the
+/// shingle sets for [`Verify::Exact`] (when given), else the signatures' estimate.
+fn similarity(
+    sigs: &Signatures,
+    verify: Verify,
+    exact_sets: Option<&[Vec<u64>]>,
+    i: usize,
+    j: usize,
+) -> f64 {
+    match (verify, exact_sets) {
+        (Verify::Exact, Some(sets)) => jaccard(&sets[i], &sets[j]),
+        _ => estimate_jaccard(sigs.get(i), sigs.get(j)),
+    }
+}
+
+/// Each record's verdict from the finished union-find and its best verified partner.
+fn verdicts(
+    sigs: &Signatures,
+    uf: &mut UnionFind,
+    best: &[Option<(usize, f64)>],
+) -> Vec<ClusterVerdict> {
+    let n = sigs.len();
     let mut size = vec![0u32; n];
     for i in 0..n {
         size[uf.find(i)] += 1;

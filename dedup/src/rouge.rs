@@ -17,43 +17,9 @@
 use rayon::prelude::*;
 
 use crate::lcs::LcsQuery;
-use crate::rouge_index::{Index, Matcher, Prefixes, better};
-use crate::tokenize::Tokenizer;
+use crate::rouge_index::{Index, Matcher, Prefixes};
+use crate::rouge_rule::{Nearest, RougeConfig, better, rouge_l_f1};
 use crate::vocab::Sequences;
-
-/// Margin below which a bound is treated as possibly reaching the threshold.
-pub(crate) const SLACK: f64 = 1e-9;
-
-/// How the ROUGE-L filter decides.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RougeConfig {
-    /// Reject a candidate whose highest F1 against the kept pool is greater than this.
-    pub threshold: f64,
-    /// How texts become tokens.
-    pub tokenizer: Tokenizer,
-    /// The nearest kept item is reported only when it scores at least this much (lower floors
-    /// prune less and run slower; the exhaustive path always reports it).
-    pub floor: f64,
-}
-
-impl Default for RougeConfig {
-    fn default() -> Self {
-        RougeConfig {
-            threshold: 0.7,
-            tokenizer: Tokenizer::Auto,
-            floor: 0.6,
-        }
-    }
-}
-
-/// The most similar earlier kept item.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Nearest {
-    /// Its index among the items passed in (seeds first).
-    pub index: usize,
-    /// Its ROUGE-L F1 with the candidate.
-    pub score: f64,
-}
 
 /// What the filter decided for one candidate.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -63,18 +29,6 @@ pub struct RougeVerdict {
     /// The highest-scoring earlier kept item (the earliest on ties), when it scores at least the
     /// floor. For a rejected candidate this is the item it duplicates.
     pub nearest: Option<Nearest>,
-}
-
-/// rouge_score's ROUGE-L F1 for an LCS of `lcs` between a candidate of `len_candidate` tokens
-/// (the target) and a pool item of `len_pool` tokens (the prediction), in its exact f64 order of
-/// operations.
-pub fn rouge_l_f1(lcs: usize, len_candidate: usize, len_pool: usize) -> f64 {
-    if lcs == 0 || len_candidate == 0 || len_pool == 0 {
-        return 0.0;
-    }
-    let precision = lcs as f64 / len_pool as f64;
-    let recall = lcs as f64 / len_candidate as f64;
-    2.0 * precision * recall / (precision + recall)
 }
 
 /// Judges `texts[seeds..]` in order against the pool that starts as `texts[..seeds]`. Returns one
@@ -126,7 +80,7 @@ pub fn rouge_filter_exhaustive_with_progress(
                 best = Some(Nearest { index: p, score });
             }
         }
-        let kept = best.is_none_or(|b| b.score <= config.threshold);
+        let kept = config.keeps(best);
         if kept {
             pool.push(c);
         }
@@ -147,7 +101,7 @@ pub(crate) fn filter_sequences(
     progress: &(dyn Fn(usize) + Sync),
 ) -> Vec<RougeVerdict> {
     let seeds = seeds.min(seq.len());
-    let tau = config.threshold.min(config.floor) - SLACK;
+    let tau = config.prune_below();
     let prefixes = Prefixes::build(seq, tau);
     let mut index = Index::default();
     for s in 0..seeds {
@@ -171,11 +125,11 @@ pub(crate) fn filter_sequences(
         for (c, outer_best) in (start..end).zip(outer) {
             let inner_best = matcher.best(seq, &prefixes, &local, c, tau);
             let best = better(outer_best, inner_best);
-            let kept = best.is_none_or(|b| b.score <= config.threshold);
+            let kept = config.keeps(best);
             if kept {
                 local.insert(c as u32, seq.get(c).len(), prefixes.get(c));
             }
-            let nearest = best.filter(|b| b.score >= config.floor || b.score > config.threshold);
+            let nearest = best.filter(|b| config.reports(b.score, kept));
             out.push(RougeVerdict { kept, nearest });
         }
         index.absorb(local);
@@ -185,18 +139,4 @@ pub(crate) fn filter_sequences(
         block = (block * 2).min(4096);
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_f1_expression_is_rouge_scores() {
-        // From ../shared/bench/ref/rouge_float_cases.json: exactly 7/10, but f64 says more.
-        assert!(rouge_l_f1(7, 7, 13) > 0.7);
-        assert_eq!(rouge_l_f1(7, 10, 10), 0.7);
-        assert_eq!(rouge_l_f1(0, 5, 5), 0.0);
-        assert_eq!(rouge_l_f1(3, 0, 5), 0.0);
-    }
 }

@@ -6,29 +6,20 @@ use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 
 use crate::lcs::LcsQuery;
-use crate::rouge::{Nearest, rouge_l_f1};
+use crate::rouge_rule::{Nearest, better, rouge_l_f1};
 use crate::vocab::Sequences;
-
-/// The higher score; on equal scores the earlier item.
-pub(crate) fn better(a: Option<Nearest>, b: Option<Nearest>) -> Option<Nearest> {
-    match (a, b) {
-        (Some(x), Some(y)) => {
-            if y.score > x.score || (y.score == x.score && y.index < x.index) {
-                Some(y)
-            } else {
-                Some(x)
-            }
-        }
-        (x, None) => x,
-        (None, y) => y,
-    }
-}
 
 /// Each item's prefix: the first elements of its token multiset in global rarity order, where an
 /// element is (token, occurrence number) so that multiset overlap becomes set overlap.
 pub(crate) struct Prefixes {
     elements: Vec<u64>,
     offsets: Vec<usize>,
+}
+
+impl Default for Prefixes {
+    fn default() -> Self {
+        Prefixes::empty()
+    }
 }
 
 impl Prefixes {

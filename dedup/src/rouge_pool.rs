@@ -3,8 +3,8 @@
 
 use rustc_hash::FxHashMap;
 
-use crate::rouge::{RougeConfig, SLACK};
 use crate::rouge_index::{Index, Matcher, Prefixes, prefix_elements};
+use crate::rouge_rule::RougeConfig;
 use crate::vocab::Sequences;
 
 /// What the pool decided for a candidate.
@@ -45,18 +45,12 @@ impl std::fmt::Debug for RougePool {
     }
 }
 
-impl Default for Prefixes {
-    fn default() -> Self {
-        Prefixes::empty()
-    }
-}
-
 impl RougePool {
     /// An empty pool deciding by `config`, with token rarity taken from `reference`.
     pub fn new(config: RougeConfig, reference: &[&str]) -> RougePool {
         let mut pool = RougePool {
             config,
-            tau: config.threshold.min(config.floor) - SLACK,
+            tau: config.prune_below(),
             seq: Sequences::empty(),
             ..RougePool::default()
         };
@@ -105,9 +99,9 @@ impl RougePool {
         let best = self
             .matcher
             .best(&self.seq, &self.prefixes, &self.index, c, self.tau);
-        let kept = best.is_none_or(|b| b.score <= self.config.threshold);
+        let kept = self.config.keeps(best);
         let nearest = best
-            .filter(|b| b.score >= self.config.floor || !kept)
+            .filter(|b| self.config.reports(b.score, kept))
             .map(|b| (self.ids[b.index], b.score));
         if kept {
             self.commit(id, &elems);

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 
 use proptest::prelude::*;
 
-use crate::rouge::{RougeConfig, rouge_filter, rouge_filter_exhaustive, rouge_l_f1};
+use crate::rouge::{rouge_filter, rouge_filter_exhaustive};
+use crate::rouge_rule::{RougeConfig, rouge_l_f1};
 use crate::tokenize::Tokenizer;
 
 /// A file of the shared data sets (`INSTILL_SHARED`, else `../shared` beside the repository).

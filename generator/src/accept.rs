@@ -2,7 +2,7 @@
 //! exact and ROUGE-L dedup against the seeds and everything the run accepted before.
 
 use instill_core::{Lang, Record, norm_hash, record_lang};
-use instill_dedup::{RougeConfig, RougePool, Rules};
+use instill_dedup::{ExactIndex, RougeConfig, RougePool, Rules};
 use rustc_hash::FxHashMap;
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -40,7 +40,7 @@ pub struct Judged {
 pub struct Acceptor {
     rules: Rules,
     pool: RougePool,
-    exact: FxHashMap<String, Key>,
+    exact: ExactIndex<String, Key>,
     /// Rule verdicts by raw-text hash: a reply repeated word for word is judged once.
     rule_cache: FxHashMap<u64, Option<&'static str>>,
 }
@@ -55,12 +55,12 @@ impl Acceptor {
         let mut a = Acceptor {
             rules,
             pool: RougePool::new(rouge, &reference),
-            exact: FxHashMap::default(),
+            exact: ExactIndex::default(),
             rule_cache: FxHashMap::default(),
         };
         for (i, s) in seeds.iter().enumerate() {
             a.pool.insert(SEED | i as u64, &s.instruction);
-            a.exact.entry(norm_hash(s)).or_insert(SEED | i as u64);
+            a.exact.insert(norm_hash(s), SEED | i as u64);
         }
         a
     }
@@ -68,7 +68,7 @@ impl Acceptor {
     /// Adds a task accepted earlier (when a run resumes).
     pub fn restore(&mut self, key: Key, instruction: &str, norm_hash: String) {
         self.pool.insert(key, instruction);
-        self.exact.entry(norm_hash).or_insert(key);
+        self.exact.insert(norm_hash, key);
     }
 
     /// How many tasks the pool holds, seeds included.
@@ -115,7 +115,7 @@ impl Acceptor {
         if let Some(rule) = rule {
             return reject(rule, None, None, hash);
         }
-        if let Some(&first) = self.exact.get(&hash) {
+        if let Some(first) = self.exact.first(&hash) {
             return reject("exact", Some(first), Some(1.0), hash);
         }
         let v = self.pool.judge(key, &record.instruction);

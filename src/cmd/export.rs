@@ -118,20 +118,7 @@ type Written = Option<(Vec<ShardInfo>, u64, u64)>;
 
 pub async fn run(global: &GlobalArgs, args: &ExportArgs) -> anyhow::Result<Outcome> {
     let started = Instant::now();
-    let format = OutputFormat::from(args.format);
-    let filter = StatusFilter::from(args.status);
-    let max_rows = match (args.shard_rows, args.shard_bytes) {
-        (None, None) => Some(DEFAULT_SHARD_ROWS),
-        (rows, _) => rows,
-    };
-    if max_rows == Some(0) {
-        anyhow::bail!("--shard-rows must be at least 1");
-    }
-    let config = ShardConfig {
-        max_rows,
-        max_bytes: args.shard_bytes,
-        zstd_level: (args.compress == Compression::Zstd).then_some(args.zstd_level),
-    };
+    let (format, filter, config) = export_config(args)?;
 
     outdir::keep_apart(&args.out, &global.db, &[])?;
     // Caught from here on: a SIGINT or SIGTERM removes the staging directory and ends the export.
@@ -199,6 +186,25 @@ pub async fn run(global: &GlobalArgs, args: &ExportArgs) -> anyhow::Result<Outco
     staging.commit()?;
     print_summary(global, args, &manifest, started)?;
     Ok(Outcome::Done)
+}
+
+/// The layout, the records and the shard sizes the arguments ask for.
+fn export_config(args: &ExportArgs) -> anyhow::Result<(OutputFormat, StatusFilter, ShardConfig)> {
+    let format = OutputFormat::from(args.format);
+    let filter = StatusFilter::from(args.status);
+    let max_rows = match (args.shard_rows, args.shard_bytes) {
+        (None, None) => Some(DEFAULT_SHARD_ROWS),
+        (rows, _) => rows,
+    };
+    if max_rows == Some(0) {
+        anyhow::bail!("--shard-rows must be at least 1");
+    }
+    let config = ShardConfig {
+        max_rows,
+        max_bytes: args.shard_bytes,
+        zstd_level: (args.compress == Compression::Zstd).then_some(args.zstd_level),
+    };
+    Ok((format, filter, config))
 }
 
 /// Ends an export stopped by `signal`: its staging directory removed, `out` untouched.

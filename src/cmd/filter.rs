@@ -4,13 +4,12 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use anyhow::Context;
-use instill_dedup::Rules;
-use instill_storage::{Db, Rejection};
-use rayon::prelude::*;
+use instill_dedup::{Rules, apply_rules};
+use instill_storage::Db;
 use serde::Serialize;
 
 use crate::cli::{FilterArgs, GlobalArgs};
-use crate::cmd::scope::load_scope;
+use crate::cmd::scope::{self, load_scope};
 use crate::{Outcome, progress};
 
 #[derive(Debug, Serialize)]
@@ -42,25 +41,10 @@ pub async fn run(global: &GlobalArgs, args: &FilterArgs) -> anyhow::Result<Outco
     let rules = load_rules(&args.rules)?;
     let db = Db::open(&global.db).await?;
     let scope = load_scope(&db, progress::enabled(global.no_progress)).await?;
-    let verdicts: Vec<Option<&'static str>> =
-        scope.par_iter().map(|r| rules.check(&r.record)).collect();
-    let mut by_rule: BTreeMap<&'static str, usize> = BTreeMap::new();
-    let mut rejections = Vec::new();
-    for (r, v) in scope.iter().zip(&verdicts) {
-        if let Some(rule) = v {
-            *by_rule.entry(rule).or_default() += 1;
-            rejections.push(Rejection {
-                id: r.id,
-                reason: (*rule).to_string(),
-                dup_of: None,
-                score: None,
-                cluster_id: None,
-            });
-        }
-    }
+    let outcome = apply_rules(&scope::items(&scope), &rules);
     if !args.dry_run {
         let mut w = db.writer().await?;
-        w.reject(&rejections).await?;
+        w.reject(&scope::stored(&outcome.rejections)).await?;
         w.commit().await?;
     }
     db.close().await;
@@ -68,8 +52,8 @@ pub async fn run(global: &GlobalArgs, args: &FilterArgs) -> anyhow::Result<Outco
         scope: scope.len(),
         dry_run: args.dry_run,
         rules: args.rules.clone(),
-        rejected: rejections.len(),
-        by_rule,
+        rejected: outcome.rejections.len(),
+        by_rule: outcome.by_rule,
         seconds: started.elapsed().as_secs_f64(),
     };
     if global.json {

@@ -5,12 +5,16 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
-use instill_core::{Lang, Origin, Record, Status, norm_hash, parse_records, record_lang};
-use instill_storage::{Db, NewImport, NewRecord};
+use indicatif::ProgressBar;
+use instill_core::{
+    InputFormat, Lang, Origin, Record, Status, norm_hash, parse_records, record_lang,
+};
+use instill_storage::{Db, NewImport, NewRecord, Writer};
 use serde::Serialize;
+use tokio::sync::mpsc;
 
-use crate::cli::{GlobalArgs, ImportArgs, LangArg};
-use crate::ingest::{Invalid, ParseFn, open_input, spawn_reader};
+use crate::cli::{GlobalArgs, ImportArgs};
+use crate::ingest::{Chunk, InputFile, Invalid, ParseFn, open_input, spawn_reader};
 use crate::{Outcome, progress};
 
 /// How many invalid records a report lists by line.
@@ -56,187 +60,234 @@ pub async fn run(global: &GlobalArgs, args: &ImportArgs) -> anyhow::Result<Outco
         inputs.push(open_input(path)?);
     }
     let db = Db::open(&global.db).await?;
-    let show = progress::enabled(global.no_progress);
-    let forced_lang = match args.lang {
-        LangArg::Auto => None,
-        LangArg::Zh => Some(Lang::Zh),
-        LangArg::En => Some(Lang::En),
-    };
-    let parse: ParseFn<Prepared> = Arc::new(move |bytes, format| {
-        let mut records = Vec::with_capacity(1);
-        parse_records(bytes, format, &mut records)?;
-        Ok(records
-            .into_iter()
-            .map(|record| Prepared {
-                lang: forced_lang.unwrap_or_else(|| record_lang(&record)),
-                norm_hash: norm_hash(&record),
-                record,
-            })
-            .collect())
-    });
-
+    let parse = parser(args.lang.into());
     let mut files = Vec::new();
     let mut seen = HashSet::new();
     let mut writer = db.writer().await?;
-    let mut total_added = 0;
-    let mut total_invalid = 0;
     for mut input in inputs {
         let sha = input.sha256()?;
-        if let Some(prev) = db.find_import(&sha).await? {
-            files.push(FileSummary {
-                path: input.label.clone(),
-                status: "already_imported",
-                format: None,
-                records: 0,
-                invalid: 0,
-                import_id: Some(prev.id),
-                invalid_examples: Vec::new(),
-            });
-            if !global.json {
-                println!(
+        let skipped = match db.find_import(&sha).await? {
+            Some(prev) => Some(skipped(&input, "already_imported", Some(prev.id), || {
+                format!(
                     "{}: already imported as #{} from {} ({} records); nothing added",
                     input.label, prev.id, prev.path, prev.rows
-                );
-            }
-            continue;
-        }
-        if !seen.insert(sha.clone()) {
-            files.push(FileSummary {
-                path: input.label.clone(),
-                status: "repeated",
-                format: None,
-                records: 0,
-                invalid: 0,
-                import_id: None,
-                invalid_examples: Vec::new(),
-            });
-            if !global.json {
-                println!(
+                )
+            })),
+            None if !seen.insert(sha.clone()) => Some(skipped(&input, "repeated", None, || {
+                format!(
                     "{}: same bytes as a file earlier in this command; nothing added",
                     input.label
-                );
+                )
+            })),
+            None => None,
+        };
+        if let Some((file, message)) = skipped {
+            if !global.json {
+                println!("{message}");
             }
+            files.push(file);
             continue;
         }
-        let source: Arc<str> = Arc::from(
-            args.source
-                .clone()
-                .unwrap_or_else(|| file_stem(&input.label)),
-        );
-        let label = input.label.clone();
-        let size = input.size;
-        let import_id = writer
-            .create_import(&NewImport {
-                path: &label,
-                source: &source,
-                format: args.format.0.map_or("auto", |f| f.name()),
-                sha256: &sha,
-                bytes: i64::try_from(size).unwrap_or(i64::MAX),
-                created_at: instill_core::now_ms(),
-            })
-            .await?;
-        let bar = progress::bytes(show, size, format!("importing {label}"));
-        let mut rx = spawn_reader(
-            label.clone(),
-            input.into_reader(),
-            args.format.0,
-            args.skip_invalid,
-            parse.clone(),
-        );
-        let mut rows = 0i64;
-        let mut invalid: Vec<Invalid> = Vec::new();
-        let mut invalid_count = 0i64;
-        let mut format = None;
-        let now = instill_core::now_ms();
-        while let Some(chunk) = rx.recv().await {
-            let chunk = chunk?;
-            format = Some(chunk.format);
-            invalid_count += chunk.invalid.len() as i64;
-            for inv in chunk.invalid {
-                if invalid.len() < INVALID_SHOWN {
-                    invalid.push(inv);
-                }
-            }
-            let batch: Vec<NewRecord> = chunk
-                .items
-                .into_iter()
-                .map(|(_, p)| NewRecord {
-                    id: None,
-                    record: p.record,
-                    lang: p.lang,
-                    origin: Origin::Imported,
-                    source: source.clone(),
-                    import_id: Some(import_id),
-                    run_id: None,
-                    request_id: None,
-                    item_idx: None,
-                    status: Status::Pending,
-                    reason: None,
-                    dup_of: None,
-                    score: None,
-                    norm_hash: p.norm_hash,
-                    created_at: now,
-                })
-                .collect();
-            rows += batch.len() as i64;
-            writer
-                .insert_records(batch)
-                .await
-                .with_context(|| format!("{label}: storing records failed"))?;
-            bar.set_position(chunk.bytes_read);
-        }
-        bar.finish_and_clear();
-        let format_name = format.map_or("unknown", |f| f.name());
-        writer
-            .finish_import(import_id, format_name, rows, invalid_count)
-            .await?;
-        total_added += rows;
-        total_invalid += invalid_count;
-        if invalid_count > 0 {
-            eprintln!(
-                "warning: {label}: skipped {invalid_count} invalid record{}; the first:",
-                if invalid_count == 1 { "" } else { "s" }
-            );
-            for inv in &invalid {
-                eprintln!("  {}", inv.message);
-            }
-        }
-        if !global.json {
-            println!("{label}: imported {rows} records ({format_name}) as import #{import_id}");
-        }
-        files.push(FileSummary {
-            path: label,
-            status: "imported",
-            format: Some(format_name.to_string()),
-            records: rows,
-            invalid: invalid_count,
-            import_id: Some(import_id),
-            invalid_examples: invalid
-                .into_iter()
-                .map(|i| InvalidOut {
-                    line: i.line,
-                    message: i.message,
-                })
-                .collect(),
-        });
+        let file = import_file(global, args, &mut writer, input, &sha, &parse).await?;
+        files.push(file);
     }
     writer.commit().await?;
     db.close().await;
 
     let summary = Summary {
+        records_added: files.iter().map(|f| f.records).sum(),
+        invalid: files.iter().map(|f| f.invalid).sum(),
         files,
-        records_added: total_added,
-        invalid: total_invalid,
         seconds: started.elapsed().as_secs_f64(),
     };
     if global.json {
         println!("{}", serde_json::to_string(&summary)?);
     }
-    Ok(if total_invalid > 0 {
+    Ok(if summary.invalid > 0 {
         Outcome::Partial
     } else {
         Outcome::Done
     })
+}
+
+/// Parses a raw record into records ready to store, with `lang` or each record's own language.
+fn parser(lang: Option<Lang>) -> ParseFn<Prepared> {
+    Arc::new(move |bytes, format| {
+        let mut records = Vec::with_capacity(1);
+        parse_records(bytes, format, &mut records)?;
+        Ok(records
+            .into_iter()
+            .map(|record| Prepared {
+                lang: lang.unwrap_or_else(|| record_lang(&record)),
+                norm_hash: norm_hash(&record),
+                record,
+            })
+            .collect())
+    })
+}
+
+/// The summary of a file not imported (`status`), and the line saying why.
+fn skipped(
+    input: &InputFile,
+    status: &'static str,
+    import_id: Option<i64>,
+    message: impl FnOnce() -> String,
+) -> (FileSummary, String) {
+    let file = FileSummary {
+        path: input.label.clone(),
+        status,
+        format: None,
+        records: 0,
+        invalid: 0,
+        import_id,
+        invalid_examples: Vec::new(),
+    };
+    (file, message())
+}
+
+/// Imports one file's records as `pending` through `writer`, and reports it.
+async fn import_file(
+    global: &GlobalArgs,
+    args: &ImportArgs,
+    writer: &mut Writer,
+    input: InputFile,
+    sha: &str,
+    parse: &ParseFn<Prepared>,
+) -> anyhow::Result<FileSummary> {
+    let source: Arc<str> = Arc::from(
+        args.source
+            .clone()
+            .unwrap_or_else(|| file_stem(&input.label)),
+    );
+    let label = input.label.clone();
+    let size = input.size;
+    let import_id = writer
+        .create_import(&NewImport {
+            path: &label,
+            source: &source,
+            format: args.format.0.map_or("auto", |f| f.name()),
+            sha256: sha,
+            bytes: i64::try_from(size).unwrap_or(i64::MAX),
+            created_at: instill_core::now_ms(),
+        })
+        .await?;
+    let bar = progress::bytes(
+        progress::enabled(global.no_progress),
+        size,
+        format!("importing {label}"),
+    );
+    let rx = spawn_reader(
+        label.clone(),
+        input.into_reader(),
+        args.format.0,
+        args.skip_invalid,
+        parse.clone(),
+    );
+    let read = store_chunks(rx, writer, &label, &source, import_id, &bar).await?;
+    bar.finish_and_clear();
+    let format_name = read.format.map_or("unknown", |f| f.name());
+    writer
+        .finish_import(import_id, format_name, read.rows, read.invalid_count)
+        .await?;
+    if read.invalid_count > 0 {
+        eprintln!(
+            "warning: {label}: skipped {} invalid record{}; the first:",
+            read.invalid_count,
+            if read.invalid_count == 1 { "" } else { "s" }
+        );
+        for inv in &read.invalid {
+            eprintln!("  {}", inv.message);
+        }
+    }
+    if !global.json {
+        println!(
+            "{label}: imported {} records ({format_name}) as import #{import_id}",
+            read.rows
+        );
+    }
+    Ok(FileSummary {
+        path: label,
+        status: "imported",
+        format: Some(format_name.to_string()),
+        records: read.rows,
+        invalid: read.invalid_count,
+        import_id: Some(import_id),
+        invalid_examples: read
+            .invalid
+            .into_iter()
+            .map(|i| InvalidOut {
+                line: i.line,
+                message: i.message,
+            })
+            .collect(),
+    })
+}
+
+/// What reading one file stored.
+struct FileRead {
+    rows: i64,
+    /// The first [`INVALID_SHOWN`] invalid records.
+    invalid: Vec<Invalid>,
+    invalid_count: i64,
+    format: Option<InputFormat>,
+}
+
+/// Stores every parsed chunk of one file as it arrives.
+async fn store_chunks(
+    mut rx: mpsc::Receiver<anyhow::Result<Chunk<Prepared>>>,
+    writer: &mut Writer,
+    label: &str,
+    source: &Arc<str>,
+    import_id: i64,
+    bar: &ProgressBar,
+) -> anyhow::Result<FileRead> {
+    let mut read = FileRead {
+        rows: 0,
+        invalid: Vec::new(),
+        invalid_count: 0,
+        format: None,
+    };
+    let now = instill_core::now_ms();
+    while let Some(chunk) = rx.recv().await {
+        let chunk = chunk?;
+        read.format = Some(chunk.format);
+        read.invalid_count += chunk.invalid.len() as i64;
+        let room = INVALID_SHOWN.saturating_sub(read.invalid.len());
+        read.invalid.extend(chunk.invalid.into_iter().take(room));
+        let batch: Vec<NewRecord> = chunk
+            .items
+            .into_iter()
+            .map(|(_, p)| new_record(p, source, import_id, now))
+            .collect();
+        read.rows += batch.len() as i64;
+        writer
+            .insert_records(batch)
+            .await
+            .with_context(|| format!("{label}: storing records failed"))?;
+        bar.set_position(chunk.bytes_read);
+    }
+    Ok(read)
+}
+
+/// An imported record as a `pending` row.
+fn new_record(p: Prepared, source: &Arc<str>, import_id: i64, now: i64) -> NewRecord {
+    NewRecord {
+        id: None,
+        record: p.record,
+        lang: p.lang,
+        origin: Origin::Imported,
+        source: source.clone(),
+        import_id: Some(import_id),
+        run_id: None,
+        request_id: None,
+        item_idx: None,
+        status: Status::Pending,
+        reason: None,
+        dup_of: None,
+        score: None,
+        norm_hash: p.norm_hash,
+        created_at: now,
+    }
 }
 
 /// The file name without directories and extension(s): the default source name.

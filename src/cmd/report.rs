@@ -1,11 +1,11 @@
 //! `instill report`: gathers what the database holds and writes the HTML page atomically.
 
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use instill_storage::Db;
+use instill_storage::{Db, RunSummary};
 
 use crate::cli::{GlobalArgs, ReportArgs};
 use crate::report::{self, ReportData, text::TextStats};
@@ -19,22 +19,7 @@ pub async fn run(global: &GlobalArgs, args: &ReportArgs) -> anyhow::Result<Outco
     let stats = crate::cmd::stats::to_json(&db.stats().await?)?;
     let runs = db.run_summaries().await?;
     let run_id = match &args.run {
-        Some(name) => Some(
-            runs.iter()
-                .find(|r| &r.name == name)
-                .map(|r| r.id)
-                .ok_or_else(|| {
-                    let known: Vec<&str> = runs.iter().map(|r| r.name.as_str()).collect();
-                    anyhow::anyhow!(
-                        "--run {name}: no such run (runs: {})",
-                        if known.is_empty() {
-                            "none".into()
-                        } else {
-                            known.join(", ")
-                        }
-                    )
-                })?,
-        ),
+        Some(name) => Some(run_named(&runs, name)?),
         None => None,
     };
     let mut timelines = Vec::new();
@@ -43,38 +28,9 @@ pub async fn run(global: &GlobalArgs, args: &ReportArgs) -> anyhow::Result<Outco
         let bucket = (db.run_span_ms(r.id).await? / 60).max(1000);
         timelines.push((r.id, bucket, db.run_timeline(r.id, bucket).await?));
     }
-    let bar = crate::progress::rows(
-        crate::progress::enabled(global.no_progress),
-        stats["records"]["total"].as_u64().unwrap_or(0),
-        "reading records".to_string(),
-    );
-    let mut text = TextStats::default();
-    let mut after = 0;
-    loop {
-        let page = db.record_texts(run_id, after, PAGE).await?;
-        let Some(last) = page.last() else { break };
-        after = last.id;
-        for r in &page {
-            text.add(&r.instruction, &r.input, &r.output, &r.lang);
-        }
-        bar.inc(page.len() as u64);
-    }
-    bar.finish_and_clear();
-    let mut training = Vec::new();
-    for dir in &args.training {
-        let path = dir.join("loss.csv");
-        let text = std::fs::read_to_string(&path).with_context(|| {
-            format!(
-                "{}: cannot read (is {} an `instill train` output directory?)",
-                path.display(),
-                dir.display()
-            )
-        })?;
-        training.push(
-            report::read_loss_csv(&dir.display().to_string(), &text)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
-        );
-    }
+    let total = stats["records"]["total"].as_u64().unwrap_or(0);
+    let text = text_stats(&db, run_id, total, global.no_progress).await?;
+    let training = read_training(&args.training)?;
     let data = ReportData {
         db: db.url().to_string(),
         stats,
@@ -108,6 +64,71 @@ pub async fn run(global: &GlobalArgs, args: &ReportArgs) -> anyhow::Result<Outco
         );
     }
     Ok(Outcome::Done)
+}
+
+/// The id of the run called `name` (`--run`), or an error listing the runs there are.
+fn run_named(runs: &[RunSummary], name: &str) -> anyhow::Result<i64> {
+    runs.iter()
+        .find(|r| r.name == name)
+        .map(|r| r.id)
+        .ok_or_else(|| {
+            let known: Vec<&str> = runs.iter().map(|r| r.name.as_str()).collect();
+            anyhow::anyhow!(
+                "--run {name}: no such run (runs: {})",
+                if known.is_empty() {
+                    "none".into()
+                } else {
+                    known.join(", ")
+                }
+            )
+        })
+}
+
+/// Text statistics over the records the report covers, read a page at a time.
+async fn text_stats(
+    db: &Db,
+    run_id: Option<i64>,
+    total: u64,
+    no_progress: bool,
+) -> anyhow::Result<TextStats> {
+    let bar = crate::progress::rows(
+        crate::progress::enabled(no_progress),
+        total,
+        "reading records".to_string(),
+    );
+    let mut text = TextStats::default();
+    let mut after = 0;
+    loop {
+        let page = db.record_texts(run_id, after, PAGE).await?;
+        let Some(last) = page.last() else { break };
+        after = last.id;
+        for r in &page {
+            text.add(&r.instruction, &r.input, &r.output, &r.lang);
+        }
+        bar.inc(page.len() as u64);
+    }
+    bar.finish_and_clear();
+    Ok(text)
+}
+
+/// The loss curves of `instill train` output directories.
+fn read_training(dirs: &[PathBuf]) -> anyhow::Result<Vec<report::TrainingCurve>> {
+    let mut training = Vec::new();
+    for dir in dirs {
+        let path = dir.join("loss.csv");
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "{}: cannot read (is {} an `instill train` output directory?)",
+                path.display(),
+                dir.display()
+            )
+        })?;
+        training.push(
+            report::read_loss_csv(&dir.display().to_string(), &text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+        );
+    }
+    Ok(training)
 }
 
 /// Refuses an `--out` that is the database, a directory, or a file other than an earlier report.

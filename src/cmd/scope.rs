@@ -2,7 +2,8 @@
 //! order.
 
 use futures::StreamExt;
-use instill_storage::{Db, StatusFilter, StoredRecord};
+use instill_dedup::Item;
+use instill_storage::{Db, Rejection, StatusFilter, StoredRecord};
 
 use crate::progress;
 
@@ -33,4 +34,30 @@ pub async fn load_scope(db: &Db, show_progress: bool) -> anyhow::Result<Vec<Stor
     }
     bar.finish_and_clear();
     Ok(out)
+}
+
+/// The records as the curation library takes them.
+pub fn items(scope: &[StoredRecord]) -> Vec<Item<'_>> {
+    scope
+        .iter()
+        .map(|r| Item {
+            id: r.id,
+            norm_hash: &r.norm_hash,
+            record: &r.record,
+        })
+        .collect()
+}
+
+/// The library's rejections as the store takes them.
+pub fn stored(rejections: &[instill_dedup::Rejection]) -> Vec<Rejection> {
+    rejections
+        .iter()
+        .map(|r| Rejection {
+            id: r.id,
+            reason: r.reason.into(),
+            dup_of: r.dup_of,
+            score: r.score,
+            cluster_id: r.cluster_id,
+        })
+        .collect()
 }

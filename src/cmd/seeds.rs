@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use instill_core::{InputFormat, Lang, Seed, norm_hash, parse_seeds, record_lang};
-use instill_storage::{Db, NewSeed};
+use instill_storage::{Db, NewSeed, Writer};
 use serde::Serialize;
 
 use crate::Outcome;
@@ -24,9 +24,52 @@ struct ImportSummary {
     already_present: u64,
 }
 
+/// A seed file to read: its label in messages, the source its seeds get, and its bytes.
+struct SeedInput {
+    label: String,
+    source: String,
+    reader: Box<dyn std::io::Read + Send>,
+}
+
 pub async fn import(global: &GlobalArgs, args: &SeedsImportArgs) -> anyhow::Result<Outcome> {
-    // (label, source, reader) for each input.
-    let mut inputs: Vec<(String, String, Box<dyn std::io::Read + Send>)> = Vec::new();
+    let inputs = seed_inputs(args)?;
+    let db = Db::open(&global.db).await?;
+    let forced_lang: Option<Lang> = args.lang.into();
+    let parse: ParseFn<(Seed, Lang, String)> = Arc::new(move |bytes, format| {
+        let seed = parse_seeds(bytes, format)?;
+        let lang = forced_lang.unwrap_or_else(|| record_lang(&seed.record));
+        let hash = norm_hash(&seed.record);
+        Ok(vec![(seed, lang, hash)])
+    });
+    let mut writer = db.writer().await?;
+    let mut summaries = Vec::new();
+    let now = instill_core::now_ms();
+    for input in inputs {
+        let summary = import_seeds(args, &mut writer, input, &parse, now).await?;
+        if !global.json {
+            let (label, read, added) = (&summary.0, summary.1.read, summary.1.added);
+            if added == 0 {
+                println!("{label}: all {read} seed tasks already present; nothing added");
+            } else {
+                println!(
+                    "{label}: added {added} of {read} seed tasks ({} already present)",
+                    read - added
+                );
+            }
+        }
+        summaries.push(summary.1);
+    }
+    writer.commit().await?;
+    db.close().await;
+    if global.json {
+        println!("{}", serde_json::to_string(&summaries)?);
+    }
+    Ok(Outcome::Done)
+}
+
+/// The files (or built-in sets) the arguments name.
+fn seed_inputs(args: &SeedsImportArgs) -> anyhow::Result<Vec<SeedInput>> {
+    let mut inputs = Vec::new();
     match (&args.file, args.builtin) {
         (Some(path), _) => {
             let input = open_input(path)?;
@@ -34,7 +77,11 @@ pub async fn import(global: &GlobalArgs, args: &SeedsImportArgs) -> anyhow::Resu
                 .source
                 .clone()
                 .unwrap_or_else(|| file_stem(&input.label));
-            inputs.push((input.label.clone(), source, input.into_reader()));
+            inputs.push(SeedInput {
+                label: input.label.clone(),
+                source,
+                reader: input.into_reader(),
+            });
         }
         (None, Some(which)) => {
             let sets = match which {
@@ -47,74 +94,61 @@ pub async fn import(global: &GlobalArgs, args: &SeedsImportArgs) -> anyhow::Resu
                     .source
                     .clone()
                     .unwrap_or_else(|| format!("builtin-{lang}"));
-                inputs.push((
-                    format!("builtin:{lang}"),
+                inputs.push(SeedInput {
+                    label: format!("builtin:{lang}"),
                     source,
-                    Box::new(std::io::Cursor::new(text)),
-                ));
+                    reader: Box::new(std::io::Cursor::new(text)),
+                });
             }
         }
         (None, None) => anyhow::bail!("name a seed FILE or pass --builtin zh|en|all"),
     }
+    Ok(inputs)
+}
 
-    let db = Db::open(&global.db).await?;
-    let forced_lang: Option<Lang> = args.lang.into();
-    let parse: ParseFn<(Seed, Lang, String)> = Arc::new(move |bytes, format| {
-        let seed = parse_seeds(bytes, format)?;
-        let lang = forced_lang.unwrap_or_else(|| record_lang(&seed.record));
-        let hash = norm_hash(&seed.record);
-        Ok(vec![(seed, lang, hash)])
+/// Reads one input's seeds and stores those not present yet; returns its label and counts.
+async fn import_seeds(
+    args: &SeedsImportArgs,
+    writer: &mut Writer,
+    input: SeedInput,
+    parse: &ParseFn<(Seed, Lang, String)>,
+    now: i64,
+) -> anyhow::Result<(String, ImportSummary)> {
+    let SeedInput {
+        label,
+        source,
+        reader,
+    } = input;
+    let format = args.format.0.or(if label.starts_with("builtin:") {
+        Some(InputFormat::SelfInstruct)
+    } else {
+        None
     });
-    let mut writer = db.writer().await?;
-    let mut summaries = Vec::new();
-    let now = instill_core::now_ms();
-    for (label, source, reader) in inputs {
-        let format = args.format.0.or(if label.starts_with("builtin:") {
-            Some(InputFormat::SelfInstruct)
-        } else {
-            None
-        });
-        let mut rx = spawn_reader(label.clone(), reader, format, false, parse.clone());
-        let mut read = 0u64;
-        let mut added = 0u64;
-        while let Some(chunk) = rx.recv().await {
-            let seeds: Vec<NewSeed> = chunk?
-                .items
-                .into_iter()
-                .map(|(_, (seed, lang, hash))| NewSeed {
-                    seed,
-                    lang,
-                    source: source.clone(),
-                    norm_hash: hash,
-                    created_at: now,
-                })
-                .collect();
-            read += seeds.len() as u64;
-            added += writer.insert_seeds(&seeds).await?;
-        }
-        if !global.json {
-            if added == 0 {
-                println!("{label}: all {read} seed tasks already present; nothing added");
-            } else {
-                println!(
-                    "{label}: added {added} of {read} seed tasks ({} already present)",
-                    read - added
-                );
-            }
-        }
-        summaries.push(ImportSummary {
-            source,
-            read,
-            added,
-            already_present: read - added,
-        });
+    let mut rx = spawn_reader(label.clone(), reader, format, false, parse.clone());
+    let mut read = 0u64;
+    let mut added = 0u64;
+    while let Some(chunk) = rx.recv().await {
+        let seeds: Vec<NewSeed> = chunk?
+            .items
+            .into_iter()
+            .map(|(_, (seed, lang, hash))| NewSeed {
+                seed,
+                lang,
+                source: source.clone(),
+                norm_hash: hash,
+                created_at: now,
+            })
+            .collect();
+        read += seeds.len() as u64;
+        added += writer.insert_seeds(&seeds).await?;
     }
-    writer.commit().await?;
-    db.close().await;
-    if global.json {
-        println!("{}", serde_json::to_string(&summaries)?);
-    }
-    Ok(Outcome::Done)
+    let summary = ImportSummary {
+        source,
+        read,
+        added,
+        already_present: read - added,
+    };
+    Ok((label, summary))
 }
 
 #[derive(Debug, Serialize)]

@@ -137,13 +137,18 @@ pub async fn run(global: &GlobalArgs) -> anyhow::Result<Outcome> {
     db.close().await;
     let mut out = to_out(&stats);
     out.workers = workers;
-    let workers = &out.workers;
     if global.json {
         println!("{}", serde_json::to_string(&out)?);
         return Ok(Outcome::Done);
     }
+    print_table(db.url(), &stats, &out);
+    Ok(Outcome::Done)
+}
+
+/// The human-readable table of `out` (`stats` for the ranked lists, in the database's order).
+fn print_table(url: &str, stats: &Stats, out: &StatsOut) {
     let r = &out.records;
-    println!("database   {}", db.url());
+    println!("database   {url}");
     println!(
         "records    {} total: {} pending, {} accepted, {} rejected",
         r.total, r.pending, r.accepted, r.rejected
@@ -188,6 +193,11 @@ pub async fn run(global: &GlobalArgs) -> anyhow::Result<Outcome> {
             out.requests, out.tokens.prompt, out.tokens.completion
         );
     }
+    print_workers(&out.workers);
+}
+
+/// The generate workers seen in the last minute, when there are any.
+fn print_workers(workers: &[WorkerOut]) {
     if !workers.is_empty() {
         println!("generate workers (last minute):");
         for w in workers {
@@ -210,5 +220,4 @@ pub async fn run(global: &GlobalArgs) -> anyhow::Result<Outcome> {
             );
         }
     }
-    Ok(Outcome::Done)
 }

@@ -48,14 +48,14 @@ impl InputFormat {
         }
     }
 
-    /// Detects the layout from the first record of a file (the raw JSON object). The answer
+    /// Detects the layout from the first record of a file (the raw JSON object). The error
     /// names the keys it found when none fits.
-    pub fn detect(first_record: &[u8]) -> Result<InputFormat, String> {
+    pub fn detect(first_record: &[u8]) -> Result<InputFormat, DetectError> {
         #[derive(Deserialize)]
         struct Keys(BTreeMap<String, serde::de::IgnoredAny>);
         let keys = match serde_json::from_slice::<Keys>(first_record) {
             Ok(Keys(keys)) => keys,
-            Err(e) => return Err(format!("cannot read the first record: {e}")),
+            Err(e) => return Err(DetectError::Unreadable(e.to_string())),
         };
         let has = |k: &str| keys.contains_key(k);
         let format = if has("instances") {
@@ -69,18 +69,24 @@ impl InputFormat {
         } else if has("instruction") {
             InputFormat::Alpaca
         } else {
-            let found: Vec<&str> = keys.keys().map(String::as_str).collect();
-            return Err(format!(
-                "cannot detect the format from the first record's keys ({}); expected `instruction` (alpaca), `input`+`target` (belle), `conversations` (sharegpt), `messages` or `instances` (self-instruct); pass --format",
-                if found.is_empty() {
-                    "none".to_string()
-                } else {
-                    found.join(", ")
-                }
-            ));
+            return Err(DetectError::UnknownKeys(keys.into_keys().collect()));
         };
         Ok(format)
     }
+}
+
+/// Why a file's layout could not be detected from its first record.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DetectError {
+    /// The first record is not a JSON object.
+    #[error("cannot read the first record: {0}")]
+    Unreadable(String),
+    /// No layout has these keys (sorted). The caller may suggest naming the layout.
+    #[error(
+        "cannot detect the format from the first record's keys ({}); expected `instruction` (alpaca), `input`+`target` (belle), `conversations` (sharegpt), `messages` or `instances` (self-instruct)",
+        if .0.is_empty() { "none".to_string() } else { .0.join(", ") }
+    )]
+    UnknownKeys(Vec<String>),
 }
 
 impl std::str::FromStr for InputFormat {
@@ -166,7 +172,9 @@ mod tests {
                 Ok(want)
             );
         }
-        let err = InputFormat::detect(br#"{"question":"x","answer":"y"}"#).unwrap_err();
+        let err = InputFormat::detect(br#"{"question":"x","answer":"y"}"#)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("(answer, question)"), "{err}");
     }
 
