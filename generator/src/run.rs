@@ -8,7 +8,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use instill_core::{Origin, Record, SplitMix, Status, now_ms};
+use instill_core::{Origin, Reason, Record, RequestStatus, RunStatus, SplitMix, Status, now_ms};
 use instill_dedup::{RougeConfig, Rules};
 use instill_prompts::{Example, Template, parse_reply};
 use instill_storage::{Db, NewRecord, NewRequest, StorageError, StoredRequest, Writer};
@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use xxhash_rust::xxh3::xxh3_128;
 
-use crate::accept::{Acceptor, Key, SEED, UNSTORABLE, key, storable, storable_text};
+use crate::accept::{Acceptor, Key, SEED, key, storable, storable_text};
 use crate::backend::{Backend, BackendError, Completion, CompletionRequest};
 use crate::limiter::RateLimiter;
 use crate::retry::{Jitter, RetryPolicy};
@@ -236,7 +236,7 @@ pub async fn run(
     for r in stored {
         resend.extend(expected..r.idx);
         expected = r.idx + 1;
-        if r.status != "done" {
+        if r.status != RequestStatus::Done {
             resend.push_back(r.idx);
             continue;
         }
@@ -381,9 +381,9 @@ pub async fn run(
     on_progress(&progress);
     let ending = ending.unwrap_or(Ending::MaxRequests);
     let status = if ending == Ending::Target {
-        "done"
+        RunStatus::Done
     } else {
-        "stopped"
+        RunStatus::Stopped
     };
     db.set_run_status(run_id, status, now_ms()).await?;
     if let Some(e) = fatal {
@@ -449,7 +449,8 @@ pub(crate) async fn open_run(db: &Db, cfg: &RunConfig, model: &str) -> Result<i6
                     diffs.join("; ")
                 )));
             }
-            db.set_run_status(run.id, "running", now_ms()).await?;
+            db.set_run_status(run.id, RunStatus::Running, now_ms())
+                .await?;
             run.id
         }
         None => {
@@ -692,7 +693,7 @@ pub(crate) fn accept_one(
             }
             let k = key(f.idx, this);
             let j = acceptor.judge(k, &record);
-            if j.reason == Some(UNSTORABLE) {
+            if j.reason == Some(Reason::Unstorable) {
                 record = storable(record);
             }
             let status = if j.accepted {
@@ -721,7 +722,7 @@ pub(crate) fn accept_one(
                     request_id: None,
                     item_idx: Some(this as i64),
                     status,
-                    reason: j.reason.map(str::to_string),
+                    reason: j.reason,
                     dup_of: None,
                     score: j.score,
                     norm_hash: j.norm_hash,
@@ -765,7 +766,7 @@ pub(crate) fn failed_row(cfg: &RunConfig, f: &Finished, e: &BackendError) -> New
         payload_hash: f.payload_hash.clone(),
         prompt: f.prompt.clone(),
         params_json: params_json(cfg),
-        status: "failed".into(),
+        status: RequestStatus::Failed,
         error: Some(storable_text(&e.to_string())),
         attempts: i64::from(f.attempts),
         worker: Some(cfg.worker.clone()),
@@ -788,7 +789,7 @@ pub(crate) fn request_row(cfg: &RunConfig, f: &Finished, c: &Completion) -> NewR
         payload_hash: f.payload_hash.clone(),
         prompt: f.prompt.clone(),
         params_json: params_json(cfg),
-        status: "done".into(),
+        status: RequestStatus::Done,
         response: serde_json::to_string(&texts).ok(),
         finish_reason: serde_json::to_string(&reasons).ok(),
         error: None,

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use anyhow::Context;
+use instill_core::Reason;
 use instill_dedup::Rules;
 use instill_storage::{Db, Rejection};
 use rayon::prelude::*;
@@ -42,16 +43,15 @@ pub async fn run(global: &GlobalArgs, args: &FilterArgs) -> anyhow::Result<Outco
     let rules = load_rules(&args.rules)?;
     let db = Db::open(&global.db).await?;
     let scope = load_scope(&db, progress::enabled(global.no_progress)).await?;
-    let verdicts: Vec<Option<&'static str>> =
-        scope.par_iter().map(|r| rules.check(&r.record)).collect();
+    let verdicts: Vec<Option<Reason>> = scope.par_iter().map(|r| rules.check(&r.record)).collect();
     let mut by_rule: BTreeMap<&'static str, usize> = BTreeMap::new();
     let mut rejections = Vec::new();
     for (r, v) in scope.iter().zip(&verdicts) {
         if let Some(rule) = v {
-            *by_rule.entry(rule).or_default() += 1;
+            *by_rule.entry(rule.as_str()).or_default() += 1;
             rejections.push(Rejection {
                 id: r.id,
-                reason: (*rule).to_string(),
+                reason: rule.as_str().to_string(),
                 dup_of: None,
                 score: None,
                 cluster_id: None,
