@@ -215,12 +215,15 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 1024, value_parser = parse_count)]
     pub max_len: usize,
 
-    /// Share of the examples held out for validation loss (chosen by a hash of the record).
+    /// Share of the records held out for validation loss, chosen as `export --val-fraction`
+    /// chooses them (a hash of each record's normalised content and --seed): with the same
+    /// fraction and seed, the records export puts in val.
     #[arg(long, default_value_t = 0.05, value_parser = parse_fraction)]
     pub val_fraction: f64,
 
-    /// Seed of the data order, adapter initialisation and dropout.
-    #[arg(long, default_value_t = 42)]
+    /// Seed of the validation split (as export's --seed, whose default it shares), the data
+    /// order, adapter initialisation and dropout.
+    #[arg(long, default_value_t = 0)]
     pub seed: u64,
 
     /// Save a checkpoint every N steps (0: only at the end).
@@ -792,7 +795,8 @@ pub struct ExportArgs {
     #[arg(long, default_value_t = 0.0, value_parser = parse_fraction)]
     pub val_fraction: f64,
 
-    /// Seed of the validation split.
+    /// Seed of the validation split (`train --seed` with the same value and --val-fraction
+    /// holds out the same records).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
 

@@ -61,7 +61,7 @@ fn rouge_l_reproduces_pythons_kept_list_on_the_synthetic_set() {
         assert_eq!(j["rouge_l"]["rejected"], 382, "{}", env.backend());
         let kept: Vec<u64> = verdicts(&env)
             .iter()
-            .filter(|v| v.status != "rejected")
+            .filter(|v| v.status.as_str() != "rejected")
             .map(|v| (v.id - 1) as u64)
             .collect();
         let reference =
@@ -75,7 +75,10 @@ fn rouge_l_reproduces_pythons_kept_list_on_the_synthetic_set() {
             .collect();
         assert_eq!(kept, want, "{}", env.backend());
         // Every rejection names an earlier record (or a seed) and a score above 0.7.
-        for v in verdicts(&env).iter().filter(|v| v.status == "rejected") {
+        for v in verdicts(&env)
+            .iter()
+            .filter(|v| v.status.as_str() == "rejected")
+        {
             assert_eq!(v.reason.as_deref(), Some("rouge_l"));
             assert!(v.score.unwrap() > 0.7);
             assert!(v.dup_of.is_none_or(|d| d < v.id));
@@ -160,14 +163,19 @@ fn chinese_near_duplicates_need_the_cjk_aware_tokenizer() {
         for k in 0..n as usize {
             let variant = &v[n as usize + k];
             assert_eq!(
-                variant.status, "rejected",
+                variant.status.as_str(),
+                "rejected",
                 "variant {k} of {:?}",
                 originals[k]
             );
             assert_eq!(variant.dup_of, Some(k as i64 + 1));
             assert!(variant.score.unwrap() > 0.7);
         }
-        assert!(v[..n as usize].iter().all(|x| x.status != "rejected"));
+        assert!(
+            v[..n as usize]
+                .iter()
+                .all(|x| x.status.as_str() != "rejected")
+        );
     }
 }
 
@@ -209,7 +217,9 @@ fn exact_and_minhash_dedup_mark_clusters_and_runs_are_idempotent() {
             (Some(1), Some(2))
         );
         assert!(
-            verdicts(&env).iter().all(|v| v.status == "pending"),
+            verdicts(&env)
+                .iter()
+                .all(|v| v.status.as_str() == "pending"),
             "a dry run changes nothing"
         );
         let run = env

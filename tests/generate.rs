@@ -43,7 +43,7 @@ fn records(env: &Env) -> Vec<(String, Option<String>, String)> {
     verdicts
         .into_iter()
         .zip(recs)
-        .map(|(v, r)| (v.status, v.reason, r.record.instruction))
+        .map(|(v, r)| (v.status.to_string(), v.reason, r.record.instruction))
         .collect()
 }
 

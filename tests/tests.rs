@@ -16,6 +16,7 @@ mod progress;
 mod report;
 mod secrets;
 mod seeds_stats;
+mod split;
 mod train;
 mod util;
 mod workers;

@@ -501,7 +501,7 @@ fn a_nul_in_a_reply_is_rejected_as_unstorable_on_both_engines() {
     assert!(
         unstorable
             .iter()
-            .all(|r| r.status == "rejected" && r.record.instruction.contains('\u{fffd}'))
+            .all(|r| r.status.as_str() == "rejected" && r.record.instruction.contains('\u{fffd}'))
     );
     assert!(records.iter().all(|r| !r.record.instruction.contains('\0')));
     assert!(

@@ -1,7 +1,10 @@
 //! instill-core: the record types, dataset layouts, text normalisation and language detection
 //! that every other instill crate shares. No IO beyond `std::io::Read`, no async, no SQL.
 //!
-//! - [`Record`], [`Seed`], [`Lang`], [`Status`], [`Origin`]: what instill stores.
+//! - [`Record`], [`Seed`], [`Lang`], [`Origin`]: what instill stores.
+//! - [`Reason`], [`Status`], [`RunStatus`], [`RequestStatus`]: the stored vocabularies, one code
+//!   each, read back with `FromStr` ([`UnknownCode`] for anything else).
+//! - [`in_val`], [`held_out`]: the validation split `export` and `train` share.
 //! - [`RecordSplitter`]: splits a JSON array or JSONL stream into raw records in bounded memory.
 //! - [`parse_records`] / [`write_record`]: one raw record in an [`InputFormat`] to [`Record`]s, and
 //!   a record to one JSONL line in an [`OutputFormat`].
@@ -29,6 +32,8 @@ mod reader;
 mod record;
 mod redact;
 mod rng;
+mod split;
+mod vocab;
 
 pub use format::{
     DetectError, FieldError, InputFormat, OutputFormat, parse_records, parse_seeds, write_record,
@@ -39,9 +44,11 @@ pub use normalize::{
     normalize_into, text_hash,
 };
 pub use reader::{MAX_RECORD_BYTES, RawBatch, ReadError, RecordSplitter, Span};
-pub use record::{Exchange, Lang, Origin, Record, Seed, Status};
+pub use record::{Exchange, Lang, Origin, Record, Seed};
 pub use redact::{REDACTED, redact_secrets, redact_url, redact_urls_in, url_secrets};
 pub use rng::SplitMix;
+pub use split::{held_out, held_out_digest, in_val};
+pub use vocab::{Reason, RequestStatus, RunStatus, Status, UnknownCode};
 
 /// Milliseconds since the Unix epoch: the timestamp unit of the whole schema.
 pub fn now_ms() -> i64 {

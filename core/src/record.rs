@@ -121,29 +121,6 @@ impl std::fmt::Display for Lang {
     }
 }
 
-/// Where a record stands in curation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    /// Imported or generated, not yet judged.
-    Pending,
-    /// Passed the filters and dedup of a generation run.
-    Accepted,
-    /// Rejected by a filter or dedup; `reason` says which.
-    Rejected,
-}
-
-impl Status {
-    /// The code stored in the database.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Pending => "pending",
-            Status::Accepted => "accepted",
-            Status::Rejected => "rejected",
-        }
-    }
-}
-
 /// How a record entered the database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use instill_core::{Record, text_hash};
+use instill_core::{Reason, Record, text_hash};
 use rayon::prelude::*;
 use serde::Serialize;
 
@@ -164,7 +164,7 @@ pub struct Rejection {
     /// The record.
     pub id: i64,
     /// The stage: `exact`, `minhash` or `rouge_l`.
-    pub reason: &'static str,
+    pub reason: Reason,
     /// The record it duplicates (none for a seed).
     pub dup_of: Option<i64>,
     /// The similarity behind the verdict.
@@ -290,12 +290,11 @@ pub struct RulesOutcome {
 
 /// Checks every item against `rules` (in parallel, the same [`Rules::check`] generation uses).
 pub fn apply_rules(items: &[Item<'_>], rules: &Rules) -> RulesOutcome {
-    let verdicts: Vec<Option<&'static str>> =
-        items.par_iter().map(|r| rules.check(r.record)).collect();
+    let verdicts: Vec<Option<Reason>> = items.par_iter().map(|r| rules.check(r.record)).collect();
     let mut out = RulesOutcome::default();
     for (item, rule) in items.iter().zip(verdicts) {
         if let Some(rule) = rule {
-            *out.by_rule.entry(rule).or_default() += 1;
+            *out.by_rule.entry(rule.as_str()).or_default() += 1;
             out.rejections.push(Rejection {
                 id: item.id,
                 reason: rule,
@@ -339,7 +338,7 @@ impl Run<'_, '_> {
                 m.rejected += 1;
                 let rejection = Rejection {
                     id: self.items[i].id,
-                    reason: "exact",
+                    reason: Reason::Exact,
                     dup_of: Some(self.items[first].id),
                     score: Some(1.0),
                     cluster_id: None,
@@ -394,7 +393,7 @@ impl Run<'_, '_> {
             m.rejected += 1;
             let rejection = Rejection {
                 id: items[i].id,
-                reason: "minhash",
+                reason: Reason::Minhash,
                 dup_of: v.dup_of.map(|(j, _)| items[live[j]].id),
                 score: v.dup_of.map(|(_, s)| s),
                 cluster_id,
@@ -449,7 +448,7 @@ impl Run<'_, '_> {
                 m.rejected += 1;
                 let rejection = Rejection {
                     id: items[i].id,
-                    reason: "rouge_l",
+                    reason: Reason::RougeL,
                     dup_of: v.nearest.and_then(|n| record_id(n.index)),
                     score: v.nearest.map(|n| n.score),
                     cluster_id: None,
@@ -510,7 +509,7 @@ mod tests {
         let got: Vec<(i64, &str, Option<i64>)> = c
             .rejections
             .iter()
-            .map(|r| (r.id, r.reason, r.dup_of))
+            .map(|r| (r.id, r.reason.as_str(), r.dup_of))
             .collect();
         assert_eq!(
             got,
@@ -568,7 +567,7 @@ mod tests {
         let c = curate(&items, &[], &config, &()).unwrap();
         assert_eq!(c.rejections.len(), 1);
         assert_eq!(
-            (c.rejections[0].id, c.rejections[0].reason),
+            (c.rejections[0].id, c.rejections[0].reason.as_str()),
             (12, "minhash")
         );
         assert_eq!(c.rejections[0].cluster_id, Some(10));
@@ -585,7 +584,7 @@ mod tests {
         let out = apply_rules(&items(&records, &hashes), &Rules::default());
         assert_eq!(out.rejections.len(), 1);
         assert_eq!(
-            (out.rejections[0].id, out.rejections[0].reason),
+            (out.rejections[0].id, out.rejections[0].reason.as_str()),
             (11, "empty_output")
         );
         assert_eq!(out.by_rule.get("empty_output"), Some(&1));

@@ -3,7 +3,7 @@
 //! languages, output that repeats the instruction). Every rule can be switched off or retuned
 //! from TOML; `instill filter` and the generator use the same [`Rules`].
 
-use instill_core::{Lang, Record, detect_lang, has_cjk, is_cjk};
+use instill_core::{Lang, Reason, Record, detect_lang, has_cjk, is_cjk};
 use serde::{Deserialize, Serialize};
 
 use crate::lcs::LcsQuery;
@@ -267,14 +267,14 @@ impl Rules {
         toml::to_string(self).unwrap_or_default()
     }
 
-    /// The name of the first rule `record` fails, or `None` when it passes them all. Rule names
-    /// are stable: they are stored as the rejection reason.
-    pub fn check(&self, record: &Record) -> Option<&'static str> {
+    /// The first rule `record` fails, or `None` when it passes them all: the rejection reason
+    /// stored for it.
+    pub fn check(&self, record: &Record) -> Option<Reason> {
         let ins = record.instruction.trim();
         let lang = detect_lang(ins);
         let chinese = lang == Lang::Zh || has_cjk(ins) && lang != Lang::En;
         if self.empty_output.enabled && record.output.trim().is_empty() {
-            return Some("empty_output");
+            return Some(Reason::EmptyOutput);
         }
         if self.instruction_length.enabled {
             let r = &self.instruction_length;
@@ -288,10 +288,10 @@ impl Rules {
                 (ins.split_whitespace().count(), r.min_words, r.max_words)
             };
             if n < min {
-                return Some("instruction_too_short");
+                return Some(Reason::InstructionTooShort);
             }
             if n > max {
-                return Some("instruction_too_long");
+                return Some(Reason::InstructionTooLong);
             }
         }
         if self.blacklist.enabled {
@@ -301,17 +301,17 @@ impl Rules {
                 .into_iter()
                 .any(|w| contains_term(&text, &w.to_lowercase()))
             {
-                return Some("blacklist");
+                return Some(Reason::Blacklist);
             }
         }
         if self.write_a_program.enabled && !chinese && ins.starts_with("Write a program") {
-            return Some("write_a_program");
+            return Some(Reason::WriteAProgram);
         }
         if self.leading_punctuation.enabled && ins.starts_with(|c: char| c.is_ascii_punctuation()) {
-            return Some("leading_punctuation");
+            return Some(Reason::LeadingPunctuation);
         }
         if self.leading_non_ascii.enabled && !chinese && ins.starts_with(|c: char| !c.is_ascii()) {
-            return Some("leading_non_ascii");
+            return Some(Reason::LeadingNonAscii);
         }
         if self.self_reference.enabled {
             let text = format!("{}\n{}", ins, record.output).to_lowercase();
@@ -324,16 +324,16 @@ impl Rules {
                 .into_iter()
                 .any(|p| text.contains(&p.to_lowercase()))
             {
-                return Some("self_reference");
+                return Some(Reason::SelfReference);
             }
         }
         if self.language_mismatch.enabled && self.mismatched(record, lang) {
-            return Some("language_mismatch");
+            return Some(Reason::LanguageMismatch);
         }
         if self.repeats_instruction.enabled
             && repeats(ins, &record.output, self.repeats_instruction.threshold)
         {
-            return Some("repeats_instruction");
+            return Some(Reason::RepeatsInstruction);
         }
         None
     }
@@ -425,13 +425,13 @@ fn repeats(instruction: &str, output: &str, threshold: f64) -> bool {
 mod tests {
     use super::*;
 
-    fn check(ins: &str, input: &str, out: &str) -> Option<&'static str> {
+    fn check(ins: &str, input: &str, out: &str) -> Option<Reason> {
         Rules::default().check(&Record::new(ins, input, out))
     }
 
     #[test]
     fn each_rule_in_both_languages() {
-        let cases: &[(&str, &str, &str, Option<&str>)] = &[
+        let cases: &[(&str, &str, &str, Option<Reason>)] = &[
             (
                 "Give three tips for staying healthy.",
                 "",
@@ -444,66 +444,86 @@ mod tests {
                 "均衡饮食，充足睡眠，适量运动。",
                 None,
             ),
-            ("Summarize this.", "", "ok", Some("instruction_too_short")),
-            ("总结", "", "好的", Some("instruction_too_short")),
-            ("Describe the image below.", "", "A cat.", Some("blacklist")),
+            (
+                "Summarize this.",
+                "",
+                "ok",
+                Some(Reason::InstructionTooShort),
+            ),
+            ("总结", "", "好的", Some(Reason::InstructionTooShort)),
+            (
+                "Describe the image below.",
+                "",
+                "A cat.",
+                Some(Reason::Blacklist),
+            ),
             (
                 "Plot the data as a line chart.",
                 "",
                 "Done.",
-                Some("blacklist"),
+                Some(Reason::Blacklist),
             ),
-            ("请描述这张图片的内容。", "", "一只猫。", Some("blacklist")),
-            ("打开这个链接并总结内容", "", "好的。", Some("blacklist")),
+            (
+                "请描述这张图片的内容。",
+                "",
+                "一只猫。",
+                Some(Reason::Blacklist),
+            ),
+            (
+                "打开这个链接并总结内容",
+                "",
+                "好的。",
+                Some(Reason::Blacklist),
+            ),
             ("Explain how maple trees grow.", "", "Slowly.", None),
             (
                 "Write a program that prints primes.",
                 "",
                 "for ...",
-                Some("write_a_program"),
+                Some(Reason::WriteAProgram),
             ),
             (
                 "\"Quote\" this sentence properly.",
                 "",
                 "Done.",
-                Some("leading_punctuation"),
+                Some(Reason::LeadingPunctuation),
             ),
             (
                 "Éxplain the rule of thirds.",
                 "",
                 "It divides.",
-                Some("leading_non_ascii"),
+                Some(Reason::LeadingNonAscii),
             ),
             (
                 "Tell me about yourself please.",
                 "",
                 "As an AI language model, I cannot.",
-                Some("self_reference"),
+                Some(Reason::SelfReference),
             ),
             (
                 "介绍一下你自己吧。",
                 "",
                 "作为一个AI，我没有个人经历。",
-                Some("self_reference"),
+                Some(Reason::SelfReference),
             ),
             (
                 "Name the capital of France.",
                 "",
                 "   ",
-                Some("empty_output"),
+                Some(Reason::EmptyOutput),
             ),
-            ("法国的首都是哪里？", "", "", Some("empty_output")),
+            ("法国的首都是哪里？", "", "", Some(Reason::EmptyOutput)),
             (
                 "法国的首都是哪里？请详细说明。",
                 "",
                 "The capital of France is Paris, a city on the Seine.",
-                Some("language_mismatch"),
+                Some(Reason::LanguageMismatch),
             ),
             (
                 "What is the capital of France?",
                 "",
                 "法国的首都是巴黎，位于塞纳河畔。",
-                Some("language_mismatch"),
+                Some(Reason::LanguageMismatch),
             ),
             (
                 "把下面的句子翻译成英文。",
@@ -521,13 +541,13 @@ mod tests {
                 "Repeat after me: the sky is blue.",
                 "",
                 "Repeat after me: the sky is blue.",
-                Some("repeats_instruction"),
+                Some(Reason::RepeatsInstruction),
             ),
             (
                 "请重复这句话：今天是星期一。",
                 "",
                 "请重复这句话：今天是星期一。",
-                Some("repeats_instruction"),
+                Some(Reason::RepeatsInstruction),
             ),
         ];
         for (ins, input, out, want) in cases {
@@ -543,11 +563,11 @@ mod tests {
         .unwrap();
         assert_eq!(
             r.check(&Record::new("Share a recipe for soup today.", "", "x")),
-            Some("blacklist")
+            Some(Reason::Blacklist)
         );
         assert_eq!(
             r.check(&Record::new("给我一个红烧肉的菜谱", "", "好")),
-            Some("blacklist")
+            Some(Reason::Blacklist)
         );
         assert_eq!(
             r.check(&Record::new("Name three colours please.", "", "")),

@@ -1,7 +1,7 @@
 //! Judging generated tasks in order: the quality rules (the module `instill filter` uses), then
 //! exact and ROUGE-L dedup against the seeds and everything the run accepted before.
 
-use instill_core::{Lang, Record, norm_hash, record_lang};
+use instill_core::{Lang, Reason, Record, norm_hash, record_lang};
 use instill_dedup::{ExactIndex, RougeConfig, RougePool, Rules};
 use rustc_hash::FxHashMap;
 use xxhash_rust::xxh3::xxh3_64;
@@ -24,7 +24,7 @@ pub struct Judged {
     /// Whether it was accepted.
     pub accepted: bool,
     /// The rule or method that rejected it.
-    pub reason: Option<&'static str>,
+    pub reason: Option<Reason>,
     /// The task it duplicates (a seed's key for seeds).
     pub dup_of: Option<Key>,
     /// The similarity behind the verdict.
@@ -42,7 +42,7 @@ pub struct Acceptor {
     pool: RougePool,
     exact: ExactIndex<String, Key>,
     /// Rule verdicts by raw-text hash: a reply repeated word for word is judged once.
-    rule_cache: FxHashMap<u64, Option<&'static str>>,
+    rule_cache: FxHashMap<u64, Option<Reason>>,
 }
 
 /// Entries kept in the rule cache before it is cleared (bounds its memory).
@@ -77,13 +77,13 @@ impl Acceptor {
     }
 
     /// Judges `record` (task `key`); when accepted it joins the pool. Text no database stores
-    /// (see [`storable`]) is rejected first, as [`UNSTORABLE`]: store [`storable`]'s copy.
+    /// (see [`storable`]) is rejected first, as [`Reason::Unstorable`]: store [`storable`]'s copy.
     pub fn judge(&mut self, key: Key, record: &Record) -> Judged {
         if !is_storable(record) {
             let clean = storable(record.clone());
             return Judged {
                 accepted: false,
-                reason: Some(UNSTORABLE),
+                reason: Some(Reason::Unstorable),
                 dup_of: None,
                 score: None,
                 norm_hash: norm_hash(&clean),
@@ -116,12 +116,12 @@ impl Acceptor {
             return reject(rule, None, None, hash);
         }
         if let Some(first) = self.exact.first(&hash) {
-            return reject("exact", Some(first), Some(1.0), hash);
+            return reject(Reason::Exact, Some(first), Some(1.0), hash);
         }
         let v = self.pool.judge(key, &record.instruction);
         if !v.kept {
             let (dup, score) = v.nearest.map_or((None, None), |(k, s)| (Some(k), Some(s)));
-            return reject("rouge_l", dup, score, hash);
+            return reject(Reason::RougeL, dup, score, hash);
         }
         self.exact.insert(hash.clone(), key);
         Judged {
@@ -134,9 +134,6 @@ impl Acceptor {
         }
     }
 }
-
-/// The rejection reason of a task whose text a database cannot store as it is.
-pub const UNSTORABLE: &str = "unstorable";
 
 /// The one character Rust strings may hold that a store refuses: Postgres rejects U+0000 in
 /// text (COPY and parameters alike), and SQLite's C string functions (the JSON of an export)
@@ -210,7 +207,7 @@ mod tests {
         );
         assert!(ok.accepted);
         let short = a.judge(key(0, 1), &Record::new("Explain.", "", "x y z"));
-        assert_eq!(short.reason, Some("instruction_too_short"));
+        assert_eq!(short.reason, Some(Reason::InstructionTooShort));
         let same = a.judge(
             key(0, 2),
             &Record::new(
@@ -219,11 +216,14 @@ mod tests {
                 "Sunlight is refracted by droplets!",
             ),
         );
-        assert_eq!((same.reason, same.dup_of), (Some("exact"), Some(key(0, 0))));
+        assert_eq!(
+            (same.reason, same.dup_of),
+            (Some(Reason::Exact), Some(key(0, 0)))
+        );
         let seed_copy = a.judge(key(1, 0), &seeds[0]);
         assert_eq!(
             (seed_copy.reason, seed_copy.dup_of),
-            (Some("exact"), Some(SEED))
+            (Some(Reason::Exact), Some(SEED))
         );
         let near = a.judge(
             key(1, 1),
@@ -235,7 +235,7 @@ mod tests {
         );
         assert_eq!(
             (near.reason, near.dup_of),
-            (Some("rouge_l"), Some(key(0, 0)))
+            (Some(Reason::RougeL), Some(key(0, 0)))
         );
         assert!(near.score.unwrap() > 0.7);
         assert_eq!(a.pool_len(), 2);
@@ -251,7 +251,7 @@ mod tests {
         );
         nul.history = vec![instill_core::Exchange("a\0".into(), "b".into())];
         let j = a.judge(key(0, 0), &nul);
-        assert_eq!((j.accepted, j.reason), (false, Some(UNSTORABLE)));
+        assert_eq!((j.accepted, j.reason), (false, Some(Reason::Unstorable)));
         // Not in the pool: the same task without the NUL is new.
         let clean = storable(nul);
         assert_eq!(
@@ -266,6 +266,6 @@ mod tests {
         assert_eq!(storable(ok.clone()), ok);
         // Short and unstorable: the NUL decides (whatever else is wrong, it cannot be stored).
         let short = a.judge(key(0, 2), &Record::new("x\0", "", "y"));
-        assert_eq!(short.reason, Some(UNSTORABLE));
+        assert_eq!(short.reason, Some(Reason::Unstorable));
     }
 }

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use instill_core::{Origin, Record, SplitMix, Status, now_ms};
+use instill_core::{Origin, Reason, Record, RequestStatus, RunStatus, SplitMix, Status, now_ms};
 use instill_dedup::{RougeConfig, Rules};
 use instill_prompts::{Example, Template, parse_reply};
 use instill_storage::{Db, NewRecord, NewRequest, StorageError, StoredRequest, Writer};
@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use xxhash_rust::xxh3::xxh3_128;
 
-use crate::accept::{Acceptor, Key, SEED, UNSTORABLE, key, storable, storable_text};
+use crate::accept::{Acceptor, Key, SEED, key, storable, storable_text};
 use crate::backend::Backend;
 use crate::completion::{BackendError, Choice, Completion, CompletionRequest};
 use crate::limiter::RateLimiter;
@@ -273,7 +273,8 @@ pub(crate) async fn open_run(db: &Db, cfg: &RunConfig, model: &str) -> Result<i6
                     differences: diffs,
                 });
             }
-            db.set_run_status(run.id, "running", now_ms()).await?;
+            db.set_run_status(run.id, RunStatus::Running, now_ms())
+                .await?;
             run.id
         }
         None => {
@@ -534,7 +535,7 @@ fn judge_item(
     mut record: Record,
 ) -> (NewRecord, Option<Key>) {
     let j = acceptor.judge(k, &record);
-    if j.reason == Some(UNSTORABLE) {
+    if j.reason == Some(Reason::Unstorable) {
         record = storable(record);
     }
     let status = if j.accepted {
@@ -561,7 +562,7 @@ fn judge_item(
         request_id: None,
         item_idx: Some(this as i64),
         status,
-        reason: j.reason.map(str::to_string),
+        reason: j.reason,
         dup_of: None,
         score: j.score,
         norm_hash: j.norm_hash,
@@ -600,7 +601,7 @@ pub(crate) fn failed_row(cfg: &RunConfig, f: &Finished, e: &BackendError) -> New
         payload_hash: f.payload_hash.clone(),
         prompt: f.prompt.clone(),
         params_json: params_json(cfg),
-        status: "failed".into(),
+        status: RequestStatus::Failed,
         error: Some(storable_text(&e.to_string())),
         attempts: i64::from(f.attempts),
         worker: Some(cfg.worker.clone()),
@@ -623,7 +624,7 @@ pub(crate) fn request_row(cfg: &RunConfig, f: &Finished, c: &Completion) -> NewR
         payload_hash: f.payload_hash.clone(),
         prompt: f.prompt.clone(),
         params_json: params_json(cfg),
-        status: "done".into(),
+        status: RequestStatus::Done,
         response: serde_json::to_string(&texts).ok(),
         finish_reason: serde_json::to_string(&reasons).ok(),
         error: None,

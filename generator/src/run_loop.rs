@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use instill_core::now_ms;
+use instill_core::{RunStatus, now_ms};
 use instill_storage::Db;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -228,8 +228,8 @@ where
     pub(crate) async fn finish(mut self) -> Result<RunReport, GenerateError> {
         let ending = self.ending.unwrap_or(Ending::MaxRequests);
         let status = match (ending, self.sharing) {
-            (Ending::Target, _) => Some("done"),
-            (_, Sharing::Alone) => Some("stopped"),
+            (Ending::Target, _) => Some(RunStatus::Done),
+            (_, Sharing::Alone) => Some(RunStatus::Stopped),
             (_, Sharing::Shared) => None,
         };
         if let Some(status) = status {

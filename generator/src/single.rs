@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::time::Duration;
 
-use instill_core::Record;
+use instill_core::{Record, RequestStatus};
 use instill_storage::Db;
 use rustc_hash::FxHashMap;
 
@@ -90,7 +90,7 @@ where
         for r in stored {
             resend.extend(expected..r.idx);
             expected = r.idx + 1;
-            if r.status != "done" {
+            if r.status != RequestStatus::Done {
                 resend.push_back(r.idx);
                 continue;
             }

@@ -9,7 +9,7 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use instill_core::now_ms;
+use instill_core::{RequestStatus, RunStatus, now_ms};
 use instill_storage::{AcceptorLock, Db};
 use rustc_hash::FxHashMap;
 
@@ -94,7 +94,7 @@ async fn accept_stored(
     let mut generated = Vec::new();
     let mut done = a.progress.accepted >= cfg.target;
     for r in db.requests_from(run_id, a.next_idx).await? {
-        if done || r.idx != a.next_idx || r.status != "done" {
+        if done || r.idx != a.next_idx || r.status != RequestStatus::Done {
             break;
         }
         let skip = std::mem::take(&mut a.skip);
@@ -295,7 +295,7 @@ where
                 }
                 let (status, f) = db.run_frontier(run_id).await?;
                 self.frontier = f;
-                status == "done"
+                status == RunStatus::Done
             }
         };
         if reached {
@@ -419,7 +419,10 @@ async fn store_replies(
         row.run_id = run_id;
         rows.push(row);
     }
-    let ok = rows.iter().filter(|r| r.status == "done").count() as i64;
+    let ok = rows
+        .iter()
+        .filter(|r| r.status == RequestStatus::Done)
+        .count() as i64;
     let mut w = db.writer().await?;
     w.store_requests(&rows).await?;
     w.commit().await?;

@@ -6,6 +6,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use indicatif::ProgressBar;
+use instill_core::Reason;
 use instill_dedup::{
     CurateConfig, Curation, MinHashStage, Progress, RougeConfig, RougeStage, Shingling,
     StageSummary, Step, curate,
@@ -178,9 +179,9 @@ fn print_summary(global: &GlobalArgs, s: &Summary) -> anyhow::Result<()> {
     };
     println!("{} records not yet rejected", s.scope);
     for (name, m) in [
-        ("exact", &s.exact),
-        ("minhash", &s.minhash),
-        ("rouge_l", &s.rouge_l),
+        (Reason::Exact.as_str(), &s.exact),
+        (Reason::Minhash.as_str(), &s.minhash),
+        (Reason::RougeL.as_str(), &s.rouge_l),
     ] {
         if let Some(m) = m {
             let mut extra = String::new();

@@ -6,11 +6,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use futures::StreamExt;
-use instill_core::{OutputFormat, write_record};
+use instill_core::{OutputFormat, in_val, write_record};
 use instill_storage::{Db, ExportRecord, StatusFilter};
 use rayon::prelude::*;
 use serde::Serialize;
-use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use crate::cli::{Compression, ExportArgs, GlobalArgs};
 use crate::outdir::{Producer, Stamp};
@@ -67,17 +66,6 @@ struct Summary<'a> {
     bytes: u64,
     seconds: f64,
     manifest: &'a str,
-}
-
-/// Whether a record with this normalised hash goes to the validation split: a hash of the
-/// content and the seed, so the choice depends on nothing else (not order, not id).
-pub fn in_val(norm_hash: &str, seed: u64, fraction: f64) -> bool {
-    if fraction <= 0.0 {
-        return false;
-    }
-    let h = xxh3_64_with_seed(norm_hash.as_bytes(), seed);
-    // The top 53 bits as a uniform number in [0, 1).
-    ((h >> 11) as f64 / (1u64 << 53) as f64) < fraction
 }
 
 /// A run of records formatted as JSONL lines back to back.
@@ -364,20 +352,4 @@ fn print_summary(
         );
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_validation_split_has_about_the_asked_size_and_depends_on_the_seed() {
-        let hashes: Vec<String> = (0..20_000).map(|i| format!("{:032x}", i * 7919)).collect();
-        let val = hashes.iter().filter(|h| in_val(h, 1, 0.1)).count();
-        assert!((1_700..2_300).contains(&val), "{val}");
-        let other_seed: Vec<bool> = hashes.iter().map(|h| in_val(h, 2, 0.1)).collect();
-        let this_seed: Vec<bool> = hashes.iter().map(|h| in_val(h, 1, 0.1)).collect();
-        assert_ne!(other_seed, this_seed);
-        assert!(!in_val(&hashes[0], 1, 0.0));
-    }
 }

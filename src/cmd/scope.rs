@@ -54,7 +54,7 @@ pub fn stored(rejections: &[instill_dedup::Rejection]) -> Vec<Rejection> {
         .iter()
         .map(|r| Rejection {
             id: r.id,
-            reason: r.reason.into(),
+            reason: r.reason,
             dup_of: r.dup_of,
             score: r.score,
             cluster_id: r.cluster_id,

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use candle_core::{Device, Tensor};
-use instill_core::{InputFormat, Record};
+use instill_core::{InputFormat, Record, held_out, held_out_digest, norm_hash};
 use instill_generator::local::{Codec, device};
 use instill_storage::{Db, StatusFilter};
 use instill_trainer::{
@@ -148,13 +148,6 @@ fn prompt(codec: &Codec, r: &Record, template: &str) -> anyhow::Result<String> {
     })
 }
 
-fn held_out(r: &Record, fraction: f64) -> bool {
-    let h = xxhash_rust::xxh3::xxh3_64(
-        format!("{}\u{1f}{}\u{1f}{}", r.instruction, r.input, r.output).as_bytes(),
-    );
-    (h as f64 / u64::MAX as f64) < fraction
-}
-
 pub async fn train(global: &GlobalArgs, args: &TrainArgs) -> anyhow::Result<Outcome> {
     let plan = train_out::plan(args, &global.db)?;
     let dev = device(&args.device)?;
@@ -180,14 +173,21 @@ pub async fn train(global: &GlobalArgs, args: &TrainArgs) -> anyhow::Result<Outc
         .first()
         .context("the model declares no EOS token")?;
     let (mut train_set, mut val_set, mut skipped) = (Vec::new(), Vec::new(), 0usize);
+    // The records the split holds out (export's split: same --val-fraction and --seed, same
+    // records), by normalised hash, for the summary's digest.
+    let mut held = Vec::new();
     for r in &records {
+        let val = held_out(r, args.seed, args.val_fraction);
+        if val {
+            held.push(norm_hash(r));
+        }
         let p = base
             .codec
             .encode(&prompt(&base.codec, r, &args.template)?)?;
         let mut response = base.codec.encode(&r.output)?;
         response.push(eos);
         match Example::new(p, &response, args.max_len) {
-            Some(e) if held_out(r, args.val_fraction) => val_set.push(e),
+            Some(e) if val => val_set.push(e),
             Some(e) => train_set.push(e),
             None => skipped += 1,
         }
@@ -279,6 +279,7 @@ pub async fn train(global: &GlobalArgs, args: &TrainArgs) -> anyhow::Result<Outc
         "out": args.out.display().to_string(),
         "mode": if lora.is_some() { "lora" } else { "full" },
         "examples": train_set.len(), "validation": val_set.len(), "skipped": skipped,
+        "held_out": held.len(), "held_out_digest": held_out_digest(held.iter().map(String::as_str)),
         "steps": summary.steps, "first_loss": summary.first_loss, "last_loss": summary.last_loss,
         "initial_val_loss": summary.initial_val_loss, "val_loss": summary.val_loss, "tokens_per_s": (summary.tokens_per_s * 10.0).round() / 10.0,
     });

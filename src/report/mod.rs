@@ -214,7 +214,7 @@ fn runs(h: &mut String, d: &ReportData) {
         let _ = write!(
             h,
             "<tr><td>{n}</td><td>{st}</td><td class=\"n\">{minutes}</td><td class=\"n\" data-k=\"runs.{n}.requests\">{rq}</td><td class=\"n\" data-k=\"runs.{n}.prompt_tokens\">{pt}</td><td class=\"n\" data-k=\"runs.{n}.completion_tokens\">{ct}</td><td class=\"n\" data-k=\"runs.{n}.accepted\" data-v=\"{a}\">{av}</td><td class=\"n\" data-k=\"runs.{n}.rejected\" data-v=\"{rj}\">{rv}</td><td class=\"n\">{rate}</td><td class=\"n\">{per1k}</td><td class=\"n\">{cost}</td></tr>",
-            st = esc(&r.status),
+            st = esc(r.status.as_str()),
             rq = num(r.requests),
             pt = num(r.prompt_tokens),
             ct = num(r.completion_tokens),

@@ -27,7 +27,26 @@ pub enum StorageError {
         /// Why.
         message: String,
     },
+    /// A stored status or reason is not one this version knows (a newer instill wrote it, or
+    /// the row was edited by hand).
+    #[error("stored {column} is unreadable: {source}")]
+    UnknownCode {
+        /// The column.
+        column: &'static str,
+        /// The code and its vocabulary.
+        source: instill_core::UnknownCode,
+    },
     /// The operation needs the other engine (e.g. worker leases need Postgres).
     #[error("{0}")]
     Unsupported(String),
+}
+
+/// Reads a stored code of `column` ([`instill_core::Reason`], a status): the one conversion from
+/// the text the database holds to the enum the code matches on.
+pub(crate) fn decode<T>(column: &'static str, code: &str) -> Result<T, StorageError>
+where
+    T: std::str::FromStr<Err = instill_core::UnknownCode>,
+{
+    code.parse()
+        .map_err(|source| StorageError::UnknownCode { column, source })
 }

@@ -1,10 +1,10 @@
 //! Reading records back in id order, one keyset page at a time, for exports of any size.
 
-use instill_core::{Lang, Record};
+use instill_core::{Lang, Record, Status};
 use sqlx::{AssertSqlSafe, Row};
 
 use crate::db::{Db, Pool, on_pool};
-use crate::error::StorageError;
+use crate::error::{StorageError, decode};
 
 /// A record read back from the database.
 #[derive(Debug, Clone, PartialEq)]
@@ -17,9 +17,10 @@ pub struct StoredRecord {
     pub lang: Lang,
     /// The dataset or run it came from.
     pub source: String,
-    /// `pending`, `accepted` or `rejected`.
-    pub status: String,
-    /// Why it was rejected.
+    /// Pending, accepted or rejected.
+    pub status: Status,
+    /// Why it was rejected: a [`instill_core::Reason`]'s code, kept as text (the column is
+    /// free text: a newer instill may store reasons this one does not know).
     pub reason: Option<String>,
     /// [`instill_core::norm_hash`] of the record.
     pub norm_hash: String,
@@ -165,7 +166,7 @@ impl Db {
                                 history,
                                 &lang,
                                 source,
-                                status,
+                                &status,
                                 reason,
                                 norm_hash,
                             )
@@ -199,7 +200,7 @@ impl Db {
                             row.try_get("history")?,
                             row.try_get::<&str, _>("lang")?,
                             row.try_get("source")?,
-                            row.try_get("status")?,
+                            row.try_get::<&str, _>("status")?,
                             row.try_get("reason")?,
                             row.try_get("norm_hash")?,
                         )
@@ -287,7 +288,7 @@ fn stored(
     history: Option<String>,
     lang: &str,
     source: String,
-    status: String,
+    status: &str,
     reason: Option<String>,
     norm_hash: String,
 ) -> Result<StoredRecord, StorageError> {
@@ -302,7 +303,7 @@ fn stored(
         record,
         lang: Lang::from_code(lang),
         source,
-        status,
+        status: decode("status", status)?,
         reason,
         norm_hash,
     })

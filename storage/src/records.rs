@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::sync::{Arc, LazyLock};
 
-use instill_core::{Lang, Origin, Record, Status};
+use instill_core::{Lang, Origin, Reason, Record, Status};
 use sqlx::AssertSqlSafe;
 
 use crate::error::StorageError;
@@ -34,7 +34,7 @@ pub struct NewRecord {
     /// Pending, accepted or rejected.
     pub status: Status,
     /// Why it was rejected.
-    pub reason: Option<String>,
+    pub reason: Option<Reason>,
     /// The record it duplicates.
     pub dup_of: Option<i64>,
     /// The similarity score behind the verdict.
@@ -125,7 +125,7 @@ pub(crate) async fn insert_sqlite(
                 .bind(r.request_id)
                 .bind(r.item_idx)
                 .bind(codes.get(r.status.as_str()))
-                .bind(r.reason)
+                .bind(r.reason.map(Reason::as_str))
                 .bind(r.dup_of)
                 .bind(r.score)
                 .bind(r.norm_hash)
@@ -212,7 +212,7 @@ fn copy_row(r: &NewRecord, out: &mut Vec<u8>) {
     }
     copy_text(Some(r.status.as_str()), out);
     out.push(b'\t');
-    copy_text(r.reason.as_deref(), out);
+    copy_text(r.reason.map(Reason::as_str), out);
     out.push(b'\t');
     copy_num(r.dup_of, out);
     out.push(b'\t');

@@ -2,10 +2,11 @@
 //! acceptance over time, nearest-neighbour ROUGE-L scores, MinHash cluster sizes, and the texts
 //! (page by page) for length and diversity charts.
 
+use instill_core::{RunStatus, Status};
 use sqlx::{AssertSqlSafe, Row};
 
 use crate::db::{Db, on_pool};
-use crate::error::StorageError;
+use crate::error::{StorageError, decode};
 
 /// One generation run, as the report shows it.
 #[derive(Debug, Clone, PartialEq)]
@@ -14,8 +15,8 @@ pub struct RunSummary {
     pub id: i64,
     /// The run's name.
     pub name: String,
-    /// `running`, `finished`, …
-    pub status: String,
+    /// Running, done or stopped.
+    pub status: RunStatus,
     /// Start, Unix milliseconds.
     pub started_at: i64,
     /// End, Unix milliseconds, once finished.
@@ -56,8 +57,8 @@ pub struct RecordText {
     pub output: String,
     /// `zh`, `en` or `other`.
     pub lang: String,
-    /// `pending`, `accepted` or `rejected`.
-    pub status: String,
+    /// Pending, accepted or rejected.
+    pub status: Status,
 }
 
 impl Db {
@@ -77,7 +78,7 @@ impl Db {
                     Ok(RunSummary {
                         id: r.try_get("id")?,
                         name: r.try_get("name")?,
-                        status: r.try_get("status")?,
+                        status: decode("runs.status", r.try_get("status")?)?,
                         started_at: r.try_get("started_at")?,
                         finished_at: r.try_get("finished_at")?,
                         requests: r.try_get("requests")?,
@@ -87,8 +88,7 @@ impl Db {
                         rejected: r.try_get("rej")?,
                     })
                 })
-                .collect::<Result<Vec<_>, sqlx::Error>>()
-                .map_err(StorageError::from)
+                .collect::<Result<Vec<_>, StorageError>>()
         })
     }
 
@@ -167,11 +167,10 @@ impl Db {
                         input: r.try_get("input")?,
                         output: r.try_get("output")?,
                         lang: r.try_get("lang")?,
-                        status: r.try_get("status")?,
+                        status: decode("records.status", r.try_get("status")?)?,
                     })
                 })
-                .collect::<Result<Vec<_>, sqlx::Error>>()
-                .map_err(StorageError::from)
+                .collect::<Result<Vec<_>, StorageError>>()
         })
     }
 }

@@ -1,10 +1,11 @@
 //! Generation runs and their request cache: the `runs` and `requests` tables, and what a run
 //! needs to resume (where acceptance stopped, the stored replies after it, the accepted pool).
 
+use instill_core::{RequestStatus, RunStatus, Status};
 use sqlx::{AssertSqlSafe, Row};
 
 use crate::db::{Backend, Db, on_pool};
-use crate::error::StorageError;
+use crate::error::{StorageError, decode};
 use crate::writer::{Tx, Writer, on_tx};
 
 /// A run as stored.
@@ -18,8 +19,8 @@ pub struct RunRow {
     pub kind: String,
     /// The settings it was started with (JSON).
     pub config_json: String,
-    /// `running`, `done`, `stopped`.
-    pub status: String,
+    /// Running, done or stopped.
+    pub status: RunStatus,
     /// Unix ms.
     pub started_at: i64,
 }
@@ -37,8 +38,8 @@ pub struct NewRequest {
     pub prompt: String,
     /// The sampling parameters (JSON).
     pub params_json: String,
-    /// `done` (a reply is stored: never sent again) or `failed`.
-    pub status: String,
+    /// Done (a reply is stored: never sent again) or failed.
+    pub status: RequestStatus,
     /// The reply text(s) (JSON array of choices' texts).
     pub response: Option<String>,
     /// The finish reasons (JSON array).
@@ -68,8 +69,8 @@ pub struct StoredRequest {
     pub id: i64,
     /// Position in the run.
     pub idx: i64,
-    /// `done` or `failed`.
-    pub status: String,
+    /// Done or failed.
+    pub status: RequestStatus,
     /// The payload hash.
     pub payload_hash: String,
     /// The reply text(s) (JSON array).
@@ -126,7 +127,7 @@ impl Db {
                 name: r.try_get("name")?,
                 kind: r.try_get("kind")?,
                 config_json: r.try_get("config_json")?,
-                status: r.try_get("status")?,
+                status: decode("runs.status", r.try_get("status")?)?,
                 started_at: r.try_get("started_at")?,
             })).transpose()
         })
@@ -147,16 +148,16 @@ impl Db {
         Ok(id)
     }
 
-    /// Sets a run's status (`running`, `done`, `stopped`), and its finish time for the last two.
+    /// Sets a run's status, and its finish time unless it is running again.
     pub async fn set_run_status(
         &self,
         id: i64,
-        status: &str,
+        status: RunStatus,
         now: i64,
     ) -> Result<(), StorageError> {
         let sql = "UPDATE runs SET status = $1, finished_at = CASE WHEN $1 = 'running' THEN NULL ELSE $2 END WHERE id = $3";
         on_pool!(&self.pool, p => {
-            sqlx::query(sql).bind(status).bind(now).bind(id).execute(p).await?.rows_affected()
+            sqlx::query(sql).bind(status.as_str()).bind(now).bind(id).execute(p).await?.rows_affected()
         });
         Ok(())
     }
@@ -172,11 +173,11 @@ impl Db {
     }
 
     /// The run's status and frontier (the first request idx its acceptor has not finished).
-    pub async fn run_frontier(&self, run_id: i64) -> Result<(String, i64), StorageError> {
+    pub async fn run_frontier(&self, run_id: i64) -> Result<(RunStatus, i64), StorageError> {
         let sql = "SELECT status, frontier FROM runs WHERE id = $1";
-        let row: (String, i64) =
+        let (status, frontier): (String, i64) =
             on_pool!(&self.pool, p => sqlx::query_as(sql).bind(run_id).fetch_one(p).await?);
-        Ok(row)
+        Ok((decode("runs.status", &status)?, frontier))
     }
 
     /// Where acceptance stopped: the (request idx, item idx) of the run's last stored record.
@@ -203,7 +204,7 @@ FROM requests WHERE run_id = $1 AND idx >= $2 ORDER BY idx";
             rows.iter().map(|r| Ok(StoredRequest {
                 id: r.try_get("id")?,
                 idx: r.try_get("idx")?,
-                status: r.try_get("status")?,
+                status: decode("requests.status", r.try_get("status")?)?,
                 payload_hash: r.try_get("payload_hash")?,
                 response: r.try_get("response")?,
                 finish_reason: r.try_get("finish_reason")?,
@@ -245,23 +246,23 @@ FROM requests WHERE run_id = $1 GROUP BY status";
         let mut t = RunTotals::default();
         on_pool!(&self.pool, p => {
             for r in sqlx::query(by_status).bind(run_id).fetch_all(p).await? {
-                let status: String = r.try_get("k")?;
                 let n: i64 = r.try_get("n")?;
-                if status == "accepted" {
-                    t.accepted += n;
-                } else if status == "rejected" {
-                    let reason: Option<String> = r.try_get("r")?;
-                    t.rejected.push((reason.unwrap_or_default(), n));
+                match decode("records.status", r.try_get("k")?)? {
+                    Status::Accepted => t.accepted += n,
+                    Status::Rejected => {
+                        let reason: Option<String> = r.try_get("r")?;
+                        t.rejected.push((reason.unwrap_or_default(), n));
+                    }
+                    Status::Pending => {}
                 }
             }
             for r in sqlx::query(req).bind(run_id).fetch_all(p).await? {
-                let status: String = r.try_get("k")?;
                 let n: i64 = r.try_get("n")?;
-                match status.as_str() {
-                    "done" => t.requests_done += n,
-                    "failed" => t.requests_failed += n,
-                    // `claimed`: a worker's lease on a request in flight, not a result.
-                    _ => continue,
+                match decode("requests.status", r.try_get("k")?)? {
+                    RequestStatus::Done => t.requests_done += n,
+                    RequestStatus::Failed => t.requests_failed += n,
+                    // A worker's lease on a request in flight, not a result.
+                    RequestStatus::Claimed => continue,
                 }
                 t.retries += r.try_get::<i64, _>("retries")?;
                 t.prompt_tokens = t.prompt_tokens.saturating_add(r.try_get("pt")?);

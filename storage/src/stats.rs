@@ -1,10 +1,11 @@
 //! Aggregate counts for `instill stats`: records by status, reason, source, run, language and
 //! origin; length distributions; request and token totals.
 
+use instill_core::Status;
 use sqlx::Row;
 
 use crate::db::{Db, on_pool};
-use crate::error::StorageError;
+use crate::error::{StorageError, decode};
 
 /// Records by status.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -108,11 +109,10 @@ impl Db {
         let mut records = StatusCounts::default();
         for (status, n) in &by_status {
             records.total += n;
-            match status.as_str() {
-                "pending" => records.pending = *n,
-                "accepted" => records.accepted = *n,
-                "rejected" => records.rejected = *n,
-                _ => {}
+            match decode("records.status", status)? {
+                Status::Pending => records.pending = *n,
+                Status::Accepted => records.accepted = *n,
+                Status::Rejected => records.rejected = *n,
             }
         }
         Ok(Stats {

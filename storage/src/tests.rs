@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use instill_core::{Exchange, Lang, Origin, Record, Seed, Status, norm_hash};
+use instill_core::{
+    Exchange, Lang, Origin, Reason, Record, RequestStatus, RunStatus, Seed, Status, norm_hash,
+};
 
 use crate::testing::TempDb;
 use crate::{Db, NewImport, NewRecord, NewSeed, StatusFilter};
@@ -20,7 +22,7 @@ fn new_record(record: Record, status: Status) -> NewRecord {
         request_id: None,
         item_idx: None,
         status,
-        reason: (status == Status::Rejected).then(|| "exact".to_string()),
+        reason: (status == Status::Rejected).then_some(Reason::Exact),
         dup_of: None,
         score: (status == Status::Rejected).then_some(0.75),
         created_at: 1,
@@ -273,7 +275,7 @@ async fn verdicts_are_written_in_batches_and_read_back() {
             .step_by(2)
             .map(|id| crate::Rejection {
                 id,
-                reason: "minhash".into(),
+                reason: Reason::Minhash,
                 dup_of: Some(id - 1),
                 score: Some(0.875),
                 cluster_id: Some(id - 1),
@@ -287,7 +289,10 @@ async fn verdicts_are_written_in_batches_and_read_back() {
         w.commit().await.unwrap();
         let v = db.verdicts().await.unwrap();
         assert_eq!(v.len(), 1200, "{}", t.backend);
-        assert_eq!(v.iter().filter(|x| x.status == "rejected").count(), 600);
+        assert_eq!(
+            v.iter().filter(|x| x.status == Status::Rejected).count(),
+            600
+        );
         assert_eq!(
             (
                 v[1].reason.as_deref(),
@@ -459,7 +464,7 @@ async fn run_with_replies(db: &Db, idxs: &[i64]) -> (i64, Vec<i64>) {
         .map(|&idx| crate::NewRequest {
             run_id: run,
             idx,
-            status: "done".into(),
+            status: RequestStatus::Done,
             response: Some("[\"x\"]".into()),
             ..crate::NewRequest::default()
         })
@@ -489,10 +494,7 @@ async fn a_flush_by_an_acceptor_that_lost_the_run_is_refused() {
         let mut w = db.writer().await.unwrap();
         assert!(w.hold_run(run, second, 5).await.unwrap());
         w.commit().await.unwrap();
-        assert_eq!(
-            db.run_frontier(run).await.unwrap(),
-            ("running".to_string(), 5)
-        );
+        assert_eq!(db.run_frontier(run).await.unwrap(), (RunStatus::Running, 5));
         db.close().await;
     }
 }

@@ -1,10 +1,11 @@
 //! Writing curation verdicts back: rejections (reason, `dup_of`, score, cluster), MinHash
 //! cluster ids and ROUGE-L nearest neighbours, in batches of multi-row `UPDATE … FROM (VALUES …)`.
 
+use instill_core::Status;
 use sqlx::{AssertSqlSafe, Row};
 
 use crate::db::{Backend, Db, on_pool};
-use crate::error::StorageError;
+use crate::error::{StorageError, decode};
 use crate::writer::{Tx, Writer, on_tx};
 
 /// A record to mark rejected.
@@ -12,8 +13,10 @@ use crate::writer::{Tx, Writer, on_tx};
 pub struct Rejection {
     /// `records.id`.
     pub id: i64,
-    /// The rule or method: `exact`, `minhash`, `rouge_l`, or a filter rule's name.
-    pub reason: String,
+    /// The rule or method: an [`instill_core::Reason`]'s code (`exact`, `minhash`, `rouge_l`,
+    /// or a filter rule). Text still: `instill dedup` builds these, and moves to the enum with
+    /// its pipeline.
+    pub reason: instill_core::Reason,
     /// The record it duplicates, if any.
     pub dup_of: Option<i64>,
     /// The similarity behind the verdict, if any.
@@ -27,9 +30,10 @@ pub struct Rejection {
 pub struct StoredVerdict {
     /// `records.id`.
     pub id: i64,
-    /// `pending`, `accepted` or `rejected`.
-    pub status: String,
-    /// Why it was rejected.
+    /// Pending, accepted or rejected.
+    pub status: Status,
+    /// Why it was rejected: a [`instill_core::Reason`]'s code, kept as text (see
+    /// [`crate::StoredRecord::reason`]).
     pub reason: Option<String>,
     /// The record it duplicates.
     pub dup_of: Option<i64>,
@@ -53,7 +57,7 @@ FROM records ORDER BY id";
             let rows = sqlx::query(sql).fetch_all(p).await?;
             rows.iter().map(|r| Ok(StoredVerdict {
                 id: r.try_get("id")?,
-                status: r.try_get("status")?,
+                status: decode("status", r.try_get("status")?)?,
                 reason: r.try_get("reason")?,
                 dup_of: r.try_get("dup_of")?,
                 score: r.try_get("score")?,
