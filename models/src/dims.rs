@@ -199,7 +199,7 @@ impl Dims {
         };
         let embed_rows = content
             .tensor_infos
-            .get("token_embd.weight")
+            .get(&format!("{}.weight", Part::Embed.gguf()))
             .and_then(|t| t.shape.dims().first().copied());
         let get = |field: Field| -> Option<Num> {
             match content.metadata.get(&source.name(field)) {
@@ -281,8 +281,11 @@ impl Dims {
 
     /// The Hugging Face names of the tensors every checkpoint of this shape has.
     pub fn required(&self) -> Vec<String> {
-        crate::names::parts(self.num_layers)
-            .filter(|p| *p != Part::LmHead)
+        let layers = (0..self.num_layers)
+            .flat_map(|i| crate::names::LAYER_MODULES.map(|m| Part::Layer(i, m)));
+        [Part::Embed, Part::Norm]
+            .into_iter()
+            .chain(layers)
             .map(Part::weight)
             .collect()
     }
@@ -311,11 +314,7 @@ impl Dims {
         );
         let i_fields = format!("{}, {hidden}", n(Field::Intermediate, intermediate));
         // Any tensor of a layer past the count, whatever its module, is refused.
-        let index = hf
-            .strip_prefix("model.layers.")
-            .and_then(|rest| rest.split_once('.'))
-            .and_then(|(index, _)| index.parse::<usize>().ok());
-        if let Some(index) = index
+        if let Some(index) = crate::names::hf_layer(hf)
             && index >= self.num_layers
         {
             return Err(self.bad(

@@ -132,7 +132,7 @@ impl Part {
     /// Its Hugging Face name, without `.weight` (`model.layers.0.self_attn.q_proj`).
     pub fn hf(self) -> String {
         match self {
-            Part::Layer(i, m) => format!("model.layers.{i}.{}", m.hf()),
+            Part::Layer(i, m) => format!("{HF_LAYERS}{i}.{}", m.hf()),
             other => other.whole_hf().to_string(),
         }
     }
@@ -184,7 +184,7 @@ impl Part {
                 return Some((whole, kind));
             }
         }
-        let (index, module) = stem.strip_prefix("model.layers.")?.split_once('.')?;
+        let (index, module) = stem.strip_prefix(HF_LAYERS)?.split_once('.')?;
         let m = LAYER_MODULES.into_iter().find(|m| m.hf() == module)?;
         Some((Part::Layer(index.parse().ok()?, m), kind))
     }
@@ -205,6 +205,15 @@ impl Part {
         Some((part, kind))
     }
 }
+
+/// The layer a Hugging Face tensor name belongs to (`model.layers.3.…` → 3), whatever its module.
+pub fn hf_layer(name: &str) -> Option<usize> {
+    let (index, _) = name.strip_prefix(HF_LAYERS)?.split_once('.')?;
+    index.parse().ok()
+}
+
+/// The prefix of a Hugging Face layer's tensor names.
+const HF_LAYERS: &str = "model.layers.";
 
 /// The Hugging Face name of a GGUF tensor (`blk.0.attn_q.weight` →
 /// `model.layers.0.self_attn.q_proj.weight`), for the tensors the loaders use.

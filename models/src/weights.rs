@@ -275,6 +275,26 @@ fn gguf_config_json(dims: &Dims, content: &Content) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Architecture;
+
+    #[test]
+    fn a_directory_opens_with_its_config_and_codec() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/local/tiny-llama");
+        let w = Weights::open(&dir, &Device::Cpu).expect("open");
+        assert_eq!(w.dims().architecture, Architecture::Llama);
+        assert_eq!(w.dims().qk_layout, QkLayout::Halves);
+        assert!(w.has(&Part::LmHead.weight()) && !w.has(&Part::Layer(0, Module::Q).bias()));
+        let (dims, all) = w.dense_all().expect("dense");
+        assert_eq!(all.len(), 3 + 9 * dims.num_layers);
+        assert!(w.codec(None).is_ok());
+        let e = Weights::open(&dir.join("missing"), &Device::Cpu)
+            .expect_err("missing")
+            .to_string();
+        assert!(
+            e.contains("no such file or directory; expected a Hugging Face"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn llama_cpp_rows_go_back_to_halves() {
