@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use candle_core::Device;
-use instill_generator::local::Codec;
+use instill_models::{Codec, Weights};
 use instill_trainer::{AdamWConfig, Example, LoraConfig, Model, TrainConfig, train};
 
 fn opt(name: &str) -> Option<String> {
@@ -97,10 +97,9 @@ fn main() {
             PathBuf::from(std::env::var("HOME").unwrap_or_default())
                 .join(".cache/instill-ci/models/SmolLM2-135M-Instruct.Q4_1.gguf")
         });
-    let (config, _, weights) = instill_trainer::gguf::load(&gguf, &Device::Cpu).expect("gguf");
-    let mut file = std::fs::File::open(&gguf).expect("open");
-    let content = candle_core::quantized::gguf_file::Content::read(&mut file).expect("gguf");
-    let codec = Codec::from_gguf(&gguf, &content, None).expect("codec");
+    let opened = Weights::open(&gguf, &Device::Cpu).expect("gguf");
+    let (config, weights) = opened.dense_all().expect("weights");
+    let codec = opened.codec(None).expect("codec");
     let data = examples(&codec, codec.eos_ids[0]);
     let model = Model::new(config, &weights, Some(&lora), 1, &Device::Cpu).expect("model");
     run("smollm2-135m lora", &model, &data, steps, 2e-4);
@@ -111,7 +110,8 @@ fn main() {
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(tiny.join("config.json")).expect("config"))
             .expect("json");
-    let config = instill_trainer::Config::from_json(&json, "config.json").expect("config");
+    let config = instill_models::Dims::from_config(&json, std::path::Path::new("config.json"))
+        .expect("config");
     let weights = candle_core::safetensors::load(tiny.join("model.safetensors"), &Device::Cpu)
         .expect("weights");
     let model = Model::new(config.clone(), &weights, Some(&lora), 1, &Device::Cpu).expect("model");

@@ -8,6 +8,8 @@ use candle_core::quantized::gguf_file;
 use serde_json::Value;
 
 use crate::ModelFileError;
+use crate::arch::{Architecture, QkLayout};
+use crate::names::{Module, Part};
 
 /// Vocabulary entries at most (the largest released vocabularies have about 256k).
 pub const MAX_VOCAB: usize = 1 << 24;
@@ -112,13 +114,20 @@ pub enum Num {
     Other(&'static str),
 }
 
-/// The network's shape, every number within bounds and consistent with the others.
+/// A model's configuration: its architecture and shape, every number within bounds and
+/// consistent with the others. Both decoders (generation and training) are built from it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Dims {
     /// The file it was read from.
     pub path: PathBuf,
     /// Which kind of file, for field names.
     pub source: Source,
+    /// The decoder family.
+    pub architecture: Architecture,
+    /// How the query/key rows of the weights this configuration goes with pair up for RoPE:
+    /// as in the file (GGUF Llama: interleaved); [`crate::weights::Weights::dense`] gives
+    /// Hugging Face's halves.
+    pub qk_layout: QkLayout,
     /// Vocabulary size.
     pub vocab_size: usize,
     /// Hidden size.
@@ -146,8 +155,11 @@ pub struct Dims {
 }
 
 impl Dims {
-    /// The shape stated by a `config.json` (already parsed) at `path`.
+    /// The configuration stated by a `config.json` (already parsed) at `path`; a `model_type`
+    /// other than llama, mistral or qwen2 is refused.
     pub fn from_config(v: &Value, path: &Path) -> Result<Dims, ModelFileError> {
+        let architecture =
+            Architecture::from_model_type(v.get("model_type").and_then(Value::as_str), path)?;
         let rope = v.get("rope_parameters").filter(|r| r.is_object());
         let get = |field: Field| -> Option<Num> {
             let raw = match field {
@@ -168,22 +180,26 @@ impl Dims {
             .get("tie_word_embeddings")
             .and_then(Value::as_bool)
             .unwrap_or(false);
-        build(path, Source::Config, &get, tied)
+        let mut dims = build(path, Source::Config, &get, tied)?;
+        dims.architecture = architecture;
+        Ok(dims)
     }
 
-    /// The shape stated by the metadata of a GGUF file of architecture `arch` (the vocabulary
-    /// from `ARCH.vocab_size`, else the rows of `token_embd.weight`).
-    pub fn from_gguf(
-        content: &gguf_file::Content,
-        arch: &str,
-        path: &Path,
-    ) -> Result<Dims, ModelFileError> {
+    /// The configuration stated by the metadata of a GGUF file (the vocabulary from
+    /// `ARCH.vocab_size`, else the rows of `token_embd.weight`); a `general.architecture` other
+    /// than llama or qwen2 is refused.
+    pub fn from_gguf(content: &gguf_file::Content, path: &Path) -> Result<Dims, ModelFileError> {
+        let arch = content
+            .metadata
+            .get("general.architecture")
+            .and_then(|v| v.to_string().ok());
+        let architecture = Architecture::from_gguf(arch.map(String::as_str), path)?;
         let source = Source::Gguf {
-            arch: arch.to_string(),
+            arch: architecture.name().to_string(),
         };
         let embed_rows = content
             .tensor_infos
-            .get("token_embd.weight")
+            .get(&format!("{}.weight", Part::Embed.gguf()))
             .and_then(|t| t.shape.dims().first().copied());
         let get = |field: Field| -> Option<Num> {
             match content.metadata.get(&source.name(field)) {
@@ -193,7 +209,10 @@ impl Dims {
             }
         };
         let tied = !content.tensor_infos.contains_key("output.weight");
-        build(path, source.clone(), &get, tied)
+        let mut dims = build(path, source.clone(), &get, tied)?;
+        dims.architecture = architecture;
+        dims.qk_layout = architecture.gguf_qk_layout();
+        Ok(dims)
     }
 
     /// The context the model can attend over: its trained length, capped at its attention
@@ -225,7 +244,7 @@ impl Dims {
             Some(i) => i,
             None => tensors
                 .iter()
-                .find(|(_, hf, _)| hf == "model.layers.0.mlp.gate_proj.weight")
+                .find(|(_, hf, _)| *hf == Part::Layer(0, Module::Gate).weight())
                 .and_then(|(_, _, s)| s.first().copied())
                 .filter(|&i| (1..=MAX_INTERMEDIATE).contains(&i))
                 .unwrap_or(0),
@@ -262,26 +281,13 @@ impl Dims {
 
     /// The Hugging Face names of the tensors every checkpoint of this shape has.
     pub fn required(&self) -> Vec<String> {
-        let mut names = vec![
-            "model.embed_tokens.weight".to_string(),
-            "model.norm.weight".to_string(),
-        ];
-        for i in 0..self.num_layers {
-            for m in [
-                "self_attn.q_proj",
-                "self_attn.k_proj",
-                "self_attn.v_proj",
-                "self_attn.o_proj",
-                "mlp.gate_proj",
-                "mlp.up_proj",
-                "mlp.down_proj",
-                "input_layernorm",
-                "post_attention_layernorm",
-            ] {
-                names.push(format!("model.layers.{i}.{m}.weight"));
-            }
-        }
-        names
+        let layers = (0..self.num_layers)
+            .flat_map(|i| crate::names::LAYER_MODULES.map(|m| Part::Layer(i, m)));
+        [Part::Embed, Part::Norm]
+            .into_iter()
+            .chain(layers)
+            .map(Part::weight)
+            .collect()
     }
 
     /// The shape a tensor must have and the fields that say so; `None` for names the loaders
@@ -307,49 +313,42 @@ impl Dims {
             n(Field::HeadDim, self.head_dim)
         );
         let i_fields = format!("{}, {hidden}", n(Field::Intermediate, intermediate));
-        Ok(Some(match hf {
-            "model.embed_tokens.weight" | "lm_head.weight" => {
+        // Any tensor of a layer past the count, whatever its module, is refused.
+        if let Some(index) = crate::names::hf_layer(hf)
+            && index >= self.num_layers
+        {
+            return Err(self.bad(
+                format!("tensor {hf}"),
+                format!(
+                    "layer {index} exists but {} is {}",
+                    self.name(Field::Layers),
+                    self.num_layers
+                ),
+            ));
+        }
+        let Some((part, kind)) = Part::from_hf(hf) else {
+            return Ok(None);
+        };
+        let bias = match kind {
+            "weight" => false,
+            "bias" => true,
+            _ => return Ok(None),
+        };
+        Ok(Some(match (part, bias) {
+            (Part::Embed | Part::LmHead, false) => {
                 (vec![v, h], format!("{}, {hidden}", n(Field::Vocab, v)))
             }
-            "model.norm.weight" => (vec![h], hidden),
-            _ => {
-                let Some(rest) = hf.strip_prefix("model.layers.") else {
-                    return Ok(None);
-                };
-                let Some((index, module)) = rest.split_once('.') else {
-                    return Ok(None);
-                };
-                let Ok(index) = index.parse::<usize>() else {
-                    return Ok(None);
-                };
-                if index >= self.num_layers {
-                    return Err(self.bad(
-                        format!("tensor {hf}"),
-                        format!(
-                            "layer {index} exists but {} is {}",
-                            self.name(Field::Layers),
-                            self.num_layers
-                        ),
-                    ));
-                }
-                match module {
-                    "input_layernorm.weight" | "post_attention_layernorm.weight" => {
-                        (vec![h], hidden)
-                    }
-                    "self_attn.q_proj.weight" => (vec![q, h], q_fields),
-                    "self_attn.q_proj.bias" => (vec![q], q_fields),
-                    "self_attn.k_proj.weight" | "self_attn.v_proj.weight" => {
-                        (vec![kv, h], kv_fields)
-                    }
-                    "self_attn.k_proj.bias" | "self_attn.v_proj.bias" => (vec![kv], kv_fields),
-                    "self_attn.o_proj.weight" => (vec![h, q], q_fields),
-                    "mlp.gate_proj.weight" | "mlp.up_proj.weight" => {
-                        (vec![intermediate, h], i_fields)
-                    }
-                    "mlp.down_proj.weight" => (vec![h, intermediate], i_fields),
-                    _ => return Ok(None),
-                }
+            (Part::Norm, false) | (Part::Layer(_, Module::AttnNorm | Module::FfnNorm), false) => {
+                (vec![h], hidden)
             }
+            (Part::Layer(_, Module::Q), false) => (vec![q, h], q_fields),
+            (Part::Layer(_, Module::Q), true) => (vec![q], q_fields),
+            (Part::Layer(_, Module::K | Module::V), false) => (vec![kv, h], kv_fields),
+            (Part::Layer(_, Module::K | Module::V), true) => (vec![kv], kv_fields),
+            (Part::Layer(_, Module::O), false) => (vec![h, q], q_fields),
+            (Part::Layer(_, Module::Gate | Module::Up), false) => (vec![intermediate, h], i_fields),
+            (Part::Layer(_, Module::Down), false) => (vec![h, intermediate], i_fields),
+            _ => return Ok(None),
         }))
     }
 }
@@ -464,6 +463,8 @@ fn build(
     };
     Ok(Dims {
         path: path.to_path_buf(),
+        architecture: Architecture::Llama,
+        qk_layout: QkLayout::Halves,
         vocab_size,
         hidden_size,
         num_layers,

@@ -1,8 +1,7 @@
 //! The GGUF header, read as untrusted input: every count, length, dimension and offset is
 //! checked against the file's size (and sane caps) before anything is allocated from it, so a
 //! corrupt or hostile file is an error naming the file and the field, never a panic or an
-//! abort. The result is candle's own `Content`, which reads tensor data from it. Also the
-//! tensor names of GGUF (llama.cpp) and of Hugging Face checkpoints, both ways.
+//! abort. The result is candle's own `Content`, which reads tensor data from it.
 
 use std::collections::HashMap;
 use std::io::{BufReader, Read};
@@ -37,10 +36,10 @@ pub fn read(path: &Path) -> Result<Content, ModelFileError> {
     };
     // Too short for a magic number, or another one: not GGUF at all.
     if r.u32("the magic number").ok() != Some(0x4655_4747) {
-        return Err(ModelFileError::Format {
-            path: path.to_path_buf(),
-            message: "not a GGUF file (no GGUF magic number)".into(),
-        });
+        return Err(ModelFileError::unsupported(
+            path,
+            "not a GGUF file (no GGUF magic number)",
+        ));
     }
     let version = match r.u32("the version")? {
         1 => VersionedMagic::GgufV1,
@@ -312,40 +311,9 @@ fn dtype(ty: u32) -> Option<GgmlDType> {
     })
 }
 
-/// Per-layer modules: GGUF name, Hugging Face name.
-pub const LAYER_MODULES: [(&str, &str); 9] = [
-    ("attn_q", "self_attn.q_proj"),
-    ("attn_k", "self_attn.k_proj"),
-    ("attn_v", "self_attn.v_proj"),
-    ("attn_output", "self_attn.o_proj"),
-    ("ffn_gate", "mlp.gate_proj"),
-    ("ffn_up", "mlp.up_proj"),
-    ("ffn_down", "mlp.down_proj"),
-    ("attn_norm", "input_layernorm"),
-    ("ffn_norm", "post_attention_layernorm"),
-];
-
-/// The Hugging Face name of a GGUF tensor (`blk.0.attn_q.weight` →
-/// `model.layers.0.self_attn.q_proj.weight`), for the tensors the loaders use.
-pub fn hf_name(gguf: &str) -> Option<String> {
-    match gguf {
-        "token_embd.weight" => return Some("model.embed_tokens.weight".into()),
-        "output_norm.weight" => return Some("model.norm.weight".into()),
-        "output.weight" => return Some("lm_head.weight".into()),
-        _ => {}
-    }
-    let rest = gguf.strip_prefix("blk.")?;
-    let (index, rest) = rest.split_once('.')?;
-    let (module, kind) = rest.rsplit_once('.')?;
-    let (_, hf) = LAYER_MODULES.iter().find(|(g, _)| *g == module)?;
-    Some(format!("model.layers.{index}.{hf}.{kind}"))
-}
-
 /// Checks every tensor of a GGUF file the loaders use against `dims` (from its metadata).
 pub fn check_tensors(content: &Content, dims: &crate::Dims) -> Result<(), ModelFileError> {
-    dims.check_tensors(
-        content.tensor_infos.iter().filter_map(|(name, info)| {
-            hf_name(name).map(|hf| (name.as_str(), hf, info.shape.dims()))
-        }),
-    )
+    dims.check_tensors(content.tensor_infos.iter().filter_map(|(name, info)| {
+        crate::names::hf_name(name).map(|hf| (name.as_str(), hf, info.shape.dims()))
+    }))
 }

@@ -1,23 +1,40 @@
-//! instill-models: model files as untrusted input. Both loaders (generation in
-//! `instill-generator`, training in `instill-trainer`) read a model's shape, its GGUF header and
-//! its safetensors files through this crate, so every absurd value (0 or 10¹² layers, a context
-//! of 2⁴⁰, an alignment of 0, a tensor that disagrees with the config or lies past the end of its
+//! instill-models: everything about a model except its forward pass. The inference decoder
+//! (`instill-generator`) and the differentiable one (`instill-trainer`) are both built from
+//! what this crate reads: the configuration, the weights, the tokenizer and chat template, the
+//! device. Model files are untrusted input: every absurd value (0 or 10¹² layers, a context of
+//! 2⁴⁰, an alignment of 0, a tensor that disagrees with the config or lies past the end of its
 //! file) is refused here, with the file and the field named, before anything is sized from it.
 //!
-//! - [`dims`]: the network's shape from `config.json` or GGUF metadata, bounded and
+//! - [`arch`]: the architectures (llama, mistral, qwen2), decided once; RoPE's q/k layouts.
+//! - [`dims`]: the configuration ([`Dims`]) from `config.json` or GGUF metadata, bounded and
 //!   cross-checked; every tensor's shape checked against it.
+//! - [`names`]: the one tensor-name table (Hugging Face ↔ GGUF ↔ short names).
+//! - [`weights`]: a Hugging Face directory or a GGUF file as named weights; Llama's GGUF q/k
+//!   permutation undone here and nowhere else.
 //! - [`gguf`]: the GGUF header (metadata, tensor directory) read with every length and offset
-//!   checked against the file's size; GGUF ↔ Hugging Face tensor names.
+//!   checked against the file's size.
 //! - [`files`]: which `*.safetensors` files of a directory hold the weights (the index, the HF
 //!   shards rather than `consolidated*.safetensors`), each read once.
+//! - [`codec`]: the tokenizer and chat template; [`device`]: device and dtype by name.
+//! - [`save`]: a full model directory written out (weights, config, tokenizer files).
 
+pub mod arch;
+pub mod codec;
+pub mod device;
 pub mod dims;
 pub mod files;
 pub mod gguf;
+pub mod names;
+pub mod save;
+pub mod weights;
 
 use std::path::{Path, PathBuf};
 
+pub use arch::{Architecture, QkLayout};
+pub use codec::{Codec, CodecError};
+pub use device::{DeviceError, device, dtype};
 pub use dims::Dims;
+pub use weights::Weights;
 
 /// Why a model file cannot be used. Its `Display` is one line that names the file and, where
 /// there is one, the field or tensor.
@@ -41,6 +58,14 @@ pub enum ModelFileError {
         /// What is wrong with it.
         message: String,
     },
+    /// The file or directory is not a model instill runs (what was found, what is supported).
+    #[error("{}: unsupported model: {message}", path.display())]
+    Unsupported {
+        /// The file or directory.
+        path: PathBuf,
+        /// What was found and what is supported.
+        message: String,
+    },
     /// The file is not of the expected format at all.
     #[error("{}: {message}", path.display())]
     Format {
@@ -58,6 +83,14 @@ impl ModelFileError {
             path: path.to_path_buf(),
             field: field.into(),
             message: message.into(),
+        }
+    }
+
+    /// `path` is not a model instill runs: `what` it is instead, and what is supported.
+    pub fn unsupported(path: &Path, what: impl std::fmt::Display) -> Self {
+        ModelFileError::Unsupported {
+            path: path.to_path_buf(),
+            message: format!("{what}; expected {}", arch::SUPPORTED),
         }
     }
 

@@ -1,5 +1,6 @@
 //! `instill train` and `instill merge-lora`: records in, prompts rendered and tokenized with the
 //! model's own tokenizer, the trainer run with a progress bar, model or adapter written out.
+//! The model (configuration, weights, codec, device) comes from `instill-models`.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -8,10 +9,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use candle_core::{Device, Tensor};
 use instill_core::{InputFormat, Record, held_out, held_out_digest, norm_hash};
-use instill_generator::local::{Codec, device};
+use instill_models::{Codec, CodecError, Dims, Weights};
 use instill_storage::{Db, StatusFilter};
 use instill_trainer::{
-    AdamWConfig, Config, Example, LoraConfig, Model, TrainConfig, load_adapter, merge, save_adapter,
+    AdamWConfig, Example, LoraConfig, Model, TrainConfig, TrainError, TrainSummary, load_adapter,
+    merge, save_adapter,
 };
 use serde_json::{Value, json};
 
@@ -21,9 +23,10 @@ use crate::outdir::Producer;
 use crate::staging::Staging;
 use crate::{Outcome, outdir};
 
-/// A base model: its config (and `config.json` to write beside outputs), weights, tokenizer.
+/// A base model: its configuration (and `config.json` to write beside outputs), its weights in
+/// f32 under Hugging Face names, its codec.
 struct Base {
-    config: Config,
+    dims: Dims,
     config_json: Value,
     weights: HashMap<String, Tensor>,
     codec: Codec,
@@ -32,33 +35,16 @@ struct Base {
 }
 
 fn load_base(path: &Path, device: &Device) -> anyhow::Result<Base> {
-    if path.is_dir() {
-        let (config, config_json, weights) = instill_trainer::hf::load(path, device)?;
-        let codec = Codec::from_hf_dir(path, None)?;
-        Ok(Base {
-            config,
-            config_json,
-            weights,
-            codec,
-            dir: Some(path.to_path_buf()),
-        })
-    } else if path.is_file() {
-        let (config, config_json, weights) = instill_trainer::gguf::load(path, device)?;
-        let content = instill_models::gguf::read(path)?;
-        let codec = Codec::from_gguf(path, &content, None)?;
-        Ok(Base {
-            config,
-            config_json,
-            weights,
-            codec,
-            dir: None,
-        })
-    } else {
-        bail!(
-            "{}: no such file or directory; --model takes a Hugging Face model directory or a .gguf file",
-            path.display()
-        )
-    }
+    let opened = Weights::open(path, device)?;
+    let (dims, weights) = opened.dense_all()?;
+    let codec = opened.codec(None)?;
+    Ok(Base {
+        dims,
+        config_json: opened.config_json().clone(),
+        weights,
+        codec,
+        dir: opened.dir().map(Path::to_path_buf),
+    })
 }
 
 /// Records from JSONL files (format detected per file), errors naming file and line.
@@ -143,14 +129,70 @@ fn prompt(codec: &Codec, r: &Record, template: &str) -> anyhow::Result<String> {
                 messages.push(("assistant", turn.assistant()));
             }
             messages.push(("user", &user));
-            codec.render_chat(&messages)?
+            codec.render_chat(&messages).map_err(|e| match e {
+                CodecError::NoChatTemplate => {
+                    anyhow::anyhow!("{e}; pass --template alpaca or --template belle")
+                }
+                other => other.into(),
+            })?
         }
     })
 }
 
+/// The examples to train on and to validate with, and how many records were too long.
+struct Data {
+    train: Vec<Example>,
+    val: Vec<Example>,
+    skipped: usize,
+    /// The normalised hashes of the records the split held out (before the length check).
+    held: Vec<String>,
+}
+
 pub async fn train(global: &GlobalArgs, args: &TrainArgs) -> anyhow::Result<Outcome> {
     let plan = train_out::plan(args, &global.db)?;
-    let dev = device(&args.device)?;
+    let dev = instill_models::device(&args.device)?;
+    let records = records(global, args).await?;
+    let base = load_base(&args.model, &dev)?;
+    let data = examples(&base.codec, &records, args)?;
+    let lora = lora_config(args);
+    let dtype = if args.dtype == "bf16" {
+        candle_core::DType::BF16
+    } else {
+        candle_core::DType::F32
+    };
+    let model = Model::with_dtype(
+        base.dims.clone(),
+        &base.weights,
+        lora.as_ref(),
+        args.seed,
+        dtype,
+        &dev,
+    )
+    .map_err(flag_hint)?;
+    let cfg = train_config(args);
+    if plan == train_out::Plan::Resume {
+        // Every setting checked before anything is written: a refused resume changes nothing.
+        instill_trainer::train::check_resume(&model, &data.train, &cfg)?;
+    }
+    train_out::ready(&args.out, plan)?;
+    let summary = run(global, &model, &data, &cfg, &dev)?;
+    match &lora {
+        Some(l) => {
+            let tensors: HashMap<String, Tensor> = model
+                .trainable
+                .iter()
+                .map(|(n, v)| (n.clone(), v.as_tensor().detach()))
+                .collect();
+            save_adapter(&args.out, l, &args.model.display().to_string(), &tensors)?;
+        }
+        None => write_model(&args.out, &base, &model.merged_weights()?)?,
+    }
+    report(global, args, &data, &summary, lora.is_some());
+    Ok(Outcome::Done)
+}
+
+/// The records to train on: `--data` files, else the database's.
+async fn records(global: &GlobalArgs, args: &TrainArgs) -> anyhow::Result<Vec<Record>> {
     let records = if args.data.is_empty() {
         read_db(global, &args.status).await?
     } else {
@@ -166,9 +208,12 @@ pub async fn train(global: &GlobalArgs, args: &TrainArgs) -> anyhow::Result<Outc
             }
         );
     }
-    let base = load_base(&args.model, &dev)?;
-    let eos = *base
-        .codec
+    Ok(records)
+}
+
+/// Each record rendered and tokenized, response then EOS, held out for validation or not.
+fn examples(codec: &Codec, records: &[Record], args: &TrainArgs) -> anyhow::Result<Data> {
+    let eos = *codec
         .eos_ids
         .first()
         .context("the model declares no EOS token")?;
@@ -176,15 +221,13 @@ pub async fn train(global: &GlobalArgs, args: &TrainArgs) -> anyhow::Result<Outc
     // The records the split holds out (export's split: same --val-fraction and --seed, same
     // records), by normalised hash, for the summary's digest.
     let mut held = Vec::new();
-    for r in &records {
+    for r in records {
         let val = held_out(r, args.seed, args.val_fraction);
         if val {
             held.push(norm_hash(r));
         }
-        let p = base
-            .codec
-            .encode(&prompt(&base.codec, r, &args.template)?)?;
-        let mut response = base.codec.encode(&r.output)?;
+        let p = codec.encode(&prompt(codec, r, &args.template)?)?;
+        let mut response = codec.encode(&r.output)?;
         response.push(eos);
         match Example::new(p, &response, args.max_len) {
             Some(e) if val => val_set.push(e),
@@ -198,7 +241,29 @@ pub async fn train(global: &GlobalArgs, args: &TrainArgs) -> anyhow::Result<Outc
             args.max_len
         );
     }
-    let lora = args.lora.then(|| LoraConfig {
+    Ok(Data {
+        train: train_set,
+        val: val_set,
+        skipped,
+        held,
+    })
+}
+
+/// The trainer's refusals that a flag fixes, with the flag named.
+fn flag_hint(e: TrainError) -> anyhow::Error {
+    match e {
+        TrainError::FullInLowPrecision => {
+            anyhow::anyhow!("{e}: use --lora with --dtype bf16, or --dtype f32")
+        }
+        TrainError::TiedLmHead => {
+            anyhow::anyhow!("{e}: list embed_tokens in --modules-to-save, not lm_head")
+        }
+        other => other.into(),
+    }
+}
+
+fn lora_config(args: &TrainArgs) -> Option<LoraConfig> {
+    args.lora.then(|| LoraConfig {
         r: args.lora_r,
         alpha: args.lora_alpha,
         dropout: args.lora_dropout,
@@ -207,21 +272,11 @@ pub async fn train(global: &GlobalArgs, args: &TrainArgs) -> anyhow::Result<Outc
         use_rslora: false,
         rank_pattern: Vec::new(),
         alpha_pattern: Vec::new(),
-    });
-    let dtype = if args.dtype == "bf16" {
-        candle_core::DType::BF16
-    } else {
-        candle_core::DType::F32
-    };
-    let model = Model::with_dtype(
-        base.config.clone(),
-        &base.weights,
-        lora.as_ref(),
-        args.seed,
-        dtype,
-        &dev,
-    )?;
-    let cfg = TrainConfig {
+    })
+}
+
+fn train_config(args: &TrainArgs) -> TrainConfig {
+    TrainConfig {
         optim: AdamWConfig {
             lr: args.lr,
             weight_decay: args.weight_decay,
@@ -239,20 +294,25 @@ pub async fn train(global: &GlobalArgs, args: &TrainArgs) -> anyhow::Result<Outc
         resume: args.resume,
         stop_after: None,
         settings: train_out::settings(args),
-    };
-    if plan == train_out::Plan::Resume {
-        // Every setting checked before anything is written: a refused resume changes nothing.
-        instill_trainer::train::check_resume(&model, &train_set, &cfg)?;
     }
-    train_out::ready(&args.out, plan)?;
-    let total = instill_trainer::total_steps(&cfg, train_set.len());
+}
+
+/// Trains with a progress bar showing loss, learning rate, gradient norm and throughput.
+fn run(
+    global: &GlobalArgs,
+    model: &Model,
+    data: &Data,
+    cfg: &TrainConfig,
+    dev: &Device,
+) -> anyhow::Result<TrainSummary> {
+    let total = instill_trainer::total_steps(cfg, data.train.len());
     let bar = crate::progress::steps(
         crate::progress::enabled(global.no_progress),
         total as u64,
         "training".to_string(),
     );
     let mut tokens = 0usize;
-    let summary = instill_trainer::train(&model, &train_set, &val_set, &cfg, &dev, |s| {
+    let summary = instill_trainer::train(model, &data.train, &data.val, cfg, dev, |s| {
         tokens += s.tokens;
         bar.set_position(s.step as u64);
         bar.set_message(format!(
@@ -264,33 +324,28 @@ pub async fn train(global: &GlobalArgs, args: &TrainArgs) -> anyhow::Result<Outc
         ));
     })?;
     bar.finish_and_clear();
-    match &lora {
-        Some(l) => {
-            let tensors: HashMap<String, Tensor> = model
-                .trainable
-                .iter()
-                .map(|(n, v)| (n.clone(), v.as_tensor().detach()))
-                .collect();
-            save_adapter(&args.out, l, &args.model.display().to_string(), &tensors)?;
-        }
-        None => write_model(&args.out, &base, model.merged_weights()?)?,
-    }
-    let out = json!({
-        "out": args.out.display().to_string(),
-        "mode": if lora.is_some() { "lora" } else { "full" },
-        "examples": train_set.len(), "validation": val_set.len(), "skipped": skipped,
-        "held_out": held.len(), "held_out_digest": held_out_digest(held.iter().map(String::as_str)),
-        "steps": summary.steps, "first_loss": summary.first_loss, "last_loss": summary.last_loss,
-        "initial_val_loss": summary.initial_val_loss, "val_loss": summary.val_loss, "tokens_per_s": (summary.tokens_per_s * 10.0).round() / 10.0,
-    });
+    Ok(summary)
+}
+
+/// Prints what the run did (one JSON object with `--json`).
+fn report(global: &GlobalArgs, args: &TrainArgs, data: &Data, summary: &TrainSummary, lora: bool) {
+    let skipped = data.skipped;
     if global.json {
+        let out = json!({
+            "out": args.out.display().to_string(),
+            "mode": if lora { "lora" } else { "full" },
+            "examples": data.train.len(), "validation": data.val.len(), "skipped": skipped,
+            "held_out": data.held.len(), "held_out_digest": held_out_digest(data.held.iter().map(String::as_str)),
+            "steps": summary.steps, "first_loss": summary.first_loss, "last_loss": summary.last_loss,
+            "initial_val_loss": summary.initial_val_loss, "val_loss": summary.val_loss, "tokens_per_s": (summary.tokens_per_s * 10.0).round() / 10.0,
+        });
         println!("{out}");
     } else {
         println!(
             "trained {} steps on {} examples ({} held out, {skipped} too long): loss {:.4} → {:.4}{}, {:.0} tokens/s; wrote {}",
             summary.steps,
-            train_set.len(),
-            val_set.len(),
+            data.train.len(),
+            data.val.len(),
             summary.first_loss.unwrap_or(f64::NAN),
             summary.last_loss.unwrap_or(f64::NAN),
             summary
@@ -301,41 +356,17 @@ pub async fn train(global: &GlobalArgs, args: &TrainArgs) -> anyhow::Result<Outc
             args.out.display()
         );
     }
-    Ok(Outcome::Done)
 }
 
 /// A full model directory: weights, config, tokenizer files (see [`train_out::model_files`]).
-fn write_model(out: &Path, base: &Base, weights: HashMap<String, Tensor>) -> anyhow::Result<()> {
-    std::fs::create_dir_all(out).with_context(|| format!("{}", out.display()))?;
-    candle_core::safetensors::save(&weights, out.join("model.safetensors"))?;
-    std::fs::write(
-        out.join("config.json"),
-        serde_json::to_vec_pretty(&base.config_json)?,
+fn write_model(out: &Path, base: &Base, weights: &HashMap<String, Tensor>) -> anyhow::Result<()> {
+    instill_models::save::write_model_dir(
+        out,
+        weights,
+        &base.config_json,
+        &base.codec,
+        base.dir.as_deref(),
     )?;
-    match &base.dir {
-        Some(dir) => {
-            for f in train_out::TOKENIZER_FILES {
-                if dir.join(f).is_file() {
-                    std::fs::copy(dir.join(f), out.join(f))
-                        .with_context(|| format!("copying {f}"))?;
-                }
-            }
-        }
-        None => {
-            base.codec
-                .tokenizer
-                .save(out.join("tokenizer.json"), false)
-                .map_err(|e| anyhow::anyhow!("writing tokenizer.json: {e}"))?;
-            let cfg = json!({
-                "bos_token": base.codec.bos, "eos_token": base.codec.eos,
-                "add_bos_token": base.codec.add_bos, "chat_template": base.codec.chat_template,
-            });
-            std::fs::write(
-                out.join("tokenizer_config.json"),
-                serde_json::to_vec_pretty(&cfg)?,
-            )?;
-        }
-    }
     Ok(())
 }
 
@@ -356,7 +387,7 @@ pub async fn merge_lora(global: &GlobalArgs, args: &MergeLoraArgs) -> anyhow::Re
     let mut base = load_base(&args.model, &dev)?;
     let mut weights = std::mem::take(&mut base.weights);
     let merged = merge(&mut weights, &lora, &adapter)?;
-    write_model(&staging.dir, &base, weights)?;
+    write_model(&staging.dir, &base, &weights)?;
     train_out::write_manifest(&staging.dir, Producer::MergeLora, &train_out::model_files())?;
     staging.commit()?;
     if global.json {

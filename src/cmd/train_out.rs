@@ -5,24 +5,16 @@
 use std::path::Path;
 
 use anyhow::bail;
+use instill_models::save::{TOKENIZER_FILES, WEIGHTS_FILE};
 use instill_trainer::lora::ADAPTER_FILES;
 use serde::Serialize;
 
 use crate::cli::TrainArgs;
 use crate::outdir::{self, Producer, Stamp};
 
-/// Files of a full model directory besides its weights and config, copied from the base.
-pub const TOKENIZER_FILES: [&str; 5] = [
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "generation_config.json",
-    "chat_template.jinja",
-    "special_tokens_map.json",
-];
-
 /// Every file a full model directory may hold.
 pub fn model_files() -> Vec<String> {
-    ["model.safetensors", "config.json"]
+    [WEIGHTS_FILE, "config.json"]
         .into_iter()
         .chain(TOKENIZER_FILES)
         .map(String::from)

@@ -4,8 +4,9 @@
 //! - [`model`]: the trainable decoder whose linear layers can carry adapters (we own this file:
 //!   candle-transformers' models cannot take adapters).
 //! - [`lora`]: adapters, PEFT's tensor names, merging; [`peft`]: `adapter_config.json`, checked.
-//! - [`gguf`]: a GGUF file as f32 training weights under Hugging Face names; [`hf`]: a Hugging
-//!   Face directory's (both checked by `instill-models`).
+//! - The base model's configuration and weights come from `instill-models`
+//!   (`Weights::open(..)?.into_dense()`: f32 under Hugging Face names, q/k in Hugging Face's
+//!   layout), as for the inference decoder.
 //! - [`data`]: examples (prompt/response token ids), length-bucketed padded batches.
 //! - [`optim`]: AdamW, warmup + cosine, clipping. [`train`]: the loop and loss log, resume.
 //! - [`checkpoint`]: crash-safe checkpoints that record the run's settings; a resume must match.
@@ -14,8 +15,6 @@
 
 pub mod checkpoint;
 pub mod data;
-pub mod gguf;
-pub mod hf;
 pub mod lora;
 pub mod model;
 pub mod optim;
@@ -26,7 +25,7 @@ use std::path::Path;
 
 pub use data::Example;
 pub use lora::{LoraConfig, load_adapter, merge, save_adapter};
-pub use model::{Config, Model, masked_nll};
+pub use model::{Model, masked_nll};
 pub use optim::AdamWConfig;
 pub use train::{StepReport, TrainConfig, TrainSummary, evaluate, total_steps, train};
 
@@ -44,6 +43,16 @@ pub enum TrainError {
     /// A configuration, checkpoint or adapter file is wrong.
     #[error("{0}")]
     Config(String),
+    /// Full fine-tuning asked for in a low-precision dtype (its updates would vanish).
+    #[error(
+        "full fine-tuning keeps f32 weights (the optimizer's updates vanish in bf16): train LoRA adapters over a bf16 base, or use f32"
+    )]
+    FullInLowPrecision,
+    /// LoRA asked to train the LM head in full, but the model's head is its embedding.
+    #[error(
+        "this model's lm_head is its embedding matrix (tied): train embed_tokens in full, not lm_head"
+    )]
+    TiedLmHead,
     /// Tensor shapes do not fit together (names both).
     #[error("shape mismatch: {0}")]
     Shape(String),

@@ -2,74 +2,13 @@
 //! adapter; weights are plain tensors (frozen) or variables (trained). Differentiable ops only.
 
 use std::collections::HashMap;
-use std::path::Path;
 
 use candle_core::{D, DType, Device, Tensor, Var};
-use instill_models::Dims;
-use serde_json::Value;
+use instill_models::names::{LINEAR_MODULES, LINEAR_NAMES, Module, Part, WHOLE_NAMES};
+use instill_models::{Dims, QkLayout};
 
 use crate::TrainError;
 use crate::lora::{Lora, LoraConfig};
-
-/// The network's shape, from a Hugging Face `config.json`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Config {
-    /// `llama`, `mistral` or `qwen2`.
-    pub model_type: String,
-    /// Vocabulary size.
-    pub vocab_size: usize,
-    /// Hidden size.
-    pub hidden_size: usize,
-    /// Decoder layers.
-    pub num_layers: usize,
-    /// Attention heads.
-    pub num_heads: usize,
-    /// Key/value heads.
-    pub num_kv_heads: usize,
-    /// Size of one head.
-    pub head_dim: usize,
-    /// RMSNorm epsilon.
-    pub rms_norm_eps: f64,
-    /// RoPE base.
-    pub rope_theta: f64,
-    /// Whether the LM head is the embedding matrix.
-    pub tie_word_embeddings: bool,
-}
-
-impl Config {
-    /// Reads the fields of a `config.json`, checked (see [`instill_models::Dims`]); `what`
-    /// names the file in errors.
-    pub fn from_json(v: &Value, what: &str) -> Result<Config, TrainError> {
-        let model_type = v
-            .get("model_type")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
-        if !matches!(model_type.as_str(), "llama" | "mistral" | "qwen2") {
-            return Err(TrainError::Config(format!(
-                "{what}: model_type {model_type:?}; instill trains llama, mistral and qwen2 models"
-            )));
-        }
-        let dims = Dims::from_config(v, Path::new(what))?;
-        Ok(Config::from_dims(&dims, model_type))
-    }
-
-    /// The configuration of a checked shape.
-    pub fn from_dims(dims: &Dims, model_type: String) -> Config {
-        Config {
-            model_type,
-            vocab_size: dims.vocab_size,
-            hidden_size: dims.hidden_size,
-            num_layers: dims.num_layers,
-            num_heads: dims.num_heads,
-            num_kv_heads: dims.num_kv_heads,
-            head_dim: dims.head_dim,
-            rms_norm_eps: dims.rms_norm_eps,
-            rope_theta: dims.rope_theta,
-            tie_word_embeddings: dims.tie_word_embeddings,
-        }
-    }
-}
 
 /// A linear layer `y = x Wᵀ (+ b) (+ scale · dropout(x) Aᵀ Bᵀ)`.
 #[derive(Debug, Clone)]
@@ -115,8 +54,8 @@ struct Layer {
 /// The model plus the variables an optimizer updates.
 #[derive(Debug)]
 pub struct Model {
-    /// Its shape.
-    pub config: Config,
+    /// Its configuration.
+    pub config: Dims,
     embed: Tensor,
     layers: Vec<Layer>,
     norm: Tensor,
@@ -129,19 +68,11 @@ pub struct Model {
     pub trainable: Vec<(String, Var)>,
 }
 
-/// The linear modules of a layer, with their Hugging Face names.
-pub const MODULES: [&str; 7] = [
-    "q_proj",
-    "k_proj",
-    "v_proj",
-    "o_proj",
-    "gate_proj",
-    "up_proj",
-    "down_proj",
-];
+/// The linear modules of a layer by their short names (`q_proj`, …): what LoRA can target.
+pub const MODULES: [&str; 7] = LINEAR_NAMES;
 
 /// Modules LoRA may train in full beside the adapters (PEFT's `modules_to_save`).
-pub const WHOLE_MODULES: [&str; 2] = ["embed_tokens", "lm_head"];
+pub const WHOLE_MODULES: [&str; 2] = WHOLE_NAMES;
 
 /// Refuses a LoRA configuration that would adapt nothing it names: a rank of 0, or a target
 /// module or module to save that no layer of the model has (naming it and the ones there are).
@@ -165,20 +96,12 @@ pub fn check_lora(cfg: &LoraConfig) -> Result<(), TrainError> {
     unknown(&cfg.modules_to_save, &WHOLE_MODULES, "module to save")
 }
 
-fn module_path(module: &str) -> &'static str {
-    if module.ends_with("_proj") && matches!(module, "gate_proj" | "up_proj" | "down_proj") {
-        "mlp"
-    } else {
-        "self_attn"
-    }
-}
-
 impl Model {
     /// Builds the model from Hugging Face-named weights in f32. `lora: None` trains every
     /// weight; `Some` freezes them and adds adapters (initialised from `seed`) to its target
     /// modules.
     pub fn new(
-        config: Config,
+        config: Dims,
         weights: &HashMap<String, Tensor>,
         lora: Option<&LoraConfig>,
         seed: u64,
@@ -191,7 +114,7 @@ impl Model {
     /// halves the memory of a LoRA run). What trains — adapters, modules_to_save, or every weight
     /// of a full fine-tune — stays f32, and so do norms, softmax and the loss.
     pub fn with_dtype(
-        config: Config,
+        config: Dims,
         weights: &HashMap<String, Tensor>,
         lora: Option<&LoraConfig>,
         seed: u64,
@@ -202,145 +125,58 @@ impl Model {
             check_lora(cfg)?;
         }
         if lora.is_none() && dtype != DType::F32 {
+            return Err(TrainError::FullInLowPrecision);
+        }
+        if config.qk_layout != QkLayout::Halves {
             return Err(TrainError::Config(
-                "full fine-tuning keeps f32 weights (the optimizer's updates vanish in bf16): use --lora with --dtype bf16, or --dtype f32".into(),
+                "the query/key rows are in llama.cpp's order: load the weights with Weights::dense_all".into(),
             ));
         }
-        let mut trainable = Vec::new();
-        let mut take = |name: &str| -> Result<Tensor, TrainError> {
-            let t = weights
-                .get(name)
-                .ok_or_else(|| {
-                    TrainError::Config(format!("tensor {name} is missing from the model"))
-                })?
-                .to_dtype(dtype)?;
-            if lora.is_none() {
-                let var = Var::from_tensor(&t)?;
-                let tensor = var.as_tensor().clone();
-                trainable.push((name.to_string(), var));
-                Ok(tensor)
-            } else {
-                Ok(t.detach())
-            }
+        let mut b = Builder {
+            weights,
+            lora,
+            seed,
+            dtype,
+            device,
+            trainable: Vec::new(),
+            whole: Vec::new(),
+            adapters: Vec::new(),
         };
         // LoRA's modules_to_save: trained in full, saved under PEFT's names.
         let saved_whole =
-            |module: &str| lora.is_some_and(|l| l.modules_to_save.iter().any(|m| m == module));
-        let mut whole = Vec::new();
-        let mut take_whole = |name: &str, peft: &str| -> Result<Tensor, TrainError> {
-            let t = weights
-                .get(name)
-                .ok_or_else(|| {
-                    TrainError::Config(format!("tensor {name} is missing from the model"))
-                })?
-                .to_dtype(DType::F32)?;
-            let var = Var::from_tensor(&t)?;
-            let tensor = var.as_tensor().clone();
-            whole.push((peft.to_string(), var));
-            Ok(tensor)
-        };
-        if saved_whole("lm_head")
-            && (config.tie_word_embeddings || !weights.contains_key("lm_head.weight"))
+            |part: Part| lora.is_some_and(|l| l.modules_to_save.iter().any(|m| m == part.short()));
+        if saved_whole(Part::LmHead)
+            && (config.tie_word_embeddings || !weights.contains_key(&Part::LmHead.weight()))
         {
-            return Err(TrainError::Config(
-                "this model's lm_head is its embedding matrix (tied): list embed_tokens in --modules-to-save, not lm_head".into(),
-            ));
+            return Err(TrainError::TiedLmHead);
         }
-        let embed = if saved_whole("embed_tokens") {
-            take_whole(
-                "model.embed_tokens.weight",
-                "base_model.model.model.embed_tokens.weight",
-            )?
+        let embed = if saved_whole(Part::Embed) {
+            b.take_whole(Part::Embed)?
         } else {
-            take("model.embed_tokens.weight")?
+            b.take(&Part::Embed.weight())?
         };
-        let lm_head_whole = if saved_whole("lm_head") {
-            Some(take_whole(
-                "lm_head.weight",
-                "base_model.model.lm_head.weight",
-            )?)
+        let lm_head_whole = if saved_whole(Part::LmHead) {
+            Some(b.take_whole(Part::LmHead)?)
         } else {
             None
         };
-        let mut layers = Vec::with_capacity(config.num_layers);
-        let mut adapters = Vec::new();
-        for i in 0..config.num_layers {
-            let p = format!("model.layers.{i}");
-            let mut linear = |module: &str| -> Result<Linear, TrainError> {
-                let name = format!("{p}.{}.{module}", module_path(module));
-                let weight = take(&format!("{name}.weight"))?;
-                let bias_name = format!("{name}.bias");
-                let bias = if weights.contains_key(&bias_name) {
-                    Some(take(&bias_name)?)
-                } else {
-                    None
-                };
-                let lora = match lora {
-                    Some(cfg) if cfg.target_modules.iter().any(|m| m == module) => {
-                        let (out_dim, in_dim) = weight.dims2()?;
-                        let adapter =
-                            Lora::new(cfg, &name, in_dim, out_dim, seed ^ xxhash(&name), device)?;
-                        adapters.push((name.clone(), adapter.clone()));
-                        Some(adapter)
-                    }
-                    _ => None,
-                };
-                Ok(Linear { weight, bias, lora })
-            };
-            let (q, k, v, o) = (
-                linear("q_proj")?,
-                linear("k_proj")?,
-                linear("v_proj")?,
-                linear("o_proj")?,
-            );
-            let (gate, up, down) = (
-                linear("gate_proj")?,
-                linear("up_proj")?,
-                linear("down_proj")?,
-            );
-            layers.push(Layer {
-                q,
-                k,
-                v,
-                o,
-                gate,
-                up,
-                down,
-                attn_norm: take(&format!("{p}.input_layernorm.weight"))?,
-                ffn_norm: take(&format!("{p}.post_attention_layernorm.weight"))?,
-            });
-        }
-        let norm = take("model.norm.weight")?;
-        let lm_head = if let Some(weight) = lm_head_whole {
-            Linear {
-                weight,
-                bias: None,
-                lora: None,
-            }
-        } else if !config.tie_word_embeddings && weights.contains_key("lm_head.weight") {
-            Linear {
-                weight: take("lm_head.weight")?,
-                bias: None,
-                lora: None,
-            }
-        } else {
-            Linear {
-                weight: embed.clone(),
-                bias: None,
-                lora: None,
-            }
+        let layers = (0..config.num_layers)
+            .map(|i| b.layer(i))
+            .collect::<Result<Vec<_>, _>>()?;
+        let norm = b.take(&Part::Norm.weight())?;
+        let head = |weight| Linear {
+            weight,
+            bias: None,
+            lora: None,
         };
-        trainable.extend(whole);
-        for (name, adapter) in adapters {
-            trainable.push((
-                format!("base_model.model.{name}.lora_A.weight"),
-                adapter.a.clone(),
-            ));
-            trainable.push((
-                format!("base_model.model.{name}.lora_B.weight"),
-                adapter.b.clone(),
-            ));
-        }
+        let lm_head = if let Some(weight) = lm_head_whole {
+            head(weight)
+        } else if !config.tie_word_embeddings && weights.contains_key(&Part::LmHead.weight()) {
+            head(b.take(&Part::LmHead.weight())?)
+        } else {
+            head(embed.clone())
+        };
+        let trainable = b.trainable_vars();
         let half = config.head_dim / 2;
         let inv: Vec<f32> = (0..half)
             .map(|i| 1.0 / (config.rope_theta as f32).powf(2.0 * i as f32 / config.head_dim as f32))
@@ -429,36 +265,132 @@ impl Model {
 
     fn weights(&self, with_adapters: bool) -> Result<HashMap<String, Tensor>, TrainError> {
         let mut out = HashMap::new();
-        out.insert("model.embed_tokens.weight".to_string(), self.embed.detach());
+        out.insert(Part::Embed.weight(), self.embed.detach());
         for (i, l) in self.layers.iter().enumerate() {
-            let p = format!("model.layers.{i}");
-            for (module, lin) in MODULES
+            for (module, lin) in LINEAR_MODULES
                 .iter()
                 .zip([&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down])
             {
-                let name = format!("{p}.{}.{module}", module_path(module));
+                let part = Part::Layer(i, *module);
                 let w = match &lin.lora {
                     Some(lora) if with_adapters => {
                         (lin.weight.detach().to_dtype(DType::F32)? + lora.delta()?)?
                     }
                     _ => lin.weight.detach(),
                 };
-                out.insert(format!("{name}.weight"), w);
+                out.insert(part.weight(), w);
                 if let Some(b) = &lin.bias {
-                    out.insert(format!("{name}.bias"), b.detach());
+                    out.insert(part.bias(), b.detach());
                 }
             }
-            out.insert(format!("{p}.input_layernorm.weight"), l.attn_norm.detach());
             out.insert(
-                format!("{p}.post_attention_layernorm.weight"),
+                Part::Layer(i, Module::AttnNorm).weight(),
+                l.attn_norm.detach(),
+            );
+            out.insert(
+                Part::Layer(i, Module::FfnNorm).weight(),
                 l.ffn_norm.detach(),
             );
         }
-        out.insert("model.norm.weight".to_string(), self.norm.detach());
+        out.insert(Part::Norm.weight(), self.norm.detach());
         if !self.config.tie_word_embeddings {
-            out.insert("lm_head.weight".to_string(), self.lm_head.weight.detach());
+            out.insert(Part::LmHead.weight(), self.lm_head.weight.detach());
         }
         Ok(out)
+    }
+}
+
+/// What [`Model::with_dtype`] gathers while it takes the weights: the trainable variables in
+/// the order they are saved.
+struct Builder<'a> {
+    weights: &'a HashMap<String, Tensor>,
+    lora: Option<&'a LoraConfig>,
+    seed: u64,
+    dtype: DType,
+    device: &'a Device,
+    /// Base weights trained in full (no LoRA), by Hugging Face name.
+    trainable: Vec<(String, Var)>,
+    /// LoRA's modules_to_save, by PEFT name.
+    whole: Vec<(String, Var)>,
+    /// Adapters, by the Hugging Face name of their module.
+    adapters: Vec<(String, Lora)>,
+}
+
+impl Builder<'_> {
+    fn get(&self, name: &str) -> Result<&Tensor, TrainError> {
+        self.weights
+            .get(name)
+            .ok_or_else(|| TrainError::Config(format!("tensor {name} is missing from the model")))
+    }
+
+    /// A base weight in the model's dtype: a variable for full fine-tuning, frozen under LoRA.
+    fn take(&mut self, name: &str) -> Result<Tensor, TrainError> {
+        let t = self.get(name)?.to_dtype(self.dtype)?;
+        if self.lora.is_some() {
+            return Ok(t.detach());
+        }
+        let var = Var::from_tensor(&t)?;
+        let tensor = var.as_tensor().clone();
+        self.trainable.push((name.to_string(), var));
+        Ok(tensor)
+    }
+
+    /// A module LoRA trains in full (f32), saved under PEFT's name.
+    fn take_whole(&mut self, part: Part) -> Result<Tensor, TrainError> {
+        let t = self.get(&part.weight())?.to_dtype(DType::F32)?;
+        let var = Var::from_tensor(&t)?;
+        let tensor = var.as_tensor().clone();
+        self.whole
+            .push((format!("base_model.model.{}", part.weight()), var));
+        Ok(tensor)
+    }
+
+    /// A linear module of layer `i`, with an adapter when LoRA targets it.
+    fn linear(&mut self, i: usize, module: Module) -> Result<Linear, TrainError> {
+        let part = Part::Layer(i, module);
+        let name = part.hf();
+        let weight = self.take(&part.weight())?;
+        let bias = if self.weights.contains_key(&part.bias()) {
+            Some(self.take(&part.bias())?)
+        } else {
+            None
+        };
+        let lora = match self.lora {
+            Some(cfg) if cfg.target_modules.iter().any(|m| m == module.short()) => {
+                let (out_dim, in_dim) = weight.dims2()?;
+                let seed = self.seed ^ xxhash(&name);
+                let adapter = Lora::new(cfg, &name, in_dim, out_dim, seed, self.device)?;
+                self.adapters.push((name, adapter.clone()));
+                Some(adapter)
+            }
+            _ => None,
+        };
+        Ok(Linear { weight, bias, lora })
+    }
+
+    fn layer(&mut self, i: usize) -> Result<Layer, TrainError> {
+        Ok(Layer {
+            q: self.linear(i, Module::Q)?,
+            k: self.linear(i, Module::K)?,
+            v: self.linear(i, Module::V)?,
+            o: self.linear(i, Module::O)?,
+            gate: self.linear(i, Module::Gate)?,
+            up: self.linear(i, Module::Up)?,
+            down: self.linear(i, Module::Down)?,
+            attn_norm: self.take(&Part::Layer(i, Module::AttnNorm).weight())?,
+            ffn_norm: self.take(&Part::Layer(i, Module::FfnNorm).weight())?,
+        })
+    }
+
+    /// Every trainable variable in save order: base weights, modules_to_save, adapters.
+    fn trainable_vars(self) -> Vec<(String, Var)> {
+        let mut out = self.trainable;
+        out.extend(self.whole);
+        for (name, adapter) in self.adapters {
+            out.push((format!("base_model.model.{name}.lora_A.weight"), adapter.a));
+            out.push((format!("base_model.model.{name}.lora_B.weight"), adapter.b));
+        }
+        out
     }
 }
 

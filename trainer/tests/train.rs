@@ -9,21 +9,21 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, IndexOp, Tensor};
 use instill_core::SplitMix;
+use instill_models::Dims;
 use instill_trainer::train::check_resume;
 use instill_trainer::{
-    AdamWConfig, Config, Example, LoraConfig, Model, TrainConfig, load_adapter, merge,
-    save_adapter, train,
+    AdamWConfig, Example, LoraConfig, Model, TrainConfig, load_adapter, merge, save_adapter, train,
 };
 
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/local/tiny-llama")
 }
 
-fn base() -> (Config, HashMap<String, Tensor>) {
+fn base() -> (Dims, HashMap<String, Tensor>) {
     let dir = fixture();
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
-    let config = Config::from_json(&json, "config.json").unwrap();
+    let config = Dims::from_config(&json, Path::new("config.json")).unwrap();
     let weights =
         candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu).unwrap();
     (config, weights)

@@ -5,8 +5,8 @@
 use candle_transformers::generation::{LogitsProcessor, Sampling};
 
 use super::LocalError;
-use super::codec::Codec;
 use super::model::{KvCache, Model};
+use instill_models::Codec;
 
 /// How one sequence is generated.
 #[derive(Debug, Clone, PartialEq)]
@@ -96,7 +96,7 @@ impl Batch {
         prompt: &[u32],
         params: SeqParams,
     ) -> Result<Option<Finished>, LocalError> {
-        let limit = model.config().max_position;
+        let limit = model.config().context();
         if prompt.is_empty() || prompt.len() >= limit {
             return Err(LocalError::ContextLength {
                 needed: prompt.len() + 1,
@@ -136,7 +136,7 @@ impl Batch {
                 self.active.iter_mut().map(|s| &mut s.cache).collect();
             model.forward(&token_refs, &mut caches)?
         };
-        let limit = model.config().max_position;
+        let limit = model.config().context();
         let mut finished = Vec::new();
         let mut kept = Vec::with_capacity(self.active.len());
         for (i, mut seq) in std::mem::take(&mut self.active).into_iter().enumerate() {

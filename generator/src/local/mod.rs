@@ -2,7 +2,6 @@
 //! text-embeddings-inference pattern), serving the same requests as the HTTP backend with
 //! continuous batching.
 
-mod codec;
 mod engine;
 mod load;
 mod model;
@@ -11,27 +10,20 @@ use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::mpsc;
 
-use candle_core::{DType, Device};
+use instill_models::{CodecError, DeviceError};
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
-pub use codec::Codec;
 pub use engine::{Batch, Finished, SeqParams, generate_all};
+/// The tokenizer and chat template (from `instill-models`).
+pub use instill_models::Codec;
 pub use load::{LoadOptions, Loaded, load};
-pub use model::{KvCache, Layer, Linear, Model, ModelConfig, argmax};
+pub use model::{KvCache, Layer, Linear, Model, argmax};
 
 use crate::completion::{Api, BackendError, Choice, Completion, CompletionRequest};
 
 /// Why a local model could not be loaded or run.
 #[derive(Debug, thiserror::Error)]
 pub enum LocalError {
-    /// A file could not be read.
-    #[error("{}: {source}", path.display())]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        source: std::io::Error,
-    },
     /// The file is not a kind of model instill runs.
     #[error("{}: unsupported model: {message}", path.display())]
     Unsupported {
@@ -40,23 +32,15 @@ pub enum LocalError {
         /// What was found and what is supported.
         message: String,
     },
-    /// A configuration file or metadata field is wrong.
-    #[error("{}: {message}", path.display())]
-    Config {
-        /// The file.
-        path: PathBuf,
-        /// Which field and why.
-        message: String,
-    },
     /// A model file holds a value instill cannot use (the file and the field are named).
     #[error(transparent)]
     ModelFile(#[from] instill_models::ModelFileError),
-    /// Tokenizing or detokenizing failed.
-    #[error("tokenizer: {0}")]
-    Tokenizer(String),
-    /// The chat template could not be rendered.
-    #[error("{0}")]
-    Template(String),
+    /// Tokenizing, detokenizing or rendering the chat template failed.
+    #[error(transparent)]
+    Codec(CodecError),
+    /// A chat prompt for a model that ships no chat template.
+    #[error("the model has no chat template; use --api completion or a model that ships one")]
+    NoChatTemplate,
     /// Prompt plus reply exceed the model's context.
     #[error("context length exceeded: {needed} tokens needed, the model takes {limit}")]
     ContextLength {
@@ -68,12 +52,22 @@ pub enum LocalError {
     /// A tensor operation failed.
     #[error("candle: {0}")]
     Candle(#[from] candle_core::Error),
-    /// The device cannot be used.
-    #[error("{0}")]
-    Device(String),
+    /// The device or dtype cannot be used.
+    #[error(transparent)]
+    Device(#[from] DeviceError),
     /// A broken invariant of this module.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl From<CodecError> for LocalError {
+    fn from(e: CodecError) -> LocalError {
+        match e {
+            CodecError::NoChatTemplate => LocalError::NoChatTemplate,
+            CodecError::File(file) => LocalError::ModelFile(file),
+            other => LocalError::Codec(other),
+        }
+    }
 }
 
 impl From<LocalError> for BackendError {
@@ -109,39 +103,15 @@ pub struct CandleConfig {
     pub seed: u64,
 }
 
-/// Opens a candle device by name.
-pub fn device(name: &str) -> Result<Device, LocalError> {
-    match name {
-        "cpu" => Ok(Device::Cpu),
-        cuda if cuda == "cuda" || cuda.starts_with("cuda:") => {
-            let ordinal = cuda
-                .strip_prefix("cuda:")
-                .map_or(Ok(0), str::parse)
-                .map_err(|_| {
-                    LocalError::Device(format!("--device {cuda}: expected cuda or cuda:N"))
-                })?;
-            Device::new_cuda(ordinal).map_err(|e| {
-                LocalError::Device(format!(
-                    "--device {cuda}: {e} (CUDA needs a build with `--features cuda` and an NVIDIA driver)"
-                ))
-            })
-        }
-        other => Err(LocalError::Device(format!(
-            "--device {other}: expected cpu, cuda or cuda:N"
-        ))),
-    }
-}
-
-/// Parses `--dtype`.
-pub fn dtype(name: &str) -> Result<DType, LocalError> {
-    match name {
-        "f32" => Ok(DType::F32),
-        "bf16" => Ok(DType::BF16),
-        "f16" => Ok(DType::F16),
-        other => Err(LocalError::Device(format!(
-            "--dtype {other}: expected f32, bf16 or f16"
-        ))),
-    }
+/// Opens the configured device and loads the model onto it.
+fn load_on_device(config: &CandleConfig) -> Result<Loaded, LocalError> {
+    let device = instill_models::device(&config.device)?;
+    let options = LoadOptions {
+        dtype: instill_models::device::dtype_on(&config.dtype, &device)?,
+        tokenizer: config.tokenizer.as_deref(),
+        dequantize: config.dequantize,
+    };
+    load(&config.model, &device, &options)
 }
 
 #[derive(Debug)]
@@ -166,21 +136,7 @@ impl CandleBackend {
         std::thread::Builder::new()
             .name("instill-candle".into())
             .spawn(move || {
-                let loaded = device(&config.device).and_then(|dev| {
-                    let dt = if dev.is_cpu() && config.dtype == "f16" {
-                        return Err(LocalError::Device(
-                            "--dtype f16 needs a GPU; use f32 or bf16 on the CPU".into(),
-                        ));
-                    } else {
-                        dtype(&config.dtype)?
-                    };
-                    let options = LoadOptions {
-                        dtype: dt,
-                        tokenizer: config.tokenizer.as_deref(),
-                        dequantize: config.dequantize,
-                    };
-                    load(&config.model, &dev, &options)
-                });
+                let loaded = load_on_device(&config);
                 match loaded {
                     Ok(loaded) => {
                         let _ = ready_tx.send(Ok(()));
@@ -308,7 +264,7 @@ fn enqueue(
     let prompt = match codec.encode_prompt(&r.prompt, config.api == Api::Chat) {
         Ok(ids) => std::sync::Arc::new(ids),
         Err(e) => {
-            let _ = job.reply.send(Err(e.into()));
+            let _ = job.reply.send(Err(LocalError::from(e).into()));
             return;
         }
     };

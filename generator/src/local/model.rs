@@ -1,36 +1,12 @@
 //! A Llama-family decoder (Llama, Mistral, Qwen2, SmolLM) for batched generation: one KV cache
 //! per sequence, so prompts of any length share a decode step; weights from safetensors (dense)
-//! or GGUF (quantized matmuls).
+//! or GGUF (quantized matmuls), its configuration `instill_models::Dims`.
 
 use candle_core::quantized::QMatMul;
 use candle_core::{D, DType, Device, Module, Tensor};
+use instill_models::{Dims, QkLayout};
 
 use super::LocalError;
-
-/// The shape of the network, read from `config.json` or GGUF metadata.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ModelConfig {
-    /// Vocabulary size.
-    pub vocab_size: usize,
-    /// Hidden size.
-    pub hidden_size: usize,
-    /// Decoder layers.
-    pub num_layers: usize,
-    /// Attention heads.
-    pub num_heads: usize,
-    /// Key/value heads (grouped-query attention).
-    pub num_kv_heads: usize,
-    /// Size of one head.
-    pub head_dim: usize,
-    /// RMSNorm epsilon.
-    pub rms_norm_eps: f64,
-    /// RoPE base.
-    pub rope_theta: f64,
-    /// Pairs (2i, 2i+1) rotate together (GGUF Llama); otherwise (i, i+d/2) (Hugging Face).
-    pub rope_interleaved: bool,
-    /// Context length.
-    pub max_position: usize,
-}
 
 /// A linear layer: quantized or dense weight, optional bias.
 #[derive(Debug, Clone)]
@@ -80,7 +56,7 @@ pub struct Layer {
 /// The model: embeddings, layers, final norm, LM head, RoPE tables.
 #[derive(Debug, Clone)]
 pub struct Model {
-    cfg: ModelConfig,
+    cfg: Dims,
     embed: Tensor,
     layers: Vec<Layer>,
     norm: Tensor,
@@ -113,7 +89,7 @@ impl KvCache {
 impl Model {
     /// Assembles a model; `dtype` is the activations' type (the embedding's).
     pub fn new(
-        cfg: ModelConfig,
+        cfg: Dims,
         embed: Tensor,
         layers: Vec<Layer>,
         norm: Tensor,
@@ -135,8 +111,8 @@ impl Model {
         })
     }
 
-    /// The network's shape.
-    pub fn config(&self) -> &ModelConfig {
+    /// The network's configuration.
+    pub fn config(&self) -> &Dims {
         &self.cfg
     }
 
@@ -163,10 +139,13 @@ impl Model {
                 "forward needs one cache per sequence and equal token counts".into(),
             ));
         }
-        if let Some(c) = caches.iter().find(|c| c.len + t > self.cfg.max_position) {
+        // Mistral attends over a sliding window; within it that is full attention, so the
+        // context is capped at the window rather than approximated beyond it.
+        let limit = self.cfg.context();
+        if let Some(c) = caches.iter().find(|c| c.len + t > limit) {
             return Err(LocalError::ContextLength {
                 needed: c.len + t,
-                limit: self.cfg.max_position,
+                limit,
             });
         }
         let device = self.embed.device();
@@ -255,7 +234,7 @@ impl Model {
     }
 
     fn rope(&self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> candle_core::Result<Tensor> {
-        if self.cfg.rope_interleaved {
+        if self.cfg.qk_layout == QkLayout::Interleaved {
             candle_nn::rotary_emb::rope_i(x, cos, sin)
         } else {
             candle_nn::rotary_emb::rope(x, cos, sin)

@@ -1,4 +1,4 @@
-//! Text in and out of a local model: the tokenizer (from `tokenizer.json` or built from GGUF
+//! Text in and out of a model: the tokenizer (from `tokenizer.json` or built from GGUF
 //! metadata), the special tokens that end a reply, and the chat template rendered with minijinja.
 
 use std::path::Path;
@@ -7,7 +7,24 @@ use candle_core::quantized::gguf_file;
 use serde_json::{Value, json};
 use tokenizers::Tokenizer;
 
-use super::LocalError;
+use crate::ModelFileError;
+
+/// Why text could not be turned into token ids or back, or a codec could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    /// Tokenizing or detokenizing failed.
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    /// The model ships no chat template, and a prompt needed one.
+    #[error("the model has no chat template")]
+    NoChatTemplate,
+    /// The chat template could not be compiled or rendered.
+    #[error("chat template: {0}")]
+    Template(String),
+    /// A tokenizer or tokenizer configuration file cannot be used.
+    #[error(transparent)]
+    File(#[from] ModelFileError),
+}
 
 /// A tokenizer with what generation needs around it.
 #[derive(Debug, Clone)]
@@ -29,7 +46,7 @@ pub struct Codec {
 impl Codec {
     /// Token ids of a prompt: the chat template applied to one user message (`chat`), or the
     /// text itself behind BOS when the model wants one.
-    pub fn encode_prompt(&self, prompt: &str, chat: bool) -> Result<Vec<u32>, LocalError> {
+    pub fn encode_prompt(&self, prompt: &str, chat: bool) -> Result<Vec<u32>, CodecError> {
         let text = if chat {
             self.render_chat(&[("user", prompt)])?
         } else {
@@ -42,29 +59,27 @@ impl Codec {
     }
 
     /// Token ids of a text; special tokens written in it are recognised, none are added.
-    pub fn encode(&self, text: &str) -> Result<Vec<u32>, LocalError> {
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>, CodecError> {
         let encoding = self
             .tokenizer
             .encode(text, false)
-            .map_err(|e| LocalError::Tokenizer(e.to_string()))?;
+            .map_err(|e| CodecError::Tokenizer(e.to_string()))?;
         Ok(encoding.get_ids().to_vec())
     }
 
     /// Text of token ids, special tokens left out.
-    pub fn decode(&self, ids: &[u32]) -> Result<String, LocalError> {
+    pub fn decode(&self, ids: &[u32]) -> Result<String, CodecError> {
         self.tokenizer
             .decode(ids, true)
-            .map_err(|e| LocalError::Tokenizer(e.to_string()))
+            .map_err(|e| CodecError::Tokenizer(e.to_string()))
     }
 
     /// Renders the chat template for `messages` (role, content), ready for the assistant's turn.
-    pub fn render_chat(&self, messages: &[(&str, &str)]) -> Result<String, LocalError> {
-        let template = self.chat_template.as_deref().ok_or_else(|| {
-            LocalError::Template(
-                "the model has no chat template; use --api completion or a model that ships one"
-                    .into(),
-            )
-        })?;
+    pub fn render_chat(&self, messages: &[(&str, &str)]) -> Result<String, CodecError> {
+        let template = self
+            .chat_template
+            .as_deref()
+            .ok_or(CodecError::NoChatTemplate)?;
         let mut env = minijinja::Environment::new();
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", |message: String| -> Result<String, _> {
@@ -74,7 +89,7 @@ impl Codec {
             ))
         });
         env.add_template("chat", template)
-            .map_err(|e| LocalError::Template(format!("chat template: {e}")))?;
+            .map_err(|e| CodecError::Template(e.to_string()))?;
         let messages: Vec<Value> = messages
             .iter()
             .map(|(role, content)| json!({"role": role, "content": content}))
@@ -88,18 +103,18 @@ impl Codec {
                     eos_token => self.eos.clone().unwrap_or_default(),
                 })
             })
-            .map_err(|e| LocalError::Template(format!("chat template: {e}")))
+            .map_err(|e| CodecError::Template(e.to_string()))
     }
 
     /// The codec of a Hugging Face model directory: `tokenizer.json`, `tokenizer_config.json`
     /// (chat template, BOS/EOS) and `generation_config.json` (extra EOS ids) when present.
-    pub fn from_hf_dir(dir: &Path, tokenizer_file: Option<&Path>) -> Result<Codec, LocalError> {
+    pub fn from_hf_dir(dir: &Path, tokenizer_file: Option<&Path>) -> Result<Codec, CodecError> {
         let tokenizer_path =
             tokenizer_file.map_or_else(|| dir.join("tokenizer.json"), Path::to_path_buf);
         let tokenizer = load_tokenizer_file(&tokenizer_path)?;
         let config_path = dir.join("tokenizer_config.json");
         let config: Value = match std::fs::read(&config_path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| LocalError::Config {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| ModelFileError::Format {
                 path: config_path.clone(),
                 message: e.to_string(),
             })?,
@@ -163,7 +178,7 @@ impl Codec {
         path: &Path,
         content: &gguf_file::Content,
         tokenizer_file: Option<&Path>,
-    ) -> Result<Codec, LocalError> {
+    ) -> Result<Codec, CodecError> {
         let meta = &content.metadata;
         let string = |key: &str| meta.get(key).and_then(|v| v.to_string().ok()).cloned();
         let id = |key: &str| meta.get(key).and_then(|v| v.to_u32().ok());
@@ -203,10 +218,13 @@ impl Codec {
     }
 }
 
-fn load_tokenizer_file(path: &Path) -> Result<Tokenizer, LocalError> {
-    Tokenizer::from_file(path).map_err(|e| LocalError::Config {
-        path: path.to_path_buf(),
-        message: format!("not a usable tokenizer.json: {e}"),
+fn load_tokenizer_file(path: &Path) -> Result<Tokenizer, CodecError> {
+    Tokenizer::from_file(path).map_err(|e| {
+        ModelFileError::Format {
+            path: path.to_path_buf(),
+            message: format!("not a usable tokenizer.json: {e}"),
+        }
+        .into()
     })
 }
 
@@ -237,13 +255,16 @@ fn gguf_tokenizer(
     path: &Path,
     content: &gguf_file::Content,
     tokens: &[String],
-) -> Result<Tokenizer, LocalError> {
+) -> Result<Tokenizer, CodecError> {
     let meta = &content.metadata;
-    let unsupported = |what: String| LocalError::Unsupported {
-        path: path.to_path_buf(),
-        message: format!(
-            "{what}; instill builds byte-level BPE tokenizers (tokenizer.ggml.model = gpt2, pre = {SUPPORTED_PRE}); pass --tokenizer tokenizer.json for others"
-        ),
+    let unsupported = |what: String| -> CodecError {
+        ModelFileError::Unsupported {
+            path: path.to_path_buf(),
+            message: format!(
+                "{what}; instill builds byte-level BPE tokenizers (tokenizer.ggml.model = gpt2, pre = {SUPPORTED_PRE}); give a tokenizer.json for others"
+            ),
+        }
+        .into()
     };
     let model = meta
         .get("tokenizer.ggml.model")
