@@ -8,6 +8,7 @@ use candle_core::quantized::gguf_file;
 use serde_json::Value;
 
 use crate::ModelFileError;
+use crate::rope::RopeScaling;
 
 /// Vocabulary entries at most (the largest released vocabularies have about 256k).
 pub const MAX_VOCAB: usize = 1 << 24;
@@ -143,6 +144,8 @@ pub struct Dims {
     pub rope_theta: f64,
     /// Whether the LM head is the embedding matrix.
     pub tie_word_embeddings: bool,
+    /// How RoPE is scaled beyond the pretrained context (see [`crate::rope`]); `None`: plain.
+    pub rope_scaling: Option<RopeScaling>,
 }
 
 impl Dims {
@@ -168,7 +171,9 @@ impl Dims {
             .get("tie_word_embeddings")
             .and_then(Value::as_bool)
             .unwrap_or(false);
-        build(path, Source::Config, &get, tied)
+        let mut dims = build(path, Source::Config, &get, tied)?;
+        dims.rope_scaling = RopeScaling::from_config(v, path, dims.max_position)?;
+        Ok(dims)
     }
 
     /// The shape stated by the metadata of a GGUF file of architecture `arch` (the vocabulary
@@ -193,7 +198,9 @@ impl Dims {
             }
         };
         let tied = !content.tensor_infos.contains_key("output.weight");
-        build(path, source.clone(), &get, tied)
+        let mut dims = build(path, source.clone(), &get, tied)?;
+        dims.rope_scaling = RopeScaling::from_gguf(content, arch, path, dims.head_dim)?;
+        Ok(dims)
     }
 
     /// The context the model can attend over: its trained length, capped at its attention
@@ -476,6 +483,7 @@ fn build(
         rms_norm_eps: positive(Field::Eps, 1e-6, 1.0)?,
         rope_theta: positive(Field::Theta, 10_000.0, 1e12)?,
         tie_word_embeddings,
+        rope_scaling: None,
         source,
     })
 }

@@ -8,16 +8,20 @@
 //!   cross-checked; every tensor's shape checked against it.
 //! - [`gguf`]: the GGUF header (metadata, tensor directory) read with every length and offset
 //!   checked against the file's size; GGUF ↔ Hugging Face tensor names.
+//! - [`rope`]: RoPE scaling (llama3, linear, dynamic; any other type refused by name) and the
+//!   frequency and `(cos, sin)` tables both decoders rotate with.
 //! - [`files`]: which `*.safetensors` files of a directory hold the weights (the index, the HF
 //!   shards rather than `consolidated*.safetensors`), each read once.
 
 pub mod dims;
 pub mod files;
 pub mod gguf;
+pub mod rope;
 
 use std::path::{Path, PathBuf};
 
 pub use dims::Dims;
+pub use rope::{Rope, RopeScaling};
 
 /// Why a model file cannot be used. Its `Display` is one line that names the file and, where
 /// there is one, the field or tensor.
