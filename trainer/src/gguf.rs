@@ -51,7 +51,7 @@ pub fn load(
             .unwrap_or(0),
     };
     let (heads, kv_heads) = (dims.num_heads, dims.num_kv_heads);
-    let config_json = json!({
+    let mut config_json = json!({
         "architectures": [if arch == "llama" { "LlamaForCausalLM" } else { "Qwen2ForCausalLM" }],
         "model_type": arch,
         "vocab_size": dims.vocab_size,
@@ -67,6 +67,11 @@ pub fn load(
         "tie_word_embeddings": dims.tie_word_embeddings,
         "torch_dtype": "float32",
     });
+    // The scaling travels into the config written beside the outputs (llama.cpp's per-frequency
+    // factors have no config.json form: refused, naming the tensor).
+    if let Some(scaling) = &dims.rope_scaling {
+        config_json["rope_scaling"] = scaling.to_config(path)?;
+    }
     let config = Config::from_dims(&dims, arch.clone());
     let unpermute = |w: Tensor, n_head: usize| -> Result<Tensor, TrainError> {
         if arch != "llama" {

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{D, DType, Device, Tensor, Var};
-use instill_models::Dims;
+use instill_models::{Dims, Rope};
 use serde_json::Value;
 
 use crate::TrainError;
@@ -30,8 +30,8 @@ pub struct Config {
     pub head_dim: usize,
     /// RMSNorm epsilon.
     pub rms_norm_eps: f64,
-    /// RoPE base.
-    pub rope_theta: f64,
+    /// RoPE: base, scaling, frequencies (from `instill-models`).
+    pub rope: Rope,
     /// Whether the LM head is the embedding matrix.
     pub tie_word_embeddings: bool,
 }
@@ -65,7 +65,7 @@ impl Config {
             num_kv_heads: dims.num_kv_heads,
             head_dim: dims.head_dim,
             rms_norm_eps: dims.rms_norm_eps,
-            rope_theta: dims.rope_theta,
+            rope: Rope::from_dims(dims),
             tie_word_embeddings: dims.tie_word_embeddings,
         }
     }
@@ -121,8 +121,6 @@ pub struct Model {
     layers: Vec<Layer>,
     norm: Tensor,
     lm_head: Linear,
-    cos: Tensor,
-    sin: Tensor,
     dtype: DType,
     /// What training updates, by the name it is saved under (Hugging Face names for full
     /// fine-tuning, PEFT names for LoRA).
@@ -341,19 +339,7 @@ impl Model {
                 adapter.b.clone(),
             ));
         }
-        let half = config.head_dim / 2;
-        let inv: Vec<f32> = (0..half)
-            .map(|i| 1.0 / (config.rope_theta as f32).powf(2.0 * i as f32 / config.head_dim as f32))
-            .collect();
-        let positions = 8192usize;
-        let mut angles = Vec::with_capacity(positions * half);
-        for p in 0..positions {
-            angles.extend(inv.iter().map(|f| p as f32 * f));
-        }
-        let angles = Tensor::from_vec(angles, (positions, half), device)?;
         Ok(Model {
-            cos: angles.cos()?.to_dtype(dtype)?,
-            sin: angles.sin()?.to_dtype(dtype)?,
             dtype,
             config,
             embed,
@@ -375,8 +361,9 @@ impl Model {
             self.embed
                 .index_select(&ids.flatten_all()?, 0)?
                 .reshape((b, t, c.hidden_size))?;
-        let cos = self.cos.narrow(0, 0, t)?;
-        let sin = self.sin.narrow(0, 0, t)?;
+        // RoPE for positions 0..t, scaled as the config says; made per pass (t × head_dim/2
+        // angles), so no fixed limit on the sequence length and no table sized by the config.
+        let (cos, sin) = c.rope.cos_sin(0, t, ids.device(), self.dtype)?;
         let mask: Vec<f32> = (0..t)
             .flat_map(|r| (0..t).map(move |col| if col > r { f32::NEG_INFINITY } else { 0.0 }))
             .collect();

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use candle_core::quantized::QMatMul;
 use candle_core::{DType, Device, Tensor};
-use instill_models::{Dims, ModelFileError, files, gguf};
+use instill_models::{Dims, ModelFileError, Rope, files, gguf};
 use serde_json::Value;
 
 use super::LocalError;
@@ -182,24 +182,6 @@ fn load_hf_dir(
             message: format!("model_type {model_type:?}; expected {SUPPORTED}"),
         });
     }
-    // transformers 5 writes `rope_parameters`; older configs `rope_theta` and `rope_scaling`.
-    let rope = config.get("rope_parameters").filter(|v| v.is_object());
-    let scaling = config
-        .get("rope_scaling")
-        .filter(|v| !v.is_null())
-        .or_else(|| {
-            rope.filter(|r| {
-                r.get("rope_type")
-                    .and_then(Value::as_str)
-                    .is_some_and(|t| t != "default")
-            })
-        });
-    if let Some(scaling) = scaling {
-        return Err(LocalError::Unsupported {
-            path: config_path.clone(),
-            message: format!("RoPE scaling {scaling} is not supported yet (plain RoPE only)"),
-        });
-    }
     let dims = Dims::from_config(&config, &config_path)?;
     let cfg = model_config(&dims);
     let tied = dims.tie_word_embeddings;
@@ -268,7 +250,8 @@ fn model_config(dims: &Dims) -> ModelConfig {
         num_kv_heads: dims.num_kv_heads,
         head_dim: dims.head_dim,
         rms_norm_eps: dims.rms_norm_eps,
-        rope_theta: dims.rope_theta,
+        // With the scaling (`rope_scaling`, `rope_parameters` or GGUF's rope_freqs.weight).
+        rope: Rope::from_dims(dims),
         rope_interleaved: false,
         // Mistral attends over a sliding window; within it that is full attention, so the
         // context is capped at the window rather than approximated beyond it.

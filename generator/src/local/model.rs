@@ -4,6 +4,7 @@
 
 use candle_core::quantized::QMatMul;
 use candle_core::{D, DType, Device, Module, Tensor};
+use instill_models::Rope;
 
 use super::LocalError;
 
@@ -24,8 +25,8 @@ pub struct ModelConfig {
     pub head_dim: usize,
     /// RMSNorm epsilon.
     pub rms_norm_eps: f64,
-    /// RoPE base.
-    pub rope_theta: f64,
+    /// RoPE: base, scaling, frequencies (from `instill-models`).
+    pub rope: Rope,
     /// Pairs (2i, 2i+1) rotate together (GGUF Llama); otherwise (i, i+d/2) (Hugging Face).
     pub rope_interleaved: bool,
     /// Context length.
@@ -85,9 +86,6 @@ pub struct Model {
     layers: Vec<Layer>,
     norm: Tensor,
     lm_head: Linear,
-    /// RoPE frequencies, `head_dim / 2` of them: angles are made for the positions a forward
-    /// pass needs, never a table as long as the (untrusted) context length.
-    inv_freq: Vec<f32>,
     dtype: DType,
 }
 
@@ -120,17 +118,12 @@ impl Model {
         lm_head: Linear,
     ) -> Result<Model, LocalError> {
         let dtype = embed.dtype();
-        let half = cfg.head_dim / 2;
-        let inv_freq: Vec<f32> = (0..half)
-            .map(|i| 1.0 / (cfg.rope_theta as f32).powf(2.0 * i as f32 / cfg.head_dim as f32))
-            .collect();
         Ok(Model {
             cfg,
             embed,
             layers,
             norm,
             lm_head,
-            inv_freq,
             dtype,
         })
     }
@@ -175,9 +168,11 @@ impl Model {
         let hidden = self.cfg.hidden_size;
         let mut x = self.embed.index_select(&ids, 0)?.reshape((b, t, hidden))?;
         let eps = self.cfg.rms_norm_eps as f32;
+        // RoPE's (cos, sin) for each sequence's new positions only, never a table as long as
+        // the (untrusted) context length.
         let angles = caches
             .iter()
-            .map(|c| self.rope_angles(c.len, t, device))
+            .map(|c| self.cfg.rope.cos_sin(c.len, t, device, self.dtype))
             .collect::<candle_core::Result<Vec<_>>>()?;
         for (li, layer) in self.layers.iter().enumerate() {
             let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, eps)?;
@@ -233,25 +228,6 @@ impl Model {
         }
         let y = Tensor::cat(&outs, 0)?;
         Ok(y.transpose(1, 2)?.reshape((b, t, nh * hd))?)
-    }
-
-    /// RoPE's `(cos, sin)`, `[t, head_dim / 2]` each, for positions `pos .. pos + t`.
-    fn rope_angles(
-        &self,
-        pos: usize,
-        t: usize,
-        device: &Device,
-    ) -> candle_core::Result<(Tensor, Tensor)> {
-        let half = self.inv_freq.len();
-        let mut angles = Vec::with_capacity(t * half);
-        for p in pos..pos + t {
-            angles.extend(self.inv_freq.iter().map(|f| p as f32 * f));
-        }
-        let angles = Tensor::from_vec(angles, (t, half), device)?;
-        Ok((
-            angles.cos()?.to_dtype(self.dtype)?,
-            angles.sin()?.to_dtype(self.dtype)?,
-        ))
     }
 
     fn rope(&self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> candle_core::Result<Tensor> {
