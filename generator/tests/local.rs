@@ -96,7 +96,10 @@ fn tiny_llama3_rope_scaling_matches_transformers() {
     object.remove("rope_type");
     object.insert("type".into(), "llama3".into());
     config["rope_scaling"] = scaling;
-    config.as_object_mut().expect("object").remove("rope_parameters");
+    config
+        .as_object_mut()
+        .expect("object")
+        .remove("rope_parameters");
     std::fs::write(
         legacy.path().join("config.json"),
         serde_json::to_vec(&config).expect("json"),
@@ -131,52 +134,51 @@ fn dynamic_scaling_within_the_context_is_plain_rope() {
 /// The checkpoint in `dir` against its expected.json: ids, last-token logits, 16 greedy
 /// tokens, chat rendering.
 fn matches_transformers(name: &str, dir: &Path) {
-        let Loaded { model, codec } = load(dir);
-        let reference = expected(&dir);
-        // transformers generated without stopping at EOS.
-        let no_eos = Codec {
-            eos_ids: Vec::new(),
-            ..codec.clone()
-        };
-        for case in reference["cases"].as_array().expect("cases") {
-            let prompt = case["prompt"].as_str().expect("prompt");
-            let want_ids = ids(&case["ids"]);
-            assert_eq!(
-                codec.encode(prompt).expect("encode"),
-                want_ids,
-                "{name}: ids of {prompt:?}"
-            );
-            let got = logits(&model, &want_ids);
-            let want: Vec<f32> = case["logits"]
-                .as_array()
-                .expect("logits")
-                .iter()
-                .map(|x| x.as_f64().expect("f") as f32)
-                .collect();
-            assert_eq!(got.len(), want.len());
-            let worst = got
-                .iter()
-                .zip(&want)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0f32, f32::max);
-            assert!(
-                worst < 1e-4,
-                "{name}: logits of {prompt:?} differ by {worst}"
-            );
-            let out =
-                generate_all(&model, &no_eos, &[(want_ids, greedy(16))], 1).expect("generate");
-            assert_eq!(
-                out[0].ids,
-                ids(&case["greedy"]),
-                "{name}: greedy continuation of {prompt:?}"
-            );
-            assert_eq!(out[0].finish_reason, "length");
-        }
+    let Loaded { model, codec } = load(dir);
+    let reference = expected(dir);
+    // transformers generated without stopping at EOS.
+    let no_eos = Codec {
+        eos_ids: Vec::new(),
+        ..codec.clone()
+    };
+    for case in reference["cases"].as_array().expect("cases") {
+        let prompt = case["prompt"].as_str().expect("prompt");
+        let want_ids = ids(&case["ids"]);
         assert_eq!(
-            codec.render_chat(&[("user", "Hello")]).expect("chat"),
-            reference["chat"].as_str().expect("chat"),
-            "{name}: chat template"
+            codec.encode(prompt).expect("encode"),
+            want_ids,
+            "{name}: ids of {prompt:?}"
         );
+        let got = logits(&model, &want_ids);
+        let want: Vec<f32> = case["logits"]
+            .as_array()
+            .expect("logits")
+            .iter()
+            .map(|x| x.as_f64().expect("f") as f32)
+            .collect();
+        assert_eq!(got.len(), want.len());
+        let worst = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(
+            worst < 1e-4,
+            "{name}: logits of {prompt:?} differ by {worst}"
+        );
+        let out = generate_all(&model, &no_eos, &[(want_ids, greedy(16))], 1).expect("generate");
+        assert_eq!(
+            out[0].ids,
+            ids(&case["greedy"]),
+            "{name}: greedy continuation of {prompt:?}"
+        );
+        assert_eq!(out[0].finish_reason, "length");
+    }
+    assert_eq!(
+        codec.render_chat(&[("user", "Hello")]).expect("chat"),
+        reference["chat"].as_str().expect("chat"),
+        "{name}: chat template"
+    );
 }
 
 #[test]
@@ -250,7 +252,7 @@ fn smollm2_answers_paris_through_its_chat_template() {
 fn smollm2_gguf_tokenizer_matches_transformers() {
     let Loaded { codec, .. } = load(&smollm2());
     let dir = fixtures().join("smollm2");
-    let reference = expected(&dir);
+    let reference = expected(dir);
     let text = reference["text"].as_str().expect("text");
     let want = ids(&reference["ids"]);
     assert_eq!(codec.encode(text).expect("encode"), want);

@@ -158,15 +158,17 @@ impl RopeScaling {
         };
         let original = match map.get("original_max_position_embeddings") {
             None | Some(Value::Null) => None,
-            Some(Value::Number(n)) => Some(n.as_u64().and_then(|u| usize::try_from(u).ok()).ok_or_else(
-                || {
-                    ModelFileError::field(
-                        path,
-                        field("original_max_position_embeddings"),
-                        format!("{n} is not a positive integer"),
-                    )
-                },
-            )?),
+            Some(Value::Number(n)) => Some(
+                n.as_u64()
+                    .and_then(|u| usize::try_from(u).ok())
+                    .ok_or_else(|| {
+                        ModelFileError::field(
+                            path,
+                            field("original_max_position_embeddings"),
+                            format!("{n} is not a positive integer"),
+                        )
+                    })?,
+            ),
             Some(other) => {
                 return Err(ModelFileError::field(
                     path,
@@ -201,9 +203,8 @@ impl RopeScaling {
                 .metadata
                 .get(&key(name))
                 .map(|v| {
-                    gguf_number(v).ok_or_else(|| {
-                        ModelFileError::field(path, key(name), "is not a number")
-                    })
+                    gguf_number(v)
+                        .ok_or_else(|| ModelFileError::field(path, key(name), "is not a number"))
                 })
                 .transpose()
         };
@@ -558,7 +559,8 @@ mod tests {
     use serde_json::json;
 
     fn parse(config: Value) -> Result<Option<RopeScaling>, String> {
-        RopeScaling::from_config(&config, Path::new("m/config.json"), 256).map_err(|e| e.to_string())
+        RopeScaling::from_config(&config, Path::new("m/config.json"), 256)
+            .map_err(|e| e.to_string())
     }
 
     fn close(got: &[f32], want: &[f32]) {
@@ -611,7 +613,10 @@ mod tests {
             assert_eq!(parse(plain), Ok(None));
         }
         for (scaling, want) in [
-            (json!({"rope_type": "linear"}), "rope_scaling.factor: is missing"),
+            (
+                json!({"rope_type": "linear"}),
+                "rope_scaling.factor: is missing",
+            ),
             (
                 json!({"rope_type": "linear", "factor": -2.0}),
                 "rope_scaling.factor: -2 is out of range",
@@ -641,8 +646,10 @@ mod tests {
     fn llama3_frequencies_are_transformers() {
         // transformers 5.24 `_compute_llama3_parameters`, head_dim 16, theta 1e4: the first
         // kept, the second interpolated, the rest divided by 8.
-        let r = rope(json!({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
-                            "high_freq_factor": 4.0, "original_max_position_embeddings": 32}));
+        let r = rope(
+            json!({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                            "high_freq_factor": 4.0, "original_max_position_embeddings": 32}),
+        );
         close(
             r.inv_freq(),
             &[
@@ -664,7 +671,10 @@ mod tests {
             original_max_position_embeddings: 8192,
         };
         let r = Rope::new(128, 500_000.0, 131_072, Some(s));
-        let picked: Vec<f32> = [0, 20, 30, 40, 50, 63].iter().map(|&i| r.inv_freq()[i]).collect();
+        let picked: Vec<f32> = [0, 20, 30, 40, 50, 63]
+            .iter()
+            .map(|&i| r.inv_freq()[i])
+            .collect();
         close(
             &picked,
             &[
@@ -784,12 +794,17 @@ mod tests {
         .expect_err("yarn")
         .to_string();
         assert!(
-            e.starts_with("m.gguf: llama.rope.scaling.type: RoPE scaling \"yarn\" is not supported"),
+            e.starts_with(
+                "m.gguf: llama.rope.scaling.type: RoPE scaling \"yarn\" is not supported"
+            ),
             "{e}"
         );
-        let e = read(vec![("llama.rope.scaling.type", V::String("linear".into()))])
-            .expect_err("no factor")
-            .to_string();
+        let e = read(vec![(
+            "llama.rope.scaling.type",
+            V::String("linear".into()),
+        )])
+        .expect_err("no factor")
+        .to_string();
         assert!(e.contains("llama.rope.scaling.factor: is missing"), "{e}");
     }
 

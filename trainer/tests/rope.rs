@@ -66,7 +66,11 @@ fn llama3_scaled_forward_and_loss_match_transformers() {
             .unwrap()
             .unsqueeze(0)
             .unwrap();
-        let ours = model.forward(&x, None).unwrap().i((0, ids.len() - 1)).unwrap();
+        let ours = model
+            .forward(&x, None)
+            .unwrap()
+            .i((0, ids.len() - 1))
+            .unwrap();
         let d = worst(&ours.to_vec1::<f32>().unwrap(), &floats(&case["logits"]));
         assert!(d < 1e-4, "{:?}: logits differ by {d}", case["prompt"]);
     }
@@ -97,5 +101,8 @@ fn llama3_scaled_forward_and_loss_match_transformers() {
         .to_scalar::<f32>()
         .unwrap();
     let want = train["loss"].as_f64().unwrap() as f32;
-    assert!((loss - want).abs() < 1e-4, "loss {loss} vs transformers' {want}");
+    assert!(
+        (loss - want).abs() < 1e-4,
+        "loss {loss} vs transformers' {want}"
+    );
 }
