@@ -252,7 +252,7 @@ fn smollm2_answers_paris_through_its_chat_template() {
 fn smollm2_gguf_tokenizer_matches_transformers() {
     let Loaded { codec, .. } = load(&smollm2());
     let dir = fixtures().join("smollm2");
-    let reference = expected(dir);
+    let reference = expected(&dir);
     let text = reference["text"].as_str().expect("text");
     let want = ids(&reference["ids"]);
     assert_eq!(codec.encode(text).expect("encode"), want);
