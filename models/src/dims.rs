@@ -177,7 +177,8 @@ impl Dims {
     }
 
     /// The shape stated by the metadata of a GGUF file of architecture `arch` (the vocabulary
-    /// from `ARCH.vocab_size`, else the rows of `token_embd.weight`).
+    /// from `ARCH.vocab_size`, else the rows of `token_embd.weight`); the RoPE scaling from the
+    /// metadata, or from llama.cpp's `rope_freqs.weight`, read from the file at `path`.
     pub fn from_gguf(
         content: &gguf_file::Content,
         arch: &str,
