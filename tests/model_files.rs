@@ -64,7 +64,62 @@ impl Gguf {
     /// tiny-qwen2 as GGUF: its weights under llama.cpp's names, its shape and its tokenizer
     /// (byte-level BPE, the gpt2 pre-tokenizer it was trained with) as metadata.
     fn tiny_qwen2() -> Gguf {
-        let dir = fixture("tiny-qwen2");
+        Gguf::tiny("tiny-qwen2", "qwen2")
+    }
+
+    /// tiny-llama3 as llama.cpp writes a Llama 3.x: llama's names and metadata, the q/k rows
+    /// permuted for interleaved RoPE, and the llama3 scaling as per-frequency divisors in
+    /// `rope_freqs.weight` (computed here as llama.cpp's converter does), none in metadata.
+    fn tiny_llama3() -> Gguf {
+        let mut g = Gguf::tiny("tiny-llama3", "llama");
+        for (name, shape, values) in &mut g.tensors {
+            let heads = if name.ends_with("attn_q.weight") {
+                4
+            } else if name.ends_with("attn_k.weight") {
+                2
+            } else {
+                continue;
+            };
+            let (rows, cols) = (shape[0], shape[1]);
+            let half = rows / heads / 2;
+            let mut permuted = vec![0.0; values.len()];
+            for h in 0..heads {
+                for j in 0..half {
+                    for k in 0..2 {
+                        let to = h * 2 * half + 2 * j + k;
+                        let from = h * 2 * half + k * half + j;
+                        permuted[to * cols..(to + 1) * cols]
+                            .copy_from_slice(&values[from * cols..(from + 1) * cols]);
+                    }
+                }
+            }
+            *values = permuted;
+        }
+        let (factor, low, high, original) = (8.0f64, 1.0f64, 4.0f64, 32.0f64);
+        let factors: Vec<f32> = (0..8)
+            .map(|i| {
+                let freq = 1.0 / 10_000f64.powf(2.0 * i as f64 / 16.0);
+                let wavelen = 2.0 * std::f64::consts::PI / freq;
+                if wavelen < original / high {
+                    1.0
+                } else if wavelen > original / low {
+                    factor as f32
+                } else {
+                    let smooth = (original / wavelen - low) / (high - low);
+                    (1.0 / ((1.0 - smooth) / factor + smooth)) as f32
+                }
+            })
+            .collect();
+        g.tensors
+            .push(("rope_freqs.weight".into(), vec![8], factors));
+        g
+    }
+
+    /// The fixture `name` as a GGUF file of architecture `arch`: its weights under llama.cpp's
+    /// names (as stored: no permutation), its shape and its tokenizer (byte-level BPE, the gpt2
+    /// pre-tokenizer it was trained with) as metadata.
+    fn tiny(name: &str, arch: &str) -> Gguf {
+        let dir = fixture(name);
         let module = |hf: &str| -> String {
             let table = [
                 ("self_attn.q_proj", "attn_q"),
@@ -129,20 +184,18 @@ impl Gguf {
             .map(|i| if special.contains(&(i as u64)) { 3 } else { 1 })
             .collect();
         let s = |v: &str| Meta::Str(v.into());
+        let a = |key: &str| format!("{arch}.{key}");
         let meta = vec![
-            ("general.architecture".into(), s("qwen2")),
+            ("general.architecture".into(), s(arch)),
             ("general.alignment".into(), Meta::U32(32)),
-            ("qwen2.embedding_length".into(), Meta::U32(64)),
-            ("qwen2.block_count".into(), Meta::U32(2)),
-            ("qwen2.attention.head_count".into(), Meta::U32(4)),
-            ("qwen2.attention.head_count_kv".into(), Meta::U32(2)),
-            ("qwen2.context_length".into(), Meta::U32(256)),
-            ("qwen2.feed_forward_length".into(), Meta::U32(128)),
-            (
-                "qwen2.attention.layer_norm_rms_epsilon".into(),
-                Meta::F32(1e-6),
-            ),
-            ("qwen2.rope.freq_base".into(), Meta::F32(10_000.0)),
+            (a("embedding_length"), Meta::U32(64)),
+            (a("block_count"), Meta::U32(2)),
+            (a("attention.head_count"), Meta::U32(4)),
+            (a("attention.head_count_kv"), Meta::U32(2)),
+            (a("context_length"), Meta::U32(256)),
+            (a("feed_forward_length"), Meta::U32(128)),
+            (a("attention.layer_norm_rms_epsilon"), Meta::F32(1e-6)),
+            (a("rope.freq_base"), Meta::F32(10_000.0)),
             ("tokenizer.ggml.model".into(), s("gpt2")),
             ("tokenizer.ggml.pre".into(), s("default")),
             ("tokenizer.ggml.tokens".into(), Meta::Strs(tokens)),
@@ -829,5 +882,91 @@ fn hf_shards_are_read_once_and_consolidated_weights_are_left_alone() {
                 .unwrap();
             assert_eq!(same, 0.0, "{name}: {n}");
         }
+    }
+}
+
+/// A Llama 3.x GGUF as llama.cpp writes it (interleaved q/k, `rope_freqs.weight`): the candle
+/// backend computes transformers' logits and greedy tokens of tiny-llama3 from it. Training
+/// from it is refused naming the tensor: the config written beside a trained model could not
+/// carry the factors.
+#[test]
+fn a_llama3_gguf_with_rope_freqs_matches_transformers() {
+    let env = Env::new(instill_storage::testing::TempDb::sqlite());
+    let path = env.write("tiny-llama3.gguf", Gguf::tiny_llama3().bytes());
+    let opts = instill_generator::local::LoadOptions::default();
+    let gguf = instill_generator::local::load(&path, &Device::Cpu, &opts).unwrap();
+    let expected: Value = serde_json::from_slice(
+        &std::fs::read(fixture("tiny-llama3").join("expected.json")).unwrap(),
+    )
+    .unwrap();
+    let list = |v: &Value| -> Vec<u32> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect()
+    };
+    let no_eos = instill_generator::local::Codec {
+        eos_ids: Vec::new(),
+        ..gguf.codec.clone()
+    };
+    for case in expected["cases"].as_array().unwrap() {
+        let ids = list(&case["ids"]);
+        let mut cache = gguf.model.new_cache();
+        let got = gguf
+            .model
+            .forward(&[&ids], &mut [&mut cache])
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let worst = got
+            .iter()
+            .zip(case["logits"].as_array().unwrap())
+            .map(|(a, b)| (a - b.as_f64().unwrap() as f32).abs())
+            .fold(0.0f32, f32::max);
+        assert!(worst < 1e-4, "{}: logits differ by {worst}", case["prompt"]);
+        let params = instill_generator::local::SeqParams {
+            max_new_tokens: 16,
+            temperature: 0.0,
+            top_p: 1.0,
+            seed: 0,
+            stop: Vec::new(),
+        };
+        let out = instill_generator::local::generate_all(&gguf.model, &no_eos, &[(ids, params)], 1)
+            .unwrap();
+        assert_eq!(out[0].ids, list(&case["greedy"]), "{}", case["prompt"]);
+    }
+    let args = &commands(&env, &path, &fixture("tiny-llama-lora"))[1];
+    refused(
+        &env,
+        args,
+        "tiny-llama3.gguf",
+        "rope_freqs.weight",
+        "training from per-frequency factors",
+    );
+}
+
+/// A RoPE scaling instill does not implement (yarn) is refused by every command that loads a
+/// model, naming the file and the field, in config.json and in GGUF metadata alike.
+#[test]
+fn rope_scaling_types_instill_lacks_are_refused_by_name() {
+    let env = Env::new(instill_storage::testing::TempDb::sqlite());
+    let adapter = fixture("tiny-llama-lora");
+    let dir = copy_dir(&fixture("tiny-llama"), &env.path("yarn"));
+    edit_json(&dir.join("config.json"), |v| {
+        v["rope_scaling"] = json!({"rope_type": "yarn", "factor": 4.0,
+                                   "original_max_position_embeddings": 64});
+    });
+    for args in commands(&env, &dir, &adapter) {
+        refused(&env, &args, "config.json", "rope_scaling.rope_type", "yarn");
+    }
+    let gguf = Gguf::tiny_qwen2()
+        .set("qwen2.rope.scaling.type", Meta::Str("yarn".into()))
+        .set("qwen2.rope.scaling.factor", Meta::F32(4.0));
+    let path = env.write("yarn.gguf", gguf.bytes());
+    for args in commands(&env, &path, &adapter) {
+        refused(&env, &args, "yarn.gguf", "qwen2.rope.scaling.type", "yarn");
     }
 }

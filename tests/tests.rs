@@ -14,6 +14,7 @@ mod local;
 mod model_files;
 mod progress;
 mod report;
+mod rope;
 mod secrets;
 mod seeds_stats;
 mod split;

@@ -70,54 +70,115 @@ fn logits(model: &Model, prompt: &[u32]) -> Vec<f32> {
 #[test]
 fn tiny_checkpoints_match_transformers() {
     for name in ["tiny-llama", "tiny-qwen2"] {
-        let dir = fixtures().join(name);
-        let Loaded { model, codec } = load(&dir);
-        let reference = expected(&dir);
-        // transformers generated without stopping at EOS.
-        let no_eos = Codec {
-            eos_ids: Vec::new(),
-            ..codec.clone()
-        };
-        for case in reference["cases"].as_array().expect("cases") {
-            let prompt = case["prompt"].as_str().expect("prompt");
-            let want_ids = ids(&case["ids"]);
-            assert_eq!(
-                codec.encode(prompt).expect("encode"),
-                want_ids,
-                "{name}: ids of {prompt:?}"
-            );
-            let got = logits(&model, &want_ids);
-            let want: Vec<f32> = case["logits"]
-                .as_array()
-                .expect("logits")
-                .iter()
-                .map(|x| x.as_f64().expect("f") as f32)
-                .collect();
-            assert_eq!(got.len(), want.len());
-            let worst = got
-                .iter()
-                .zip(&want)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0f32, f32::max);
-            assert!(
-                worst < 1e-4,
-                "{name}: logits of {prompt:?} differ by {worst}"
-            );
-            let out =
-                generate_all(&model, &no_eos, &[(want_ids, greedy(16))], 1).expect("generate");
-            assert_eq!(
-                out[0].ids,
-                ids(&case["greedy"]),
-                "{name}: greedy continuation of {prompt:?}"
-            );
-            assert_eq!(out[0].finish_reason, "length");
-        }
-        assert_eq!(
-            codec.render_chat(&[("user", "Hello")]).expect("chat"),
-            reference["chat"].as_str().expect("chat"),
-            "{name}: chat template"
-        );
+        matches_transformers(name, &fixtures().join(name));
     }
+}
+
+/// Llama 3's RoPE scaling (tests/fixtures/local/tiny-llama3: factor 8, original context 32, so
+/// every band of frequencies is touched): logits and greedy tokens as transformers'; the same
+/// config in the legacy form (`rope_scaling` with `type`, `rope_theta` beside it) reads alike.
+#[test]
+fn tiny_llama3_rope_scaling_matches_transformers() {
+    let dir = fixtures().join("tiny-llama3");
+    matches_transformers("tiny-llama3", &dir);
+    let legacy = tempfile::tempdir().expect("tempdir");
+    for entry in std::fs::read_dir(&dir).expect("fixture") {
+        let entry = entry.expect("entry");
+        std::fs::copy(entry.path(), legacy.path().join(entry.file_name())).expect("copy");
+    }
+    let mut config: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("config.json")).expect("config"))
+            .expect("json");
+    let mut scaling = config["rope_parameters"].take();
+    config["rope_theta"] = scaling["rope_theta"].take();
+    let object = scaling.as_object_mut().expect("object");
+    object.remove("rope_theta");
+    object.remove("rope_type");
+    object.insert("type".into(), "llama3".into());
+    config["rope_scaling"] = scaling;
+    config
+        .as_object_mut()
+        .expect("object")
+        .remove("rope_parameters");
+    std::fs::write(
+        legacy.path().join("config.json"),
+        serde_json::to_vec(&config).expect("json"),
+    )
+    .expect("write");
+    matches_transformers("tiny-llama3 (legacy rope_scaling)", legacy.path());
+}
+
+/// Dynamic NTK scaling leaves RoPE alone within `max_position_embeddings` (transformers scales
+/// only longer sequences, and the generator refuses those): tiny-llama with `dynamic` gives
+/// tiny-llama's logits.
+#[test]
+fn dynamic_scaling_within_the_context_is_plain_rope() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tiny = fixtures().join("tiny-llama");
+    for entry in std::fs::read_dir(&tiny).expect("fixture") {
+        let entry = entry.expect("entry");
+        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).expect("copy");
+    }
+    let mut config: Value =
+        serde_json::from_slice(&std::fs::read(tiny.join("config.json")).expect("config"))
+            .expect("json");
+    config["rope_scaling"] = serde_json::json!({"rope_type": "dynamic", "factor": 4.0});
+    std::fs::write(
+        dir.path().join("config.json"),
+        serde_json::to_vec(&config).expect("json"),
+    )
+    .expect("write");
+    matches_transformers("tiny-llama (dynamic)", dir.path());
+}
+
+/// The checkpoint in `dir` against its expected.json: ids, last-token logits, 16 greedy
+/// tokens, chat rendering.
+fn matches_transformers(name: &str, dir: &Path) {
+    let Loaded { model, codec } = load(dir);
+    let reference = expected(dir);
+    // transformers generated without stopping at EOS.
+    let no_eos = Codec {
+        eos_ids: Vec::new(),
+        ..codec.clone()
+    };
+    for case in reference["cases"].as_array().expect("cases") {
+        let prompt = case["prompt"].as_str().expect("prompt");
+        let want_ids = ids(&case["ids"]);
+        assert_eq!(
+            codec.encode(prompt).expect("encode"),
+            want_ids,
+            "{name}: ids of {prompt:?}"
+        );
+        let got = logits(&model, &want_ids);
+        let want: Vec<f32> = case["logits"]
+            .as_array()
+            .expect("logits")
+            .iter()
+            .map(|x| x.as_f64().expect("f") as f32)
+            .collect();
+        assert_eq!(got.len(), want.len());
+        let worst = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(
+            worst < 1e-4,
+            "{name}: logits of {prompt:?} differ by {worst}"
+        );
+        let out = generate_all(&model, &no_eos, &[(want_ids, greedy(16))], 1).expect("generate");
+        assert_eq!(
+            out[0].ids,
+            ids(&case["greedy"]),
+            "{name}: greedy continuation of {prompt:?}"
+        );
+        assert_eq!(out[0].finish_reason, "length");
+    }
+    assert_eq!(
+        codec.render_chat(&[("user", "Hello")]).expect("chat"),
+        reference["chat"].as_str().expect("chat"),
+        "{name}: chat template"
+    );
 }
 
 #[test]

@@ -10,6 +10,7 @@ use serde_json::Value;
 use crate::ModelFileError;
 use crate::arch::{Architecture, QkLayout};
 use crate::names::{Module, Part};
+use crate::rope::RopeScaling;
 
 /// Vocabulary entries at most (the largest released vocabularies have about 256k).
 pub const MAX_VOCAB: usize = 1 << 24;
@@ -152,6 +153,8 @@ pub struct Dims {
     pub rope_theta: f64,
     /// Whether the LM head is the embedding matrix.
     pub tie_word_embeddings: bool,
+    /// How RoPE is scaled beyond the pretrained context (see [`crate::rope`]); `None`: plain.
+    pub rope_scaling: Option<RopeScaling>,
 }
 
 impl Dims {
@@ -182,12 +185,14 @@ impl Dims {
             .unwrap_or(false);
         let mut dims = build(path, Source::Config, &get, tied)?;
         dims.architecture = architecture;
+        dims.rope_scaling = RopeScaling::from_config(v, path, dims.max_position)?;
         Ok(dims)
     }
 
     /// The configuration stated by the metadata of a GGUF file (the vocabulary from
     /// `ARCH.vocab_size`, else the rows of `token_embd.weight`); a `general.architecture` other
-    /// than llama or qwen2 is refused.
+    /// than llama or qwen2 is refused. The RoPE scaling comes from the metadata, or from
+    /// llama.cpp's `rope_freqs.weight`, read from the file at `path`.
     pub fn from_gguf(content: &gguf_file::Content, path: &Path) -> Result<Dims, ModelFileError> {
         let arch = content
             .metadata
@@ -212,6 +217,8 @@ impl Dims {
         let mut dims = build(path, source.clone(), &get, tied)?;
         dims.architecture = architecture;
         dims.qk_layout = architecture.gguf_qk_layout();
+        dims.rope_scaling =
+            RopeScaling::from_gguf(content, architecture.name(), path, dims.head_dim)?;
         Ok(dims)
     }
 
@@ -477,6 +484,7 @@ fn build(
         rms_norm_eps: positive(Field::Eps, 1e-6, 1.0)?,
         rope_theta: positive(Field::Theta, 10_000.0, 1e12)?,
         tie_word_embeddings,
+        rope_scaling: None,
         source,
     })
 }

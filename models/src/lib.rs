@@ -13,6 +13,8 @@
 //!   permutation undone here and nowhere else.
 //! - [`gguf`]: the GGUF header (metadata, tensor directory) read with every length and offset
 //!   checked against the file's size.
+//! - [`rope`]: RoPE scaling (llama3, linear, dynamic; any other type refused by name) and the
+//!   frequency and `(cos, sin)` tables both decoders rotate with.
 //! - [`files`]: which `*.safetensors` files of a directory hold the weights (the index, the HF
 //!   shards rather than `consolidated*.safetensors`), each read once.
 //! - [`codec`]: the tokenizer and chat template; [`device`]: device and dtype by name.
@@ -25,6 +27,7 @@ pub mod dims;
 pub mod files;
 pub mod gguf;
 pub mod names;
+pub mod rope;
 pub mod save;
 pub mod weights;
 
@@ -34,6 +37,7 @@ pub use arch::{Architecture, QkLayout};
 pub use codec::{Codec, CodecError};
 pub use device::{DeviceError, device, dtype};
 pub use dims::Dims;
+pub use rope::{Rope, RopeScaling};
 pub use weights::Weights;
 
 /// Why a model file cannot be used. Its `Display` is one line that names the file and, where

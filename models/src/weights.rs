@@ -254,7 +254,7 @@ fn gguf_config_json(dims: &Dims, content: &Content) -> Value {
             .unwrap_or(0),
     };
     let arch = dims.architecture;
-    json!({
+    let mut config = json!({
         "architectures": [arch.hf_class()],
         "model_type": arch.name(),
         "vocab_size": dims.vocab_size,
@@ -269,7 +269,14 @@ fn gguf_config_json(dims: &Dims, content: &Content) -> Value {
         "max_position_embeddings": dims.max_position,
         "tie_word_embeddings": dims.tie_word_embeddings,
         "torch_dtype": "float32",
-    })
+    });
+    // The scaling travels into the config written beside outputs. llama.cpp's per-frequency
+    // factors have no config.json form: left out here; the trainer refuses them (see
+    // `RopeScaling::to_config`).
+    if let Some(Ok(scaling)) = dims.rope_scaling.as_ref().map(|s| s.to_config(&dims.path)) {
+        config["rope_scaling"] = scaling;
+    }
+    config
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use candle_core::{D, DType, Device, Tensor, Var};
 use instill_models::names::{LINEAR_MODULES, LINEAR_NAMES, Module, Part, WHOLE_NAMES};
-use instill_models::{Dims, QkLayout};
+use instill_models::{Dims, QkLayout, Rope};
 
 use crate::TrainError;
 use crate::lora::{Lora, LoraConfig};
@@ -60,8 +60,8 @@ pub struct Model {
     layers: Vec<Layer>,
     norm: Tensor,
     lm_head: Linear,
-    cos: Tensor,
-    sin: Tensor,
+    /// RoPE with the config's scaling; angles computed for the positions a forward pass needs.
+    rope: Rope,
     dtype: DType,
     /// What training updates, by the name it is saved under (Hugging Face names for full
     /// fine-tuning, PEFT names for LoRA).
@@ -97,6 +97,11 @@ pub fn check_lora(cfg: &LoraConfig) -> Result<(), TrainError> {
 }
 
 impl Model {
+    /// RoPE as this model rotates (the config's base and scaling).
+    pub fn rope(&self) -> &Rope {
+        &self.rope
+    }
+
     /// Builds the model from Hugging Face-named weights in f32. `lora: None` trains every
     /// weight; `Some` freezes them and adds adapters (initialised from `seed`) to its target
     /// modules.
@@ -131,6 +136,11 @@ impl Model {
             return Err(TrainError::Config(
                 "the query/key rows are in llama.cpp's order: load the weights with Weights::dense_all".into(),
             ));
+        }
+        // A scaling the outputs' config.json cannot carry (llama.cpp's per-frequency factors)
+        // would train a model that reloads with other RoPE: refused, naming the tensor.
+        if let Some(scaling) = &config.rope_scaling {
+            scaling.to_config(&config.path)?;
         }
         let mut b = Builder {
             weights,
@@ -177,19 +187,8 @@ impl Model {
             head(embed.clone())
         };
         let trainable = b.trainable_vars();
-        let half = config.head_dim / 2;
-        let inv: Vec<f32> = (0..half)
-            .map(|i| 1.0 / (config.rope_theta as f32).powf(2.0 * i as f32 / config.head_dim as f32))
-            .collect();
-        let positions = 8192usize;
-        let mut angles = Vec::with_capacity(positions * half);
-        for p in 0..positions {
-            angles.extend(inv.iter().map(|f| p as f32 * f));
-        }
-        let angles = Tensor::from_vec(angles, (positions, half), device)?;
         Ok(Model {
-            cos: angles.cos()?.to_dtype(dtype)?,
-            sin: angles.sin()?.to_dtype(dtype)?,
+            rope: Rope::from_dims(&config),
             dtype,
             config,
             embed,
@@ -211,8 +210,9 @@ impl Model {
             self.embed
                 .index_select(&ids.flatten_all()?, 0)?
                 .reshape((b, t, c.hidden_size))?;
-        let cos = self.cos.narrow(0, 0, t)?;
-        let sin = self.sin.narrow(0, 0, t)?;
+        // RoPE for positions 0..t, scaled as the config says; made per pass (t × head_dim/2
+        // angles), so no fixed limit on the sequence length and no table sized by the config.
+        let (cos, sin) = self.rope.cos_sin(0, t, ids.device(), self.dtype)?;
         let mask: Vec<f32> = (0..t)
             .flat_map(|r| (0..t).map(move |col| if col > r { f32::NEG_INFINITY } else { 0.0 }))
             .collect();

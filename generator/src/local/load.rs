@@ -9,7 +9,6 @@ use candle_core::{DType, Device, Tensor};
 use instill_models::names::{Module, Part};
 use instill_models::weights::Stored;
 use instill_models::{Codec, Weights};
-use serde_json::Value;
 
 use super::LocalError;
 use super::model::{Layer, Linear, Model};
@@ -50,9 +49,6 @@ impl Default for LoadOptions<'_> {
 /// (quantized, Llama's q/k rows in llama.cpp's order, so RoPE rotates interleaved pairs).
 pub fn load(path: &Path, device: &Device, options: &LoadOptions) -> Result<Loaded, LocalError> {
     let weights = Weights::open(path, device)?;
-    if let Some(dir) = weights.dir() {
-        refuse_rope_scaling(weights.config_json(), &dir.join("config.json"))?;
-    }
     // Dense weights take the asked type; dequantized GGUF weights are f32.
     let dtype = match weights.dir() {
         Some(_) => options.dtype,
@@ -112,27 +108,4 @@ fn dense(
     device: &Device,
 ) -> Result<Tensor, LocalError> {
     Ok(weights.stored(name)?.dequantize(device)?.to_dtype(dtype)?)
-}
-
-/// Refuses a RoPE scaling this decoder does not implement.
-fn refuse_rope_scaling(config: &Value, config_path: &Path) -> Result<(), LocalError> {
-    // transformers 5 writes `rope_parameters`; older configs `rope_theta` and `rope_scaling`.
-    let rope = config.get("rope_parameters").filter(|v| v.is_object());
-    let scaling = config
-        .get("rope_scaling")
-        .filter(|v| !v.is_null())
-        .or_else(|| {
-            rope.filter(|r| {
-                r.get("rope_type")
-                    .and_then(Value::as_str)
-                    .is_some_and(|t| t != "default")
-            })
-        });
-    if let Some(scaling) = scaling {
-        return Err(LocalError::Unsupported {
-            path: config_path.to_path_buf(),
-            message: format!("RoPE scaling {scaling} is not supported yet (plain RoPE only)"),
-        });
-    }
-    Ok(())
 }

@@ -4,7 +4,7 @@
 
 use candle_core::quantized::QMatMul;
 use candle_core::{D, DType, Device, Module, Tensor};
-use instill_models::{Dims, QkLayout};
+use instill_models::{Dims, QkLayout, Rope};
 
 use super::LocalError;
 
@@ -57,13 +57,12 @@ pub struct Layer {
 #[derive(Debug, Clone)]
 pub struct Model {
     cfg: Dims,
+    /// RoPE with the config's scaling; angles computed for the positions a step needs.
+    rope: Rope,
     embed: Tensor,
     layers: Vec<Layer>,
     norm: Tensor,
     lm_head: Linear,
-    /// RoPE frequencies, `head_dim / 2` of them: angles are made for the positions a forward
-    /// pass needs, never a table as long as the (untrusted) context length.
-    inv_freq: Vec<f32>,
     dtype: DType,
 }
 
@@ -96,17 +95,13 @@ impl Model {
         lm_head: Linear,
     ) -> Result<Model, LocalError> {
         let dtype = embed.dtype();
-        let half = cfg.head_dim / 2;
-        let inv_freq: Vec<f32> = (0..half)
-            .map(|i| 1.0 / (cfg.rope_theta as f32).powf(2.0 * i as f32 / cfg.head_dim as f32))
-            .collect();
         Ok(Model {
+            rope: Rope::from_dims(&cfg),
             cfg,
             embed,
             layers,
             norm,
             lm_head,
-            inv_freq,
             dtype,
         })
     }
@@ -154,9 +149,11 @@ impl Model {
         let hidden = self.cfg.hidden_size;
         let mut x = self.embed.index_select(&ids, 0)?.reshape((b, t, hidden))?;
         let eps = self.cfg.rms_norm_eps as f32;
+        // RoPE's (cos, sin) for each sequence's new positions only, never a table as long as
+        // the (untrusted) context length.
         let angles = caches
             .iter()
-            .map(|c| self.rope_angles(c.len, t, device))
+            .map(|c| self.rope.cos_sin(c.len, t, device, self.dtype))
             .collect::<candle_core::Result<Vec<_>>>()?;
         for (li, layer) in self.layers.iter().enumerate() {
             let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, eps)?;
@@ -212,25 +209,6 @@ impl Model {
         }
         let y = Tensor::cat(&outs, 0)?;
         Ok(y.transpose(1, 2)?.reshape((b, t, nh * hd))?)
-    }
-
-    /// RoPE's `(cos, sin)`, `[t, head_dim / 2]` each, for positions `pos .. pos + t`.
-    fn rope_angles(
-        &self,
-        pos: usize,
-        t: usize,
-        device: &Device,
-    ) -> candle_core::Result<(Tensor, Tensor)> {
-        let half = self.inv_freq.len();
-        let mut angles = Vec::with_capacity(t * half);
-        for p in pos..pos + t {
-            angles.extend(self.inv_freq.iter().map(|f| p as f32 * f));
-        }
-        let angles = Tensor::from_vec(angles, (t, half), device)?;
-        Ok((
-            angles.cos()?.to_dtype(self.dtype)?,
-            angles.sin()?.to_dtype(self.dtype)?,
-        ))
     }
 
     fn rope(&self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> candle_core::Result<Tensor> {
