@@ -49,8 +49,8 @@ fn train_and_generate_take_a_llama3_scaled_model() {
     let trained = local::load(&out, &Device::Cpu, &LoadOptions::default()).unwrap();
     let original = local::load(&tiny, &Device::Cpu, &LoadOptions::default()).unwrap();
     assert_eq!(
-        instill_models::Rope::from_dims(trained.model.config()),
-        instill_models::Rope::from_dims(original.model.config()),
+        trained.model.config().rope(),
+        original.model.config().rope(),
         "same scaled frequencies"
     );
 

@@ -10,22 +10,11 @@ use serde_json::Value;
 use crate::ModelFileError;
 use crate::arch::{Architecture, QkLayout};
 use crate::names::{Module, Part};
-use crate::rope::RopeScaling;
+use crate::rope::{Rope, RopeScaling};
 
-/// Vocabulary entries at most (the largest released vocabularies have about 256k).
-pub const MAX_VOCAB: usize = 1 << 24;
-/// Hidden size at most.
-pub const MAX_HIDDEN: usize = 1 << 16;
-/// Decoder layers at most.
-pub const MAX_LAYERS: usize = 1 << 10;
-/// Attention heads (and key/value heads) at most.
-pub const MAX_HEADS: usize = 1 << 10;
-/// Size of one attention head at most.
-pub const MAX_HEAD_DIM: usize = 1 << 10;
-/// MLP width at most.
-pub const MAX_INTERMEDIATE: usize = 1 << 20;
-/// Context length at most (4M positions; million-token models fit).
-pub const MAX_CONTEXT: usize = 1 << 22;
+pub use crate::limits::{
+    MAX_CONTEXT, MAX_HEAD_DIM, MAX_HEADS, MAX_HIDDEN, MAX_INTERMEDIATE, MAX_LAYERS, MAX_VOCAB,
+};
 
 /// One number of the shape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,6 +147,16 @@ pub struct Dims {
 }
 
 impl Dims {
+    /// The rotary embedding this configuration declares (base and scaling).
+    pub fn rope(&self) -> Rope {
+        Rope::new(
+            self.head_dim,
+            self.rope_theta,
+            self.max_position,
+            self.rope_scaling.clone(),
+        )
+    }
+
     /// The configuration stated by a `config.json` (already parsed) at `path`; a `model_type`
     /// other than llama, mistral or qwen2 is refused.
     pub fn from_config(v: &Value, path: &Path) -> Result<Dims, ModelFileError> {

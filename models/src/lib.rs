@@ -15,6 +15,7 @@
 //!   checked against the file's size.
 //! - [`rope`]: RoPE scaling (llama3, linear, dynamic; any other type refused by name) and the
 //!   frequency and `(cos, sin)` tables both decoders rotate with.
+//! - [`limits`]: the bounds every number of a model file is checked against.
 //! - [`files`]: which `*.safetensors` files of a directory hold the weights (the index, the HF
 //!   shards rather than `consolidated*.safetensors`), each read once.
 //! - [`codec`]: the tokenizer and chat template; [`device`]: device and dtype by name.
@@ -26,6 +27,7 @@ pub mod device;
 pub mod dims;
 pub mod files;
 pub mod gguf;
+pub mod limits;
 pub mod names;
 pub mod rope;
 pub mod save;

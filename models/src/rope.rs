@@ -19,7 +19,7 @@ use candle_core::{DType, Device, Tensor};
 use serde_json::Value;
 
 use crate::ModelFileError;
-use crate::dims::MAX_CONTEXT;
+use crate::limits::MAX_CONTEXT;
 
 /// A scaling factor at most (Llama 3.1 uses 8, Llama 3.2 32; linear models up to a few dozen).
 pub const MAX_FACTOR: f64 = 1e6;
@@ -448,16 +448,6 @@ impl Rope {
         };
         rope.inv_freq = rope.frequencies(theta);
         rope
-    }
-
-    /// The embedding a checked shape declares.
-    pub fn from_dims(dims: &crate::Dims) -> Rope {
-        Rope::new(
-            dims.head_dim,
-            dims.rope_theta,
-            dims.max_position,
-            dims.rope_scaling.clone(),
-        )
     }
 
     /// The scaling, if any.

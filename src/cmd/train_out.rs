@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::bail;
 use instill_models::save::{TOKENIZER_FILES, WEIGHTS_FILE};
-use instill_trainer::lora::ADAPTER_FILES;
+use instill_trainer::peft::ADAPTER_FILES;
 use serde::Serialize;
 
 use crate::cli::TrainArgs;

@@ -24,9 +24,10 @@ pub mod train;
 use std::path::Path;
 
 pub use data::Example;
-pub use lora::{LoraConfig, load_adapter, merge, save_adapter};
+pub use lora::{LoraConfig, merge};
 pub use model::{Model, masked_nll};
 pub use optim::AdamWConfig;
+pub use peft::{load_adapter, save_adapter};
 pub use train::{StepReport, TrainConfig, TrainSummary, evaluate, total_steps, train};
 
 /// Why training or merging failed.

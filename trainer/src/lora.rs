@@ -1,11 +1,9 @@
 //! LoRA adapters: A (Kaiming-uniform) and B (zeros) per target module, scale alpha/r, seeded
-//! dropout; PEFT's `adapter_config.json` and tensor names; merging into base weights.
+//! dropout; merging into base weights (the adapter directory's format is [`crate::peft`]'s).
 
 use std::collections::HashMap;
-use std::path::Path;
 
 use candle_core::{DType, Device, Tensor, Var};
-use serde_json::{Value, json};
 
 use crate::TrainError;
 use instill_core::SplitMix;
@@ -156,62 +154,6 @@ impl Lora {
     pub fn delta(&self) -> Result<Tensor, TrainError> {
         Ok((self.b.as_tensor().matmul(self.a.as_tensor())? * self.scale)?)
     }
-}
-
-/// The files of an adapter directory: PEFT's config and tensors.
-pub const ADAPTER_FILES: [&str; 2] = ["adapter_config.json", "adapter_model.safetensors"];
-
-/// Writes `adapter_config.json` (PEFT's fields) and `adapter_model.safetensors` (PEFT's names).
-pub fn save_adapter(
-    dir: &Path,
-    cfg: &LoraConfig,
-    base_model: &str,
-    tensors: &HashMap<String, Tensor>,
-) -> Result<(), TrainError> {
-    std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
-    let config = json!({
-        "peft_type": "LORA",
-        "task_type": "CAUSAL_LM",
-        "base_model_name_or_path": base_model,
-        "r": cfg.r,
-        "lora_alpha": cfg.alpha,
-        "lora_dropout": cfg.dropout,
-        "target_modules": cfg.target_modules,
-        "bias": "none",
-        "fan_in_fan_out": false,
-        "inference_mode": true,
-        "init_lora_weights": true,
-        "modules_to_save": if cfg.modules_to_save.is_empty() { Value::Null } else { json!(cfg.modules_to_save) },
-        "use_rslora": cfg.use_rslora,
-        "rank_pattern": cfg.rank_pattern.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<String, Value>>(),
-        "alpha_pattern": cfg.alpha_pattern.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<String, Value>>(),
-        "use_dora": false,
-    });
-    let path = dir.join("adapter_config.json");
-    std::fs::write(
-        &path,
-        serde_json::to_vec_pretty(&config).unwrap_or_default(),
-    )
-    .map_err(|e| TrainError::io(&path, e))?;
-    let path = dir.join("adapter_model.safetensors");
-    candle_core::safetensors::save(tensors, &path)?;
-    Ok(())
-}
-
-/// Reads an adapter directory: its config (checked, see [`crate::peft`]) and tensors.
-pub fn load_adapter(
-    dir: &Path,
-    device: &Device,
-) -> Result<(LoraConfig, HashMap<String, Tensor>), TrainError> {
-    let cfg = crate::peft::read_config(&dir.join("adapter_config.json"))?;
-    let path = dir.join("adapter_model.safetensors");
-    if !path.is_file() {
-        return Err(TrainError::Config(format!("{}: missing", path.display())));
-    }
-    let tensors = candle_core::safetensors::load(&path, device).map_err(|e| {
-        TrainError::Config(format!("{}: unreadable safetensors: {e}", path.display()))
-    })?;
-    Ok((cfg, tensors))
 }
 
 /// `W' = W + scale · B A` for every adapted module (scale: [`LoraConfig::rank_and_scale`]) of `base` (Hugging Face names); checks

@@ -188,7 +188,7 @@ impl Model {
         };
         let trainable = b.trainable_vars();
         Ok(Model {
-            rope: Rope::from_dims(&config),
+            rope: config.rope(),
             dtype,
             config,
             embed,

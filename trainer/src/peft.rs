@@ -1,14 +1,73 @@
-//! PEFT's `adapter_config.json` as untrusted input: every field that changes what merging
+//! PEFT's adapter directory (`adapter_config.json`, `adapter_model.safetensors`): written from a
+//! training run, and read as untrusted input: every field that changes what merging
 //! computes is read and checked (rank, alpha, rsLoRA, rank and alpha patterns), and the ones
 //! instill does not implement (DoRA, `fan_in_fan_out`, LoRA biases, layer replication, other
 //! PEFT methods) are refused by name rather than merged with a silently wrong result.
 
+use std::collections::HashMap;
 use std::path::Path;
 
-use serde_json::{Map, Value};
+use candle_core::{Device, Tensor};
+use serde_json::{Map, Value, json};
 
 use crate::TrainError;
 use crate::lora::{LoraConfig, MAX_RANK};
+
+/// The files of an adapter directory: PEFT's config and tensors.
+pub const ADAPTER_FILES: [&str; 2] = ["adapter_config.json", "adapter_model.safetensors"];
+
+/// Writes `adapter_config.json` (PEFT's fields) and `adapter_model.safetensors` (PEFT's names).
+pub fn save_adapter(
+    dir: &Path,
+    cfg: &LoraConfig,
+    base_model: &str,
+    tensors: &HashMap<String, Tensor>,
+) -> Result<(), TrainError> {
+    std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
+    let config = json!({
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "base_model_name_or_path": base_model,
+        "r": cfg.r,
+        "lora_alpha": cfg.alpha,
+        "lora_dropout": cfg.dropout,
+        "target_modules": cfg.target_modules,
+        "bias": "none",
+        "fan_in_fan_out": false,
+        "inference_mode": true,
+        "init_lora_weights": true,
+        "modules_to_save": if cfg.modules_to_save.is_empty() { Value::Null } else { json!(cfg.modules_to_save) },
+        "use_rslora": cfg.use_rslora,
+        "rank_pattern": cfg.rank_pattern.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<Map<String, Value>>(),
+        "alpha_pattern": cfg.alpha_pattern.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<Map<String, Value>>(),
+        "use_dora": false,
+    });
+    let path = dir.join("adapter_config.json");
+    std::fs::write(
+        &path,
+        serde_json::to_vec_pretty(&config).unwrap_or_default(),
+    )
+    .map_err(|e| TrainError::io(&path, e))?;
+    let path = dir.join("adapter_model.safetensors");
+    candle_core::safetensors::save(tensors, &path)?;
+    Ok(())
+}
+
+/// Reads an adapter directory: its config (checked, see [`read_config`]) and tensors.
+pub fn load_adapter(
+    dir: &Path,
+    device: &Device,
+) -> Result<(LoraConfig, HashMap<String, Tensor>), TrainError> {
+    let cfg = read_config(&dir.join("adapter_config.json"))?;
+    let path = dir.join("adapter_model.safetensors");
+    if !path.is_file() {
+        return Err(TrainError::Config(format!("{}: missing", path.display())));
+    }
+    let tensors = candle_core::safetensors::load(&path, device).map_err(|e| {
+        TrainError::Config(format!("{}: unreadable safetensors: {e}", path.display()))
+    })?;
+    Ok((cfg, tensors))
+}
 
 /// The adapter settings of `path` (an `adapter_config.json`).
 pub fn read_config(path: &Path) -> Result<LoraConfig, TrainError> {

@@ -96,7 +96,7 @@ impl Model {
     ) -> Result<Model, LocalError> {
         let dtype = embed.dtype();
         Ok(Model {
-            rope: Rope::from_dims(&cfg),
+            rope: cfg.rope(),
             cfg,
             embed,
             layers,
