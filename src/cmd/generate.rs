@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use instill_core::{Lang, Record};
 use instill_dedup::{RougeConfig, Rules};
+use instill_generator::local::LocalError;
 use instill_generator::{
     Backend, BackendError, CandleBackend, CandleConfig, Ending, GenerateError, OpenAiBackend,
     OpenAiConfig, Progress, RequestParams, RetryPolicy, RunConfig, RunReport,
@@ -138,7 +139,12 @@ async fn open_backend(
             let backend = tokio::task::spawn_blocking(move || CandleBackend::start(config))
                 .await
                 .context("loading the model")?
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+                .map_err(|e| match e {
+                    LocalError::NoChatTemplate => {
+                        anyhow::anyhow!("{e}: use --api completion, or a model that ships one")
+                    }
+                    e => anyhow::anyhow!("{e}"),
+                })?;
             Backend::Candle(backend)
         }
     })

@@ -39,7 +39,7 @@ pub enum LocalError {
     #[error(transparent)]
     Codec(CodecError),
     /// A chat prompt for a model that ships no chat template.
-    #[error("the model has no chat template; use --api completion or a model that ships one")]
+    #[error("the model has no chat template")]
     NoChatTemplate,
     /// Prompt plus reply exceed the model's context.
     #[error("context length exceeded: {needed} tokens needed, the model takes {limit}")]
@@ -111,7 +111,12 @@ fn load_on_device(config: &CandleConfig) -> Result<Loaded, LocalError> {
         tokenizer: config.tokenizer.as_deref(),
         dequantize: config.dequantize,
     };
-    load(&config.model, &device, &options)
+    let loaded = load(&config.model, &device, &options)?;
+    // A chat prompt needs the model's template: refused before the run starts, not per request.
+    if config.api == Api::Chat && loaded.codec.chat_template.is_none() {
+        return Err(LocalError::NoChatTemplate);
+    }
+    Ok(loaded)
 }
 
 #[derive(Debug)]
