@@ -1,6 +1,7 @@
 //! Text in and out of a model: the tokenizer (from `tokenizer.json` or built from GGUF
 //! metadata), the special tokens that end a reply, and the chat template rendered with minijinja.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::quantized::gguf_file;
@@ -182,15 +183,7 @@ impl Codec {
         let meta = &content.metadata;
         let string = |key: &str| meta.get(key).and_then(|v| v.to_string().ok()).cloned();
         let id = |key: &str| meta.get(key).and_then(|v| v.to_u32().ok());
-        let tokens: Vec<String> = meta
-            .get("tokenizer.ggml.tokens")
-            .and_then(|v| v.to_vec().ok())
-            .map(|list| {
-                list.iter()
-                    .filter_map(|t| t.to_string().ok().cloned())
-                    .collect()
-            })
-            .unwrap_or_default();
+        let tokens = strings(meta, "tokenizer.ggml.tokens");
         let tokenizer = match tokenizer_file {
             Some(file) => load_tokenizer_file(file)?,
             None => gguf_tokenizer(path, content, &tokens)?,
@@ -284,15 +277,7 @@ fn gguf_tokenizer(
     if tokens.is_empty() {
         return Err(unsupported("tokenizer.ggml.tokens is missing".into()));
     }
-    let merges: Vec<String> = meta
-        .get("tokenizer.ggml.merges")
-        .and_then(|v| v.to_vec().ok())
-        .map(|list| {
-            list.iter()
-                .filter_map(|t| t.to_string().ok().cloned())
-                .collect()
-        })
-        .unwrap_or_default();
+    let merges = strings(meta, "tokenizer.ggml.merges");
     let types: Vec<i64> = meta
         .get("tokenizer.ggml.token_type")
         .and_then(|v| v.to_vec().ok())
@@ -335,4 +320,16 @@ fn gguf_tokenizer(
     let text = spec.to_string();
     text.parse::<Tokenizer>()
         .map_err(|e| unsupported(format!("the tokenizer could not be rebuilt ({e})")))
+}
+
+/// The strings of the GGUF metadata list `key` (empty when absent; non-strings skipped).
+fn strings(meta: &HashMap<String, gguf_file::Value>, key: &str) -> Vec<String> {
+    meta.get(key)
+        .and_then(|v| v.to_vec().ok())
+        .map(|list| {
+            list.iter()
+                .filter_map(|t| t.to_string().ok().cloned())
+                .collect()
+        })
+        .unwrap_or_default()
 }
