@@ -18,6 +18,7 @@ use serde::Serialize;
 
 use crate::cli::{BackendArg, GenerateArgs, GlobalArgs};
 use crate::cmd::filter::load_rules;
+use crate::cmd::flags;
 use crate::{Outcome, progress};
 
 #[derive(Debug, Serialize)]
@@ -143,6 +144,7 @@ async fn open_backend(
                     LocalError::NoChatTemplate => {
                         anyhow::anyhow!("{e}: use --api completion, or a model that ships one")
                     }
+                    LocalError::Device(e) => flags::device_error(e),
                     e => anyhow::anyhow!("{e}"),
                 })?;
             Backend::Candle(backend)

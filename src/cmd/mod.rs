@@ -4,6 +4,7 @@
 pub mod dedup;
 pub mod export;
 pub mod filter;
+pub mod flags;
 pub mod generate;
 pub mod import;
 pub mod report;

@@ -18,7 +18,7 @@ use instill_trainer::{
 use serde_json::{Value, json};
 
 use crate::cli::{GlobalArgs, MergeLoraArgs, TrainArgs};
-use crate::cmd::train_out;
+use crate::cmd::{flags, train_out};
 use crate::outdir::Producer;
 use crate::staging::Staging;
 use crate::{Outcome, outdir};
@@ -150,7 +150,7 @@ struct Data {
 
 pub async fn train(global: &GlobalArgs, args: &TrainArgs) -> anyhow::Result<Outcome> {
     let plan = train_out::plan(args, &global.db)?;
-    let dev = instill_models::device(&args.device)?;
+    let dev = instill_models::device(&args.device).map_err(flags::device_error)?;
     let records = records(global, args).await?;
     let base = load_base(&args.model, &dev)?;
     let data = examples(&base.codec, &records, args)?;
@@ -342,10 +342,11 @@ fn report(global: &GlobalArgs, args: &TrainArgs, data: &Data, summary: &TrainSum
         println!("{out}");
     } else {
         println!(
-            "trained {} steps on {} examples ({} held out, {skipped} too long): loss {:.4} → {:.4}{}, {:.0} tokens/s; wrote {}",
+            "trained {} steps on {} examples ({} validation examples from the {} records held out; {skipped} too long): loss {:.4} → {:.4}{}, {:.0} tokens/s; wrote {}",
             summary.steps,
             data.train.len(),
             data.val.len(),
+            data.held.len(),
             summary.first_loss.unwrap_or(f64::NAN),
             summary.last_loss.unwrap_or(f64::NAN),
             summary

@@ -73,7 +73,9 @@ impl From<CodecError> for LocalError {
 impl From<LocalError> for BackendError {
     fn from(e: LocalError) -> BackendError {
         match e {
-            LocalError::ContextLength { .. } => BackendError::ContextLength(e.to_string()),
+            LocalError::ContextLength { needed, limit } => BackendError::ContextLength(format!(
+                "{needed} tokens needed, the model takes {limit}"
+            )),
             other => BackendError::Fatal {
                 status: 0,
                 message: format!("local model: {other}"),
