@@ -728,14 +728,17 @@ pub struct SeedsListArgs {
 #[derive(Debug, Args)]
 pub struct ImportArgs {
     /// Dataset files: a JSON array or JSONL (one object per line; pretty-printed objects one
-    /// after another work too), UTF-8.
+    /// after another work too), UTF-8; or Parquet (a file starting with PAR1, as the Hub serves
+    /// datasets), read a row group at a time, each row read as the object of its columns
+    /// (nested lists and structs, large strings, nulls as absent fields; other columns ignored).
+    /// Errors name the line, or the Parquet row (1-based).
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
 
     /// Layout: alpaca (instruction/input/output, plus system/history), belle (alpaca's fields or
     /// input/target), sharegpt (conversations with from/value), messages (OpenAI role/content),
     /// self-instruct (instances[], one record per instance); `auto` detects it per file from the
-    /// first record's keys.
+    /// first record's keys (Parquet: from the column names).
     #[arg(long, default_value = "auto")]
     pub format: FormatArg,
 

@@ -1,5 +1,6 @@
 //! Reading a dataset file into parsed batches on a thread of its own: split (instill-core's
-//! RecordSplitter), parse in parallel (rayon), hand each batch to the async side over a bounded
+//! RecordSplitter) or, for a Parquet file, read a batch of rows as JSON objects
+//! (`parquet_io`), parse in parallel (rayon), hand each batch to the async side over a bounded
 //! channel. Shared by `import` and `seeds import`.
 
 use std::io::Read;
@@ -18,19 +19,22 @@ use tokio::sync::mpsc;
 const BATCH_RECORDS: usize = 8192;
 const BATCH_BYTES: usize = 8 << 20;
 
+/// The magic bytes a Parquet file starts (and ends) with.
+const PARQUET_MAGIC: &[u8; 4] = b"PAR1";
+
 /// A record that could not be read, with where it starts.
 #[derive(Debug, Clone)]
 pub struct Invalid {
-    /// 1-based line.
+    /// 1-based line (for a Parquet file, 1-based row).
     pub line: u64,
-    /// `path:line:column: message`, ready to print.
+    /// `path:line:column: message` (`path: row N: message`), ready to print.
     pub message: String,
 }
 
 /// One parsed batch, in file order.
 #[derive(Debug)]
 pub struct Chunk<T> {
-    /// Parsed items with the line each came from.
+    /// Parsed items with the line (Parquet: row) each came from.
     pub items: Vec<(u64, T)>,
     /// Records that did not parse (only with `skip_invalid`).
     pub invalid: Vec<Invalid>,
@@ -51,10 +55,23 @@ pub struct InputFile {
     /// Its size in bytes.
     pub size: u64,
     file: std::fs::File,
+    /// Whether it is a Parquet file (it starts with `PAR1`).
+    parquet: bool,
 }
 
-/// Opens `path` for reading, refusing directories and empty files with a one-line reason.
+/// Where [`spawn_reader`] reads records from.
+pub enum Source {
+    /// A JSON array or a stream of JSON objects.
+    Json(Box<dyn Read + Send>),
+    /// A Parquet file and its size.
+    #[cfg(feature = "parquet")]
+    Parquet(std::fs::File, u64),
+}
+
+/// Opens `path` for reading, refusing directories and empty files with a one-line reason. A
+/// file that starts with `PAR1` is read as Parquet; one named `.parquet` must start so.
 pub fn open_input(path: &Path) -> anyhow::Result<InputFile> {
+    use std::io::Seek;
     let label = path.display().to_string();
     let meta = std::fs::metadata(path).with_context(|| format!("{label}: cannot read"))?;
     if meta.is_dir() {
@@ -63,11 +80,29 @@ pub fn open_input(path: &Path) -> anyhow::Result<InputFile> {
     if meta.len() == 0 {
         bail!("{label}: the file is empty");
     }
-    let file = std::fs::File::open(path).with_context(|| format!("{label}: cannot open"))?;
+    let mut file = std::fs::File::open(path).with_context(|| format!("{label}: cannot open"))?;
+    let mut magic = [0u8; 4];
+    let got = file
+        .read(&mut magic)
+        .and_then(|n| file.rewind().map(|()| n))
+        .with_context(|| format!("{label}: read failed"))?;
+    let parquet = got == 4 && &magic == PARQUET_MAGIC;
+    let named_parquet = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("parquet"));
+    if named_parquet && !parquet {
+        bail!("{label}: not a Parquet file (it does not start with `PAR1`)");
+    }
+    if parquet && cfg!(not(feature = "parquet")) {
+        bail!(
+            "{label}: is a Parquet file, and this instill was built without Parquet support (the `parquet` feature)"
+        );
+    }
     Ok(InputFile {
         label,
         size: meta.len(),
         file,
+        parquet,
     })
 }
 
@@ -96,9 +131,13 @@ impl InputFile {
 }
 
 impl InputFile {
-    /// The file as a reader for [`spawn_reader`].
-    pub fn into_reader(self) -> Box<dyn Read + Send> {
-        Box::new(self.file)
+    /// The file as a source for [`spawn_reader`].
+    pub fn into_source(self) -> Source {
+        #[cfg(feature = "parquet")]
+        if self.parquet {
+            return Source::Parquet(self.file, self.size);
+        }
+        Source::Json(Box::new(self.file))
     }
 }
 
@@ -112,19 +151,25 @@ pub fn hex(bytes: &[u8]) -> String {
     s
 }
 
-/// Starts reading `reader` (named `label` in messages) on its own thread. Batches arrive on the
+/// Starts reading `source` (named `label` in messages) on its own thread. Batches arrive on the
 /// returned channel in file order; the first fatal problem arrives as an error and ends the
 /// stream. Dropping the receiver stops the thread.
 pub fn spawn_reader<T: Send + 'static>(
     label: String,
-    reader: Box<dyn Read + Send>,
+    source: Source,
     format: Option<InputFormat>,
     skip_invalid: bool,
     parse: ParseFn<T>,
 ) -> mpsc::Receiver<anyhow::Result<Chunk<T>>> {
     let (tx, rx) = mpsc::channel(4);
     std::thread::spawn(move || {
-        let outcome = read_all(&label, reader, format, skip_invalid, &parse, &tx);
+        let outcome = match source {
+            Source::Json(reader) => read_all(&label, reader, format, skip_invalid, &parse, &tx),
+            #[cfg(feature = "parquet")]
+            Source::Parquet(file, size) => {
+                read_parquet(&label, file, size, format, skip_invalid, &parse, &tx)
+            }
+        };
         if let Err(e) = outcome {
             let _ = tx.blocking_send(Err(e));
         }
@@ -166,7 +211,9 @@ fn read_all<T: Send>(
                 let detected = InputFormat::detect(batch.bytes(&first)).map_err(|e| {
                     // The library names no flag: the command that has --format suggests it.
                     let hint = match &e {
-                        DetectError::UnknownKeys(_) => "; pass --format",
+                        DetectError::UnknownKeys(_) | DetectError::UnknownColumns(_) => {
+                            "; pass --format"
+                        }
                         DetectError::Unreadable(_) => "",
                     };
                     anyhow::anyhow!("{label}:{}:{}: {e}{hint}", first.line, first.column)
@@ -175,42 +222,102 @@ fn read_all<T: Send>(
                 detected
             }
         };
-        let parse_all = || -> Vec<(Span, Result<Vec<T>, FieldError>)> {
+        let parse_all = || -> Vec<(u64, Result<Vec<T>, Invalid>)> {
             batch
                 .spans
                 .par_iter()
-                .map(|span| (*span, parse(batch.bytes(span), format)))
+                .map(|span| {
+                    let parsed = parse(batch.bytes(span), format);
+                    (span.line, parsed.map_err(|e| locate(label, span, &e)))
+                })
                 .collect()
         };
-        let parsed = match parse_pool() {
-            Some(pool) => pool.install(parse_all),
-            None => parse_all(),
-        };
-        let mut chunk = Chunk {
-            items: Vec::with_capacity(parsed.len()),
-            invalid: Vec::new(),
-            bytes_read: splitter.bytes_read(),
-            format,
-        };
-        for (span, result) in parsed {
-            match result {
-                Ok(items) => chunk
-                    .items
-                    .extend(items.into_iter().map(|t| (span.line, t))),
-                Err(e) => {
-                    let invalid = locate(label, &span, &e);
-                    if !skip_invalid {
-                        bail!("{}", invalid.message);
-                    }
-                    chunk.invalid.push(invalid);
-                }
-            }
-        }
+        let parsed = in_parse_pool(parse_all);
+        let chunk = into_chunk(parsed, skip_invalid, splitter.bytes_read(), format)?;
         if tx.blocking_send(Ok(chunk)).is_err() {
             // The consumer is gone (it failed or was interrupted): stop reading.
             return Ok(());
         }
     }
+}
+
+/// Reads a Parquet file a batch of rows at a time: each row becomes the JSON object `parse`
+/// takes; errors name the row (1-based, across the file).
+#[cfg(feature = "parquet")]
+fn read_parquet<T: Send>(
+    label: &str,
+    file: std::fs::File,
+    size: u64,
+    format: Option<InputFormat>,
+    skip_invalid: bool,
+    parse: &ParseFn<T>,
+    tx: &mpsc::Sender<anyhow::Result<Chunk<T>>>,
+) -> anyhow::Result<()> {
+    let mut rows = crate::parquet_io::ParquetRows::open(label, file, size, format, BATCH_RECORDS)?;
+    let format = rows.format();
+    loop {
+        let first = rows.next_row();
+        let batch = rows
+            .next_batch()
+            .with_context(|| format!("{label}: cannot read the rows from row {first} on"))?;
+        let Some(batch) = batch else {
+            return Ok(());
+        };
+        let parse_all = || -> Vec<(u64, Result<Vec<T>, Invalid>)> {
+            (0..batch.len())
+                .into_par_iter()
+                .map(|i| {
+                    let row = batch.row_number(i);
+                    let mut json = Vec::new();
+                    let parsed = batch
+                        .row_json(i, &mut json)
+                        .and_then(|()| parse(&json, format));
+                    let invalid = |e: FieldError| Invalid {
+                        line: row,
+                        message: format!("{label}: row {row}: {e}"),
+                    };
+                    (row, parsed.map_err(invalid))
+                })
+                .collect()
+        };
+        let parsed = in_parse_pool(parse_all);
+        let chunk = into_chunk(parsed, skip_invalid, rows.bytes_read(), format)?;
+        if tx.blocking_send(Ok(chunk)).is_err() {
+            return Ok(());
+        }
+    }
+}
+
+/// Runs `work` on the parse pool (or rayon's global pool when it could not be started).
+fn in_parse_pool<R: Send>(work: impl FnOnce() -> R + Send) -> R {
+    match parse_pool() {
+        Some(pool) => pool.install(work),
+        None => work(),
+    }
+}
+
+/// One batch's parse results, in order, as a chunk; the first invalid record is the error
+/// unless `skip_invalid`.
+fn into_chunk<T>(
+    parsed: Vec<(u64, Result<Vec<T>, Invalid>)>,
+    skip_invalid: bool,
+    bytes_read: u64,
+    format: InputFormat,
+) -> anyhow::Result<Chunk<T>> {
+    let mut chunk = Chunk {
+        items: Vec::with_capacity(parsed.len()),
+        invalid: Vec::new(),
+        bytes_read,
+        format,
+    };
+    for (line, result) in parsed {
+        match result {
+            Ok(items) => chunk.items.extend(items.into_iter().map(|t| (line, t))),
+            Err(invalid) if skip_invalid => chunk.invalid.push(invalid),
+            Err(invalid) => bail!("{}", invalid.message),
+        }
+    }
+    Ok(chunk)
 }
 
 /// The threads that parse: every core but one. The database writer is a single thread (SQLite

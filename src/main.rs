@@ -4,6 +4,8 @@ mod cli;
 mod cmd;
 mod ingest;
 mod outdir;
+#[cfg(feature = "parquet")]
+mod parquet_io;
 mod progress;
 mod report;
 mod shards;

@@ -7,7 +7,7 @@ use crate::util::{Env, Run};
 const GOOD: &str = "{\"instruction\":\"好的记录\",\"output\":\"是\"}\n{\"instruction\":\"A good one\",\"output\":\"yes\"}\n";
 
 /// An Env with one good file already imported, so "unchanged" means something.
-fn seeded(env: &Env) -> (i64, i64, i64) {
+pub(crate) fn seeded(env: &Env) -> (i64, i64, i64) {
     let good = env.write("good.jsonl", GOOD);
     env.run(["import", good.to_str().unwrap()]).expect_code(0);
     let counts = env.counts();
@@ -17,7 +17,7 @@ fn seeded(env: &Env) -> (i64, i64, i64) {
 
 /// Asserts a one-line error on stderr containing every piece of `needles`, and exit 2.
 #[track_caller]
-fn assert_error(run: Run, needles: &[&str]) {
+pub(crate) fn assert_error(run: Run, needles: &[&str]) {
     let run = run.expect_code(2);
     let lines: Vec<&str> = run.stderr.lines().collect();
     assert_eq!(lines.len(), 1, "one line expected:\n{}", run.stderr);

@@ -12,6 +12,8 @@ mod generate;
 mod import_export;
 mod local;
 mod model_files;
+#[cfg(feature = "parquet")]
+mod parquet;
 mod progress;
 mod report;
 mod rope;

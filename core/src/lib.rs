@@ -7,7 +7,8 @@
 //! - [`in_val`], [`held_out`]: the validation split `export` and `train` share.
 //! - [`RecordSplitter`]: splits a JSON array or JSONL stream into raw records in bounded memory.
 //! - [`parse_records`] / [`write_record`]: one raw record in an [`InputFormat`] to [`Record`]s, and
-//!   a record to one JSONL line in an [`OutputFormat`].
+//!   a record to one JSONL line in an [`OutputFormat`]; [`chat_turns`]: the turns every writer of
+//!   a chat layout writes.
 //! - [`normalize`], [`norm_hash`]: the exact-dedup key (NFKC, case, punctuation, whitespace).
 //! - [`detect_lang`], [`record_lang`]: zh / en / other.
 //! - [`redact_url`], [`redact_urls_in`], [`redact_secrets`]: passwords, keys and credentials out of
@@ -36,7 +37,8 @@ mod split;
 mod vocab;
 
 pub use format::{
-    DetectError, FieldError, InputFormat, OutputFormat, parse_records, parse_seeds, write_record,
+    DetectError, FieldError, InputFormat, OutputFormat, chat_turns, parse_records, parse_seeds,
+    write_record,
 };
 pub use lang::{detect_lang, record_lang};
 pub use normalize::{

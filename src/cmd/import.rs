@@ -178,7 +178,7 @@ async fn import_file(
     );
     let rx = spawn_reader(
         label.clone(),
-        input.into_reader(),
+        input.into_source(),
         args.format.0,
         args.skip_invalid,
         parse.clone(),

@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::Outcome;
 use crate::cli::{BuiltinSeeds, GlobalArgs, SeedsImportArgs, SeedsListArgs};
 use crate::cmd::import::file_stem;
-use crate::ingest::{ParseFn, open_input, spawn_reader};
+use crate::ingest::{ParseFn, Source, open_input, spawn_reader};
 
 /// The Chinese seed tasks shipped with instill.
 pub const BUILTIN_ZH: &str = include_str!("../../prompts/seeds/zh.jsonl");
@@ -28,7 +28,7 @@ struct ImportSummary {
 struct SeedInput {
     label: String,
     source: String,
-    reader: Box<dyn std::io::Read + Send>,
+    data: Source,
 }
 
 pub async fn import(global: &GlobalArgs, args: &SeedsImportArgs) -> anyhow::Result<Outcome> {
@@ -80,7 +80,7 @@ fn seed_inputs(args: &SeedsImportArgs) -> anyhow::Result<Vec<SeedInput>> {
             inputs.push(SeedInput {
                 label: input.label.clone(),
                 source,
-                reader: input.into_reader(),
+                data: input.into_source(),
             });
         }
         (None, Some(which)) => {
@@ -97,7 +97,7 @@ fn seed_inputs(args: &SeedsImportArgs) -> anyhow::Result<Vec<SeedInput>> {
                 inputs.push(SeedInput {
                     label: format!("builtin:{lang}"),
                     source,
-                    reader: Box::new(std::io::Cursor::new(text)),
+                    data: Source::Json(Box::new(std::io::Cursor::new(text))),
                 });
             }
         }
@@ -117,14 +117,14 @@ async fn import_seeds(
     let SeedInput {
         label,
         source,
-        reader,
+        data,
     } = input;
     let format = args.format.0.or(if label.starts_with("builtin:") {
         Some(InputFormat::SelfInstruct)
     } else {
         None
     });
-    let mut rx = spawn_reader(label.clone(), reader, format, false, parse.clone());
+    let mut rx = spawn_reader(label.clone(), data, format, false, parse.clone());
     let mut read = 0u64;
     let mut added = 0u64;
     while let Some(chunk) = rx.recv().await {

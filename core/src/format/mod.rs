@@ -6,7 +6,7 @@ mod parse;
 mod write;
 
 pub use parse::{FieldError, parse_records, parse_seeds};
-pub use write::write_record;
+pub use write::{chat_turns, write_record};
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -57,23 +57,42 @@ impl InputFormat {
             Ok(Keys(keys)) => keys,
             Err(e) => return Err(DetectError::Unreadable(e.to_string())),
         };
-        let has = |k: &str| keys.contains_key(k);
-        let format = if has("instances") {
-            InputFormat::SelfInstruct
+        InputFormat::from_keys(|k| keys.contains_key(k))
+            .ok_or_else(|| DetectError::UnknownKeys(keys.into_keys().collect()))
+    }
+
+    /// Detects the layout of a table from its column names, by the same rule as [`detect`]
+    /// applies to a record's keys. The error names the columns (sorted).
+    ///
+    /// [`detect`]: InputFormat::detect
+    pub fn detect_columns<S: AsRef<str>>(columns: &[S]) -> Result<InputFormat, DetectError> {
+        InputFormat::from_keys(|k| columns.iter().any(|c| c.as_ref() == k)).ok_or_else(|| {
+            let mut names: Vec<String> = columns.iter().map(|c| c.as_ref().to_string()).collect();
+            names.sort();
+            DetectError::UnknownColumns(names)
+        })
+    }
+
+    /// The layout a record with these keys (or a table with these columns) is in.
+    fn from_keys(has: impl Fn(&str) -> bool) -> Option<InputFormat> {
+        if has("instances") {
+            Some(InputFormat::SelfInstruct)
         } else if has("conversations") {
-            InputFormat::ShareGpt
+            Some(InputFormat::ShareGpt)
         } else if has("messages") {
-            InputFormat::Messages
+            Some(InputFormat::Messages)
         } else if has("target") {
-            InputFormat::Belle
+            Some(InputFormat::Belle)
         } else if has("instruction") {
-            InputFormat::Alpaca
+            Some(InputFormat::Alpaca)
         } else {
-            return Err(DetectError::UnknownKeys(keys.into_keys().collect()));
-        };
-        Ok(format)
+            None
+        }
     }
 }
+
+/// What detection looks for, for the messages of [`DetectError`].
+const EXPECTED_KEYS: &str = "expected `instruction` (alpaca), `input`+`target` (belle), `conversations` (sharegpt), `messages` or `instances` (self-instruct)";
 
 /// Why a file's layout could not be detected from its first record.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -83,10 +102,16 @@ pub enum DetectError {
     Unreadable(String),
     /// No layout has these keys (sorted). The caller may suggest naming the layout.
     #[error(
-        "cannot detect the format from the first record's keys ({}); expected `instruction` (alpaca), `input`+`target` (belle), `conversations` (sharegpt), `messages` or `instances` (self-instruct)",
+        "cannot detect the format from the first record's keys ({}); {EXPECTED_KEYS}",
         if .0.is_empty() { "none".to_string() } else { .0.join(", ") }
     )]
     UnknownKeys(Vec<String>),
+    /// No layout has these columns (sorted). The caller may suggest naming the layout.
+    #[error(
+        "cannot detect the format from the columns ({}); {EXPECTED_KEYS}",
+        if .0.is_empty() { "none".to_string() } else { .0.join(", ") }
+    )]
+    UnknownColumns(Vec<String>),
 }
 
 impl std::str::FromStr for InputFormat {
@@ -133,6 +158,16 @@ impl OutputFormat {
         }
     }
 
+    /// A chat layout's words for the system, user and assistant turns (`None` for Alpaca, which
+    /// has fields instead of turns).
+    pub fn turn_names(self) -> Option<[&'static str; 3]> {
+        match self {
+            OutputFormat::Alpaca => None,
+            OutputFormat::ShareGpt => Some(["system", "human", "gpt"]),
+            OutputFormat::Messages => Some(["system", "user", "assistant"]),
+        }
+    }
+
     /// The layout that reads this one back.
     pub fn as_input(self) -> InputFormat {
         match self {
@@ -176,6 +211,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("(answer, question)"), "{err}");
+        assert_eq!(
+            InputFormat::detect_columns(&["id", "messages"]),
+            Ok(InputFormat::Messages)
+        );
+        let err = InputFormat::detect_columns(&["q", "a"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("from the columns (a, q)"), "{err}");
     }
 
     #[test]

@@ -201,6 +201,27 @@ pub fn parse_seeds(json: &[u8], format: InputFormat) -> Result<Seed, FieldError>
     })
 }
 
+impl InputFormat {
+    /// The top-level keys a record of this layout is read from (the fields of the raw structs
+    /// below): a reader of columnar files reads these columns and leaves the others unread.
+    pub fn fields(self) -> &'static [&'static str] {
+        match self {
+            InputFormat::SelfInstruct => &["instruction", "instances", "name", "is_classification"],
+            InputFormat::Alpaca => &["instruction", "input", "output", "system", "history"],
+            InputFormat::Belle => &[
+                "instruction",
+                "input",
+                "output",
+                "target",
+                "system",
+                "history",
+            ],
+            InputFormat::ShareGpt => &["conversations", "system"],
+            InputFormat::Messages => &["messages"],
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct SelfInstructRaw {
     instruction: Option<String>,

@@ -43,14 +43,14 @@ pub fn write_record(record: &Record, format: OutputFormat, out: &mut Vec<u8>) {
             record,
             out,
             b"{\"conversations\":[",
-            ["system", "human", "gpt"],
+            format,
             (b"{\"from\":", b",\"value\":"),
         ),
         OutputFormat::Messages => write_turns(
             record,
             out,
             b"{\"messages\":[",
-            ["system", "user", "assistant"],
+            format,
             (b"{\"role\":", b",\"content\":"),
         ),
     }
@@ -62,9 +62,12 @@ fn write_turns(
     record: &Record,
     out: &mut Vec<u8>,
     open: &[u8],
-    names: [&'static str; 3],
+    format: OutputFormat,
     (who, what): (&[u8], &[u8]),
 ) {
+    let names = format
+        .turn_names()
+        .unwrap_or(["system", "user", "assistant"]);
     let user_turn = record.user_turn();
     out.extend_from_slice(open);
     for (i, (name, text)) in chat_turns(record, &user_turn, names).enumerate() {
@@ -149,8 +152,10 @@ pub(crate) fn push_json_str(out: &mut Vec<u8>, s: &str) {
 }
 
 /// The turns of a record in order: system (when set), then each earlier exchange, then the last
-/// user turn and the output. `names` = the layout's words for system, user and assistant.
-fn chat_turns<'a>(
+/// user turn and the output. `names` = the layout's words for system, user and assistant
+/// ([`OutputFormat::turn_names`]); `user_turn` = [`Record::user_turn`]. Every writer of a chat
+/// layout (JSONL here, Parquet in the binary) takes its turns from here.
+pub fn chat_turns<'a>(
     record: &'a Record,
     user_turn: &'a str,
     names: [&'static str; 3],

@@ -1,0 +1,145 @@
+//! Parquet through the real binary: files written by `datasets` and pyarrow
+//! (`tests/fixtures/parquet`, made by `scripts/make_parquet_fixtures.py`) import exactly as the
+//! same rows in JSONL do; bad files name file, row and field and change nothing; JSONL → import →
+//! Parquet export → import → JSONL export is byte-equal in every layout.
+
+use crate::bad_input::{assert_error, seeded};
+use crate::util::{Env, repo};
+
+/// A fixture file.
+fn fixture(name: &str) -> String {
+    repo(&format!("tests/fixtures/parquet/{name}"))
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+/// The stored records with their language, in id order.
+fn stored(env: &Env) -> Vec<(instill_core::Record, instill_core::Lang)> {
+    env.records()
+        .into_iter()
+        .map(|s| (s.record, s.lang))
+        .collect()
+}
+
+#[test]
+fn parquet_from_datasets_and_pyarrow_imports_as_its_jsonl_does() {
+    for env0 in Env::both() {
+        for name in ["datasets_alpaca", "pyarrow_sharegpt", "pyarrow_messages"] {
+            let (pq, js) = (Env::new(env0.fresh_db()), Env::new(env0.fresh_db()));
+            let run = pq
+                .run(["import", &fixture(&format!("{name}.parquet")), "--json"])
+                .expect_code(0)
+                .json();
+            js.run(["import", &fixture(&format!("{name}.jsonl"))])
+                .expect_code(0);
+            let want = stored(&js);
+            assert!(want.len() >= 2, "{name}");
+            assert_eq!(stored(&pq), want, "{} {name}", env0.backend());
+            let layout = name.split('_').nth(1).unwrap();
+            assert_eq!(run["files"][0]["format"], layout, "{name}");
+            assert_eq!(run["records_added"], want.len(), "{name}");
+        }
+    }
+}
+
+#[test]
+fn bad_parquet_files_name_file_row_and_field_and_change_nothing() {
+    for env in Env::both() {
+        let before = seeded(&env);
+        let good = std::fs::read(fixture("datasets_alpaca.parquet")).unwrap();
+        let truncated = env.write("truncated.parquet", &good[..good.len() / 2]);
+        // The footer intact, the pages overwritten: the damage shows only when rows are read.
+        let footer = u32::from_le_bytes(good[good.len() - 8..good.len() - 4].try_into().unwrap());
+        let mut damaged = good.clone();
+        for b in &mut damaged[8..good.len() - 8 - footer as usize] {
+            *b = 0x5a;
+        }
+        let damaged = env.write("damaged.parquet", damaged);
+        let not_parquet = env.write("rows.parquet", "{\"instruction\":\"x\",\"output\":\"y\"}\n");
+        let cases: Vec<(String, Vec<&str>)> = vec![
+            (
+                fixture("output_int64.parquet"),
+                vec![
+                    "output_int64.parquet: row 1: field `output`",
+                    "integer `1`, expected a string",
+                ],
+            ),
+            (
+                fixture("robot_row3.parquet"),
+                vec![
+                    "robot_row3.parquet: row 3: field `conversations[1].from`",
+                    "unknown speaker `robot`",
+                ],
+            ),
+            (
+                fixture("unknown_columns.parquet"),
+                vec![
+                    "unknown_columns.parquet: cannot detect the format from the columns (answer, question)",
+                    "pass --format",
+                ],
+            ),
+            (
+                truncated.to_str().unwrap().to_string(),
+                vec!["truncated.parquet: not a readable Parquet file"],
+            ),
+            (
+                damaged.to_str().unwrap().to_string(),
+                vec!["damaged.parquet: cannot read the rows from row 1 on"],
+            ),
+            (
+                not_parquet.to_str().unwrap().to_string(),
+                vec!["rows.parquet: not a Parquet file (it does not start with `PAR1`)"],
+            ),
+        ];
+        for (path, needles) in &cases {
+            assert_error(env.run(["import", path]), needles);
+            assert_eq!(
+                env.counts(),
+                before,
+                "{} {path}: database changed",
+                env.backend()
+            );
+        }
+        // All or nothing across files: a good Parquet file before a bad one is not kept.
+        let run = env.run([
+            "import",
+            &fixture("pyarrow_messages.parquet"),
+            &fixture("robot_row3.parquet"),
+        ]);
+        assert_error(run, &["robot_row3.parquet: row 3:"]);
+        assert_eq!(env.counts(), before, "{}", env.backend());
+        // --format names the layout; the columns it does not read are never looked at.
+        let run = env.run([
+            "import",
+            &fixture("unknown_columns.parquet"),
+            "--format",
+            "messages",
+        ]);
+        assert_error(
+            run,
+            &[
+                "none of the columns the messages layout reads (messages) is in the file (its columns: question, answer)",
+            ],
+        );
+    }
+}
+
+#[test]
+fn skip_invalid_keeps_the_valid_rows_and_names_the_bad_ones() {
+    for env in Env::both() {
+        let j = env
+            .run([
+                "import",
+                &fixture("robot_row3.parquet"),
+                "--skip-invalid",
+                "--json",
+            ])
+            .expect_code(1)
+            .json();
+        assert_eq!(j["records_added"], 2);
+        assert_eq!(j["invalid"], 1);
+        assert_eq!(j["files"][0]["invalid_examples"][0]["line"], 3);
+        assert_eq!(env.counts().0, 2, "{}", env.backend());
+    }
+}
