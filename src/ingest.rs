@@ -133,11 +133,12 @@ impl InputFile {
 impl InputFile {
     /// The file as a source for [`spawn_reader`].
     pub fn into_source(self) -> Source {
-        #[cfg(feature = "parquet")]
-        if self.parquet {
-            return Source::Parquet(self.file, self.size);
+        match self.parquet {
+            #[cfg(feature = "parquet")]
+            true => Source::Parquet(self.file, self.size),
+            // Without the feature, open_input refused Parquet files.
+            _ => Source::Json(Box::new(self.file)),
         }
-        Source::Json(Box::new(self.file))
     }
 }
 
