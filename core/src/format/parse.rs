@@ -638,6 +638,56 @@ mod tests {
         .assert_eq(&got.join("\n"));
     }
 
+    /// A reader that reads only `fields()` (Parquet's column projection) must get the same
+    /// records as one that reads every key: each layout's keys, with every optional one set.
+    #[test]
+    fn the_fields_of_a_layout_are_all_it_reads() {
+        let cases = [
+            (
+                InputFormat::SelfInstruct,
+                r#"{"id":"t","name":"n","instruction":"i","instances":[{"input":"a","output":"b"}],"is_classification":true,"x":1}"#,
+            ),
+            (
+                InputFormat::Alpaca,
+                r#"{"instruction":"i","input":"a","output":"o","system":"s","history":[["u","v"]],"x":1}"#,
+            ),
+            (
+                InputFormat::Belle,
+                r#"{"input":"i","target":"t","system":"s","history":[["u","v"]],"x":1}"#,
+            ),
+            (
+                InputFormat::ShareGpt,
+                r#"{"system":"s","conversations":[{"from":"human","value":"u"},{"from":"gpt","value":"v"}],"x":1}"#,
+            ),
+            (
+                InputFormat::Messages,
+                r#"{"messages":[{"role":"user","content":"u"},{"role":"assistant","content":"v"}],"x":1}"#,
+            ),
+        ];
+        for (format, json) in cases {
+            let all: serde_json::Map<String, Value> = serde_json::from_str(json).unwrap();
+            let kept: serde_json::Map<String, Value> = all
+                .clone()
+                .into_iter()
+                .filter(|(k, _)| format.fields().contains(&k.as_str()))
+                .collect();
+            assert_eq!(
+                kept.len(),
+                all.len() - 1 - usize::from(all.contains_key("id"))
+            );
+            let read = |m: &serde_json::Map<String, Value>| {
+                let bytes = serde_json::to_vec(m).unwrap();
+                let mut out = Vec::new();
+                parse_records(&bytes, format, &mut out).unwrap();
+                let seed = parse_seeds(&bytes, format)
+                    .ok()
+                    .map(|s| (s.name, s.is_classification));
+                (out, seed)
+            };
+            assert_eq!(read(&kept), read(&all), "{format}");
+        }
+    }
+
     #[test]
     fn invalid_utf8_is_reported_with_its_field() {
         let mut json = br#"{"instruction":"x","output":"bad "#.to_vec();
