@@ -143,3 +143,67 @@ fn skip_invalid_keeps_the_valid_rows_and_names_the_bad_ones() {
         assert_eq!(env.counts().0, 2, "{}", env.backend());
     }
 }
+
+/// A mixed Chinese/English data set in `layout`: system prompts, multi-turn history, inputs,
+/// quotes, backslashes, tabs, newlines and emoji.
+fn mixed_input(layout: &str) -> String {
+    let mut out = String::new();
+    for i in 0..12 {
+        let (system, history, input) = match i % 4 {
+            0 => ("", vec![], ""),
+            1 => ("你是一位耐心的老师。", vec![], "今天的会议改到下午三点。"),
+            2 => (
+                "You answer \"briefly\".",
+                vec![
+                    ("我想学做饭，从哪道菜开始？", "番茄炒蛋。\n步骤少，容易上手。"),
+                    ("Why that one? 🤔", "Few steps\tand a \\ cheap pan 🍳"),
+                ],
+                "",
+            ),
+            _ => ("", vec![("Hi!", "你好！")], "line one\nline two"),
+        };
+        let instruction = if i % 2 == 0 {
+            format!("第{i}题：写一首关于春天的短诗。")
+        } else {
+            format!("Task {i}: translate \"this\" into English 🎉")
+        };
+        let output = format!("答案 {i}：\n春风拂面，桃花笑开。 Done ✓");
+        let user = if input.is_empty() {
+            instruction.clone()
+        } else {
+            format!("{instruction}\n\n{input}")
+        };
+        let value = match layout {
+            "alpaca" => {
+                let mut v = serde_json::json!({"instruction": instruction, "input": input, "output": output});
+                if !system.is_empty() {
+                    v["system"] = system.into();
+                }
+                if !history.is_empty() {
+                    v["history"] = serde_json::json!(history);
+                }
+                v
+            }
+            _ => {
+                let (key, who, what, names) = if layout == "sharegpt" {
+                    ("conversations", "from", "value", ["system", "human", "gpt"])
+                } else {
+                    ("messages", "role", "content", ["system", "user", "assistant"])
+                };
+                let mut turns = Vec::new();
+                if !system.is_empty() {
+                    turns.push(serde_json::json!({who: names[0], what: system}));
+                }
+                for (u, a) in &history {
+                    turns.push(serde_json::json!({who: names[1], what: u}));
+                    turns.push(serde_json::json!({who: names[2], what: a}));
+                }
+                turns.push(serde_json::json!({who: names[1], what: user}));
+                turns.push(serde_json::json!({who: names[2], what: output}));
+                serde_json::json!({ key: turns })
+            }
+        };
+        out.push_str(&format!("{value}\n"));
+    }
+    out
+}
