@@ -757,7 +757,9 @@ pub struct ImportArgs {
 #[derive(Debug, Args)]
 pub struct ExportArgs {
     /// Output directory: missing or empty, or an earlier export with --overwrite. Never holds
-    /// the database.
+    /// the database. Written in the Hugging Face Hub's layout: data/{train,validation}/ shards,
+    /// a README.md dataset card that `datasets.load_dataset(DIR)` reads, LLaMA-Factory's
+    /// dataset_info.json, and manifest.json.
     #[arg(long)]
     pub out: PathBuf,
 
@@ -777,7 +779,8 @@ pub struct ExportArgs {
     #[arg(long, value_parser = parse_size)]
     pub shard_bytes: Option<u64>,
 
-    /// Compress shards (`zstd` writes part-00000.jsonl.zst).
+    /// Compress shards (`zstd` writes data/train/train-00000-of-00001.jsonl.zst; `datasets` reads
+    /// them with the zstandard package, LLaMA-Factory cannot).
     #[arg(long, value_enum, default_value = "none")]
     pub compress: Compression,
 
@@ -791,7 +794,7 @@ pub struct ExportArgs {
 
     /// Put this fraction of records (0-1) in a validation split, chosen by a hash of each
     /// record's normalised content and --seed: deterministic, and exact duplicates always land
-    /// in the same split. Files are then named train-NNNNN / val-NNNNN.
+    /// in the same split. Its shards go to data/validation/, the rest to data/train/.
     #[arg(long, default_value_t = 0.0, value_parser = parse_fraction)]
     pub val_fraction: f64,
 

@@ -1,8 +1,10 @@
 //! The `instill` binary: parses the command line and hands each command to the library crates.
 
+mod card;
 mod cli;
 mod cmd;
 mod ingest;
+mod lf_info;
 mod outdir;
 mod progress;
 mod report;

@@ -1,5 +1,6 @@
-//! JSONL shard files: rotation by rows and/or bytes, optional zstd (on threads of its own), and
-//! the SHA-256 and sizes of what lands on disk.
+//! JSONL shard files in the Hugging Face Hub's layout (`data/{split}/{split}-00000-of-00002.jsonl`):
+//! rotation by rows and/or bytes, optional zstd (on threads of its own), and the SHA-256 and
+//! sizes of what lands on disk.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -22,13 +23,47 @@ pub struct ShardConfig {
     pub zstd_level: Option<i32>,
 }
 
+/// A split of an export, named as the Hub and `datasets` name them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Split {
+    /// Every record outside the validation split (all of them without `--val-fraction`).
+    Train,
+    /// The records `--val-fraction` holds out.
+    Validation,
+}
+
+impl Split {
+    /// Both splits, train first.
+    pub const ALL: [Split; 2] = [Split::Train, Split::Validation];
+
+    /// The split's name: its directory under `data/` and the prefix of its shards.
+    pub fn name(self) -> &'static str {
+        match self {
+            Split::Train => "train",
+            Split::Validation => "validation",
+        }
+    }
+
+    /// The directory of its shards, relative to the export.
+    pub fn dir(self) -> String {
+        format!("{DATA_DIR}/{}", self.name())
+    }
+}
+
+/// The directory of an export that holds the data files, one subdirectory per split.
+pub const DATA_DIR: &str = "data";
+
+/// The extensions a shard may have.
+const EXTENSIONS: [&str; 3] = ["jsonl", "jsonl.zst", "parquet"];
+
 /// One finished shard, as the manifest lists it.
 #[derive(Debug, Clone, Serialize)]
 pub struct ShardInfo {
-    /// File name inside the output directory.
+    /// Path inside the output directory (`data/train/train-00000-of-00001.jsonl`).
     pub file: String,
-    /// `train`, `val`, or `all` when there is no split.
-    pub split: String,
+    /// The split it belongs to.
+    pub split: Split,
     /// Records in it.
     pub rows: u64,
     /// Size on disk.
@@ -132,23 +167,42 @@ struct OpenShard {
     uncompressed: u64,
 }
 
-/// Whether `name` is a shard an export writes: `part|train|val-NNNNN.jsonl[.zst]`.
-pub fn is_shard_file(name: &str) -> bool {
-    let stem = name
-        .strip_suffix(".jsonl.zst")
-        .or_else(|| name.strip_suffix(".jsonl"));
-    let Some((prefix, index)) = stem.and_then(|s| s.rsplit_once('-')) else {
+/// Whether `path` (relative, `/`-separated) is a shard an export writes, finished
+/// (`data/train/train-00000-of-00002.jsonl`) or still being written
+/// (`data/train/train-00000.jsonl`), with any extension a shard may have.
+pub fn is_shard_path(path: &str) -> bool {
+    let parts: Vec<&str> = path.split('/').collect();
+    let [DATA_DIR, dir, name] = parts[..] else {
         return false;
     };
-    ["part", "train", "val"].contains(&prefix)
-        && index.len() >= 5
-        && index.bytes().all(|b| b.is_ascii_digit())
+    let Some(split) = Split::ALL.into_iter().find(|s| s.name() == dir) else {
+        return false;
+    };
+    let Some(stem) = EXTENSIONS
+        .iter()
+        .find_map(|ext| name.strip_suffix(ext)?.strip_suffix('.'))
+    else {
+        return false;
+    };
+    let Some(numbers) = stem
+        .strip_prefix(split.name())
+        .and_then(|s| s.strip_prefix('-'))
+    else {
+        return false;
+    };
+    let index = |n: &str| n.len() >= 5 && n.bytes().all(|b| b.is_ascii_digit());
+    match numbers.split_once("-of-") {
+        Some((i, n)) => index(i) && index(n),
+        None => index(numbers),
+    }
 }
 
-/// Writes one split's shards (`{prefix}-00000.jsonl[.zst]`, …) into a directory.
+/// Writes one split's shards into `data/{split}/` of an export: `{split}-00000.jsonl[.zst]`, …
+/// while they are written, renamed `{split}-00000-of-NNNNN…` by [`ShardWriter::finish`].
 pub struct ShardWriter {
-    dir: PathBuf,
-    prefix: String,
+    /// The export's directory.
+    root: PathBuf,
+    split: Split,
     config: ShardConfig,
     next_index: u32,
     current: Option<OpenShard>,
@@ -159,11 +213,11 @@ pub struct ShardWriter {
 }
 
 impl ShardWriter {
-    /// A writer of shards named `{prefix}-NNNNN` in `dir`.
-    pub fn new(dir: &Path, prefix: &str, config: ShardConfig) -> Self {
+    /// A writer of `split`'s shards under the export directory `root`.
+    pub fn new(root: &Path, split: Split, config: ShardConfig) -> Self {
         ShardWriter {
-            dir: dir.to_path_buf(),
-            prefix: prefix.to_string(),
+            root: root.to_path_buf(),
+            split,
             config,
             next_index: 0,
             current: None,
@@ -217,9 +271,17 @@ impl ShardWriter {
         } else {
             "jsonl"
         };
-        let file = format!("{}-{:05}.{ext}", self.prefix, self.next_index);
+        let dir = self.root.join(self.split.dir());
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        let file = format!(
+            "{}/{}-{:05}.{ext}",
+            self.split.dir(),
+            self.split.name(),
+            self.next_index
+        );
         self.next_index += 1;
-        let path = self.dir.join(&file);
+        let path = self.root.join(&file);
         let f = File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
         let hashing = BufWriter::with_capacity(
             1 << 20,
@@ -293,7 +355,7 @@ impl ShardWriter {
     ) {
         self.done.push(ShardInfo {
             file,
-            split: self.prefix.replace("part", "all"),
+            split: self.split,
             rows,
             bytes,
             uncompressed_bytes: uncompressed,
@@ -301,14 +363,32 @@ impl ShardWriter {
         });
     }
 
-    /// Closes the open shard and returns every shard written.
+    /// Closes the open shard, names every shard with the count (`-of-NNNNN`, as the Hub names
+    /// shards) and returns them.
     pub fn finish(mut self) -> anyhow::Result<Vec<ShardInfo>> {
         self.close_current()?;
         while !self.pending.is_empty() {
             self.finish_oldest()?;
         }
+        let total = self.done.len();
+        for shard in &mut self.done {
+            let numbered = final_name(&shard.file, total);
+            std::fs::rename(self.root.join(&shard.file), self.root.join(&numbered))
+                .with_context(|| format!("cannot rename {} to {numbered}", shard.file))?;
+            shard.file = numbered;
+        }
+        if total > 0 {
+            crate::outdir::sync_dir(&self.root.join(self.split.dir()))?;
+        }
         Ok(self.done)
     }
+}
+
+/// `data/s/s-00003.ext` → `data/s/s-00003-of-{total}.ext`.
+fn final_name(file: &str, total: usize) -> String {
+    let (dir, name) = file.rsplit_once('/').unwrap_or(("", file));
+    let (stem, ext) = name.split_once('.').unwrap_or((name, ""));
+    format!("{dir}/{stem}-of-{total:05}.{ext}")
 }
 
 #[cfg(test)]
@@ -323,19 +403,35 @@ mod tests {
             max_bytes: Some(12),
             zstd_level: None,
         };
-        let mut w = ShardWriter::new(dir.path(), "part", config);
+        let mut w = ShardWriter::new(dir.path(), Split::Train, config);
         for line in ["a\n", "b\n", "c\n", "d\n", "0123456789abcdef\n", "e\n"] {
             w.write_line(line.as_bytes()).unwrap();
         }
         let shards = w.finish().unwrap();
         let rows: Vec<u64> = shards.iter().map(|s| s.rows).collect();
         assert_eq!(rows, vec![3, 2, 1]);
+        let names: Vec<&str> = shards.iter().map(|s| s.file.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "data/train/train-00000-of-00003.jsonl",
+                "data/train/train-00001-of-00003.jsonl",
+                "data/train/train-00002-of-00003.jsonl"
+            ]
+        );
         for s in &shards {
             let bytes = std::fs::read(dir.path().join(&s.file)).unwrap();
             assert_eq!(bytes.len() as u64, s.bytes);
             assert_eq!(hex(&Sha256::digest(&bytes)), s.sha256);
-            assert_eq!(s.split, "all");
+            assert_eq!(s.split, Split::Train);
+            assert!(is_shard_path(&s.file), "{}", s.file);
         }
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("data/train"))
+                .unwrap()
+                .count(),
+            3
+        );
     }
 
     #[test]
@@ -346,16 +442,34 @@ mod tests {
             max_bytes: None,
             zstd_level: Some(3),
         };
-        let mut w = ShardWriter::new(dir.path(), "train", config);
+        let mut w = ShardWriter::new(dir.path(), Split::Validation, config);
         w.write_line("{\"中文\":1}\n".as_bytes()).unwrap();
         let shards = w.finish().unwrap();
-        assert_eq!(shards[0].file, "train-00000.jsonl.zst");
+        assert_eq!(
+            shards[0].file,
+            "data/validation/validation-00000-of-00001.jsonl.zst"
+        );
         let raw = std::fs::read(dir.path().join(&shards[0].file)).unwrap();
         assert_eq!(
             zstd::decode_all(&raw[..]).unwrap(),
             "{\"中文\":1}\n".as_bytes()
         );
         assert_eq!(shards[0].uncompressed_bytes, "{\"中文\":1}\n".len() as u64);
+    }
+
+    #[test]
+    fn a_split_with_no_rows_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = ShardConfig {
+            max_rows: Some(10),
+            max_bytes: None,
+            zstd_level: None,
+        };
+        let shards = ShardWriter::new(dir.path(), Split::Validation, config)
+            .finish()
+            .unwrap();
+        assert!(shards.is_empty());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
     #[test]
@@ -366,7 +480,7 @@ mod tests {
             max_bytes: None,
             zstd_level: Some(3),
         };
-        let mut w = ShardWriter::new(dir.path(), "part", config);
+        let mut w = ShardWriter::new(dir.path(), Split::Train, config);
         // Long enough lines that blocks cross to the compressing threads mid-shard.
         let lines: Vec<String> = (0..2_000)
             .map(|i| format!("{{\"n\":{i},\"text\":\"{}\"}}\n", "数据".repeat(1_000)))
@@ -375,17 +489,11 @@ mod tests {
             w.write_line(line.as_bytes()).unwrap();
         }
         let shards = w.finish().unwrap();
-        let names: Vec<&str> = shards.iter().map(|s| s.file.as_str()).collect();
-        assert_eq!(
-            names,
-            [
-                "part-00000.jsonl.zst",
-                "part-00001.jsonl.zst",
-                "part-00002.jsonl.zst",
-                "part-00003.jsonl.zst",
-                "part-00004.jsonl.zst"
-            ]
-        );
+        let names: Vec<String> = shards.iter().map(|s| s.file.clone()).collect();
+        let want: Vec<String> = (0..5)
+            .map(|i| format!("data/train/train-{i:05}-of-00005.jsonl.zst"))
+            .collect();
+        assert_eq!(names, want);
         let mut back = Vec::new();
         for s in &shards {
             let raw = std::fs::read(dir.path().join(&s.file)).unwrap();
@@ -397,5 +505,29 @@ mod tests {
             back.extend(text);
         }
         assert_eq!(back, lines.concat().into_bytes());
+    }
+
+    #[test]
+    fn knows_its_shard_paths() {
+        for ok in [
+            "data/train/train-00000.jsonl",
+            "data/train/train-00000-of-00001.jsonl",
+            "data/validation/validation-00012-of-00020.jsonl.zst",
+            "data/train/train-00000-of-00001.parquet",
+        ] {
+            assert!(is_shard_path(ok), "{ok}");
+        }
+        for no in [
+            "train-00000.jsonl",
+            "data/train/validation-00000.jsonl",
+            "data/val/val-00000.jsonl",
+            "data/train/train-0000.jsonl",
+            "data/train/train-00000.json",
+            "data/train/train-00000-of-.jsonl",
+            "data/train/x/train-00000.jsonl",
+            "manifest.json",
+        ] {
+            assert!(!is_shard_path(no), "{no}");
+        }
     }
 }

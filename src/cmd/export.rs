@@ -1,19 +1,22 @@
-//! `instill export`: records out as JSONL shards and a manifest, staged and moved into place
-//! only when complete.
+//! `instill export`: records out in the Hugging Face Hub's layout (JSONL shards under
+//! `data/{split}/`, a `README.md` dataset card whose YAML lists them, LLaMA-Factory's
+//! `dataset_info.json`) with a manifest, staged and moved into place only when complete.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use futures::StreamExt;
-use instill_core::{OutputFormat, in_val, write_record};
+use instill_core::{Columns, OutputFormat, in_val, write_record};
 use instill_storage::{Db, ExportRecord, StatusFilter};
 use rayon::prelude::*;
 use serde::Serialize;
 
+use crate::card::{self, CARD, CardInput};
 use crate::cli::{Compression, ExportArgs, GlobalArgs};
+use crate::lf_info::{self, LF_INFO, LfNames};
 use crate::outdir::{Producer, Stamp};
-use crate::shards::{ShardConfig, ShardInfo, ShardWriter, is_shard_file};
+use crate::shards::{DATA_DIR, ShardConfig, ShardInfo, ShardWriter, Split, is_shard_path};
 use crate::signals::{Signals, Stop};
 use crate::staging::Staging;
 use crate::{Outcome, outdir, progress};
@@ -32,6 +35,8 @@ struct Manifest {
     format: &'static str,
     compression: &'static str,
     filters: Filters,
+    /// Alpaca's optional columns written on every line.
+    columns: ColumnsWritten,
     val_fraction: f64,
     seed: u64,
     shard_rows: Option<u64>,
@@ -43,6 +48,12 @@ struct Manifest {
 #[derive(Debug, Serialize)]
 struct Filters {
     status: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+struct ColumnsWritten {
+    system: bool,
+    history: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -79,7 +90,7 @@ struct Formatted {
 
 fn format_chunk(
     chunk: &[ExportRecord],
-    format: OutputFormat,
+    (format, columns): (OutputFormat, Columns),
     split: Option<(u64, f64)>,
 ) -> Formatted {
     let mut f = Formatted {
@@ -88,7 +99,7 @@ fn format_chunk(
         val: Vec::with_capacity(chunk.len()),
     };
     for stored in chunk {
-        write_record(&stored.record, format, &mut f.text);
+        write_record(&stored.record, format, columns, &mut f.text);
         f.ends.push(f.text.len());
         f.val
             .push(split.is_some_and(|(seed, fraction)| in_val(&stored.norm_hash, seed, fraction)));
@@ -96,9 +107,10 @@ fn format_chunk(
     f
 }
 
-/// What an export stages: its shards and its manifest.
-fn staged_file(name: &str) -> bool {
-    name == outdir::MANIFEST || is_shard_file(name)
+/// What an export stages: its shards, its card, LLaMA-Factory's file and its manifest (paths
+/// relative to the export).
+fn staged_file(path: &str) -> bool {
+    [outdir::MANIFEST, CARD, LF_INFO].contains(&path) || is_shard_path(path)
 }
 
 /// The shards written, and the train and validation rows; `None` when stopped before the end.
@@ -112,13 +124,16 @@ pub async fn run(global: &GlobalArgs, args: &ExportArgs) -> anyhow::Result<Outco
     // Caught from here on: a SIGINT or SIGTERM removes the staging directory and ends the export.
     let mut signals = Signals::listen()?;
     let staging = Staging::new(&args.out, args.overwrite, Producer::Export, staged_file)?;
+    let db = Db::open(&global.db).await?;
+    let columns = db.columns_in_use(filter).await?;
     let split = args.val_fraction > 0.0;
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = tokio::sync::mpsc::channel::<Vec<ExportRecord>>(4);
     let split_by = split.then_some((args.seed, args.val_fraction));
-    let (formatter, writer) = start_writing(rx, &staging, format, split_by, config, &stop);
+    let layout = (format, columns);
+    let (formatter, writer) = start_writing(rx, &staging, layout, split_by, config, &stop);
     let (read, stopped) = tokio::select! {
-        read = read_pages(global, args, filter, split, tx) => (read, None),
+        read = read_pages(&db, global, args, filter, split, tx) => (read, None),
         signal = signals.recv() => (Ok(()), Some(signal)),
     };
     if stopped.is_some() || read.is_err() {
@@ -137,7 +152,30 @@ pub async fn run(global: &GlobalArgs, args: &ExportArgs) -> anyhow::Result<Outco
     let Some((shards, train_rows, val_rows)) = written? else {
         anyhow::bail!("the shard writer stopped early");
     };
+    let provenance = db.provenance(filter).await?;
+    db.close().await;
 
+    let mut manifest = manifest(args, layout, filter, config, shards, (train_rows, val_rows));
+    write_metadata(&staging, args, &mut manifest, &provenance, layout)?;
+    // A signal that came while the last shards were sealed: nothing is in place yet.
+    if let Some(signal) = signals.received() {
+        return Ok(abandon(staging, signal, &args.out));
+    }
+    staging.commit()?;
+    print_summary(global, args, &manifest, started)?;
+    Ok(Outcome::Done)
+}
+
+/// The manifest of the shards written; its file list gains the card and LLaMA-Factory's file
+/// when [`write_metadata`] writes them.
+fn manifest(
+    args: &ExportArgs,
+    (format, columns): (OutputFormat, Columns),
+    filter: StatusFilter,
+    config: ShardConfig,
+    shards: Vec<ShardInfo>,
+    (train_rows, val_rows): (u64, u64),
+) -> Manifest {
     let totals = Totals {
         rows: train_rows + val_rows,
         bytes: shards.iter().map(|s| s.bytes).sum(),
@@ -146,7 +184,7 @@ pub async fn run(global: &GlobalArgs, args: &ExportArgs) -> anyhow::Result<Outco
         train_rows,
         val_rows,
     };
-    let manifest = Manifest {
+    Manifest {
         stamp: Stamp::new(Producer::Export),
         files: shards.iter().map(|s| s.file.clone()).collect(),
         created_at_ms: instill_core::now_ms(),
@@ -159,21 +197,59 @@ pub async fn run(global: &GlobalArgs, args: &ExportArgs) -> anyhow::Result<Outco
         filters: Filters {
             status: filter.name(),
         },
+        columns: ColumnsWritten {
+            system: columns.system,
+            history: columns.history,
+        },
         val_fraction: args.val_fraction,
         seed: args.seed,
         shard_rows: config.max_rows,
         shard_bytes: config.max_bytes,
         shards,
         totals,
-    };
-    outdir::write_manifest(&staging.dir, &manifest)?;
-    // A signal that came while the last shards were sealed: nothing is in place yet.
-    if let Some(signal) = signals.received() {
-        return Ok(abandon(staging, signal, &args.out));
     }
-    staging.commit()?;
-    print_summary(global, args, &manifest, started)?;
-    Ok(Outcome::Done)
+}
+
+/// Writes the dataset card, LLaMA-Factory's `dataset_info.json` and the manifest (listing
+/// both) into the staging directory, and syncs the data directories.
+fn write_metadata(
+    staging: &Staging,
+    args: &ExportArgs,
+    manifest: &mut Manifest,
+    provenance: &instill_storage::Provenance,
+    (format, columns): (OutputFormat, Columns),
+) -> anyhow::Result<()> {
+    let name = args
+        .out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let names = LfNames::new(&name, manifest.totals.val_rows > 0);
+    let card = card::render(&CardInput {
+        name: &name,
+        format,
+        zstd: manifest.compression == "zstd",
+        shards: &manifest.shards,
+        status: manifest.filters.status,
+        val_fraction: args.val_fraction,
+        seed: args.seed,
+        provenance,
+        lf: &names,
+        created_at_ms: manifest.created_at_ms,
+    });
+    for (file, text) in [
+        (CARD, card),
+        (LF_INFO, lf_info::render(&names, format, columns)),
+    ] {
+        outdir::write_synced(&staging.dir.join(file), text.as_bytes())?;
+        manifest.files.push(file.to_string());
+    }
+    let data = staging.dir.join(DATA_DIR);
+    if data.is_dir() {
+        outdir::sync_dir(&data)?;
+    }
+    outdir::write_manifest(&staging.dir, manifest)?;
+    Ok(())
 }
 
 /// The layout, the records and the shard sizes the arguments ask for.
@@ -213,7 +289,7 @@ fn abandon(staging: Staging, signal: Stop, out: &std::path::Path) -> Outcome {
 fn start_writing(
     mut rx: tokio::sync::mpsc::Receiver<Vec<ExportRecord>>,
     staging: &Staging,
-    format: OutputFormat,
+    layout: (OutputFormat, Columns),
     split_by: Option<(u64, f64)>,
     config: ShardConfig,
     stop: &Arc<AtomicBool>,
@@ -230,7 +306,7 @@ fn start_writing(
             }
             let formatted: Vec<Formatted> = page
                 .par_chunks(256)
-                .map(|chunk| format_chunk(chunk, format, split_by))
+                .map(|chunk| format_chunk(chunk, layout, split_by))
                 .collect();
             drop(page);
             if formatted_tx.send(formatted).is_err() {
@@ -240,9 +316,8 @@ fn start_writing(
     });
     let (dir, stopped) = (staging.dir.clone(), Arc::clone(stop));
     let writer = std::thread::spawn(move || -> anyhow::Result<Written> {
-        let prefix = if split_by.is_some() { "train" } else { "part" };
-        let mut train = ShardWriter::new(&dir, prefix, config);
-        let mut val = ShardWriter::new(&dir, "val", config);
+        let mut train = ShardWriter::new(&dir, Split::Train, config);
+        let mut val = ShardWriter::new(&dir, Split::Validation, config);
         let (mut train_rows, mut val_rows) = (0u64, 0u64);
         for formatted in formatted_rx {
             if stopped.load(Ordering::Relaxed) {
@@ -276,13 +351,13 @@ fn start_writing(
 /// Reads the records in windows of PAGE ids, two at once (one per core), and hands them on in
 /// order; ends when all are sent or the writer is gone.
 async fn read_pages(
+    db: &Db,
     global: &GlobalArgs,
     args: &ExportArgs,
     filter: StatusFilter,
     split: bool,
     tx: tokio::sync::mpsc::Sender<Vec<ExportRecord>>,
 ) -> anyhow::Result<()> {
-    let db = Db::open(&global.db).await?;
     // The count is a full scan, there only to size the bar: skipped when no bar is drawn.
     let show = progress::enabled(global.no_progress);
     let total = if show {
@@ -311,7 +386,6 @@ async fn read_pages(
         }
     }
     bar.finish_and_clear();
-    db.close().await;
     Ok(())
 }
 
@@ -337,18 +411,32 @@ fn print_summary(
         println!("{}", serde_json::to_string(&summary)?);
     } else {
         let split_note = if manifest.val_fraction > 0.0 {
-            format!(" ({} train, {} val)", t.train_rows, t.val_rows)
+            format!(" ({} train, {} validation)", t.train_rows, t.val_rows)
         } else {
             String::new()
         };
         println!(
-            "exported {} records{split_note} as {} in {} shard{} ({} bytes) to {}",
+            "exported {} records{split_note} as {} in {} shard{} ({} bytes) to {}; \
+             dataset card {CARD}, LLaMA-Factory {LF_INFO}",
             t.rows,
             manifest.format,
             t.shards,
             if t.shards == 1 { "" } else { "s" },
             t.bytes,
             args.out.display()
+        );
+    }
+    if t.rows == 0 {
+        eprintln!(
+            "note: no records matched --status {}: the export holds no data file, and \
+             `datasets` cannot load a dataset with no rows",
+            manifest.filters.status
+        );
+    }
+    if manifest.compression == "zstd" {
+        eprintln!(
+            "note: LLaMA-Factory cannot read .jsonl.zst shards (datasets can, with the \
+             zstandard package); export without --compress zstd to train with LLaMA-Factory"
         );
     }
     Ok(())
