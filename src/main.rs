@@ -2,6 +2,7 @@
 
 mod cli;
 mod cmd;
+mod hub;
 mod ingest;
 mod outdir;
 mod progress;

@@ -7,8 +7,10 @@
 
 mod bad_input;
 mod curate;
+mod fake_hub;
 mod fake_openai;
 mod generate;
+mod hub;
 mod import_export;
 mod local;
 mod model_files;
