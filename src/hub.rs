@@ -144,6 +144,9 @@ struct Bar {
 
 impl Progress for Bar {
     fn start(&mut self, bytes: u64, files: usize) {
+        if files == 0 {
+            return;
+        }
         let message = format!("downloading {} ({files} file(s))", self.label);
         self.bar = Some(progress::bytes(self.enabled, bytes, message));
     }

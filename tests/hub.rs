@@ -512,3 +512,84 @@ fn a_refusing_or_lying_hub_is_a_clear_error_and_leaves_nothing_half_written() {
     );
     assert!(!env.path("mbad").exists());
 }
+
+/// tiny-llama's weights as a sharded checkpoint (two shards and their index), without
+/// tokenizer_config.json.
+fn sharded() -> Vec<(String, Vec<u8>)> {
+    let dir = tempfile::tempdir().unwrap();
+    let weights = repo("tests/fixtures/local/tiny-llama/model.safetensors");
+    let tensors = candle_core::safetensors::load(&weights, &candle_core::Device::Cpu).unwrap();
+    let mut names: Vec<&String> = tensors.keys().collect();
+    names.sort();
+    let mut shards = [
+        std::collections::HashMap::new(),
+        std::collections::HashMap::new(),
+    ];
+    let mut map = serde_json::Map::new();
+    for (i, name) in names.into_iter().enumerate() {
+        let file = format!("model-0000{}-of-00002.safetensors", i % 2 + 1);
+        map.insert(name.clone(), json!(file));
+        shards[i % 2].insert(name.clone(), tensors[name].clone());
+    }
+    let mut files: Vec<(String, Vec<u8>)> = fixture("tiny-llama")
+        .into_iter()
+        .filter(|(n, _)| n != "model.safetensors" && n != "tokenizer_config.json")
+        .collect();
+    for (i, shard) in shards.iter().enumerate() {
+        let name = format!("model-0000{}-of-00002.safetensors", i + 1);
+        let path = dir.path().join(&name);
+        candle_core::safetensors::save(shard, &path).unwrap();
+        files.push((name, std::fs::read(&path).unwrap()));
+    }
+    let index = json!({"metadata": {}, "weight_map": map});
+    files.push((
+        "model.safetensors.index.json".into(),
+        index.to_string().into_bytes(),
+    ));
+    files
+}
+
+#[test]
+fn a_sharded_checkpoint_comes_with_every_shard_and_a_file_the_repo_lacks_is_remembered() {
+    let env = Env::new(instill_storage::testing::TempDb::sqlite());
+    let cache = env.path("hf-cache");
+    let mut revisions = hub_revisions();
+    revisions[0].files = sharded();
+    let hub = FakeHub::start(HubConfig {
+        revisions,
+        token: None,
+        corrupt: None,
+    });
+    let endpoint = hub.endpoint.clone();
+    let vars = [
+        ("HF_HUB_CACHE", cache.to_str().unwrap()),
+        ("HF_ENDPOINT", endpoint.as_str()),
+    ];
+    merge(&env, "merged", &[], &vars).expect_code(0);
+    let root = folder(&cache, MODEL);
+    let snap = root.join("snapshots").join(MAIN);
+    for shard in [
+        "model-00001-of-00002.safetensors",
+        "model-00002-of-00002.safetensors",
+    ] {
+        assert!(snap.join(shard).is_file(), "{shard}: {:?}", tree(&cache));
+    }
+    assert!(!snap.join("model.safetensors").exists());
+    // The repository has no tokenizer_config.json: marked as huggingface_hub marks it, so the
+    // snapshot counts as whole offline.
+    assert!(
+        root.join(".no_exist")
+            .join(MAIN)
+            .join("tokenizer_config.json")
+            .is_file()
+    );
+    drop(hub);
+    let offline = [vars[0], ("HF_HUB_OFFLINE", "1")];
+    merge(&env, "again", &[], &offline).expect_code(0);
+    // The offline merge wrote the same weights as the one that downloaded.
+    let a = std::fs::read(env.path("merged/model.safetensors")).unwrap();
+    assert_eq!(
+        a,
+        std::fs::read(env.path("again/model.safetensors")).unwrap()
+    );
+}
