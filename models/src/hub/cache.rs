@@ -13,7 +13,7 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::HubError;
+use super::error::HubError;
 
 /// One repository's folder in the cache.
 #[derive(Debug, Clone)]

@@ -12,7 +12,30 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::cache::{Repo, is_commit};
-use super::{HubConfig, HubError, Progress};
+use super::error::HubError;
+
+/// Where the cache is and how the Hub is reached.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// The hub cache directory (`HF_HUB_CACHE`, `HF_HOME/hub`, `~/.cache/huggingface/hub`).
+    pub cache: PathBuf,
+    /// The Hub's base URL (`https://huggingface.co`).
+    pub endpoint: String,
+    /// A bearer token for gated and private repositories.
+    pub token: Option<String>,
+    /// Never touch the network: what the cache lacks is an error.
+    pub offline: bool,
+}
+
+/// What a download reports as it goes.
+pub trait Progress {
+    /// Downloads of `files` files, `bytes` in all, begin.
+    fn start(&mut self, bytes: u64, files: usize);
+    /// `bytes` more arrived.
+    fn advance(&mut self, bytes: u64);
+    /// The downloads are over (done or failed).
+    fn finish(&mut self);
+}
 
 /// One file of a revision.
 #[derive(Debug, Clone)]

@@ -5,10 +5,12 @@
 //! config and weights; for a GGUF id, that file.
 
 use std::collections::BTreeSet;
+use std::path::PathBuf;
 
 use super::cache::Repo;
+use super::error::HubError;
 use super::fetch::{Listing, Sibling};
-use super::{HubError, HubId, Resolved};
+use super::id::HubId;
 use crate::files::{INDEX, index_shards};
 use crate::save::{TOKENIZER_FILES, WEIGHTS_FILE};
 
@@ -19,6 +21,19 @@ pub enum Want {
     Model,
     /// A PEFT adapter directory.
     Adapter,
+}
+
+/// A model found (or put) in the cache.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// The snapshot directory (models, adapters) or the GGUF file inside it.
+    pub path: PathBuf,
+    /// The commit the revision names.
+    pub commit: String,
+    /// Files downloaded now (0 when the cache held everything).
+    pub downloaded_files: usize,
+    /// Their bytes.
+    pub downloaded_bytes: u64,
 }
 
 /// Files a model needs whatever else it has.
