@@ -90,7 +90,9 @@ pub enum HubError {
 
 fn hint(status: u16, token_sent: bool) -> &'static str {
     match (status, token_sent) {
-        (401 | 403, false) => " (no token was sent: the repository may be gated or private)",
+        (401 | 403, false) => {
+            " (no token was sent: the repository does not exist, or is gated or private)"
+        }
         (401 | 403, true) => " (the token was refused or has no access to the repository)",
         (404, _) => " (no such repository, revision or file)",
         _ => "",
