@@ -236,9 +236,19 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// A reqwest error as one line, its causes included (connection refused, timed out).
+/// A reqwest error as one line, its causes included (connection refused, timed out); the URL
+/// is left out (the error names it already).
 fn network_message(e: &reqwest::Error) -> String {
-    let mut message = e.to_string();
+    let mut message = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else if e.is_body() || e.is_decode() {
+        "the transfer broke off"
+    } else {
+        "the request failed"
+    }
+    .to_string();
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
         message.push_str(&format!(": {s}"));
