@@ -151,6 +151,8 @@ struct Data {
 }
 
 pub async fn train(global: &GlobalArgs, args: &TrainArgs) -> anyhow::Result<Outcome> {
+    // --out is checked before a Hub id's download, and again against the path it resolves to.
+    train_out::plan(args, &global.db)?;
     let given = args.model.display().to_string();
     let model = hub::locate(
         &args.model,
