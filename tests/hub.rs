@@ -476,6 +476,12 @@ fn a_refusing_or_lying_hub_is_a_clear_error_and_leaves_nothing_half_written() {
         missing.stderr
     );
     assert!(tree(&cache).is_empty(), "{:?}", tree(&cache));
+    // Without HF_TOKEN, the token file HF_HOME/token (as `hf auth login` writes it) is sent.
+    let home = env.path("hf-home");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::write(home.join("token"), "hf_secret_token\n").unwrap();
+    let from_file = [("HF_HOME", home.to_str().unwrap()), vars[1]];
+    merge(&env, "from-file", &[], &from_file).expect_code(0);
     drop(hub);
     // The weights arrive with a flipped byte: the sha256 check refuses them, no blob is kept
     // under its name, no partial file stays, and refs/main is not written.
