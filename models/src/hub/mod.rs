@@ -60,7 +60,11 @@ pub async fn resolve(
         return Err(HubError::NotCached {
             id: id.to_string(),
             revision: revision.to_string(),
-            path: repo.ref_path(revision),
+            path: if cache::is_commit(revision) {
+                repo.snapshot(revision)
+            } else {
+                repo.ref_path(revision)
+            },
         });
     }
     download(id, revision, &needs, &repo, config, progress).await
@@ -181,6 +185,14 @@ mod tests {
             .expect_err("no ref")
             .to_string();
         assert!(e.contains("refs/v9"), "{e}");
+        let other = "f".repeat(40);
+        let e = offline("org/m-GGUF:m.gguf", &other, Want::Model, d.path())
+            .expect_err("no snapshot")
+            .to_string();
+        assert!(
+            e.contains(&format!("snapshots/{other} does not exist")),
+            "{e}"
+        );
         let e = offline("org/m-GGUF:m.gguf", "main", Want::Adapter, d.path())
             .expect_err("adapter file")
             .to_string();
