@@ -124,12 +124,17 @@ pub enum Command {
     MergeLora(MergeLoraArgs),
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct TrainArgs {
     /// The base model: a Hugging Face directory (llama, mistral, qwen2) or a GGUF file
-    /// (dequantized to f32 for training).
+    /// (dequantized to f32 for training), or a Hugging Face id (ORG/NAME, ORG/NAME:FILE.gguf)
+    /// taken from the Hugging Face cache and downloaded into it when missing.
     #[arg(long)]
     pub model: PathBuf,
+
+    /// With a Hugging Face id as --model: the branch, tag or commit to use (default main).
+    #[arg(long)]
+    pub revision: Option<String>,
 
     /// Output directory: missing or empty, or an earlier instill output with --resume or
     /// --overwrite. Never inside --model.
@@ -252,13 +257,23 @@ pub struct TrainArgs {
 
 #[derive(Debug, Args)]
 pub struct MergeLoraArgs {
-    /// The base model the adapter was trained on (Hugging Face directory or GGUF file).
+    /// The base model the adapter was trained on (Hugging Face directory or GGUF file, or a
+    /// Hugging Face id: ORG/NAME, ORG/NAME:FILE.gguf).
     #[arg(long)]
     pub model: PathBuf,
 
-    /// The adapter directory (adapter_config.json, adapter_model.safetensors).
+    /// With a Hugging Face id as --model: the branch, tag or commit to use (default main).
+    #[arg(long)]
+    pub revision: Option<String>,
+
+    /// The adapter directory (adapter_config.json, adapter_model.safetensors), or a Hugging
+    /// Face id (ORG/NAME).
     #[arg(long)]
     pub adapter: PathBuf,
+
+    /// With a Hugging Face id as --adapter: the branch, tag or commit to use (default main).
+    #[arg(long)]
+    pub adapter_revision: Option<String>,
 
     /// Output directory for the merged model: missing or empty, or an earlier instill output
     /// with --overwrite. Never inside --model or --adapter.
@@ -303,7 +318,8 @@ pub struct GenerateArgs {
     pub target: u64,
 
     /// The model backend: `openai`, any OpenAI-compatible HTTP API; `candle`, a local model
-    /// run in-process (--model is then a Hugging Face model directory or a .gguf file).
+    /// run in-process (--model is then a Hugging Face model directory, a .gguf file or a
+    /// Hugging Face id).
     #[arg(long, value_enum, default_value = "openai")]
     pub backend: BackendArg,
 
@@ -320,9 +336,16 @@ pub struct GenerateArgs {
 
     /// The model: the name the server serves (openai), or a Hugging Face model directory
     /// (config.json, *.safetensors, tokenizer.json; llama, mistral, qwen2) or a GGUF file
-    /// (llama, qwen2) for candle.
+    /// (llama, qwen2) for candle, or a Hugging Face id for candle (ORG/NAME,
+    /// ORG/NAME:FILE.gguf) taken from the Hugging Face cache (HF_HUB_CACHE, HF_HOME) and
+    /// downloaded into it when missing (HF_ENDPOINT, HF_TOKEN; never with HF_HUB_OFFLINE=1).
     #[arg(long)]
     pub model: Option<String>,
+
+    /// candle, with a Hugging Face id as --model: the branch, tag or commit to use (default
+    /// main).
+    #[arg(long)]
+    pub revision: Option<String>,
 
     /// candle: a tokenizer.json to use instead of the model's own (for a GGUF file, the
     /// tokenizer is otherwise rebuilt from its metadata).

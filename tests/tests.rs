@@ -8,8 +8,10 @@
 mod bad_input;
 mod consumers;
 mod curate;
+mod fake_hub;
 mod fake_openai;
 mod generate;
+mod hub;
 mod import_export;
 mod local;
 mod model_files;
