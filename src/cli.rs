@@ -124,12 +124,17 @@ pub enum Command {
     MergeLora(MergeLoraArgs),
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct TrainArgs {
     /// The base model: a Hugging Face directory (llama, mistral, qwen2) or a GGUF file
-    /// (dequantized to f32 for training).
+    /// (dequantized to f32 for training), or a Hugging Face id (ORG/NAME, ORG/NAME:FILE.gguf)
+    /// taken from the Hugging Face cache and downloaded into it when missing.
     #[arg(long)]
     pub model: PathBuf,
+
+    /// With a Hugging Face id as --model: the branch, tag or commit to use (default main).
+    #[arg(long)]
+    pub revision: Option<String>,
 
     /// Output directory: missing or empty, or an earlier instill output with --resume or
     /// --overwrite. Never inside --model.
@@ -252,13 +257,23 @@ pub struct TrainArgs {
 
 #[derive(Debug, Args)]
 pub struct MergeLoraArgs {
-    /// The base model the adapter was trained on (Hugging Face directory or GGUF file).
+    /// The base model the adapter was trained on (Hugging Face directory or GGUF file, or a
+    /// Hugging Face id: ORG/NAME, ORG/NAME:FILE.gguf).
     #[arg(long)]
     pub model: PathBuf,
 
-    /// The adapter directory (adapter_config.json, adapter_model.safetensors).
+    /// With a Hugging Face id as --model: the branch, tag or commit to use (default main).
+    #[arg(long)]
+    pub revision: Option<String>,
+
+    /// The adapter directory (adapter_config.json, adapter_model.safetensors), or a Hugging
+    /// Face id (ORG/NAME).
     #[arg(long)]
     pub adapter: PathBuf,
+
+    /// With a Hugging Face id as --adapter: the branch, tag or commit to use (default main).
+    #[arg(long)]
+    pub adapter_revision: Option<String>,
 
     /// Output directory for the merged model: missing or empty, or an earlier instill output
     /// with --overwrite. Never inside --model or --adapter.
@@ -303,7 +318,8 @@ pub struct GenerateArgs {
     pub target: u64,
 
     /// The model backend: `openai`, any OpenAI-compatible HTTP API; `candle`, a local model
-    /// run in-process (--model is then a Hugging Face model directory or a .gguf file).
+    /// run in-process (--model is then a Hugging Face model directory, a .gguf file or a
+    /// Hugging Face id).
     #[arg(long, value_enum, default_value = "openai")]
     pub backend: BackendArg,
 
@@ -320,9 +336,16 @@ pub struct GenerateArgs {
 
     /// The model: the name the server serves (openai), or a Hugging Face model directory
     /// (config.json, *.safetensors, tokenizer.json; llama, mistral, qwen2) or a GGUF file
-    /// (llama, qwen2) for candle.
+    /// (llama, qwen2) for candle, or a Hugging Face id for candle (ORG/NAME,
+    /// ORG/NAME:FILE.gguf) taken from the Hugging Face cache (HF_HUB_CACHE, HF_HOME) and
+    /// downloaded into it when missing (HF_ENDPOINT, HF_TOKEN; never with HF_HUB_OFFLINE=1).
     #[arg(long)]
     pub model: Option<String>,
+
+    /// candle, with a Hugging Face id as --model: the branch, tag or commit to use (default
+    /// main).
+    #[arg(long)]
+    pub revision: Option<String>,
 
     /// candle: a tokenizer.json to use instead of the model's own (for a GGUF file, the
     /// tokenizer is otherwise rebuilt from its metadata).
@@ -760,7 +783,9 @@ pub struct ImportArgs {
 #[derive(Debug, Args)]
 pub struct ExportArgs {
     /// Output directory: missing or empty, or an earlier export with --overwrite. Never holds
-    /// the database.
+    /// the database. Written in the Hugging Face Hub's layout: data/{train,validation}/ shards,
+    /// a README.md dataset card that `datasets.load_dataset(DIR)` reads, LLaMA-Factory's
+    /// dataset_info.json, and manifest.json.
     #[arg(long)]
     pub out: PathBuf,
 
@@ -770,21 +795,32 @@ pub struct ExportArgs {
     #[arg(long, value_enum, default_value = "alpaca")]
     pub format: OutputFormatArg,
 
+    /// File format of the shards: jsonl, or parquet (data/train/train-00000-of-00001.parquet):
+    /// the same rows as nested columns — alpaca: instruction, input, output, system ("" when
+    /// none), history (list<list<string>>, [user, assistant] pairs); sharegpt: conversations
+    /// (list<struct<from, value>>); messages: messages (list<struct<role, content>>) — its pages
+    /// zstd-compressed at --zstd-level inside the file (so --compress zstd is refused with it),
+    /// row groups of at most 100000 rows. Needs a build with the `parquet` feature (the default).
+    #[arg(long, value_enum, default_value = "jsonl")]
+    pub file_format: FileFormat,
+
     /// Start a new shard after this many records. With neither --shard-rows nor --shard-bytes,
     /// shards hold 100000 records.
     #[arg(long)]
     pub shard_rows: Option<u64>,
 
-    /// Start a new shard once this many bytes of JSONL (before compression) are written; accepts
-    /// suffixes K, M, G (powers of 1024).
+    /// Start a new shard once this many bytes of JSONL (before compression) are written (Parquet:
+    /// bytes of the rows' text); accepts suffixes K, M, G (powers of 1024).
     #[arg(long, value_parser = parse_size)]
     pub shard_bytes: Option<u64>,
 
-    /// Compress shards (`zstd` writes part-00000.jsonl.zst).
+    /// Compress shards (`zstd` writes data/train/train-00000-of-00001.jsonl.zst; `datasets` reads
+    /// them with the zstandard package, LLaMA-Factory cannot). JSONL only: Parquet shards are
+    /// always compressed inside.
     #[arg(long, value_enum, default_value = "none")]
     pub compress: Compression,
 
-    /// zstd compression level (1-19).
+    /// zstd compression level (1-19), of --compress zstd or of Parquet's pages.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
     pub zstd_level: i32,
 
@@ -794,7 +830,7 @@ pub struct ExportArgs {
 
     /// Put this fraction of records (0-1) in a validation split, chosen by a hash of each
     /// record's normalised content and --seed: deterministic, and exact duplicates always land
-    /// in the same split. Files are then named train-NNNNN / val-NNNNN.
+    /// in the same split. Its shards go to data/validation/, the rest to data/train/.
     #[arg(long, default_value_t = 0.0, value_parser = parse_fraction)]
     pub val_fraction: f64,
 
@@ -885,6 +921,14 @@ impl From<OutputFormatArg> for instill_core::OutputFormat {
             OutputFormatArg::Messages => Self::Messages,
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FileFormat {
+    /// JSON Lines.
+    Jsonl,
+    /// Apache Parquet.
+    Parquet,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -1,8 +1,11 @@
 //! The `instill` binary: parses the command line and hands each command to the library crates.
 
+mod card;
 mod cli;
 mod cmd;
+mod hub;
 mod ingest;
+mod lf_info;
 mod outdir;
 #[cfg(feature = "parquet")]
 mod parquet_io;

@@ -108,7 +108,7 @@ impl Drop for Staging {
 
 /// Removes the staging directories of `name` in `parent` that a dead process left (a SIGKILL,
 /// a power cut): exactly `.NAME.instill-tmp-PID`, no process PID alive, holding only plain
-/// files that `stages` names. Anything else is left alone; so is everything where there is no
+/// files that `stages` names (by their paths inside it). Anything else is left alone; so is everything where there is no
 /// `/proc` to tell which processes live.
 fn remove_stale(parent: &Path, name: &str, stages: fn(&str) -> bool) {
     if !Path::new("/proc/self").exists() {
@@ -136,15 +136,26 @@ fn remove_stale(parent: &Path, name: &str, stages: fn(&str) -> bool) {
     }
 }
 
-/// Whether `dir` is a directory of plain files only, each named by `stages`.
+/// Whether `dir` holds only plain files (in subdirectories or not), each of whose paths
+/// relative to `dir` (`/`-separated) `stages` names.
 fn holds_only(dir: &Path, stages: fn(&str) -> bool) -> bool {
+    holds_only_under(dir, "", stages)
+}
+
+fn holds_only_under(dir: &Path, prefix: &str, stages: fn(&str) -> bool) -> bool {
     let Ok(mut entries) = std::fs::read_dir(dir) else {
         return false;
     };
     entries.all(|e| {
-        e.is_ok_and(|e| {
-            e.file_type().is_ok_and(|t| t.is_file()) && e.file_name().to_str().is_some_and(stages)
-        })
+        let Ok(e) = e else { return false };
+        let Some(name) = e.file_name().to_str().map(|n| format!("{prefix}{n}")) else {
+            return false;
+        };
+        match e.file_type() {
+            Ok(t) if t.is_dir() => holds_only_under(&e.path(), &format!("{name}/"), stages),
+            Ok(t) => t.is_file() && stages(&name),
+            Err(_) => false,
+        }
     })
 }
 

@@ -237,7 +237,7 @@ fn a_failed_export_leaves_no_partial_shard() {
         let run = env.sh("trap '' XFSZ; ulimit -f 256; exec \"$INSTILL\" export --out out --shard-rows 1000 --no-progress");
         let run = run.expect_code(2);
         assert!(
-            run.stderr.contains("part-00000.jsonl") && run.stderr.contains("too large"),
+            run.stderr.contains("data/train/train-00000.jsonl") && run.stderr.contains("too large"),
             "{}",
             run.stderr
         );

@@ -151,7 +151,7 @@ fn the_same_seed_gives_the_same_export_at_concurrency_1_and_64() {
             .expect_code(0);
         env.run(["export", "--out", "out", "--status", "all"])
             .expect_code(0);
-        exports.push(std::fs::read(env.path("out/part-00000.jsonl")).unwrap());
+        exports.push(std::fs::read(env.path("out/data/train/train-00000-of-00001.jsonl")).unwrap());
     }
     assert!(!exports[0].is_empty());
     assert!(
@@ -177,7 +177,7 @@ fn killed_and_resumed_runs_end_with_the_uninterrupted_export() {
     reference
         .run(["export", "--out", "out", "--status", "all"])
         .expect_code(0);
-    let want = std::fs::read(reference.path("out/part-00000.jsonl")).unwrap();
+    let want = std::fs::read(reference.path("out/data/train/train-00000-of-00001.jsonl")).unwrap();
 
     let shared_prompts: BTreeSet<u64> = {
         let all = block_on(async {
@@ -254,7 +254,7 @@ fn killed_and_resumed_runs_end_with_the_uninterrupted_export() {
         assert!(kills >= 10, "{kills} kills");
         env.run(["export", "--out", "out", "--status", "all"])
             .expect_code(0);
-        let got = std::fs::read(env.path("out/part-00000.jsonl")).unwrap();
+        let got = std::fs::read(env.path("out/data/train/train-00000-of-00001.jsonl")).unwrap();
         assert!(
             got == want,
             "{}: the resumed export differs from the uninterrupted one",

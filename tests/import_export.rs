@@ -272,17 +272,19 @@ fn export_shards_by_rows_and_bytes_with_a_truthful_manifest() {
         assert_eq!(manifest["format"], "alpaca");
         assert_eq!(manifest["filters"]["status"], "kept");
         assert!(
-            names.len() >= 3 && names[0] == "part-00000.jsonl",
+            names.len() >= 3
+                && names[0] == format!("data/train/train-00000-of-{:05}.jsonl", names.len()),
             "{names:?}"
         );
         // Records come out in id order.
         let first = std::fs::read_to_string(out.join(&names[0])).unwrap();
         assert!(first.starts_with("{\"instruction\":\"任务 0\""));
-        let listing: Vec<String> = std::fs::read_dir(&out)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        assert_eq!(listing.len(), shards.len() + 1, "{listing:?}");
+        assert_eq!(
+            listing(&out),
+            ["README.md", "data", "dataset_info.json", "manifest.json"]
+        );
+        assert_eq!(listing(&out.join("data")), ["train"]);
+        assert_eq!(listing(&out.join("data/train")).len(), shards.len());
     }
 }
 
@@ -316,8 +318,9 @@ fn the_validation_split_is_deterministic_and_keeps_duplicates_together() {
         ])
         .expect_code(0);
         let mut by_split = BTreeMap::new();
-        for which in ["train", "val"] {
-            let text = std::fs::read_to_string(out.join(format!("{which}-00000.jsonl"))).unwrap();
+        for which in ["train", "validation"] {
+            let shard = format!("data/{which}/{which}-00000-of-00001.jsonl");
+            let text = std::fs::read_to_string(out.join(shard)).unwrap();
             let keys: Vec<String> = text
                 .lines()
                 .map(|l| {
@@ -334,9 +337,9 @@ fn the_validation_split_is_deterministic_and_keeps_duplicates_together() {
     let c = split("c", "8");
     assert_eq!(a, b);
     assert_ne!(a, c);
-    let val = a["val"].len();
-    assert!((50..130).contains(&val), "{val} of 450 in val");
-    for key in &a["val"] {
+    let val = a["validation"].len();
+    assert!((50..130).contains(&val), "{val} of 450 in validation");
+    for key in &a["validation"] {
         assert!(!a["train"].contains(key), "{key} is in both splits");
     }
 }
@@ -405,7 +408,11 @@ fn export_overwrite_replaces_only_an_earlier_export() {
     .expect_code(0);
     assert_eq!(
         listing(&exp),
-        ["manifest.json", "part-00000.jsonl", "part-00001.jsonl"]
+        ["README.md", "data", "dataset_info.json", "manifest.json"]
+    );
+    assert_eq!(
+        listing(&exp.join("data/train")),
+        ["train-00000-of-00002.jsonl", "train-00001-of-00002.jsonl"]
     );
     // A directory without a manifest is not an export, whatever it holds.
     let other = env.path("other");
@@ -574,16 +581,21 @@ fn an_interrupted_export_leaves_no_staging_directory() {
     std::fs::create_dir(&foreign).unwrap();
     std::fs::write(foreign.join("notes.txt"), "mine").unwrap();
     let live = env.path(&format!(".big.instill-tmp-{}", std::process::id()));
-    std::fs::create_dir(&live).unwrap();
-    std::fs::write(live.join("part-00000.jsonl"), "{}\n").unwrap();
+    std::fs::create_dir_all(live.join("data/train")).unwrap();
+    std::fs::write(live.join("data/train/train-00000.jsonl"), "{}\n").unwrap();
     env.run(["export", "--out", "big", "--shard-rows", "30000"])
         .expect_code(0);
     assert!(
         !env.path(&stale).exists(),
         "the stale staging directory stayed"
     );
-    assert!(foreign.join("notes.txt").is_file() && live.join("part-00000.jsonl").is_file());
-    assert!(out.join("manifest.json").is_file() && out.join("part-00000.jsonl").is_file());
+    assert!(
+        foreign.join("notes.txt").is_file() && live.join("data/train/train-00000.jsonl").is_file()
+    );
+    assert!(
+        out.join("manifest.json").is_file()
+            && out.join("data/train/train-00000-of-00002.jsonl").is_file()
+    );
 }
 
 /// `--out` never is the database's -wal, -shm or -journal file: a directory there would keep

@@ -155,7 +155,10 @@ fn mixed_input(layout: &str) -> String {
             2 => (
                 "You answer \"briefly\".",
                 vec![
-                    ("我想学做饭，从哪道菜开始？", "番茄炒蛋。\n步骤少，容易上手。"),
+                    (
+                        "我想学做饭，从哪道菜开始？",
+                        "番茄炒蛋。\n步骤少，容易上手。",
+                    ),
                     ("Why that one? 🤔", "Few steps\tand a \\ cheap pan 🍳"),
                 ],
                 "",
@@ -188,7 +191,12 @@ fn mixed_input(layout: &str) -> String {
                 let (key, who, what, names) = if layout == "sharegpt" {
                     ("conversations", "from", "value", ["system", "human", "gpt"])
                 } else {
-                    ("messages", "role", "content", ["system", "user", "assistant"])
+                    (
+                        "messages",
+                        "role",
+                        "content",
+                        ["system", "user", "assistant"],
+                    )
                 };
                 let mut turns = Vec::new();
                 if !system.is_empty() {
@@ -206,4 +214,93 @@ fn mixed_input(layout: &str) -> String {
         out.push_str(&format!("{value}\n"));
     }
     out
+}
+
+/// The shards an export's manifest lists, in order.
+fn shards(out: &std::path::Path) -> Vec<(String, std::path::PathBuf)> {
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    manifest["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let file = s["file"].as_str().unwrap();
+            (s["split"].as_str().unwrap().to_string(), out.join(file))
+        })
+        .collect()
+}
+
+/// Each split's shards, concatenated.
+fn split_bytes(out: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    let mut splits: Vec<(String, Vec<u8>)> = Vec::new();
+    for (split, path) in shards(out) {
+        let bytes = std::fs::read(path).unwrap();
+        match splits.last_mut() {
+            Some((s, b)) if *s == split => b.extend(bytes),
+            _ => splits.push((split, bytes)),
+        }
+    }
+    splits
+}
+
+#[test]
+fn jsonl_to_parquet_and_back_is_byte_equal_in_every_layout() {
+    for env0 in Env::both() {
+        for layout in ["alpaca", "sharegpt", "messages"] {
+            for val_fraction in ["0", "0.3"] {
+                let (first, second) = (Env::new(env0.fresh_db()), Env::new(env0.fresh_db()));
+                let input = first.write(&format!("{layout}.jsonl"), mixed_input(layout));
+                first
+                    .run(["import", input.to_str().unwrap()])
+                    .expect_code(0);
+                let export = |env: &Env, name: &str, file_format: &str| {
+                    let out = env.path(name);
+                    env.run([
+                        "export",
+                        "--out",
+                        out.to_str().unwrap(),
+                        "--format",
+                        layout,
+                        "--file-format",
+                        file_format,
+                        "--shard-rows",
+                        "5",
+                        "--val-fraction",
+                        val_fraction,
+                    ])
+                    .expect_code(0);
+                    out
+                };
+                let jsonl = export(&first, "jsonl", "jsonl");
+                let parquet = export(&first, "parquet", "parquet");
+                let files = shards(&parquet);
+                assert!(files.len() >= 3, "{files:?}");
+                for (_, path) in &files {
+                    assert!(path.to_str().unwrap().ends_with(".parquet"), "{path:?}");
+                    assert_eq!(&std::fs::read(path).unwrap()[..4], b"PAR1");
+                }
+                // Train shards first, then validation: the second database holds the records in
+                // the order that gives each split the same rows in the same order.
+                let mut args = vec!["import".to_string()];
+                args.extend(files.iter().map(|(_, p)| p.to_str().unwrap().to_string()));
+                let run = second.run(&args).expect_code(0).stdout;
+                assert!(run.contains(&format!("({layout})")), "{run}");
+                let back = export(&second, "back", "jsonl");
+                let (want, got) = (split_bytes(&jsonl), split_bytes(&back));
+                assert_eq!(want.len(), if val_fraction == "0" { 1 } else { 2 });
+                for ((ws, w), (gs, g)) in want.iter().zip(&got) {
+                    assert_eq!(ws, gs);
+                    assert!(
+                        w == g,
+                        "{} {layout} {val_fraction} {ws}:\n{}\n---\n{}",
+                        env0.backend(),
+                        String::from_utf8_lossy(w),
+                        String::from_utf8_lossy(g)
+                    );
+                }
+                assert_eq!(want.len(), got.len());
+            }
+        }
+    }
 }

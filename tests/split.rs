@@ -22,13 +22,14 @@ fn data(env: &Env) -> std::path::PathBuf {
     env.write("data.jsonl", lines)
 }
 
-/// (rows, digest) of an export's `val` shard.
+/// (rows, digest) of an export's validation shard.
 fn exported_val(env: &Env, out: &str, extra: &[&str]) -> (u64, String) {
     let dir = env.path(out);
     let mut args = vec!["export", "--out", dir.to_str().unwrap(), "--json"];
     args.extend(extra);
     let j = env.run(args).expect_code(0).json();
-    let text = std::fs::read_to_string(dir.join("val-00000.jsonl")).unwrap();
+    let text = std::fs::read_to_string(dir.join("data/validation/validation-00000-of-00001.jsonl"))
+        .unwrap();
     let hashes: Vec<String> = text
         .lines()
         .map(|l| {

@@ -6,9 +6,12 @@
 #![allow(clippy::unwrap_used)]
 
 mod bad_input;
+mod consumers;
 mod curate;
+mod fake_hub;
 mod fake_openai;
 mod generate;
+mod hub;
 mod import_export;
 mod local;
 mod model_files;

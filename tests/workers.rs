@@ -73,13 +73,13 @@ fn single_process_export(server: &FakeServer, target: &str) -> Vec<u8> {
     .expect_code(0);
     env.run(["export", "--out", "out", "--status", "all"])
         .expect_code(0);
-    std::fs::read(env.path("out/part-00000.jsonl")).unwrap()
+    std::fs::read(env.path("out/data/train/train-00000-of-00001.jsonl")).unwrap()
 }
 
 fn export(env: &Env) -> Vec<u8> {
     env.run(["export", "--out", "out", "--status", "all"])
         .expect_code(0);
-    std::fs::read(env.path("out/part-00000.jsonl")).unwrap()
+    std::fs::read(env.path("out/data/train/train-00000-of-00001.jsonl")).unwrap()
 }
 
 fn accepted(env: &Env) -> i64 {

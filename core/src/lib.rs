@@ -15,13 +15,13 @@
 //!   URLs and of text a server wrote.
 //!
 //! ```
-//! use instill_core::{InputFormat, OutputFormat, parse_records, write_record, record_lang, Lang};
+//! use instill_core::{Columns, InputFormat, OutputFormat, parse_records, write_record, record_lang, Lang};
 //! let mut records = Vec::new();
 //! let raw = r#"{"input":"介绍一下长城","target":"长城是……"}"#;
 //! parse_records(raw.as_bytes(), InputFormat::Belle, &mut records)?;
 //! assert_eq!(record_lang(&records[0]), Lang::Zh);
 //! let mut line = Vec::new();
-//! write_record(&records[0], OutputFormat::Messages, &mut line);
+//! write_record(&records[0], OutputFormat::Messages, Columns::default(), &mut line);
 //! assert!(line.starts_with(r#"{"messages":[{"role":"user","content":"介绍一下长城"}"#.as_bytes()));
 //! # Ok::<(), instill_core::FieldError>(())
 //! ```
@@ -37,8 +37,8 @@ mod split;
 mod vocab;
 
 pub use format::{
-    DetectError, FieldError, InputFormat, OutputFormat, chat_turns, parse_records, parse_seeds,
-    write_record,
+    Columns, DetectError, FieldError, InputFormat, OutputFormat, chat_turns, parse_records,
+    parse_seeds, write_record,
 };
 pub use lang::{detect_lang, record_lang};
 pub use normalize::{

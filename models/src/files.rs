@@ -46,6 +46,22 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, ModelFileError> {
 
 /// The files `weight_map` of the index names: plain names of files in the directory.
 fn indexed_files(dir: &Path, index: &Path) -> Result<Vec<PathBuf>, ModelFileError> {
+    let names = index_shards(index)?;
+    for file in &names {
+        if !dir.join(file).is_file() {
+            return Err(ModelFileError::field(
+                index,
+                "weight_map",
+                format!("{file:?} is not a file of the directory"),
+            ));
+        }
+    }
+    Ok(names.into_iter().map(|n| dir.join(n)).collect())
+}
+
+/// The file names `weight_map` of the index at `index` lists, each a plain file name (no
+/// directory part): what a sharded checkpoint's directory must hold beside the index.
+pub fn index_shards(index: &Path) -> Result<BTreeSet<String>, ModelFileError> {
     let bytes = std::fs::read(index).map_err(|e| ModelFileError::io(index, e))?;
     let v: Value = serde_json::from_slice(&bytes).map_err(|e| ModelFileError::Format {
         path: index.to_path_buf(),
@@ -64,7 +80,7 @@ fn indexed_files(dir: &Path, index: &Path) -> Result<Vec<PathBuf>, ModelFileErro
         let plain = Path::new(file)
             .file_name()
             .is_some_and(|n| n == std::ffi::OsStr::new(file));
-        if !plain || !dir.join(file).is_file() {
+        if !plain {
             return Err(bad(format!(
                 "{tensor}: {file:?} is not a file of the directory"
             )));
@@ -74,7 +90,7 @@ fn indexed_files(dir: &Path, index: &Path) -> Result<Vec<PathBuf>, ModelFileErro
     if names.is_empty() {
         return Err(bad("is empty".into()));
     }
-    Ok(names.into_iter().map(|n| dir.join(n)).collect())
+    Ok(names)
 }
 
 /// Every tensor of the directory's weight files; a tensor found in two files is an error.

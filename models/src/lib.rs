@@ -20,6 +20,8 @@
 //!   shards rather than `consolidated*.safetensors`), each read once.
 //! - [`codec`]: the tokenizer and chat template; [`device`]: device and dtype by name.
 //! - [`save`]: a full model directory written out (weights, config, tokenizer files).
+//! - [`hub`]: a model named by Hugging Face id (`ORG/NAME`, `ORG/NAME:FILE.gguf`) resolved to
+//!   a local path through the Hugging Face cache, downloading into it what it lacks.
 
 pub mod arch;
 pub mod codec;
@@ -27,6 +29,7 @@ pub mod device;
 pub mod dims;
 pub mod files;
 pub mod gguf;
+pub mod hub;
 pub mod limits;
 pub mod names;
 pub mod rope;

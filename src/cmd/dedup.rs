@@ -8,7 +8,7 @@ use std::time::Instant;
 use indicatif::ProgressBar;
 use instill_core::Reason;
 use instill_dedup::{
-    CurateConfig, Curation, MinHashStage, Progress, RougeConfig, RougeStage, Shingling,
+    CurateConfig, Curation, Field, MinHashStage, Progress, RougeConfig, RougeStage, Shingling,
     StageSummary, Step, curate,
 };
 use instill_storage::Db;
@@ -22,6 +22,11 @@ use crate::{Outcome, progress};
 struct Summary<'a> {
     scope: usize,
     dry_run: bool,
+    /// What exact and MinHash dedup compared: `record` or `instruction`.
+    field: &'static str,
+    /// MinHash's shingles and permutations, when it ran (`char 5-grams, 128 permutations`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shingling: Option<String>,
     exact: Option<&'a StageSummary>,
     minhash: Option<&'a StageSummary>,
     rouge_l: Option<&'a StageSummary>,
@@ -49,13 +54,20 @@ pub async fn run(global: &GlobalArgs, args: &DedupArgs) -> anyhow::Result<Outcom
     let seeds: Vec<&str> = seeds.iter().map(String::as_str).collect();
     let curation = curate(&scope::items(&scope), &seeds, &config, &Bars::new(show))?;
 
-    if !args.dry_run {
-        store(&db, &curation).await?;
-    }
-    db.close().await;
     let summary = Summary {
         scope: scope.len(),
         dry_run: args.dry_run,
+        field: match config.field {
+            Field::Record => "record",
+            Field::Instruction => "instruction",
+        },
+        shingling: config.minhash.as_ref().map(|m| {
+            let (unit, n) = match m.shingling {
+                Shingling::Char(n) => ("char", n),
+                Shingling::Word(n) => ("word", n),
+            };
+            format!("{unit} {n}-grams, {} permutations", m.num_perm)
+        }),
         exact: curation.exact.as_ref(),
         minhash: curation.minhash.as_ref(),
         rouge_l: curation.rouge_l.as_ref(),
@@ -63,6 +75,11 @@ pub async fn run(global: &GlobalArgs, args: &DedupArgs) -> anyhow::Result<Outcom
         kept: scope.len() - curation.rejections.len(),
         seconds: started.elapsed().as_secs_f64(),
     };
+    if !args.dry_run {
+        let stored = scope::curation("dedup", &summary, scope.len(), &curation.rejections)?;
+        store(&db, &curation, &stored).await?;
+    }
+    db.close().await;
     print_summary(global, &summary)?;
     Ok(Outcome::Done)
 }
@@ -103,8 +120,8 @@ fn curate_config(args: &DedupArgs) -> CurateConfig {
     }
 }
 
-/// Writes every verdict in one transaction.
-async fn store(db: &Db, c: &Curation) -> anyhow::Result<()> {
+/// Writes every verdict, and what this run did, in one transaction.
+async fn store(db: &Db, c: &Curation, stored: &instill_storage::Curation) -> anyhow::Result<()> {
     let nearest: Vec<(i64, Option<i64>, f64)> = c
         .nearest
         .iter()
@@ -114,6 +131,7 @@ async fn store(db: &Db, c: &Curation) -> anyhow::Result<()> {
     w.reject(&scope::stored(&c.rejections)).await?;
     w.set_clusters(&c.clusters).await?;
     w.set_rouge_nearest(&nearest).await?;
+    w.record_curation(stored).await?;
     w.commit().await?;
     Ok(())
 }

@@ -1,19 +1,22 @@
-//! `instill export`: records out as JSONL shards and a manifest, staged and moved into place
-//! only when complete.
+//! `instill export`: records out in the Hugging Face Hub's layout (JSONL shards under
+//! `data/{split}/`, a `README.md` dataset card whose YAML lists them, LLaMA-Factory's
+//! `dataset_info.json`) with a manifest, staged and moved into place only when complete.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use futures::StreamExt;
-use instill_core::{OutputFormat, in_val, write_record};
+use instill_core::{Columns, OutputFormat, Record, in_val, write_record};
 use instill_storage::{Db, ExportRecord, StatusFilter};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::cli::{Compression, ExportArgs, GlobalArgs};
+use crate::card::{self, CARD, CardInput};
+use crate::cli::{Compression, ExportArgs, FileFormat, GlobalArgs};
+use crate::lf_info::{self, LF_INFO, LfNames};
 use crate::outdir::{Producer, Stamp};
-use crate::shards::{ShardConfig, ShardInfo, ShardWriter, is_shard_file};
+use crate::shards::{DATA_DIR, ShardConfig, ShardInfo, ShardWriter, Split, is_shard_path};
 use crate::signals::{Signals, Stop};
 use crate::staging::Staging;
 use crate::{Outcome, outdir, progress};
@@ -30,8 +33,13 @@ struct Manifest {
     files: Vec<String>,
     created_at_ms: i64,
     format: &'static str,
+    /// `jsonl` or `parquet`.
+    file_format: &'static str,
+    /// What wraps a JSONL shard: `none` or `zstd` (a Parquet file compresses its own pages).
     compression: &'static str,
     filters: Filters,
+    /// Alpaca's optional columns written on every line.
+    columns: ColumnsWritten,
     val_fraction: f64,
     seed: u64,
     shard_rows: Option<u64>,
@@ -43,6 +51,12 @@ struct Manifest {
 #[derive(Debug, Serialize)]
 struct Filters {
     status: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+struct ColumnsWritten {
+    system: bool,
+    history: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -68,27 +82,31 @@ struct Summary<'a> {
     manifest: &'a str,
 }
 
-/// A run of records formatted as JSONL lines back to back.
+/// A run of records formatted as JSONL lines back to back, or the records themselves for
+/// Parquet shards (whose writer lays them out in columns).
 struct Formatted {
     text: Vec<u8>,
     /// Where each line ends in `text`.
     ends: Vec<usize>,
-    /// Whether each line goes to the validation split.
+    /// Whether each line (record) goes to the validation split.
     val: Vec<bool>,
+    /// The records, for Parquet shards (`text` and `ends` are then empty).
+    records: Vec<Record>,
 }
 
 fn format_chunk(
     chunk: &[ExportRecord],
-    format: OutputFormat,
+    (format, columns): (OutputFormat, Columns),
     split: Option<(u64, f64)>,
 ) -> Formatted {
     let mut f = Formatted {
         text: Vec::with_capacity(chunk.len() * 600),
         ends: Vec::with_capacity(chunk.len()),
         val: Vec::with_capacity(chunk.len()),
+        records: Vec::new(),
     };
     for stored in chunk {
-        write_record(&stored.record, format, &mut f.text);
+        write_record(&stored.record, format, columns, &mut f.text);
         f.ends.push(f.text.len());
         f.val
             .push(split.is_some_and(|(seed, fraction)| in_val(&stored.norm_hash, seed, fraction)));
@@ -96,9 +114,52 @@ fn format_chunk(
     f
 }
 
-/// What an export stages: its shards and its manifest.
-fn staged_file(name: &str) -> bool {
-    name == outdir::MANIFEST || is_shard_file(name)
+/// A page's records as they are, each with its split, for a Parquet shard writer.
+fn unformatted(page: Vec<ExportRecord>, split: Option<(u64, f64)>) -> Formatted {
+    let val = page
+        .iter()
+        .map(|s| split.is_some_and(|(seed, fraction)| in_val(&s.norm_hash, seed, fraction)))
+        .collect();
+    Formatted {
+        text: Vec::new(),
+        ends: Vec::new(),
+        val,
+        records: page.into_iter().map(|s| s.record).collect(),
+    }
+}
+
+/// Writes one run of rows to the split each belongs to; returns the train and validation rows.
+fn write_formatted(
+    f: &Formatted,
+    train: &mut ShardWriter,
+    val: &mut ShardWriter,
+) -> anyhow::Result<(u64, u64)> {
+    let (mut train_rows, mut val_rows) = (0u64, 0u64);
+    let mut start = 0;
+    for (i, &is_val) in f.val.iter().enumerate() {
+        let shards = if is_val {
+            val_rows += 1;
+            &mut *val
+        } else {
+            train_rows += 1;
+            &mut *train
+        };
+        match (f.records.get(i), f.ends.get(i)) {
+            (Some(record), _) => shards.write_record(record)?,
+            (None, Some(&end)) => {
+                shards.write_line(&f.text[start..end])?;
+                start = end;
+            }
+            (None, None) => anyhow::bail!("a formatted run lost its row {i}"),
+        }
+    }
+    Ok((train_rows, val_rows))
+}
+
+/// What an export stages: its shards, its card, LLaMA-Factory's file and its manifest (paths
+/// relative to the export).
+fn staged_file(path: &str) -> bool {
+    [outdir::MANIFEST, CARD, LF_INFO].contains(&path) || is_shard_path(path)
 }
 
 /// The shards written, and the train and validation rows; `None` when stopped before the end.
@@ -112,13 +173,16 @@ pub async fn run(global: &GlobalArgs, args: &ExportArgs) -> anyhow::Result<Outco
     // Caught from here on: a SIGINT or SIGTERM removes the staging directory and ends the export.
     let mut signals = Signals::listen()?;
     let staging = Staging::new(&args.out, args.overwrite, Producer::Export, staged_file)?;
+    let db = Db::open(&global.db).await?;
+    let columns = db.columns_in_use(filter).await?;
     let split = args.val_fraction > 0.0;
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = tokio::sync::mpsc::channel::<Vec<ExportRecord>>(4);
     let split_by = split.then_some((args.seed, args.val_fraction));
-    let (formatter, writer) = start_writing(rx, &staging, format, split_by, config, &stop);
+    let layout = (format, columns);
+    let (formatter, writer) = start_writing(rx, &staging, layout, split_by, config, &stop);
     let (read, stopped) = tokio::select! {
-        read = read_pages(global, args, filter, split, tx) => (read, None),
+        read = read_pages(&db, global, args, filter, split, tx) => (read, None),
         signal = signals.recv() => (Ok(()), Some(signal)),
     };
     if stopped.is_some() || read.is_err() {
@@ -137,7 +201,30 @@ pub async fn run(global: &GlobalArgs, args: &ExportArgs) -> anyhow::Result<Outco
     let Some((shards, train_rows, val_rows)) = written? else {
         anyhow::bail!("the shard writer stopped early");
     };
+    let provenance = db.provenance(filter).await?;
+    db.close().await;
 
+    let mut manifest = manifest(args, layout, filter, config, shards, (train_rows, val_rows));
+    write_metadata(&staging, args, &mut manifest, &provenance, layout)?;
+    // A signal that came while the last shards were sealed: nothing is in place yet.
+    if let Some(signal) = signals.received() {
+        return Ok(abandon(staging, signal, &args.out));
+    }
+    staging.commit()?;
+    print_summary(global, args, &manifest, started)?;
+    Ok(Outcome::Done)
+}
+
+/// The manifest of the shards written; its file list gains the card and LLaMA-Factory's file
+/// when [`write_metadata`] writes them.
+fn manifest(
+    args: &ExportArgs,
+    (format, columns): (OutputFormat, Columns),
+    filter: StatusFilter,
+    config: ShardConfig,
+    shards: Vec<ShardInfo>,
+    (train_rows, val_rows): (u64, u64),
+) -> Manifest {
     let totals = Totals {
         rows: train_rows + val_rows,
         bytes: shards.iter().map(|s| s.bytes).sum(),
@@ -146,11 +233,16 @@ pub async fn run(global: &GlobalArgs, args: &ExportArgs) -> anyhow::Result<Outco
         train_rows,
         val_rows,
     };
-    let manifest = Manifest {
+    Manifest {
         stamp: Stamp::new(Producer::Export),
         files: shards.iter().map(|s| s.file.clone()).collect(),
         created_at_ms: instill_core::now_ms(),
         format: format.name(),
+        file_format: if config.parquet.is_some() {
+            "parquet"
+        } else {
+            "jsonl"
+        },
         compression: if config.zstd_level.is_some() {
             "zstd"
         } else {
@@ -159,21 +251,60 @@ pub async fn run(global: &GlobalArgs, args: &ExportArgs) -> anyhow::Result<Outco
         filters: Filters {
             status: filter.name(),
         },
+        columns: ColumnsWritten {
+            system: columns.system,
+            history: columns.history,
+        },
         val_fraction: args.val_fraction,
         seed: args.seed,
         shard_rows: config.max_rows,
         shard_bytes: config.max_bytes,
         shards,
         totals,
-    };
-    outdir::write_manifest(&staging.dir, &manifest)?;
-    // A signal that came while the last shards were sealed: nothing is in place yet.
-    if let Some(signal) = signals.received() {
-        return Ok(abandon(staging, signal, &args.out));
     }
-    staging.commit()?;
-    print_summary(global, args, &manifest, started)?;
-    Ok(Outcome::Done)
+}
+
+/// Writes the dataset card, LLaMA-Factory's `dataset_info.json` and the manifest (listing
+/// both) into the staging directory, and syncs the data directories.
+fn write_metadata(
+    staging: &Staging,
+    args: &ExportArgs,
+    manifest: &mut Manifest,
+    provenance: &instill_storage::Provenance,
+    (format, columns): (OutputFormat, Columns),
+) -> anyhow::Result<()> {
+    let name = args
+        .out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let names = LfNames::new(&name, manifest.totals.val_rows > 0);
+    let card = card::render(&CardInput {
+        name: &name,
+        format,
+        zstd: manifest.compression == "zstd",
+        parquet: manifest.file_format == "parquet",
+        shards: &manifest.shards,
+        status: manifest.filters.status,
+        val_fraction: args.val_fraction,
+        seed: args.seed,
+        provenance,
+        lf: &names,
+        created_at_ms: manifest.created_at_ms,
+    });
+    for (file, text) in [
+        (CARD, card),
+        (LF_INFO, lf_info::render(&names, format, columns)),
+    ] {
+        outdir::write_synced(&staging.dir.join(file), text.as_bytes())?;
+        manifest.files.push(file.to_string());
+    }
+    let data = staging.dir.join(DATA_DIR);
+    if data.is_dir() {
+        outdir::sync_dir(&data)?;
+    }
+    outdir::write_manifest(&staging.dir, manifest)?;
+    Ok(())
 }
 
 /// The layout, the records and the shard sizes the arguments ask for.
@@ -187,10 +318,22 @@ fn export_config(args: &ExportArgs) -> anyhow::Result<(OutputFormat, StatusFilte
     if max_rows == Some(0) {
         anyhow::bail!("--shard-rows must be at least 1");
     }
+    let zstd = args.compress == Compression::Zstd;
+    let parquet = match args.file_format {
+        FileFormat::Jsonl => None,
+        FileFormat::Parquet if zstd => anyhow::bail!(
+            "--compress zstd compresses JSONL shards: Parquet shards are always zstd-compressed inside (--zstd-level sets the level); drop --compress"
+        ),
+        FileFormat::Parquet if cfg!(not(feature = "parquet")) => anyhow::bail!(
+            "--file-format parquet: this instill was built without Parquet support (the `parquet` feature, on by default)"
+        ),
+        FileFormat::Parquet => Some((format, args.zstd_level)),
+    };
     let config = ShardConfig {
         max_rows,
         max_bytes: args.shard_bytes,
-        zstd_level: (args.compress == Compression::Zstd).then_some(args.zstd_level),
+        zstd_level: (zstd && parquet.is_none()).then_some(args.zstd_level),
+        parquet,
     };
     Ok((format, filter, config))
 }
@@ -213,7 +356,7 @@ fn abandon(staging: Staging, signal: Stop, out: &std::path::Path) -> Outcome {
 fn start_writing(
     mut rx: tokio::sync::mpsc::Receiver<Vec<ExportRecord>>,
     staging: &Staging,
-    format: OutputFormat,
+    layout: (OutputFormat, Columns),
     split_by: Option<(u64, f64)>,
     config: ShardConfig,
     stop: &Arc<AtomicBool>,
@@ -228,11 +371,13 @@ fn start_writing(
             if stopped.load(Ordering::Relaxed) {
                 break;
             }
-            let formatted: Vec<Formatted> = page
-                .par_chunks(256)
-                .map(|chunk| format_chunk(chunk, format, split_by))
-                .collect();
-            drop(page);
+            let formatted: Vec<Formatted> = if config.parquet.is_some() {
+                vec![unformatted(page, split_by)]
+            } else {
+                page.par_chunks(256)
+                    .map(|chunk| format_chunk(chunk, layout, split_by))
+                    .collect()
+            };
             if formatted_tx.send(formatted).is_err() {
                 break; // the shard writer failed; its error comes out of join
             }
@@ -240,27 +385,17 @@ fn start_writing(
     });
     let (dir, stopped) = (staging.dir.clone(), Arc::clone(stop));
     let writer = std::thread::spawn(move || -> anyhow::Result<Written> {
-        let prefix = if split_by.is_some() { "train" } else { "part" };
-        let mut train = ShardWriter::new(&dir, prefix, config);
-        let mut val = ShardWriter::new(&dir, "val", config);
+        let mut train = ShardWriter::new(&dir, Split::Train, config);
+        let mut val = ShardWriter::new(&dir, Split::Validation, config);
         let (mut train_rows, mut val_rows) = (0u64, 0u64);
         for formatted in formatted_rx {
             if stopped.load(Ordering::Relaxed) {
                 return Ok(None);
             }
             for f in &formatted {
-                let mut start = 0;
-                for (&end, &is_val) in f.ends.iter().zip(&f.val) {
-                    let line = &f.text[start..end];
-                    start = end;
-                    if is_val {
-                        val.write_line(line)?;
-                        val_rows += 1;
-                    } else {
-                        train.write_line(line)?;
-                        train_rows += 1;
-                    }
-                }
+                let (t, v) = write_formatted(f, &mut train, &mut val)?;
+                train_rows += t;
+                val_rows += v;
             }
         }
         if stopped.load(Ordering::Relaxed) {
@@ -276,13 +411,13 @@ fn start_writing(
 /// Reads the records in windows of PAGE ids, two at once (one per core), and hands them on in
 /// order; ends when all are sent or the writer is gone.
 async fn read_pages(
+    db: &Db,
     global: &GlobalArgs,
     args: &ExportArgs,
     filter: StatusFilter,
     split: bool,
     tx: tokio::sync::mpsc::Sender<Vec<ExportRecord>>,
 ) -> anyhow::Result<()> {
-    let db = Db::open(&global.db).await?;
     // The count is a full scan, there only to size the bar: skipped when no bar is drawn.
     let show = progress::enabled(global.no_progress);
     let total = if show {
@@ -311,7 +446,6 @@ async fn read_pages(
         }
     }
     bar.finish_and_clear();
-    db.close().await;
     Ok(())
 }
 
@@ -337,18 +471,33 @@ fn print_summary(
         println!("{}", serde_json::to_string(&summary)?);
     } else {
         let split_note = if manifest.val_fraction > 0.0 {
-            format!(" ({} train, {} val)", t.train_rows, t.val_rows)
+            format!(" ({} train, {} validation)", t.train_rows, t.val_rows)
         } else {
             String::new()
         };
         println!(
-            "exported {} records{split_note} as {} in {} shard{} ({} bytes) to {}",
+            "exported {} records{split_note} as {} in {} {} shard{} ({} bytes) to {}; \
+             dataset card {CARD}, LLaMA-Factory {LF_INFO}",
             t.rows,
             manifest.format,
             t.shards,
+            manifest.file_format,
             if t.shards == 1 { "" } else { "s" },
             t.bytes,
             args.out.display()
+        );
+    }
+    if t.rows == 0 {
+        eprintln!(
+            "note: no records matched --status {}: the export holds no data file, and \
+             `datasets` cannot load a dataset with no rows",
+            manifest.filters.status
+        );
+    }
+    if manifest.compression == "zstd" {
+        eprintln!(
+            "note: LLaMA-Factory cannot read .jsonl.zst shards (datasets can, with the \
+             zstandard package); export without --compress zstd to train with LLaMA-Factory"
         );
     }
     Ok(())

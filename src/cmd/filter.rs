@@ -42,12 +42,6 @@ pub async fn run(global: &GlobalArgs, args: &FilterArgs) -> anyhow::Result<Outco
     let db = Db::open(&global.db).await?;
     let scope = load_scope(&db, progress::enabled(global.no_progress)).await?;
     let outcome = apply_rules(&scope::items(&scope), &rules);
-    if !args.dry_run {
-        let mut w = db.writer().await?;
-        w.reject(&scope::stored(&outcome.rejections)).await?;
-        w.commit().await?;
-    }
-    db.close().await;
     let summary = Summary {
         scope: scope.len(),
         dry_run: args.dry_run,
@@ -56,6 +50,14 @@ pub async fn run(global: &GlobalArgs, args: &FilterArgs) -> anyhow::Result<Outco
         by_rule: outcome.by_rule,
         seconds: started.elapsed().as_secs_f64(),
     };
+    if !args.dry_run {
+        let stored = scope::curation("filter", &summary, scope.len(), &outcome.rejections)?;
+        let mut w = db.writer().await?;
+        w.reject(&scope::stored(&outcome.rejections)).await?;
+        w.record_curation(&stored).await?;
+        w.commit().await?;
+    }
+    db.close().await;
     if global.json {
         println!("{}", serde_json::to_string(&summary)?);
     } else {

@@ -50,6 +50,15 @@ pub async fn run(global: &GlobalArgs, args: &GenerateArgs) -> anyhow::Result<Out
         BackendArg::Openai => anyhow::anyhow!("--model NAME is required: the model your server serves (e.g. gpt-4o-mini, deepseek-chat, qwen2.5:7b)"),
         BackendArg::Candle => anyhow::anyhow!("--model PATH is required: a Hugging Face model directory or a .gguf file"),
     })?;
+    let model = match args.backend {
+        BackendArg::Candle => local_model(global, args, model).await?,
+        BackendArg::Openai => match &args.revision {
+            Some(rev) => anyhow::bail!(
+                "--revision {rev}: only for --backend candle (a Hugging Face id as --model)"
+            ),
+            None => model,
+        },
+    };
     let lang = Lang::from(args.lang);
     let mut template = load_template(&args.template, lang, args.api.into())?;
     if let Some(n) = args.tasks_per_prompt {
@@ -90,6 +99,26 @@ pub async fn run(global: &GlobalArgs, args: &GenerateArgs) -> anyhow::Result<Out
         Ending::MaxRequests => Outcome::Partial,
         Ending::Interrupted => Outcome::Interrupted,
     })
+}
+
+/// candle's `--model`: a local path, or the path of a Hugging Face id in the cache.
+async fn local_model(
+    global: &GlobalArgs,
+    args: &GenerateArgs,
+    model: String,
+) -> anyhow::Result<String> {
+    let spec = std::path::PathBuf::from(model);
+    let path = crate::hub::locate(
+        &spec,
+        "--model",
+        args.revision.as_deref(),
+        instill_models::hub::Want::Model,
+        global,
+    )
+    .await?;
+    path.into_os_string()
+        .into_string()
+        .map_err(|p| anyhow::anyhow!("--model {}: the path is not UTF-8", p.display()))
 }
 
 /// The run's name: `--run`, else `LANG-TEMPLATE-sSEED`.

@@ -3,7 +3,7 @@
 
 use futures::StreamExt;
 use instill_dedup::Item;
-use instill_storage::{Db, Rejection, StatusFilter, StoredRecord};
+use instill_storage::{Curation, Db, Rejection, StatusFilter, StoredRecord};
 
 use crate::progress;
 
@@ -60,4 +60,25 @@ pub fn stored(rejections: &[instill_dedup::Rejection]) -> Vec<Rejection> {
             cluster_id: r.cluster_id,
         })
         .collect()
+}
+
+/// What a curation command stores about itself beside its verdicts: `settings` (its summary,
+/// as `--json` prints it), the records it judged and what it rejected by reason.
+pub fn curation(
+    command: &str,
+    settings: &impl serde::Serialize,
+    checked: usize,
+    rejections: &[instill_dedup::Rejection],
+) -> anyhow::Result<Curation> {
+    let mut by_reason = std::collections::BTreeMap::<&str, u64>::new();
+    for r in rejections {
+        *by_reason.entry(r.reason.as_str()).or_default() += 1;
+    }
+    Ok(Curation {
+        command: command.to_string(),
+        settings_json: serde_json::to_string(settings)?,
+        checked: i64::try_from(checked)?,
+        rejected_json: serde_json::to_string(&by_reason)?,
+        created_at: instill_core::now_ms(),
+    })
 }

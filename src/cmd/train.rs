@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use candle_core::{Device, Tensor};
 use instill_core::{InputFormat, Record, held_out, held_out_digest, norm_hash};
+use instill_models::hub::Want;
 use instill_models::{Codec, CodecError, Dims, Weights};
 use instill_storage::{Db, StatusFilter};
 use instill_trainer::{
@@ -19,6 +20,7 @@ use serde_json::{Value, json};
 
 use crate::cli::{GlobalArgs, MergeLoraArgs, TrainArgs};
 use crate::cmd::{flags, train_out};
+use crate::hub;
 use crate::outdir::Producer;
 use crate::staging::Staging;
 use crate::{Outcome, outdir};
@@ -149,6 +151,22 @@ struct Data {
 }
 
 pub async fn train(global: &GlobalArgs, args: &TrainArgs) -> anyhow::Result<Outcome> {
+    // --out is checked before a Hub id's download, and again against the path it resolves to.
+    train_out::plan(args, &global.db)?;
+    let given = args.model.display().to_string();
+    let model = hub::locate(
+        &args.model,
+        "--model",
+        args.revision.as_deref(),
+        Want::Model,
+        global,
+    )
+    .await?;
+    // From here on --model is a local path (a Hub id's is its snapshot in the cache).
+    let args = &TrainArgs {
+        model,
+        ..args.clone()
+    };
     let plan = train_out::plan(args, &global.db)?;
     let dev = instill_models::device(&args.device).map_err(flags::device_error)?;
     let records = records(global, args).await?;
@@ -183,7 +201,7 @@ pub async fn train(global: &GlobalArgs, args: &TrainArgs) -> anyhow::Result<Outc
                 .iter()
                 .map(|(n, v)| (n.clone(), v.as_tensor().detach()))
                 .collect();
-            save_adapter(&args.out, l, &args.model.display().to_string(), &tensors)?;
+            save_adapter(&args.out, l, &given, &tensors)?;
         }
         None => write_model(&args.out, &base, &model.merged_weights()?)?,
     }
@@ -372,10 +390,26 @@ fn write_model(out: &Path, base: &Base, weights: &HashMap<String, Tensor>) -> an
 }
 
 pub async fn merge_lora(global: &GlobalArgs, args: &MergeLoraArgs) -> anyhow::Result<Outcome> {
+    let model = hub::locate(
+        &args.model,
+        "--model",
+        args.revision.as_deref(),
+        Want::Model,
+        global,
+    )
+    .await?;
+    let adapter = hub::locate(
+        &args.adapter,
+        "--adapter",
+        args.adapter_revision.as_deref(),
+        Want::Adapter,
+        global,
+    )
+    .await?;
     outdir::keep_apart(
         &args.out,
         &global.db,
-        &[("--model", &args.model), ("--adapter", &args.adapter)],
+        &[("--model", &model), ("--adapter", &adapter)],
     )?;
     let staging = Staging::new(
         &args.out,
@@ -384,8 +418,8 @@ pub async fn merge_lora(global: &GlobalArgs, args: &MergeLoraArgs) -> anyhow::Re
         train_out::is_model_file,
     )?;
     let dev = Device::Cpu;
-    let (lora, adapter) = load_adapter(&args.adapter, &dev)?;
-    let mut base = load_base(&args.model, &dev)?;
+    let (lora, adapter) = load_adapter(&adapter, &dev)?;
+    let mut base = load_base(&model, &dev)?;
     let mut weights = std::mem::take(&mut base.weights);
     let merged = merge(&mut weights, &lora, &adapter)?;
     write_model(&staging.dir, &base, &weights)?;

@@ -13,12 +13,9 @@
 //!   in instill-core's `parse_records`.
 
 pub mod read;
-// Export's shard writer uses it next; until then only the tests do.
-#[cfg_attr(not(test), allow(dead_code))]
 pub mod write;
 
 pub use read::ParquetRows;
-#[cfg_attr(not(test), allow(unused_imports))]
 pub use write::ParquetSink;
 
 #[cfg(test)]

@@ -10,7 +10,9 @@ use arrow_array::builder::{
 use arrow_array::types::Int32Type;
 use arrow_array::{ArrayRef, BinaryArray, Int64Array, RecordBatch};
 use arrow_schema::{DataType, Field, Schema};
-use instill_core::{Exchange, InputFormat, OutputFormat, Record, parse_records, write_record};
+use instill_core::{
+    Columns, Exchange, InputFormat, OutputFormat, Record, parse_records, write_record,
+};
 use parquet::arrow::ArrowWriter;
 
 use super::{ParquetRows, ParquetSink};
@@ -81,11 +83,11 @@ fn each_layout_reads_back_as_the_jsonl_writer_writes_it() {
         assert_eq!(detected, format.as_input());
         let (mut want, mut got) = (Vec::new(), Vec::new());
         for (r, json) in records().iter().zip(&rows) {
-            write_record(r, format, &mut want);
+            write_record(r, format, Columns::default(), &mut want);
             let mut back = Vec::new();
             parse_records(json.as_bytes(), detected, &mut back).unwrap();
             for b in &back {
-                write_record(b, format, &mut got);
+                write_record(b, format, Columns::default(), &mut got);
             }
         }
         assert_eq!(

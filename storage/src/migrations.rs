@@ -39,6 +39,11 @@ pub const SQLITE: &[EmbeddedMigration] = &[
         name: "fencing",
         sql: include_str!("../../migrations/sqlite/0005_fencing.sql"),
     },
+    EmbeddedMigration {
+        version: 6,
+        name: "curations",
+        sql: include_str!("../../migrations/sqlite/0006_curations.sql"),
+    },
 ];
 
 /// Postgres migrations, oldest first.
@@ -67,6 +72,11 @@ pub const POSTGRES: &[EmbeddedMigration] = &[
         version: 5,
         name: "fencing",
         sql: include_str!("../../migrations/postgres/0005_fencing.sql"),
+    },
+    EmbeddedMigration {
+        version: 6,
+        name: "curations",
+        sql: include_str!("../../migrations/postgres/0006_curations.sql"),
     },
 ];
 

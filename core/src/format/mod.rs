@@ -137,6 +137,17 @@ impl std::fmt::Display for InputFormat {
     }
 }
 
+/// Alpaca's optional columns that an export writes on every line, empty or not, so that every
+/// line of every shard has the same keys: `datasets` and LLaMA-Factory refuse shards whose
+/// columns differ. An export sets each when any of its records has one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Columns {
+    /// Write `system` on every line.
+    pub system: bool,
+    /// Write `history` on every line.
+    pub history: bool,
+}
+
 /// A layout instill writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum OutputFormat {

@@ -3,17 +3,18 @@
 //! serde_json itself: an export spends a good part of its time escaping text, and a scan of
 //! eight bytes at a time skips Chinese and plain English runs that need no escape.
 
-use super::OutputFormat;
+use super::{Columns, OutputFormat};
 use crate::record::{Exchange, Record};
 
 /// Appends `record` to `out` as one line of JSON (UTF-8, no escaping of non-ASCII text) in
-/// `format`, newline included.
+/// `format`, newline included. Alpaca's `system` and `history` are written when the record has
+/// them, and when `columns` asks for them on every line.
 ///
 /// Alpaca keeps `input` in its own field; the chat layouts have no such field, so the user turn
 /// carries `instruction`, a blank line, and `input` ([`Record::user_turn`]). A system prompt is
 /// Alpaca's `system` field, ShareGPT's first `{"from": "system"}` turn, and the first
 /// `{"role": "system"}` message.
-pub fn write_record(record: &Record, format: OutputFormat, out: &mut Vec<u8>) {
+pub fn write_record(record: &Record, format: OutputFormat, columns: Columns, out: &mut Vec<u8>) {
     match format {
         OutputFormat::Alpaca => {
             out.extend_from_slice(b"{\"instruction\":");
@@ -22,11 +23,11 @@ pub fn write_record(record: &Record, format: OutputFormat, out: &mut Vec<u8>) {
             push_json_str(out, &record.input);
             out.extend_from_slice(b",\"output\":");
             push_json_str(out, &record.output);
-            if !record.system.is_empty() {
+            if columns.system || !record.system.is_empty() {
                 out.extend_from_slice(b",\"system\":");
                 push_json_str(out, &record.system);
             }
-            if !record.history.is_empty() {
+            if columns.history || !record.history.is_empty() {
                 out.extend_from_slice(b",\"history\":[");
                 for (i, Exchange(user, assistant)) in record.history.iter().enumerate() {
                     out.extend_from_slice(if i == 0 { b"[" } else { b",[" });
@@ -268,11 +269,22 @@ mod tests {
             OutputFormat::ShareGpt,
             OutputFormat::Messages,
         ] {
-            write_record(&sample(), f, &mut out);
+            write_record(&sample(), f, Columns::default(), &mut out);
         }
         write_record(
             &Record::new("Say \"hi\"", "", "hi\n"),
             OutputFormat::Alpaca,
+            Columns::default(),
+            &mut out,
+        );
+        let every = Columns {
+            system: true,
+            history: true,
+        };
+        write_record(
+            &Record::new("x", "", "y"),
+            OutputFormat::Alpaca,
+            every,
             &mut out,
         );
         expect![[r#"
@@ -280,6 +292,7 @@ mod tests {
             {"conversations":[{"from":"system","value":"你是翻译"},{"from":"human","value":"在吗？"},{"from":"gpt","value":"在的。"},{"from":"human","value":"翻译成英文\n\n你好"},{"from":"gpt","value":"Hello"}]}
             {"messages":[{"role":"system","content":"你是翻译"},{"role":"user","content":"在吗？"},{"role":"assistant","content":"在的。"},{"role":"user","content":"翻译成英文\n\n你好"},{"role":"assistant","content":"Hello"}]}
             {"instruction":"Say \"hi\"","input":"","output":"hi\n"}
+            {"instruction":"x","input":"","output":"y","system":"","history":[]}
         "#]]
         .assert_eq(&String::from_utf8_lossy(&out));
     }
@@ -292,7 +305,7 @@ mod tests {
             OutputFormat::Messages,
         ] {
             let mut line = Vec::new();
-            write_record(&sample(), f, &mut line);
+            write_record(&sample(), f, Columns::default(), &mut line);
             let mut back = Vec::new();
             assert_eq!(parse_records(&line, f.as_input(), &mut back), Ok(()));
             let mut want = sample();
@@ -367,7 +380,7 @@ mod tests {
                 OutputFormat::Messages,
             ] {
                 let mut ours = Vec::new();
-                write_record(&record, f, &mut ours);
+                write_record(&record, f, Columns::default(), &mut ours);
                 assert_eq!(
                     String::from_utf8_lossy(&ours),
                     String::from_utf8_lossy(&write_with_serde(&record, f)),
