@@ -231,7 +231,11 @@ fn every_export_loads_in_datasets_pyarrow_and_llamafactory() {
         ("parquet-split", &parquet_split),
     ];
     for format in ["alpaca", "sharegpt", "messages"] {
-        for (case, extra) in cases {
+        // A build without the `parquet` feature refuses Parquet exports.
+        let built = cases
+            .iter()
+            .filter(|(case, _)| cfg!(feature = "parquet") || !case.starts_with("parquet"));
+        for &(case, extra) in built {
             let what = format!("{format} {case}");
             let dir = env.path(&format!("{format}-{case}"));
             let mut args = vec!["export", "--out", dir.to_str().unwrap(), "--format", format];

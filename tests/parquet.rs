@@ -122,6 +122,25 @@ fn bad_parquet_files_name_file_row_and_field_and_change_nothing() {
                 "none of the columns the messages layout reads (messages) is in the file (its columns: question, answer)",
             ],
         );
+        // Parquet compresses its own pages: wrapping it in zstd is refused, naming the flags.
+        let out = env.path("zstd-parquet");
+        let run = env.run([
+            "export",
+            "--out",
+            out.to_str().unwrap(),
+            "--file-format",
+            "parquet",
+            "--compress",
+            "zstd",
+        ]);
+        assert_error(
+            run,
+            &[
+                "--compress zstd",
+                "Parquet shards are always zstd-compressed inside",
+            ],
+        );
+        assert!(!out.exists());
     }
 }
 
