@@ -295,6 +295,13 @@ fn jsonl_to_parquet_and_back_is_byte_equal_in_every_layout() {
                 let parquet = export(&first, "parquet", "parquet");
                 let files = shards(&parquet);
                 assert!(files.len() >= 3, "{files:?}");
+                let card = std::fs::read_to_string(parquet.join("README.md")).unwrap();
+                assert!(card.contains("as Parquet (`.parquet`"), "{card}");
+                let manifest = std::fs::read_to_string(parquet.join("manifest.json")).unwrap();
+                assert!(
+                    manifest.contains("\"file_format\": \"parquet\""),
+                    "{manifest}"
+                );
                 for (_, path) in &files {
                     assert!(path.to_str().unwrap().ends_with(".parquet"), "{path:?}");
                     assert_eq!(&std::fs::read(path).unwrap()[..4], b"PAR1");
