@@ -535,7 +535,7 @@ fn export_until_mid_way(env: &Env, out: &std::path::Path) -> std::process::Child
         child.id()
     ));
     let started = std::time::Instant::now();
-    while std::fs::read_dir(&staging).map_or(0, |d| d.count()) < 2 {
+    while std::fs::read_dir(staging.join("data/train")).map_or(0, |d| d.count()) < 2 {
         assert!(
             started.elapsed() < std::time::Duration::from_secs(120),
             "the export never reached its second shard"
