@@ -2,7 +2,6 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use instill_storage::{Db, RunSummary};
@@ -44,7 +43,7 @@ pub async fn run(global: &GlobalArgs, args: &ReportArgs) -> anyhow::Result<Outco
             (args.price_in.is_some() || args.price_out.is_some())
                 .then(|| (args.price_in.unwrap_or(0.0), args.price_out.unwrap_or(0.0)))
         }),
-        generated_at: utc_now(),
+        generated_at: instill_core::utc(instill_core::now_ms()),
         training,
     };
     db.close().await;
@@ -172,27 +171,4 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         return Err(e).with_context(|| format!("{}: cannot write", path.display()));
     }
     outdir::sync_dir(&dir)
-}
-
-/// Now as `YYYY-MM-DD HH:MM UTC`.
-fn utc_now() -> String {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs()) as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60
-    )
 }
