@@ -172,8 +172,8 @@ fn splits_section(c: &CardInput, out: &mut String) {
     }
     let _ = writeln!(
         out,
-        "\nRecords with status `{}`.{}\n",
-        c.status,
+        "\nThe records: {}.{}\n",
+        status_meaning(c.status),
         if c.val_fraction > 0.0 {
             format!(
                 " The validation split holds {} of the records, chosen by a hash of each \
@@ -234,12 +234,17 @@ fn sources_section(p: &Provenance, out: &mut String) {
     for (source, n) in &p.by_source {
         let _ = writeln!(out, "| {} | {n} |", cell(source));
     }
-    for (origin, n) in &p.by_origin {
-        let _ = writeln!(out, "\n{n} records {origin}.");
+    let origins: Vec<String> = p
+        .by_origin
+        .iter()
+        .map(|(origin, n)| format!("{n} {origin}"))
+        .collect();
+    if !origins.is_empty() {
+        let _ = writeln!(out, "\nOf the exported records: {}.", origins.join(", "));
     }
     if !p.imports.is_empty() {
         out.push_str(
-            "\nImported files:\n\n| file | layout | SHA-256 | records |\n|---|---|---|---:|\n",
+            "\nThe imported files they came from:\n\n| file | layout | SHA-256 of the file | records in this export |\n|---|---|---|---:|\n",
         );
         for i in &p.imports {
             let _ = writeln!(
@@ -247,12 +252,25 @@ fn sources_section(p: &Provenance, out: &mut String) {
                 "| {} | {} | `{}` | {} |",
                 cell(&file_name(&i.path)),
                 cell(&i.format),
-                i.sha256.get(..16).unwrap_or(&i.sha256),
+                cell(&i.sha256),
                 i.records
             );
         }
     }
     out.push('\n');
+}
+
+/// What `--status` selected, in words.
+fn status_meaning(status: &str) -> String {
+    let meaning = match status {
+        "kept" => "every record that `filter` and `dedup` did not reject",
+        "accepted" => "the records accepted when they were generated or judged",
+        "pending" => "the records not yet judged",
+        "rejected" => "only rejected records",
+        "all" => "every record, rejected ones included",
+        other => return format!("records with status `{other}`"),
+    };
+    format!("{meaning} (`--status {status}`)")
 }
 
 /// The file name of an imported path: the card may be shared, the directories are the user's.
@@ -316,7 +334,7 @@ fn curation_section(c: &CardInput, out: &mut String) {
         let rejected: Value = serde_json::from_str(&cur.rejected_json).unwrap_or_default();
         let _ = writeln!(
             out,
-            "- `instill {}` on {}: checked {} records{}; rejected {}.",
+            "- `instill {}` on {}: checked {} records not rejected before it{}; rejected {}.",
             cur.command,
             utc(cur.created_at),
             cur.checked,
@@ -338,15 +356,12 @@ fn curation_section(c: &CardInput, out: &mut String) {
 
 /// `dedup`'s stages with their thresholds, or `filter`'s rule set, from the stored summary.
 fn curation_settings(settings: &Value) -> String {
-    let mut parts = Vec::new();
     if let Some(rules) = settings["rules"].as_str() {
-        parts.push(format!("rules `{}`", cell(rules)));
+        return format!(", with the rules `{}`", cell(rules));
     }
-    if let Some(field) = settings["field"].as_str() {
-        parts.push(format!("comparing the {field}"));
-    }
+    let mut parts = Vec::new();
     if !settings["exact"].is_null() {
-        parts.push("exact".to_string());
+        parts.push("exact duplicates".to_string());
     }
     if let Some(m) = settings["minhash"].as_object() {
         let shingling = settings["shingling"].as_str().unwrap_or("");
@@ -357,15 +372,20 @@ fn curation_settings(settings: &Value) -> String {
     }
     if let Some(r) = settings["rouge_l"].as_object() {
         parts.push(format!(
-            "ROUGE-L at {} ({} tokens)",
+            "ROUGE-L at {} ({} tokenizer)",
             r.get("threshold").unwrap_or(&Value::Null),
             r.get("tokenizer").and_then(Value::as_str).unwrap_or("")
         ));
     }
+    let compared = match settings["field"].as_str() {
+        Some("instruction") => " (exact and MinHash compare the instruction alone)",
+        Some(_) => " (exact and MinHash compare the whole record)",
+        None => "",
+    };
     if parts.is_empty() {
         String::new()
     } else {
-        format!(" with {}", parts.join(", "))
+        format!(", by {}{compared}", parts.join(", "))
     }
 }
 
@@ -400,8 +420,11 @@ fn loading_section(c: &CardInput, out: &mut String) {
         out.push_str(
             "The shards are zstd-compressed: `datasets` needs the `zstandard` package \
              (`pip install zstandard`) to read them. **LLaMA-Factory cannot read `.jsonl.zst` \
-             files**: export again without `--compress zstd` to train with it.\n\n",
+             files**: it refuses the entries of `dataset_info.json` here. Export again without \
+             `--compress zstd` (JSONL or `--file-format parquet`, which it reads) to train with \
+             it.\n",
         );
+        return;
     }
     out.push_str("LLaMA-Factory reads `dataset_info.json` in this directory:\n\n```yaml\n");
     let _ = writeln!(

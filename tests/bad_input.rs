@@ -95,10 +95,18 @@ fn a_bad_second_file_rolls_back_the_first() {
         );
         let bad = env.write("bad.jsonl", "{\"instruction\":\"x\"}\n");
         let run = env.run(["import", ok.to_str().unwrap(), bad.to_str().unwrap()]);
+        // Nothing claims the first file was imported: it was rolled back with the second.
+        assert_eq!(run.stdout, "", "{}", env.backend());
         assert_error(run, &["bad.jsonl:1:1:", "field `output`"]);
         assert_eq!(env.counts(), before, "{}", env.backend());
         // And the good file still imports on its own afterwards (its hash was not recorded).
-        env.run(["import", ok.to_str().unwrap()]).expect_code(0);
+        let run = env.run(["import", ok.to_str().unwrap()]).expect_code(0);
+        assert!(
+            run.stdout
+                .contains("ok.jsonl: imported 1 record (alpaca) as import #"),
+            "{}",
+            run.stdout
+        );
         assert_eq!(env.counts().0, before.0 + 1);
     }
 }

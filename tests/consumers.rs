@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use instill_core::{Exchange, Record, Status, in_val};
 use serde_json::{Value, json};
+use sha2::Digest as _;
 
 use crate::fake_openai::{FakeConfig, FakeServer};
 use crate::util::{Env, repo};
@@ -365,6 +366,10 @@ fn the_dataset_card_tells_where_the_data_came_from() {
     ])
     .expect_code(0);
     let card = std::fs::read_to_string(dir.join("README.md")).unwrap();
+    let mixed_sha: String = sha2::Sha256::digest(mixed_file().as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     let kept = env
         .records()
         .into_iter()
@@ -391,10 +396,38 @@ fn the_dataset_card_tells_where_the_data_came_from() {
         "LLaMA-Factory cannot read `.jsonl.zst`",
         "pip install zstandard",
         "load_dataset(\"path/to/card\")",
-        "dataset: card\n",
+        "every record that `filter` and `dedup` did not reject (`--status kept`)",
+        "Of the exported records: ",
+        "| mixed.jsonl | alpaca | `",
+        &mixed_sha,
     ] {
         assert!(card.contains(want), "the card lacks {want:?}:\n{card}");
     }
+    // Markdown tables start at the line's start (an indented one is a code block).
+    for line in card.lines() {
+        assert!(
+            !line.trim_start().starts_with('|') || line.starts_with('|'),
+            "{line:?}"
+        );
+    }
+    // LLaMA-Factory refuses .zst: the card gives no configuration that cannot work.
+    assert!(!card.contains("dataset_dir:"), "{card}");
+    let plain = env.path("plain");
+    env.run([
+        "export",
+        "--out",
+        plain.to_str().unwrap(),
+        "--val-fraction",
+        "0.2",
+    ])
+    .expect_code(0);
+    let card = std::fs::read_to_string(plain.join("README.md")).unwrap();
+    assert!(
+        card.contains(
+            "dataset_dir: path/to/plain\ndataset: plain\neval_dataset: plain_validation\n"
+        ),
+        "{card}"
+    );
     let manifest: Value =
         serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
     let files: Vec<&str> = manifest["files"]

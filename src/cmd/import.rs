@@ -64,6 +64,9 @@ pub async fn run(global: &GlobalArgs, args: &ImportArgs) -> anyhow::Result<Outco
     let mut files = Vec::new();
     let mut seen = HashSet::new();
     let mut writer = db.writer().await?;
+    // What each file got, printed once everything is committed: a later file's error rolls
+    // back the earlier files too.
+    let mut lines = Vec::new();
     for mut input in inputs {
         let sha = input.sha256()?;
         let skipped = match db.find_import(&sha).await? {
@@ -82,17 +85,28 @@ pub async fn run(global: &GlobalArgs, args: &ImportArgs) -> anyhow::Result<Outco
             None => None,
         };
         if let Some((file, message)) = skipped {
-            if !global.json {
-                println!("{message}");
-            }
+            lines.push(message);
             files.push(file);
             continue;
         }
         let file = import_file(global, args, &mut writer, input, &sha, &parse).await?;
+        lines.push(format!(
+            "{}: imported {} record{} ({}) as import #{}",
+            file.path,
+            file.records,
+            if file.records == 1 { "" } else { "s" },
+            file.format.as_deref().unwrap_or("unknown"),
+            file.import_id.unwrap_or_default()
+        ));
         files.push(file);
     }
     writer.commit().await?;
     db.close().await;
+    if !global.json {
+        for line in &lines {
+            println!("{line}");
+        }
+    }
 
     let summary = Summary {
         records_added: files.iter().map(|f| f.records).sum(),
@@ -198,12 +212,6 @@ async fn import_file(
         for inv in &read.invalid {
             eprintln!("  {}", inv.message);
         }
-    }
-    if !global.json {
-        println!(
-            "{label}: imported {} records ({format_name}) as import #{import_id}",
-            read.rows
-        );
     }
     Ok(FileSummary {
         path: label,
