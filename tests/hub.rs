@@ -433,6 +433,103 @@ fn the_loopback_hub_fills_an_empty_cache_in_huggingface_hub_layout_then_it_works
     .expect_code(0);
 }
 
+/// generate and train, each into an empty cache of its own, from the loopback hub (merge-lora's
+/// download is the test above).
+#[test]
+fn generate_and_train_download_an_id_from_the_loopback_hub() {
+    let env = Env::new(instill_storage::testing::TempDb::sqlite());
+    let hub = FakeHub::start(HubConfig {
+        revisions: hub_revisions(),
+        token: None,
+        corrupt: None,
+    });
+    let (gen_home, train_home) = (env.path("hf-generate"), env.path("hf-train"));
+    let (gen_dir, train_dir) = (
+        gen_home.display().to_string(),
+        train_home.display().to_string(),
+    );
+    let gen_vars = [
+        ("HF_HOME", gen_dir.as_str()),
+        ("HF_ENDPOINT", hub.endpoint.as_str()),
+    ];
+    let train_vars = [
+        ("HF_HOME", train_dir.as_str()),
+        ("HF_ENDPOINT", hub.endpoint.as_str()),
+    ];
+    run(&env, &["seeds", "import", "--builtin", "en"], &gen_vars).expect_code(0);
+    let template = env.write(
+        "short.j2",
+        "{#- instill: format=en shape=chat tasks=3 -#}\nWrite tasks.\n",
+    );
+    let generated = run(
+        &env,
+        &[
+            "generate",
+            "--backend",
+            "candle",
+            "--model",
+            MODEL,
+            "--target",
+            "1",
+            "--max-requests",
+            "1",
+            "--max-tokens",
+            "8",
+            "--batch-size",
+            "1",
+            "--concurrency",
+            "1",
+            "--json",
+            "--template",
+            template.to_str().unwrap(),
+        ],
+        &gen_vars,
+    );
+    assert!(
+        generated.code == 0 || generated.code == 1,
+        "{}\n{}",
+        generated.stdout,
+        generated.stderr
+    );
+    assert!(
+        generated.stderr.contains("downloaded"),
+        "{}",
+        generated.stderr
+    );
+    assert_eq!(generated.json()["requests_ok"], 1, "{}", generated.stdout);
+
+    let data = data(&env);
+    let trained = env.path("trained").display().to_string();
+    let run_train = run(
+        &env,
+        &[
+            "train",
+            "--model",
+            MODEL,
+            "--data",
+            &data,
+            "--out",
+            &trained,
+            "--max-steps",
+            "1",
+        ],
+        &train_vars,
+    )
+    .expect_code(0);
+    assert!(
+        run_train.stderr.contains("downloaded"),
+        "{}",
+        run_train.stderr
+    );
+    assert!(
+        folder(&train_home.join("hub"), MODEL)
+            .join("refs/main")
+            .is_file(),
+        "{:?}",
+        tree(&train_home)
+    );
+}
+
 #[test]
 fn a_refusing_or_lying_hub_is_a_clear_error_and_leaves_nothing_half_written() {
     let env = Env::new(instill_storage::testing::TempDb::sqlite());
