@@ -106,6 +106,49 @@ fn run(env: &Env, args: &[&str], vars: &[(&str, &str)]) -> Run {
     }
 }
 
+/// Imports the English seeds and generates with the tiny model by id: one request, with a prompt
+/// short enough for its 256-token context. The request must succeed (the tiny model's tasks may
+/// all be rejected: exit 0 or 1).
+fn generate_one(env: &Env, vars: &[(&str, &str)]) -> Run {
+    run(env, &["seeds", "import", "--builtin", "en"], vars).expect_code(0);
+    let template = env.write(
+        "short.j2",
+        "{#- instill: format=en shape=chat tasks=3 -#}\nWrite tasks.\n",
+    );
+    let generated = run(
+        env,
+        &[
+            "generate",
+            "--backend",
+            "candle",
+            "--model",
+            MODEL,
+            "--target",
+            "1",
+            "--max-requests",
+            "1",
+            "--max-tokens",
+            "16",
+            "--batch-size",
+            "1",
+            "--concurrency",
+            "1",
+            "--json",
+            "--template",
+            template.to_str().unwrap(),
+        ],
+        vars,
+    );
+    assert!(
+        generated.code == 0 || generated.code == 1,
+        "{}\n{}",
+        generated.stdout,
+        generated.stderr
+    );
+    assert_eq!(generated.json()["requests_ok"], 1, "{}", generated.stdout);
+    generated
+}
+
 fn data(env: &Env) -> String {
     let lines: String = (0..4)
         .map(|i| {
@@ -173,43 +216,7 @@ fn generate_train_and_merge_lora_take_an_id_from_a_prefilled_cache_offline() {
         ("HF_HUB_OFFLINE", "1"),
         ("HF_ENDPOINT", endpoint.as_str()),
     ];
-    run(&env, &["seeds", "import", "--builtin", "en"], &vars).expect_code(0);
-    // A prompt short enough for the tiny model's 256-token context.
-    let template = env.write(
-        "short.j2",
-        "{#- instill: format=en shape=chat tasks=3 -#}\nWrite tasks.\n",
-    );
-    let generated = run(
-        &env,
-        &[
-            "generate",
-            "--backend",
-            "candle",
-            "--model",
-            MODEL,
-            "--target",
-            "1",
-            "--max-requests",
-            "1",
-            "--max-tokens",
-            "16",
-            "--batch-size",
-            "1",
-            "--concurrency",
-            "1",
-            "--json",
-            "--template",
-            template.to_str().unwrap(),
-        ],
-        &vars,
-    );
-    assert!(
-        generated.code == 0 || generated.code == 1,
-        "{}\n{}",
-        generated.stdout,
-        generated.stderr
-    );
-    assert_eq!(generated.json()["requests_ok"], 1, "{}", generated.stdout);
+    generate_one(&env, &vars);
 
     let data = data(&env);
     let trained = env.path("trained").display().to_string();
@@ -456,47 +463,12 @@ fn generate_and_train_download_an_id_from_the_loopback_hub() {
         ("HF_HOME", train_dir.as_str()),
         ("HF_ENDPOINT", hub.endpoint.as_str()),
     ];
-    run(&env, &["seeds", "import", "--builtin", "en"], &gen_vars).expect_code(0);
-    let template = env.write(
-        "short.j2",
-        "{#- instill: format=en shape=chat tasks=3 -#}\nWrite tasks.\n",
-    );
-    let generated = run(
-        &env,
-        &[
-            "generate",
-            "--backend",
-            "candle",
-            "--model",
-            MODEL,
-            "--target",
-            "1",
-            "--max-requests",
-            "1",
-            "--max-tokens",
-            "8",
-            "--batch-size",
-            "1",
-            "--concurrency",
-            "1",
-            "--json",
-            "--template",
-            template.to_str().unwrap(),
-        ],
-        &gen_vars,
-    );
-    assert!(
-        generated.code == 0 || generated.code == 1,
-        "{}\n{}",
-        generated.stdout,
-        generated.stderr
-    );
+    let generated = generate_one(&env, &gen_vars);
     assert!(
         generated.stderr.contains("downloaded"),
         "{}",
         generated.stderr
     );
-    assert_eq!(generated.json()["requests_ok"], 1, "{}", generated.stdout);
 
     let data = data(&env);
     let trained = env.path("trained").display().to_string();

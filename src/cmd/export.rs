@@ -108,18 +108,19 @@ fn format_chunk(
     for stored in chunk {
         write_record(&stored.record, format, columns, &mut f.text);
         f.ends.push(f.text.len());
-        f.val
-            .push(split.is_some_and(|(seed, fraction)| in_val(&stored.norm_hash, seed, fraction)));
+        f.val.push(is_val(stored, split));
     }
     f
 }
 
+/// Whether `stored` goes to the validation split (`split`: the seed and fraction, if any).
+fn is_val(stored: &ExportRecord, split: Option<(u64, f64)>) -> bool {
+    split.is_some_and(|(seed, fraction)| in_val(&stored.norm_hash, seed, fraction))
+}
+
 /// A page's records as they are, each with its split, for a Parquet shard writer.
 fn unformatted(page: Vec<ExportRecord>, split: Option<(u64, f64)>) -> Formatted {
-    let val = page
-        .iter()
-        .map(|s| split.is_some_and(|(seed, fraction)| in_val(&s.norm_hash, seed, fraction)))
-        .collect();
+    let val = page.iter().map(|s| is_val(s, split)).collect();
     Formatted {
         text: Vec::new(),
         ends: Vec::new(),
@@ -205,7 +206,7 @@ pub async fn run(global: &GlobalArgs, args: &ExportArgs) -> anyhow::Result<Outco
     db.close().await;
 
     let mut manifest = manifest(args, layout, filter, config, shards, (train_rows, val_rows));
-    write_metadata(&staging, args, &mut manifest, &provenance, layout)?;
+    write_metadata(&staging, args, &mut manifest, &provenance, (layout, config))?;
     // A signal that came while the last shards were sealed: nothing is in place yet.
     if let Some(signal) = signals.received() {
         return Ok(abandon(staging, signal, &args.out));
@@ -271,7 +272,7 @@ fn write_metadata(
     args: &ExportArgs,
     manifest: &mut Manifest,
     provenance: &instill_storage::Provenance,
-    (format, columns): (OutputFormat, Columns),
+    ((format, columns), config): ((OutputFormat, Columns), ShardConfig),
 ) -> anyhow::Result<()> {
     let name = args
         .out
@@ -282,8 +283,8 @@ fn write_metadata(
     let card = card::render(&CardInput {
         name: &name,
         format,
-        zstd: manifest.compression == "zstd",
-        parquet: manifest.file_format == "parquet",
+        zstd: config.zstd_level.is_some(),
+        parquet: config.parquet.is_some(),
         shards: &manifest.shards,
         status: manifest.filters.status,
         val_fraction: args.val_fraction,
