@@ -317,22 +317,7 @@ pub struct GenerateArgs {
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub target: u64,
 
-    /// The model backend: `openai`, any OpenAI-compatible HTTP API; `candle`, a local model
-    /// run in-process (--model is then a Hugging Face model directory, a .gguf file or a
-    /// Hugging Face id).
-    #[arg(long, value_enum, default_value = "openai")]
-    pub backend: BackendArg,
 
-    /// Base URL of the API, including the version path (OpenAI: https://api.openai.com/v1;
-    /// DeepSeek: https://api.deepseek.com/v1; vLLM: http://HOST:8000/v1; Ollama:
-    /// http://localhost:11434/v1; llama.cpp's server: http://localhost:8080/v1).
-    #[arg(
-        long,
-        env = "OPENAI_BASE_URL",
-        hide_env_values = true,
-        default_value = "https://api.openai.com/v1"
-    )]
-    pub base_url: String,
 
     /// The model: the name the server serves (openai), or a Hugging Face model directory
     /// (config.json, *.safetensors, tokenizer.json; llama, mistral, qwen2) or a GGUF file
@@ -342,46 +327,13 @@ pub struct GenerateArgs {
     #[arg(long)]
     pub model: Option<String>,
 
-    /// candle, with a Hugging Face id as --model: the branch, tag or commit to use (default
-    /// main).
-    #[arg(long)]
-    pub revision: Option<String>,
 
-    /// candle: a tokenizer.json to use instead of the model's own (for a GGUF file, the
-    /// tokenizer is otherwise rebuilt from its metadata).
-    #[arg(long, value_name = "FILE")]
-    pub tokenizer: Option<PathBuf>,
 
-    /// candle: where the model runs: `cpu`, `cuda` or `cuda:N` (CUDA needs a build with
-    /// `--features cuda`).
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
 
-    /// candle: the type of dense (safetensors) weights and activations: f32, bf16, or f16
-    /// (GPU only). GGUF models compute in f32 over their quantized weights.
-    #[arg(long, default_value = "f32", value_parser = ["f32", "bf16", "f16"])]
-    pub dtype: String,
 
-    /// candle: sequences decoded together (continuous batching: a finished sequence's slot
-    /// goes to the next waiting request). Keep --concurrency at least this high.
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=1024))]
-    pub batch_size: u64,
 
-    /// candle: expand a GGUF model's quantized weights to f32 at load. Costs several times the
-    /// memory (fine for models up to a few hundred million parameters) and makes batched decode
-    /// on the CPU several times faster: candle's quantized kernels cost the same per sequence.
-    #[arg(long)]
-    pub dequantize: bool,
 
-    /// `chat` (/chat/completions, the prompt as one user message) or `completion`
-    /// (/completions, a text the model continues).
-    #[arg(long, value_enum, default_value = "chat")]
-    pub api: ApiArg,
 
-    /// The environment variable holding the API key (sent as a bearer token, never printed or
-    /// stored). Unset is fine only for a server on this machine (localhost, 127.x.x.x, [::1]).
-    #[arg(long, default_value = "OPENAI_API_KEY")]
-    pub api_key_env: String,
 
     /// `self_instruct` (the built-in template of --lang: the BELLE recipe for zh, the Alpaca
     /// recipe for en), `zh/self_instruct`, `en/self_instruct`, or a path to your own .j2 file
@@ -393,17 +345,8 @@ pub struct GenerateArgs {
     #[arg(long, value_enum, default_value = "en")]
     pub lang: GenLangArg,
 
-    /// Requests in flight at most.
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=4096))]
-    pub concurrency: u64,
 
-    /// Requests per minute at most (unlimited if not given).
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
-    pub rpm: Option<u32>,
 
-    /// Tokens per minute at most, prompt and completion together (unlimited if not given).
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
-    pub tpm: Option<u64>,
 
     /// Sampling temperature.
     #[arg(long, default_value_t = 1.0, value_parser = parse_temperature)]
@@ -472,6 +415,75 @@ pub struct GenerateArgs {
     #[arg(long, default_value_t = 30.0, value_parser = parse_seconds)]
     pub lease_seconds: f64,
 
+    #[command(flatten)]
+    pub server: ModelArgs,
+
+    #[command(flatten)]
+    pub send: SendArgs,
+}
+
+/// Which model server answers and how it is reached: shared by every command that sends
+/// prompts (generate, score, eval).
+#[derive(Debug, Clone, Args)]
+pub struct ModelArgs {
+    /// The model backend: `openai`, any OpenAI-compatible HTTP API; `candle`, a local model
+    /// run in-process (--model is then a Hugging Face model directory, a .gguf file or a
+    /// Hugging Face id).
+    #[arg(long, value_enum, default_value = "openai")]
+    pub backend: BackendArg,
+
+    /// Base URL of the API, including the version path (OpenAI: https://api.openai.com/v1;
+    /// DeepSeek: https://api.deepseek.com/v1; vLLM: http://HOST:8000/v1; Ollama:
+    /// http://localhost:11434/v1; llama.cpp's server: http://localhost:8080/v1).
+    #[arg(
+        long,
+        env = "OPENAI_BASE_URL",
+        hide_env_values = true,
+        default_value = "https://api.openai.com/v1"
+    )]
+    pub base_url: String,
+
+    /// candle, with a Hugging Face id as --model: the branch, tag or commit to use (default
+    /// main).
+    #[arg(long)]
+    pub revision: Option<String>,
+
+    /// candle: a tokenizer.json to use instead of the model's own (for a GGUF file, the
+    /// tokenizer is otherwise rebuilt from its metadata).
+    #[arg(long, value_name = "FILE")]
+    pub tokenizer: Option<PathBuf>,
+
+    /// candle: where the model runs: `cpu`, `cuda` or `cuda:N` (CUDA needs a build with
+    /// `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+
+    /// candle: the type of dense (safetensors) weights and activations: f32, bf16, or f16
+    /// (GPU only). GGUF models compute in f32 over their quantized weights.
+    #[arg(long, default_value = "f32", value_parser = ["f32", "bf16", "f16"])]
+    pub dtype: String,
+
+    /// candle: sequences decoded together (continuous batching: a finished sequence's slot
+    /// goes to the next waiting request). Keep --concurrency at least this high.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub batch_size: u64,
+
+    /// candle: expand a GGUF model's quantized weights to f32 at load. Costs several times the
+    /// memory (fine for models up to a few hundred million parameters) and makes batched decode
+    /// on the CPU several times faster: candle's quantized kernels cost the same per sequence.
+    #[arg(long)]
+    pub dequantize: bool,
+
+    /// `chat` (/chat/completions, the prompt as one user message) or `completion`
+    /// (/completions, a text the model continues).
+    #[arg(long, value_enum, default_value = "chat")]
+    pub api: ApiArg,
+
+    /// The environment variable holding the API key (sent as a bearer token, never printed or
+    /// stored). Unset is fine only for a server on this machine (localhost, 127.x.x.x, [::1]).
+    #[arg(long, default_value = "OPENAI_API_KEY")]
+    pub api_key_env: String,
+
     /// Seconds to wait for one reply.
     #[arg(long, default_value_t = 120.0, value_parser = parse_seconds)]
     pub timeout: f64,
@@ -480,6 +492,22 @@ pub struct GenerateArgs {
     /// `too_large` (retried, then stored as failed) without being read further.
     #[arg(long, default_value_t = instill_generator::DEFAULT_MAX_BODY_BYTES, value_parser = parse_size)]
     pub max_reply_bytes: u64,
+}
+
+/// How requests are sent: concurrency, rate limits, retries, prices.
+#[derive(Debug, Clone, Args)]
+pub struct SendArgs {
+    /// Requests in flight at most.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub concurrency: u64,
+
+    /// Requests per minute at most (unlimited if not given).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rpm: Option<u32>,
+
+    /// Tokens per minute at most, prompt and completion together (unlimited if not given).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub tpm: Option<u64>,
 
     /// Attempts per request, the first included (429, 5xx, timeouts, unreadable replies are
     /// retried with exponential backoff and full jitter, at least as long as Retry-After).

@@ -50,7 +50,9 @@ pub use record::{Exchange, Lang, Origin, Record, Seed};
 pub use redact::{REDACTED, redact_secrets, redact_url, redact_urls_in, url_secrets};
 pub use rng::SplitMix;
 pub use split::{held_out, held_out_digest, in_val};
-pub use vocab::{Reason, RequestStatus, RunStatus, Status, UnknownCode};
+pub use vocab::{
+    Reason, RequestStatus, RunKind, RunStatus, ScoreMethod, Status, UnknownCode,
+};
 
 /// Milliseconds since the Unix epoch: the timestamp unit of the whole schema.
 pub fn now_ms() -> i64 {

@@ -112,6 +112,11 @@ vocabulary! {
         LanguageMismatch => "language_mismatch",
         /// Rule: the output merely repeats the instruction.
         RepeatsInstruction => "repeats_instruction",
+        /// `instill select`: its score (from a judge or a metric) is below the selection's
+        /// threshold, or outside its top-k / top fraction.
+        LowScore => "low_score",
+        /// `instill select --diverse-threshold`: too similar to a better-scored record kept.
+        NotDiverse => "not_diverse",
     }
 }
 
@@ -138,6 +143,42 @@ vocabulary! {
         Done => "done",
         /// Ended before its target (request limit, signal, fatal error).
         Stopped => "stopped",
+    }
+}
+
+vocabulary! {
+    /// What a run does, stored in `runs.kind`: every kind stores its requests the same way.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    RunKind("run kind") {
+        /// `instill generate`: self-instruct prompts, replies parsed into records.
+        Generate => "generate",
+        /// `instill score`: a judge's prompt over stored records, replies parsed into scores.
+        Score => "score",
+        /// `instill eval`: a candidate model's answers to an eval set.
+        EvalAnswer => "eval_answer",
+        /// `instill eval`: a judge's grades of those answers.
+        EvalJudge => "eval_judge",
+    }
+}
+
+vocabulary! {
+    /// How a scorer scores records, stored in `scorers.method`.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    ScoreMethod("score method") {
+        /// An LLM judge with a rubric: higher is better, in the rubric's scale.
+        Judge => "judge",
+        /// The answer's perplexity given the instruction under a local model: lower is better.
+        Ppl => "ppl",
+        /// Instruction-following difficulty (the answer's loss given the instruction over its
+        /// loss alone): higher means the instruction helps less, the pair teaches more.
+        Ifd => "ifd",
+    }
+}
+
+impl ScoreMethod {
+    /// Whether a higher score is the better record (selection keeps the best first).
+    pub const fn higher_is_better(self) -> bool {
+        !matches!(self, ScoreMethod::Ppl)
     }
 }
 
@@ -184,6 +225,8 @@ mod tests {
         round_trips(Status::ALL, Status::as_str);
         round_trips(RunStatus::ALL, RunStatus::as_str);
         round_trips(RequestStatus::ALL, RequestStatus::as_str);
+        round_trips(RunKind::ALL, RunKind::as_str);
+        round_trips(ScoreMethod::ALL, ScoreMethod::as_str);
         assert_eq!(
             "Exact".parse::<Reason>().unwrap_err().to_string(),
             "unknown rejection reason \"Exact\""
@@ -211,6 +254,8 @@ mod tests {
                 "self_reference",
                 "language_mismatch",
                 "repeats_instruction",
+                "low_score",
+                "not_diverse",
             ]
         );
         let statuses = |all: &[&str]| all.join(",");

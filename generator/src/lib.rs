@@ -12,6 +12,9 @@
 //! - [`run_worker`]: the same run shared by many processes on Postgres (claims with leases, one
 //!   acceptor under an advisory lock).
 //!
+//! - [`run_stage`]: one prompt per stored item (records to score, questions to answer, answers
+//!   to grade) on the same engine, each reply stored before it is used, resumable by name.
+//!
 //! Layout: `completion.rs` (the leaf every backend speaks: request, reply, errors), `backend.rs`
 //! (the enum over them), `openai.rs`, `endpoint.rs` (the server's address: loopback or not, reached
 //! or not), `local/` (models); `limiter.rs`, `retry.rs`, `sampling.rs` (the
@@ -32,6 +35,7 @@ mod run;
 mod run_loop;
 mod sampling;
 mod single;
+mod stage;
 mod workers;
 
 pub use accept::{Acceptor, Judged};
@@ -46,4 +50,5 @@ pub use openai::{
 pub use retry::RetryPolicy;
 pub use run::{Ending, GenerateError, Progress, RequestParams, RunConfig, RunReport, fingerprint};
 pub use single::run;
+pub use stage::{StageConfig, StageEnding, StageItem, StageProgress, StageReport, run_stage};
 pub use workers::{run_worker, worker_name};

@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use instill_core::{Origin, Reason, Record, RequestStatus, RunStatus, SplitMix, Status, now_ms};
+use instill_core::{
+    Origin, Reason, Record, RequestStatus, RunKind, RunStatus, SplitMix, Status, now_ms,
+};
 use instill_dedup::{RougeConfig, Rules};
 use instill_prompts::{Example, Template, parse_reply};
 use instill_storage::{Db, NewRecord, NewRequest, StorageError, StoredRequest, Writer};
@@ -278,7 +280,7 @@ pub(crate) async fn open_run(db: &Db, cfg: &RunConfig, model: &str) -> Result<i6
             run.id
         }
         None => {
-            db.create_run(&cfg.name, "generate", &print.to_string(), now_ms())
+            db.create_run(&cfg.name, RunKind::Generate, &print.to_string(), now_ms())
                 .await?
         }
     };
@@ -379,7 +381,7 @@ pub(crate) fn dispatch(
         .map_err(|e| GenerateError::Config(e.to_string()))?;
     let (tx, backend, limiter, cfg) = (tx.clone(), backend.clone(), limiter.clone(), cfg.clone());
     tasks.spawn(async move {
-        let f = send(&backend, &limiter, &cfg, idx, prompt).await;
+        let f = send(&backend, &limiter, &cfg.request, &cfg.retry, idx, prompt).await;
         let _ = tx.send(f).await;
     });
     Ok(())
@@ -389,22 +391,23 @@ pub(crate) fn dispatch(
 pub(crate) async fn send(
     backend: &Backend,
     limiter: &RateLimiter,
-    cfg: &RunConfig,
+    params: &RequestParams,
+    policy: &RetryPolicy,
     idx: i64,
     prompt: String,
 ) -> Finished {
     let created_at = now_ms();
     let payload_hash = format!(
         "{:032x}",
-        xxh3_128(format!("{}\u{1f}{}\u{1f}{:?}", backend.model(), prompt, cfg.request).as_bytes())
+        xxh3_128(format!("{}\u{1f}{}\u{1f}{:?}", backend.model(), prompt, params).as_bytes())
     );
     let mut request = CompletionRequest {
         prompt,
-        max_tokens: cfg.request.max_tokens,
-        temperature: cfg.request.temperature,
-        top_p: cfg.request.top_p,
-        stop: cfg.request.stop.clone(),
-        n: cfg.request.n,
+        max_tokens: params.max_tokens,
+        temperature: params.temperature,
+        top_p: params.top_p,
+        stop: params.stop.clone(),
+        n: params.n,
     };
     let mut jitter = Jitter::new(idx as u64 ^ created_at as u64);
     let mut attempts = 0;
@@ -427,7 +430,7 @@ pub(crate) async fn send(
         }
         let retry = match &result {
             Ok(_) => false,
-            Err(e) => e.retryable() && attempts < cfg.retry.max_attempts,
+            Err(e) => e.retryable() && attempts < policy.max_attempts,
         };
         if !retry {
             let prompt = request.prompt;
@@ -457,7 +460,7 @@ pub(crate) async fn send(
                 _ => {}
             }
         }
-        tokio::time::sleep(cfg.retry.delay(attempts, retry_after, jitter.unit())).await;
+        tokio::time::sleep(policy.delay(attempts, retry_after, jitter.unit())).await;
     }
 }
 
@@ -481,7 +484,7 @@ pub(crate) fn accept_one(
             *progress.errors.entry(e.kind().to_string()).or_default() += 1;
             progress.requests_failed += 1;
             progress.retries += u64::from(f.attempts.saturating_sub(1));
-            batch.requests.push(failed_row(cfg, &f, e));
+            batch.requests.push(failed_row(&cfg.request, &cfg.worker, &f, e));
             return Ok(false);
         }
     };
@@ -489,7 +492,7 @@ pub(crate) fn accept_one(
         progress.requests_ok += 1;
         progress.retries += u64::from(f.attempts.saturating_sub(1));
         add_usage(progress, completion);
-        batch.requests.push(request_row(cfg, &f, completion));
+        batch.requests.push(request_row(&cfg.request, &cfg.worker, &f, completion));
     }
     let examples = cfg.seeds_per_prompt.min(cfg.seeds.len())
         + if cfg.generated_per_prompt > 0 {
@@ -582,36 +585,46 @@ pub(crate) fn add_usage(progress: &mut Progress, c: &Completion) {
         .saturating_add(c.completion_tokens.unwrap_or(0));
 }
 
-pub(crate) fn params_json(cfg: &RunConfig) -> String {
+pub(crate) fn params_json(params: &RequestParams) -> String {
     serde_json::json!({
-        "max_tokens": cfg.request.max_tokens,
-        "temperature": cfg.request.temperature,
-        "top_p": cfg.request.top_p,
-        "stop": cfg.request.stop,
-        "n": cfg.request.n,
+        "max_tokens": params.max_tokens,
+        "temperature": params.temperature,
+        "top_p": params.top_p,
+        "stop": params.stop,
+        "n": params.n,
     })
     .to_string()
 }
 
 /// The row of a request that failed for good (a later claim or invocation sends it again).
-pub(crate) fn failed_row(cfg: &RunConfig, f: &Finished, e: &BackendError) -> NewRequest {
+pub(crate) fn failed_row(
+    params: &RequestParams,
+    worker: &str,
+    f: &Finished,
+    e: &BackendError,
+) -> NewRequest {
     NewRequest {
         run_id: 0,
         idx: f.idx,
         payload_hash: f.payload_hash.clone(),
         prompt: f.prompt.clone(),
-        params_json: params_json(cfg),
+        params_json: params_json(params),
         status: RequestStatus::Failed,
         error: Some(storable_text(&e.to_string())),
         attempts: i64::from(f.attempts),
-        worker: Some(cfg.worker.clone()),
+        worker: Some(worker.to_string()),
         created_at: f.created_at,
         finished_at: now_ms(),
         ..NewRequest::default()
     }
 }
 
-pub(crate) fn request_row(cfg: &RunConfig, f: &Finished, c: &Completion) -> NewRequest {
+pub(crate) fn request_row(
+    params: &RequestParams,
+    worker: &str,
+    f: &Finished,
+    c: &Completion,
+) -> NewRequest {
     let texts: Vec<&str> = c.choices.iter().map(|ch| ch.text.as_str()).collect();
     let reasons: Vec<&str> = c
         .choices
@@ -623,7 +636,7 @@ pub(crate) fn request_row(cfg: &RunConfig, f: &Finished, c: &Completion) -> NewR
         idx: f.idx,
         payload_hash: f.payload_hash.clone(),
         prompt: f.prompt.clone(),
-        params_json: params_json(cfg),
+        params_json: params_json(params),
         status: RequestStatus::Done,
         response: serde_json::to_string(&texts).ok(),
         finish_reason: serde_json::to_string(&reasons).ok(),
@@ -636,7 +649,7 @@ pub(crate) fn request_row(cfg: &RunConfig, f: &Finished, c: &Completion) -> NewR
             .completion_tokens
             .map(|t| i64::try_from(t).unwrap_or(i64::MAX)),
         latency_ms: Some(f.latency_ms),
-        worker: Some(cfg.worker.clone()),
+        worker: Some(worker.to_string()),
         created_at: f.created_at,
         finished_at: now_ms(),
     }

@@ -67,7 +67,7 @@ impl Ticker {
     }
 
     /// How long until the next period is due.
-    fn until_due(&self) -> Duration {
+    pub(crate) fn until_due(&self) -> Duration {
         self.every.saturating_sub(self.last.elapsed())
     }
 }

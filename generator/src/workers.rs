@@ -444,7 +444,7 @@ fn reply_row(
         Ok(c) => {
             progress.requests_ok += 1;
             add_usage(progress, c);
-            request_row(cfg, f, c)
+            request_row(&cfg.request, &cfg.worker, f, c)
         }
         Err(e) => {
             if !e.retryable() {
@@ -452,7 +452,7 @@ fn reply_row(
             }
             *progress.errors.entry(e.kind().to_string()).or_default() += 1;
             progress.requests_failed += 1;
-            failed_row(cfg, f, e)
+            failed_row(&cfg.request, &cfg.worker, f, e)
         }
     }
 }

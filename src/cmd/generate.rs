@@ -7,18 +7,17 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use instill_core::{Lang, Record};
 use instill_dedup::{RougeConfig, Rules};
-use instill_generator::local::LocalError;
 use instill_generator::{
-    Backend, BackendError, CandleBackend, CandleConfig, Ending, GenerateError, OpenAiBackend,
-    OpenAiConfig, Progress, RequestParams, RetryPolicy, RunConfig, RunReport,
+    Backend, BackendError, Ending, GenerateError, Progress, RequestParams, RetryPolicy, RunConfig,
+    RunReport,
 };
 use instill_prompts::{Shape, Template};
 use instill_storage::Db;
 use serde::Serialize;
 
-use crate::cli::{BackendArg, GenerateArgs, GlobalArgs};
+use crate::cli::{GenerateArgs, GlobalArgs};
 use crate::cmd::filter::load_rules;
-use crate::cmd::flags;
+use crate::cmd::backend;
 use crate::{Outcome, progress};
 
 #[derive(Debug, Serialize)]
@@ -46,35 +45,20 @@ struct Summary<'a> {
 
 pub async fn run(global: &GlobalArgs, args: &GenerateArgs) -> anyhow::Result<Outcome> {
     let started = Instant::now();
-    let model = args.model.clone().ok_or_else(|| match args.backend {
-        BackendArg::Openai => anyhow::anyhow!("--model NAME is required: the model your server serves (e.g. gpt-4o-mini, deepseek-chat, qwen2.5:7b)"),
-        BackendArg::Candle => anyhow::anyhow!("--model PATH is required: a Hugging Face model directory or a .gguf file"),
-    })?;
-    let model = match args.backend {
-        BackendArg::Candle => local_model(global, args, model).await?,
-        BackendArg::Openai => match &args.revision {
-            Some(rev) => anyhow::bail!(
-                "--revision {rev}: only for --backend candle (a Hugging Face id as --model)"
-            ),
-            None => model,
-        },
-    };
+    let model =
+        backend::resolve_model(global, &args.server, args.model.as_deref(), "--model").await?;
     let lang = Lang::from(args.lang);
-    let mut template = load_template(&args.template, lang, args.api.into())?;
+    let mut template = load_template(&args.template, lang, args.server.api.into())?;
     if let Some(n) = args.tasks_per_prompt {
         template.tasks = n.max(args.seeds_per_prompt + args.generated_per_prompt + 1);
     }
     let rules = load_rules(&args.rules)?;
-    let api_key = match args.backend {
-        BackendArg::Openai => read_api_key(args)?,
-        BackendArg::Candle => None,
-    };
-    let connect_grace = connect_grace()?;
+    let api_key = backend::api_key(&args.server)?;
     let run_name = run_name(args, &template, lang);
     if !global.quiet {
         eprintln!("{}", start_line(global, args, &run_name, &model));
     }
-    let backend = open_backend(args, model, api_key, connect_grace).await?;
+    let backend = backend::open(&args.server, &args.send, model, api_key, args.seed).await?;
     let db = Db::open(&global.db).await?;
     let seeds: Vec<_> = db
         .list_seeds(Some(lang))
@@ -101,25 +85,6 @@ pub async fn run(global: &GlobalArgs, args: &GenerateArgs) -> anyhow::Result<Out
     })
 }
 
-/// candle's `--model`: a local path, or the path of a Hugging Face id in the cache.
-async fn local_model(
-    global: &GlobalArgs,
-    args: &GenerateArgs,
-    model: String,
-) -> anyhow::Result<String> {
-    let spec = std::path::PathBuf::from(model);
-    let path = crate::hub::locate(
-        &spec,
-        "--model",
-        args.revision.as_deref(),
-        instill_models::hub::Want::Model,
-        global,
-    )
-    .await?;
-    path.into_os_string()
-        .into_string()
-        .map_err(|p| anyhow::anyhow!("--model {}: the path is not UTF-8", p.display()))
-}
 
 /// The run's name: `--run`, else `LANG-TEMPLATE-sSEED`.
 fn run_name(args: &GenerateArgs, template: &Template, lang: Lang) -> String {
@@ -134,52 +99,6 @@ fn run_name(args: &GenerateArgs, template: &Template, lang: Lang) -> String {
     })
 }
 
-/// The model the flags name: an HTTP client, or a local model loaded (on a blocking thread).
-async fn open_backend(
-    args: &GenerateArgs,
-    model: String,
-    api_key: Option<String>,
-    connect_grace: Duration,
-) -> anyhow::Result<Backend> {
-    Ok(match args.backend {
-        BackendArg::Openai => Backend::OpenAi(
-            OpenAiBackend::new(OpenAiConfig {
-                base_url: args.base_url.clone(),
-                api_key,
-                model,
-                api: args.api.into(),
-                timeout: Duration::from_secs_f64(args.timeout.max(0.001)),
-                max_connections: args.concurrency as usize,
-                max_body_bytes: args.max_reply_bytes,
-                connect_grace,
-            })
-            .map_err(|e| anyhow::anyhow!("{e}"))?,
-        ),
-        BackendArg::Candle => {
-            let config = CandleConfig {
-                model: model.into(),
-                tokenizer: args.tokenizer.clone(),
-                device: args.device.clone(),
-                dtype: args.dtype.clone(),
-                batch_size: args.batch_size as usize,
-                dequantize: args.dequantize,
-                api: args.api.into(),
-                seed: args.seed,
-            };
-            let backend = tokio::task::spawn_blocking(move || CandleBackend::start(config))
-                .await
-                .context("loading the model")?
-                .map_err(|e| match e {
-                    LocalError::NoChatTemplate => {
-                        anyhow::anyhow!("{e}: use --api completion, or a model that ships one")
-                    }
-                    LocalError::Device(e) => flags::device_error(e),
-                    e => anyhow::anyhow!("{e}"),
-                })?;
-            Backend::Candle(backend)
-        }
-    })
-}
 
 /// The library's settings from the flags.
 fn run_config(
@@ -197,7 +116,7 @@ fn run_config(
         seeds_per_prompt: args.seeds_per_prompt,
         generated_per_prompt: args.generated_per_prompt,
         seed: args.seed,
-        concurrency: args.concurrency as usize,
+        concurrency: args.send.concurrency as usize,
         max_requests: args.max_requests,
         request: RequestParams {
             max_tokens: args.max_tokens,
@@ -207,18 +126,18 @@ fn run_config(
             n: args.n,
         },
         retry: RetryPolicy {
-            max_attempts: args.max_retries,
+            max_attempts: args.send.max_retries,
             ..RetryPolicy::default()
         },
-        rpm: args.rpm,
-        tpm: args.tpm,
+        rpm: args.send.rpm,
+        tpm: args.send.tpm,
         rules,
         rouge: RougeConfig {
             threshold: args.rouge_threshold,
             tokenizer: args.rouge_tokenizer.into(),
             floor: 1.0,
         },
-        worker: instill_generator::worker_name(&hostname()),
+        worker: instill_generator::worker_name(&backend::hostname()),
     }
 }
 
@@ -290,14 +209,7 @@ impl<'a> Summary<'a> {
     fn new(run: &'a str, report: &'a RunReport, args: &GenerateArgs, elapsed: Duration) -> Self {
         let p = &report.progress;
         let tokens = p.prompt_tokens.saturating_add(p.completion_tokens);
-        let cost = match (args.price_in, args.price_out) {
-            (None, None) => None,
-            (i, o) => Some(
-                (p.prompt_tokens as f64 * i.unwrap_or(0.0)
-                    + p.completion_tokens as f64 * o.unwrap_or(0.0))
-                    / 1e6,
-            ),
-        };
+        let cost = backend::cost(&args.send, p.prompt_tokens, p.completion_tokens);
         Summary {
             run,
             ending: match report.ending {
@@ -346,58 +258,19 @@ fn load_template(spec: &str, lang: Lang, shape: Shape) -> anyhow::Result<Templat
     }
 }
 
-/// The API key from the variable `--api-key-env` names. None is fine for a server on this
-/// machine or a URL with a user:password; for any other, a run would only collect 401s (or,
-/// with no route, connection errors), so it stops here, saying what to do. A key beside a
-/// user:password in the URL is refused: each would be an Authorization header.
-fn read_api_key(args: &GenerateArgs) -> anyhow::Result<Option<String>> {
-    let key = std::env::var(&args.api_key_env)
-        .ok()
-        .filter(|k| !k.is_empty());
-    let basic = instill_generator::url_has_credentials(&args.base_url);
-    if key.is_some() && basic {
-        anyhow::bail!(
-            "--base-url {url} carries a user:password (sent as Basic auth) and {var} is set (sent as a Bearer token), but a request carries one Authorization header: remove the user:password from the URL, or unset {var} (or set it empty) to authenticate with the URL's",
-            var = args.api_key_env,
-            url = instill_core::redact_url(&args.base_url),
-        );
-    }
-    if key.is_none() && !basic && !instill_generator::is_loopback(&args.base_url) {
-        anyhow::bail!(
-            "no API key: {var} is not set, and {url} is not a server on this machine. Export {var}=YOUR_KEY (any value for a remote server that takes no key; or name another variable with --api-key-env NAME), or point --base-url (or OPENAI_BASE_URL) at a local server, which needs no key: http://localhost:11434/v1 (Ollama), http://localhost:8000/v1 (vLLM), http://localhost:8080/v1 (llama.cpp)",
-            var = args.api_key_env,
-            url = instill_core::redact_url(&args.base_url),
-        );
-    }
-    Ok(key)
-}
 
-/// How long connection failures may go on before a first answer until the run stops:
-/// `INSTILL_CONNECT_GRACE` seconds, else [`instill_generator::CONNECT_GRACE`].
-fn connect_grace() -> anyhow::Result<Duration> {
-    Ok(progress::env_seconds("INSTILL_CONNECT_GRACE", true)?
-        .unwrap_or(instill_generator::CONNECT_GRACE))
-}
 
 /// The line a run starts with: what it talks to and where it writes (no key, no password).
 fn start_line(global: &GlobalArgs, args: &GenerateArgs, run: &str, model: &str) -> String {
-    let backend = match args.backend {
-        BackendArg::Openai => format!("openai at {}", instill_core::redact_url(&args.base_url)),
-        BackendArg::Candle => format!("candle on {}", args.device),
-    };
+    let backend = backend::describe(&args.server);
     format!(
         "generate {run}: {backend}, model {model}, target {}, concurrency {}, database {}",
         args.target,
-        args.concurrency,
+        args.send.concurrency,
         instill_core::redact_url(&global.db)
     )
 }
 
-fn hostname() -> String {
-    std::fs::read_to_string("/etc/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "local".into())
-}
 
 /// The progress bar's message: accept rate, rejection reasons, rates, failed attempts by kind
 /// (`failed`: as they happen, retries still going on included).

@@ -1,6 +1,7 @@
 //! One module per command: each parses nothing (clap did), opens the database, does the work
 //! through the library crates, prints a summary.
 
+pub mod backend;
 pub mod dedup;
 pub mod export;
 pub mod filter;

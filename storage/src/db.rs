@@ -222,3 +222,24 @@ mod tests {
         }
     }
 }
+
+/// `(?, ?, …), (…)` for `rows` rows of `cols` values, in the dialect's placeholders.
+pub(crate) fn placeholders(backend: Backend, rows: usize, cols: usize) -> String {
+    let mut out = String::new();
+    let mut n = 0;
+    for row in 0..rows {
+        out.push_str(if row == 0 { "(" } else { ",(" });
+        for c in 0..cols {
+            if c > 0 {
+                out.push(',');
+            }
+            n += 1;
+            match backend {
+                Backend::Sqlite => out.push('?'),
+                Backend::Postgres => out.push_str(&format!("${n}")),
+            }
+        }
+        out.push(')');
+    }
+    out
+}

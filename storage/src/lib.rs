@@ -10,7 +10,7 @@
 //! - [`Db::stats`]: the aggregates of `instill stats`.
 //!
 //! Layout: `db.rs` (URL, pool, dialect dispatch, migrations), `writer.rs` (transactions),
-//! `records.rs` (batched inserts), `read.rs` (pages in id order), `export.rs` (the export's read), `imports.rs`, `seeds.rs`, `runs.rs` (runs and their request cache), `stats.rs`, `report.rs`, `verdicts.rs`, `workers.rs` (claims, leases, the acceptor lock) (one table or concern each), `testing.rs`
+//! `records.rs` (batched inserts), `read.rs` (pages in id order), `export.rs` (the export's read), `imports.rs`, `seeds.rs`, `runs.rs` (runs and their request cache), `scores.rs` (scorers and their scores), `stats.rs`, `report.rs`, `verdicts.rs`, `workers.rs` (claims, leases, the acceptor lock) (one table or concern each), `testing.rs`
 //! (throw-away databases, feature `testing`).
 //!
 //! ```no_run
@@ -31,6 +31,7 @@ mod read;
 mod records;
 mod report;
 mod runs;
+mod scores;
 mod seeds;
 mod stats;
 mod verdicts;
@@ -49,6 +50,7 @@ pub use read::{StatusFilter, StoredRecord};
 pub use records::NewRecord;
 pub use report::{RecordText, RunSummary, TimeBucket};
 pub use runs::{NewRequest, PoolMember, RunRow, RunTotals, StoredRequest};
+pub use scores::{NewScore, ScoreOf, Scorer};
 pub use seeds::{NewSeed, StoredSeed};
 pub use stats::{LengthHistogram, Stats, StatusCounts};
 pub use verdicts::{Rejection, StoredVerdict};

@@ -44,6 +44,11 @@ pub const SQLITE: &[EmbeddedMigration] = &[
         name: "curations",
         sql: include_str!("../../migrations/sqlite/0006_curations.sql"),
     },
+    EmbeddedMigration {
+        version: 7,
+        name: "scores",
+        sql: include_str!("../../migrations/sqlite/0007_scores.sql"),
+    },
 ];
 
 /// Postgres migrations, oldest first.
@@ -77,6 +82,11 @@ pub const POSTGRES: &[EmbeddedMigration] = &[
         version: 6,
         name: "curations",
         sql: include_str!("../../migrations/postgres/0006_curations.sql"),
+    },
+    EmbeddedMigration {
+        version: 7,
+        name: "scores",
+        sql: include_str!("../../migrations/postgres/0007_scores.sql"),
     },
 ];
 

@@ -1,10 +1,10 @@
 //! Generation runs and their request cache: the `runs` and `requests` tables, and what a run
 //! needs to resume (where acceptance stopped, the stored replies after it, the accepted pool).
 
-use instill_core::{RequestStatus, RunStatus, Status};
+use instill_core::{RequestStatus, RunKind, RunStatus, Status};
 use sqlx::{AssertSqlSafe, Row};
 
-use crate::db::{Backend, Db, on_pool};
+use crate::db::{Backend, Db, on_pool, placeholders};
 use crate::error::{StorageError, decode};
 use crate::writer::{Tx, Writer, on_tx};
 
@@ -15,8 +15,8 @@ pub struct RunRow {
     pub id: i64,
     /// Its unique name.
     pub name: String,
-    /// `generate`, …
-    pub kind: String,
+    /// What the run does.
+    pub kind: RunKind,
     /// The settings it was started with (JSON).
     pub config_json: String,
     /// Running, done or stopped.
@@ -125,7 +125,7 @@ impl Db {
             row.map(|r| Ok(RunRow {
                 id: r.try_get("id")?,
                 name: r.try_get("name")?,
-                kind: r.try_get("kind")?,
+                kind: decode("runs.kind", r.try_get("kind")?)?,
                 config_json: r.try_get("config_json")?,
                 status: decode("runs.status", r.try_get("status")?)?,
                 started_at: r.try_get("started_at")?,
@@ -137,13 +137,13 @@ impl Db {
     pub async fn create_run(
         &self,
         name: &str,
-        kind: &str,
+        kind: RunKind,
         config_json: &str,
         now: i64,
     ) -> Result<i64, StorageError> {
         let sql = "INSERT INTO runs (name, kind, config_json, started_at, status) VALUES ($1, $2, $3, $4, 'running') RETURNING id";
         let id: i64 = on_pool!(&self.pool, p => {
-            sqlx::query_scalar(sql).bind(name).bind(kind).bind(config_json).bind(now).fetch_one(p).await?
+            sqlx::query_scalar(sql).bind(name).bind(kind.as_str()).bind(config_json).bind(now).fetch_one(p).await?
         });
         Ok(id)
     }
@@ -201,17 +201,32 @@ WHERE records.run_id = $1 ORDER BY records.id DESC LIMIT 1";
 FROM requests WHERE run_id = $1 AND idx >= $2 ORDER BY idx";
         on_pool!(&self.pool, p => {
             let rows = sqlx::query(sql).bind(run_id).bind(from).fetch_all(p).await?;
-            rows.iter().map(|r| Ok(StoredRequest {
-                id: r.try_get("id")?,
-                idx: r.try_get("idx")?,
-                status: decode("requests.status", r.try_get("status")?)?,
-                payload_hash: r.try_get("payload_hash")?,
-                response: r.try_get("response")?,
-                finish_reason: r.try_get("finish_reason")?,
-                attempts: r.try_get("attempts")?,
-                prompt_tokens: r.try_get("prompt_tokens")?,
-                completion_tokens: r.try_get("completion_tokens")?,
-            })).collect()
+            rows.iter().map(stored_request).collect()
+        })
+    }
+
+    /// The indices of the run's requests whose reply is stored (never sent again).
+    pub async fn answered(&self, run_id: i64) -> Result<Vec<i64>, StorageError> {
+        let sql = "SELECT idx FROM requests WHERE run_id = $1 AND status = 'done' ORDER BY idx";
+        let ids: Vec<i64> = on_pool!(&self.pool, p => {
+            sqlx::query_scalar(sql).bind(run_id).fetch_all(p).await?
+        });
+        Ok(ids)
+    }
+
+    /// Up to `limit` of the run's requests whose reply is stored, with `idx > after`, in idx
+    /// order: a page of replies for a stage's reader.
+    pub async fn replies_page(
+        &self,
+        run_id: i64,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<StoredRequest>, StorageError> {
+        let sql = "SELECT id, idx, status, payload_hash, response, finish_reason, attempts, prompt_tokens, completion_tokens
+FROM requests WHERE run_id = $1 AND idx > $2 AND status = 'done' ORDER BY idx LIMIT $3";
+        on_pool!(&self.pool, p => {
+            let rows = sqlx::query(sql).bind(run_id).bind(after).bind(limit).fetch_all(p).await?;
+            rows.iter().map(stored_request).collect()
         })
     }
 
@@ -274,6 +289,30 @@ FROM requests WHERE run_id = $1 GROUP BY status";
     }
 }
 
+/// A `requests` row as [`StoredRequest`] (the columns [`Db::requests_from`] selects).
+pub(crate) fn stored_request<R>(r: &R) -> Result<StoredRequest, StorageError>
+where
+    R: Row,
+    for<'c> &'c str: sqlx::ColumnIndex<R>,
+    for<'q> i64: sqlx::Decode<'q, R::Database> + sqlx::Type<R::Database>,
+    for<'q> Option<i64>: sqlx::Decode<'q, R::Database> + sqlx::Type<R::Database>,
+    for<'q> String: sqlx::Decode<'q, R::Database> + sqlx::Type<R::Database>,
+    for<'q> Option<String>: sqlx::Decode<'q, R::Database> + sqlx::Type<R::Database>,
+    for<'q> &'q str: sqlx::Decode<'q, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(StoredRequest {
+        id: r.try_get("id")?,
+        idx: r.try_get("idx")?,
+        status: decode("requests.status", r.try_get("status")?)?,
+        payload_hash: r.try_get("payload_hash")?,
+        response: r.try_get("response")?,
+        finish_reason: r.try_get("finish_reason")?,
+        attempts: r.try_get("attempts")?,
+        prompt_tokens: r.try_get("prompt_tokens")?,
+        completion_tokens: r.try_get("completion_tokens")?,
+    })
+}
+
 const REQUEST_COLUMNS: &str = "run_id, idx, payload_hash, prompt, params_json, status, response, finish_reason, error, attempts, prompt_tokens, completion_tokens, latency_ms, worker, created_at, finished_at";
 
 /// Request rows per INSERT statement (16 values each).
@@ -308,22 +347,7 @@ impl Writer {
         let mut by_idx: std::collections::HashMap<(i64, i64), i64> =
             std::collections::HashMap::with_capacity(rows.len());
         for chunk in rows.chunks(REQUESTS_PER_STATEMENT) {
-            let mut values = String::new();
-            let mut n = 0;
-            for (k, _) in chunk.iter().enumerate() {
-                values.push_str(if k == 0 { "(" } else { ",(" });
-                for c in 0..16 {
-                    if c > 0 {
-                        values.push(',');
-                    }
-                    n += 1;
-                    match backend {
-                        Backend::Sqlite => values.push('?'),
-                        Backend::Postgres => values.push_str(&format!("${n}")),
-                    }
-                }
-                values.push(')');
-            }
+            let values = placeholders(backend, chunk.len(), 16);
             let sql = format!(
                 "INSERT INTO requests ({REQUEST_COLUMNS}) VALUES {values}
 ON CONFLICT (run_id, idx) DO UPDATE SET payload_hash = excluded.payload_hash, prompt = excluded.prompt,

@@ -458,7 +458,7 @@ async fn the_records_rebuild_keeps_what_an_older_database_holds() {
 
 /// A run with requests 0..n stored as replies, for the claim and fencing tests.
 async fn run_with_replies(db: &Db, idxs: &[i64]) -> (i64, Vec<i64>) {
-    let run = db.create_run("r", "generate", "{}", 1).await.unwrap();
+    let run = db.create_run("r", instill_core::RunKind::Generate, "{}", 1).await.unwrap();
     let rows: Vec<crate::NewRequest> = idxs
         .iter()
         .map(|&idx| crate::NewRequest {
