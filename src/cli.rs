@@ -115,6 +115,31 @@ pub enum Command {
     /// what --resume continues from.
     Train(Box<TrainArgs>),
 
+    /// Score records with an LLM judge (a rubric) or a local metric (ppl, ifd).
+    ///
+    /// A judge reads each record with the rubric and replies with a short rationale and a
+    /// score on the rubric's scale (the built-in rubrics, Chinese and English, rate 1-10: the
+    /// instruction's quality and the answer's helpfulness, correctness and harmlessness).
+    /// Every reply is stored before its score is read, under the scorer's name: run the same
+    /// command again after Ctrl-C or a crash and it sends only what was not answered. A
+    /// second scorer (another judge or rubric, another --name) lives beside the first; `instill
+    /// select --scorer NAME` turns scores into decisions.
+    ///
+    /// --metric ppl|ifd --model LOCAL_MODEL scores without a judge: the answer's perplexity
+    /// given the instruction, or IFD (the answer's loss given the instruction over its loss
+    /// alone), with a candle model.
+    Score(Box<ScoreArgs>),
+
+    /// Turn a scorer's scores into decisions: keep the records that pass, reject the rest.
+    ///
+    /// Records below --min-score (above --max-score), or outside the best --top-k /
+    /// --top-fraction, are rejected as `low_score` with their score; records the scorer has no
+    /// score for as `unscored` (unless --keep-unscored). With --diverse-threshold the best
+    /// record comes first and each later one is dropped as `not_diverse` when its similarity to
+    /// a kept record is above the threshold (Deita's score-first, diversity-aware selection).
+    /// Running it again with other settings re-decides only what select decided before.
+    Select(SelectArgs),
+
     /// Merge a LoRA adapter into its base model and write a full model directory.
     ///
     /// W' = W + alpha/r · B·A (alpha/√r with use_rslora; rank_pattern and alpha_pattern
@@ -317,8 +342,6 @@ pub struct GenerateArgs {
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub target: u64,
 
-
-
     /// The model: the name the server serves (openai), or a Hugging Face model directory
     /// (config.json, *.safetensors, tokenizer.json; llama, mistral, qwen2) or a GGUF file
     /// (llama, qwen2) for candle, or a Hugging Face id for candle (ORG/NAME,
@@ -326,14 +349,6 @@ pub struct GenerateArgs {
     /// downloaded into it when missing (HF_ENDPOINT, HF_TOKEN; never with HF_HUB_OFFLINE=1).
     #[arg(long)]
     pub model: Option<String>,
-
-
-
-
-
-
-
-
 
     /// `self_instruct` (the built-in template of --lang: the BELLE recipe for zh, the Alpaca
     /// recipe for en), `zh/self_instruct`, `en/self_instruct`, or a path to your own .j2 file
@@ -344,9 +359,6 @@ pub struct GenerateArgs {
     /// Language of the seeds drawn and of the built-in template.
     #[arg(long, value_enum, default_value = "en")]
     pub lang: GenLangArg,
-
-
-
 
     /// Sampling temperature.
     #[arg(long, default_value_t = 1.0, value_parser = parse_temperature)]
@@ -420,6 +432,140 @@ pub struct GenerateArgs {
 
     #[command(flatten)]
     pub send: SendArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ScoreArgs {
+    /// The judge: the model the server serves (--backend openai), or a local model for
+    /// --backend candle (a Hugging Face directory, a .gguf file or a Hugging Face id).
+    #[arg(long, required_unless_present = "metric", conflicts_with = "metric")]
+    pub judge_model: Option<String>,
+
+    /// Score with a local metric instead of a judge: `ppl` (the answer's perplexity given the
+    /// instruction; lower is better) or `ifd` (instruction-following difficulty). Needs
+    /// --model.
+    #[arg(long, value_enum, requires = "model")]
+    pub metric: Option<MetricArg>,
+
+    /// --metric: the local model (a Hugging Face directory, a .gguf file or a Hugging Face id).
+    #[arg(long, requires = "metric")]
+    pub model: Option<String>,
+
+    /// The rubric: `builtin` (Chinese for Chinese records, English for the rest; 1-10) or a
+    /// file: a template with {{ instruction }}, {{ input }}, {{ output }}, whose first line may
+    /// declare its scale ({#- instill: scale=0-1 -#}; 1-10 otherwise).
+    #[arg(long, default_value = "builtin")]
+    pub rubric: String,
+
+    /// The scorer's name: its scores are stored under it, `instill select --scorer NAME` reads
+    /// them, and running the same name again resumes it [default: judge, or the metric's name].
+    #[arg(long)]
+    pub name: Option<String>,
+
+    /// Which records: kept (every record not rejected), accepted, pending or all.
+    #[arg(long, value_enum, default_value = "kept")]
+    pub status: StatusArg,
+
+    /// Score at most this many records (the first in id order without a score).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub limit: Option<u64>,
+
+    /// The judge's sampling temperature (0: its most likely reply, for repeatable scores).
+    #[arg(long, default_value_t = 0.0, value_parser = parse_temperature)]
+    pub temperature: f32,
+
+    /// Most tokens a judge's reply may have.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_tokens: u32,
+
+    /// The candle judge's sampling seed.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+
+    /// --metric: sequences per forward pass.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub metric_batch: u64,
+
+    /// --metric: tokens kept per sequence (longer ones are cut, keeping the instruction's
+    /// start and the answer's start).
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(8..))]
+    pub max_len: u64,
+
+    #[command(flatten)]
+    pub server: ModelArgs,
+
+    #[command(flatten)]
+    pub send: SendArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MetricArg {
+    /// The answer's perplexity given the instruction.
+    Ppl,
+    /// Instruction-following difficulty: loss(answer | instruction) / loss(answer).
+    Ifd,
+}
+
+impl From<MetricArg> for instill_core::ScoreMethod {
+    fn from(m: MetricArg) -> Self {
+        match m {
+            MetricArg::Ppl => Self::Ppl,
+            MetricArg::Ifd => Self::Ifd,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(group = clap::ArgGroup::new("rule").multiple(true).required(true).args(["min_score", "max_score", "top_k", "top_fraction", "diverse_threshold"]))]
+pub struct SelectArgs {
+    /// The scorer whose scores decide (`instill score --name`; `instill stats` lists them).
+    #[arg(long)]
+    pub scorer: String,
+
+    /// Keep records scored at least this, in the scorer's own scale (a judge's rubric: 1-10 for
+    /// the built-in ones).
+    #[arg(long)]
+    pub min_score: Option<f64>,
+
+    /// Keep records scored at most this (perplexity: lower is better; IFD above 1 means the
+    /// instruction does not help at all).
+    #[arg(long)]
+    pub max_score: Option<f64>,
+
+    /// Keep the best N (after the thresholds; best first: highest, or lowest for ppl; ties by
+    /// record id).
+    #[arg(long, conflicts_with = "top_fraction", value_parser = clap::value_parser!(u64).range(1..))]
+    pub top_k: Option<u64>,
+
+    /// Keep the best fraction (0-1) of the scored records.
+    #[arg(long, value_parser = parse_fraction)]
+    pub top_fraction: Option<f64>,
+
+    /// Drop a record whose similarity to a better-scored kept record is above this (0-1).
+    #[arg(long, value_parser = parse_unit)]
+    pub diverse_threshold: Option<f64>,
+
+    /// How --diverse-threshold measures similarity: `rouge-l` of the instructions, or
+    /// `minhash` (estimated Jaccard of word 3-gram shingles of the whole record).
+    #[arg(long, value_enum, default_value = "rouge-l")]
+    pub diverse_method: DiverseArg,
+
+    /// Leave records without a score of this scorer alone (default: rejected as `unscored`, so
+    /// that only what the scorer rated passes).
+    #[arg(long)]
+    pub keep_unscored: bool,
+
+    /// Report what would be decided; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DiverseArg {
+    /// ROUGE-L F1 of the instructions.
+    RougeL,
+    /// MinHash Jaccard of the whole record.
+    Minhash,
 }
 
 /// Which model server answers and how it is reached: shared by every command that sends

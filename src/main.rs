@@ -84,6 +84,8 @@ async fn run(cli: &Cli) -> anyhow::Result<Outcome> {
         Command::Stats => cmd::stats::run(g).await,
         Command::Report(args) => cmd::report::run(g, args).await,
         Command::Train(args) => cmd::train::train(g, args).await,
+        Command::Score(args) => cmd::score::run(g, args).await,
+        Command::Select(args) => cmd::select::run(g, args).await,
         Command::MergeLora(args) => cmd::train::merge_lora(g, args).await,
     }
 }

@@ -33,6 +33,7 @@ mod reader;
 mod record;
 mod redact;
 mod rng;
+mod score_dist;
 mod split;
 mod vocab;
 
@@ -49,10 +50,9 @@ pub use reader::{MAX_RECORD_BYTES, RawBatch, ReadError, RecordSplitter, Span};
 pub use record::{Exchange, Lang, Origin, Record, Seed};
 pub use redact::{REDACTED, redact_secrets, redact_url, redact_urls_in, url_secrets};
 pub use rng::SplitMix;
+pub use score_dist::{Bin, ScoreSummary, summarize};
 pub use split::{held_out, held_out_digest, in_val};
-pub use vocab::{
-    Reason, RequestStatus, RunKind, RunStatus, ScoreMethod, Status, UnknownCode,
-};
+pub use vocab::{Reason, RequestStatus, RunKind, RunStatus, ScoreMethod, Status, UnknownCode};
 
 /// Milliseconds since the Unix epoch: the timestamp unit of the whole schema.
 pub fn now_ms() -> i64 {

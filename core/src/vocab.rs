@@ -117,6 +117,9 @@ vocabulary! {
         LowScore => "low_score",
         /// `instill select --diverse-threshold`: too similar to a better-scored record kept.
         NotDiverse => "not_diverse",
+        /// `instill select`: the scorer has no score for it (not scored yet, or the judge's
+        /// reply held none).
+        Unscored => "unscored",
     }
 }
 
@@ -256,6 +259,7 @@ mod tests {
                 "repeats_instruction",
                 "low_score",
                 "not_diverse",
+                "unscored",
             ]
         );
         let statuses = |all: &[&str]| all.join(",");

@@ -33,6 +33,7 @@ mod rouge_pool;
 mod rouge_rule;
 #[cfg(test)]
 mod rouge_tests;
+mod select;
 mod tokenize;
 mod vocab;
 
@@ -53,5 +54,6 @@ pub use rouge::{
 };
 pub use rouge_pool::{PoolVerdict, RougePool};
 pub use rouge_rule::{Nearest, RougeConfig, rouge_l_f1};
+pub use select::{Budget, Candidate, SelectConfig, Similarity, select};
 pub use tokenize::Tokenizer;
 pub use vocab::Sequences;

@@ -484,7 +484,9 @@ pub(crate) fn accept_one(
             *progress.errors.entry(e.kind().to_string()).or_default() += 1;
             progress.requests_failed += 1;
             progress.retries += u64::from(f.attempts.saturating_sub(1));
-            batch.requests.push(failed_row(&cfg.request, &cfg.worker, &f, e));
+            batch
+                .requests
+                .push(failed_row(&cfg.request, &cfg.worker, &f, e));
             return Ok(false);
         }
     };
@@ -492,7 +494,9 @@ pub(crate) fn accept_one(
         progress.requests_ok += 1;
         progress.retries += u64::from(f.attempts.saturating_sub(1));
         add_usage(progress, completion);
-        batch.requests.push(request_row(&cfg.request, &cfg.worker, &f, completion));
+        batch
+            .requests
+            .push(request_row(&cfg.request, &cfg.worker, &f, completion));
     }
     let examples = cfg.seeds_per_prompt.min(cfg.seeds.len())
         + if cfg.generated_per_prompt > 0 {

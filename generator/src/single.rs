@@ -238,7 +238,12 @@ where
             if f.stored_id.is_none()
                 && let Ok(c) = &f.outcome
             {
-                self.batch.requests.push(request_row(&self.lp.cfg.request, &self.lp.cfg.worker, &f, c));
+                self.batch.requests.push(request_row(
+                    &self.lp.cfg.request,
+                    &self.lp.cfg.worker,
+                    &f,
+                    c,
+                ));
                 self.lp.progress.requests_ok += 1;
                 add_usage(&mut self.lp.progress, c);
             }

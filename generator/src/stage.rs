@@ -6,6 +6,7 @@
 //! stored replies ([`Db::replies_page`]) is the same however often the stage was interrupted.
 //! Items are independent: there is no acceptance order, so a reply is written as it arrives.
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
@@ -64,7 +65,8 @@ pub struct StageItem {
 pub struct StageProgress {
     /// Items asked for.
     pub total: u64,
-    /// Items whose reply was stored before this invocation (not sent again).
+    /// Items of this invocation's list whose reply was stored before it (not sent again),
+    /// counted as the list is walked.
     pub answered_before: u64,
     /// Requests sent by this invocation.
     pub sent_now: u64,
@@ -133,13 +135,19 @@ where
     let run_id = open_stage(db, &cfg, backend.model()).await?;
     let answered: HashSet<i64> = db.answered(run_id).await?.into_iter().collect();
     let mut stage = Stage::new(db, run_id, backend, cfg);
+    let skipped = Cell::new(0u64);
     let mut todo = items.into_iter().filter(|item| match item {
-        Ok(i) => !answered.contains(&i.idx),
-        Err(_) => true,
+        Ok(i) if answered.contains(&i.idx) => {
+            skipped.set(skipped.get() + 1);
+            false
+        }
+        _ => true,
     });
     stage.progress.total = total;
     let mut shutdown = std::pin::pin!(shutdown);
-    let result = stage.drive(&mut todo, &answered, &mut shutdown, &mut on_progress).await;
+    let result = stage
+        .drive(&mut todo, &skipped, &mut shutdown, &mut on_progress)
+        .await;
     let ending = match result {
         Ok(ending) => ending,
         Err(e) => {
@@ -251,7 +259,7 @@ impl<'a> Stage<'a> {
     async fn drive<I, S>(
         &mut self,
         todo: &mut I,
-        answered: &HashSet<i64>,
+        skipped: &Cell<u64>,
         shutdown: &mut std::pin::Pin<&mut S>,
         on_progress: &mut impl FnMut(&StageProgress),
     ) -> Result<StageEnding, GenerateError>
@@ -259,9 +267,9 @@ impl<'a> Stage<'a> {
         I: Iterator<Item = Result<StageItem, String>>,
         S: Future<Output = ()>,
     {
-        self.progress.answered_before = answered.len() as u64;
         let mut exhausted = false;
         loop {
+            self.progress.answered_before = skipped.get();
             while !exhausted && self.fatal.is_none() && self.in_flight < self.cfg.concurrency.max(1)
             {
                 match todo.next() {
@@ -270,6 +278,7 @@ impl<'a> Stage<'a> {
                     None => exhausted = true,
                 }
             }
+            self.progress.answered_before = skipped.get();
             if self.fatal.is_some() || (exhausted && self.in_flight == 0) {
                 return Ok(StageEnding::Done);
             }

@@ -139,8 +139,7 @@ pub fn cost(send: &SendArgs, prompt_tokens: u64, completion_tokens: u64) -> Opti
     match (send.price_in, send.price_out) {
         (None, None) => None,
         (i, o) => Some(
-            (prompt_tokens as f64 * i.unwrap_or(0.0)
-                + completion_tokens as f64 * o.unwrap_or(0.0))
+            (prompt_tokens as f64 * i.unwrap_or(0.0) + completion_tokens as f64 * o.unwrap_or(0.0))
                 / 1e6,
         ),
     }

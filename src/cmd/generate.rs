@@ -16,8 +16,8 @@ use instill_storage::Db;
 use serde::Serialize;
 
 use crate::cli::{GenerateArgs, GlobalArgs};
-use crate::cmd::filter::load_rules;
 use crate::cmd::backend;
+use crate::cmd::filter::load_rules;
 use crate::{Outcome, progress};
 
 #[derive(Debug, Serialize)]
@@ -85,7 +85,6 @@ pub async fn run(global: &GlobalArgs, args: &GenerateArgs) -> anyhow::Result<Out
     })
 }
 
-
 /// The run's name: `--run`, else `LANG-TEMPLATE-sSEED`.
 fn run_name(args: &GenerateArgs, template: &Template, lang: Lang) -> String {
     args.run.clone().unwrap_or_else(|| {
@@ -98,7 +97,6 @@ fn run_name(args: &GenerateArgs, template: &Template, lang: Lang) -> String {
         format!("{}-{t}-s{}", lang.as_str(), args.seed)
     })
 }
-
 
 /// The library's settings from the flags.
 fn run_config(
@@ -258,8 +256,6 @@ fn load_template(spec: &str, lang: Lang, shape: Shape) -> anyhow::Result<Templat
     }
 }
 
-
-
 /// The line a run starts with: what it talks to and where it writes (no key, no password).
 fn start_line(global: &GlobalArgs, args: &GenerateArgs, run: &str, model: &str) -> String {
     let backend = backend::describe(&args.server);
@@ -270,7 +266,6 @@ fn start_line(global: &GlobalArgs, args: &GenerateArgs, run: &str, model: &str) 
         instill_core::redact_url(&global.db)
     )
 }
-
 
 /// The progress bar's message: accept rate, rejection reasons, rates, failed attempts by kind
 /// (`failed`: as they happen, retries still going on included).

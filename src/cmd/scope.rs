@@ -12,19 +12,28 @@ const WINDOW: i64 = 5000;
 
 /// Every record that is not rejected, in id order, read two windows at a time.
 pub async fn load_scope(db: &Db, show_progress: bool) -> anyhow::Result<Vec<StoredRecord>> {
-    let total = db.count_records(StatusFilter::Kept).await?;
+    load_records(db, StatusFilter::Kept, show_progress).await
+}
+
+/// The records `filter` selects, in id order, read two windows at a time.
+pub async fn load_records(
+    db: &Db,
+    filter: StatusFilter,
+    show_progress: bool,
+) -> anyhow::Result<Vec<StoredRecord>> {
+    let total = db.count_records(filter).await?;
     let bar = progress::rows(
         show_progress,
         u64::try_from(total).unwrap_or(0),
         "loading records".into(),
     );
     let mut out = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
-    if let Some((lo, hi)) = db.id_range(StatusFilter::Kept).await? {
+    if let Some((lo, hi)) = db.id_range(filter).await? {
         let windows = (lo - 1..hi)
             .step_by(WINDOW as usize)
             .map(|s| (s, (s + WINDOW).min(hi)));
         let mut pages = futures::stream::iter(windows)
-            .map(|(a, b)| db.records_between(StatusFilter::Kept, a, b))
+            .map(|(a, b)| db.records_between(filter, a, b))
             .buffered(2);
         while let Some(page) = pages.next().await {
             let page = page?;

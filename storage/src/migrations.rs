@@ -49,6 +49,11 @@ pub const SQLITE: &[EmbeddedMigration] = &[
         name: "scores",
         sql: include_str!("../../migrations/sqlite/0007_scores.sql"),
     },
+    EmbeddedMigration {
+        version: 8,
+        name: "evaluations",
+        sql: include_str!("../../migrations/sqlite/0008_evaluations.sql"),
+    },
 ];
 
 /// Postgres migrations, oldest first.
@@ -87,6 +92,11 @@ pub const POSTGRES: &[EmbeddedMigration] = &[
         version: 7,
         name: "scores",
         sql: include_str!("../../migrations/postgres/0007_scores.sql"),
+    },
+    EmbeddedMigration {
+        version: 8,
+        name: "evaluations",
+        sql: include_str!("../../migrations/postgres/0008_evaluations.sql"),
     },
 ];
 

@@ -458,7 +458,10 @@ async fn the_records_rebuild_keeps_what_an_older_database_holds() {
 
 /// A run with requests 0..n stored as replies, for the claim and fencing tests.
 async fn run_with_replies(db: &Db, idxs: &[i64]) -> (i64, Vec<i64>) {
-    let run = db.create_run("r", instill_core::RunKind::Generate, "{}", 1).await.unwrap();
+    let run = db
+        .create_run("r", instill_core::RunKind::Generate, "{}", 1)
+        .await
+        .unwrap();
     let rows: Vec<crate::NewRequest> = idxs
         .iter()
         .map(|&idx| crate::NewRequest {
@@ -614,6 +617,183 @@ INSERT INTO records (id, instruction, output, lang, origin, source, run_id, requ
         assert_eq!(
             got,
             vec![(1, None), (2, None), (4, Some(1)), (5, None), (6, None)],
+            "{}",
+            t.backend
+        );
+        db.close().await;
+    }
+}
+
+/// Scores: a reply without a score row is found by the anti-join until its score is stored; a
+/// second write of the same (scorer, record) keeps the first; a second scorer lives beside it.
+#[tokio::test]
+async fn scores_are_read_once_per_reply_and_scorers_live_side_by_side() {
+    for t in TempDb::both() {
+        let db = Db::open(&t.url).await.unwrap();
+        let (run, ids) = run_with_replies(&db, &[3, 5, 9]).await;
+        for name in ["a", "b"] {
+            db.create_scorer(&crate::Scorer {
+                name: name.into(),
+                method: instill_core::ScoreMethod::Judge,
+                model: "m".into(),
+                rubric_hash: Some("h".into()),
+                scale: Some((1.0, 10.0)),
+                run_id: Some(run),
+                settings_json: "{}".into(),
+                created_at: 1,
+            })
+            .await
+            .unwrap();
+        }
+        let todo = db.unscored_replies("a", run, i64::MIN, 10).await.unwrap();
+        assert_eq!(
+            todo.iter().map(|r| r.idx).collect::<Vec<_>>(),
+            [3, 5, 9],
+            "{}",
+            t.backend
+        );
+        let score = |record_id: i64, score: Option<f64>| crate::NewScore {
+            record_id,
+            score,
+            rationale: "r".into(),
+            reason: score.is_none().then(|| "no score in the reply".into()),
+            request_id: Some(ids[0]),
+            prompt_tokens: Some(7),
+            completion_tokens: None,
+            created_at: 1,
+        };
+        let mut w = db.writer().await.unwrap();
+        w.insert_scores("a", &[score(3, Some(7.5)), score(5, None)])
+            .await
+            .unwrap();
+        w.insert_scores("a", &[score(3, Some(1.0))]).await.unwrap();
+        w.insert_scores("b", &[score(3, Some(2.0))]).await.unwrap();
+        w.commit().await.unwrap();
+        let todo = db.unscored_replies("a", run, i64::MIN, 10).await.unwrap();
+        assert_eq!(todo.iter().map(|r| r.idx).collect::<Vec<_>>(), [9]);
+        let a: Vec<_> = db
+            .scores("a")
+            .await
+            .unwrap()
+            .iter()
+            .map(|s| (s.record_id, s.score))
+            .collect();
+        assert_eq!(a, [(3, Some(7.5)), (5, None)], "{}", t.backend);
+        assert_eq!(db.scores("b").await.unwrap().len(), 1);
+        assert_eq!(
+            db.unscored_reasons("a").await.unwrap(),
+            [("no score in the reply".to_string(), 1)]
+        );
+        assert_eq!(
+            db.scorer("a").await.unwrap().unwrap().scale,
+            Some((1.0, 10.0))
+        );
+        assert_eq!(db.scorers().await.unwrap().len(), 2);
+        db.close().await;
+    }
+}
+
+/// Grades: a judge reply at `question × repeats + repeat` is graded once.
+#[tokio::test]
+async fn grades_are_keyed_by_question_and_repeat() {
+    for t in TempDb::both() {
+        let db = Db::open(&t.url).await.unwrap();
+        let (run, _) = run_with_replies(&db, &[0, 1, 2, 3]).await;
+        db.create_evaluation(&crate::Evaluation {
+            label: "base".into(),
+            model: "m".into(),
+            judge_model: "j".into(),
+            eval_set: "eval_set.json".into(),
+            eval_set_sha256: "s".into(),
+            prompts_hash: "p".into(),
+            questions: 2,
+            answer_run_id: None,
+            judge_run_id: Some(run),
+            settings_json: "{}".into(),
+            created_at: 1,
+        })
+        .await
+        .unwrap();
+        let grade = |idx: i64, rep: i64| crate::Grade {
+            idx,
+            rep,
+            class: "math".into(),
+            grade: Some(0.5),
+            reason: None,
+            request_id: None,
+        };
+        let mut w = db.writer().await.unwrap();
+        w.insert_grades("base", &[grade(0, 1), grade(1, 0)], 1)
+            .await
+            .unwrap();
+        w.commit().await.unwrap();
+        // Two repeats: replies 0..3 are (0,0), (0,1), (1,0), (1,1).
+        let todo = db
+            .ungraded_replies("base", run, 2, i64::MIN, 10)
+            .await
+            .unwrap();
+        assert_eq!(
+            todo.iter().map(|r| r.idx).collect::<Vec<_>>(),
+            [0, 3],
+            "{}",
+            t.backend
+        );
+        assert_eq!(db.grades("base").await.unwrap().len(), 2);
+        assert_eq!(db.evaluations().await.unwrap()[0].judge_run_id, Some(run));
+        db.close().await;
+    }
+}
+
+/// Taking back a command's own rejections restores each record's status from its origin and
+/// clears the verdict; other reasons stay.
+#[tokio::test]
+async fn unreject_takes_back_only_the_named_reasons() {
+    for t in TempDb::both() {
+        let db = Db::open(&t.url).await.unwrap();
+        let mut generated = new_record(Record::new("g", "", "o"), Status::Accepted);
+        generated.origin = Origin::Generated;
+        let rows = vec![
+            new_record(Record::new("a", "", "o"), Status::Pending),
+            generated,
+            new_record(Record::new("c", "", "o"), Status::Pending),
+        ];
+        let mut w = db.writer().await.unwrap();
+        w.insert_records(rows).await.unwrap();
+        let reject = |id: i64, reason: Reason| crate::Rejection {
+            id,
+            reason,
+            dup_of: None,
+            score: Some(3.0),
+            cluster_id: None,
+        };
+        w.reject(&[
+            reject(1, Reason::LowScore),
+            reject(2, Reason::LowScore),
+            reject(3, Reason::Exact),
+        ])
+        .await
+        .unwrap();
+        w.commit().await.unwrap();
+        let mut w = db.writer().await.unwrap();
+        assert_eq!(
+            w.unreject(&[Reason::LowScore, Reason::Unscored])
+                .await
+                .unwrap(),
+            2
+        );
+        w.commit().await.unwrap();
+        let v = db.verdicts().await.unwrap();
+        let got: Vec<_> = v
+            .iter()
+            .map(|v| (v.status, v.reason.clone(), v.score))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (Status::Pending, None, None),
+                (Status::Accepted, None, None),
+                (Status::Rejected, Some("exact".into()), Some(3.0)),
+            ],
             "{}",
             t.backend
         );

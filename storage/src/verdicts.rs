@@ -101,6 +101,25 @@ impl Writer {
         Ok(())
     }
 
+    /// Takes back earlier rejections for `reasons` (a command re-deciding what it decided
+    /// before): each such record returns to where it stood before any verdict, `accepted` for
+    /// a generated record and `pending` for an imported one, with no reason, `dup_of`, score or
+    /// cluster. Returns how many records it took back.
+    pub async fn unreject(
+        &mut self,
+        reasons: &[instill_core::Reason],
+    ) -> Result<u64, StorageError> {
+        let mut n = 0;
+        for reason in reasons {
+            let sql = "UPDATE records SET status = CASE origin WHEN 'generated' THEN 'accepted' ELSE 'pending' END,
+reason = NULL, dup_of = NULL, score = NULL, cluster_id = NULL WHERE status = 'rejected' AND reason = $1";
+            n += on_tx!(&mut self.tx, c => {
+                sqlx::query(sql).bind(reason.as_str()).execute(c).await?.rows_affected()
+            });
+        }
+        Ok(n)
+    }
+
     /// Records the MinHash cluster of kept records (`(id, cluster_id)`).
     pub async fn set_clusters(&mut self, rows: &[(i64, i64)]) -> Result<(), StorageError> {
         let backend = self.backend();
