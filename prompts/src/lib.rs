@@ -18,9 +18,13 @@
 //! ```
 
 mod parse;
+mod score;
+#[cfg(test)]
+mod score_tests;
 mod template;
 
 pub use parse::{Parsed, ReplyFormat, parse_reply};
+pub use score::{NoScore, Scale, Verdict, parse_score};
 pub use template::{Example, Shape, Template, TemplateError};
 
 #[cfg(test)]
