@@ -210,7 +210,8 @@ static LABELLED: LazyLock<Regex> = LazyLock::new(|| {
 });
 
 static BRACKETED: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"\[\[\s*(?P<num>-?[0-9]+(?:\.[0-9]+)?)\s*\]\]").unwrap_or_else(|_| unreachable!("a fixed, valid pattern"))
+    Regex::new(r"\[\[\s*(?P<num>-?[0-9]+(?:\.[0-9]+)?)\s*\]\]")
+        .unwrap_or_else(|_| unreachable!("a fixed, valid pattern"))
 });
 
 /// "I would give it a 7", "I rate this answer 8/10", "打8分", "给予0.8分".
@@ -219,7 +220,8 @@ static VERBAL: LazyLock<[Regex; 2]> = LazyLock::new(|| {
         r"\b(?i-u:rate|give|assign|award)\b[ \t]+(?i-u:it|this|the)(?:[ \t]+(?i-u:answer|response|reply|record|pair|one))?[ \t]+(?i-u:an?[ \t]+)?(?i-u:score[ \t]+of[ \t]+)?{NUM}{TAIL}"
     );
     let zh = r"(?:打了?|给了?|给出|给予|评为?)[ \t]*(?P<num>[0-9]+(?:\.[0-9]+)?|[零〇一二两三四五六七八九十])(?:[ \t]*/[ \t]*(?P<over>[0-9]+(?:\.[0-9]+)?))?[ \t]*分";
-    [en.as_str(), zh].map(|p| Regex::new(p).unwrap_or_else(|_| unreachable!("a fixed, valid pattern")))
+    [en.as_str(), zh]
+        .map(|p| Regex::new(p).unwrap_or_else(|_| unreachable!("a fixed, valid pattern")))
 });
 
 static FRACTION: LazyLock<Regex> = LazyLock::new(|| {
@@ -230,7 +232,8 @@ static FRACTION: LazyLock<Regex> = LazyLock::new(|| {
 });
 
 static LONE_NUMBER: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(&format!(r"^[\s*_#`>\[(【]*{NUM}{TAIL}[\s.。!！]*$")).unwrap_or_else(|_| unreachable!("a fixed, valid pattern"))
+    Regex::new(&format!(r"^[\s*_#`>\[(【]*{NUM}{TAIL}[\s.。!！]*$"))
+        .unwrap_or_else(|_| unreachable!("a fixed, valid pattern"))
 });
 
 /// The number of a match, from ASCII digits or a Chinese numeral.
@@ -239,15 +242,14 @@ fn number(caps: &Captures<'_>) -> Option<f64> {
     if let Ok(v) = text.parse::<f64>() {
         return Some(v);
     }
-    "零一二三四五六七八九十"
-        .chars()
-        .position(|c| text.starts_with(c))
-        .or_else(|| match text {
-            "〇" => Some(0),
-            "两" => Some(2),
-            _ => None,
-        })
-        .map(|n| n as f64)
+    let n = match text {
+        "〇" => Some(0),
+        "两" => Some(2),
+        _ => "零一二三四五六七八九十"
+            .chars()
+            .position(|c| text.starts_with(c)),
+    };
+    n.map(|n| n as f64)
 }
 
 /// The score of a match whose text runs over `span` of `text`.
@@ -319,7 +321,11 @@ fn bare_fraction(text: &str, scale: Scale) -> Option<Found> {
             over.is_some_and(|d| d == scale.max || d == 1.0)
         })
         .last()?;
-    found(text, &caps, caps.name("num")?.start()..caps.name("over")?.end())
+    found(
+        text,
+        &caps,
+        caps.name("num")?.start()..caps.name("over")?.end(),
+    )
 }
 
 fn last_line(text: &str) -> Option<Found> {

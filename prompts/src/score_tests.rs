@@ -70,7 +70,11 @@ fn fractions_and_percentages_are_rescaled_as_a_share_of_the_maximum() {
         ("I would give it 7/10.", TEN, Ok(7.0)),
         ("Overall, 7 out of 10.", TEN, Ok(7.0)),
         ("The answer deserves 0.9/1", TEN, Ok(9.0)),
-        ("It gets 3/4 of the steps right.", TEN, Err("no score in the reply")),
+        (
+            "It gets 3/4 of the steps right.",
+            TEN,
+            Err("no score in the reply"),
+        ),
         ("Published on 3/10/2020.", TEN, Err("no score in the reply")),
     ]);
 }
@@ -84,7 +88,11 @@ fn the_last_label_wins_over_numbers_in_the_rationale() {
             Ok(6.0),
         ),
         // Conflicting labels: the last one.
-        ("Score: 4\nOn reflection the proof holds.\nScore: 8", TEN, Ok(8.0)),
+        (
+            "Score: 4\nOn reflection the proof holds.\nScore: 8",
+            TEN,
+            Ok(8.0),
+        ),
         // Sub-scores, then the overall one; and an overall one before sub-scores still wins.
         (
             "Helpfulness score: 9\nCorrectness score: 5\nOverall score: 6",
@@ -114,7 +122,11 @@ fn the_last_label_wins_over_numbers_in_the_rationale() {
         ("Clear and correct. I would give it a 9.", TEN, Ok(9.0)),
         ("I rate this answer 8/10 overall.", UNIT, Ok(0.8)),
         ("回答正确，但不够简洁，我给这个回答打7分。", TEN, Ok(7.0)),
-        ("It gives 3 examples, all wrong.", TEN, Err("no score in the reply")),
+        (
+            "It gives 3 examples, all wrong.",
+            TEN,
+            Err("no score in the reply"),
+        ),
         // A heading over a list is not a score; the list's items are not either.
         (
             "Score:\n1. Clarity: the task is clear.\n2. Accuracy: one slip.\nFinal score: 7",
@@ -135,7 +147,11 @@ fn the_last_label_wins_over_numbers_in_the_rationale() {
             TEN,
             Ok(4.0),
         ),
-        ("A helpfulness_score of 9 is not the score.\nScore: 5", TEN, Ok(5.0)),
+        (
+            "A helpfulness_score of 9 is not the score.\nScore: 5",
+            TEN,
+            Ok(5.0),
+        ),
     ]);
 }
 
@@ -144,7 +160,11 @@ fn replies_without_one_score_say_why() {
     check(&[
         ("", TEN, Err("empty reply")),
         ("  \n ", TEN, Err("empty reply")),
-        ("The answer is good but incomplete.", TEN, Err("no score in the reply")),
+        (
+            "The answer is good but incomplete.",
+            TEN,
+            Err("no score in the reply"),
+        ),
         ("Score: N", TEN, Err("no score in the reply")),
         ("Score: 11", TEN, Err("score 11 is outside the scale 1–10")),
         ("Score: 0", TEN, Err("score 0 is outside the scale 1–10")),
@@ -153,7 +173,11 @@ fn replies_without_one_score_say_why() {
         ("Score: 7-8", TEN, Err("`7-8` is not one score")),
         ("评分：7到8分", TEN, Err("`7到8分` is not one score")),
         ("Score: 7/0", TEN, Err("`7/0` is not one score")),
-        ("Score: 12/10", TEN, Err("score 12 is outside the scale 1–10")),
+        (
+            "Score: 12/10",
+            TEN,
+            Err("score 12 is outside the scale 1–10"),
+        ),
     ]);
     assert_eq!(parse_score("", TEN), Err(NoScore::Empty));
 }
