@@ -89,10 +89,10 @@ pub enum Command {
 
     /// Reject records that fail the quality rules, naming the rule.
     ///
-    /// Applies the quality rules (instruction length, blacklisted words, Alpaca's English rules,
-    /// a model talking about itself, empty output, language mismatch, output repeating the
-    /// instruction) to the records that are not rejected; failures are rejected with the rule's
-    /// name as reason.
+    /// Applies the quality rules (instruction length, Alpaca's and BELLE's blacklists on the
+    /// fields their sources read, Alpaca's English rules, a model talking about itself, empty
+    /// output, language mismatch, output repeating the instruction) to the records that are not
+    /// rejected; failures are rejected with the rule's name as reason.
     Filter(FilterArgs),
 
     /// Counts by status, rejection reason, source, run, language; length percentiles; tokens.

@@ -98,7 +98,8 @@ vocabulary! {
         InstructionTooShort => "instruction_too_short",
         /// Rule: the instruction has too many words (English) or characters (Chinese).
         InstructionTooLong => "instruction_too_long",
-        /// Rule: the instruction or input names something on the blacklist.
+        /// Rule: a field the blacklist reads holds one of its words (Alpaca's list on English
+        /// instructions, BELLE's on Chinese records).
         Blacklist => "blacklist",
         /// Rule (Alpaca): an English instruction starting with "Write a program".
         WriteAProgram => "write_a_program",
@@ -112,6 +113,8 @@ vocabulary! {
         LanguageMismatch => "language_mismatch",
         /// Rule: the output merely repeats the instruction.
         RepeatsInstruction => "repeats_instruction",
+        /// Rule (off by default): a link or a model's name (`http`, `www`, `url`, `gpt-4`, …).
+        LinksAndModels => "links_and_models",
         /// `instill select`: its score (from a judge or a metric) is below the selection's
         /// threshold, or outside its top-k / top fraction.
         LowScore => "low_score",
@@ -257,6 +260,7 @@ mod tests {
                 "self_reference",
                 "language_mismatch",
                 "repeats_instruction",
+                "links_and_models",
                 "low_score",
                 "not_diverse",
                 "unscored",

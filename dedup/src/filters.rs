@@ -1,7 +1,12 @@
-//! Quality filters: Alpaca's English rules, BELLE-style Chinese rules, and checks both languages
+//! Quality filters: Alpaca's English rules, BELLE's Chinese blacklist, and checks both languages
 //! need (empty output, a model talking about itself, instruction and output in different
 //! languages, output that repeats the instruction). Every rule can be switched off or retuned
 //! from TOML; `instill filter` and the generator use the same [`Rules`].
+//!
+//! Where a rule comes from a source, it reads the fields its source reads: Alpaca's rules judge
+//! the instruction (its blacklist too: not the input, not the output); BELLE's blacklist judges
+//! the whole generated task. The word rules ([`WordRule`], [`PhraseRule`]) take their fields
+//! from the rules file, so widening one is an explicit choice.
 
 use instill_core::{Lang, Reason, Record, detect_lang, has_cjk, is_cjk};
 use serde::{Deserialize, Serialize};
@@ -10,6 +15,7 @@ use crate::lcs::LcsQuery;
 use crate::rouge_rule::rouge_l_f1;
 use crate::tokenize::Tokenizer;
 use crate::vocab::Sequences;
+use crate::word_rules::{RuleField, WordRule, alpaca_table, belle_table, links_table};
 
 /// Why a rules file could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -17,16 +23,26 @@ use crate::vocab::Sequences;
 pub struct RulesError(String);
 
 /// Every rule and its settings. `Rules::default()` is instill's default set; a TOML file
-/// overrides any part of it (`[blacklist] extra = ["…"]`, `[empty_output] enabled = false`, …).
+/// overrides any part of it (`[blacklist] extra = ["…"]`, `[empty_output] enabled = false`,
+/// `[blacklist] fields = ["instruction", "input"]`, …).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Rules {
     /// Instruction length: words for English (Alpaca: more than 3, at most 150), characters for
-    /// Chinese.
+    /// Chinese (instill's bounds).
     pub instruction_length: LengthRule,
-    /// Tasks a text model cannot do or should not name (images, files, links, GPT…), matched as
-    /// whole words in English and as substrings in Chinese, in the instruction and input.
-    pub blacklist: BlacklistRule,
+    /// Alpaca's blacklist (images, graphs, files, maps, go to, audio…) as whole words, on the
+    /// instructions of records that are not Chinese. Reason `blacklist`.
+    #[serde(deserialize_with = "alpaca_table")]
+    pub blacklist: WordRule,
+    /// BELLE's blacklist (图片, 文件, 链接, http, chatgpt…) as substrings, on Chinese records'
+    /// instruction, input and output. Reason `blacklist`.
+    #[serde(deserialize_with = "belle_table")]
+    pub blacklist_zh: WordRule,
+    /// instill's own, off by default: links and model names (`http`, `www`, `url`, `gpt-4`…)
+    /// as whole words in the instruction, any language. Reason `links_and_models`.
+    #[serde(deserialize_with = "links_table")]
+    pub links_and_models: WordRule,
     /// Alpaca: English instructions starting with "Write a program".
     pub write_a_program: Toggle,
     /// Alpaca: instructions starting with ASCII punctuation.
@@ -49,7 +65,9 @@ impl Default for Rules {
     fn default() -> Self {
         Rules {
             instruction_length: LengthRule::default(),
-            blacklist: BlacklistRule::default(),
+            blacklist: WordRule::alpaca(),
+            blacklist_zh: WordRule::belle(),
+            links_and_models: WordRule::links_and_models(),
             write_a_program: Toggle::on(),
             leading_punctuation: Toggle::on(),
             leading_non_ascii: Toggle::on(),
@@ -103,86 +121,14 @@ impl Default for LengthRule {
     }
 }
 
-/// Words and phrases that disqualify an instruction.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct BlacklistRule {
-    /// Whether the rule runs.
-    pub enabled: bool,
-    /// The list (defaults: Alpaca's English words and a Chinese counterpart).
-    pub words: Vec<String>,
-    /// Words added to the list (the usual way to extend it from a rules file).
-    pub extra: Vec<String>,
-}
-
-impl Default for BlacklistRule {
-    fn default() -> Self {
-        let words = [
-            // Alpaca's list.
-            "image",
-            "images",
-            "graph",
-            "graphs",
-            "picture",
-            "pictures",
-            "file",
-            "files",
-            "map",
-            "maps",
-            "draw",
-            "plot",
-            "go to",
-            "video",
-            "audio",
-            "music",
-            "flowchart",
-            "diagram",
-            // Links and models, in both languages.
-            "http",
-            "https",
-            "www",
-            "url",
-            "chatgpt",
-            "openai",
-            "gpt-3",
-            "gpt-3.5",
-            "gpt-4",
-            "图片",
-            "图像",
-            "照片",
-            "图表",
-            "图形",
-            "画图",
-            "绘制",
-            "曲线图",
-            "折线图",
-            "柱状图",
-            "饼图",
-            "流程图",
-            "示意图",
-            "视频",
-            "音频",
-            "音乐",
-            "链接",
-            "网址",
-            "网页",
-            "附件",
-            "文件",
-        ];
-        BlacklistRule {
-            enabled: true,
-            words: words.iter().map(|w| w.to_string()).collect(),
-            extra: Vec::new(),
-        }
-    }
-}
-
-/// Phrases that disqualify a record wherever they appear.
+/// Phrases that disqualify a record wherever they appear in the fields the rule reads.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PhraseRule {
     /// Whether the rule runs.
     pub enabled: bool,
+    /// The fields it reads (default: instruction and output).
+    pub fields: Vec<RuleField>,
     /// Phrases, matched case-insensitively as substrings.
     pub phrases: Vec<String>,
     /// Phrases added to the list.
@@ -211,6 +157,7 @@ impl Default for PhraseRule {
         ];
         PhraseRule {
             enabled: true,
+            fields: vec![RuleField::Instruction, RuleField::Output],
             phrases: phrases.iter().map(|p| p.to_string()).collect(),
             extra: Vec::new(),
         }
@@ -257,9 +204,24 @@ impl Default for RepeatRule {
 }
 
 impl Rules {
-    /// Parses a rules file's text: every table and key optional, unknown keys refused.
+    /// Parses a rules file's text: every table and key optional, unknown keys refused, every
+    /// word rule reading at least one field.
     pub fn from_toml(text: &str) -> Result<Rules, RulesError> {
-        toml::from_str(text).map_err(|e| RulesError(e.to_string().trim().replace('\n', " ")))
+        let rules: Rules = toml::from_str(text)
+            .map_err(|e| RulesError(e.to_string().trim().replace('\n', " ")))?;
+        for (name, rule) in [
+            ("blacklist", &rules.blacklist),
+            ("blacklist_zh", &rules.blacklist_zh),
+            ("links_and_models", &rules.links_and_models),
+        ] {
+            rule.check_fields(name).map_err(RulesError)?;
+        }
+        if rules.self_reference.fields.is_empty() {
+            return Err(RulesError(
+                "[self_reference] fields is empty: name one or more of \"instruction\", \"input\", \"output\"".into(),
+            ));
+        }
+        Ok(rules)
     }
 
     /// The rules as TOML (to start a rules file from the defaults).
@@ -268,7 +230,8 @@ impl Rules {
     }
 
     /// The first rule `record` fails, or `None` when it passes them all: the rejection reason
-    /// stored for it.
+    /// stored for it. A record is Chinese when its instruction is (that picks the blacklist and
+    /// the length unit).
     pub fn check(&self, record: &Record) -> Option<Reason> {
         let ins = record.instruction.trim();
         let lang = detect_lang(ins);
@@ -276,33 +239,11 @@ impl Rules {
         if self.empty_output.enabled && record.output.trim().is_empty() {
             return Some(Reason::EmptyOutput);
         }
-        if self.instruction_length.enabled {
-            let r = &self.instruction_length;
-            let (n, min, max) = if chinese {
-                (
-                    ins.chars().filter(|c| !c.is_whitespace()).count(),
-                    r.min_chars,
-                    r.max_chars,
-                )
-            } else {
-                (ins.split_whitespace().count(), r.min_words, r.max_words)
-            };
-            if n < min {
-                return Some(Reason::InstructionTooShort);
-            }
-            if n > max {
-                return Some(Reason::InstructionTooLong);
-            }
+        if let Some(reason) = self.length(ins, chinese) {
+            return Some(reason);
         }
-        if self.blacklist.enabled {
-            let text = format!("{}\n{}", ins, record.input).to_lowercase();
-            let words = self.blacklist.words.iter().chain(&self.blacklist.extra);
-            if words
-                .into_iter()
-                .any(|w| contains_term(&text, &w.to_lowercase()))
-            {
-                return Some(Reason::Blacklist);
-            }
+        if let Some(reason) = self.words(record, chinese) {
+            return Some(reason);
         }
         if self.write_a_program.enabled && !chinese && ins.starts_with("Write a program") {
             return Some(Reason::WriteAProgram);
@@ -313,19 +254,8 @@ impl Rules {
         if self.leading_non_ascii.enabled && !chinese && ins.starts_with(|c: char| !c.is_ascii()) {
             return Some(Reason::LeadingNonAscii);
         }
-        if self.self_reference.enabled {
-            let text = format!("{}\n{}", ins, record.output).to_lowercase();
-            let phrases = self
-                .self_reference
-                .phrases
-                .iter()
-                .chain(&self.self_reference.extra);
-            if phrases
-                .into_iter()
-                .any(|p| text.contains(&p.to_lowercase()))
-            {
-                return Some(Reason::SelfReference);
-            }
+        if self.self_reference.enabled && self.talks_about_itself(record) {
+            return Some(Reason::SelfReference);
         }
         if self.language_mismatch.enabled && self.mismatched(record, lang) {
             return Some(Reason::LanguageMismatch);
@@ -336,6 +266,52 @@ impl Rules {
             return Some(Reason::RepeatsInstruction);
         }
         None
+    }
+
+    fn length(&self, ins: &str, chinese: bool) -> Option<Reason> {
+        let r = &self.instruction_length;
+        if !r.enabled {
+            return None;
+        }
+        let (n, min, max) = if chinese {
+            let chars = ins.chars().filter(|c| !c.is_whitespace()).count();
+            (chars, r.min_chars, r.max_chars)
+        } else {
+            (ins.split_whitespace().count(), r.min_words, r.max_words)
+        };
+        if n < min {
+            return Some(Reason::InstructionTooShort);
+        }
+        (n > max).then_some(Reason::InstructionTooLong)
+    }
+
+    /// The blacklist of the record's language, then the links-and-models rule.
+    fn words(&self, record: &Record, chinese: bool) -> Option<Reason> {
+        let blacklist = if chinese {
+            &self.blacklist_zh
+        } else {
+            &self.blacklist
+        };
+        if blacklist.enabled && blacklist.hits(record) {
+            return Some(Reason::Blacklist);
+        }
+        let links = &self.links_and_models;
+        (links.enabled && links.hits(record)).then_some(Reason::LinksAndModels)
+    }
+
+    fn talks_about_itself(&self, record: &Record) -> bool {
+        let rule = &self.self_reference;
+        let phrases: Vec<String> = rule
+            .phrases
+            .iter()
+            .chain(&rule.extra)
+            .map(|p| p.to_lowercase())
+            .filter(|p| !p.is_empty())
+            .collect();
+        rule.fields.iter().any(|f| {
+            let text = f.text(record).to_lowercase();
+            phrases.iter().any(|p| text.contains(p.as_str()))
+        })
     }
 
     fn mismatched(&self, record: &Record, ins_lang: Lang) -> bool {
@@ -357,34 +333,6 @@ impl Rules {
             (Lang::Zh, Lang::En) | (Lang::En, Lang::Zh)
         )
     }
-}
-
-/// Whether `text` contains `term`: as a whole word for Latin terms (Alpaca's `\b…\b`), as a
-/// substring for terms with CJK characters (Chinese has no spaces between words).
-fn contains_term(text: &str, term: &str) -> bool {
-    if term.is_empty() {
-        return false;
-    }
-    if has_cjk(term) {
-        return text.contains(term);
-    }
-    let is_word = |c: char| c.is_alphanumeric() || c == '_';
-    let mut from = 0;
-    while let Some(pos) = text[from..].find(term) {
-        let start = from + pos;
-        let end = start + term.len();
-        let before = text[..start].chars().next_back();
-        let after = text[end..].chars().next();
-        let starts_word = term.starts_with(is_word);
-        let ends_word = term.ends_with(is_word);
-        let left_ok = !starts_word || before.is_none_or(|c| !is_word(c) || is_cjk(c));
-        let right_ok = !ends_word || after.is_none_or(|c| !is_word(c) || is_cjk(c));
-        if left_ok && right_ok {
-            return true;
-        }
-        from = start + text[start..].chars().next().map_or(1, char::len_utf8);
-    }
-    false
 }
 
 fn asks_for_translation(record: &Record) -> bool {
@@ -558,7 +506,7 @@ mod tests {
     #[test]
     fn rules_turn_off_retune_and_extend_from_toml() {
         let r = Rules::from_toml(
-            "[blacklist]\nextra = [\"菜谱\", \"recipe\"]\n[empty_output]\nenabled = false\n[instruction_length]\nmin_words = 2\n",
+            "[blacklist]\nextra = [\"recipe\"]\n[blacklist_zh]\nextra = [\"菜谱\"]\n[empty_output]\nenabled = false\n[instruction_length]\nmin_words = 2\n",
         )
         .unwrap();
         assert_eq!(
@@ -574,7 +522,11 @@ mod tests {
             None
         );
         assert_eq!(r.check(&Record::new("Summarize this.", "", "ok")), None);
-        assert!(r.blacklist.words.contains(&"image".to_string()));
+        // A table that names some keys keeps its own rule's defaults for the others.
+        assert_eq!(r.blacklist.words, WordRule::alpaca().words);
+        assert_eq!(r.blacklist_zh.words, WordRule::belle().words);
+        assert_eq!(r.blacklist_zh.fields, WordRule::belle().fields);
+        assert_eq!(r.links_and_models, WordRule::links_and_models());
         let err = Rules::from_toml("[blacklist]\nextras = []\n")
             .unwrap_err()
             .to_string();

@@ -9,7 +9,8 @@
 //! - [`exact_dups`]: equal normalised-content hashes, first occurrence wins.
 //! - [`MinHasher`], [`Signatures`], [`lsh_clusters`]: MinHash-LSH with bands × rows from the
 //!   threshold ([`optimal_bands`]), verified pairs, union-find clusters.
-//! - [`Rules`]: the quality filters, from defaults or TOML.
+//! - [`Rules`]: the quality filters, from defaults or TOML; [`WordRule`] the word lists (Alpaca's,
+//!   BELLE's, links and models), each on the [`RuleField`]s its source reads.
 //! - [`curate`]: the batch pipeline `instill dedup` runs (exact → MinHash → ROUGE-L, each stage
 //!   over what the earlier ones kept), configured by a [`CurateConfig`].
 //!
@@ -24,6 +25,8 @@
 mod batch;
 mod exact;
 mod filters;
+#[cfg(test)]
+mod filters_tests;
 mod lcs;
 mod lsh;
 mod minhash;
@@ -36,15 +39,14 @@ mod rouge_tests;
 mod select;
 mod tokenize;
 mod vocab;
+mod word_rules;
 
 pub use batch::{
     CurateConfig, CurateError, Curation, Field, Item, MinHashStage, Progress, Rejection,
     RougeNearest, RougeStage, RulesOutcome, StageSummary, Step, apply_rules, curate,
 };
 pub use exact::{ExactIndex, exact_dups};
-pub use filters::{
-    BlacklistRule, LengthRule, MismatchRule, PhraseRule, RepeatRule, Rules, RulesError, Toggle,
-};
+pub use filters::{LengthRule, MismatchRule, PhraseRule, RepeatRule, Rules, RulesError, Toggle};
 pub use lcs::{LcsQuery, lcs_naive};
 pub use lsh::{ClusterVerdict, LshConfig, Signatures, Verify, lsh_clusters, optimal_bands};
 pub use minhash::{MinHasher, Shingling, estimate_jaccard, jaccard};
@@ -57,3 +59,4 @@ pub use rouge_rule::{Nearest, RougeConfig, rouge_l_f1};
 pub use select::{Budget, Candidate, SelectConfig, Similarity, select};
 pub use tokenize::Tokenizer;
 pub use vocab::Sequences;
+pub use word_rules::{Matching, RuleField, WordRule};

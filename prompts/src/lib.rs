@@ -17,10 +17,18 @@
 //! # Ok::<(), instill_prompts::TemplateError>(())
 //! ```
 
+mod judge;
+#[cfg(test)]
+mod judge_tests;
 mod parse;
+mod score;
+#[cfg(test)]
+mod score_tests;
 mod template;
 
+pub use judge::{Rubric, RubricError};
 pub use parse::{Parsed, ReplyFormat, parse_reply};
+pub use score::{NoScore, Scale, Verdict, parse_score};
 pub use template::{Example, Shape, Template, TemplateError};
 
 #[cfg(test)]

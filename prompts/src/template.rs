@@ -91,6 +91,26 @@ const BUILTIN: &[(&str, &str)] = &[
     ),
 ];
 
+/// The `key=value` pairs of a template's first line when it is an instill header comment
+/// (`{#- instill: format=en tasks=20 -#}`); `None` when the line is something else, an error
+/// naming a pair that is not `key=value`.
+pub(crate) fn header_pairs(line: &str) -> Option<Result<Vec<(&str, &str)>, String>> {
+    let body = line
+        .trim()
+        .strip_prefix("{#")
+        .and_then(|h| h.strip_suffix("#}"))
+        .map(|h| h.trim_matches(|c: char| c == '-' || c.is_whitespace()))
+        .and_then(|h| h.strip_prefix("instill:"))?;
+    Some(
+        body.split_whitespace()
+            .map(|pair| {
+                pair.split_once('=')
+                    .ok_or_else(|| format!("`{pair}` is not key=value"))
+            })
+            .collect(),
+    )
+}
+
 impl Template {
     /// The built-in template `name` (`en/self_instruct` or `zh/self_instruct`, completed with the
     /// shape: `en/self_instruct.chat`).
@@ -119,18 +139,11 @@ impl Template {
             source_name: name.to_string(),
             message,
         };
-        let body = header
-            .trim()
-            .strip_prefix("{#")
-            .and_then(|h| h.strip_suffix("#}"))
-            .map(|h| h.trim_matches(|c: char| c == '-' || c.is_whitespace()))
-            .and_then(|h| h.strip_prefix("instill:"))
-            .ok_or_else(|| header_err(format!("found {header:?}")))?;
+        let pairs = header_pairs(header)
+            .ok_or_else(|| header_err(format!("found {header:?}")))?
+            .map_err(header_err)?;
         let (mut format, mut shape, mut tasks) = (None, None, None);
-        for pair in body.split_whitespace() {
-            let (k, v) = pair
-                .split_once('=')
-                .ok_or_else(|| header_err(format!("`{pair}` is not key=value")))?;
+        for (k, v) in pairs {
             match k {
                 "format" => {
                     format =
