@@ -67,6 +67,9 @@ pub struct FakeConfig {
     /// Error replies repeat the request's `Authorization` headers (as some servers and proxies
     /// do), to test that no message shows them.
     pub echo_auth: bool,
+    /// Answer with this function of the prompt instead of self-instruct tasks: a judge whose
+    /// grades a test plants in the data it judges, or a model answering questions.
+    pub answer: Option<fn(&str) -> String>,
 }
 
 impl Default for FakeConfig {
@@ -88,6 +91,7 @@ impl Default for FakeConfig {
             hold_every: 0,
             hold: Duration::ZERO,
             echo_auth: false,
+            answer: None,
         }
     }
 }
@@ -307,10 +311,12 @@ async fn answer(s: Arc<Shared>, headers: HeaderMap, body: Bytes, completion: boo
     };
     let mut text = if outcome == "refused" {
         "I'm sorry, but I can't help with that request.".to_string()
+    } else if let Some(answer) = cfg.answer {
+        answer(&prompt)
     } else {
         reply_text(cfg, h, first)
     };
-    if completion {
+    if completion && cfg.answer.is_none() {
         // The prompt ended with "N. Instruction:"; the reply continues it.
         let label = if cfg.lang == "zh" {
             format!("{first}. 指令:")

@@ -36,14 +36,14 @@ impl Rubrics {
         if spec == "builtin" {
             return Ok(Rubrics {
                 spec: spec.into(),
-                zh: Rubric::builtin(Lang::Zh),
-                en: Rubric::builtin(Lang::En),
+                zh: Rubric::builtin(Lang::Zh)?,
+                en: Rubric::builtin(Lang::En)?,
             });
         }
         let text = std::fs::read_to_string(spec)
             .with_context(|| format!("--rubric {spec}: cannot read the rubric"))?;
         let rubric =
-            Rubric::parse(spec, &text).map_err(|e| anyhow::anyhow!("--rubric {spec}: {e}"))?;
+            Rubric::parse(spec, &text).map_err(|e| anyhow::anyhow!("--rubric {e}"))?;
         Ok(Rubrics {
             spec: spec.into(),
             zh: rubric.clone(),
@@ -64,7 +64,7 @@ impl Rubrics {
     /// One hash of the rubrics' contents: the scorer's identity.
     pub fn hash(&self) -> String {
         if self.zh.hash() == self.en.hash() {
-            self.en.hash()
+            self.en.hash().to_string()
         } else {
             format!("{}+{}", self.zh.hash(), self.en.hash())
         }
@@ -299,7 +299,12 @@ async fn send_all(
     let items = records.iter().map(|r| {
         rubrics
             .for_lang(r.lang)
-            .render(&r.record)
+            .render(
+                &r.record.instruction,
+                &r.record.input,
+                &r.record.output,
+                &r.record.history,
+            )
             .map(|prompt| StageItem { idx: r.id, prompt })
             .map_err(|e| format!("the rubric cannot render record {}: {e}", r.id))
     });
@@ -409,11 +414,13 @@ pub fn first_choice(response: Option<&str>) -> String {
 
 /// A short key for counting replies without a score by why.
 fn reason_code(e: &NoScore) -> String {
-    let text = e.to_string();
-    match text.split_once(|c: char| c.is_ascii_digit()) {
-        Some((head, _)) => head.trim().to_string(),
-        None => text,
+    match e {
+        NoScore::Empty => "empty reply",
+        NoScore::NotFound => "no score in the reply",
+        NoScore::OutOfScale { .. } => "score outside the scale",
+        NoScore::Ambiguous { .. } => "not one score",
     }
+    .to_string()
 }
 
 /// The stage's error as the command line says it.
