@@ -17,6 +17,10 @@
 //! # Ok::<(), instill_prompts::TemplateError>(())
 //! ```
 
+mod eval_prompts;
+mod eval_set;
+#[cfg(test)]
+mod eval_tests;
 mod judge;
 #[cfg(test)]
 mod judge_tests;
@@ -26,6 +30,8 @@ mod score;
 mod score_tests;
 mod template;
 
+pub use eval_prompts::{ClassPrompt, JudgePrompts, JudgeRequestError, judge_request};
+pub use eval_set::{EvalFileError, EvalItem, class_counts, normalize_class, parse_eval_set};
 pub use judge::{Rubric, RubricError};
 pub use parse::{Parsed, ReplyFormat, parse_reply};
 pub use score::{NoScore, Scale, Verdict, parse_score};
