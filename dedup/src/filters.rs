@@ -15,7 +15,9 @@ use crate::lcs::LcsQuery;
 use crate::rouge_rule::rouge_l_f1;
 use crate::tokenize::Tokenizer;
 use crate::vocab::Sequences;
-use crate::word_rules::{RuleField, WordRule, alpaca_table, belle_table, links_table};
+use crate::word_rules::{
+    RuleField, WordRule, alpaca_table, belle_table, links_table, require_fields,
+};
 
 /// Why a rules file could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -209,17 +211,13 @@ impl Rules {
     pub fn from_toml(text: &str) -> Result<Rules, RulesError> {
         let rules: Rules = toml::from_str(text)
             .map_err(|e| RulesError(e.to_string().trim().replace('\n', " ")))?;
-        for (name, rule) in [
-            ("blacklist", &rules.blacklist),
-            ("blacklist_zh", &rules.blacklist_zh),
-            ("links_and_models", &rules.links_and_models),
+        for (name, fields) in [
+            ("blacklist", &rules.blacklist.fields),
+            ("blacklist_zh", &rules.blacklist_zh.fields),
+            ("links_and_models", &rules.links_and_models.fields),
+            ("self_reference", &rules.self_reference.fields),
         ] {
-            rule.check_fields(name).map_err(RulesError)?;
-        }
-        if rules.self_reference.fields.is_empty() {
-            return Err(RulesError(
-                "[self_reference] fields is empty: name one or more of \"instruction\", \"input\", \"output\"".into(),
-            ));
+            require_fields(name, fields).map_err(RulesError)?;
         }
         Ok(rules)
     }

@@ -157,16 +157,16 @@ impl WordRule {
             })
         })
     }
+}
 
-    /// Why the rule (the table `name` of a rules file) cannot run: no field to read.
-    pub(crate) fn check_fields(&self, name: &str) -> Result<(), String> {
-        if self.fields.is_empty() {
-            return Err(format!(
-                "[{name}] fields is empty: name one or more of \"instruction\", \"input\", \"output\""
-            ));
-        }
-        Ok(())
+/// Why a rule (the table `name` of a rules file) cannot run: no field to read.
+pub(crate) fn require_fields(name: &str, fields: &[RuleField]) -> Result<(), String> {
+    if fields.is_empty() {
+        return Err(format!(
+            "[{name}] fields is empty: name one or more of \"instruction\", \"input\", \"output\""
+        ));
     }
+    Ok(())
 }
 
 /// A rules file's table for a [`WordRule`]: every key optional.

@@ -1,10 +1,18 @@
-//! instill-prompts: the prompt templates generation sends (minijinja, shipped in the crate,
-//! worded by the instill team) and the parser of the reply format each template asks for.
+//! instill-prompts: the prompt templates generation and judging send (minijinja, shipped in the
+//! crate, worded by the instill team) and the parsers of the replies they ask for. No IO: every
+//! file comes in as `&str`.
 //!
 //! - [`Template`]: `en/self_instruct` (the Alpaca recipe: 20 tasks, `<noinput>`) and
 //!   `zh/self_instruct` (the BELLE recipe: 10 tasks, `指令/输入/输出`, `<无输入>`), each in chat and
 //!   completion [`Shape`]s, or a user's own file whose first line declares its reply format.
 //! - [`parse_reply`]: a reply back into [`instill_core::Record`]s, with counted issues.
+//! - [`Rubric`]: what an LLM judge reads to score a stored record (built-in English and Chinese,
+//!   1–10, or a user's file with its [`Scale`] in a header), with a content hash.
+//! - [`parse_score`]: any reasonable judge reply to a [`Verdict`] on a scale, or [`NoScore`]
+//!   with the reason.
+//! - [`parse_eval_set`], [`JudgePrompts`]: BELLE's evaluation files (questions with reference
+//!   answers and classes; a judge prompt per class, ours built in), [`normalize_class`] to
+//!   pair them, [`JudgePrompts::request`] the judge's request for one answer.
 //!
 //! ```
 //! use instill_prompts::{Example, Shape, Template, parse_reply};
@@ -16,7 +24,28 @@
 //! assert_eq!(parsed.items[0].instruction, "介绍长城");
 //! # Ok::<(), instill_prompts::TemplateError>(())
 //! ```
+//!
+//! ```
+//! use instill_core::Lang;
+//! use instill_prompts::{JudgePrompts, Rubric, parse_eval_set, parse_score};
+//! let rubric = Rubric::builtin(Lang::En)?;
+//! let prompt = rubric.render("Name a prime number.", "", "7", &[])?;
+//! assert!(prompt.ends_with("Score: N"));
+//! let verdict = parse_score("Correct and concise.\n**Score:** 9", rubric.scale()).unwrap();
+//! assert_eq!((verdict.score, verdict.rationale.as_str()), (9.0, "Correct and concise."));
+//!
+//! let items = parse_eval_set(r#"{"question": "1+1=?", "std_answer": "2", "class": "math"}"#)?;
+//! let prompts = JudgePrompts::builtin()?;
+//! let request = prompts.request(&items[0], "2")?;
+//! assert!(request.trim_end().ends_with("得分: X"));
+//! assert_eq!(parse_score("结果正确。\n得分: 1", prompts.scale()).unwrap().score, 1.0);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
+mod eval_prompts;
+mod eval_set;
+#[cfg(test)]
+mod eval_tests;
 mod judge;
 #[cfg(test)]
 mod judge_tests;
@@ -26,6 +55,8 @@ mod score;
 mod score_tests;
 mod template;
 
+pub use eval_prompts::{ClassPrompt, JudgePrompts, JudgeRequestError, judge_request};
+pub use eval_set::{EvalFileError, EvalItem, class_counts, normalize_class, parse_eval_set};
 pub use judge::{Rubric, RubricError};
 pub use parse::{Parsed, ReplyFormat, parse_reply};
 pub use score::{NoScore, Scale, Verdict, parse_score};

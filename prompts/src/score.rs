@@ -5,8 +5,9 @@
 //!
 //! 1. A labelled score: `Score: 7`, `score 7/10`, `**Score:** 8`, `Rating: [[7]]`, `"score": 7`
 //!    (JSON, fenced or not), `Final score = 8.5`, `得分: 0.8`, `得分：0.8分`, `评分：8分`,
-//!    `评分为八分`, `总分（1-10）：7`. A label qualified as final (`overall`, `final`, `total`,
-//!    `总分`, `最终得分`, `综合评分`…) beats the others; among equals the **last** wins, so
+//!    `评分为八分`, `总分（1-10）：7`, `<score>7</score>`, `| Score | 8 |`. A label qualified as
+//!    final (`Overall score`, `Final rating`, `Overall:`, `Verdict:`, `总分`, `最终得分`,
+//!    `综合评分`…) beats the others; among equals the **last** wins, so
 //!    a rationale that quotes numbers, or a list of sub-scores before the final one, does not
 //!    decide. A range after a label (`Score: 7-8`) is no score.
 //!    A label whose number starts a list on the next line (`Score:\n1. Clarity…`) is a heading.
@@ -195,16 +196,16 @@ impl Found {
     }
 }
 
-/// Separators between a label and its number: markdown, quotes, brackets, a colon or `is`, an
-/// optional parenthetical (`(1-10)`).
-const SEP: &str = r#"[\s*_#"'`>|]*(?:[(\[][^)\]\n]{0,24}[)\]])?[\s*_#"'`>|]*(?:[:=]|(?i-u:is|of)\s|为|是)?[\s*_#"'`\[(【]*"#;
+/// Separators between a label and its number: markdown, quotes, brackets, table bars, colons,
+/// ` - `, `is`, `为`, `是`, an optional parenthetical (`(1-10)`, `（满分10分）`).
+const SEP: &str = r#"[\s*_#"'`>|]*(?:[(\[][^)\]\n]{0,24}[)\]])?(?:[\s*_#"'`>|]*(?:[:=]|[ \t][-–—][ \t]|(?i-u:is|of)\s|为|是))*[\s*_#"'`\[(【]*"#;
 /// A number: ASCII digits with an optional decimal part, or one Chinese numeral.
 const NUM: &str = r"(?P<num>-?[0-9]+(?:\.[0-9]+)?|[零〇一二两三四五六七八九十])";
 /// What may follow a number: a denominator, a percent sign, a range's other end.
 const TAIL: &str = r"(?:[ \t*]*\(?[ \t]*(?:/|(?i-u:out[ \t]+of))[ \t]*(?P<over>[0-9]+(?:\.[0-9]+)?)\)?|[ \t]*(?P<pct>%)|[ \t]*(?P<range>-|–|—|~|(?i-u:to)[ \t]|至|到)[ \t]*[0-9零〇一二两三四五六七八九十])?[ \t]*(?:分|(?i-u:points?|pts)\b)?(?:\]\]|\]|】|\)|\*\*)*";
 
 static LABELLED: LazyLock<Regex> = LazyLock::new(|| {
-    let label = r#"(?P<label>(?P<final>\b(?i-u:(?:overall|final|total)[ _](?:score|rating|grade))\b|"(?i-u:overall|final|total)"|最终得分|综合得分|总得分|最终评分|综合评分|总评分|总分)|\b(?i-u:score|rating|grade)\b|得分|评分|分数|打分)"#;
+    let label = r#"(?P<label>(?P<final>\b(?i-u:(?:overall|final|total)[ _](?:score|rating|grade))\b|"(?i-u:overall|final|total)"|\b(?i-u:overall|verdict)[ \t]*[:=]|最终得分|综合得分|总得分|最终评分|综合评分|总评分|总分)|\b(?i-u:score|rating|grade)\b|得分|评分|分数|打分)"#;
     Regex::new(&format!("{label}{SEP}{NUM}{TAIL}"))
         .unwrap_or_else(|_| unreachable!("a fixed, valid pattern"))
 });

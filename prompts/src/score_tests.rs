@@ -2,6 +2,8 @@
 //! fractions, full-width forms, and the adversarial ones (numbers in the rationale, several
 //! labels, ranges, values off the scale).
 
+use proptest::prelude::*;
+
 use crate::score::{NoScore, Scale, parse_score};
 
 const TEN: Scale = Scale::ONE_TO_TEN;
@@ -54,6 +56,26 @@ fn labelled_scores_in_english_chinese_markdown_and_json() {
             Ok(6.0),
         ),
         ("Score: **8**/10", UNIT, Ok(0.8)),
+        ("<score>7</score>", TEN, Ok(7.0)),
+        (
+            "| Criterion | Value |\n|---|---|\n| Score | 8 |",
+            TEN,
+            Ok(8.0),
+        ),
+        ("Score - 7", TEN, Ok(7.0)),
+        ("The score is 7.", TEN, Ok(7.0)),
+        ("Score (out of 10): 6", TEN, Ok(6.0)),
+        ("我给出的评分是：8", TEN, Ok(8.0)),
+        ("评分（满分10分）：8分", TEN, Ok(8.0)),
+        ("最后得分为0.6分。", UNIT, Ok(0.6)),
+        (
+            "Helpfulness: 8\nCorrectness: 6\nOverall: 7/10",
+            UNIT,
+            Ok(0.7),
+        ),
+        ("Verdict: 3", TEN, Ok(3.0)),
+        ("Score: 4 out of 5 stars", TEN, Ok(8.0)),
+        ("Score: 85%", TEN, Ok(8.5)),
         ("Score: 8 (out of 10)", UNIT, Ok(0.8)),
     ]);
 }
@@ -169,6 +191,12 @@ fn replies_without_one_score_say_why() {
         ("Score: 11", TEN, Err("score 11 is outside the scale 1–10")),
         ("Score: 0", TEN, Err("score 0 is outside the scale 1–10")),
         ("Score: -2", TEN, Err("score -2 is outside the scale 1–10")),
+        ("Score -2", TEN, Err("score -2 is outside the scale 1–10")),
+        (
+            "Overall 3 of the claims are wrong.",
+            TEN,
+            Err("no score in the reply"),
+        ),
         ("得分: 8", UNIT, Err("score 8 is outside the scale 0–1")),
         ("Score: 7-8", TEN, Err("`7-8` is not one score")),
         ("评分：7到8分", TEN, Err("`7到8分` is not one score")),
@@ -209,4 +237,61 @@ fn the_rationale_is_the_reply_without_its_score() {
         "Step 2 is wrong."
     );
     assert_eq!(rationale("Fine.\n7/10", TEN), "Fine.");
+}
+
+/// Pieces judges' replies are made of, full-width and multi-byte ones included.
+fn piece() -> impl Strategy<Value = &'static str> {
+    prop::sample::select(vec![
+        "Score",
+        "score",
+        "Rating",
+        "得分",
+        "评分",
+        "总分",
+        "Overall",
+        ":",
+        "：",
+        " ",
+        "\n",
+        "**",
+        "[[",
+        "]]",
+        "7",
+        "８",
+        "0.5",
+        "０．５",
+        "/",
+        "／",
+        "10",
+        "分",
+        "-",
+        "%",
+        "{",
+        "}",
+        "\"score\"",
+        "out of",
+        "八",
+        "（",
+        "）",
+        "理由",
+        "é",
+        "```json",
+        "give it a",
+    ])
+}
+
+proptest! {
+    /// Whatever the reply, parsing never panics, and a score it gives is on the scale.
+    #[test]
+    fn any_reply_parses_to_a_score_on_the_scale_or_a_reason(
+        parts in prop::collection::vec(piece(), 0..24),
+        unit in any::<bool>(),
+    ) {
+        let reply: String = parts.concat();
+        let scale = if unit { UNIT } else { TEN };
+        if let Ok(v) = parse_score(&reply, scale) {
+            prop_assert!(scale.contains(v.score), "{reply:?} -> {}", v.score);
+            prop_assert!(v.rationale.len() <= reply.len());
+        }
+    }
 }
