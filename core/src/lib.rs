@@ -50,7 +50,7 @@ pub use reader::{MAX_RECORD_BYTES, RawBatch, ReadError, RecordSplitter, Span};
 pub use record::{Exchange, Lang, Origin, Record, Seed};
 pub use redact::{REDACTED, redact_secrets, redact_url, redact_urls_in, url_secrets};
 pub use rng::SplitMix;
-pub use score_dist::{Bin, ScoreSummary, summarize};
+pub use score_dist::{Bin, ClassMean, ClassMeans, ScoreSummary, class_means, summarize};
 pub use split::{held_out, held_out_digest, in_val};
 pub use vocab::{Reason, RequestStatus, RunKind, RunStatus, ScoreMethod, Status, UnknownCode};
 

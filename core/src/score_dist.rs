@@ -148,3 +148,91 @@ mod tests {
         assert!(summarize([None], None).bins.is_empty());
     }
 }
+
+/// One class's grades in an evaluation.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct ClassMean {
+    /// Questions with a grade.
+    pub n: u64,
+    /// Their mean grade.
+    pub mean: f64,
+}
+
+/// An evaluation's grades per class, and overall.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClassMeans {
+    /// By normalised class name.
+    pub classes: std::collections::BTreeMap<String, ClassMean>,
+    /// The mean over every graded question (each question once, whatever its class).
+    pub overall: Option<f64>,
+    /// Graded questions.
+    pub n: u64,
+    /// Questions whose every judge reply held no grade.
+    pub ungraded: u64,
+}
+
+/// Per-class and overall means of `grades`: (question, class, grade) triples, a question's
+/// repeats averaged into one grade first.
+pub fn class_means<'a>(
+    grades: impl IntoIterator<Item = (i64, &'a str, Option<f64>)>,
+) -> ClassMeans {
+    let mut per_question: std::collections::BTreeMap<i64, (&'a str, f64, u64)> =
+        std::collections::BTreeMap::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for (q, class, grade) in grades {
+        seen.insert(q);
+        if let Some(g) = grade.filter(|g| g.is_finite()) {
+            let e = per_question.entry(q).or_insert((class, 0.0, 0));
+            e.1 += g;
+            e.2 += 1;
+        }
+    }
+    let mut sums: std::collections::BTreeMap<String, (f64, u64)> =
+        std::collections::BTreeMap::new();
+    let mut total = (0.0, 0u64);
+    for (class, sum, k) in per_question.values() {
+        let g = sum / *k as f64;
+        let e = sums.entry((*class).to_string()).or_default();
+        e.0 += g;
+        e.1 += 1;
+        total.0 += g;
+        total.1 += 1;
+    }
+    ClassMeans {
+        classes: sums
+            .into_iter()
+            .map(|(c, (s, n))| {
+                (
+                    c,
+                    ClassMean {
+                        n,
+                        mean: s / n as f64,
+                    },
+                )
+            })
+            .collect(),
+        overall: (total.1 > 0).then(|| total.0 / total.1 as f64),
+        n: total.1,
+        ungraded: (seen.len() - per_question.len()) as u64,
+    }
+}
+
+#[cfg(test)]
+mod class_tests {
+    use super::*;
+
+    #[test]
+    fn repeats_average_per_question_then_classes_and_overall() {
+        let m = class_means([
+            (0, "math", Some(1.0)),
+            (0, "math", Some(0.0)),
+            (1, "math", Some(1.0)),
+            (2, "code", Some(0.25)),
+            (3, "code", None),
+        ]);
+        assert_eq!(m.classes["math"], ClassMean { n: 2, mean: 0.75 });
+        assert_eq!(m.classes["code"], ClassMean { n: 1, mean: 0.25 });
+        assert_eq!(m.overall, Some((0.5 + 1.0 + 0.25) / 3.0));
+        assert_eq!((m.n, m.ungraded), (3, 1));
+    }
+}

@@ -42,8 +42,7 @@ impl Rubrics {
         }
         let text = std::fs::read_to_string(spec)
             .with_context(|| format!("--rubric {spec}: cannot read the rubric"))?;
-        let rubric =
-            Rubric::parse(spec, &text).map_err(|e| anyhow::anyhow!("--rubric {e}"))?;
+        let rubric = Rubric::parse(spec, &text).map_err(|e| anyhow::anyhow!("--rubric {e}"))?;
         Ok(Rubrics {
             spec: spec.into(),
             zh: rubric.clone(),
