@@ -140,6 +140,17 @@ pub enum Command {
     /// Running it again with other settings re-decides only what select decided before.
     Select(SelectArgs),
 
+    /// Evaluate a model on an eval set with an LLM judge (BELLE's protocol).
+    ///
+    /// The candidate model (--model, on --backend/--base-url) answers every question; the
+    /// judge (--judge-model, on --judge-base-url) grades each answer against the reference
+    /// answer with its class's prompt (0-1, `得分:`). Prints per-class means and the overall
+    /// mean, stored under --name: `instill report` draws evaluations side by side (the base
+    /// model against its fine-tune). Answers and grades are stored before they are used: the
+    /// same command again sends nothing. `--compare A B` asks the judge which of two stored
+    /// evaluations answered better, in both orders, and reports agreement and position bias.
+    Eval(Box<EvalArgs>),
+
     /// Merge a LoRA adapter into its base model and write a full model directory.
     ///
     /// W' = W + alpha/r · B·A (alpha/√r with use_rslora; rank_pattern and alpha_pattern
@@ -566,6 +577,90 @@ pub enum DiverseArg {
     RougeL,
     /// MinHash Jaccard of the whole record.
     Minhash,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct EvalArgs {
+    /// The eval set: JSONL (or a JSON array) of {"question", "std_answer", "class"}, BELLE's
+    /// eval_set.json format.
+    #[arg(long, value_name = "FILE", required_unless_present = "compare")]
+    pub eval_set: Option<PathBuf>,
+
+    /// The candidate model: the name the server serves, or a local model for --backend candle.
+    #[arg(long, required_unless_present = "compare")]
+    pub model: Option<String>,
+
+    /// The judge model (the name its server serves, or a local model with --judge-backend
+    /// candle).
+    #[arg(long)]
+    pub judge_model: String,
+
+    /// The judge's backend.
+    #[arg(long, value_enum, default_value = "openai")]
+    pub judge_backend: BackendArg,
+
+    /// The judge's base URL [default: --base-url's].
+    #[arg(long)]
+    pub judge_base_url: Option<String>,
+
+    /// The environment variable holding the judge's API key.
+    #[arg(long, default_value = "OPENAI_API_KEY")]
+    pub judge_api_key_env: String,
+
+    /// The judge's prompts, one per class: `builtin` (instill's own, Chinese, for BELLE's
+    /// classes) or a file in BELLE's eval_prompt.json format (JSONL of {"class", "prompt"}).
+    #[arg(long, default_value = "builtin")]
+    pub judge_prompts: String,
+
+    /// The evaluation's name: its grades are stored under it, `--compare` and `report` use it,
+    /// and running the same name again resumes it [default: the model's name].
+    #[arg(long)]
+    pub name: Option<String>,
+
+    /// Evaluate only the first N questions.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub limit: Option<u64>,
+
+    /// Grade each answer K times (at --judge-temperature) and report how often the judge
+    /// agrees with itself; the grade is the mean.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub judge_repeat: u32,
+
+    /// Compare two stored evaluations (their --name) on the questions both answered: the judge
+    /// sees both answers, in both orders.
+    #[arg(long, num_args = 2, value_names = ["LABEL_A", "LABEL_B"])]
+    pub compare: Option<Vec<String>>,
+
+    /// Evaluate the classes that have a judge prompt and skip the others (default: refuse,
+    /// naming the classes without one).
+    #[arg(long)]
+    pub skip_missing_classes: bool,
+
+    /// The candidate's sampling temperature.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_temperature)]
+    pub temperature: f32,
+
+    /// Most tokens of a candidate's answer.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_tokens: u32,
+
+    /// The judge's sampling temperature (raise it with --judge-repeat).
+    #[arg(long, default_value_t = 0.0, value_parser = parse_temperature)]
+    pub judge_temperature: f32,
+
+    /// Most tokens of a judge's reply.
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
+    pub judge_max_tokens: u32,
+
+    /// The candle models' sampling seed.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+
+    #[command(flatten)]
+    pub server: ModelArgs,
+
+    #[command(flatten)]
+    pub send: SendArgs,
 }
 
 /// Which model server answers and how it is reached: shared by every command that sends

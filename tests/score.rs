@@ -280,7 +280,7 @@ fn score_and_select_refuse_bad_input_naming_what_is_wrong() {
     bad_scale.extend(["--rubric", bad.to_str().unwrap()]);
     let r = env.run(&bad_scale).expect_code(2);
     assert!(
-        r.stderr.contains("bad.j2") && r.stderr.contains("line 1"),
+        r.stderr.contains("bad.j2:1: min=5"),
         "{}",
         r.stderr
     );

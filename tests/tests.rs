@@ -8,6 +8,7 @@
 mod bad_input;
 mod consumers;
 mod curate;
+mod eval;
 mod fake_hub;
 mod fake_openai;
 mod generate;

@@ -3,6 +3,8 @@
 
 pub mod backend;
 pub mod dedup;
+pub mod eval;
+pub mod eval_compare;
 pub mod export;
 pub mod filter;
 pub mod flags;
@@ -14,6 +16,7 @@ pub mod score;
 pub mod score_metric;
 pub mod seeds;
 pub mod select;
+pub mod stage;
 pub mod stats;
 pub mod train;
 pub mod train_out;

@@ -4,21 +4,18 @@
 //! instead (`score_metric.rs`).
 
 use std::collections::{BTreeMap, HashSet};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context;
 use instill_core::{Lang, RunKind, ScoreMethod, ScoreSummary, now_ms, summarize};
-use instill_generator::{
-    Backend, GenerateError, RequestParams, RetryPolicy, StageConfig, StageEnding, StageItem,
-    StageProgress, StageReport, run_stage,
-};
+use instill_generator::{Backend, GenerateError, StageEnding, StageItem, StageReport};
 use instill_prompts::{NoScore, Rubric, Scale, parse_score};
 use instill_storage::{Db, NewScore, Scorer, StatusFilter, StoredRecord};
 use serde::Serialize;
 
 use crate::cli::{GlobalArgs, ScoreArgs};
-use crate::cmd::{backend, scope};
-use crate::signals::{Signals, Stop};
+use crate::cmd::{backend, scope, stage};
+use crate::signals::Stop;
 use crate::{Outcome, progress};
 
 /// The rubrics a scorer applies: one file for every record, or the built-in pair (Chinese
@@ -141,7 +138,8 @@ async fn judge(global: &GlobalArgs, args: &ScoreArgs) -> anyhow::Result<Outcome>
         }
         read = read_scores(&db, &name, run.id, rubrics.scale()).await?;
     }
-    let report = report.map_err(|e| anyhow::anyhow!(message(&e, &name)))?;
+    let report = report
+        .map_err(|e| anyhow::anyhow!(stage::message(&e, &format!("scorer `{name}`"), "--name")))?;
     let all = db.scores(&name).await?;
     let summary = Summary {
         scorer: &name,
@@ -275,26 +273,14 @@ async fn send_all(
     rubrics: &Rubrics,
     records: &[StoredRecord],
 ) -> (Result<StageReport, GenerateError>, Option<Stop>) {
-    let config = StageConfig {
-        name: stage_name(name),
-        kind: RunKind::Score,
-        settings: serde_json::json!({ "scorer": name, "rubric_hash": rubrics.hash() }),
-        request: RequestParams {
-            max_tokens: args.max_tokens,
-            temperature: args.temperature,
-            top_p: 1.0,
-            stop: Vec::new(),
-            n: 1,
-        },
-        retry: RetryPolicy {
-            max_attempts: args.send.max_retries,
-            ..RetryPolicy::default()
-        },
-        concurrency: args.send.concurrency as usize,
-        rpm: args.send.rpm,
-        tpm: args.send.tpm,
-        worker: instill_generator::worker_name(&backend::hostname()),
-    };
+    let config = stage::config(
+        stage_name(name),
+        RunKind::Score,
+        serde_json::json!({ "scorer": name, "rubric_hash": rubrics.hash() }),
+        &args.send,
+        args.temperature,
+        args.max_tokens,
+    );
     let items = records.iter().map(|r| {
         rubrics
             .for_lang(r.lang)
@@ -307,49 +293,16 @@ async fn send_all(
             .map(|prompt| StageItem { idx: r.id, prompt })
             .map_err(|e| format!("the rubric cannot render record {}: {e}", r.id))
     });
-    let total = records.len() as u64;
-    let bar = progress::rows(
-        progress::enabled(global.no_progress),
-        total,
-        "judging".into(),
-    );
-    let started = Instant::now();
-    let tick = |p: &StageProgress| {
-        bar.set_position(p.answered() + p.failed_now);
-        bar.set_message(stage_line(p, started.elapsed(), backend));
-    };
-    let mut signals = match Signals::listen() {
-        Ok(s) => s,
-        Err(e) => return (Err(GenerateError::Config(e.to_string())), None),
-    };
-    let stop = std::cell::Cell::new(None);
-    let shutdown = async {
-        stop.set(Some(signals.recv().await));
-    };
-    let report = run_stage(db, backend, config, total, items, shutdown, tick).await;
-    bar.finish_and_clear();
-    (report, stop.get())
-}
-
-/// The progress bar's message: rates, tokens, failed attempts.
-pub fn stage_line(p: &StageProgress, elapsed: Duration, backend: &Backend) -> String {
-    let secs = elapsed.as_secs_f64().max(0.001);
-    let failed: Vec<String> = backend
-        .failed_attempts()
-        .iter()
-        .map(|(k, n)| format!("{k} {n}"))
-        .collect();
-    format!(
-        "judging | {} stored before | {:.1} req/s | {:.0} tok/s | {}",
-        p.answered_before,
-        p.answered_now as f64 / secs,
-        p.prompt_tokens.saturating_add(p.completion_tokens) as f64 / secs,
-        if failed.is_empty() {
-            "no failed attempts".to_string()
-        } else {
-            format!("failed attempts: {}", failed.join(", "))
-        }
+    stage::drive(
+        global,
+        db,
+        backend,
+        config,
+        records.len() as u64,
+        items,
+        "judging",
     )
+    .await
 }
 
 /// What reading scores from the stored replies found.
@@ -373,7 +326,7 @@ async fn read_scores(db: &Db, name: &str, run_id: i64, scale: Scale) -> anyhow::
         let rows: Vec<NewScore> = page
             .iter()
             .map(|r| {
-                let text = first_choice(r.response.as_deref());
+                let text = stage::first_choice(r.response.as_deref());
                 let (score, rationale, reason) = match parse_score(&text, scale) {
                     Ok(v) => {
                         counts.scored += 1;
@@ -403,14 +356,6 @@ async fn read_scores(db: &Db, name: &str, run_id: i64, scale: Scale) -> anyhow::
     Ok(counts)
 }
 
-/// The first choice's text of a stored reply (a JSON array of texts).
-pub fn first_choice(response: Option<&str>) -> String {
-    response
-        .and_then(|s| serde_json::from_str::<Vec<String>>(s).ok())
-        .and_then(|v| v.into_iter().next())
-        .unwrap_or_default()
-}
-
 /// A short key for counting replies without a score by why.
 fn reason_code(e: &NoScore) -> String {
     match e {
@@ -420,17 +365,6 @@ fn reason_code(e: &NoScore) -> String {
         NoScore::Ambiguous { .. } => "not one score",
     }
     .to_string()
-}
-
-/// The stage's error as the command line says it.
-fn message(e: &GenerateError, name: &str) -> String {
-    match e {
-        GenerateError::SettingsChanged { differences, .. } => format!(
-            "scorer `{name}` was started with other settings ({}); resume it with the same ones, or score under another --name",
-            differences.join("; ")
-        ),
-        e => e.to_string(),
-    }
 }
 
 fn print_summary(s: &Summary) {

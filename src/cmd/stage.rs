@@ -1,0 +1,123 @@
+//! Running a stage from a command: a progress bar (or log lines), SIGINT/SIGTERM caught so that
+//! what arrived is stored before the command stops, and the pieces every stage command shares
+//! (the stage's settings from the sending flags, a stored reply's text).
+
+use std::time::{Duration, Instant};
+
+use instill_core::RunKind;
+use instill_generator::{
+    Backend, GenerateError, RequestParams, RetryPolicy, StageConfig, StageItem, StageProgress,
+    StageReport, run_stage,
+};
+use instill_storage::Db;
+
+use crate::cli::{GlobalArgs, SendArgs};
+use crate::cmd::backend;
+use crate::progress;
+use crate::signals::{Signals, Stop};
+
+/// A stage's settings: its run's name and kind, the caller's fingerprint, and one reply per
+/// prompt at `temperature` up to `max_tokens`, sent as the flags say.
+pub fn config(
+    name: String,
+    kind: RunKind,
+    settings: serde_json::Value,
+    send: &SendArgs,
+    temperature: f32,
+    max_tokens: u32,
+) -> StageConfig {
+    StageConfig {
+        name,
+        kind,
+        settings,
+        request: RequestParams {
+            max_tokens,
+            temperature,
+            top_p: 1.0,
+            stop: Vec::new(),
+            n: 1,
+        },
+        retry: RetryPolicy {
+            max_attempts: send.max_retries,
+            ..RetryPolicy::default()
+        },
+        concurrency: send.concurrency as usize,
+        rpm: send.rpm,
+        tpm: send.tpm,
+        worker: instill_generator::worker_name(&backend::hostname()),
+    }
+}
+
+/// Runs a stage over `items` (`total` of them) with a progress bar titled `what`, until every
+/// item is answered or SIGINT/SIGTERM comes (returned, for the exit code).
+pub async fn drive<I>(
+    global: &GlobalArgs,
+    db: &Db,
+    backend: &Backend,
+    config: StageConfig,
+    total: u64,
+    items: I,
+    what: &str,
+) -> (Result<StageReport, GenerateError>, Option<Stop>)
+where
+    I: IntoIterator<Item = Result<StageItem, String>>,
+{
+    let bar = progress::rows(progress::enabled(global.no_progress), total, what.into());
+    let started = Instant::now();
+    let tick = |p: &StageProgress| {
+        bar.set_position(p.answered_before + p.answered_now + p.failed_now);
+        bar.set_message(line(what, p, started.elapsed(), backend));
+    };
+    let mut signals = match Signals::listen() {
+        Ok(s) => s,
+        Err(e) => return (Err(GenerateError::Config(e.to_string())), None),
+    };
+    let stop = std::cell::Cell::new(None);
+    let shutdown = async {
+        stop.set(Some(signals.recv().await));
+    };
+    let report = run_stage(db, backend, config, total, items, shutdown, tick).await;
+    bar.finish_and_clear();
+    (report, stop.get())
+}
+
+/// The progress bar's message: what, rates, tokens, failed attempts.
+fn line(what: &str, p: &StageProgress, elapsed: Duration, backend: &Backend) -> String {
+    let secs = elapsed.as_secs_f64().max(0.001);
+    let failed: Vec<String> = backend
+        .failed_attempts()
+        .iter()
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect();
+    format!(
+        "{what} | {} stored before | {:.1} req/s | {:.0} tok/s | {}",
+        p.answered_before,
+        p.answered_now as f64 / secs,
+        p.prompt_tokens.saturating_add(p.completion_tokens) as f64 / secs,
+        if failed.is_empty() {
+            "no failed attempts".to_string()
+        } else {
+            format!("failed attempts: {}", failed.join(", "))
+        }
+    )
+}
+
+/// The first choice's text of a stored reply (a JSON array of texts).
+pub fn first_choice(response: Option<&str>) -> String {
+    response
+        .and_then(|s| serde_json::from_str::<Vec<String>>(s).ok())
+        .and_then(|v| v.into_iter().next())
+        .unwrap_or_default()
+}
+
+/// The stage's error as the command line says it: `what` names the thing whose settings
+/// changed and `flag` the flag that starts another one.
+pub fn message(e: &GenerateError, what: &str, flag: &str) -> String {
+    match e {
+        GenerateError::SettingsChanged { differences, .. } => format!(
+            "{what} was started with other settings ({}); resume it with the same ones, or start another with {flag}",
+            differences.join("; ")
+        ),
+        e => e.to_string(),
+    }
+}
