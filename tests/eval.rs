@@ -33,7 +33,20 @@ fn candidate(prompt: &str) -> String {
     }
 }
 
+fn better_candidate(prompt: &str) -> String {
+    format!("更好的回答 [Q{}]。", question_number(prompt).unwrap_or(0))
+}
+
 fn judge(prompt: &str) -> String {
+    if let (Some(a), Some(end)) = (prompt.find("【回答 A】"), prompt.find("【回答 A 结束】"))
+    {
+        // Pairwise: position-biased on every third question, else the better answer.
+        let i = question_number(prompt).unwrap_or(0);
+        if i % 3 == 0 || prompt[a..end].contains("更好") {
+            return "A 更完整。\n[[A]]".into();
+        }
+        return "B 更完整。\n[[B]]".into();
+    }
     let Some(i) = question_number(prompt) else {
         return "得分: 0.5".into();
     };
@@ -221,5 +234,50 @@ fn belle_eval_set_classes_all_have_a_builtin_prompt() {
     );
     assert!(
         classes.contains(&&"closed qa".to_string()) || classes.contains(&&"open qa".to_string())
+    );
+}
+
+#[test]
+fn compare_reports_wins_agreement_and_position_bias() {
+    let (base, better, jdg) = (server(candidate), server(better_candidate), server(judge));
+    let env = Env::new(instill_storage::testing::TempDb::sqlite());
+    let n = 23;
+    let set = eval_set(&env, n, None);
+    let set = set.to_str().unwrap();
+    env.run(eval_args(set, &base, &jdg, "base")).expect_code(0);
+    env.run(eval_args(set, &better, &jdg, "tuned"))
+        .expect_code(0);
+    let args = [
+        "eval",
+        "--compare",
+        "base",
+        "tuned",
+        "--judge-model",
+        "fake-judge",
+        "--base-url",
+        &jdg.base_url,
+        "--json",
+    ];
+    let out = env.run(args).expect_code(0).json();
+    let biased = (0..n).filter(|i| i % 3 == 0).count() as u64;
+    let o = &out["overall"];
+    assert_eq!(o["questions"], n as u64, "{out}");
+    assert_eq!(o["b_wins"], n as u64 - biased);
+    assert_eq!(o["a_wins"], 0);
+    assert_eq!(o["inconsistent"], biased);
+    assert_eq!(o["decisive"], 2 * n as u64);
+    assert_eq!(o["first_shown_won"], 2 * biased + (n as u64 - biased));
+    assert_eq!(out["requests_sent_now"], 2 * n as u64);
+    let before = jdg.requests().len();
+    let again = env.run(args).expect_code(0).json();
+    assert_eq!(jdg.requests().len(), before, "a rerun sent requests");
+    assert_eq!(again["overall"], out["overall"]);
+    let r = env
+        .run(["eval", "--compare", "base", "nobody", "--judge-model", "j"])
+        .expect_code(2);
+    assert!(
+        r.stderr.contains("no evaluation named `nobody`"),
+        "{}",
+        r.stderr
     );
 }

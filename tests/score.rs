@@ -279,11 +279,7 @@ fn score_and_select_refuse_bad_input_naming_what_is_wrong() {
     let mut bad_scale = score_args(&server, "m");
     bad_scale.extend(["--rubric", bad.to_str().unwrap()]);
     let r = env.run(&bad_scale).expect_code(2);
-    assert!(
-        r.stderr.contains("bad.j2:1: min=5"),
-        "{}",
-        r.stderr
-    );
+    assert!(r.stderr.contains("bad.j2:1: min=5"), "{}", r.stderr);
 
     let r = env
         .run(["select", "--scorer", "nobody", "--min-score", "5"])

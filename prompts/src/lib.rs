@@ -13,6 +13,8 @@
 //! - [`parse_eval_set`], [`JudgePrompts`]: BELLE's evaluation files (questions with reference
 //!   answers and classes; a judge prompt per class, ours built in), [`normalize_class`] to
 //!   pair them, [`JudgePrompts::request`] the judge's request for one answer.
+//! - [`pairwise_request`], [`parse_preference`]: a judge comparing two answers (`[[A]]`,
+//!   `[[B]]`, `[[C]]`).
 //!
 //! ```
 //! use instill_prompts::{Example, Shape, Template, parse_reply};
@@ -49,6 +51,7 @@ mod eval_tests;
 mod judge;
 #[cfg(test)]
 mod judge_tests;
+mod pairwise;
 mod parse;
 mod score;
 #[cfg(test)]
@@ -58,6 +61,7 @@ mod template;
 pub use eval_prompts::{ClassPrompt, JudgePrompts, JudgeRequestError, judge_request};
 pub use eval_set::{EvalFileError, EvalItem, class_counts, normalize_class, parse_eval_set};
 pub use judge::{Rubric, RubricError};
+pub use pairwise::{Preference, pairwise_request, parse_preference};
 pub use parse::{Parsed, ReplyFormat, parse_reply};
 pub use score::{NoScore, Scale, Verdict, parse_score};
 pub use template::{Example, Shape, Template, TemplateError};

@@ -244,7 +244,7 @@ fn check_classes(
 }
 
 /// The judge's server flags: the candidate's, with the judge's backend, URL and key variable.
-fn judge_server(args: &EvalArgs) -> ModelArgs {
+pub fn judge_server(args: &EvalArgs) -> ModelArgs {
     ModelArgs {
         backend: args.judge_backend,
         base_url: args

@@ -230,6 +230,19 @@ FROM requests WHERE run_id = $1 AND idx > $2 AND status = 'done' ORDER BY idx LI
         })
     }
 
+    /// The run's requests whose reply is stored, as (idx, prompt, first reply text's JSON),
+    /// in idx order.
+    pub async fn prompts_and_replies(
+        &self,
+        run_id: i64,
+    ) -> Result<Vec<(i64, String, Option<String>)>, StorageError> {
+        let sql = "SELECT idx, prompt, response FROM requests WHERE run_id = $1 AND status = 'done' ORDER BY idx";
+        let rows: Vec<(i64, String, Option<String>)> = on_pool!(&self.pool, p => {
+            sqlx::query_as(sql).bind(run_id).fetch_all(p).await?
+        });
+        Ok(rows)
+    }
+
     /// The prompts of the run's requests whose reply is stored.
     pub async fn stored_prompts(&self, run_id: i64) -> Result<Vec<String>, StorageError> {
         let sql = "SELECT prompt FROM requests WHERE run_id = $1 AND status = 'done' ORDER BY idx";
