@@ -27,4 +27,5 @@ mod seeds_stats;
 mod split;
 mod train;
 mod util;
+mod whole_loop;
 mod workers;
