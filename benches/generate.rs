@@ -11,6 +11,10 @@
 //!     1, 2 and 4 worker processes on one Postgres run (INSTILL_TEST_PG_URL) against the
 //!     in-process fake server with 200 ms latency, concurrency 64 each: requests/s and the ratio
 //!     to one worker (medians of --runs)
+//! cargo bench --bench generate -- judge [--url URL] [--n 20000] [--runs 3]
+//!     `instill score` requests/s against a zero-cost server (the in-process fake answering
+//!     "Score: 7" at once, or --url), next to `generate` requests/s against the same server in
+//!     the same run, at concurrency 16, 64, 256 (medians of --runs)
 //! cargo bench --bench generate -- latency [--url http://127.0.0.1:18081/v1] [--waves 20]
 //!     achieved requests/s against concurrency/latency at 256 and 512 (slow_server.py --delay 1),
 //!     sending whole waves (waves × concurrency requests) so the ideal time is waves × 1 s
@@ -213,6 +217,95 @@ fn throughput(url: &str, n: u64, concurrencies: &[u64], waves: Option<u64>) {
     }
 }
 
+/// `score` requests/s on N imported records, next to `generate` requests/s, same server.
+fn judge(url: Option<String>, n: u64, runs: usize) {
+    let server = FakeServer::start(FakeConfig {
+        items: 10,
+        topics: 1,
+        answer: Some(|_| "Clear and correct.\nScore: 7".to_string()),
+        ..FakeConfig::default()
+    });
+    let gen_server = FakeServer::start(FakeConfig {
+        items: 10,
+        topics: 1,
+        ..FakeConfig::default()
+    });
+    let (judge_url, gen_url) = match &url {
+        Some(u) => (u.clone(), u.clone()),
+        None => (server.base_url.clone(), gen_server.base_url.clone()),
+    };
+    let data = work().join("judge-records.jsonl");
+    let mut lines = String::new();
+    for i in 0..n {
+        lines.push_str(&format!(
+            "{{\"instruction\": \"Explain item {i} to a beginner\", \"input\": \"\", \"output\": \"Item {i} is explained here in two sentences.\"}}\n"
+        ));
+    }
+    let _ = std::fs::write(&data, lines);
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    for c in [16u64, 64, 256] {
+        let (mut score_rates, mut gen_rates) = (Vec::new(), Vec::new());
+        for _ in 0..runs {
+            let (db, _) = fresh_db(&format!("judge-{c}"));
+            let _ = instill(&db, &["import", data.to_str().unwrap_or_default()]).output();
+            let started = Instant::now();
+            let out = instill(
+                &db,
+                &[
+                    "score",
+                    "--judge-model",
+                    "fake",
+                    "--base-url",
+                    &judge_url,
+                    "--concurrency",
+                    &c.to_string(),
+                    "--json",
+                ],
+            )
+            .output()
+            .expect("instill");
+            let wall = started.elapsed().as_secs_f64();
+            let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            score_rates.push(s["requests_sent_now"].as_f64().unwrap_or(0.0) / wall);
+            let (db, _) = fresh_db(&format!("judge-gen-{c}"));
+            let _ = instill(&db, &["seeds", "import", "--builtin", "en"]).output();
+            let started = Instant::now();
+            let out = instill(
+                &db,
+                &[
+                    "generate",
+                    "--base-url",
+                    &gen_url,
+                    "--model",
+                    "fake",
+                    "--lang",
+                    "en",
+                    "--target",
+                    "100000000",
+                    "--max-requests",
+                    &n.to_string(),
+                    "--concurrency",
+                    &c.to_string(),
+                    "--json",
+                ],
+            )
+            .output()
+            .expect("instill");
+            let wall = started.elapsed().as_secs_f64();
+            let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            gen_rates.push(s["requests_ok"].as_f64().unwrap_or(0.0) / wall);
+        }
+        let (sc, ge) = (median(score_rates), median(gen_rates));
+        println!(
+            "concurrency {c:>4}: score {sc:.0} req/s, generate {ge:.0} req/s (score/generate {:.2}), {n} requests, median of {runs}",
+            sc / ge.max(1e-9)
+        );
+    }
+}
+
 /// Requests/s of 1, 2 and 4 workers sharing one Postgres run.
 fn workers(target: u64, runs: usize) {
     let server = FakeServer::start(FakeConfig {
@@ -293,7 +386,9 @@ fn main() {
     let what = args
         .iter()
         .skip(1)
-        .find(|a| ["scale", "throughput", "latency", "fake", "workers"].contains(&a.as_str()))
+        .find(|a| {
+            ["scale", "throughput", "latency", "fake", "workers", "judge"].contains(&a.as_str())
+        })
         .cloned();
     match what.as_deref() {
         Some("scale") => scale(
@@ -330,6 +425,11 @@ fn main() {
                 None,
             );
         }
+        Some("judge") => judge(
+            opt("--url"),
+            opt("--n").and_then(|v| v.parse().ok()).unwrap_or(20_000),
+            opt("--runs").and_then(|v| v.parse().ok()).unwrap_or(3),
+        ),
         Some("workers") => workers(
             opt("--target")
                 .and_then(|v| v.parse().ok())
@@ -337,7 +437,7 @@ fn main() {
             opt("--runs").and_then(|v| v.parse().ok()).unwrap_or(3),
         ),
         _ => eprintln!(
-            "usage: cargo bench --bench generate -- scale|throughput|latency|fake|workers [options]"
+            "usage: cargo bench --bench generate -- scale|throughput|latency|fake|workers|judge [options]"
         ),
     }
 }
