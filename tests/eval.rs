@@ -42,7 +42,7 @@ fn judge(prompt: &str) -> String {
     {
         // Pairwise: position-biased on every third question, else the better answer.
         let i = question_number(prompt).unwrap_or(0);
-        if i % 3 == 0 || prompt[a..end].contains("更好") {
+        if i.is_multiple_of(3) || prompt[a..end].contains("更好") {
             return "A 更完整。\n[[A]]".into();
         }
         return "B 更完整。\n[[B]]".into();

@@ -130,21 +130,21 @@ fn rejection(id: i64, reason: Reason, dup_of: Option<i64>, score: Option<f64>) -
 
 /// The records kept so far, for diversity.
 enum Pool {
-    Rouge(RougePool),
+    Rouge(Box<RougePool>),
     MinHash(MinHashPool),
 }
 
 impl Pool {
     fn new(sim: Similarity, threshold: f64) -> Pool {
         match sim {
-            Similarity::RougeL(config) => Pool::Rouge(RougePool::new(
+            Similarity::RougeL(config) => Pool::Rouge(Box::new(RougePool::new(
                 RougeConfig {
                     threshold,
                     floor: threshold,
                     ..config
                 },
                 &[],
-            )),
+            ))),
             Similarity::MinHash {
                 num_perm,
                 shingling,

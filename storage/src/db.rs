@@ -194,6 +194,27 @@ pub fn sqlite_path(url: &str) -> Option<&str> {
     Some(path.split_once('?').map_or(path, |(p, _)| p))
 }
 
+/// `(?, ?, …), (…)` for `rows` rows of `cols` values, in the dialect's placeholders.
+pub(crate) fn placeholders(backend: Backend, rows: usize, cols: usize) -> String {
+    let mut out = String::new();
+    let mut n = 0;
+    for row in 0..rows {
+        out.push_str(if row == 0 { "(" } else { ",(" });
+        for c in 0..cols {
+            if c > 0 {
+                out.push(',');
+            }
+            n += 1;
+            match backend {
+                Backend::Sqlite => out.push('?'),
+                Backend::Postgres => out.push_str(&format!("${n}")),
+            }
+        }
+        out.push(')');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,25 +242,4 @@ mod tests {
             assert!(err.starts_with("cannot open database"), "{url}: {err}");
         }
     }
-}
-
-/// `(?, ?, …), (…)` for `rows` rows of `cols` values, in the dialect's placeholders.
-pub(crate) fn placeholders(backend: Backend, rows: usize, cols: usize) -> String {
-    let mut out = String::new();
-    let mut n = 0;
-    for row in 0..rows {
-        out.push_str(if row == 0 { "(" } else { ",(" });
-        for c in 0..cols {
-            if c > 0 {
-                out.push(',');
-            }
-            n += 1;
-            match backend {
-                Backend::Sqlite => out.push('?'),
-                Backend::Postgres => out.push_str(&format!("${n}")),
-            }
-        }
-        out.push(')');
-    }
-    out
 }
