@@ -74,6 +74,7 @@ pub async fn run(global: &GlobalArgs, args: &EvalArgs) -> anyhow::Result<Outcome
         backend::api_key(&args.server)?,
         backend::api_key(&judge_server)?,
     );
+    let _lock = stage::sqlite_lock(&global.db, "eval", "evaluating process")?;
     let db = Db::open(&global.db).await?;
     check_evaluation(&db, &label, &model, &judge_model, &set, &prompts, args).await?;
     if !global.quiet {

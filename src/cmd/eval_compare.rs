@@ -60,6 +60,7 @@ pub async fn run(
     if a == b {
         anyhow::bail!("--compare {a} {b}: name two different evaluations");
     }
+    let _lock = stage::sqlite_lock(&global.db, "eval", "evaluating process")?;
     let db = Db::open(&global.db).await?;
     let (ea, eb) = (find(&db, a).await?, find(&db, b).await?);
     if ea.eval_set_sha256 != eb.eval_set_sha256 {

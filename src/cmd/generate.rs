@@ -16,8 +16,8 @@ use instill_storage::Db;
 use serde::Serialize;
 
 use crate::cli::{GenerateArgs, GlobalArgs};
-use crate::cmd::backend;
 use crate::cmd::filter::load_rules;
+use crate::cmd::{backend, stage};
 use crate::{Outcome, progress};
 
 #[derive(Debug, Serialize)]
@@ -175,7 +175,7 @@ async fn generate(
         }
         // SQLite: one writer. A second `generate` on the same file is refused, not interleaved.
         instill_storage::Backend::Sqlite => {
-            let _guard = sqlite_writer_lock(&global.db)?;
+            let _guard = stage::sqlite_lock(&global.db, "generate", "generating process")?;
             instill_generator::run(db, backend, config, shutdown, tick).await
         }
     };
@@ -334,27 +334,4 @@ fn print_summary(s: &Summary) {
         s.cost.map(|c| format!("; cost {c:.4}")).unwrap_or_default()
     );
     println!("{:.1} s", s.seconds);
-}
-
-/// An exclusive lock on `FILE.generate-lock` beside a SQLite database, held while generating: a
-/// second `instill generate` on the same file stops at once with a message instead of
-/// interleaving its writes (SQLite takes one writer; Postgres takes many workers).
-fn sqlite_writer_lock(url: &str) -> anyhow::Result<std::fs::File> {
-    let path = instill_storage::sqlite_path(url).unwrap_or(url);
-    let lock_path = format!("{path}.generate-lock");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .with_context(|| format!("{lock_path}: cannot create the writer lock"))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
-            "{path}: another `instill generate` is writing to this SQLite database; SQLite runs take one generating process at a time (use --db postgres://… to run several workers on one run)"
-        ),
-        Err(std::fs::TryLockError::Error(e)) => {
-            Err(e).with_context(|| format!("{lock_path}: cannot lock"))
-        }
-    }
 }

@@ -112,6 +112,7 @@ async fn judge(global: &GlobalArgs, args: &ScoreArgs) -> anyhow::Result<Outcome>
     )
     .await?;
     let api_key = backend::api_key(&args.server)?;
+    let _lock = stage::sqlite_lock(&global.db, "score", "scoring process")?;
     let db = Db::open(&global.db).await?;
     let scorer = check_scorer(&db, &name, &model, &rubrics).await?;
     let records = records_to_score(&db, global, args, &name).await?;

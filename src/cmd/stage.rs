@@ -4,6 +4,8 @@
 
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
+
 use instill_core::RunKind;
 use instill_generator::{
     Backend, GenerateError, RequestParams, RetryPolicy, StageConfig, StageItem, StageProgress,
@@ -119,5 +121,36 @@ pub fn message(e: &GenerateError, what: &str, flag: &str) -> String {
             differences.join("; ")
         ),
         e => e.to_string(),
+    }
+}
+
+/// An exclusive lock on `FILE.KIND-lock` beside a SQLite database, held while `command` runs:
+/// a second one on the same file stops at once with a message instead of sending the same
+/// requests twice and interleaving its writes. Postgres (where generate takes many workers)
+/// needs none: returns None.
+pub fn sqlite_lock(url: &str, command: &str, kind: &str) -> anyhow::Result<Option<std::fs::File>> {
+    let Some(path) = instill_storage::sqlite_path(url) else {
+        return Ok(None);
+    };
+    let lock_path = format!("{path}.{command}-lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("{lock_path}: cannot create the writer lock"))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "{path}: another `instill {command}` is writing to this SQLite database; SQLite takes one {kind} at a time{}",
+            if command == "generate" {
+                " (use --db postgres://… to run several workers on one run)"
+            } else {
+                ""
+            }
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("{lock_path}: cannot lock"))
+        }
     }
 }
