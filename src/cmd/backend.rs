@@ -48,11 +48,27 @@ pub async fn resolve_model(
     }
 }
 
+/// How a backend reaches its server: the API key, and how long connection failures may go on
+/// before a first answer. Read (and checked) before a command prints anything.
+#[derive(Debug, Clone)]
+pub struct Access {
+    key: Option<String>,
+    grace: Duration,
+}
+
+/// The API key (see [`api_key`]) and the connection grace (`INSTILL_CONNECT_GRACE`).
+pub fn access(server: &ModelArgs) -> anyhow::Result<Access> {
+    Ok(Access {
+        key: api_key(server)?,
+        grace: connect_grace()?,
+    })
+}
+
 /// The API key from the variable `--api-key-env` names (None for candle). None is fine for a
 /// server on this machine or a URL with a user:password; for any other, a run would only
 /// collect 401s (or, with no route, connection errors), so it stops here, saying what to do. A
 /// key beside a user:password in the URL is refused: each would be an Authorization header.
-pub fn api_key(server: &ModelArgs) -> anyhow::Result<Option<String>> {
+fn api_key(server: &ModelArgs) -> anyhow::Result<Option<String>> {
     if server.backend == BackendArg::Candle {
         return Ok(None);
     }
@@ -83,20 +99,20 @@ pub async fn open(
     server: &ModelArgs,
     send: &SendArgs,
     model: String,
-    api_key: Option<String>,
+    access: Access,
     seed: u64,
 ) -> anyhow::Result<Backend> {
     Ok(match server.backend {
         BackendArg::Openai => Backend::OpenAi(
             OpenAiBackend::new(OpenAiConfig {
                 base_url: server.base_url.clone(),
-                api_key,
+                api_key: access.key,
                 model,
                 api: server.api.into(),
                 timeout: Duration::from_secs_f64(server.timeout.max(0.001)),
                 max_connections: send.concurrency as usize,
                 max_body_bytes: server.max_reply_bytes,
-                connect_grace: connect_grace()?,
+                connect_grace: access.grace,
             })
             .map_err(|e| anyhow::anyhow!("{e}"))?,
         ),

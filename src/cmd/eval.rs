@@ -71,8 +71,8 @@ pub async fn run(global: &GlobalArgs, args: &EvalArgs) -> anyhow::Result<Outcome
     )
     .await?;
     let (key, judge_key) = (
-        backend::api_key(&args.server)?,
-        backend::api_key(&judge_server)?,
+        backend::access(&args.server)?,
+        backend::access(&judge_server)?,
     );
     let _lock = stage::sqlite_lock(&global.db, "eval", "evaluating process")?;
     let db = Db::open(&global.db).await?;

@@ -102,7 +102,7 @@ pub async fn run(
         "--judge-model",
     )
     .await?;
-    let key = backend::api_key(&judge_server)?;
+    let key = backend::access(&judge_server)?;
     let judge = backend::open(
         &judge_server,
         &args.send,

@@ -53,7 +53,7 @@ pub async fn run(global: &GlobalArgs, args: &GenerateArgs) -> anyhow::Result<Out
         template.tasks = n.max(args.seeds_per_prompt + args.generated_per_prompt + 1);
     }
     let rules = load_rules(&args.rules)?;
-    let api_key = backend::api_key(&args.server)?;
+    let api_key = backend::access(&args.server)?;
     let run_name = run_name(args, &template, lang);
     if !global.quiet {
         eprintln!("{}", start_line(global, args, &run_name, &model));

@@ -111,7 +111,7 @@ async fn judge(global: &GlobalArgs, args: &ScoreArgs) -> anyhow::Result<Outcome>
         "--judge-model",
     )
     .await?;
-    let api_key = backend::api_key(&args.server)?;
+    let api_key = backend::access(&args.server)?;
     let _lock = stage::sqlite_lock(&global.db, "score", "scoring process")?;
     let db = Db::open(&global.db).await?;
     let scorer = check_scorer(&db, &name, &model, &rubrics).await?;
