@@ -2,15 +2,16 @@
 //! `datasets.load_dataset(DIR)` read (`configs:` with the data files of each split, the
 //! features of the layout, languages, license), then what a reader needs to trust the data:
 //! counts, languages, sources, the generation runs, the curation with what each step rejected,
-//! and how to load it.
+//! the score distributions of the exported records, and how to load it.
 
 use std::fmt::Write as _;
 
-use instill_core::{OutputFormat, utc};
-use instill_storage::Provenance;
+use instill_core::{OutputFormat, summarize, utc};
+use instill_storage::{ExportScores, Provenance};
 use serde_json::Value;
 
 use crate::lf_info::LfNames;
+use crate::scoreboard::{bin_label, describe, sentence, short, short_or_dash};
 use crate::shards::{ShardInfo, Split};
 
 /// The file name of the card inside an export.
@@ -63,6 +64,7 @@ pub fn render(c: &CardInput) -> String {
     sources_section(c.provenance, &mut out);
     runs_section(c.provenance, &mut out);
     curation_section(c, &mut out);
+    scores_section(c, &mut out);
     license_section(&mut out);
     loading_section(c, &mut out);
     out
@@ -327,19 +329,34 @@ fn curation_section(c: &CardInput, out: &mut String) {
     let p = c.provenance;
     out.push_str("## Curation\n\n");
     if p.curations.is_empty() {
-        out.push_str("No `instill dedup` or `instill filter` run was stored for this database.\n");
+        out.push_str(
+            "No `instill dedup`, `instill filter` or `instill select` run was stored for this \
+             database.\n",
+        );
     }
-    for cur in &p.curations {
+    for (i, cur) in p.curations.iter().enumerate() {
         let settings: Value = serde_json::from_str(&cur.settings_json).unwrap_or_default();
         let rejected: Value = serde_json::from_str(&cur.rejected_json).unwrap_or_default();
+        let select = cur.command == "select";
+        let checked = if select {
+            "decided over {} records not rejected by another step"
+        } else {
+            "checked {} records not rejected before it"
+        }
+        .replace("{}", &cur.checked.to_string());
+        let superseded = select && p.curations[i + 1..].iter().any(|c| c.command == "select");
         let _ = writeln!(
             out,
-            "- `instill {}` on {}: checked {} records not rejected before it{}; rejected {}.",
+            "- `instill {}` on {}: {checked}{}; rejected {}{}.",
             cur.command,
             utc(cur.created_at),
-            cur.checked,
             curation_settings(&settings),
-            rejected_counts(&rejected)
+            rejected_counts(&rejected),
+            if superseded {
+                " (a later `select` decided these records again)"
+            } else {
+                ""
+            }
         );
     }
     if !p.rejected_by_reason.is_empty() {
@@ -354,10 +371,14 @@ fn curation_section(c: &CardInput, out: &mut String) {
     out.push('\n');
 }
 
-/// `dedup`'s stages with their thresholds, or `filter`'s rule set, from the stored summary.
+/// `dedup`'s stages with their thresholds, `filter`'s rule set, or `select`'s scorer and
+/// thresholds, from the stored summary.
 fn curation_settings(settings: &Value) -> String {
     if let Some(rules) = settings["rules"].as_str() {
         return format!(", with the rules `{}`", cell(rules));
+    }
+    if let Some(scorer) = settings["scorer"].as_str() {
+        return selection_settings(scorer, settings);
     }
     let mut parts = Vec::new();
     if !settings["exact"].is_null() {
@@ -389,6 +410,49 @@ fn curation_settings(settings: &Value) -> String {
     }
 }
 
+/// `select`'s settings in words: the scorer, its thresholds, the budget, the diversity rule.
+fn selection_settings(scorer: &str, s: &Value) -> String {
+    let scale = s["scale"]
+        .as_array()
+        .and_then(|a| Some((a.first()?.as_f64()?, a.get(1)?.as_f64()?)))
+        .map_or_else(String::new, |(lo, hi)| {
+            format!(", scale {}–{}", short(lo), short(hi))
+        });
+    let mut parts = Vec::new();
+    if let Some(x) = s["min_score"].as_f64() {
+        parts.push(format!("keeping scores of at least {}", short(x)));
+    }
+    if let Some(x) = s["max_score"].as_f64() {
+        parts.push(format!("keeping scores of at most {}", short(x)));
+    }
+    if let Some(k) = s["top_k"].as_u64() {
+        parts.push(format!("keeping the best {k}"));
+    }
+    if let Some(f) = s["top_fraction"].as_f64() {
+        parts.push(format!("keeping the best {}%", short(f * 100.0)));
+    }
+    if let Some(t) = s["diverse_threshold"].as_f64() {
+        let method = match s["diverse_method"].as_str() {
+            Some("minhash") => "MinHash Jaccard",
+            _ => "ROUGE-L",
+        };
+        parts.push(format!(
+            "dropping records above {method} {} to a better-scored kept one",
+            short(t)
+        ));
+    }
+    if s["keep_unscored"].as_bool() == Some(true) {
+        parts.push("keeping records without a score".into());
+    }
+    let method = s["method"].as_str().unwrap_or("judge");
+    let mut out = format!(", by the scores of `{}` ({method}{scale})", cell(scorer));
+    if !parts.is_empty() {
+        out.push_str(": ");
+        out.push_str(&parts.join(", "));
+    }
+    out
+}
+
 fn rejected_counts(rejected: &Value) -> String {
     let counts: Vec<String> = rejected
         .as_object()
@@ -399,6 +463,53 @@ fn rejected_counts(rejected: &Value) -> String {
     } else {
         counts.join(", ")
     }
+}
+
+/// Each scorer's distribution over the records of this export, the judge and its rubric.
+fn scores_section(c: &CardInput, out: &mut String) {
+    let p = c.provenance;
+    if p.scores.is_empty() {
+        return;
+    }
+    let rows: u64 = c.shards.iter().map(|s| s.rows).sum();
+    out.push_str("## Scores\n\n");
+    for s in &p.scores {
+        scorer_scores(s, rows, out);
+    }
+}
+
+fn scorer_scores(s: &ExportScores, rows: u64, out: &mut String) {
+    let sc = &s.scorer;
+    let d = summarize(s.scores.iter().copied(), sc.scale);
+    let not_scored = rows.saturating_sub(d.n + d.unscored);
+    let about = sentence(&describe(sc));
+    let _ = writeln!(
+        out,
+        "### `{}`\n\n{}.\n\nOf the {rows} records in this export: {} scored, {} without a score (the scorer \
+         could read none), {not_scored} not scored.",
+        cell(&sc.name),
+        cell(&about),
+        d.n,
+        d.unscored
+    );
+    if d.n == 0 {
+        out.push('\n');
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "Mean {}, median {}, lowest {}, highest {}.\n\n| score | records | |\n|---|---:|---|",
+        short_or_dash(d.mean),
+        short_or_dash(d.median),
+        short_or_dash(d.min),
+        short_or_dash(d.max)
+    );
+    let most = d.bins.iter().map(|b| b.n).max().unwrap_or(0).max(1);
+    for b in &d.bins {
+        let bar = "█".repeat((b.n * 20).div_ceil(most) as usize);
+        let _ = writeln!(out, "| {} | {} | {bar} |", bin_label(b, sc.scale), b.n);
+    }
+    out.push('\n');
 }
 
 fn license_section(out: &mut String) {

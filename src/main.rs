@@ -11,6 +11,7 @@ mod outdir;
 mod parquet_io;
 mod progress;
 mod report;
+mod scoreboard;
 mod shards;
 mod signals;
 mod staging;

@@ -1,6 +1,8 @@
 //! `instill report`: a database built through the real commands (import, dedup, filter,
 //! generate against the fake server), the page's sections and numbers checked against
-//! `instill stats --json`, and headless Chromium rendering it with no network request.
+//! `instill stats --json`; a database with two scorers and two evaluations, their sections'
+//! numbers checked against the planted scores and grades; and headless Chromium rendering a page
+//! with every kind of chart with no network request.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -8,10 +10,11 @@ use std::process::Command;
 use serde_json::Value;
 
 use crate::fake_openai::{FakeConfig, FakeServer};
+use crate::scores_shown::{self, N, expected_means, grade, moments, scored_database};
 use crate::util::{Env, repo, shared};
 
 /// `data-k="KEY" data-v="VALUE"` pairs of the page.
-fn data_values(html: &str) -> std::collections::BTreeMap<String, i64> {
+fn data_values(html: &str) -> std::collections::BTreeMap<String, f64> {
     let mut out = std::collections::BTreeMap::new();
     for part in html.split("data-k=\"").skip(1) {
         let Some((key, rest)) = part.split_once('"') else {
@@ -28,9 +31,10 @@ fn data_values(html: &str) -> std::collections::BTreeMap<String, i64> {
     out
 }
 
-/// Every count of `instill stats --json` as `path → value` (lengths left out: they are
-/// percentiles, the page draws histograms instead).
-fn flatten(prefix: &str, v: &Value, out: &mut Vec<(String, i64)>) {
+/// Every number of `instill stats --json` as `path → value` (lengths left out: they are
+/// percentiles, the page draws histograms instead; so are lists, such as score bins, which the
+/// page draws).
+fn flatten(prefix: &str, v: &Value, out: &mut Vec<(String, f64)>) {
     match v {
         Value::Object(m) => {
             for (k, v) in m {
@@ -45,7 +49,7 @@ fn flatten(prefix: &str, v: &Value, out: &mut Vec<(String, i64)>) {
                 flatten(&p, v, out);
             }
         }
-        Value::Number(n) => out.push((prefix.to_string(), n.as_i64().unwrap())),
+        Value::Number(n) => out.push((prefix.to_string(), n.as_f64().unwrap())),
         _ => {}
     }
 }
@@ -155,11 +159,15 @@ fn the_report_shows_every_section_with_the_numbers_of_stats() {
     }
     // Per run: accepted + rejected = the run's records in stats.
     let acc = shown["runs.zh-demo.accepted"];
-    assert_eq!(acc, 300);
+    assert_eq!(acc, 300.0);
     assert_eq!(
         acc + shown["runs.zh-demo.rejected"],
-        stats["by_run"]["zh-demo"].as_i64().unwrap()
+        stats["by_run"]["zh-demo"].as_f64().unwrap()
     );
+    // Nothing scored or evaluated: no empty sections for them.
+    for absent in ["id=\"scores\"", "id=\"evaluations\"", "id=\"stage-runs\""] {
+        assert!(!html.contains(absent), "{absent} with nothing to show");
+    }
     // Charts were drawn from data, not left empty.
     for chart in [
         "Leading verbs (English)",
@@ -198,6 +206,135 @@ fn the_report_shows_every_section_with_the_numbers_of_stats() {
     );
 }
 
+/// The row of the page's table whose header cell (`<th>`) or first cell is `label`, in the part
+/// of `html` from `from`.
+fn row<'a>(html: &'a str, from: &str, label: &str) -> &'a str {
+    let part = &html[html.find(from).unwrap_or_else(|| panic!("no {from}"))..];
+    let at = part
+        .find(&format!("<th>{label}</th>"))
+        .or_else(|| part.find(&format!("<td>{label}</td>")))
+        .unwrap_or_else(|| panic!("no row {label} after {from}"));
+    &part[at..at + part[at..].find("</tr>").unwrap()]
+}
+
+/// The part of `html` from `start` to the next heading or the end of its section.
+fn block<'a>(html: &'a str, start: &str) -> &'a str {
+    let from = &html[html.find(start).unwrap_or_else(|| panic!("no {start}"))..];
+    let rest = &from[start.len()..];
+    let end = [rest.find("<h3"), rest.find("</section>")]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(rest.len());
+    &from[..start.len() + end]
+}
+
+#[test]
+fn the_report_draws_every_scorer_and_the_evaluations_side_by_side() {
+    let env = Env::new(instill_storage::testing::TempDb::sqlite());
+    scored_database(&env);
+    let out = env.path("report.html");
+    env.run(["report", "--out", out.to_str().unwrap()])
+        .expect_code(0);
+    let html = std::fs::read_to_string(&out).unwrap();
+
+    // Every number of stats --json, scorers and evaluations included, is in the page.
+    let stats = env.run(["stats", "--json"]).expect_code(0).json();
+    let mut want = Vec::new();
+    flatten("", &stats, &mut want);
+    let shown = data_values(&html);
+    for key in [
+        "scorers.j1.mean",
+        "scorers.ppl-smol.unscored_by_reason.empty answer",
+        "evaluations.tuned.classes.math.mean",
+        "evaluations.base.ungraded",
+    ] {
+        assert!(want.iter().any(|(k, _)| k == key), "stats has no {key}");
+    }
+    for (k, v) in &want {
+        assert_eq!(shown.get(k), Some(v), "{k} in the page");
+    }
+
+    // The judge's section: its numbers as text, and a histogram with a bar per whole score.
+    let (n, mean, median) = moments((0..N).filter_map(grade).collect());
+    let j1 = block(&html, "<h3>j1</h3>");
+    assert!(j1.contains("An LLM judge, <code>fake-judge</code>"), "{j1}");
+    assert!(row(j1, "<table>", "scored").contains(&format!(">{n}</td>")));
+    assert!(row(j1, "<table>", "without a score").contains(&format!(">{}</td>", N as u64 - n)));
+    assert!(row(j1, "<table>", "mean").contains(&format!(">{}</td>", scores_shown::short(mean))));
+    assert!(
+        row(j1, "<table>", "median").contains(&format!(">{}</td>", scores_shown::short(median)))
+    );
+    let sevens = (0..N).filter(|&i| grade(i) == Some(7.0)).count();
+    assert!(
+        j1.contains("<svg") && j1.contains(&format!("<title>7: {sevens}</title>")),
+        "{j1}"
+    );
+    assert!(j1.contains("score (scale 1–10)"), "{j1}");
+    let ppl = block(&html, "<h3>ppl-smol</h3>");
+    assert!(row(ppl, "<table>", "no score: empty answer").contains(">1</td>"));
+    assert!(ppl.contains("ppl score") && ppl.contains("<svg"));
+
+    // The evaluations: a bar per class per model and overall, a legend, and the class table.
+    let evals = &html[html
+        .find("id=\"evaluations\"")
+        .expect("no evaluations section")..];
+    let chart = &evals[evals.find("id=\"eval-chart\"").unwrap()..];
+    let chart = &chart[..chart.find("</svg>").unwrap()];
+    assert!(
+        chart.contains(">base</text>") && chart.contains(">tuned</text>"),
+        "{chart}"
+    );
+    let (base, (base_n, base_overall)) = expected_means("base");
+    let (tuned, (_, tuned_overall)) = expected_means("tuned");
+    for (label, means, overall) in [
+        ("base", &base, base_overall),
+        ("tuned", &tuned, tuned_overall),
+    ] {
+        for (class, (_, m)) in means {
+            let bar = format!(
+                "<title>{class}, {label}: {}</title>",
+                scores_shown::short(*m)
+            );
+            assert!(chart.contains(&bar), "no bar {bar}");
+        }
+        let bar = format!(
+            "<title>overall, {label}: {}</title>",
+            scores_shown::short(overall)
+        );
+        assert!(chart.contains(&bar), "no bar {bar}");
+    }
+    assert_eq!(
+        chart.matches("<rect").count(),
+        2 * 4 + 2,
+        "a bar per class and overall per model, two swatches"
+    );
+    let math = row(evals, "id=\"eval-classes\"", "math");
+    assert!(
+        math.contains(&format!(">{}</td>", base["math"].0))
+            && math.contains(&format!(">{}</td>", scores_shown::short(base["math"].1)))
+            && math.contains(&format!(">{}</td>", scores_shown::short(tuned["math"].1))),
+        "{math}"
+    );
+    let base_row = row(evals, "<table>", "base");
+    assert!(
+        base_row.contains("<code>base-model</code>")
+            && base_row.contains(&format!(">{base_n}</td>"))
+            && base_row.contains(&format!(">{}</td>", scores_shown::short(base_overall))),
+        "{base_row}"
+    );
+
+    // The judge's stage is a run of its own, apart from the generation runs.
+    let runs = &html[html.find("id=\"runs\"").unwrap()..html.find("id=\"lengths\"").unwrap()];
+    assert!(runs.contains("No generation runs."), "{runs}");
+    let stage = row(runs, "id=\"stage-runs\"", "score/j1");
+    assert!(
+        stage.contains("<td>score</td>")
+            && stage.contains(&format!("data-k=\"runs.score/j1.requests\">{N}</td>")),
+        "{stage}"
+    );
+}
+
 /// Chromium, found the way `.ci/run` finds it: `INSTILL_CHROMIUM`, else `chromium`, else
 /// `chromium-browser` on `PATH`.
 fn chromium() -> PathBuf {
@@ -226,6 +363,7 @@ fn headless_chromium_renders_the_page_without_network() {
     env.run(["import", repo("examples/quickstart.json").to_str().unwrap()])
         .expect_code(0);
     env.run(["dedup"]).expect_code(0);
+    scored_database(&env);
     let page = env.path("report.html");
     env.run(["report", "--out", page.to_str().unwrap()])
         .expect_code(0);
@@ -269,10 +407,12 @@ fn headless_chromium_renders_the_page_without_network() {
         .output()
         .unwrap();
     let dom = String::from_utf8_lossy(&dom.stdout);
-    assert!(
-        dom.contains("<title>instill report</title>") && dom.contains("id=\"counts\""),
-        "{dom}"
-    );
+    for section in ["id=\"counts\"", "id=\"scores\"", "id=\"evaluations\""] {
+        assert!(
+            dom.contains("<title>instill report</title>") && dom.contains(section),
+            "{section}: {dom}"
+        );
+    }
 
     // Non-blank: a good share of the screenshot's pixels are not the white background.
     let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&shot).unwrap()));

@@ -207,7 +207,19 @@ fn generate_curate_score_select_train_merge_eval_report() {
     env.run(["report", "--out", "report.html"]).expect_code(0);
     let html = std::fs::read_to_string(env.path("report.html")).unwrap();
     assert!(
-        html.contains("quality") && html.contains("tuned"),
-        "the report names the scorer and the evaluations"
+        html.contains("<h3>quality</h3>") && html.contains("id=\"evaluations\""),
+        "the report has the scorer's section and the evaluations"
     );
+    // A bar per class and overall per model, at the planted means.
+    for bar in [
+        "math, base: 0.5",
+        "math, tuned: 0.5",
+        "open qa, tuned: 0.75",
+        "overall, base: 0.625",
+    ] {
+        assert!(
+            html.contains(&format!("<title>{bar}</title>")),
+            "no bar {bar}"
+        );
+    }
 }

@@ -4,10 +4,12 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use instill_core::RunKind;
 use instill_storage::{Db, RunSummary};
 
 use crate::cli::{GlobalArgs, ReportArgs};
 use crate::report::{self, ReportData, text::TextStats};
+use crate::scoreboard::Scoreboard;
 use crate::{Outcome, outdir};
 
 const PAGE: i64 = 5_000;
@@ -15,14 +17,16 @@ const PAGE: i64 = 5_000;
 pub async fn run(global: &GlobalArgs, args: &ReportArgs) -> anyhow::Result<Outcome> {
     check_out(global, &args.out)?;
     let db = Db::open(&global.db).await?;
-    let stats = crate::cmd::stats::to_json(&db.stats().await?)?;
+    let board = Scoreboard::load(&db).await?;
+    let stats = crate::cmd::stats::to_json(&db.stats().await?, &board)?;
     let runs = db.run_summaries().await?;
     let run_id = match &args.run {
         Some(name) => Some(run_named(&runs, name)?),
         None => None,
     };
     let mut timelines = Vec::new();
-    for r in runs.iter().filter(|r| run_id.is_none_or(|id| id == r.id)) {
+    let generated = runs.iter().filter(|r| r.kind == RunKind::Generate);
+    for r in generated.filter(|r| run_id.is_none_or(|id| id == r.id)) {
         // About 60 points per run, at least one second each.
         let bucket = (db.run_span_ms(r.id).await? / 60).max(1000);
         timelines.push((r.id, bucket, db.run_timeline(r.id, bucket).await?));
@@ -45,6 +49,7 @@ pub async fn run(global: &GlobalArgs, args: &ReportArgs) -> anyhow::Result<Outco
         }),
         generated_at: instill_core::utc(instill_core::now_ms()),
         training,
+        board,
     };
     db.close().await;
     let html = report::render(&data);
@@ -65,15 +70,17 @@ pub async fn run(global: &GlobalArgs, args: &ReportArgs) -> anyhow::Result<Outco
     Ok(Outcome::Done)
 }
 
-/// The id of the run called `name` (`--run`), or an error listing the runs there are.
+/// The id of the generation run called `name` (`--run`), or an error listing the generation
+/// runs there are (the other kinds make no records to chart).
 fn run_named(runs: &[RunSummary], name: &str) -> anyhow::Result<i64> {
-    runs.iter()
+    let generated = || runs.iter().filter(|r| r.kind == RunKind::Generate);
+    generated()
         .find(|r| r.name == name)
         .map(|r| r.id)
         .ok_or_else(|| {
-            let known: Vec<&str> = runs.iter().map(|r| r.name.as_str()).collect();
+            let known: Vec<&str> = generated().map(|r| r.name.as_str()).collect();
             anyhow::anyhow!(
-                "--run {name}: no such run (runs: {})",
+                "--run {name}: no such generation run (generation runs: {})",
                 if known.is_empty() {
                     "none".into()
                 } else {

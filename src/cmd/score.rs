@@ -398,31 +398,6 @@ fn print_summary(s: &Summary) {
         s.completion_tokens,
         s.cost.map(|c| format!("; cost {c:.4}")).unwrap_or_default()
     );
-    print_distribution(&s.scores);
+    crate::scoreboard::print_distribution(&s.scores);
     println!("{:.1} s", s.seconds);
-}
-
-/// A scorer's distribution as text lines (score, select and stats print it).
-pub fn print_distribution(d: &ScoreSummary) {
-    let fmt = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.3}"));
-    println!(
-        "scores: {} scored, {} without a score; mean {}, median {}, min {}, max {}",
-        d.n,
-        d.unscored,
-        fmt(d.mean),
-        fmt(d.median),
-        fmt(d.min),
-        fmt(d.max)
-    );
-    let most = d.bins.iter().map(|b| b.n).max().unwrap_or(0).max(1);
-    for b in &d.bins {
-        let width = (b.n * 40).div_ceil(most) as usize;
-        println!(
-            "  [{:>7.3}, {:>7.3})  {:>8}  {}",
-            b.lo,
-            b.hi,
-            b.n,
-            "#".repeat(width)
-        );
-    }
 }

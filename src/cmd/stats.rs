@@ -1,12 +1,15 @@
-//! `instill stats`: what the database holds, as a table or as JSON.
+//! `instill stats`: what the database holds, as a table or as JSON: records, runs, lengths,
+//! workers, every scorer's score distribution and every evaluation's per-class means.
 
 use std::collections::BTreeMap;
 
+use instill_core::{ClassMeans, ScoreSummary};
 use instill_storage::{Db, LengthHistogram, Stats};
 use serde::Serialize;
 
 use crate::Outcome;
 use crate::cli::GlobalArgs;
+use crate::scoreboard::{self, EvalBoard, Scoreboard, ScorerBoard, short, short_or_dash};
 
 #[derive(Debug, Serialize)]
 struct StatsOut {
@@ -23,6 +26,37 @@ struct StatsOut {
     tokens: Tokens,
     /// Generate workers seen in the last minute (Postgres runs).
     workers: Vec<WorkerOut>,
+    /// Every scorer by name: its settings and the distribution of its scores.
+    scorers: BTreeMap<String, ScorerOut>,
+    /// Every evaluation by label: its models and per-class means.
+    evaluations: BTreeMap<String, EvalOut>,
+}
+
+/// A scorer: what scored, on what scale, and its scores summarised (`n`, `unscored`, `mean`,
+/// `median`, `min`, `max`, `bins`).
+#[derive(Debug, Serialize)]
+struct ScorerOut {
+    method: &'static str,
+    model: String,
+    rubric: Option<String>,
+    rubric_hash: Option<String>,
+    scale: Option<[f64; 2]>,
+    #[serde(flatten)]
+    summary: ScoreSummary,
+    /// Replies that held no score, by why.
+    unscored_by_reason: BTreeMap<String, i64>,
+}
+
+/// An evaluation: the candidate, the judge, and its means (`classes`: `{CLASS: {n, mean}}`,
+/// `overall`, `n` graded questions, `ungraded`).
+#[derive(Debug, Serialize)]
+struct EvalOut {
+    model: String,
+    judge_model: String,
+    eval_set: String,
+    questions: i64,
+    #[serde(flatten)]
+    means: ClassMeans,
 }
 
 #[derive(Debug, Serialize)]
@@ -59,7 +93,7 @@ fn lengths(h: &LengthHistogram) -> Lengths {
     }
 }
 
-fn to_out(s: &Stats) -> StatsOut {
+fn to_out(s: &Stats, board: &Scoreboard) -> StatsOut {
     let map = |v: &[(String, i64)]| v.iter().cloned().collect::<BTreeMap<_, _>>();
     StatsOut {
         records: Counts {
@@ -86,12 +120,40 @@ fn to_out(s: &Stats) -> StatsOut {
             completion: s.completion_tokens,
         },
         workers: Vec::new(),
+        scorers: board.scorers.iter().map(scorer_out).collect(),
+        evaluations: board.evaluations.iter().map(eval_out).collect(),
     }
 }
 
+fn scorer_out(b: &ScorerBoard) -> (String, ScorerOut) {
+    let s = &b.scorer;
+    let out = ScorerOut {
+        method: s.method.as_str(),
+        model: s.model.clone(),
+        rubric: scoreboard::rubric(s),
+        rubric_hash: s.rubric_hash.clone(),
+        scale: s.scale.map(|(lo, hi)| [lo, hi]),
+        summary: b.summary.clone(),
+        unscored_by_reason: b.no_score.iter().cloned().collect(),
+    };
+    (s.name.clone(), out)
+}
+
+fn eval_out(b: &EvalBoard) -> (String, EvalOut) {
+    let e = &b.eval;
+    let out = EvalOut {
+        model: e.model.clone(),
+        judge_model: e.judge_model.clone(),
+        eval_set: e.eval_set.clone(),
+        questions: e.questions,
+        means: b.means.clone(),
+    };
+    (e.label.clone(), out)
+}
+
 /// `instill stats --json`'s document, which the report shows and is tested against.
-pub fn to_json(stats: &Stats) -> anyhow::Result<serde_json::Value> {
-    Ok(serde_json::to_value(to_out(stats))?)
+pub fn to_json(stats: &Stats, board: &Scoreboard) -> anyhow::Result<serde_json::Value> {
+    Ok(serde_json::to_value(to_out(stats, board))?)
 }
 
 /// A generate worker seen in the last minute, as `stats` shows it.
@@ -134,14 +196,17 @@ pub async fn run(global: &GlobalArgs) -> anyhow::Result<Outcome> {
     let db = Db::open(&global.db).await?;
     let stats = db.stats().await?;
     let workers = workers(&db).await?;
+    let board = Scoreboard::load(&db).await?;
     db.close().await;
-    let mut out = to_out(&stats);
+    let mut out = to_out(&stats, &board);
     out.workers = workers;
     if global.json {
         println!("{}", serde_json::to_string(&out)?);
         return Ok(Outcome::Done);
     }
     print_table(db.url(), &stats, &out);
+    print_scorers(&board);
+    print_evaluations(&board);
     Ok(Outcome::Done)
 }
 
@@ -219,5 +284,69 @@ fn print_workers(workers: &[WorkerOut]) {
                 w.seconds_since_heartbeat
             );
         }
+    }
+}
+
+/// Each scorer: what it is, its distribution, and why replies held no score.
+fn print_scorers(board: &Scoreboard) {
+    if board.scorers.is_empty() {
+        return;
+    }
+    println!("scorers:");
+    for b in &board.scorers {
+        println!(
+            "  {}: {}",
+            b.scorer.name,
+            scoreboard::describe(&b.scorer).replace('`', "")
+        );
+        for line in scoreboard::distribution_lines(&b.summary) {
+            println!("    {line}");
+        }
+        if !b.no_score.is_empty() {
+            let why: Vec<String> = b
+                .no_score
+                .iter()
+                .map(|(reason, n)| format!("{n} {reason}"))
+                .collect();
+            println!("    without a score: {}", why.join(", "));
+        }
+    }
+}
+
+/// Each evaluation's models and overall mean, then a table of classes by evaluation.
+fn print_evaluations(board: &Scoreboard) {
+    if board.evaluations.is_empty() {
+        return;
+    }
+    println!("evaluations:");
+    for b in &board.evaluations {
+        let (e, m) = (&b.eval, &b.means);
+        println!(
+            "  {:<16} model {}, judge {}, {} questions: overall {} ({} graded, {} ungraded)",
+            e.label,
+            e.model,
+            e.judge_model,
+            e.questions,
+            short_or_dash(m.overall),
+            m.n,
+            m.ungraded
+        );
+    }
+    let mut header = format!("  {:<24}", "class (n, mean)");
+    for b in &board.evaluations {
+        header.push_str(&format!(" {:>18}", b.eval.label));
+    }
+    println!("{header}");
+    for class in board.classes() {
+        let mut row = format!("  {class:<24}");
+        for b in &board.evaluations {
+            let cell = b
+                .means
+                .classes
+                .get(class)
+                .map_or_else(|| "—".to_string(), |c| format!("{} {}", c.n, short(c.mean)));
+            row.push_str(&format!(" {cell:>18}"));
+        }
+        println!("{row}");
     }
 }

@@ -2,16 +2,20 @@
 //! fetches) built from what the database holds. Every count shown carries a `data-k` attribute
 //! with its `instill stats --json` path, so tests (and scripts) can check the page against it.
 
+pub mod scores;
 pub mod svg;
 pub mod text;
 
 use std::fmt::Write;
 
+use instill_core::RunKind;
 use instill_storage::{RunSummary, TimeBucket};
 use serde_json::Value;
 
 use svg::{esc, hbars, histogram, lines, num};
 use text::{TextStats, bins, top};
+
+use crate::scoreboard::Scoreboard;
 
 /// Everything the page shows.
 #[derive(Debug)]
@@ -20,7 +24,7 @@ pub struct ReportData {
     pub db: String,
     /// `instill stats --json`, verbatim.
     pub stats: Value,
-    /// Generation runs.
+    /// Runs of every kind: generation, and the score and eval stages.
     pub runs: Vec<RunSummary>,
     /// Per run (by id): its acceptance timeline and the bucket width in ms.
     pub timelines: Vec<(i64, i64, Vec<TimeBucket>)>,
@@ -38,6 +42,8 @@ pub struct ReportData {
     pub generated_at: String,
     /// Training runs: (name, (step, loss) points, (step, validation loss) points).
     pub training: Vec<TrainingCurve>,
+    /// Every scorer's distribution and every evaluation's class means.
+    pub board: Scoreboard,
 }
 
 /// One training run's loss log.
@@ -91,7 +97,8 @@ td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
 svg.chart{max-width:100%;height:auto;font-size:11px;fill:#1d2430}
 .bar{fill:#3d7bd9}.axis{stroke:#8a94a3}.tick{fill:#5b6675}.title{fill:#1d2430;font-size:12px}
 .line{stroke-width:2}.s0{stroke:#3d7bd9;fill:#3d7bd9}.s1{stroke:#d9773d;fill:#d9773d}
-polyline.s0,polyline.s1{fill:none}.none{color:#8a94a3;font-style:italic}
+polyline.s0,polyline.s1{fill:none}.s2{fill:#2e9e6a}.s3{fill:#8e5bb5}.s4{fill:#c0392b}.s5{fill:#7f8c8d}
+code{font-size:12px;background:#f3f5f8;padding:0 3px;border-radius:3px}.none{color:#8a94a3;font-style:italic}
 @media print{main{max-width:none}h2{break-after:avoid}svg{break-inside:avoid}}
 "#;
 
@@ -124,8 +131,10 @@ pub fn render(d: &ReportData) -> String {
     lengths(&mut h, &d.text);
     diversity(&mut h, &d.text);
     similarity(&mut h, d);
+    scores::scores(&mut h, &d.board);
     timeline(&mut h, d);
     training(&mut h, &d.training);
+    scores::evaluations(&mut h, &d.board);
     h.push_str("</main></body></html>\n");
     h
 }
@@ -189,52 +198,99 @@ fn counts(h: &mut String, s: &Value) {
 
 fn runs(h: &mut String, d: &ReportData) {
     h.push_str("<section id=\"runs\"><h2>Generation runs</h2>");
-    if d.runs.is_empty() {
-        h.push_str("<p class=\"none\">No generation runs.</p></section>");
+    let generated: Vec<&RunSummary> = d
+        .runs
+        .iter()
+        .filter(|r| r.kind == RunKind::Generate)
+        .collect();
+    if generated.is_empty() {
+        h.push_str("<p class=\"none\">No generation runs.</p>");
+    } else {
+        h.push_str("<table><tr><th>run</th><th>status</th><th class=\"n\">minutes</th><th class=\"n\">requests</th><th class=\"n\">prompt tokens</th><th class=\"n\">completion tokens</th><th class=\"n\">accepted</th><th class=\"n\">rejected</th><th class=\"n\">accept rate</th><th class=\"n\">accepted / 1k tokens</th><th class=\"n\">cost</th></tr>");
+        for r in generated {
+            generation_row(h, d, r);
+        }
+        h.push_str("</table>");
+    }
+    stage_runs(h, d);
+    h.push_str("</section>");
+}
+
+/// Minutes from start to finish, or `—` while running.
+fn minutes(r: &RunSummary) -> String {
+    r.finished_at
+        .map(|f| format!("{:.1}", (f - r.started_at) as f64 / 60_000.0))
+        .unwrap_or_else(|| "—".into())
+}
+
+/// The run's tokens at `--price-in`/`--price-out`, or `—` without prices.
+fn cost(d: &ReportData, r: &RunSummary) -> String {
+    d.prices
+        .map(|(pin, pout)| {
+            format!(
+                "{:.4}",
+                (r.prompt_tokens as f64 * pin + r.completion_tokens as f64 * pout) / 1e6
+            )
+        })
+        .unwrap_or_else(|| "—".into())
+}
+
+fn generation_row(h: &mut String, d: &ReportData, r: &RunSummary) {
+    let judged = r.accepted + r.rejected;
+    let tokens = r.prompt_tokens.saturating_add(r.completion_tokens);
+    let n = esc(&r.name);
+    let _ = write!(
+        h,
+        "<tr><td>{n}</td><td>{st}</td><td class=\"n\">{minutes}</td><td class=\"n\" data-k=\"runs.{n}.requests\">{rq}</td><td class=\"n\" data-k=\"runs.{n}.prompt_tokens\">{pt}</td><td class=\"n\" data-k=\"runs.{n}.completion_tokens\">{ct}</td><td class=\"n\" data-k=\"runs.{n}.accepted\" data-v=\"{a}\">{av}</td><td class=\"n\" data-k=\"runs.{n}.rejected\" data-v=\"{rj}\">{rv}</td><td class=\"n\">{rate}</td><td class=\"n\">{per1k}</td><td class=\"n\">{cost}</td></tr>",
+        st = esc(r.status.as_str()),
+        minutes = minutes(r),
+        rq = num(r.requests),
+        pt = num(r.prompt_tokens),
+        ct = num(r.completion_tokens),
+        a = r.accepted,
+        av = num(r.accepted),
+        rj = r.rejected,
+        rv = num(r.rejected),
+        rate = if judged > 0 {
+            format!("{:.1}%", 100.0 * r.accepted as f64 / judged as f64)
+        } else {
+            "—".into()
+        },
+        per1k = if tokens > 0 {
+            format!("{:.2}", r.accepted as f64 * 1000.0 / tokens as f64)
+        } else {
+            "—".into()
+        },
+        cost = cost(d, r),
+    );
+}
+
+/// The score and eval stages' runs: requests, tokens and cost (they make no records).
+fn stage_runs(h: &mut String, d: &ReportData) {
+    let stages: Vec<&RunSummary> = d
+        .runs
+        .iter()
+        .filter(|r| r.kind != RunKind::Generate)
+        .collect();
+    if stages.is_empty() {
         return;
     }
-    h.push_str("<table><tr><th>run</th><th>status</th><th class=\"n\">minutes</th><th class=\"n\">requests</th><th class=\"n\">prompt tokens</th><th class=\"n\">completion tokens</th><th class=\"n\">accepted</th><th class=\"n\">rejected</th><th class=\"n\">accept rate</th><th class=\"n\">accepted / 1k tokens</th><th class=\"n\">cost</th></tr>");
-    for r in &d.runs {
-        let judged = r.accepted + r.rejected;
-        let tokens = r.prompt_tokens.saturating_add(r.completion_tokens);
-        let minutes = r
-            .finished_at
-            .map(|f| format!("{:.1}", (f - r.started_at) as f64 / 60_000.0))
-            .unwrap_or_else(|| "—".into());
-        let cost = d
-            .prices
-            .map(|(pin, pout)| {
-                format!(
-                    "{:.4}",
-                    (r.prompt_tokens as f64 * pin + r.completion_tokens as f64 * pout) / 1e6
-                )
-            })
-            .unwrap_or_else(|| "—".into());
+    h.push_str("<h3 id=\"stage-runs\">Scoring and evaluation runs</h3><table><tr><th>run</th><th>kind</th><th>status</th><th class=\"n\">minutes</th><th class=\"n\">requests</th><th class=\"n\">prompt tokens</th><th class=\"n\">completion tokens</th><th class=\"n\">cost</th></tr>");
+    for r in stages {
         let n = esc(&r.name);
         let _ = write!(
             h,
-            "<tr><td>{n}</td><td>{st}</td><td class=\"n\">{minutes}</td><td class=\"n\" data-k=\"runs.{n}.requests\">{rq}</td><td class=\"n\" data-k=\"runs.{n}.prompt_tokens\">{pt}</td><td class=\"n\" data-k=\"runs.{n}.completion_tokens\">{ct}</td><td class=\"n\" data-k=\"runs.{n}.accepted\" data-v=\"{a}\">{av}</td><td class=\"n\" data-k=\"runs.{n}.rejected\" data-v=\"{rj}\">{rv}</td><td class=\"n\">{rate}</td><td class=\"n\">{per1k}</td><td class=\"n\">{cost}</td></tr>",
+            "<tr><td>{n}</td><td>{kind}</td><td>{st}</td><td class=\"n\">{minutes}</td><td class=\"n\" data-k=\"runs.{n}.requests\">{rq}</td><td class=\"n\" data-k=\"runs.{n}.prompt_tokens\">{pt}</td><td class=\"n\" data-k=\"runs.{n}.completion_tokens\">{ct}</td><td class=\"n\">{cost}</td></tr>",
+            kind = esc(r.kind.as_str()),
             st = esc(r.status.as_str()),
+            minutes = minutes(r),
             rq = num(r.requests),
             pt = num(r.prompt_tokens),
             ct = num(r.completion_tokens),
-            a = r.accepted,
-            av = num(r.accepted),
-            rj = r.rejected,
-            rv = num(r.rejected),
-            rate = if judged > 0 {
-                format!("{:.1}%", 100.0 * r.accepted as f64 / judged as f64)
-            } else {
-                "—".into()
-            },
-            per1k = if tokens > 0 {
-                format!("{:.2}", r.accepted as f64 * 1000.0 / tokens as f64)
-            } else {
-                "—".into()
-            },
+            cost = cost(d, r),
         );
     }
-    h.push_str("</table></section>");
+    h.push_str("</table>");
 }
 
 fn lengths(h: &mut String, t: &TextStats) {

@@ -1,5 +1,5 @@
-//! Hand-written inline SVG charts for the report: horizontal bars, histograms and lines. No
-//! fonts, scripts or external references: the page renders offline and prints.
+//! Hand-written inline SVG charts for the report: horizontal bars, histograms, grouped bars and
+//! lines. No fonts, scripts or external references: the page renders offline and prints.
 
 use std::fmt::Write;
 
@@ -150,6 +150,84 @@ pub fn lines(series: &[(&str, Vec<(f64, f64)>)], x_title: &str, y_title: &str) -
     s
 }
 
+/// Colours a series can take (CSS classes `s0`…), in order; later series reuse them.
+const SERIES_COLOURS: usize = 6;
+
+/// Vertical bars in groups, one group per (label, values) and one bar per series in each
+/// (None: no bar), a legend naming the series. The axis runs from 0 to 1, or to the largest
+/// value when one is above 1.
+pub fn grouped_bars(
+    groups: &[(String, Vec<Option<f64>>)],
+    series: &[String],
+    y_title: &str,
+) -> String {
+    let values = || groups.iter().flat_map(|g| g.1.iter().flatten().copied());
+    if values().next().is_none() || series.is_empty() {
+        return empty();
+    }
+    let max = values().fold(1.0f64, f64::max);
+    let (left, bottom, plot_h) = (56.0, 96.0, 180.0);
+    let slot = (640.0 / groups.len() as f64).clamp(36.0, 120.0);
+    let bar = ((slot - 12.0) / series.len() as f64).clamp(3.0, 24.0);
+    let plot_w = slot * groups.len() as f64;
+    let mut s = format!(
+        r#"<svg class="chart" viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img">"#,
+        w = left + plot_w + 150.0,
+        h = plot_h + bottom + 10.0
+    );
+    axes(&mut s, left, plot_w, plot_h, max, "", y_title);
+    for (g, (label, vals)) in groups.iter().enumerate() {
+        let x0 = left + g as f64 * slot + (slot - bar * series.len() as f64) / 2.0;
+        for (k, v) in vals.iter().enumerate().take(series.len()) {
+            let Some(v) = v else { continue };
+            let bh = (v.max(0.0) / max * plot_h).max(0.5);
+            let x = x0 + k as f64 * bar;
+            let _ = write!(
+                s,
+                r#"<rect x="{x:.1}" y="{y:.1}" width="{w:.1}" height="{bh:.1}" class="s{c}"><title>{l}, {n}: {v}</title></rect>"#,
+                y = 10.0 + plot_h - bh,
+                w = (bar - 1.0).max(1.0),
+                c = k % SERIES_COLOURS,
+                l = esc(label),
+                n = esc(&series[k]),
+                v = crate::scoreboard::short(*v),
+            );
+            if bar >= 20.0 {
+                let _ = write!(
+                    s,
+                    r#"<text x="{cx:.1}" y="{ty:.1}" text-anchor="middle" class="tick" font-size="9">{v}</text>"#,
+                    cx = x + bar / 2.0,
+                    ty = 10.0 + plot_h - bh - 3.0,
+                    v = short(*v),
+                );
+            }
+        }
+        let shown: String = label.chars().take(20).collect();
+        let _ = write!(
+            s,
+            r#"<text x="{cx:.1}" y="{ty}" text-anchor="end" class="tick" transform="rotate(-35 {cx:.1} {ty})">{l}</text>"#,
+            cx = left + (g as f64 + 0.5) * slot,
+            ty = 10.0 + plot_h + 14.0,
+            l = esc(&shown),
+        );
+    }
+    for (k, name) in series.iter().enumerate() {
+        let y = 14.0 + 18.0 * k as f64;
+        let shown: String = name.chars().take(18).collect();
+        let _ = write!(
+            s,
+            r#"<rect x="{x}" y="{y}" width="12" height="12" class="s{c}"/><text x="{tx}" y="{ty}">{n}</text>"#,
+            x = left + plot_w + 12.0,
+            c = k % SERIES_COLOURS,
+            tx = left + plot_w + 30.0,
+            ty = y + 10.0,
+            n = esc(&shown),
+        );
+    }
+    s.push_str("</svg>");
+    s
+}
+
 fn axes(
     s: &mut String,
     left: f64,
@@ -215,5 +293,35 @@ mod tests {
             h.contains(r#"height="180.0""#) && h.contains(r#"height="90.0""#),
             "{h}"
         );
+    }
+
+    #[test]
+    fn grouped_bars_scale_to_one_and_name_every_series() {
+        let g = grouped_bars(
+            &[
+                ("math".into(), vec![Some(1.0), Some(0.5)]),
+                ("code".into(), vec![None, Some(0.25)]),
+            ],
+            &["base".into(), "tuned".into()],
+            "mean grade",
+        );
+        let bars = g.matches("<rect").count();
+        assert_eq!(bars, 3 + 2, "three bars and two legend swatches: {g}");
+        assert!(
+            g.contains(r#"height="180.0""#) && g.contains(r#"height="90.0""#),
+            "{g}"
+        );
+        assert!(
+            g.contains(">base</text>") && g.contains(">tuned</text>"),
+            "{g}"
+        );
+        assert!(g.contains("code, tuned: 0.25"), "{g}");
+        let above_one = grouped_bars(
+            &[("x".into(), vec![Some(8.0), Some(4.0)])],
+            &["a".into(), "b".into()],
+            "",
+        );
+        assert!(above_one.contains(r#"height="90.0""#), "{above_one}");
+        assert!(grouped_bars(&[("x".into(), vec![None])], &["a".into()], "").contains("No data"));
     }
 }

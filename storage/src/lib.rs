@@ -47,7 +47,7 @@ pub use error::StorageError;
 pub use evals::{Evaluation, Grade};
 pub use export::ExportRecord;
 pub use imports::{ImportInfo, NewImport};
-pub use provenance::{Curation, ImportProvenance, Provenance, RunProvenance};
+pub use provenance::{Curation, ExportScores, ImportProvenance, Provenance, RunProvenance};
 pub use read::{StatusFilter, StoredRecord};
 pub use records::NewRecord;
 pub use report::{RecordText, RunSummary, TimeBucket};

@@ -1,18 +1,20 @@
 //! Where the records of an export came from and what was done to them, for the dataset card:
 //! counts by language, source and origin of the exported records, the generation runs and
-//! imports behind them, and every stored curation (`instill dedup`, `instill filter`).
+//! imports behind them, every stored curation (`instill dedup`, `filter`, `select`), and every
+//! scorer's scores of the exported records.
 
 use sqlx::{AssertSqlSafe, Row};
 
 use crate::db::{Db, on_pool};
 use crate::error::StorageError;
 use crate::read::StatusFilter;
+use crate::scores::Scorer;
 use crate::writer::{Writer, on_tx};
 
-/// One `instill dedup` or `instill filter` run, as stored.
+/// One `instill dedup`, `filter` or `select` run, as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Curation {
-    /// `dedup` or `filter`.
+    /// `dedup`, `filter` or `select`.
     pub command: String,
     /// Its settings and per-stage summary (JSON).
     pub settings_json: String,
@@ -50,6 +52,16 @@ pub struct ImportProvenance {
     pub records: i64,
 }
 
+/// A scorer and its scores of the exported records.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExportScores {
+    /// The scorer.
+    pub scorer: Scorer,
+    /// Its score of each exported record it scored, in record id order (None: the reply held
+    /// no score). Exported records it never scored are not here.
+    pub scores: Vec<Option<f64>>,
+}
+
 /// What a dataset card says about the records an export selects.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Provenance {
@@ -67,6 +79,8 @@ pub struct Provenance {
     pub rejected_by_reason: Vec<(String, i64)>,
     /// Every stored curation, oldest first.
     pub curations: Vec<Curation>,
+    /// Every scorer (oldest first) with its scores of the exported records.
+    pub scores: Vec<ExportScores>,
 }
 
 impl Db {
@@ -93,7 +107,25 @@ impl Db {
                 )
                 .await?,
             curations: self.curations().await?,
+            scores: self.scores_behind(filter).await?,
         })
+    }
+
+    /// Every scorer with its scores of the records `filter` selects.
+    async fn scores_behind(&self, filter: StatusFilter) -> Result<Vec<ExportScores>, StorageError> {
+        let sql = format!(
+            "SELECT score FROM scores WHERE scorer = $1 \
+             AND record_id IN (SELECT id FROM records WHERE 1 = 1 {}) ORDER BY record_id",
+            filter.sql()
+        );
+        let mut out = Vec::new();
+        for scorer in self.scorers().await? {
+            let scores: Vec<Option<f64>> = on_pool!(&self.pool, p => {
+                sqlx::query_scalar(AssertSqlSafe(sql.clone())).bind(&scorer.name).fetch_all(p).await?
+            });
+            out.push(ExportScores { scorer, scores });
+        }
+        Ok(out)
     }
 
     /// Whether any record `filter` selects has a system prompt, and any has earlier turns: the

@@ -1,20 +1,23 @@
-//! What `instill report` reads beyond [`crate::Stats`]: runs with their requests and tokens,
+//! What `instill report` reads beyond [`crate::Stats`]: runs of every kind with their requests
+//! and tokens,
 //! acceptance over time, nearest-neighbour ROUGE-L scores, MinHash cluster sizes, and the texts
 //! (page by page) for length and diversity charts.
 
-use instill_core::{RunStatus, Status};
+use instill_core::{RunKind, RunStatus, Status};
 use sqlx::{AssertSqlSafe, Row};
 
 use crate::db::{Db, on_pool};
 use crate::error::{StorageError, decode};
 
-/// One generation run, as the report shows it.
+/// One run (generation, or a score or eval stage), as the report shows it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunSummary {
     /// `runs.id`.
     pub id: i64,
     /// The run's name.
     pub name: String,
+    /// What it did: generate, or a score or eval stage (which make no records).
+    pub kind: RunKind,
     /// Running, done or stopped.
     pub status: RunStatus,
     /// Start, Unix milliseconds.
@@ -62,9 +65,9 @@ pub struct RecordText {
 }
 
 impl Db {
-    /// Every generation run with its request, token and record counts, oldest first.
+    /// Every run, of every kind, with its request, token and record counts, oldest first.
     pub async fn run_summaries(&self) -> Result<Vec<RunSummary>, StorageError> {
-        let sql = "SELECT r.id, r.name, r.status, r.started_at, r.finished_at, \
+        let sql = "SELECT r.id, r.name, r.kind, r.status, r.started_at, r.finished_at, \
                    (SELECT COUNT(*) FROM requests q WHERE q.run_id = r.id AND q.status <> 'claimed') AS requests, \
                    (SELECT CAST(COALESCE(SUM(q.prompt_tokens), 0) AS BIGINT) FROM requests q WHERE q.run_id = r.id) AS pt, \
                    (SELECT CAST(COALESCE(SUM(q.completion_tokens), 0) AS BIGINT) FROM requests q WHERE q.run_id = r.id) AS ct, \
@@ -78,6 +81,7 @@ impl Db {
                     Ok(RunSummary {
                         id: r.try_get("id")?,
                         name: r.try_get("name")?,
+                        kind: decode("runs.kind", r.try_get("kind")?)?,
                         status: decode("runs.status", r.try_get("status")?)?,
                         started_at: r.try_get("started_at")?,
                         finished_at: r.try_get("finished_at")?,
