@@ -143,7 +143,7 @@ pub fn bin_label(b: &Bin, scale: Option<(f64, f64)>) -> String {
 }
 
 /// The distribution as text: a line of numbers, then one line per bin with a bar of `#`.
-pub fn distribution_lines(d: &ScoreSummary) -> Vec<String> {
+pub fn distribution_lines(d: &ScoreSummary, scale: Option<(f64, f64)>) -> Vec<String> {
     let fmt = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.3}"));
     let mut lines = vec![format!(
         "scores: {} scored, {} without a score; mean {}, median {}, min {}, max {}",
@@ -158,9 +158,8 @@ pub fn distribution_lines(d: &ScoreSummary) -> Vec<String> {
     for b in &d.bins {
         let width = (b.n * 40).div_ceil(most) as usize;
         lines.push(format!(
-            "  [{:>7.3}, {:>7.3})  {:>8}  {}",
-            b.lo,
-            b.hi,
+            "  {:>9}  {:>8}  {}",
+            bin_label(b, scale),
             b.n,
             "#".repeat(width)
         ));
@@ -169,8 +168,8 @@ pub fn distribution_lines(d: &ScoreSummary) -> Vec<String> {
 }
 
 /// Prints [`distribution_lines`].
-pub fn print_distribution(d: &ScoreSummary) {
-    for line in distribution_lines(d) {
+pub fn print_distribution(d: &ScoreSummary, scale: Option<(f64, f64)>) {
+    for line in distribution_lines(d, scale) {
         println!("{line}");
     }
 }
@@ -204,7 +203,8 @@ mod tests {
     #[test]
     fn the_text_histogram_scales_to_the_fullest_bin() {
         let s = summarize([Some(1.0), Some(2.0), Some(2.0)], Some((1.0, 3.0)));
-        let lines = distribution_lines(&s);
+        let lines = distribution_lines(&s, Some((1.0, 3.0)));
+        assert!(lines[1].trim_start().starts_with("1 "), "{lines:?}");
         assert!(
             lines[0].contains("3 scored, 0 without a score"),
             "{lines:?}"

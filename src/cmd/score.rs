@@ -398,6 +398,6 @@ fn print_summary(s: &Summary) {
         s.completion_tokens,
         s.cost.map(|c| format!("; cost {c:.4}")).unwrap_or_default()
     );
-    crate::scoreboard::print_distribution(&s.scores);
+    crate::scoreboard::print_distribution(&s.scores, Some((s.scale[0], s.scale[1])));
     println!("{:.1} s", s.seconds);
 }

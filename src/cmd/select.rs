@@ -228,5 +228,5 @@ fn print_summary(s: &Summary) {
         println!("  {reason:<24} {n:>8}");
     }
     println!("kept records' scores:");
-    crate::scoreboard::print_distribution(&s.kept_scores);
+    crate::scoreboard::print_distribution(&s.kept_scores, s.scale.map(|[a, b]| (a, b)));
 }

@@ -299,7 +299,7 @@ fn print_scorers(board: &Scoreboard) {
             b.scorer.name,
             scoreboard::describe(&b.scorer).replace('`', "")
         );
-        for line in scoreboard::distribution_lines(&b.summary) {
+        for line in scoreboard::distribution_lines(&b.summary, b.scorer.scale) {
             println!("    {line}");
         }
         if !b.no_score.is_empty() {
