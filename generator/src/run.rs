@@ -263,29 +263,36 @@ pub(crate) fn from_stored(r: &StoredRequest, skip: usize) -> Finished {
 
 /// Finds the run by name (checking that its settings are these) or creates it.
 pub(crate) async fn open_run(db: &Db, cfg: &RunConfig, model: &str) -> Result<i64, GenerateError> {
-    let print = fingerprint(cfg, model);
-    let run_id = match db.find_run(&cfg.name).await? {
-        Some(run) => {
-            let stored: serde_json::Value =
-                serde_json::from_str(&run.config_json).unwrap_or_default();
-            let diffs = differences(&stored, &print);
-            if !diffs.is_empty() {
-                return Err(GenerateError::SettingsChanged {
-                    run: cfg.name.clone(),
-                    differences: diffs,
-                });
-            }
-            db.set_run_status(run.id, RunStatus::Running, now_ms())
-                .await?;
-            run.id
-        }
-        None => {
-            db.create_run(&cfg.name, RunKind::Generate, &print.to_string(), now_ms())
-                .await?
-        }
-    };
+    find_or_create_run(db, &cfg.name, RunKind::Generate, &fingerprint(cfg, model)).await
+}
 
-    Ok(run_id)
+/// The run named `name`, marked running again, if its kind and fingerprint are these (else
+/// [`GenerateError::SettingsChanged`], naming each difference); or a new run with them.
+pub(crate) async fn find_or_create_run(
+    db: &Db,
+    name: &str,
+    kind: RunKind,
+    print: &serde_json::Value,
+) -> Result<i64, GenerateError> {
+    let Some(run) = db.find_run(name).await? else {
+        return Ok(db
+            .create_run(name, kind, &print.to_string(), now_ms())
+            .await?);
+    };
+    let stored: serde_json::Value = serde_json::from_str(&run.config_json).unwrap_or_default();
+    let mut diffs = differences(&stored, print);
+    if run.kind != kind {
+        diffs.insert(0, format!("kind: {} → {kind}", run.kind));
+    }
+    if !diffs.is_empty() {
+        return Err(GenerateError::SettingsChanged {
+            run: name.to_string(),
+            differences: diffs,
+        });
+    }
+    db.set_run_status(run.id, RunStatus::Running, now_ms())
+        .await?;
+    Ok(run.id)
 }
 
 /// What acceptance resumes from: counters, the ROUGE pool, ids of accepted records by key.

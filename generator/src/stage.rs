@@ -22,7 +22,7 @@ use crate::completion::BackendError;
 use crate::limiter::RateLimiter;
 use crate::retry::RetryPolicy;
 use crate::run::{
-    Finished, GenerateError, RequestParams, differences, failed_row, request_row, send,
+    Finished, GenerateError, RequestParams, failed_row, find_or_create_run, request_row, send,
 };
 use crate::run_loop::Ticker;
 
@@ -191,28 +191,7 @@ async fn open_stage(db: &Db, cfg: &StageConfig, model: &str) -> Result<i64, Gene
         "stop": cfg.request.stop,
         "n": cfg.request.n,
     });
-    match db.find_run(&cfg.name).await? {
-        Some(run) => {
-            let stored: serde_json::Value =
-                serde_json::from_str(&run.config_json).unwrap_or_default();
-            let mut diffs = differences(&stored, &print);
-            if run.kind != cfg.kind {
-                diffs.insert(0, format!("kind: {} → {}", run.kind, cfg.kind));
-            }
-            if !diffs.is_empty() {
-                return Err(GenerateError::SettingsChanged {
-                    run: cfg.name.clone(),
-                    differences: diffs,
-                });
-            }
-            db.set_run_status(run.id, RunStatus::Running, now_ms())
-                .await?;
-            Ok(run.id)
-        }
-        None => Ok(db
-            .create_run(&cfg.name, cfg.kind, &print.to_string(), now_ms())
-            .await?),
-    }
+    find_or_create_run(db, &cfg.name, cfg.kind, &print).await
 }
 
 /// A stage's state while it goes.

@@ -175,11 +175,7 @@ pub async fn run(global: &GlobalArgs, args: &EvalArgs) -> anyhow::Result<Outcome
     } else {
         print_summary(&summary);
     }
-    Ok(match stop {
-        Some(s) => s.outcome(),
-        None if report.progress.failed_now > 0 => Outcome::Partial,
-        None => Outcome::Done,
-    })
+    Ok(stage::outcome(stop, report.progress.failed_now))
 }
 
 /// The eval set `--eval-set` names, its first `--limit` questions.

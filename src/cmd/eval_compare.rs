@@ -142,11 +142,7 @@ pub async fn run(
     } else {
         print_summary(&summary);
     }
-    Ok(match stop {
-        Some(s) => s.outcome(),
-        None if report.progress.failed_now > 0 => Outcome::Partial,
-        None => Outcome::Done,
-    })
+    Ok(stage::outcome(stop, report.progress.failed_now))
 }
 
 async fn find(db: &Db, label: &str) -> anyhow::Result<Evaluation> {

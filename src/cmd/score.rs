@@ -182,12 +182,11 @@ async fn judge(global: &GlobalArgs, args: &ScoreArgs) -> anyhow::Result<Outcome>
     } else {
         print_summary(&summary);
     }
-    Ok(match (report.ending, stop) {
-        (StageEnding::Interrupted, Some(s)) => s.outcome(),
-        (StageEnding::Interrupted, None) => Outcome::Interrupted,
-        (StageEnding::Done, _) if report.progress.failed_now > 0 => Outcome::Partial,
-        (StageEnding::Done, _) => Outcome::Done,
-    })
+    let stop = match (report.ending, stop) {
+        (StageEnding::Interrupted, None) => Some(Stop::Interrupt),
+        (_, stop) => stop,
+    };
+    Ok(stage::outcome(stop, report.progress.failed_now))
 }
 
 /// The stage run that holds a judge scorer's replies.

@@ -154,3 +154,13 @@ pub fn sqlite_lock(url: &str, command: &str, kind: &str) -> anyhow::Result<Optio
         }
     }
 }
+
+/// How a stage command ends: the signal that stopped it, else partial when requests failed for
+/// good (a rerun sends them again), else done.
+pub fn outcome(stop: Option<Stop>, failed_now: u64) -> crate::Outcome {
+    match stop {
+        Some(s) => s.outcome(),
+        None if failed_now > 0 => crate::Outcome::Partial,
+        None => crate::Outcome::Done,
+    }
+}
