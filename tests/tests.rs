@@ -20,6 +20,7 @@ mod parquet;
 mod progress;
 mod report;
 mod rope;
+mod score_metric;
 mod secrets;
 mod seeds_stats;
 mod split;
