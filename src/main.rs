@@ -10,6 +10,7 @@ mod outdir;
 #[cfg(feature = "parquet")]
 mod parquet_io;
 mod progress;
+mod render;
 mod report;
 mod scoreboard;
 mod shards;

@@ -22,6 +22,7 @@ mod progress;
 mod report;
 mod rope;
 mod score;
+mod score_metric;
 mod scores_shown;
 mod secrets;
 mod seeds_stats;

@@ -77,6 +77,30 @@ impl Codec {
 
     /// Renders the chat template for `messages` (role, content), ready for the assistant's turn.
     pub fn render_chat(&self, messages: &[(&str, &str)]) -> Result<String, CodecError> {
+        self.render(messages, true)
+    }
+
+    /// What the chat template writes to open the assistant's turn after `messages` (its
+    /// `add_generation_prompt` text, e.g. `<|im_start|>assistant\n`): the rendering with it less
+    /// the rendering without it. Empty for a template that writes none; an error when the one
+    /// rendering does not extend the other, so no such text can be told.
+    pub fn generation_prompt(&self, messages: &[(&str, &str)]) -> Result<String, CodecError> {
+        let with = self.render(messages, true)?;
+        let without = self.render(messages, false)?;
+        with.strip_prefix(without.as_str())
+            .map(str::to_string)
+            .ok_or_else(|| {
+                CodecError::Template(
+                    "the rendering that opens the assistant's turn does not extend the one that does not, so the turn's opening text cannot be told".into(),
+                )
+            })
+    }
+
+    fn render(
+        &self,
+        messages: &[(&str, &str)],
+        add_generation_prompt: bool,
+    ) -> Result<String, CodecError> {
         let template = self
             .chat_template
             .as_deref()
@@ -99,7 +123,7 @@ impl Codec {
             .and_then(|t| {
                 t.render(minijinja::context! {
                     messages => minijinja::value::Serde(&messages),
-                    add_generation_prompt => true,
+                    add_generation_prompt => add_generation_prompt,
                     bos_token => self.bos.clone().unwrap_or_default(),
                     eos_token => self.eos.clone().unwrap_or_default(),
                 })
@@ -332,4 +356,36 @@ fn strings(meta: &HashMap<String, gguf_file::Value>, key: &str) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn codec(template: &str) -> Codec {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/local/tiny-llama");
+        Codec {
+            chat_template: Some(template.to_string()),
+            ..Codec::from_hf_dir(&dir, None).expect("fixture codec")
+        }
+    }
+
+    #[test]
+    fn the_generation_prompt_is_what_opening_the_assistants_turn_adds() {
+        let chatml = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
+        let turns = [("system", "Be brief."), ("user", "hi")];
+        assert_eq!(
+            codec(chatml).generation_prompt(&turns).expect("chatml"),
+            "<|im_start|>assistant\n"
+        );
+        // Llama 2's template writes nothing for it.
+        let plain = "{% for m in messages %}[{{ m.content }}]{% endfor %}";
+        assert_eq!(codec(plain).generation_prompt(&turns).expect("plain"), "");
+        // A template whose two renderings diverge has no such text.
+        let odd = "{% if add_generation_prompt %}A{% else %}B{% endif %}";
+        assert!(matches!(
+            codec(odd).generation_prompt(&turns),
+            Err(CodecError::Template(_))
+        ));
+    }
 }

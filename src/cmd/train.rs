@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use candle_core::{Device, Tensor};
 use instill_core::{InputFormat, Record, held_out, held_out_digest, norm_hash};
 use instill_models::hub::Want;
-use instill_models::{Codec, CodecError, Dims, Weights};
+use instill_models::{Codec, Dims, Weights};
 use instill_storage::{Db, StatusFilter};
 use instill_trainer::{
     AdamWConfig, Example, LoraConfig, Model, TrainConfig, TrainError, TrainSummary, load_adapter,
@@ -22,6 +22,7 @@ use crate::cli::{GlobalArgs, MergeLoraArgs, TrainArgs};
 use crate::cmd::{flags, train_out};
 use crate::hub;
 use crate::outdir::Producer;
+use crate::render::{self, PromptFormat};
 use crate::staging::Staging;
 use crate::{Outcome, outdir};
 
@@ -102,43 +103,6 @@ async fn read_db(global: &GlobalArgs, status: &str) -> anyhow::Result<Vec<Record
     }
     db.close().await;
     Ok(out)
-}
-
-/// The prompt text of a record (everything before its output) in `template`.
-fn prompt(codec: &Codec, r: &Record, template: &str) -> anyhow::Result<String> {
-    let user = if r.input.trim().is_empty() {
-        r.instruction.clone()
-    } else {
-        format!("{}\n\n{}", r.instruction, r.input)
-    };
-    Ok(match template {
-        "alpaca" if r.input.trim().is_empty() => format!(
-            "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n### Instruction:\n{}\n\n### Response:\n",
-            r.instruction
-        ),
-        "alpaca" => format!(
-            "Below is an instruction that describes a task, paired with an input that provides further context. Write a response that appropriately completes the request.\n\n### Instruction:\n{}\n\n### Input:\n{}\n\n### Response:\n",
-            r.instruction, r.input
-        ),
-        "belle" => format!("Human: {user}\n\nAssistant: "),
-        _ => {
-            let mut messages: Vec<(&str, &str)> = Vec::new();
-            if !r.system.is_empty() {
-                messages.push(("system", &r.system));
-            }
-            for turn in &r.history {
-                messages.push(("user", turn.user()));
-                messages.push(("assistant", turn.assistant()));
-            }
-            messages.push(("user", &user));
-            codec.render_chat(&messages).map_err(|e| match e {
-                CodecError::NoChatTemplate => {
-                    anyhow::anyhow!("{e}; pass --template alpaca or --template belle")
-                }
-                other => other.into(),
-            })?
-        }
-    })
 }
 
 /// The examples to train on and to validate with, and how many records were too long.
@@ -231,10 +195,8 @@ async fn records(global: &GlobalArgs, args: &TrainArgs) -> anyhow::Result<Vec<Re
 
 /// Each record rendered and tokenized, response then EOS, held out for validation or not.
 fn examples(codec: &Codec, records: &[Record], args: &TrainArgs) -> anyhow::Result<Data> {
-    let eos = *codec
-        .eos_ids
-        .first()
-        .context("the model declares no EOS token")?;
+    let eos = render::eos(codec)?;
+    let format = PromptFormat::from_flag(&args.template);
     let (mut train_set, mut val_set, mut skipped) = (Vec::new(), Vec::new(), 0usize);
     // The records the split holds out (export's split: same --val-fraction and --seed, same
     // records), by normalised hash, for the summary's digest.
@@ -244,9 +206,7 @@ fn examples(codec: &Codec, records: &[Record], args: &TrainArgs) -> anyhow::Resu
         if val {
             held.push(norm_hash(r));
         }
-        let p = codec.encode(&prompt(codec, r, &args.template)?)?;
-        let mut response = codec.encode(&r.output)?;
-        response.push(eos);
+        let (p, response) = render::pair(codec, r, format, eos)?;
         match Example::new(p, &response, args.max_len) {
             Some(e) if val => val_set.push(e),
             Some(e) => train_set.push(e),

@@ -59,6 +59,27 @@ pub fn buckets(examples: &[Example], batch_size: usize) -> Vec<Vec<usize>> {
         .collect()
 }
 
+/// Groups example indices into batches of similar length whose padded size (members × the
+/// longest) stays within `max_tokens`: sorted by length, cut greedily, at least one example per
+/// batch. Inference batches by tokens, since memory (the logits above all) grows with them.
+pub fn token_buckets(examples: &[Example], max_tokens: usize) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..examples.len()).collect();
+    order.sort_by_key(|&i| (examples[i].ids.len(), i));
+    let mut out: Vec<Vec<usize>> = Vec::new();
+    let mut current: Vec<usize> = Vec::new();
+    for i in order {
+        // Sorted: the newcomer is the batch's longest.
+        if !current.is_empty() && (current.len() + 1) * examples[i].ids.len() > max_tokens {
+            out.push(std::mem::take(&mut current));
+        }
+        current.push(i);
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
+}
+
 /// The batches of `epoch` in their seeded order.
 pub fn epoch_order(batches: usize, seed: u64, epoch: usize) -> Vec<usize> {
     let mut order: Vec<usize> = (0..batches).collect();
@@ -126,6 +147,12 @@ mod tests {
             .collect();
         assert_eq!(buckets(&ex, 2), vec![vec![0, 1], vec![2, 3], vec![4, 5]]);
         assert_eq!(epoch_order(10, 7, 0), epoch_order(10, 7, 0));
+        // Lengths 2..=7: padded size within 8 tokens, a longer example alone.
+        assert_eq!(
+            token_buckets(&ex, 8),
+            vec![vec![0, 1], vec![2], vec![3], vec![4], vec![5]]
+        );
+        assert_eq!(token_buckets(&ex, 100), vec![vec![0, 1, 2, 3, 4, 5]]);
         assert_ne!(epoch_order(10, 7, 0), epoch_order(10, 7, 1));
     }
 }

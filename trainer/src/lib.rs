@@ -10,6 +10,8 @@
 //! - [`data`]: examples (prompt/response token ids), length-bucketed padded batches.
 //! - [`optim`]: AdamW, warmup + cosine, clipping. [`train`]: the loop and loss log, resume.
 //! - [`checkpoint`]: crash-safe checkpoints that record the run's settings; a resume must match.
+//! - [`score`]: per-sample answer losses for perplexity and IFD, batched, without gradients, on
+//!   a [`Model::frozen`] model with the training loss.
 //!
 //! No database, no network, no terminal: the binary reads records, tokenizes and prints.
 
@@ -19,15 +21,17 @@ pub mod lora;
 pub mod model;
 pub mod optim;
 pub mod peft;
+pub mod score;
 pub mod train;
 
 use std::path::Path;
 
 pub use data::Example;
 pub use lora::{LoraConfig, merge};
-pub use model::{Model, masked_nll};
+pub use model::{Model, masked_nll, masked_nll_rows};
 pub use optim::AdamWConfig;
 pub use peft::{load_adapter, save_adapter};
+pub use score::{Losses, Sample, SampleError, ScoreConfig, score};
 pub use train::{StepReport, TrainConfig, TrainSummary, evaluate, total_steps, train};
 
 /// Why training or merging failed.

@@ -132,19 +132,15 @@ impl Model {
         if lora.is_none() && dtype != DType::F32 {
             return Err(TrainError::FullInLowPrecision);
         }
-        if config.qk_layout != QkLayout::Halves {
-            return Err(TrainError::Config(
-                "the query/key rows are in llama.cpp's order: load the weights with Weights::dense_all".into(),
-            ));
-        }
         // A scaling the outputs' config.json cannot carry (llama.cpp's per-frequency factors)
         // would train a model that reloads with other RoPE: refused, naming the tensor.
         if let Some(scaling) = &config.rope_scaling {
             scaling.to_config(&config.path)?;
         }
-        let mut b = Builder {
+        let b = Builder {
             weights,
             lora,
+            frozen: false,
             seed,
             dtype,
             device,
@@ -152,6 +148,42 @@ impl Model {
             whole: Vec::new(),
             adapters: Vec::new(),
         };
+        b.build(config)
+    }
+
+    /// The model for inference only (scoring): every weight a plain tensor in `dtype`, nothing
+    /// trainable, so no gradient graph is kept and each layer's activations are freed as the
+    /// next one runs. Any RoPE scaling the decoders implement is accepted (nothing is saved).
+    pub fn frozen(
+        config: Dims,
+        weights: &HashMap<String, Tensor>,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Model, TrainError> {
+        let b = Builder {
+            weights,
+            lora: None,
+            frozen: true,
+            seed: 0,
+            dtype,
+            device,
+            trainable: Vec::new(),
+            whole: Vec::new(),
+            adapters: Vec::new(),
+        };
+        b.build(config)
+    }
+}
+
+impl Builder<'_> {
+    /// Takes every weight `config` names into a model.
+    fn build(mut self, config: Dims) -> Result<Model, TrainError> {
+        if config.qk_layout != QkLayout::Halves {
+            return Err(TrainError::Config(
+                "the query/key rows are in llama.cpp's order: load the weights with Weights::dense_all".into(),
+            ));
+        }
+        let (weights, lora, dtype) = (self.weights, self.lora, self.dtype);
         // LoRA's modules_to_save: trained in full, saved under PEFT's names.
         let saved_whole =
             |part: Part| lora.is_some_and(|l| l.modules_to_save.iter().any(|m| m == part.short()));
@@ -161,19 +193,19 @@ impl Model {
             return Err(TrainError::TiedLmHead);
         }
         let embed = if saved_whole(Part::Embed) {
-            b.take_whole(Part::Embed)?
+            self.take_whole(Part::Embed)?
         } else {
-            b.take(&Part::Embed.weight())?
+            self.take(&Part::Embed.weight())?
         };
         let lm_head_whole = if saved_whole(Part::LmHead) {
-            Some(b.take_whole(Part::LmHead)?)
+            Some(self.take_whole(Part::LmHead)?)
         } else {
             None
         };
         let layers = (0..config.num_layers)
-            .map(|i| b.layer(i))
+            .map(|i| self.layer(i))
             .collect::<Result<Vec<_>, _>>()?;
-        let norm = b.take(&Part::Norm.weight())?;
+        let norm = self.take(&Part::Norm.weight())?;
         let head = |weight| Linear {
             weight,
             bias: None,
@@ -182,11 +214,11 @@ impl Model {
         let lm_head = if let Some(weight) = lm_head_whole {
             head(weight)
         } else if !config.tie_word_embeddings && weights.contains_key(&Part::LmHead.weight()) {
-            head(b.take(&Part::LmHead.weight())?)
+            head(self.take(&Part::LmHead.weight())?)
         } else {
             head(embed.clone())
         };
-        let trainable = b.trainable_vars();
+        let trainable = self.trainable_vars();
         Ok(Model {
             rope: config.rope(),
             dtype,
@@ -198,7 +230,9 @@ impl Model {
             trainable,
         })
     }
+}
 
+impl Model {
     /// Logits `[B, T, vocab]` of right-padded token ids `[B, T]` (padding comes after every real
     /// token, so the causal mask alone keeps it out of their attention). `dropout_seed` turns
     /// adapter dropout on (training).
@@ -305,6 +339,8 @@ impl Model {
 struct Builder<'a> {
     weights: &'a HashMap<String, Tensor>,
     lora: Option<&'a LoraConfig>,
+    /// Inference only: no weight becomes a variable.
+    frozen: bool,
     seed: u64,
     dtype: DType,
     device: &'a Device,
@@ -326,7 +362,7 @@ impl Builder<'_> {
     /// A base weight in the model's dtype: a variable for full fine-tuning, frozen under LoRA.
     fn take(&mut self, name: &str) -> Result<Tensor, TrainError> {
         let t = self.get(name)?.to_dtype(self.dtype)?;
-        if self.lora.is_some() {
+        if self.lora.is_some() || self.frozen {
             return Ok(t.detach());
         }
         let var = Var::from_tensor(&t)?;
@@ -421,9 +457,14 @@ fn xxhash(s: &str) -> u64 {
     })
 }
 
-/// Masked next-token NLL: `logits [B, T, V]`, `ids [B, T]`, `weights [B, T]` (1 where the token
-/// at t+1 is a response token to learn, 0 elsewhere). Returns the mean over counted tokens.
-pub fn masked_nll(logits: &Tensor, ids: &Tensor, weights: &Tensor) -> Result<Tensor, TrainError> {
+/// The log-probability each position gives the token after it, and the weight that counts it:
+/// `logits [B, T, V]`, `ids [B, T]`, `weights [B, T]` (1 where the token at t+1 is a response
+/// token, 0 elsewhere) in, both `[B·(T−1)]` out. The one next-token alignment both losses use.
+fn next_token_logp(
+    logits: &Tensor,
+    ids: &Tensor,
+    weights: &Tensor,
+) -> Result<(Tensor, Tensor), TrainError> {
     let (b, t, v) = logits.dims3()?;
     if t < 2 {
         return Err(TrainError::Data(
@@ -437,6 +478,27 @@ pub fn masked_nll(logits: &Tensor, ids: &Tensor, weights: &Tensor) -> Result<Ten
     let targets = ids.narrow(1, 1, t - 1)?.reshape((b * (t - 1), 1))?;
     let picked = logp.gather(&targets.contiguous()?, 1)?.squeeze(1)?;
     let w = weights.narrow(1, 0, t - 1)?.reshape(b * (t - 1))?;
+    Ok((picked, w))
+}
+
+/// Masked next-token NLL: `logits [B, T, V]`, `ids [B, T]`, `weights [B, T]` (1 where the token
+/// at t+1 is a response token to learn, 0 elsewhere). Returns the mean over counted tokens.
+pub fn masked_nll(logits: &Tensor, ids: &Tensor, weights: &Tensor) -> Result<Tensor, TrainError> {
+    let (picked, w) = next_token_logp(logits, ids, weights)?;
     let count = w.sum_all()?.to_scalar::<f32>()?.max(1.0);
     Ok(((picked * w)?.sum_all()? * (-1.0 / f64::from(count)))?)
+}
+
+/// [`masked_nll`] of each row on its own: `[B]`, row `i` the mean NLL over its counted tokens
+/// (0 for a row that counts none). The per-sample loss that scoring (perplexity, IFD) reads.
+pub fn masked_nll_rows(
+    logits: &Tensor,
+    ids: &Tensor,
+    weights: &Tensor,
+) -> Result<Tensor, TrainError> {
+    let (b, _) = ids.dims2()?;
+    let (picked, w) = next_token_logp(logits, ids, weights)?;
+    let sums = (picked * &w)?.reshape((b, ()))?.sum(1)?;
+    let counts = w.reshape((b, ()))?.sum(1)?.clamp(1f32, f32::MAX)?;
+    Ok((sums.neg()? / counts)?)
 }
