@@ -493,9 +493,15 @@ pub struct ScoreArgs {
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
 
-    /// --metric: sequences per forward pass.
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=1024))]
-    pub metric_batch: u64,
+    /// --metric: padded tokens per forward pass at most (sequences × the longest; the logits,
+    /// tokens × vocabulary, dominate memory).
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(64..))]
+    pub batch_tokens: u64,
+
+    /// --metric: how a record becomes the model's prompt, as `train --template` renders it:
+    /// the model's chat template, or Alpaca's or BELLE's prompt.
+    #[arg(long, default_value = "chat", value_parser = ["chat", "alpaca", "belle"])]
+    pub template: String,
 
     /// --metric: tokens kept per sequence (longer ones are cut, keeping the instruction's
     /// start and the answer's start).

@@ -26,6 +26,26 @@ use crate::cli::{Cli, Command, GlobalArgs, SeedsCommand};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `instill stats | head` closes stdout early: Rust ignores SIGPIPE, so the next `println!`
+/// panics. That is the reader's choice, not an error: exit quietly with 141 (128 + SIGPIPE),
+/// as a command killed by SIGPIPE does, instead of a panic message. Every other panic keeps the
+/// default report.
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
+}
+
 /// How a command ended when it did not fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -40,6 +60,7 @@ pub enum Outcome {
 }
 
 fn main() -> ExitCode {
+    quiet_on_closed_stdout();
     let mut cli = Cli::parse_args();
     // -q: only errors on stderr, so no progress either.
     cli.global.no_progress |= cli.global.quiet;

@@ -124,7 +124,6 @@ pub fn pair(
 /// tokenized with the tokenizer's BOS): BOS when the prompt opens with it (and the marker does
 /// not), then the response marker of `format` ([`response_marker`]). An output with no tokens
 /// gives an empty answer, which the scorer reports rather than scoring EOS alone.
-#[cfg_attr(not(test), allow(dead_code))] // called by `instill score --metric`
 pub fn sample(codec: &Codec, r: &Record, format: PromptFormat, eos: u32) -> anyhow::Result<Sample> {
     let (prompt, mut answer) = pair(codec, r, format, eos)?;
     if answer.len() == 1 {

@@ -93,3 +93,60 @@ fn ppl_and_ifd_match_transformers_on_the_tiny_llama() {
 fn ppl_and_ifd_match_transformers_on_smollm2() {
     check("smollm2", &crate::local::smollm2());
 }
+
+/// Through the binary: every record scored once, a rerun scores nothing, the scores select, and
+/// a second metric lives beside the first.
+#[test]
+fn score_metric_stores_ifd_and_ppl_and_a_rerun_scores_nothing() {
+    use crate::util::{Env, repo};
+    let env = Env::new(instill_storage::testing::TempDb::sqlite());
+    let data = repo("examples/quickstart.json");
+    env.run(["import", data.to_str().unwrap()]).expect_code(0);
+    let n = env.records().len() as u64;
+    let model = root().join("tests/fixtures/local/tiny-llama");
+    let model = model.to_str().unwrap();
+    let ifd = env
+        .run(["score", "--metric", "ifd", "--model", model, "--json"])
+        .expect_code(0)
+        .json();
+    assert_eq!(ifd["scored_now"], n, "{ifd}");
+    assert!(ifd["answer_tokens"].as_u64().unwrap() > n);
+    let mean = ifd["scores"]["mean"].as_f64().unwrap();
+    assert!(
+        mean > 0.5 && mean < 1.5,
+        "IFD of an untrained model is near 1: {mean}"
+    );
+    let again = env
+        .run(["score", "--metric", "ifd", "--model", model, "--json"])
+        .expect_code(0)
+        .json();
+    assert_eq!(again["scored_now"], 0);
+    assert_eq!(again["scores"], ifd["scores"]);
+    let ppl = env
+        .run(["score", "--metric", "ppl", "--model", model, "--json"])
+        .expect_code(0)
+        .json();
+    assert!(ppl["scores"]["min"].as_f64().unwrap() > 1.0, "{ppl}");
+    let sel = env
+        .run(["select", "--scorer", "ppl", "--top-k", "5", "--json"])
+        .expect_code(0)
+        .json();
+    assert_eq!(sel["kept"], 5, "the 5 lowest perplexities: {sel}");
+    let other = env.run([
+        "score",
+        "--metric",
+        "ppl",
+        "--model",
+        model,
+        "--max-len",
+        "64",
+    ]);
+    assert_eq!(other.code, 2, "{}", other.stderr);
+    assert!(
+        other
+            .stderr
+            .contains("scorer `ppl` was made with other settings"),
+        "{}",
+        other.stderr
+    );
+}

@@ -136,3 +136,16 @@ fn stats_counts_what_was_stored() {
         assert!(text.contains("25 total: 25 pending"), "{text}");
     }
 }
+
+/// `instill stats | true`: the reader is gone before the first line; instill exits quietly (141,
+/// as a process killed by SIGPIPE would), with no panic message.
+#[test]
+fn a_closed_stdout_ends_a_command_quietly() {
+    let env = crate::util::Env::new(instill_storage::testing::TempDb::sqlite());
+    env.run(["seeds", "import", "--builtin", "all"])
+        .expect_code(0);
+    for _ in 0..3 {
+        let run = env.sh("\"$INSTILL\" stats --no-progress | true; \"$INSTILL\" seeds list | true");
+        assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+    }
+}

@@ -246,7 +246,7 @@ fn new_scorer(name: &str, model: &str, rubrics: &Rubrics, run_id: i64) -> Scorer
 }
 
 /// The records `--status` selects that `name` has not scored, the first `--limit` of them.
-async fn records_to_score(
+pub async fn records_to_score(
     db: &Db,
     global: &GlobalArgs,
     args: &ScoreArgs,
