@@ -141,7 +141,7 @@ fn stats_counts_what_was_stored() {
 /// as a process killed by SIGPIPE would), with no panic message.
 #[test]
 fn a_closed_stdout_ends_a_command_quietly() {
-    let env = crate::util::Env::new(instill_storage::testing::TempDb::sqlite());
+    let env = Env::new(instill_storage::testing::TempDb::sqlite());
     env.run(["seeds", "import", "--builtin", "all"])
         .expect_code(0);
     for _ in 0..3 {
