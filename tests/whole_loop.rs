@@ -158,7 +158,7 @@ fn generate_curate_score_select_train_merge_eval_report() {
     }
     let set = env.write("eval.jsonl", set);
     let mut means = BTreeMap::new();
-    for (label, model) in [("base", gguf.clone()), ("tuned", merged.clone())] {
+    for (label, model) in [("base", gguf.to_path_buf()), ("tuned", merged.clone())] {
         let out = env
             .run([
                 "eval",

@@ -78,6 +78,33 @@ pub struct RequestParams {
     pub n: u32,
 }
 
+impl RequestParams {
+    /// The settings as JSON fields: stored with every request, and part of the fingerprint of
+    /// every run that sends them (generation's and a stage's).
+    pub fn json_fields(&self) -> serde_json::Map<String, serde_json::Value> {
+        [
+            ("max_tokens", serde_json::json!(self.max_tokens)),
+            ("temperature", serde_json::json!(self.temperature)),
+            ("top_p", serde_json::json!(self.top_p)),
+            ("stop", serde_json::json!(self.stop)),
+            ("n", serde_json::json!(self.n)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
+    /// `fields` with the settings' fields added (a fingerprint).
+    pub fn fingerprint_with(&self, fields: serde_json::Value) -> serde_json::Value {
+        let mut out = match fields {
+            serde_json::Value::Object(m) => m,
+            _ => serde_json::Map::new(),
+        };
+        out.extend(self.json_fields());
+        serde_json::Value::Object(out)
+    }
+}
+
 /// Counters of a run, shown while it goes and in its summary.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Progress {
@@ -176,7 +203,7 @@ pub fn fingerprint(cfg: &RunConfig, model: &str) -> serde_json::Value {
             )
         })
         .collect();
-    serde_json::json!({
+    cfg.request.fingerprint_with(serde_json::json!({
         "kind": "generate",
         "template": cfg.template.name(),
         "template_hash": format!("{:032x}", xxh3_128(cfg.template.render(&[]).unwrap_or_default().as_bytes())),
@@ -186,15 +213,10 @@ pub fn fingerprint(cfg: &RunConfig, model: &str) -> serde_json::Value {
         "generated_per_prompt": cfg.generated_per_prompt,
         "seed": cfg.seed,
         "model": model,
-        "max_tokens": cfg.request.max_tokens,
-        "temperature": cfg.request.temperature,
-        "top_p": cfg.request.top_p,
-        "stop": cfg.request.stop,
-        "n": cfg.request.n,
         "rouge_threshold": cfg.rouge.threshold,
         "tokenizer": cfg.rouge.tokenizer.name(),
         "rules": format!("{:032x}", xxh3_128(cfg.rules.to_toml().as_bytes())),
-    })
+    }))
 }
 
 /// A request's outcome, from the network or from the stored cache.
@@ -597,14 +619,7 @@ pub(crate) fn add_usage(progress: &mut Progress, c: &Completion) {
 }
 
 pub(crate) fn params_json(params: &RequestParams) -> String {
-    serde_json::json!({
-        "max_tokens": params.max_tokens,
-        "temperature": params.temperature,
-        "top_p": params.top_p,
-        "stop": params.stop,
-        "n": params.n,
-    })
-    .to_string()
+    serde_json::Value::Object(params.json_fields()).to_string()
 }
 
 /// The row of a request that failed for good (a later claim or invocation sends it again).

@@ -181,16 +181,11 @@ where
 
 /// Finds the stage's run by name (its settings must be these) or creates it.
 async fn open_stage(db: &Db, cfg: &StageConfig, model: &str) -> Result<i64, GenerateError> {
-    let print = serde_json::json!({
+    let print = cfg.request.fingerprint_with(serde_json::json!({
         "kind": cfg.kind.as_str(),
         "settings": cfg.settings,
         "model": model,
-        "max_tokens": cfg.request.max_tokens,
-        "temperature": cfg.request.temperature,
-        "top_p": cfg.request.top_p,
-        "stop": cfg.request.stop,
-        "n": cfg.request.n,
-    });
+    }));
     find_or_create_run(db, &cfg.name, cfg.kind, &print).await
 }
 

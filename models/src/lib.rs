@@ -40,7 +40,7 @@ use std::path::{Path, PathBuf};
 
 pub use arch::{Architecture, QkLayout};
 pub use codec::{Codec, CodecError};
-pub use device::{DeviceError, device, dtype};
+pub use device::{DeviceError, device, dtype, dtype_on};
 pub use dims::Dims;
 pub use rope::{Rope, RopeScaling};
 pub use weights::Weights;

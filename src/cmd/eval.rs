@@ -76,6 +76,7 @@ pub async fn run(global: &GlobalArgs, args: &EvalArgs) -> anyhow::Result<Outcome
     );
     let _lock = stage::sqlite_lock(&global.db, "eval", "evaluating process")?;
     let db = Db::open(&global.db).await?;
+    let _owner = stage::postgres_lock(&db, "eval", &label).await?;
     check_evaluation(&db, &label, &model, &judge_model, &set, &prompts, args).await?;
     if !global.quiet {
         eprintln!(

@@ -62,6 +62,7 @@ pub async fn run(
     }
     let _lock = stage::sqlite_lock(&global.db, "eval", "evaluating process")?;
     let db = Db::open(&global.db).await?;
+    let _owner = stage::postgres_lock(&db, "eval", &format!("compare/{a}/{b}")).await?;
     let (ea, eb) = (find(&db, a).await?, find(&db, b).await?);
     if ea.eval_set_sha256 != eb.eval_set_sha256 {
         anyhow::bail!(

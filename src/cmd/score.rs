@@ -114,6 +114,7 @@ async fn judge(global: &GlobalArgs, args: &ScoreArgs) -> anyhow::Result<Outcome>
     let api_key = backend::access(&args.server)?;
     let _lock = stage::sqlite_lock(&global.db, "score", "scoring process")?;
     let db = Db::open(&global.db).await?;
+    let _owner = stage::postgres_lock(&db, "score", &name).await?;
     let scorer = check_scorer(&db, &name, &model, &rubrics).await?;
     let records = records_to_score(&db, global, args, &name).await?;
     if !global.quiet {

@@ -9,7 +9,6 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use candle_core::DType;
 use instill_core::{ScoreMethod, ScoreSummary, now_ms, summarize};
 use instill_models::{Codec, Weights, hub::Want};
 use instill_storage::{Db, NewScore, Scorer, StoredRecord};
@@ -24,6 +23,9 @@ use crate::{Outcome, progress};
 
 /// Records scored per transaction.
 const CHUNK: usize = 64;
+
+/// Why a record whose losses came out infinite or NaN has no score.
+const NOT_FINITE: &str = "not a finite number";
 
 #[derive(Debug, Serialize)]
 struct Summary<'a> {
@@ -60,16 +62,22 @@ pub async fn run(
         global,
     )
     .await?;
-    let settings = serde_json::json!({ "template": args.template, "max_len": args.max_len });
+    let mut settings = serde_json::json!({ "template": args.template, "max_len": args.max_len });
+    // f32, the default, is left out: scorers made before --dtype applied here stay the same.
+    if args.server.dtype != "f32" {
+        settings["dtype"] = args.server.dtype.clone().into();
+    }
     let _lock = stage::sqlite_lock(&global.db, "score", "scoring process")?;
     let db = Db::open(&global.db).await?;
+    let _owner = stage::postgres_lock(&db, "score", &name).await?;
     let scorer = check_scorer(&db, &name, method, &spec, &settings).await?;
     let records = records_to_score(&db, global, args, &name).await?;
     let dev = instill_models::device(&args.server.device).map_err(flags::device_error)?;
+    let dtype = instill_models::dtype_on(&args.server.dtype, &dev).map_err(flags::device_error)?;
     let opened = Weights::open(&path, &dev).map_err(|e| anyhow::anyhow!("--model {spec}: {e}"))?;
     let codec = opened.codec(args.server.tokenizer.as_deref())?;
     let (dims, weights) = opened.dense_all()?;
-    let model = Model::frozen(dims, &weights, DType::F32, &dev)?;
+    let model = Model::frozen(dims, &weights, dtype, &dev)?;
     drop(weights);
     if !global.quiet {
         eprintln!(
@@ -225,23 +233,22 @@ async fn score_all(
                             ScoreMethod::Ifd => l.ifd(),
                             _ => Some(l.ppl()),
                         };
-                        (v.filter(|v| v.is_finite()), None)
+                        match v.filter(|v| v.is_finite()) {
+                            Some(v) => (Some(v), None),
+                            None => (None, Some((NOT_FINITE, NOT_FINITE.to_string()))),
+                        }
                     }
-                    Err(e) => (None, Some(e.to_string())),
+                    Err(e) => (None, Some((e.kind(), e.to_string()))),
                 };
-                match (&score, &reason) {
-                    (Some(_), _) => done.scored += 1,
-                    (None, r) => {
-                        let r = r.clone().unwrap_or_else(|| "not a finite number".into());
-                        *done.no_score.entry(r).or_default() += 1;
-                    }
+                match &reason {
+                    None => done.scored += 1,
+                    Some((kind, _)) => *done.no_score.entry((*kind).to_string()).or_default() += 1,
                 }
                 NewScore {
                     record_id: r.id,
                     score,
                     rationale: String::new(),
-                    reason: reason
-                        .or_else(|| score.is_none().then(|| "not a finite number".into())),
+                    reason: reason.map(|(_, message)| message),
                     request_id: None,
                     prompt_tokens: None,
                     completion_tokens: None,

@@ -126,8 +126,8 @@ pub fn message(e: &GenerateError, what: &str, flag: &str) -> String {
 
 /// An exclusive lock on `FILE.KIND-lock` beside a SQLite database, held while `command` runs:
 /// a second one on the same file stops at once with a message instead of sending the same
-/// requests twice and interleaving its writes. Postgres (where generate takes many workers)
-/// needs none: returns None.
+/// requests twice and interleaving its writes. On Postgres (where generate takes many workers,
+/// and a stage command takes [`postgres_lock`] on what it writes) returns None.
 pub fn sqlite_lock(url: &str, command: &str, kind: &str) -> anyhow::Result<Option<std::fs::File>> {
     let Some(path) = instill_storage::sqlite_path(url) else {
         return Ok(None);
@@ -152,6 +152,25 @@ pub fn sqlite_lock(url: &str, command: &str, kind: &str) -> anyhow::Result<Optio
         Err(std::fs::TryLockError::Error(e)) => {
             Err(e).with_context(|| format!("{lock_path}: cannot lock"))
         }
+    }
+}
+
+/// On Postgres, the lock on `command`'s output `name` (a scorer, an evaluation), held while the
+/// command runs: a second process writing the same output stops at once with a message instead
+/// of sending the same requests twice. SQLite needs none (see [`sqlite_lock`]): returns None.
+pub async fn postgres_lock(
+    db: &Db,
+    command: &str,
+    name: &str,
+) -> anyhow::Result<Option<instill_storage::AcceptorLock>> {
+    if db.backend() != instill_storage::Backend::Postgres {
+        return Ok(None);
+    }
+    match db.try_named_lock(&format!("{command}/{name}")).await? {
+        Some(lock) => Ok(Some(lock)),
+        None => anyhow::bail!(
+            "another `instill {command}` is writing `{name}` to this database; wait for it to finish, or write under another name"
+        ),
     }
 }
 

@@ -6,8 +6,9 @@ use sqlx::{Connection, Row};
 use crate::db::{Db, Pool, on_pool};
 use crate::error::StorageError;
 
-/// The advisory lock held by a run's acceptor: a connection of its own, outside the pool. It is
-/// released when this value drops (the connection closes) or when the process dies.
+/// An advisory lock (a run's acceptor's, or a command's on what it writes): a connection of
+/// its own, outside the pool. It is released when this value drops (the connection closes) or
+/// when the process dies.
 #[derive(Debug)]
 pub struct AcceptorLock {
     _conn: sqlx::PgConnection,
@@ -33,6 +34,18 @@ pub struct WorkerRow {
     /// Requests it holds a live lease on now.
     pub leases: i64,
 }
+
+/// Which advisory lock.
+#[derive(Debug, Clone, Copy)]
+enum LockKey<'a> {
+    /// A run's acceptor.
+    Run(i64),
+    /// A command's, by name.
+    Named(&'a str),
+}
+
+/// The first key of the named locks (two-key form).
+const NAMED_LOCKS: i32 = 0x01e5_7112;
 
 /// Key of a run's advisory lock (a namespace in the high bits, the run id in the low ones).
 fn lock_key(run_id: i64) -> i64 {
@@ -133,16 +146,42 @@ RETURNING idx";
         &self,
         run_id: i64,
     ) -> Result<Option<AcceptorLock>, StorageError> {
+        self.try_advisory_lock(LockKey::Run(run_id)).await
+    }
+
+    /// Takes the lock named `name` (a command and what it writes, e.g. `score/judge`) if no
+    /// other process holds it: what keeps two processes from running the same stage on one
+    /// Postgres database. Postgres only.
+    pub async fn try_named_lock(&self, name: &str) -> Result<Option<AcceptorLock>, StorageError> {
+        self.try_advisory_lock(LockKey::Named(name)).await
+    }
+
+    async fn try_advisory_lock(
+        &self,
+        key: LockKey<'_>,
+    ) -> Result<Option<AcceptorLock>, StorageError> {
         let Pool::Postgres(p) = &self.pool else {
             return Err(StorageError::Unsupported(
-                "the acceptor lock needs Postgres".into(),
+                "advisory locks need Postgres".into(),
             ));
         };
         let mut conn = p.acquire().await?.detach();
-        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(lock_key(run_id))
-            .fetch_one(&mut conn)
-            .await?;
+        let got: bool = match key {
+            LockKey::Run(run_id) => {
+                sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                    .bind(lock_key(run_id))
+                    .fetch_one(&mut conn)
+                    .await?
+            }
+            // The two-key form: a key space apart from the runs' one-key locks.
+            LockKey::Named(name) => {
+                sqlx::query_scalar("SELECT pg_try_advisory_lock($1, hashtext($2))")
+                    .bind(NAMED_LOCKS)
+                    .bind(name)
+                    .fetch_one(&mut conn)
+                    .await?
+            }
+        };
         if got {
             Ok(Some(AcceptorLock { _conn: conn }))
         } else {

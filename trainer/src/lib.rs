@@ -11,12 +11,14 @@
 //! - [`optim`]: AdamW, warmup + cosine, clipping. [`train`]: the loop and loss log, resume.
 //! - [`checkpoint`]: crash-safe checkpoints that record the run's settings; a resume must match.
 //! - [`score`]: per-sample answer losses for perplexity and IFD, batched, without gradients, on
-//!   a [`Model::frozen`] model with the training loss.
+//!   a [`Model::frozen`] model with the training loss; `frozen` is that model's fast pass (fused
+//!   projections and kernels, the LM head only where a loss is counted).
 //!
 //! No database, no network, no terminal: the binary reads records, tokenizes and prints.
 
 pub mod checkpoint;
 pub mod data;
+mod frozen;
 pub mod lora;
 pub mod model;
 pub mod optim;

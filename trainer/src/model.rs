@@ -8,6 +8,7 @@ use instill_models::names::{LINEAR_MODULES, LINEAR_NAMES, Module, Part, WHOLE_NA
 use instill_models::{Dims, QkLayout, Rope};
 
 use crate::TrainError;
+use crate::frozen::Fused;
 use crate::lora::{Lora, LoraConfig};
 
 /// A linear layer `y = x Wᵀ (+ b) (+ scale · dropout(x) Aᵀ Bᵀ)`.
@@ -39,16 +40,18 @@ impl Linear {
 }
 
 #[derive(Debug, Clone)]
-struct Layer {
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    o: Linear,
-    gate: Linear,
-    up: Linear,
-    down: Linear,
-    attn_norm: Tensor,
-    ffn_norm: Tensor,
+pub(crate) struct Layer {
+    pub(crate) q: Linear,
+    pub(crate) k: Linear,
+    pub(crate) v: Linear,
+    pub(crate) o: Linear,
+    pub(crate) gate: Linear,
+    pub(crate) up: Linear,
+    pub(crate) down: Linear,
+    pub(crate) attn_norm: Tensor,
+    pub(crate) ffn_norm: Tensor,
+    /// A frozen model's fused projections (q, k and v share one matrix; gate and up another).
+    pub(crate) fused: Option<Fused>,
 }
 
 /// The model plus the variables an optimizer updates.
@@ -56,13 +59,13 @@ struct Layer {
 pub struct Model {
     /// Its configuration.
     pub config: Dims,
-    embed: Tensor,
-    layers: Vec<Layer>,
-    norm: Tensor,
-    lm_head: Linear,
+    pub(crate) embed: Tensor,
+    pub(crate) layers: Vec<Layer>,
+    pub(crate) norm: Tensor,
+    pub(crate) lm_head: Linear,
     /// RoPE with the config's scaling; angles computed for the positions a forward pass needs.
     rope: Rope,
-    dtype: DType,
+    pub(crate) dtype: DType,
     /// What training updates, by the name it is saved under (Hugging Face names for full
     /// fine-tuning, PEFT names for LoRA).
     pub trainable: Vec<(String, Var)>,
@@ -153,7 +156,8 @@ impl Model {
 
     /// The model for inference only (scoring): every weight a plain tensor in `dtype`, nothing
     /// trainable, so no gradient graph is kept and each layer's activations are freed as the
-    /// next one runs. Any RoPE scaling the decoders implement is accepted (nothing is saved).
+    /// next one runs; q/k/v and gate/up are fused for [`Model::answer_nll_rows`]'s fast pass.
+    /// Any RoPE scaling the decoders implement is accepted (nothing is saved).
     pub fn frozen(
         config: Dims,
         weights: &HashMap<String, Tensor>,
@@ -405,7 +409,7 @@ impl Builder<'_> {
     }
 
     fn layer(&mut self, i: usize) -> Result<Layer, TrainError> {
-        Ok(Layer {
+        let mut layer = Layer {
             q: self.linear(i, Module::Q)?,
             k: self.linear(i, Module::K)?,
             v: self.linear(i, Module::V)?,
@@ -415,7 +419,12 @@ impl Builder<'_> {
             down: self.linear(i, Module::Down)?,
             attn_norm: self.take(&Part::Layer(i, Module::AttnNorm).weight())?,
             ffn_norm: self.take(&Part::Layer(i, Module::FfnNorm).weight())?,
-        })
+            fused: None,
+        };
+        if self.frozen {
+            layer.fused = Some(Fused::new(&mut layer)?);
+        }
+        Ok(layer)
     }
 
     /// Every trainable variable in save order: base weights, modules_to_save, adapters.
@@ -440,7 +449,9 @@ fn norm(x: &Tensor, weight: &Tensor, eps: f32) -> Result<Tensor, TrainError> {
     Ok(y.to_dtype(x.dtype())?)
 }
 
-fn repeat_kv(x: &Tensor, n: usize) -> Result<Tensor, TrainError> {
+/// Repeats each key/value head `n` times (grouped-query attention): `[B, kv, T, D]` →
+/// `[B, kv·n, T, D]`.
+pub(crate) fn repeat_kv(x: &Tensor, n: usize) -> Result<Tensor, TrainError> {
     if n == 1 {
         return Ok(x.clone());
     }

@@ -9,13 +9,14 @@
 //! scored on exactly those tokens, as Cherry_LLM cuts its answer-alone text to
 //! `max_length − instruction + marker`. Sequences are grouped by length into padded batches under
 //! a token budget and run without gradients (build the model with [`Model::frozen`]); the loss
-//! is the trainer's ([`masked_nll_rows`], the rows of [`crate::masked_nll`]).
+//! is the trainer's ([`crate::masked_nll_rows`], the rows of [`crate::masked_nll`]), by
+//! [`Model::answer_nll_rows`]'s fast pass.
 
 use candle_core::Device;
 
 use crate::TrainError;
 use crate::data::{Example, make_batch, token_buckets};
-use crate::model::{Model, masked_nll_rows};
+use crate::model::Model;
 
 /// One sample to score, as token ids.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,6 +88,19 @@ pub enum SampleError {
     },
 }
 
+impl SampleError {
+    /// A short fixed key for counting samples by why they have no losses (the message itself
+    /// may carry numbers).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SampleError::EmptyAnswer => "empty answer",
+            SampleError::EmptyPrompt => "empty prompt",
+            SampleError::EmptyAloneContext => "no context for the answer alone",
+            SampleError::PromptTooLong { .. } => "prompt too long for --max-len",
+        }
+    }
+}
+
 /// Which loss a scored sequence gives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Side {
@@ -128,8 +142,7 @@ pub fn score(
     let mut done = 0;
     for members in token_buckets(&sequences, cfg.batch_tokens.max(1)) {
         let batch = make_batch(&sequences, &members, device)?;
-        let logits = model.forward(&batch.ids, None)?;
-        let rows = masked_nll_rows(&logits, &batch.ids, &batch.weights)?.to_vec1::<f32>()?;
+        let rows = model.answer_nll_rows(&batch.ids, &batch.weights)?;
         for (&m, loss) in members.iter().zip(rows) {
             let (i, side) = owners[m];
             if let Some(Ok(l)) = out.get_mut(i) {
