@@ -42,7 +42,7 @@ mod vocab;
 
 pub use format::{
     Columns, DetectError, FieldError, InputFormat, OutputFormat, chat_turns, parse_records,
-    parse_seeds, write_record,
+    parse_seeds, turn_reasoning, write_record,
 };
 pub use lang::{detect_lang, record_lang};
 pub use normalize::{

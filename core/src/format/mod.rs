@@ -6,7 +6,7 @@ mod parse;
 mod write;
 
 pub use parse::{FieldError, parse_records, parse_seeds};
-pub use write::{chat_turns, write_record};
+pub use write::{chat_turns, turn_reasoning, write_record};
 
 use serde::Deserialize;
 use std::collections::BTreeMap;

@@ -64,12 +64,13 @@ pub fn write_record(record: &Record, format: OutputFormat, columns: Columns, out
     out.push(b'\n');
 }
 
-/// The `reasoning_content` a `messages` line gives turn `i` of `turns` (spoken by `name`):
-/// the record's reasoning on the last turn (its output), `""` on the other assistant turns when
-/// `columns.reasoning` asks for the field on every one, nothing otherwise.
-fn reasoning_of<'a>(
+/// The `reasoning_content` a `messages` row gives turn `i` of the `turns` of
+/// [`chat_turns`] (spoken by `name`): the record's reasoning on the last turn (its output), `""`
+/// on the other assistant turns when `every` asks for the field on each, nothing otherwise.
+/// The JSONL and Parquet writers both take it from here.
+pub fn turn_reasoning<'a>(
     record: &'a Record,
-    columns: Columns,
+    every: bool,
     (i, turns): (usize, usize),
     name: &str,
 ) -> Option<&'a str> {
@@ -79,7 +80,7 @@ fn reasoning_of<'a>(
     if i + 1 == turns && !record.reasoning.is_empty() {
         Some(&record.reasoning)
     } else {
-        columns.reasoning.then_some("")
+        every.then_some("")
     }
 }
 
@@ -108,7 +109,7 @@ fn write_turns(
         out.extend_from_slice(what);
         push_json_str(out, text);
         if format.has_reasoning_field()
-            && let Some(reasoning) = reasoning_of(record, columns, (i, turns), name)
+            && let Some(reasoning) = turn_reasoning(record, columns.reasoning, (i, turns), name)
         {
             out.extend_from_slice(b",\"reasoning_content\":");
             push_json_str(out, reasoning);
@@ -236,12 +237,7 @@ mod tests {
                     .map(|(i, (role, content))| Message {
                         role,
                         content,
-                        reasoning_content: reasoning_of(
-                            record,
-                            Columns::default(),
-                            (i, turns),
-                            role,
-                        ),
+                        reasoning_content: turn_reasoning(record, false, (i, turns), role),
                     })
                     .collect();
                 serde_json::to_vec(&MessagesOut { messages })
