@@ -119,6 +119,7 @@ async fn records_job(rows: Vec<Alpaca>, db: &str) -> Result<f64, String> {
                 output: a.output,
                 system: String::new(),
                 history: Vec::new(),
+                reasoning: String::new(),
             };
             NewRecord {
                 id: None,

@@ -23,6 +23,8 @@ pub struct CardInput<'a> {
     pub name: &'a str,
     /// The layout of the lines.
     pub format: OutputFormat,
+    /// Whether `messages` turns carry `reasoning_content`.
+    pub reasoning: bool,
     /// Whether the shards are zstd-compressed JSONL.
     pub zstd: bool,
     /// Whether the shards are Parquet files.
@@ -93,6 +95,9 @@ fn front_matter(c: &CardInput, out: &mut String) {
     }
     out.push_str("dataset_info:\n  features:\n");
     out.push_str(features_yaml(c.format));
+    if c.reasoning && c.format.has_reasoning_field() {
+        out.push_str("    - name: reasoning_content\n      dtype: string\n");
+    }
     let languages: Vec<&str> = c
         .provenance
         .by_lang

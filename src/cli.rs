@@ -362,7 +362,10 @@ pub struct GenerateArgs {
     pub model: Option<String>,
 
     /// `self_instruct` (the built-in template of --lang: the BELLE recipe for zh, the Alpaca
-    /// recipe for en), `zh/self_instruct`, `en/self_instruct`, or a path to your own .j2 file
+    /// recipe for en), `zh/self_instruct`, `en/self_instruct`; `cot` (`zh/cot`, `en/cot`): the
+    /// same with chain-of-thought answers, each output's step-by-step reasoning in a <think>
+    /// block (stored as the record's reasoning) before the final answer (Alpaca-CoT-style
+    /// data); or a path to your own .j2 file
     /// whose first line declares its reply format ({#- instill: format=en shape=chat tasks=20 -#}).
     #[arg(long, default_value = "self_instruct")]
     pub template: String,
@@ -1104,6 +1107,13 @@ pub struct ExportArgs {
     #[arg(long, value_enum, default_value = "kept")]
     pub status: StatusArg,
 
+    /// What to do with the records' reasoning (a reasoning model's thinking): keep (messages:
+    /// `reasoning_content` on the assistant message; alpaca and sharegpt, which have no field
+    /// for it: inline), drop (left out), inline (`<think>\nREASONING\n</think>\n\n` before the
+    /// answer, in every layout).
+    #[arg(long, value_enum, default_value = "keep")]
+    pub reasoning: ReasoningArg,
+
     /// Put this fraction of records (0-1) in a validation split, chosen by a hash of each
     /// record's normalised content and --seed: deterministic, and exact duplicates always land
     /// in the same split. Its shards go to data/validation/, the rest to data/train/.
@@ -1195,6 +1205,26 @@ impl From<OutputFormatArg> for instill_core::OutputFormat {
             OutputFormatArg::Alpaca => Self::Alpaca,
             OutputFormatArg::Sharegpt => Self::ShareGpt,
             OutputFormatArg::Messages => Self::Messages,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReasoningArg {
+    /// In its field where the layout has one (messages), inline elsewhere.
+    Keep,
+    /// Left out.
+    Drop,
+    /// `<think>…</think>` before the answer.
+    Inline,
+}
+
+impl From<ReasoningArg> for instill_core::ReasoningMode {
+    fn from(r: ReasoningArg) -> Self {
+        match r {
+            ReasoningArg::Keep => Self::Keep,
+            ReasoningArg::Drop => Self::Drop,
+            ReasoningArg::Inline => Self::Inline,
         }
     }
 }

@@ -118,6 +118,7 @@ mod tests {
         let full = Columns {
             system: true,
             history: true,
+            reasoning: true,
         };
         let all: Value = serde_json::from_str(&render(&names, OutputFormat::Alpaca, full)).unwrap();
         assert_eq!(all["d"]["columns"]["history"], "history");

@@ -26,6 +26,9 @@ pub struct ShardConfig {
     /// Write Parquet shards of this layout instead, their pages compressed with zstd at this
     /// level (`zstd_level` is then `None`).
     pub parquet: Option<(OutputFormat, i32)>,
+    /// Parquet `messages` shards: every turn carries `reasoning_content` (the JSONL lines carry
+    /// it through [`instill_core::Columns::reasoning`]).
+    pub reasoning_field: bool,
 }
 
 /// A split of an export, named as the Hub and `datasets` name them.
@@ -152,11 +155,10 @@ fn spawn_zstd(out: BufWriter<Hashing<File>>, level: i32, file: String) -> anyhow
 #[cfg(feature = "parquet")]
 fn parquet_sink(
     out: BufWriter<Hashing<File>>,
-    format: OutputFormat,
-    level: i32,
+    (format, level, reasoning): (OutputFormat, i32, bool),
     file: &str,
 ) -> anyhow::Result<Sink> {
-    let sink = crate::parquet_io::ParquetSink::new(out, format, level)
+    let sink = crate::parquet_io::ParquetSink::new(out, format, level, reasoning)
         .with_context(|| format!("cannot start the Parquet file {file}"))?;
     Ok(Sink::Parquet(Box::new(sink)))
 }
@@ -165,8 +167,7 @@ fn parquet_sink(
 #[cfg(not(feature = "parquet"))]
 fn parquet_sink(
     _out: BufWriter<Hashing<File>>,
-    _format: OutputFormat,
-    _level: i32,
+    _layout: (OutputFormat, i32, bool),
     file: &str,
 ) -> anyhow::Result<Sink> {
     anyhow::bail!("{file}: this instill was built without Parquet support")
@@ -351,7 +352,9 @@ impl ShardWriter {
             },
         );
         let sink = match (self.config.parquet, self.config.zstd_level) {
-            (Some((format, level)), _) => parquet_sink(hashing, format, level, &file)?,
+            (Some((format, level)), _) => {
+                parquet_sink(hashing, (format, level, self.config.reasoning_field), &file)?
+            }
             (None, Some(level)) => spawn_zstd(hashing, level, file.clone())?,
             (None, None) => Sink::Plain(hashing),
         };
@@ -471,6 +474,7 @@ mod tests {
             max_bytes: Some(12),
             zstd_level: None,
             parquet: None,
+            reasoning_field: false,
         };
         let mut w = ShardWriter::new(dir.path(), Split::Train, config);
         for line in ["a\n", "b\n", "c\n", "d\n", "0123456789abcdef\n", "e\n"] {
@@ -511,6 +515,7 @@ mod tests {
             max_bytes: None,
             zstd_level: Some(3),
             parquet: None,
+            reasoning_field: false,
         };
         let mut w = ShardWriter::new(dir.path(), Split::Validation, config);
         w.write_line("{\"中文\":1}\n".as_bytes()).unwrap();
@@ -535,6 +540,7 @@ mod tests {
             max_bytes: None,
             zstd_level: None,
             parquet: None,
+            reasoning_field: false,
         };
         let shards = ShardWriter::new(dir.path(), Split::Validation, config)
             .finish()
@@ -551,6 +557,7 @@ mod tests {
             max_bytes: None,
             zstd_level: Some(3),
             parquet: None,
+            reasoning_field: false,
         };
         let mut w = ShardWriter::new(dir.path(), Split::Train, config);
         // Long enough lines that blocks cross to the compressing threads mid-shard.
@@ -588,6 +595,7 @@ mod tests {
             max_bytes: Some(40),
             zstd_level: None,
             parquet: Some((OutputFormat::Messages, 3)),
+            reasoning_field: false,
         };
         let mut w = ShardWriter::new(dir.path(), Split::Validation, config);
         let records: Vec<Record> = ["a", "b", "c", "d", &"长".repeat(20), "e"]

@@ -6,6 +6,7 @@
 //! NUL in a task, error replies that repeat the request's credentials) are configurable; faults
 //! are drawn from the prompt and its attempt number, so a run sees the same ones whatever its
 //! concurrency.
+//! Replies can carry reasoning as DeepSeek's and vLLM's APIs send it ([`FakeReasoning`]).
 //! Replies can also come in bursts: one request in every `hold_every` (by arrival) is held back
 //! while the ones after it are answered at once, so that they all become acceptable together.
 
@@ -70,6 +71,38 @@ pub struct FakeConfig {
     /// Answer with this function of the prompt instead of self-instruct tasks: a judge whose
     /// grades a test plants in the data it judges, or a model answering questions.
     pub answer: Option<fn(&str) -> String>,
+    /// How replies carry a reasoning model's thinking.
+    pub reasoning: FakeReasoning,
+}
+
+/// The shapes in which servers send reasoning.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FakeReasoning {
+    /// None.
+    #[default]
+    None,
+    /// `message.reasoning_content` (DeepSeek's reasoner, vLLM's reasoning parsers), and
+    /// `"reasoning_content": null` on every third reply.
+    Field,
+    /// `message.reasoning` (newer vLLM).
+    VllmField,
+    /// A `<think>` block at the start of the content (or of a completion's text).
+    Think,
+    /// A `<think>` block at the start of every task's output.
+    InTasks,
+    /// Cut off while thinking: `content: null`, the reasoning, `finish_reason: length`.
+    CutOff,
+}
+
+/// The reasoning of the reply to prompt hash `h`: words a quality rule rejects wherever it
+/// reads them (self-reference, Alpaca's and BELLE's blacklists), and a long text shared by
+/// every reply, so that a filter or dedup that read it would reject records.
+pub fn reasoning_text(h: u64) -> String {
+    format!(
+        "As an AI language model, I first look at the image and the 图片 at http://example.com/plan, \
+         then I list what the user needs, check each step twice, and write the answer last. \
+         Plan {h:x}."
+    )
 }
 
 impl Default for FakeConfig {
@@ -92,6 +125,7 @@ impl Default for FakeConfig {
             hold: Duration::ZERO,
             echo_auth: false,
             answer: None,
+            reasoning: FakeReasoning::None,
         }
     }
 }
@@ -341,11 +375,12 @@ async fn answer(s: Arc<Shared>, headers: HeaderMap, body: Bytes, completion: boo
     };
     let prompt_tokens = prompt.len() as u64 / 4;
     let completion_tokens = text.len() as u64 / 4;
-    let choice = if completion {
-        serde_json::json!({"index": 0, "text": text, "finish_reason": finish})
+    let finish = if cfg.reasoning == FakeReasoning::CutOff {
+        "length"
     } else {
-        serde_json::json!({"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish})
+        finish
     };
+    let choice = reply_choice(cfg.reasoning, h, text, finish, completion);
     let mut body = serde_json::json!({
         "id": format!("fake-{h:x}"),
         "object": if completion { "text_completion" } else { "chat.completion" },
@@ -367,6 +402,39 @@ async fn answer(s: Arc<Shared>, headers: HeaderMap, body: Bytes, completion: boo
             .into_response();
     }
     ([("content-type", "application/json")], body.to_string()).into_response()
+}
+
+/// The choice object of a reply: `text` as the content (or a completion's `text`), with the
+/// reasoning where `how` puts it.
+fn reply_choice(
+    how: FakeReasoning,
+    h: u64,
+    text: String,
+    finish: &str,
+    completion: bool,
+) -> serde_json::Value {
+    let thought = reasoning_text(h);
+    let text = match how {
+        FakeReasoning::Think => format!("<think>\n{thought}\n</think>\n\n{text}"),
+        _ => text,
+    };
+    if completion {
+        return serde_json::json!({"index": 0, "text": text, "finish_reason": finish});
+    }
+    let mut message = serde_json::json!({"role": "assistant", "content": text});
+    match how {
+        FakeReasoning::Field if h.is_multiple_of(3) => {
+            message["reasoning_content"] = serde_json::Value::Null;
+        }
+        FakeReasoning::Field => message["reasoning_content"] = thought.into(),
+        FakeReasoning::VllmField => message["reasoning"] = thought.into(),
+        FakeReasoning::CutOff => {
+            message["content"] = serde_json::Value::Null;
+            message["reasoning_content"] = thought.into();
+        }
+        FakeReasoning::None | FakeReasoning::Think | FakeReasoning::InTasks => {}
+    }
+    serde_json::json!({"index": 0, "message": message, "finish_reason": finish})
 }
 
 fn unit(h: u64) -> f64 {
@@ -466,7 +534,11 @@ fn reply_text(cfg: &FakeConfig, h: u64, first: usize) -> String {
             topic_words(topic ^ 0xABCD, 6, zh).join(if zh { "" } else { " " })
         };
         let variant = if common { 0 } else { r & 0xFF };
-        let output = topic_words(topic ^ 0x5555 ^ variant, 20, zh).join(if zh { "" } else { " " });
+        let mut output =
+            topic_words(topic ^ 0x5555 ^ variant, 20, zh).join(if zh { "" } else { " " });
+        if cfg.reasoning == FakeReasoning::InTasks {
+            output = format!("<think>\n{}\n</think>\n\n{output}", reasoning_text(r));
+        }
         let n = first + i;
         blocks.push(format!(
             "{n}. {li}: {instruction}\n{n}. {ln}:\n{input}\n{n}. {lo}:\n{output}"

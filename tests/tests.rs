@@ -19,6 +19,7 @@ mod model_files;
 #[cfg(feature = "parquet")]
 mod parquet;
 mod progress;
+mod reasoning;
 mod report;
 mod rope;
 mod score;

@@ -253,3 +253,39 @@ pub fn shared(rel: &str) -> PathBuf {
 pub fn repo(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
+
+/// Runs `instill ARGS` on `env` until it exits, killing it with SIGKILL `kills` times first at
+/// moments drawn from `seed` (100-500 ms after each start; an attempt that finishes before its
+/// kill counts as done): the crash-and-resume pattern of the generation tests. Returns the exit
+/// code of the run that finished and how many kills landed.
+pub fn run_killed(env: &Env, args: &[&str], kills: u32, seed: u64) -> (i32, u32) {
+    let mut state = seed | 1;
+    let mut landed = 0;
+    loop {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_instill"))
+            .args(args)
+            .arg("--no-progress")
+            .env("INSTILL_DB", &env.db.url)
+            .env_remove("RUST_LOG")
+            .current_dir(env.dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("run instill");
+        if landed < kills {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            std::thread::sleep(std::time::Duration::from_millis(100 + state % 400));
+            if let Some(status) = child.try_wait().expect("wait") {
+                return (status.code().unwrap_or(-1), landed);
+            }
+            child.kill().expect("SIGKILL");
+            child.wait().expect("wait");
+            landed += 1;
+        } else {
+            let status = child.wait().expect("wait");
+            return (status.code().unwrap_or(-1), landed);
+        }
+    }
+}

@@ -9,6 +9,8 @@
 //! - [`parse_records`] / [`write_record`]: one raw record in an [`InputFormat`] to [`Record`]s, and
 //!   a record to one JSONL line in an [`OutputFormat`]; [`chat_turns`]: the turns every writer of
 //!   a chat layout writes.
+//! - [`split_think`], [`inline_think`], [`ReasoningMode`]: a record's reasoning, split off its
+//!   answer, put back before it, kept, dropped or inlined by an export.
 //! - [`normalize`], [`norm_hash`]: the exact-dedup key (NFKC, case, punctuation, whitespace).
 //! - [`detect_lang`], [`record_lang`]: zh / en / other.
 //! - [`redact_url`], [`redact_urls_in`], [`redact_secrets`]: passwords, keys and credentials out of
@@ -30,6 +32,7 @@ mod format;
 mod lang;
 mod normalize;
 mod reader;
+mod reasoning;
 mod record;
 mod redact;
 mod rng;
@@ -39,7 +42,7 @@ mod vocab;
 
 pub use format::{
     Columns, DetectError, FieldError, InputFormat, OutputFormat, chat_turns, parse_records,
-    parse_seeds, write_record,
+    parse_seeds, turn_reasoning, write_record,
 };
 pub use lang::{detect_lang, record_lang};
 pub use normalize::{
@@ -47,6 +50,9 @@ pub use normalize::{
     normalize_into, text_hash,
 };
 pub use reader::{MAX_RECORD_BYTES, RawBatch, ReadError, RecordSplitter, Span};
+pub use reasoning::{
+    ReasoningMode, append_reasoning, inline_think, split_reply, split_think, take_think,
+};
 pub use record::{Exchange, Lang, Origin, Record, Seed};
 pub use redact::{REDACTED, redact_secrets, redact_url, redact_urls_in, url_secrets};
 pub use rng::SplitMix;

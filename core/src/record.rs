@@ -37,6 +37,12 @@ pub struct Record {
     pub system: String,
     /// Earlier exchanges of a conversation, oldest first; empty for a single-turn record.
     pub history: Vec<Exchange>,
+    /// The reasoning behind `output` (a reasoning model's `reasoning_content`, or the
+    /// `<think>…</think>` block before its answer); empty when there is none. Filters, dedup
+    /// and the content hash judge `output` alone. Absent from (and empty when read without) the
+    /// JSON form, so records serialised before it read and write as they did.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reasoning: String,
 }
 
 impl Record {

@@ -33,10 +33,41 @@ pub struct CompletionRequest {
 /// One generated choice.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Choice {
-    /// The text.
+    /// The answer: the text, without the reasoning before it.
     pub text: String,
+    /// The reasoning the model wrote before its answer (`reasoning_content`, `reasoning`, or a
+    /// leading `<think>…</think>` block); empty when there was none.
+    pub reasoning: String,
     /// `stop`, `length`, … as the server reports it.
     pub finish_reason: String,
+}
+
+impl Choice {
+    /// A choice from what a model wrote: `reasoning` as a server reported it apart (empty when
+    /// none) and `text`, whose leading `<think>` block, if any, joins the reasoning
+    /// ([`instill_core::split_reply`]), so that nothing downstream judges the thinking as the
+    /// answer.
+    pub fn new(text: &str, reasoning: &str, finish_reason: String) -> Choice {
+        let mut reasoning = reasoning.trim().to_string();
+        let text = match instill_core::split_reply(text) {
+            Some((thought, answer)) => {
+                instill_core::append_reasoning(&mut reasoning, thought);
+                answer.to_string()
+            }
+            None => text.to_string(),
+        };
+        Choice {
+            text,
+            reasoning,
+            finish_reason,
+        }
+    }
+
+    /// Whether the model reasoned but gave no answer (most often: cut off at `max_tokens`
+    /// while still thinking).
+    pub fn reasoned_without_answer(&self) -> bool {
+        self.text.trim().is_empty() && !self.reasoning.is_empty()
+    }
 }
 
 /// A model's answer.

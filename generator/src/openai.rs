@@ -131,9 +131,14 @@ struct ReplyChoice {
     finish_reason: Option<String>,
 }
 
+/// The assistant's message. `content` may be null (a reasoning model cut off while thinking);
+/// the reasoning comes as `reasoning_content` (DeepSeek, vLLM's reasoning parsers) or
+/// `reasoning` (newer vLLM, OpenRouter), either null or absent when there is none.
 #[derive(Deserialize)]
 struct ReplyMessage {
     content: Option<String>,
+    reasoning_content: Option<String>,
+    reasoning: Option<String>,
 }
 
 impl OpenAiBackend {
@@ -264,18 +269,7 @@ impl OpenAiBackend {
         if reply.choices.is_empty() {
             return Err(BackendError::BadBody("no choices in the response".into()));
         }
-        let choices = reply
-            .choices
-            .into_iter()
-            .map(|c| Choice {
-                text: c
-                    .message
-                    .and_then(|m| m.content)
-                    .or(c.text)
-                    .unwrap_or_default(),
-                finish_reason: c.finish_reason.unwrap_or_else(|| "stop".into()),
-            })
-            .collect();
+        let choices = reply.choices.into_iter().map(choice).collect();
         let usage = |field: &str| {
             reply
                 .usage
@@ -436,6 +430,21 @@ impl OpenAiBackend {
     }
 }
 
+/// A reply's choice as the run reads it: the answer (the message's content, or a completion's
+/// text; a null content is an empty answer) and the reasoning, from its field or from a
+/// `<think>` block at the start of the text.
+fn choice(c: ReplyChoice) -> Choice {
+    let (content, reasoning) = match c.message {
+        Some(m) => (m.content, m.reasoning_content.or(m.reasoning)),
+        None => (None, None),
+    };
+    Choice::new(
+        content.or(c.text).as_deref().unwrap_or_default(),
+        reasoning.as_deref().unwrap_or_default(),
+        c.finish_reason.unwrap_or_else(|| "stop".into()),
+    )
+}
+
 /// Whether `url` has a user or a password before its host: the HTTP client sends them as an
 /// `Authorization: Basic` header.
 pub fn url_has_credentials(url: &str) -> bool {
@@ -552,6 +561,58 @@ mod tests {
         for secret in ["sk-live-123", "pa@ss", "sk-query"] {
             assert!(!backend.contains(secret), "{secret} in {backend}");
         }
+    }
+
+    #[test]
+    fn reasoning_is_read_from_every_shape_servers_send() {
+        let read = |json: &str| {
+            let c = choice(serde_json::from_str(json).unwrap());
+            let none = c.reasoned_without_answer();
+            (c.text, c.reasoning, none)
+        };
+        let answer = |text: &str, reasoning: &str, none: bool| {
+            (text.to_string(), reasoning.to_string(), none)
+        };
+        // DeepSeek's reasoner and vLLM's reasoning parsers.
+        assert_eq!(
+            read(
+                r#"{"message":{"role":"assistant","content":"42","reasoning_content":"6*7"},"finish_reason":"stop"}"#
+            ),
+            answer("42", "6*7", false)
+        );
+        // Newer vLLM; a null or absent field.
+        assert_eq!(
+            read(r#"{"message":{"content":"42","reasoning":"6*7"}}"#),
+            answer("42", "6*7", false)
+        );
+        assert_eq!(
+            read(r#"{"message":{"content":"42","reasoning_content":null}}"#),
+            answer("42", "", false)
+        );
+        // Inline in the content, with or without the opening tag (R1 distills' templates).
+        assert_eq!(
+            read(r#"{"message":{"content":"<think>\n6*7\n</think>\n\n42"}}"#),
+            answer("42", "6*7", false)
+        );
+        assert_eq!(
+            read(r#"{"message":{"content":"6*7\n</think>\n\n42"}}"#),
+            answer("42", "6*7", false)
+        );
+        assert_eq!(
+            read(r#"{"text":"<think>6*7</think>42","finish_reason":"stop"}"#),
+            answer("42", "6*7", false)
+        );
+        // Cut off while thinking: reasoning and no answer (a null content).
+        assert_eq!(
+            read(
+                r#"{"message":{"content":null,"reasoning_content":"6*7 is"},"finish_reason":"length"}"#
+            ),
+            answer("", "6*7 is", true)
+        );
+        assert_eq!(
+            read(r#"{"message":{"content":"plain"}}"#),
+            answer("plain", "", false)
+        );
     }
 
     #[test]

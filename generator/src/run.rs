@@ -130,6 +130,9 @@ pub struct Progress {
     pub parse_issues: u64,
     /// Replies cut off at max_tokens (their last task dropped).
     pub truncated: u64,
+    /// Replies that held reasoning but no answer (a reasoning model cut off at max_tokens
+    /// while thinking): no tasks.
+    pub no_answer: u64,
     /// Requests sent by this invocation.
     pub sent_now: u64,
     /// Requests answered from the stored cache on resume.
@@ -257,11 +260,18 @@ pub(crate) fn from_stored(r: &StoredRequest, skip: usize) -> Finished {
         .as_deref()
         .and_then(|s| serde_json::from_str(s).ok())
         .unwrap_or_default();
+    let reasoning: Vec<String> = r
+        .reasoning
+        .as_deref()
+        .and_then(|s| serde_json::from_str(s).ok())
+        .unwrap_or_default();
+    // Stored as the backend split them: the text is the answer, never split again.
     let choices = texts
         .into_iter()
         .enumerate()
         .map(|(i, text)| Choice {
             text,
+            reasoning: reasoning.get(i).cloned().unwrap_or_default(),
             finish_reason: reasons.get(i).cloned().unwrap_or_else(|| "stop".into()),
         })
         .collect();
@@ -534,6 +544,7 @@ pub(crate) fn accept_one(
             0
         };
     let prefix = cfg.template.reply_prefix(examples);
+    let one_task = asks_for_one_task(&cfg.template, examples);
     let mut item = 0usize;
     for choice in &completion.choices {
         let cut_off = choice.finish_reason == "length";
@@ -541,8 +552,15 @@ pub(crate) fn accept_one(
         if f.stored_id.is_none() {
             progress.parse_issues += parsed.issues as u64;
             progress.truncated += u64::from(parsed.truncated);
+            progress.no_answer += u64::from(choice.reasoned_without_answer());
         }
+        let reply_reasoning = if one_task {
+            choice.reasoning.as_str()
+        } else {
+            ""
+        };
         for record in parsed.items {
+            let record = with_reasoning(record, reply_reasoning);
             let this = item;
             item += 1;
             if this < f.skip_items {
@@ -557,6 +575,25 @@ pub(crate) fn accept_one(
         }
     }
     Ok(progress.accepted >= cfg.target)
+}
+
+/// Whether a prompt of `template` with `examples` examples asks for one new task: then the
+/// reply's reasoning (a reasoning model's thinking) is about that task and goes with its record.
+/// A list of many tasks is thought about as a whole: that reasoning stays on the request row.
+fn asks_for_one_task(template: &Template, examples: usize) -> bool {
+    template.tasks.max(examples + 1) == examples + 1
+}
+
+/// A task parsed from a reply with its reasoning: the reply's (when it is about this task
+/// alone), then the `<think>` block at the start of the task's own output (how the `cot`
+/// templates ask for it). A NUL in the reasoning, which no database stores, becomes U+FFFD:
+/// the reasoning is not judged, so it is cleaned rather than rejected.
+fn with_reasoning(mut record: Record, reply_reasoning: &str) -> Record {
+    let mut reasoning = reply_reasoning.to_string();
+    instill_core::take_think(&mut record);
+    instill_core::append_reasoning(&mut reasoning, &record.reasoning);
+    record.reasoning = storable_text(&reasoning);
+    record
 }
 
 /// Judges task `this` of a reply (under key `k`), counting it into `progress`: the record to
@@ -657,6 +694,7 @@ pub(crate) fn request_row(
         .iter()
         .map(|ch| ch.finish_reason.as_str())
         .collect();
+    let reasoning: Vec<&str> = c.choices.iter().map(|ch| ch.reasoning.as_str()).collect();
     NewRequest {
         run_id: 0,
         idx: f.idx,
@@ -666,6 +704,11 @@ pub(crate) fn request_row(
         status: RequestStatus::Done,
         response: serde_json::to_string(&texts).ok(),
         finish_reason: serde_json::to_string(&reasons).ok(),
+        reasoning: if reasoning.iter().all(|r| r.is_empty()) {
+            None
+        } else {
+            serde_json::to_string(&reasoning).ok()
+        },
         error: None,
         attempts: i64::from(f.attempts.max(1)),
         prompt_tokens: c

@@ -3,8 +3,10 @@
 //! file comes in as `&str`.
 //!
 //! - [`Template`]: `en/self_instruct` (the Alpaca recipe: 20 tasks, `<noinput>`) and
-//!   `zh/self_instruct` (the BELLE recipe: 10 tasks, `指令/输入/输出`, `<无输入>`), each in chat and
-//!   completion [`Shape`]s, or a user's own file whose first line declares its reply format.
+//!   `zh/self_instruct` (the BELLE recipe: 10 tasks, `指令/输入/输出`, `<无输入>`), their
+//!   chain-of-thought variants `en/cot`, `zh/cot` (each output's reasoning in a `<think>` block
+//!   before the answer), each in chat and completion [`Shape`]s, or a user's own file whose
+//!   first line declares its reply format.
 //! - [`parse_reply`]: a reply back into [`instill_core::Record`]s, with counted issues.
 //! - [`Rubric`]: what an LLM judge reads to score a stored record (built-in English and Chinese,
 //!   1–10, or a user's file with its [`Scale`] in a header), with a content hash.
@@ -95,10 +97,26 @@ mod tests {
             Record::new("把句子翻译成英文。", "你好", "Hello"),
             Record::new("Summarize: \"a: b\" ### not a split?", "x", "y"),
         ];
-        for lang in ["en/self_instruct", "zh/self_instruct"] {
+        // The chain-of-thought templates ask for a <think> block before each answer, which
+        // the reply keeps in the output (generation moves it into the record's reasoning).
+        let cot: Vec<Record> = tasks
+            .iter()
+            .map(|r| {
+                let mut r = r.clone();
+                r.output = instill_core::inline_think("1. step one\n2. step two", &r.output);
+                r
+            })
+            .collect();
+        for lang in ["en/self_instruct", "zh/self_instruct", "en/cot", "zh/cot"] {
+            let tasks = if lang.ends_with("cot") {
+                &cot
+            } else {
+                &tasks[..]
+            };
             for shape in [Shape::Chat, Shape::Completion] {
                 let t = Template::builtin(lang, shape).unwrap();
                 let prompt = t.render(&examples()).unwrap();
+                assert_eq!(prompt.contains("</think>"), lang.ends_with("cot"), "{lang}");
                 assert!(prompt.contains("Give three tips for sleeping well."));
                 let (li, ..) = t.format.labels();
                 assert!(prompt.contains(&format!("2. {li}: Sort the numbers.")));

@@ -1,5 +1,5 @@
-//! Prompt templates: the built-in self-instruct ones (Chinese and English, chat and completion
-//! shapes) and users' own, each declaring in its first line the reply format it asks for.
+//! Prompt templates: the built-in self-instruct ones and their chain-of-thought (`cot`)
+//! variants (Chinese and English, chat and completion shapes) and users' own, each declaring in its first line the reply format it asks for.
 
 use minijinja::{Environment, context};
 use serde::Serialize;
@@ -89,6 +89,16 @@ const BUILTIN: &[(&str, &str)] = &[
         "zh/self_instruct.completion",
         include_str!("../templates/zh/self_instruct.completion.j2"),
     ),
+    ("en/cot.chat", include_str!("../templates/en/cot.chat.j2")),
+    (
+        "en/cot.completion",
+        include_str!("../templates/en/cot.completion.j2"),
+    ),
+    ("zh/cot.chat", include_str!("../templates/zh/cot.chat.j2")),
+    (
+        "zh/cot.completion",
+        include_str!("../templates/zh/cot.completion.j2"),
+    ),
 ];
 
 /// The `key=value` pairs of a template's first line when it is an instill header comment
@@ -112,8 +122,9 @@ pub(crate) fn header_pairs(line: &str) -> Option<Result<Vec<(&str, &str)>, Strin
 }
 
 impl Template {
-    /// The built-in template `name` (`en/self_instruct` or `zh/self_instruct`, completed with the
-    /// shape: `en/self_instruct.chat`).
+    /// The built-in template `name` (`en/self_instruct`, `zh/self_instruct`, or the
+    /// chain-of-thought `en/cot`, `zh/cot` whose outputs reason in a `<think>` block before the
+    /// answer; completed with the shape: `en/self_instruct.chat`).
     pub fn builtin(name: &str, shape: Shape) -> Result<Template, TemplateError> {
         let full = match shape {
             Shape::Chat if !name.contains('.') => format!("{name}.chat"),
@@ -126,7 +137,7 @@ impl Template {
             .map(|(_, s)| *s)
             .ok_or_else(|| TemplateError::Unknown {
                 name: name.to_string(),
-                known: "en/self_instruct, zh/self_instruct".into(),
+                known: "en/self_instruct, zh/self_instruct, en/cot, zh/cot".into(),
             })?;
         Template::from_source(&full, source)
     }

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use futures::StreamExt;
-use instill_core::{Columns, OutputFormat, Record, in_val, write_record};
+use instill_core::{Columns, OutputFormat, ReasoningMode, Record, in_val, write_record};
 use instill_storage::{Db, ExportRecord, StatusFilter};
 use rayon::prelude::*;
 use serde::Serialize;
@@ -38,8 +38,10 @@ struct Manifest {
     /// What wraps a JSONL shard: `none` or `zstd` (a Parquet file compresses its own pages).
     compression: &'static str,
     filters: Filters,
-    /// Alpaca's optional columns written on every line.
+    /// Alpaca's optional columns written on every line (and `messages`' `reasoning_content`).
     columns: ColumnsWritten,
+    /// What was done with the records' reasoning: `keep`, `drop` or `inline`.
+    reasoning: &'static str,
     val_fraction: f64,
     seed: u64,
     shard_rows: Option<u64>,
@@ -57,6 +59,7 @@ struct Filters {
 struct ColumnsWritten {
     system: bool,
     history: bool,
+    reasoning: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -175,13 +178,20 @@ pub async fn run(global: &GlobalArgs, args: &ExportArgs) -> anyhow::Result<Outco
     let mut signals = Signals::listen()?;
     let staging = Staging::new(&args.out, args.overwrite, Producer::Export, staged_file)?;
     let db = Db::open(&global.db).await?;
-    let columns = db.columns_in_use(filter).await?;
+    let mode = ReasoningMode::from(args.reasoning);
+    let mut columns = db.columns_in_use(filter).await?;
+    // `reasoning_content` on every assistant turn when any is kept in its field.
+    columns.reasoning &= mode == ReasoningMode::Keep && format.has_reasoning_field();
+    let config = ShardConfig {
+        reasoning_field: columns.reasoning,
+        ..config
+    };
     let split = args.val_fraction > 0.0;
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = tokio::sync::mpsc::channel::<Vec<ExportRecord>>(4);
     let split_by = split.then_some((args.seed, args.val_fraction));
     let layout = (format, columns);
-    let (formatter, writer) = start_writing(rx, &staging, layout, split_by, config, &stop);
+    let (formatter, writer) = start_writing(rx, &staging, (layout, mode), split_by, config, &stop);
     let (read, stopped) = tokio::select! {
         read = read_pages(&db, global, args, filter, split, tx) => (read, None),
         signal = signals.recv() => (Ok(()), Some(signal)),
@@ -255,7 +265,9 @@ fn manifest(
         columns: ColumnsWritten {
             system: columns.system,
             history: columns.history,
+            reasoning: columns.reasoning,
         },
+        reasoning: ReasoningMode::from(args.reasoning).name(),
         val_fraction: args.val_fraction,
         seed: args.seed,
         shard_rows: config.max_rows,
@@ -283,6 +295,7 @@ fn write_metadata(
     let card = card::render(&CardInput {
         name: &name,
         format,
+        reasoning: columns.reasoning,
         zstd: config.zstd_level.is_some(),
         parquet: config.parquet.is_some(),
         shards: &manifest.shards,
@@ -335,6 +348,7 @@ fn export_config(args: &ExportArgs) -> anyhow::Result<(OutputFormat, StatusFilte
         max_bytes: args.shard_bytes,
         zstd_level: (zstd && parquet.is_none()).then_some(args.zstd_level),
         parquet,
+        reasoning_field: false,
     };
     Ok((format, filter, config))
 }
@@ -350,14 +364,14 @@ fn abandon(staging: Staging, signal: Stop, out: &std::path::Path) -> Outcome {
     signal.outcome()
 }
 
-/// Starts the formatting and shard-writing threads: a formatting thread turns each page into
-/// JSONL on every core, and the shard thread writes (copy into the page cache, SHA-256, zstd)
+/// Starts the formatting and shard-writing threads: a formatting thread applies the reasoning
+/// mode and turns each page into JSONL on every core, and the shard thread writes (copy into the page cache, SHA-256, zstd)
 /// in order. Writing shard bytes was the longest single stage; overlapping it with formatting
 /// the next page is what keeps both cores busy. Both stop early once `stop` is set.
 fn start_writing(
     mut rx: tokio::sync::mpsc::Receiver<Vec<ExportRecord>>,
     staging: &Staging,
-    layout: (OutputFormat, Columns),
+    (layout, mode): ((OutputFormat, Columns), ReasoningMode),
     split_by: Option<(u64, f64)>,
     config: ShardConfig,
     stop: &Arc<AtomicBool>,
@@ -368,9 +382,12 @@ fn start_writing(
     let (formatted_tx, formatted_rx) = std::sync::mpsc::sync_channel::<Vec<Formatted>>(2);
     let stopped = Arc::clone(stop);
     let formatter = std::thread::spawn(move || {
-        while let Some(page) = rx.blocking_recv() {
+        while let Some(mut page) = rx.blocking_recv() {
             if stopped.load(Ordering::Relaxed) {
                 break;
+            }
+            for stored in &mut page {
+                mode.apply(&mut stored.record, layout.0);
             }
             let formatted: Vec<Formatted> = if config.parquet.is_some() {
                 vec![unformatted(page, split_by)]

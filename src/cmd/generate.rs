@@ -36,6 +36,8 @@ struct Summary<'a> {
     errors_by_kind: &'a BTreeMap<String, u64>,
     parse_issues: u64,
     truncated_replies: u64,
+    /// Replies that held reasoning and no answer (cut off while thinking: raise --max-tokens).
+    replies_without_answer: u64,
     prompt_tokens: u64,
     completion_tokens: u64,
     accepted_per_1k_tokens: f64,
@@ -227,6 +229,7 @@ impl<'a> Summary<'a> {
             errors_by_kind: &p.errors,
             parse_issues: p.parse_issues,
             truncated_replies: p.truncated,
+            replies_without_answer: p.no_answer,
             prompt_tokens: p.prompt_tokens,
             completion_tokens: p.completion_tokens,
             accepted_per_1k_tokens: if tokens > 0 {
@@ -242,8 +245,8 @@ impl<'a> Summary<'a> {
 
 fn load_template(spec: &str, lang: Lang, shape: Shape) -> anyhow::Result<Template> {
     let builtin = match spec {
-        "self_instruct" => Some(format!("{}/self_instruct", lang.as_str())),
-        "zh/self_instruct" | "en/self_instruct" => Some(spec.to_string()),
+        "self_instruct" | "cot" => Some(format!("{}/{spec}", lang.as_str())),
+        "zh/self_instruct" | "en/self_instruct" | "zh/cot" | "en/cot" => Some(spec.to_string()),
         _ => None,
     };
     match builtin {
@@ -324,6 +327,12 @@ fn print_summary(s: &Summary) {
         println!(
             "replies: {} unreadable task blocks, {} cut off at max_tokens",
             s.parse_issues, s.truncated_replies
+        );
+    }
+    if s.replies_without_answer > 0 {
+        println!(
+            "replies: {} held reasoning but no answer (cut off while thinking? raise --max-tokens)",
+            s.replies_without_answer
         );
     }
     println!(

@@ -22,6 +22,8 @@ struct StatsOut {
     by_lang: BTreeMap<String, i64>,
     by_origin: BTreeMap<String, i64>,
     lengths: BTreeMap<&'static str, Lengths>,
+    /// Records that carry reasoning beside their answer.
+    with_reasoning: i64,
     requests: i64,
     tokens: Tokens,
     /// Generate workers seen in the last minute (Postgres runs).
@@ -114,6 +116,7 @@ fn to_out(s: &Stats, board: &Scoreboard) -> StatsOut {
             ("input", lengths(&s.input_len)),
             ("output", lengths(&s.output_len)),
         ]),
+        with_reasoning: s.with_reasoning,
         requests: s.requests,
         tokens: Tokens {
             prompt: s.prompt_tokens,
@@ -218,6 +221,9 @@ fn print_table(url: &str, stats: &Stats, out: &StatsOut) {
         "records    {} total: {} pending, {} accepted, {} rejected",
         r.total, r.pending, r.accepted, r.rejected
     );
+    if out.with_reasoning > 0 {
+        println!("reasoning  {} records carry it", out.with_reasoning);
+    }
     println!("seeds      {}", out.seeds);
     println!("imports    {}", out.imports);
     for (title, list) in [

@@ -74,7 +74,8 @@ fn each_layout_reads_back_as_the_jsonl_writer_writes_it() {
     let dir = tempfile::tempdir().unwrap();
     for format in LAYOUTS {
         let path = dir.path().join(format!("{format}.parquet"));
-        let mut sink = ParquetSink::new(std::fs::File::create(&path).unwrap(), format, 3).unwrap();
+        let mut sink =
+            ParquetSink::new(std::fs::File::create(&path).unwrap(), format, 3, false).unwrap();
         for r in records() {
             sink.write(&r).unwrap();
         }
@@ -99,9 +100,48 @@ fn each_layout_reads_back_as_the_jsonl_writer_writes_it() {
 }
 
 #[test]
+fn messages_keep_reasoning_content_through_parquet() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.parquet");
+    let mut records = records();
+    records[0].reasoning = "春天：先想意象，再押韵。".into();
+    records[3].reasoning = "The last turn's reasoning.".into();
+    let format = OutputFormat::Messages;
+    let mut sink =
+        ParquetSink::new(std::fs::File::create(&path).unwrap(), format, 3, true).unwrap();
+    for r in &records {
+        sink.write(r).unwrap();
+    }
+    sink.finish().unwrap();
+    let (_, rows) = rows_json(&path, None, 2);
+    let every = Columns {
+        reasoning: true,
+        ..Columns::default()
+    };
+    let (mut want, mut got) = (Vec::new(), Vec::new());
+    for (r, json) in records.iter().zip(&rows) {
+        write_record(r, format, every, &mut want);
+        let mut back = Vec::new();
+        parse_records(json.as_bytes(), InputFormat::Messages, &mut back).unwrap();
+        assert_eq!(back[0].reasoning, r.reasoning);
+        write_record(&back[0], format, every, &mut got);
+    }
+    assert_eq!(
+        String::from_utf8(got).unwrap(),
+        String::from_utf8(want).unwrap()
+    );
+    // An assistant turn without reasoning carries "" (the column is there on every one).
+    assert!(
+        rows[1].contains("\"reasoning_content\":\"\""),
+        "{}",
+        rows[1]
+    );
+}
+
+#[test]
 fn the_columns_are_the_layouts_fields() {
     let names = |f| -> Vec<String> {
-        super::write::schema(f)
+        super::write::schema(f, false)
             .fields()
             .iter()
             .map(|x| format!("{}: {}", x.name(), x.data_type()))

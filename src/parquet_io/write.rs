@@ -9,7 +9,7 @@ use arrow_array::builder::{ListBuilder, StringBuilder};
 use arrow_array::{ArrayRef, ListArray, RecordBatch, StructArray};
 use arrow_buffer::{OffsetBuffer, ScalarBuffer};
 use arrow_schema::{ArrowError, DataType, Field, FieldRef, Fields, Schema, SchemaRef};
-use instill_core::{Exchange, OutputFormat, Record, chat_turns};
+use instill_core::{Exchange, OutputFormat, Record, chat_turns, turn_reasoning};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::errors::ParquetError;
@@ -25,8 +25,9 @@ const BATCH_ROWS: usize = 4096;
 const BATCH_TEXT_BYTES: usize = 64 << 20;
 
 /// The Arrow schema of an output layout: every field non-null (an absent system prompt is `""`,
-/// absent history an empty list).
-pub fn schema(format: OutputFormat) -> SchemaRef {
+/// absent history an empty list), but for `messages`' `reasoning_content` (with `reasoning`):
+/// `""` or the reasoning on assistant turns, null on the others.
+pub fn schema(format: OutputFormat, reasoning: bool) -> SchemaRef {
     let fields = match format.turn_names() {
         None => vec![
             text("instruction"),
@@ -37,7 +38,8 @@ pub fn schema(format: OutputFormat) -> SchemaRef {
         ],
         Some(_) => {
             let (column, keys) = chat_column(format);
-            vec![Field::new(column, DataType::List(turn_item(keys)), false)]
+            let turn = turn_item(keys, reasoning && format.has_reasoning_field());
+            vec![Field::new(column, DataType::List(turn), false)]
         }
     };
     Arc::new(Schema::new(fields))
@@ -65,16 +67,23 @@ fn pair_field() -> FieldRef {
     Arc::new(Field::new("item", DataType::List(text_item()), false))
 }
 
-/// The fields of one turn: `[who, what]`.
-fn turn_fields([who, what]: [&str; 2]) -> Fields {
-    Fields::from(vec![text(who), text(what)])
+/// The fields of one turn: `[who, what]`, and `reasoning_content` with `reasoning`.
+fn turn_fields([who, what]: [&str; 2], reasoning: bool) -> Fields {
+    let mut fields = vec![text(who), text(what)];
+    if reasoning {
+        fields.push(Field::new(REASONING, DataType::Utf8, true));
+    }
+    Fields::from(fields)
 }
 
+/// The field of an assistant turn's reasoning in the `messages` layout.
+const REASONING: &str = "reasoning_content";
+
 /// A list element that is one turn.
-fn turn_item(keys: [&str; 2]) -> FieldRef {
+fn turn_item(keys: [&str; 2], reasoning: bool) -> FieldRef {
     Arc::new(Field::new(
         "item",
-        DataType::Struct(turn_fields(keys)),
+        DataType::Struct(turn_fields(keys, reasoning)),
         false,
     ))
 }
@@ -97,19 +106,22 @@ enum Columns {
         keys: [&'static str; 2],
         who: StringBuilder,
         what: StringBuilder,
+        /// `reasoning_content` of each turn, when the schema has it.
+        reasoning: Option<StringBuilder>,
         /// Where each row's turns start in `who`/`what`, and where the last ends.
         offsets: Vec<i32>,
     },
 }
 
 impl Columns {
-    fn new(format: OutputFormat) -> Columns {
+    fn new(format: OutputFormat, reasoning: bool) -> Columns {
         match format.turn_names() {
             Some(names) => Columns::Chat {
                 names,
                 keys: chat_column(format).1,
                 who: StringBuilder::new(),
                 what: StringBuilder::new(),
+                reasoning: (reasoning && format.has_reasoning_field()).then(StringBuilder::new),
                 offsets: vec![0],
             },
             None => Columns::Alpaca {
@@ -154,17 +166,24 @@ impl Columns {
                 names,
                 who,
                 what,
+                reasoning,
                 offsets,
                 ..
             } => {
                 let user_turn = r.user_turn();
                 let mut bytes = 0;
                 let mut turns = offsets.last().copied().unwrap_or(0);
-                for (name, text) in chat_turns(r, &user_turn, *names) {
+                let count = chat_turns(r, &user_turn, *names).count();
+                for (i, (name, text)) in chat_turns(r, &user_turn, *names).enumerate() {
                     who.append_value(name);
                     what.append_value(text);
                     bytes += text.len();
                     turns += 1;
+                    if let Some(reasoning) = reasoning {
+                        let value = turn_reasoning(r, true, (i, count), name);
+                        reasoning.append_option(value);
+                        bytes += value.map_or(0, str::len);
+                    }
                 }
                 offsets.push(turns);
                 bytes
@@ -192,18 +211,20 @@ impl Columns {
                 keys,
                 who,
                 what,
+                reasoning,
                 offsets,
                 ..
             } => {
-                let turns = StructArray::try_new(
-                    turn_fields(*keys),
-                    vec![Arc::new(who.finish()), Arc::new(what.finish())],
-                    None,
-                )?;
+                let mut children: Vec<ArrayRef> =
+                    vec![Arc::new(who.finish()), Arc::new(what.finish())];
+                children.extend(reasoning.as_mut().map(|r| Arc::new(r.finish()) as ArrayRef));
+                let with_reasoning = reasoning.is_some();
+                let turns =
+                    StructArray::try_new(turn_fields(*keys, with_reasoning), children, None)?;
                 let offsets =
                     OffsetBuffer::new(ScalarBuffer::from(std::mem::replace(offsets, vec![0])));
                 vec![Arc::new(ListArray::try_new(
-                    turn_item(*keys),
+                    turn_item(*keys, with_reasoning),
                     offsets,
                     Arc::new(turns),
                     None,
@@ -232,19 +253,25 @@ impl<W: Write + Send> std::fmt::Debug for ParquetSink<W> {
 }
 
 impl<W: Write + Send> ParquetSink<W> {
-    /// A file of `format`'s columns, its pages compressed with zstd at `zstd_level` (1-22).
-    pub fn new(out: W, format: OutputFormat, zstd_level: i32) -> Result<Self, ParquetError> {
+    /// A file of `format`'s columns (with `messages`' `reasoning_content` when `reasoning`),
+    /// its pages compressed with zstd at `zstd_level` (1-22).
+    pub fn new(
+        out: W,
+        format: OutputFormat,
+        zstd_level: i32,
+        reasoning: bool,
+    ) -> Result<Self, ParquetError> {
         let props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::try_new(zstd_level)?))
             .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
             .set_max_row_group_bytes(Some(ROW_GROUP_BYTES))
             .set_created_by(format!("instill {}", env!("CARGO_PKG_VERSION")))
             .build();
-        let schema = schema(format);
+        let schema = schema(format, reasoning);
         Ok(ParquetSink {
             writer: ArrowWriter::try_new(out, schema.clone(), Some(props))?,
             schema,
-            columns: Columns::new(format),
+            columns: Columns::new(format, reasoning),
             rows: 0,
             text_bytes: 0,
         })

@@ -150,6 +150,11 @@ fn counts(h: &mut String, s: &Value) {
         ("records.pending", "pending", &s["records"]["pending"]),
         ("records.accepted", "accepted", &s["records"]["accepted"]),
         ("records.rejected", "rejected", &s["records"]["rejected"]),
+        (
+            "with_reasoning",
+            "records with reasoning",
+            &s["with_reasoning"],
+        ),
         ("seeds", "seed tasks", &s["seeds"]),
         ("imports", "imported files", &s["imports"]),
         ("requests", "model requests", &s["requests"]),

@@ -133,7 +133,7 @@ impl Db {
         after: i64,
         limit: i64,
     ) -> Result<Vec<StoredRequest>, StorageError> {
-        let sql = "SELECT q.id, q.idx, q.status, q.payload_hash, q.response, q.finish_reason, q.attempts, q.prompt_tokens, q.completion_tokens
+        let sql = "SELECT q.id, q.idx, q.status, q.payload_hash, q.response, q.finish_reason, q.reasoning, q.attempts, q.prompt_tokens, q.completion_tokens
 FROM requests q LEFT JOIN eval_grades g ON g.evaluation = $1 AND g.idx * $2 + g.rep = q.idx
 WHERE q.run_id = $3 AND q.idx > $4 AND q.status = 'done' AND g.idx IS NULL
 ORDER BY q.idx LIMIT $5";

@@ -20,8 +20,17 @@ pub struct ExportRecord {
     pub norm_hash: String,
 }
 
-/// One row of the SQLite page: id, the record's five fields, the hash.
-type JsonRow = (i64, String, String, String, String, Option<String>, String);
+/// One row of the SQLite page: id, the record's six fields, the hash.
+type JsonRow = (
+    i64,
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    String,
+    String,
+);
 
 impl Db {
     /// The records with `lo < id <= hi` that pass `filter`, in id order, with their hash only
@@ -34,7 +43,7 @@ impl Db {
         with_hash: bool,
     ) -> Result<Vec<ExportRecord>, StorageError> {
         let hash = if with_hash { "norm_hash" } else { "''" };
-        const BASE: &str = "id, instruction, input, output, system, history";
+        const BASE: &str = "id, instruction, input, output, system, history, reasoning";
         let rows: Vec<JsonRow> = match &self.pool {
             Pool::Sqlite(p) => {
                 let limit = hi.saturating_sub(lo).max(0);
@@ -61,6 +70,7 @@ impl Db {
                             row.try_get("output")?,
                             row.try_get("system")?,
                             row.try_get("history")?,
+                            row.try_get("reasoning")?,
                             row.try_get("norm_hash")?,
                         ))
                     })
@@ -69,7 +79,7 @@ impl Db {
         };
         rows.into_iter()
             .map(
-                |(id, instruction, input, output, system, history, norm_hash)| {
+                |(id, instruction, input, output, system, history, reasoning, norm_hash)| {
                     let history = Record::parse_history(history.as_deref()).map_err(|e| {
                         StorageError::Corrupt {
                             column: "history",
@@ -85,6 +95,7 @@ impl Db {
                             output,
                             system,
                             history,
+                            reasoning,
                         },
                         norm_hash,
                     })

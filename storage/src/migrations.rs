@@ -54,6 +54,11 @@ pub const SQLITE: &[EmbeddedMigration] = &[
         name: "evaluations",
         sql: include_str!("../../migrations/sqlite/0008_evaluations.sql"),
     },
+    EmbeddedMigration {
+        version: 9,
+        name: "reasoning",
+        sql: include_str!("../../migrations/sqlite/0009_reasoning.sql"),
+    },
 ];
 
 /// Postgres migrations, oldest first.
@@ -97,6 +102,11 @@ pub const POSTGRES: &[EmbeddedMigration] = &[
         version: 8,
         name: "evaluations",
         sql: include_str!("../../migrations/postgres/0008_evaluations.sql"),
+    },
+    EmbeddedMigration {
+        version: 9,
+        name: "reasoning",
+        sql: include_str!("../../migrations/postgres/0009_reasoning.sql"),
     },
 ];
 

@@ -128,8 +128,8 @@ impl Db {
         Ok(out)
     }
 
-    /// Whether any record `filter` selects has a system prompt, and any has earlier turns: the
-    /// optional Alpaca columns an export writes on every line.
+    /// Whether any record `filter` selects has a system prompt, any has earlier turns, and any
+    /// has reasoning: the optional columns an export writes on every line.
     pub async fn columns_in_use(
         &self,
         filter: StatusFilter,
@@ -140,13 +140,16 @@ impl Db {
         };
         let system = any("system <> ''");
         let history = any("history IS NOT NULL AND history <> '' AND history <> '[]'");
-        let (system, history): (i64, i64) = on_pool!(&self.pool, p => (
+        let reasoning = any("reasoning <> ''");
+        let (system, history, reasoning): (i64, i64, i64) = on_pool!(&self.pool, p => (
             sqlx::query_scalar(AssertSqlSafe(system)).fetch_one(p).await?,
             sqlx::query_scalar(AssertSqlSafe(history)).fetch_one(p).await?,
+            sqlx::query_scalar(AssertSqlSafe(reasoning)).fetch_one(p).await?,
         ));
         Ok(instill_core::Columns {
             system: system > 0,
             history: history > 0,
+            reasoning: reasoning > 0,
         })
     }
 

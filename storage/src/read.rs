@@ -65,8 +65,7 @@ impl StatusFilter {
 }
 
 /// The columns a page reads, in this order.
-const PAGE_COLUMNS: &str =
-    "id, instruction, input, output, system, history, lang, source, status, reason, norm_hash";
+const PAGE_COLUMNS: &str = "id, instruction, input, output, system, history, reasoning, lang, source, status, reason, norm_hash";
 
 /// One page row as SQLite's JSON aggregate spells it (see [`Db::records_page`]).
 type JsonRow = (
@@ -76,6 +75,7 @@ type JsonRow = (
     String,
     String,
     Option<String>,
+    String,
     String,
     String,
     String,
@@ -148,6 +148,7 @@ impl Db {
                             output,
                             system,
                             history,
+                            reasoning,
                             lang,
                             source,
                             status,
@@ -162,6 +163,7 @@ impl Db {
                                     output,
                                     system,
                                     history: Vec::new(),
+                                    reasoning,
                                 },
                                 history,
                                 &lang,
@@ -193,6 +195,7 @@ impl Db {
                             output: row.try_get("output")?,
                             system: row.try_get("system")?,
                             history: Vec::new(),
+                            reasoning: row.try_get("reasoning")?,
                         };
                         stored(
                             row.try_get("id")?,

@@ -45,10 +45,10 @@ pub struct NewRecord {
     pub created_at: i64,
 }
 
-const COLUMNS: &str = "instruction, input, output, system, history, lang, origin, source, import_id, run_id, request_id, item_idx, status, reason, dup_of, score, norm_hash, created_at";
-const NUM_COLUMNS: usize = 18;
+const COLUMNS: &str = "instruction, input, output, system, history, reasoning, lang, origin, source, import_id, run_id, request_id, item_idx, status, reason, dup_of, score, norm_hash, created_at";
+const NUM_COLUMNS: usize = 19;
 /// Rows per multi-row INSERT on SQLite: one statement per 500 rows makes sqlx's per-statement
-/// cost vanish, and 18 × 500 parameters stay far below SQLite's 32766. (Parameters must stay
+/// cost vanish, and 19 × 500 parameters stay far below SQLite's 32766. (Parameters must stay
 /// anonymous `?`: sqlx looks every named or numbered one up by name, which SQLite answers in
 /// time linear in the parameter count.)
 const SQLITE_ROWS_PER_STATEMENT: usize = 500;
@@ -117,6 +117,7 @@ pub(crate) async fn insert_sqlite(
                 .bind(r.record.output)
                 .bind(r.record.system)
                 .bind(history)
+                .bind(r.record.reasoning)
                 .bind(codes.get(r.lang.as_str()))
                 .bind(codes.get(r.origin.as_str()))
                 .bind(r.source)
@@ -187,12 +188,13 @@ pub(crate) async fn insert_postgres(
 /// One row in COPY's text format: tab-separated, `\N` for NULL, backslash escapes.
 fn copy_row(r: &NewRecord, out: &mut Vec<u8>) {
     let history = r.record.history_json();
-    let texts: [Option<&str>; 5] = [
+    let texts: [Option<&str>; 6] = [
         Some(&r.record.instruction),
         Some(&r.record.input),
         Some(&r.record.output),
         Some(&r.record.system),
         history.as_deref(),
+        Some(&r.record.reasoning),
     ];
     for t in texts {
         copy_text(t, out);

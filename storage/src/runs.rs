@@ -44,6 +44,8 @@ pub struct NewRequest {
     pub response: Option<String>,
     /// The finish reasons (JSON array).
     pub finish_reason: Option<String>,
+    /// The choices' reasoning (JSON array, as `response`); `None` when no choice had any.
+    pub reasoning: Option<String>,
     /// Why it failed.
     pub error: Option<String>,
     /// Attempts made.
@@ -77,6 +79,8 @@ pub struct StoredRequest {
     pub response: Option<String>,
     /// The finish reasons (JSON array).
     pub finish_reason: Option<String>,
+    /// The choices' reasoning (JSON array), `None` when no choice had any.
+    pub reasoning: Option<String>,
     /// Attempts made.
     pub attempts: i64,
     /// Prompt tokens.
@@ -197,7 +201,7 @@ WHERE records.run_id = $1 ORDER BY records.id DESC LIMIT 1";
         run_id: i64,
         from: i64,
     ) -> Result<Vec<StoredRequest>, StorageError> {
-        let sql = "SELECT id, idx, status, payload_hash, response, finish_reason, attempts, prompt_tokens, completion_tokens
+        let sql = "SELECT id, idx, status, payload_hash, response, finish_reason, reasoning, attempts, prompt_tokens, completion_tokens
 FROM requests WHERE run_id = $1 AND idx >= $2 ORDER BY idx";
         on_pool!(&self.pool, p => {
             let rows = sqlx::query(sql).bind(run_id).bind(from).fetch_all(p).await?;
@@ -222,7 +226,7 @@ FROM requests WHERE run_id = $1 AND idx >= $2 ORDER BY idx";
         after: i64,
         limit: i64,
     ) -> Result<Vec<StoredRequest>, StorageError> {
-        let sql = "SELECT id, idx, status, payload_hash, response, finish_reason, attempts, prompt_tokens, completion_tokens
+        let sql = "SELECT id, idx, status, payload_hash, response, finish_reason, reasoning, attempts, prompt_tokens, completion_tokens
 FROM requests WHERE run_id = $1 AND idx > $2 AND status = 'done' ORDER BY idx LIMIT $3";
         on_pool!(&self.pool, p => {
             let rows = sqlx::query(sql).bind(run_id).bind(after).bind(limit).fetch_all(p).await?;
@@ -320,15 +324,16 @@ where
         payload_hash: r.try_get("payload_hash")?,
         response: r.try_get("response")?,
         finish_reason: r.try_get("finish_reason")?,
+        reasoning: r.try_get("reasoning")?,
         attempts: r.try_get("attempts")?,
         prompt_tokens: r.try_get("prompt_tokens")?,
         completion_tokens: r.try_get("completion_tokens")?,
     })
 }
 
-const REQUEST_COLUMNS: &str = "run_id, idx, payload_hash, prompt, params_json, status, response, finish_reason, error, attempts, prompt_tokens, completion_tokens, latency_ms, worker, created_at, finished_at";
+const REQUEST_COLUMNS: &str = "run_id, idx, payload_hash, prompt, params_json, status, response, finish_reason, reasoning, error, attempts, prompt_tokens, completion_tokens, latency_ms, worker, created_at, finished_at";
 
-/// Request rows per INSERT statement (16 values each).
+/// Request rows per INSERT statement (17 values each).
 const REQUESTS_PER_STATEMENT: usize = 200;
 
 impl Writer {
@@ -360,12 +365,12 @@ impl Writer {
         let mut by_idx: std::collections::HashMap<(i64, i64), i64> =
             std::collections::HashMap::with_capacity(rows.len());
         for chunk in rows.chunks(REQUESTS_PER_STATEMENT) {
-            let values = placeholders(backend, chunk.len(), 16);
+            let values = placeholders(backend, chunk.len(), 17);
             let sql = format!(
                 "INSERT INTO requests ({REQUEST_COLUMNS}) VALUES {values}
 ON CONFLICT (run_id, idx) DO UPDATE SET payload_hash = excluded.payload_hash, prompt = excluded.prompt,
 params_json = excluded.params_json, status = excluded.status, response = excluded.response,
-finish_reason = excluded.finish_reason, error = excluded.error, attempts = requests.attempts + excluded.attempts,
+finish_reason = excluded.finish_reason, reasoning = excluded.reasoning, error = excluded.error, attempts = requests.attempts + excluded.attempts,
 prompt_tokens = excluded.prompt_tokens, completion_tokens = excluded.completion_tokens,
 latency_ms = excluded.latency_ms, worker = excluded.worker, finished_at = excluded.finished_at
 WHERE requests.status <> 'done'
@@ -383,6 +388,7 @@ RETURNING id, run_id, idx"
                         .bind(r.status.as_str())
                         .bind(r.response.as_deref())
                         .bind(r.finish_reason.as_deref())
+                        .bind(r.reasoning.as_deref())
                         .bind(r.error.as_deref())
                         .bind(r.attempts)
                         .bind(r.prompt_tokens)

@@ -140,7 +140,7 @@ impl Db {
         after: i64,
         limit: i64,
     ) -> Result<Vec<StoredRequest>, StorageError> {
-        let sql = "SELECT q.id, q.idx, q.status, q.payload_hash, q.response, q.finish_reason, q.attempts, q.prompt_tokens, q.completion_tokens
+        let sql = "SELECT q.id, q.idx, q.status, q.payload_hash, q.response, q.finish_reason, q.reasoning, q.attempts, q.prompt_tokens, q.completion_tokens
 FROM requests q LEFT JOIN scores s ON s.scorer = $1 AND s.record_id = q.idx
 WHERE q.run_id = $2 AND q.idx > $3 AND q.status = 'done' AND s.record_id IS NULL
 ORDER BY q.idx LIMIT $4";

@@ -90,6 +90,8 @@ pub struct Stats {
     pub input_len: LengthHistogram,
     /// Output lengths, in characters.
     pub output_len: LengthHistogram,
+    /// Records that carry reasoning beside their answer.
+    pub with_reasoning: i64,
     /// Requests sent to models.
     pub requests: i64,
     /// Prompt tokens over all requests.
@@ -142,6 +144,9 @@ impl Db {
                 .await?,
             output_len: self
                 .histogram("SELECT CAST(LENGTH(output) AS BIGINT) AS l, COUNT(*) AS n FROM records GROUP BY l ORDER BY l")
+                .await?,
+            with_reasoning: self
+                .scalar("SELECT COUNT(*) FROM records WHERE reasoning <> ''")
                 .await?,
             requests: self.scalar("SELECT COUNT(*) FROM requests WHERE status <> 'claimed'").await?,
             prompt_tokens: self

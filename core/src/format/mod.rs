@@ -6,7 +6,7 @@ mod parse;
 mod write;
 
 pub use parse::{FieldError, parse_records, parse_seeds};
-pub use write::{chat_turns, write_record};
+pub use write::{chat_turns, turn_reasoning, write_record};
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -146,6 +146,8 @@ pub struct Columns {
     pub system: bool,
     /// Write `history` on every line.
     pub history: bool,
+    /// `messages`: write `reasoning_content` on every assistant message (`""` when none).
+    pub reasoning: bool,
 }
 
 /// A layout instill writes.
@@ -177,6 +179,12 @@ impl OutputFormat {
             OutputFormat::ShareGpt => Some(["system", "human", "gpt"]),
             OutputFormat::Messages => Some(["system", "user", "assistant"]),
         }
+    }
+
+    /// Whether the layout has a field for reasoning (`messages`: `reasoning_content` on the
+    /// assistant message); the others carry it inline or not at all.
+    pub fn has_reasoning_field(self) -> bool {
+        self == OutputFormat::Messages
     }
 
     /// The layout that reads this one back.

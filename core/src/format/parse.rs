@@ -5,6 +5,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::InputFormat;
+use crate::reasoning::take_think;
 use crate::record::{Exchange, Record, Seed};
 
 /// Why one record could not be read: where in the record (line and column counted from the
@@ -43,6 +44,11 @@ impl std::fmt::Display for FieldError {
 
 /// Reads one JSON object (`json`, the raw bytes of one record) in `format`, appending the
 /// records it holds to `out` (self-instruct tasks hold one per instance; every other layout one).
+///
+/// The reasoning of the answer is kept: `messages`' `reasoning_content` (or vLLM's `reasoning`)
+/// on the last assistant message, and in every layout a `<think>…</think>` block at the start of
+/// the output (what `export --reasoning inline` writes), moved into [`Record::reasoning`].
+/// Earlier turns keep their text as it is.
 pub fn parse_records(
     json: &[u8],
     format: InputFormat,
@@ -50,7 +56,8 @@ pub fn parse_records(
 ) -> Result<(), FieldError> {
     let first = out.len();
     parse_into(json, format, out)?;
-    for r in &out[first..] {
+    for r in &mut out[first..] {
+        take_think(r);
         check_no_nul(r)?;
     }
     Ok(())
@@ -64,6 +71,7 @@ fn check_no_nul(r: &Record) -> Result<(), FieldError> {
         ("input", &r.input),
         ("output", &r.output),
         ("system", &r.system),
+        ("reasoning", &r.reasoning),
     ];
     let history = r
         .history
@@ -137,6 +145,7 @@ fn parse_into(json: &[u8], format: InputFormat, out: &mut Vec<Record>) -> Result
                 .messages
                 .ok_or_else(|| FieldError::field("messages", "missing (expected an array)"))?;
             let mut parsed = Vec::with_capacity(messages.len());
+            let mut reasoning = None;
             for (i, m) in messages.into_iter().enumerate() {
                 let role_name = required(m.role, &format!("messages[{i}].role"))?;
                 let role = match role_name.as_str() {
@@ -153,14 +162,19 @@ fn parse_into(json: &[u8], format: InputFormat, out: &mut Vec<Record>) -> Result
                     }
                 };
                 let content = message_content(m.content, &format!("messages[{i}].content"))?;
+                if role == Role::Assistant {
+                    reasoning = m.reasoning_content.or(m.reasoning);
+                }
                 parsed.push((role, content));
             }
-            out.push(conversation_record(
+            let mut record = conversation_record(
                 String::new(),
                 parsed,
                 "messages",
                 ("role", "user", "assistant"),
-            )?);
+            )?;
+            record.reasoning = reasoning.unwrap_or_default();
+            out.push(record);
         }
     }
     Ok(())
@@ -271,6 +285,10 @@ struct MessagesRaw {
 struct MessageRaw {
     role: Option<String>,
     content: Option<Value>,
+    /// DeepSeek's and the chat templates' name for an assistant's reasoning.
+    reasoning_content: Option<String>,
+    /// vLLM's newer name for it.
+    reasoning: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -317,6 +335,7 @@ fn alpaca_record(raw: AlpacaRaw, format: InputFormat) -> Result<Record, FieldErr
             .into_iter()
             .map(|(u, a)| Exchange(u, a))
             .collect(),
+        reasoning: String::new(),
     })
 }
 
@@ -435,6 +454,7 @@ fn conversation_record(
         output,
         system,
         history: pairs,
+        reasoning: String::new(),
     })
 }
 
@@ -502,28 +522,28 @@ mod tests {
             InputFormat::Alpaca,
             r#"{"instruction":"写诗","input":"","output":"春眠不觉晓","id":7}"#,
             expect![[
-                r#"[Record { instruction: "写诗", input: "", output: "春眠不觉晓", system: "", history: [] }]"#
+                r#"[Record { instruction: "写诗", input: "", output: "春眠不觉晓", system: "", history: [], reasoning: "" }]"#
             ]],
         );
         check(
             InputFormat::Alpaca,
             r#"{"instruction":"q2","output":"a2","system":"s","history":[["q1","a1"]]}"#,
             expect![[
-                r#"[Record { instruction: "q2", input: "", output: "a2", system: "s", history: [Exchange("q1", "a1")] }]"#
+                r#"[Record { instruction: "q2", input: "", output: "a2", system: "s", history: [Exchange("q1", "a1")], reasoning: "" }]"#
             ]],
         );
         check(
             InputFormat::Belle,
             r#"{"input":"介绍一下北京","target":"北京是中国的首都。"}"#,
             expect![[
-                r#"[Record { instruction: "介绍一下北京", input: "", output: "北京是中国的首都。", system: "", history: [] }]"#
+                r#"[Record { instruction: "介绍一下北京", input: "", output: "北京是中国的首都。", system: "", history: [], reasoning: "" }]"#
             ]],
         );
         check(
             InputFormat::Belle,
             r#"{"instruction":"翻译","input":"hello","output":"你好"}"#,
             expect![[
-                r#"[Record { instruction: "翻译", input: "hello", output: "你好", system: "", history: [] }]"#
+                r#"[Record { instruction: "翻译", input: "hello", output: "你好", system: "", history: [], reasoning: "" }]"#
             ]],
         );
     }
@@ -534,7 +554,7 @@ mod tests {
             InputFormat::SelfInstruct,
             r#"{"id":"seed_task_0","name":"t","instruction":"Add","instances":[{"input":"1 2","output":"3"},{"input":"2 2","output":"4"}],"is_classification":false}"#,
             expect![[
-                r#"[Record { instruction: "Add", input: "1 2", output: "3", system: "", history: [] }, Record { instruction: "Add", input: "2 2", output: "4", system: "", history: [] }]"#
+                r#"[Record { instruction: "Add", input: "1 2", output: "3", system: "", history: [], reasoning: "" }, Record { instruction: "Add", input: "2 2", output: "4", system: "", history: [], reasoning: "" }]"#
             ]],
         );
         let seed = parse_seeds(
@@ -553,15 +573,56 @@ mod tests {
             InputFormat::ShareGpt,
             r#"{"conversations":[{"from":"system","value":"你是助手"},{"from":"human","value":"你好"},{"from":"gpt","value":"你好！"},{"from":"human","value":"1+1?"},{"from":"gpt","value":"2"}]}"#,
             expect![[
-                r#"[Record { instruction: "1+1?", input: "", output: "2", system: "你是助手", history: [Exchange("你好", "你好！")] }]"#
+                r#"[Record { instruction: "1+1?", input: "", output: "2", system: "你是助手", history: [Exchange("你好", "你好！")], reasoning: "" }]"#
             ]],
         );
         check(
             InputFormat::Messages,
             r#"{"messages":[{"role":"user","content":[{"type":"text","text":"Hi "},{"type":"text","text":"there"}]},{"role":"assistant","content":"Hello"}]}"#,
             expect![[
-                r#"[Record { instruction: "Hi there", input: "", output: "Hello", system: "", history: [] }]"#
+                r#"[Record { instruction: "Hi there", input: "", output: "Hello", system: "", history: [], reasoning: "" }]"#
             ]],
+        );
+    }
+
+    #[test]
+    fn reasoning_is_kept_from_fields_and_think_blocks() {
+        // DeepSeek's field on the last assistant message; an earlier turn's is not the record's.
+        check(
+            InputFormat::Messages,
+            r#"{"messages":[{"role":"user","content":"q1"},{"role":"assistant","content":"a1","reasoning_content":"r1"},{"role":"user","content":"q2"},{"role":"assistant","content":"a2","reasoning_content":"先算一下"}]}"#,
+            expect![[
+                r#"[Record { instruction: "q2", input: "", output: "a2", system: "", history: [Exchange("q1", "a1")], reasoning: "先算一下" }]"#
+            ]],
+        );
+        // vLLM's name, null, and an inline block in the content.
+        check(
+            InputFormat::Messages,
+            r#"{"messages":[{"role":"user","content":"q"},{"role":"assistant","content":"a","reasoning":"why"}]}"#,
+            expect![[
+                r#"[Record { instruction: "q", input: "", output: "a", system: "", history: [], reasoning: "why" }]"#
+            ]],
+        );
+        check(
+            InputFormat::Messages,
+            r#"{"messages":[{"role":"user","content":"q"},{"role":"assistant","content":"<think>\nhmm\n</think>\n\na","reasoning_content":null}]}"#,
+            expect![[
+                r#"[Record { instruction: "q", input: "", output: "a", system: "", history: [], reasoning: "hmm" }]"#
+            ]],
+        );
+        check(
+            InputFormat::Alpaca,
+            r#"{"instruction":"q","output":"<think>\nstep\n</think>\n\nanswer <think> later stays"}"#,
+            expect![[
+                r#"[Record { instruction: "q", input: "", output: "answer <think> later stays", system: "", history: [], reasoning: "step" }]"#
+            ]],
+        );
+        check(
+            InputFormat::Messages,
+            r#"{"messages":[{"role":"user","content":"q"},{"role":"assistant","content":"a","reasoning_content":7}]}"#,
+            expect![
+                "line 1 col Some(98): field `messages[1].reasoning_content`: invalid type: integer `7`, expected a string"
+            ],
         );
     }
 

@@ -14,6 +14,10 @@ use crate::record::{Exchange, Record};
 /// carries `instruction`, a blank line, and `input` ([`Record::user_turn`]). A system prompt is
 /// Alpaca's `system` field, ShareGPT's first `{"from": "system"}` turn, and the first
 /// `{"role": "system"}` message.
+///
+/// A record's reasoning is written only as `messages`' `reasoning_content` (on the last
+/// assistant message; on every one with `columns.reasoning`): apply the export's
+/// [`crate::ReasoningMode`] first, which inlines it where a layout has no field.
 pub fn write_record(record: &Record, format: OutputFormat, columns: Columns, out: &mut Vec<u8>) {
     match format {
         OutputFormat::Alpaca => {
@@ -42,6 +46,7 @@ pub fn write_record(record: &Record, format: OutputFormat, columns: Columns, out
         }
         OutputFormat::ShareGpt => write_turns(
             record,
+            columns,
             out,
             b"{\"conversations\":[",
             format,
@@ -49,6 +54,7 @@ pub fn write_record(record: &Record, format: OutputFormat, columns: Columns, out
         ),
         OutputFormat::Messages => write_turns(
             record,
+            columns,
             out,
             b"{\"messages\":[",
             format,
@@ -58,9 +64,31 @@ pub fn write_record(record: &Record, format: OutputFormat, columns: Columns, out
     out.push(b'\n');
 }
 
-/// A chat layout: `open`, then one `{"<who>":name,"<what>":text}` object per turn, then `]}`.
+/// The `reasoning_content` a `messages` row gives turn `i` of the `turns` of
+/// [`chat_turns`] (spoken by `name`): the record's reasoning on the last turn (its output), `""`
+/// on the other assistant turns when `every` asks for the field on each, nothing otherwise.
+/// The JSONL and Parquet writers both take it from here.
+pub fn turn_reasoning<'a>(
+    record: &'a Record,
+    every: bool,
+    (i, turns): (usize, usize),
+    name: &str,
+) -> Option<&'a str> {
+    if name != "assistant" {
+        return None;
+    }
+    if i + 1 == turns && !record.reasoning.is_empty() {
+        Some(&record.reasoning)
+    } else {
+        every.then_some("")
+    }
+}
+
+/// A chat layout: `open`, then one `{"<who>":name,"<what>":text}` object per turn (in
+/// `messages`, with the assistant's `reasoning_content`), then `]}`.
 fn write_turns(
     record: &Record,
+    columns: Columns,
     out: &mut Vec<u8>,
     open: &[u8],
     format: OutputFormat,
@@ -70,6 +98,7 @@ fn write_turns(
         .turn_names()
         .unwrap_or(["system", "user", "assistant"]);
     let user_turn = record.user_turn();
+    let turns = chat_turns(record, &user_turn, names).count();
     out.extend_from_slice(open);
     for (i, (name, text)) in chat_turns(record, &user_turn, names).enumerate() {
         if i > 0 {
@@ -79,6 +108,12 @@ fn write_turns(
         push_json_str(out, name);
         out.extend_from_slice(what);
         push_json_str(out, text);
+        if format.has_reasoning_field()
+            && let Some(reasoning) = turn_reasoning(record, columns.reasoning, (i, turns), name)
+        {
+            out.extend_from_slice(b",\"reasoning_content\":");
+            push_json_str(out, reasoning);
+        }
         out.push(b'}');
     }
     out.extend_from_slice(b"]}");
@@ -176,7 +211,7 @@ pub fn chat_turns<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::parse_records;
+    use crate::format::{InputFormat, parse_records};
     use expect_test::expect;
     use serde::Serialize;
 
@@ -195,8 +230,15 @@ mod tests {
             }
             OutputFormat::Messages => {
                 let user_turn = record.user_turn();
-                let messages = chat_turns(record, &user_turn, ["system", "user", "assistant"])
-                    .map(|(role, content)| Message { role, content })
+                let names = ["system", "user", "assistant"];
+                let turns = chat_turns(record, &user_turn, names).count();
+                let messages = chat_turns(record, &user_turn, names)
+                    .enumerate()
+                    .map(|(i, (role, content))| Message {
+                        role,
+                        content,
+                        reasoning_content: turn_reasoning(record, false, (i, turns), role),
+                    })
                     .collect();
                 serde_json::to_vec(&MessagesOut { messages })
             }
@@ -249,6 +291,8 @@ mod tests {
     struct Message<'a> {
         role: &'static str,
         content: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reasoning_content: Option<&'a str>,
     }
 
     fn sample() -> Record {
@@ -258,6 +302,7 @@ mod tests {
             output: "Hello".into(),
             system: "你是翻译".into(),
             history: vec![Exchange("在吗？".into(), "在的。".into())],
+            reasoning: String::new(),
         }
     }
 
@@ -280,6 +325,7 @@ mod tests {
         let every = Columns {
             system: true,
             history: true,
+            reasoning: true,
         };
         write_record(
             &Record::new("x", "", "y"),
@@ -295,6 +341,37 @@ mod tests {
             {"instruction":"x","input":"","output":"y","system":"","history":[]}
         "#]]
         .assert_eq(&String::from_utf8_lossy(&out));
+    }
+
+    #[test]
+    fn messages_carry_reasoning_content_on_the_assistant() {
+        let mut r = sample();
+        r.reasoning = "先想一想".into();
+        let mut out = Vec::new();
+        write_record(&r, OutputFormat::Messages, Columns::default(), &mut out);
+        let every = Columns {
+            reasoning: true,
+            ..Columns::default()
+        };
+        write_record(
+            &Record::new("q", "", "a"),
+            OutputFormat::Messages,
+            every,
+            &mut out,
+        );
+        expect![[r#"
+            {"messages":[{"role":"system","content":"你是翻译"},{"role":"user","content":"在吗？"},{"role":"assistant","content":"在的。"},{"role":"user","content":"翻译成英文\n\n你好"},{"role":"assistant","content":"Hello","reasoning_content":"先想一想"}]}
+            {"messages":[{"role":"user","content":"q"},{"role":"assistant","content":"a","reasoning_content":""}]}
+        "#]].assert_eq(&String::from_utf8_lossy(&out));
+        let mut back = Vec::new();
+        let first = out.split(|b| *b == b'\n').next().unwrap_or_default();
+        assert_eq!(
+            parse_records(first, InputFormat::Messages, &mut back),
+            Ok(())
+        );
+        r.instruction = r.user_turn();
+        r.input.clear();
+        assert_eq!(back, vec![r]);
     }
 
     #[test]
@@ -373,6 +450,11 @@ mod tests {
                     rng.text()
                 },
                 history,
+                reasoning: if rng.below(2) == 0 {
+                    String::new()
+                } else {
+                    rng.text()
+                },
             };
             for f in [
                 OutputFormat::Alpaca,

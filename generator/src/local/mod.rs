@@ -305,10 +305,7 @@ fn finish(done: Finished, pending: &mut HashMap<u64, Pending>) {
     };
     p.completion_tokens += done.ids.len() as u64;
     if let Some(slot) = p.choices.get_mut(choice) {
-        *slot = Some(Choice {
-            text: done.text,
-            finish_reason: done.finish_reason.to_string(),
-        });
+        *slot = Some(Choice::new(&done.text, "", done.finish_reason.to_string()));
     }
     if p.choices.iter().all(Option::is_some)
         && let Some(p) = pending.remove(&job)
