@@ -39,6 +39,11 @@ fn lock_key(run_id: i64) -> i64 {
     0x01e5_7111_i64 << 32 | (run_id & 0xffff_ffff)
 }
 
+/// Key of a run's driver lock (another namespace: it never meets the acceptor's).
+fn driver_lock_key(run_id: i64) -> i64 {
+    0x01e5_7112_i64 << 32 | (run_id & 0xffff_ffff)
+}
+
 impl Db {
     /// Claims up to `n` requests of the run for `worker` until `lease_until` (Unix ms), among
     /// the indices in `range` (from the run's frontier to a window ahead of it): first those
@@ -133,14 +138,26 @@ RETURNING idx";
         &self,
         run_id: i64,
     ) -> Result<Option<AcceptorLock>, StorageError> {
+        self.try_advisory_lock(lock_key(run_id)).await
+    }
+
+    /// Takes the run's driver lock if no other process holds it: held for a whole invocation
+    /// by a driver that must be its run's only process (`generate --mode chat`, whose turns
+    /// wait on each other). Apart from the acceptor lock, which that driver's stages may take.
+    /// Postgres only.
+    pub async fn try_driver_lock(&self, run_id: i64) -> Result<Option<AcceptorLock>, StorageError> {
+        self.try_advisory_lock(driver_lock_key(run_id)).await
+    }
+
+    async fn try_advisory_lock(&self, key: i64) -> Result<Option<AcceptorLock>, StorageError> {
         let Pool::Postgres(p) = &self.pool else {
             return Err(StorageError::Unsupported(
-                "the acceptor lock needs Postgres".into(),
+                "advisory locks need Postgres".into(),
             ));
         };
         let mut conn = p.acquire().await?.detach();
         let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(lock_key(run_id))
+            .bind(key)
             .fetch_one(&mut conn)
             .await?;
         if got {
