@@ -26,7 +26,7 @@ fn chat_model(prompt: &str) -> String {
         if prompt.contains("conversation so far") {
             return FOLLOW_UP.to_string();
         }
-        if h % 3 == 0 {
+        if h.is_multiple_of(3) {
             return format!(
                 "User: How should I start learning to cook healthy meals at home, {}?",
                 words(h, 1)
@@ -128,7 +128,10 @@ fn conversations_of_k_exchanges_are_one_record_each_and_export_with_every_turn()
         // Every conversation begun cost its 6 requests, no more (none failed); a batch may
         // begin a few more than the target needs.
         let sent = server.requests().len() - seen;
-        assert!(sent % 6 == 0 && sent >= 6 * records.len(), "{sent} requests");
+        assert!(
+            sent.is_multiple_of(6) && sent >= 6 * records.len(),
+            "{sent} requests"
+        );
         for r in &records {
             let r = &r.record;
             assert_eq!(r.history.len(), 2);
@@ -233,7 +236,10 @@ fn one_exchange_is_a_record_without_history() {
     assert_eq!((&s["accepted"], &s["turns"]), (&5.into(), &1.into()));
     let records = env.records();
     let sent = server.requests().len();
-    assert!(sent % 2 == 0 && sent >= 2 * records.len(), "{sent} requests");
+    assert!(
+        sent.is_multiple_of(2) && sent >= 2 * records.len(),
+        "{sent} requests"
+    );
     for r in records {
         assert!(r.record.history.is_empty());
         assert!(r.record.instruction.starts_with("How should I"));
