@@ -75,6 +75,8 @@ pub enum Command {
     /// seeds and everything accepted so far, and stores accepted and rejected tasks with their
     /// reasons. Interrupt it (Ctrl-C) or let it crash: the same command resumes, reusing every
     /// stored reply, and ends with the records an uninterrupted run would have written.
+    ///
+    /// --mode chat generates multi-turn conversations instead (see --mode and --turns).
     Generate(Box<GenerateArgs>),
 
     /// Mark near-duplicates: exact, MinHash-LSH and ROUGE-L, Chinese-aware.
@@ -349,9 +351,26 @@ pub struct ReportArgs {
 
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
-    /// Stop when this many tasks are accepted in the run.
+    /// Stop when this many tasks (--mode chat: conversations) are accepted in the run.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub target: u64,
+
+    /// What to generate. `instruct`: self-instruct, each reply a list of new tasks, each task a
+    /// record. `chat`: multi-turn self-chat: a user simulator (shown --seeds-per-prompt seed
+    /// tasks drawn by --seed and the conversation's index) opens a conversation and follows up
+    /// on each answer, an assistant answers, for --turns exchanges; each conversation is one
+    /// record, its earlier exchanges the history and the last one the instruction and output.
+    /// The quality rules judge a conversation's opening exchange and ROUGE-L dedup its first
+    /// user turn; the turns of a conversation are sent one after another, conversations
+    /// concurrently, and a run killed mid-conversation resumes from the stored turns. On
+    /// Postgres a chat run takes one process.
+    #[arg(long, value_enum, default_value = "instruct")]
+    pub mode: ModeArg,
+
+    /// --mode chat: exchanges (a user turn and its answer) per conversation, 2 × K requests
+    /// [default: 3].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub turns: Option<u32>,
 
     /// The model: the name the server serves (openai), or a Hugging Face model directory
     /// (config.json, *.safetensors, tokenizer.json; llama, mistral, qwen2) or a GGUF file
@@ -806,6 +825,14 @@ impl From<ApiArg> for instill_prompts::Shape {
             ApiArg::Completion => Self::Completion,
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ModeArg {
+    /// Self-instruct: new tasks from seed examples.
+    Instruct,
+    /// Multi-turn self-chat: conversations of --turns exchanges.
+    Chat,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

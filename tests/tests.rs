@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod bad_input;
+mod chat;
 mod consumers;
 mod curate;
 mod eval;

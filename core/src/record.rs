@@ -1,6 +1,8 @@
 //! The record types every crate shares: one instruction pair (with optional system prompt and
 //! earlier turns), its language, status and origin.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 /// One exchange of an earlier turn in a multi-turn record: what the user said, what the assistant
@@ -69,6 +71,36 @@ impl Record {
         } else {
             format!("{}\n\n{}", self.instruction, self.input)
         }
+    }
+
+    /// The first thing the user said: the first exchange's user turn for a conversation, the
+    /// instruction otherwise. A conversation is about its opening; later user turns are
+    /// follow-ups ("tell me more") that say little on their own, so dedup compares this.
+    pub fn first_user_turn(&self) -> &str {
+        self.history.first().map_or(&self.instruction, |e| &e.0)
+    }
+
+    /// The opening exchange as a single-turn record (with the system prompt): what the quality
+    /// rules judge a conversation by. The record itself when it has no history.
+    pub fn opening(&self) -> Cow<'_, Record> {
+        match self.history.first() {
+            None => Cow::Borrowed(self),
+            Some(first) => Cow::Owned(Record {
+                instruction: first.0.clone(),
+                output: first.1.clone(),
+                system: self.system.clone(),
+                ..Record::default()
+            }),
+        }
+    }
+
+    /// Whether any turn of the record (every exchange of its history, and the last user turn
+    /// and answer) is empty or only whitespace.
+    pub fn has_empty_turn(&self) -> bool {
+        let blank = |s: &str| s.trim().is_empty();
+        blank(&self.instruction)
+            || blank(&self.output)
+            || self.history.iter().any(|e| blank(&e.0) || blank(&e.1))
     }
 
     /// `history` as the JSON text stored in the database, or `None` for a single-turn record.
@@ -176,6 +208,28 @@ mod tests {
             Some(r.history.clone())
         );
         assert_eq!(Record::new("a", "", "b").history_json(), None);
+    }
+
+    #[test]
+    fn a_conversation_opens_with_its_first_exchange() {
+        let mut r = Record::new("再详细一点", "", "好的……");
+        r.system = "你是助手".into();
+        assert_eq!(r.first_user_turn(), "再详细一点");
+        assert!(matches!(r.opening(), Cow::Borrowed(_)));
+        r.history = vec![
+            Exchange("如何学习书法？".into(), "先练基本笔画。".into()),
+            Exchange("要练多久？".into(), "每天半小时。".into()),
+        ];
+        assert_eq!(r.first_user_turn(), "如何学习书法？");
+        let o = r.opening();
+        assert_eq!(
+            (o.instruction.as_str(), o.output.as_str(), o.system.as_str()),
+            ("如何学习书法？", "先练基本笔画。", "你是助手")
+        );
+        assert!(o.history.is_empty());
+        assert!(!r.has_empty_turn());
+        r.history[1].0 = " ".into();
+        assert!(r.has_empty_turn());
     }
 
     #[test]

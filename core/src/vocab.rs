@@ -123,6 +123,9 @@ vocabulary! {
         /// `instill select`: the scorer has no score for it (not scored yet, or the judge's
         /// reply held none).
         Unscored => "unscored",
+        /// A generated conversation has a turn (the user's or the assistant's) that is empty
+        /// or only whitespace.
+        EmptyTurn => "empty_turn",
     }
 }
 
@@ -264,6 +267,7 @@ mod tests {
                 "low_score",
                 "not_diverse",
                 "unscored",
+                "empty_turn",
             ]
         );
         let statuses = |all: &[&str]| all.join(",");

@@ -20,13 +20,14 @@ use crate::rouge::{
 };
 use crate::rouge_rule::RougeConfig;
 
-/// What exact and MinHash dedup compare (ROUGE-L always compares instructions).
+/// What exact and MinHash dedup compare (ROUGE-L always compares instructions: a conversation's
+/// first user turn, see [`Record::first_user_turn`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Field {
     /// The whole record: system, instruction, input, output and history.
     #[default]
     Record,
-    /// The instruction alone.
+    /// The instruction alone (a conversation's first user turn).
     Instruction,
 }
 
@@ -34,7 +35,7 @@ impl Field {
     /// The text MinHash shingles for `r`: the non-empty parts joined by spaces, then the history.
     pub fn text(self, r: &Record) -> String {
         match self {
-            Field::Instruction => r.instruction.clone(),
+            Field::Instruction => r.first_user_turn().to_string(),
             Field::Record => {
                 let mut t =
                     String::with_capacity(r.instruction.len() + r.input.len() + r.output.len() + 2);
@@ -61,7 +62,7 @@ impl Field {
     fn exact_key(self, item: &Item<'_>) -> String {
         match self {
             Field::Record => item.norm_hash.to_string(),
-            Field::Instruction => text_hash(&item.record.instruction),
+            Field::Instruction => text_hash(item.record.first_user_turn()),
         }
     }
 }
@@ -288,9 +289,13 @@ pub struct RulesOutcome {
     pub by_rule: BTreeMap<&'static str, usize>,
 }
 
-/// Checks every item against `rules` (in parallel, the same [`Rules::check`] generation uses).
+/// Checks every item against `rules` (in parallel, the same [`Rules::check`] generation uses);
+/// a conversation is judged by its opening exchange ([`Record::opening`]).
 pub fn apply_rules(items: &[Item<'_>], rules: &Rules) -> RulesOutcome {
-    let verdicts: Vec<Option<Reason>> = items.par_iter().map(|r| rules.check(r.record)).collect();
+    let verdicts: Vec<Option<Reason>> = items
+        .par_iter()
+        .map(|r| rules.check(&r.record.opening()))
+        .collect();
     let mut out = RulesOutcome::default();
     for (item, rule) in items.iter().zip(verdicts) {
         if let Some(rule) = rule {
@@ -415,7 +420,7 @@ impl Run<'_, '_> {
         let live = self.live();
         let items = self.items;
         let mut texts: Vec<&str> = seeds.to_vec();
-        texts.extend(live.iter().map(|&i| items[i].record.instruction.as_str()));
+        texts.extend(live.iter().map(|&i| items[i].record.first_user_turn()));
         let config = &stage.config;
         progress.begin(Step::RougeL, live.len());
         let tick = |k: usize| progress.advance(k);

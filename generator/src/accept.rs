@@ -1,5 +1,7 @@
 //! Judging generated tasks in order: the quality rules (the module `instill filter` uses), then
-//! exact and ROUGE-L dedup against the seeds and everything the run accepted before.
+//! exact and ROUGE-L dedup against the seeds and everything the run accepted before. A
+//! conversation is judged by its opening: the rules read its first exchange, ROUGE-L its first
+//! user turn (exact dedup compares the whole conversation); an empty turn anywhere rejects it.
 
 use instill_core::{Lang, Reason, Record, norm_hash, record_lang};
 use instill_dedup::{ExactIndex, RougeConfig, RougePool, Rules};
@@ -65,7 +67,8 @@ impl Acceptor {
         a
     }
 
-    /// Adds a task accepted earlier (when a run resumes).
+    /// Adds a task accepted earlier (when a run resumes): its instruction (a conversation's
+    /// first user turn) and its normalised-content hash.
     pub fn restore(&mut self, key: Key, instruction: &str, norm_hash: String) {
         self.pool.insert(key, instruction);
         self.exact.insert(norm_hash, key);
@@ -92,11 +95,12 @@ impl Acceptor {
         }
         let hash = norm_hash(record);
         let lang = record_lang(record);
-        let raw = raw_hash(record);
+        let opening = record.opening();
+        let raw = raw_hash(&opening);
         let rule = match self.rule_cache.get(&raw) {
             Some(&r) => r,
             None => {
-                let r = self.rules.check(record);
+                let r = self.rules.check(&opening);
                 if self.rule_cache.len() >= RULE_CACHE_MAX {
                     self.rule_cache.clear();
                 }
@@ -115,10 +119,13 @@ impl Acceptor {
         if let Some(rule) = rule {
             return reject(rule, None, None, hash);
         }
+        if !record.history.is_empty() && record.has_empty_turn() {
+            return reject(Reason::EmptyTurn, None, None, hash);
+        }
         if let Some(first) = self.exact.first(&hash) {
             return reject(Reason::Exact, Some(first), Some(1.0), hash);
         }
-        let v = self.pool.judge(key, &record.instruction);
+        let v = self.pool.judge(key, record.first_user_turn());
         if !v.kept {
             let (dup, score) = v.nearest.map_or((None, None), |(k, s)| (Some(k), Some(s)));
             return reject(Reason::RougeL, dup, score, hash);
@@ -239,6 +246,44 @@ mod tests {
         );
         assert!(near.score.unwrap() > 0.7);
         assert_eq!(a.pool_len(), 2);
+    }
+
+    #[test]
+    fn a_conversation_is_judged_by_its_opening() {
+        let mut a = Acceptor::new(Rules::default(), RougeConfig::default(), &[]);
+        let conv = |first: &str, last: &str| {
+            let mut r = Record::new(last, "", "Sure, here is more detail on that.");
+            r.history = vec![instill_core::Exchange(
+                first.into(),
+                "Sunlight is refracted by droplets.".into(),
+            )];
+            r
+        };
+        // The last user turn alone would fail the length rule; the opening passes.
+        let first = a.judge(
+            key(1, 0),
+            &conv("Explain how rainbows form after rain.", "More?"),
+        );
+        assert!(first.accepted, "{first:?}");
+        // Another conversation with the same opening is a ROUGE-L duplicate of the first,
+        // whatever its follow-ups.
+        let same = a.judge(
+            key(3, 0),
+            &conv("Explain how rainbows form after the rain.", "And at night?"),
+        );
+        assert_eq!(
+            (same.reason, same.dup_of),
+            (Some(Reason::RougeL), Some(key(1, 0)))
+        );
+        // The same follow-up after another opening is not.
+        let other = a.judge(
+            key(5, 0),
+            &conv("Describe how glaciers carve valleys.", "More?"),
+        );
+        assert!(other.accepted);
+        let mut blank = conv("List three uses of copper wire.", "More?");
+        blank.output = "  ".into();
+        assert_eq!(a.judge(key(7, 0), &blank).reason, Some(Reason::EmptyTurn));
     }
 
     #[test]

@@ -12,6 +12,9 @@
 //! - [`run_worker`]: the same run shared by many processes on Postgres (claims with leases, one
 //!   acceptor under an advisory lock).
 //!
+//! - [`run_chat`]: multi-turn self-chat (a user simulator and an assistant, K exchanges per
+//!   conversation, one record each), turn by turn on the stage engine, resumable mid-conversation.
+//!
 //! - [`run_stage`]: one prompt per stored item (records to score, questions to answer, answers
 //!   to grade) on the same engine, each reply stored before it is used, resumable by name.
 //!
@@ -21,10 +24,11 @@
 //! mechanics); `accept.rs` (rules and dedup per task); `run.rs` (a run's settings,
 //! counters, errors and steps), `run_loop.rs` (the loop struct both drivers share: setup, dispatch,
 //! events, teardown), `single.rs` (one process, in-order acceptance), `workers.rs` (the
-//! shared-run worker).
+//! shared-run worker), `chat.rs` (self-chat on `stage.rs`).
 
 mod accept;
 mod backend;
+mod chat;
 mod completion;
 mod endpoint;
 mod limiter;
@@ -40,6 +44,7 @@ mod workers;
 
 pub use accept::{Acceptor, Judged};
 pub use backend::Backend;
+pub use chat::{ChatConfig, run_chat};
 pub use completion::{Api, BackendError, Choice, Completion, CompletionRequest};
 pub use endpoint::{CONNECT_GRACE, is_loopback};
 pub use limiter::RateLimiter;

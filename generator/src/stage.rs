@@ -180,7 +180,11 @@ where
 }
 
 /// Finds the stage's run by name (its settings must be these) or creates it.
-async fn open_stage(db: &Db, cfg: &StageConfig, model: &str) -> Result<i64, GenerateError> {
+pub(crate) async fn open_stage(
+    db: &Db,
+    cfg: &StageConfig,
+    model: &str,
+) -> Result<i64, GenerateError> {
     let print = cfg.request.fingerprint_with(serde_json::json!({
         "kind": cfg.kind.as_str(),
         "settings": cfg.settings,

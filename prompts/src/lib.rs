@@ -7,6 +7,9 @@
 //!   chain-of-thought variants `en/cot`, `zh/cot` (each output's reasoning in a `<think>` block
 //!   before the answer), each in chat and completion [`Shape`]s, or a user's own file whose
 //!   first line declares its reply format.
+//! - [`ChatPrompts`]: multi-turn self-chat (`generate --mode chat`): a user simulator (an
+//!   opening inspired by seed tasks, then follow-ups) and an assistant, Chinese and English;
+//!   [`clean_turn`] a reply as the message it plays.
 //! - [`parse_reply`]: a reply back into [`instill_core::Record`]s, with counted issues.
 //! - [`Rubric`]: what an LLM judge reads to score a stored record (built-in English and Chinese,
 //!   1–10, or a user's file with its [`Scale`] in a header), with a content hash.
@@ -46,6 +49,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod chat;
 mod eval_prompts;
 mod eval_set;
 #[cfg(test)]
@@ -60,6 +64,7 @@ mod score;
 mod score_tests;
 mod template;
 
+pub use chat::{ChatPrompts, clean_turn};
 pub use eval_prompts::{ClassPrompt, JudgePrompts, JudgeRequestError, judge_request};
 pub use eval_set::{EvalFileError, EvalItem, class_counts, normalize_class, parse_eval_set};
 pub use judge::{Rubric, RubricError};

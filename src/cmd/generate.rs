@@ -8,14 +8,14 @@ use anyhow::Context;
 use instill_core::{Lang, Record};
 use instill_dedup::{RougeConfig, Rules};
 use instill_generator::{
-    Backend, BackendError, Ending, GenerateError, Progress, RequestParams, RetryPolicy, RunConfig,
-    RunReport,
+    Backend, BackendError, ChatConfig, Ending, GenerateError, Progress, RequestParams, RetryPolicy,
+    RunConfig, RunReport,
 };
-use instill_prompts::{Shape, Template};
+use instill_prompts::{ChatPrompts, Shape, Template};
 use instill_storage::Db;
 use serde::Serialize;
 
-use crate::cli::{GenerateArgs, GlobalArgs};
+use crate::cli::{ApiArg, GenerateArgs, GlobalArgs, ModeArg};
 use crate::cmd::filter::load_rules;
 use crate::cmd::{backend, stage};
 use crate::{Outcome, progress};
@@ -23,6 +23,11 @@ use crate::{Outcome, progress};
 #[derive(Debug, Serialize)]
 struct Summary<'a> {
     run: &'a str,
+    mode: &'static str,
+    /// --mode chat: exchanges per conversation.
+    turns: Option<u32>,
+    /// --mode chat: conversations judged (accepted and rejected).
+    conversations: Option<u64>,
     ending: &'static str,
     accepted: u64,
     target: u64,
@@ -45,18 +50,33 @@ struct Summary<'a> {
     seconds: f64,
 }
 
+/// What a run generates, with its prompts.
+enum Job {
+    /// Self-instruct with this template.
+    Instruct(Template),
+    /// Self-chat with these prompts and exchanges per conversation.
+    Chat(ChatPrompts, u32),
+}
+
 pub async fn run(global: &GlobalArgs, args: &GenerateArgs) -> anyhow::Result<Outcome> {
     let started = Instant::now();
+    check_mode(args)?;
     let model =
         backend::resolve_model(global, &args.server, args.model.as_deref(), "--model").await?;
     let lang = Lang::from(args.lang);
-    let mut template = load_template(&args.template, lang, args.server.api.into())?;
-    if let Some(n) = args.tasks_per_prompt {
-        template.tasks = n.max(args.seeds_per_prompt + args.generated_per_prompt + 1);
-    }
+    let job = match args.mode {
+        ModeArg::Instruct => {
+            let mut template = load_template(&args.template, lang, args.server.api.into())?;
+            if let Some(n) = args.tasks_per_prompt {
+                template.tasks = n.max(args.seeds_per_prompt + args.generated_per_prompt + 1);
+            }
+            Job::Instruct(template)
+        }
+        ModeArg::Chat => Job::Chat(ChatPrompts::builtin(lang)?, turns(args)),
+    };
     let rules = load_rules(&args.rules)?;
     let api_key = backend::access(&args.server)?;
-    let run_name = run_name(args, &template, lang);
+    let run_name = run_name(args, &job, lang);
     if !global.quiet {
         eprintln!("{}", start_line(global, args, &run_name, &model));
     }
@@ -68,7 +88,7 @@ pub async fn run(global: &GlobalArgs, args: &GenerateArgs) -> anyhow::Result<Out
         .into_iter()
         .map(|s| s.seed.record)
         .collect();
-    let config = run_config(args, run_name.clone(), template, seeds, rules);
+    let config = run_config(args, run_name.clone(), job, seeds, rules);
     let result = generate(global, args, &db, &backend, config, started).await?;
     db.close().await;
     let report = result
@@ -87,57 +107,123 @@ pub async fn run(global: &GlobalArgs, args: &GenerateArgs) -> anyhow::Result<Out
     })
 }
 
-/// The run's name: `--run`, else `LANG-TEMPLATE-sSEED`.
-fn run_name(args: &GenerateArgs, template: &Template, lang: Lang) -> String {
+/// Exchanges per conversation (--mode chat).
+const DEFAULT_TURNS: u32 = 3;
+
+fn turns(args: &GenerateArgs) -> u32 {
+    args.turns.unwrap_or(DEFAULT_TURNS)
+}
+
+/// Refuses flags that mean nothing in the mode asked for (before anything is opened).
+fn check_mode(args: &GenerateArgs) -> anyhow::Result<()> {
+    match args.mode {
+        ModeArg::Instruct => {
+            if args.turns.is_some() {
+                anyhow::bail!("--turns is for --mode chat (conversations of K exchanges)");
+            }
+        }
+        ModeArg::Chat => {
+            let refused = [
+                (args.template != "self_instruct", "--template"),
+                (args.tasks_per_prompt.is_some(), "--tasks-per-prompt"),
+                (args.generated_per_prompt > 0, "--generated-per-prompt"),
+                (args.n != 1, "--n"),
+                (args.server.api == ApiArg::Completion, "--api completion"),
+            ];
+            if let Some((_, flag)) = refused.iter().find(|(bad, _)| *bad) {
+                anyhow::bail!(
+                    "{flag} does not apply to --mode chat: a conversation is one reply per turn from the built-in user and assistant prompts of --lang, each sent as a chat message"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The run's name: `--run`, else `LANG-TEMPLATE-sSEED` (chat: `LANG-chat-tK-sSEED`).
+fn run_name(args: &GenerateArgs, job: &Job, lang: Lang) -> String {
     args.run.clone().unwrap_or_else(|| {
-        let t = template
-            .name()
-            .split('.')
-            .next()
-            .unwrap_or("custom")
-            .replace('/', "-");
+        let t = match job {
+            Job::Instruct(template) => template
+                .name()
+                .split('.')
+                .next()
+                .unwrap_or("custom")
+                .replace('/', "-"),
+            Job::Chat(_, k) => format!("chat-t{k}"),
+        };
         format!("{}-{t}-s{}", lang.as_str(), args.seed)
     })
+}
+
+/// A run's settings, either mode.
+enum Config {
+    Instruct(RunConfig),
+    Chat(ChatConfig),
 }
 
 /// The library's settings from the flags.
 fn run_config(
     args: &GenerateArgs,
     name: String,
-    template: Template,
+    job: Job,
     seeds: Vec<Record>,
     rules: Rules,
-) -> RunConfig {
-    RunConfig {
-        name,
-        target: args.target,
-        template,
-        seeds,
-        seeds_per_prompt: args.seeds_per_prompt,
-        generated_per_prompt: args.generated_per_prompt,
-        seed: args.seed,
-        concurrency: args.send.concurrency as usize,
-        max_requests: args.max_requests,
-        request: RequestParams {
-            max_tokens: args.max_tokens,
-            temperature: args.temperature,
-            top_p: args.top_p,
-            stop: args.stop.clone(),
-            n: args.n,
-        },
-        retry: RetryPolicy {
-            max_attempts: args.send.max_retries,
-            ..RetryPolicy::default()
-        },
-        rpm: args.send.rpm,
-        tpm: args.send.tpm,
-        rules,
-        rouge: RougeConfig {
-            threshold: args.rouge_threshold,
-            tokenizer: args.rouge_tokenizer.into(),
-            floor: 1.0,
-        },
-        worker: instill_generator::worker_name(&backend::hostname()),
+) -> Config {
+    let request = RequestParams {
+        max_tokens: args.max_tokens,
+        temperature: args.temperature,
+        top_p: args.top_p,
+        stop: args.stop.clone(),
+        n: args.n,
+    };
+    let retry = RetryPolicy {
+        max_attempts: args.send.max_retries,
+        ..RetryPolicy::default()
+    };
+    let rouge = RougeConfig {
+        threshold: args.rouge_threshold,
+        tokenizer: args.rouge_tokenizer.into(),
+        floor: 1.0,
+    };
+    let worker = instill_generator::worker_name(&backend::hostname());
+    match job {
+        Job::Instruct(template) => Config::Instruct(RunConfig {
+            name,
+            target: args.target,
+            template,
+            seeds,
+            seeds_per_prompt: args.seeds_per_prompt,
+            generated_per_prompt: args.generated_per_prompt,
+            seed: args.seed,
+            concurrency: args.send.concurrency as usize,
+            max_requests: args.max_requests,
+            request,
+            retry,
+            rpm: args.send.rpm,
+            tpm: args.send.tpm,
+            rules,
+            rouge,
+            worker,
+        }),
+        Job::Chat(prompts, turns) => Config::Chat(ChatConfig {
+            name,
+            target: args.target,
+            turns,
+            prompts,
+            seeds,
+            seeds_per_prompt: args.seeds_per_prompt,
+            seed: args.seed,
+            concurrency: args.send.concurrency as usize,
+            max_requests: args.max_requests,
+            request,
+            retry,
+            rpm: args.send.rpm,
+            tpm: args.send.tpm,
+            rules,
+            rouge,
+            worker,
+        }),
     }
 }
 
@@ -149,7 +235,7 @@ async fn generate(
     args: &GenerateArgs,
     db: &Db,
     backend: &Backend,
-    config: RunConfig,
+    config: Config,
     started: Instant,
 ) -> anyhow::Result<Result<RunReport, GenerateError>> {
     let bar = progress::accepted(
@@ -169,15 +255,19 @@ async fn generate(
     let shutdown = async move {
         signals.recv().await;
     };
-    let result = match db.backend() {
+    // SQLite: one writer. A second `generate` on the same file is refused, not interleaved.
+    let _guard = stage::sqlite_lock(&global.db, "generate", "generating process")?;
+    let result = match (config, db.backend()) {
+        // A chat run takes one process (on Postgres the run's driver lock says which).
+        (Config::Chat(config), _) => {
+            instill_generator::run_chat(db, backend, config, shutdown, tick).await
+        }
         // Postgres: this process is one worker of the run; start more on any machine.
-        instill_storage::Backend::Postgres => {
+        (Config::Instruct(config), instill_storage::Backend::Postgres) => {
             let lease = Duration::from_secs_f64(args.lease_seconds.max(1.0));
             instill_generator::run_worker(db, backend, config, lease, shutdown, tick).await
         }
-        // SQLite: one writer. A second `generate` on the same file is refused, not interleaved.
-        instill_storage::Backend::Sqlite => {
-            let _guard = stage::sqlite_lock(&global.db, "generate", "generating process")?;
+        (Config::Instruct(config), instill_storage::Backend::Sqlite) => {
             instill_generator::run(db, backend, config, shutdown, tick).await
         }
     };
@@ -192,6 +282,9 @@ fn message(e: &GenerateError) -> String {
             format!("{e}: import some with `instill seeds import` (or --builtin)")
         }
         GenerateError::GeneratedExamplesShared => "--generated-per-prompt needs the acceptor's pool in every prompt: on Postgres (shared runs) keep it at 0".into(),
+        GenerateError::OneProcess(run) => format!(
+            "run `{run}` is being generated by another process: --mode chat takes one process per run (each turn waits for the one before it, so it has no workers); wait for it, or start another run with --run NAME"
+        ),
         GenerateError::SettingsChanged { run, differences } => format!(
             "run `{run}` was started with other settings ({}); resume it with the same ones, or start a new run with --run NAME",
             differences.join("; ")
@@ -210,8 +303,12 @@ impl<'a> Summary<'a> {
         let p = &report.progress;
         let tokens = p.prompt_tokens.saturating_add(p.completion_tokens);
         let cost = backend::cost(&args.send, p.prompt_tokens, p.completion_tokens);
+        let chat = args.mode == ModeArg::Chat;
         Summary {
             run,
+            mode: if chat { "chat" } else { "instruct" },
+            turns: chat.then(|| turns(args)),
+            conversations: chat.then(|| p.accepted + p.rejected.values().sum::<u64>()),
             ending: match report.ending {
                 Ending::Target => "target",
                 Ending::MaxRequests => "max_requests",
@@ -262,8 +359,12 @@ fn load_template(spec: &str, lang: Lang, shape: Shape) -> anyhow::Result<Templat
 /// The line a run starts with: what it talks to and where it writes (no key, no password).
 fn start_line(global: &GlobalArgs, args: &GenerateArgs, run: &str, model: &str) -> String {
     let backend = backend::describe(&args.server);
+    let mode = match args.mode {
+        ModeArg::Instruct => String::new(),
+        ModeArg::Chat => format!(" (chat, {} exchanges per conversation)", turns(args)),
+    };
     format!(
-        "generate {run}: {backend}, model {model}, target {}, concurrency {}, database {}",
+        "generate {run}{mode}: {backend}, model {model}, target {}, concurrency {}, database {}",
         args.target,
         args.send.concurrency,
         instill_core::redact_url(&global.db)
@@ -305,8 +406,12 @@ fn print_summary(s: &Summary) {
         "max_requests" => "stopped at --max-requests before the target",
         _ => "was interrupted (run the same command to resume)",
     };
+    let what = match s.turns {
+        Some(k) => format!(" conversations of {k} exchanges"),
+        None => String::new(),
+    };
     println!(
-        "run {}: {verb}: {} of {} accepted, {} rejected",
+        "run {}: {verb}: {} of {}{what} accepted, {} rejected",
         s.run, s.accepted, s.target, s.rejected
     );
     for (r, n) in s.rejected_by_reason {

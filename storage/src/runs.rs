@@ -1,7 +1,7 @@
 //! Generation runs and their request cache: the `runs` and `requests` tables, and what a run
 //! needs to resume (where acceptance stopped, the stored replies after it, the accepted pool).
 
-use instill_core::{RequestStatus, RunKind, RunStatus, Status};
+use instill_core::{Record, RequestStatus, RunKind, RunStatus, Status};
 use sqlx::{AssertSqlSafe, Row};
 
 use crate::db::{Backend, Db, on_pool, placeholders};
@@ -113,7 +113,7 @@ pub struct RunTotals {
 pub struct PoolMember {
     /// `records.id`.
     pub id: i64,
-    /// The instruction.
+    /// The instruction (a conversation's first user turn: what generation's ROUGE-L pool holds).
     pub instruction: String,
     /// The record's normalised-content hash.
     pub norm_hash: String,
@@ -258,14 +258,22 @@ FROM requests WHERE run_id = $1 AND idx > $2 AND status = 'done' ORDER BY idx LI
 
     /// The run's accepted records, in id order: its pool when it resumes.
     pub async fn run_pool(&self, run_id: i64) -> Result<Vec<PoolMember>, StorageError> {
-        let sql = "SELECT id, instruction, norm_hash FROM records WHERE run_id = $1 AND status = 'accepted' ORDER BY id";
+        let sql = "SELECT id, instruction, history, norm_hash FROM records WHERE run_id = $1 AND status = 'accepted' ORDER BY id";
         on_pool!(&self.pool, p => {
             let rows = sqlx::query(sql).bind(run_id).fetch_all(p).await?;
-            rows.iter().map(|r| Ok(PoolMember {
-                id: r.try_get("id")?,
-                instruction: r.try_get("instruction")?,
-                norm_hash: r.try_get("norm_hash")?,
-            })).collect()
+            rows.iter().map(|r| {
+                let id: i64 = r.try_get("id")?;
+                let mut record = Record::new(r.try_get::<String, _>("instruction")?, "", "");
+                let history: Option<String> = r.try_get("history")?;
+                record.history = Record::parse_history(history.as_deref()).map_err(|e| {
+                    StorageError::Corrupt { column: "history", id, message: e.to_string() }
+                })?;
+                Ok(PoolMember {
+                    id,
+                    instruction: record.first_user_turn().to_string(),
+                    norm_hash: r.try_get("norm_hash")?,
+                })
+            }).collect()
         })
     }
 

@@ -40,8 +40,21 @@ pub struct WorkerRow {
 enum LockKey<'a> {
     /// A run's acceptor.
     Run(i64),
+    /// A run's driver (the one process a chat run takes).
+    Driver(i64),
     /// A command's, by name.
     Named(&'a str),
+}
+
+impl LockKey<'_> {
+    /// The one-key form's key of a run's lock (0 for a named lock, which has two keys).
+    fn one_key(self) -> i64 {
+        match self {
+            LockKey::Run(run_id) => lock_key(run_id),
+            LockKey::Driver(run_id) => driver_lock_key(run_id),
+            LockKey::Named(_) => 0,
+        }
+    }
 }
 
 /// The first key of the named locks (two-key form).
@@ -50,6 +63,11 @@ const NAMED_LOCKS: i32 = 0x01e5_7112;
 /// Key of a run's advisory lock (a namespace in the high bits, the run id in the low ones).
 fn lock_key(run_id: i64) -> i64 {
     0x01e5_7111_i64 << 32 | (run_id & 0xffff_ffff)
+}
+
+/// Key of a run's driver lock (another namespace: it never meets the acceptor's).
+fn driver_lock_key(run_id: i64) -> i64 {
+    0x01e5_7112_i64 << 32 | (run_id & 0xffff_ffff)
 }
 
 impl Db {
@@ -149,6 +167,14 @@ RETURNING idx";
         self.try_advisory_lock(LockKey::Run(run_id)).await
     }
 
+    /// Takes the run's driver lock if no other process holds it: held for a whole invocation
+    /// by a driver that must be its run's only process (`generate --mode chat`, whose turns
+    /// wait on each other). Apart from the acceptor lock, which that driver's stages may take.
+    /// Postgres only.
+    pub async fn try_driver_lock(&self, run_id: i64) -> Result<Option<AcceptorLock>, StorageError> {
+        self.try_advisory_lock(LockKey::Driver(run_id)).await
+    }
+
     /// Takes the lock named `name` (a command and what it writes, e.g. `score/judge`) if no
     /// other process holds it: what keeps two processes from running the same stage on one
     /// Postgres database. Postgres only.
@@ -167,9 +193,9 @@ RETURNING idx";
         };
         let mut conn = p.acquire().await?.detach();
         let got: bool = match key {
-            LockKey::Run(run_id) => {
+            LockKey::Run(_) | LockKey::Driver(_) => {
                 sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-                    .bind(lock_key(run_id))
+                    .bind(key.one_key())
                     .fetch_one(&mut conn)
                     .await?
             }
