@@ -11,20 +11,23 @@
 //! its stored turns, sending only what is missing. Complete conversations are judged in
 //! conversation order (rules on the opening exchange, ROUGE-L on the first user turn) and
 //! stored with the same batched writes as generation, so a killed and resumed run ends with
-//! the records of an uninterrupted one.
+//! the records of an uninterrupted one. On Postgres a chat run is shared by any number of
+//! processes instead (`chain_workers.rs`): each claims the turns whose earlier turns are
+//! stored, and whichever holds the run's acceptor lock judges complete conversations in order.
 
 use std::future::Future;
 use std::pin::pin;
 use std::time::Duration;
 
-use instill_core::{Exchange, Record, RequestStatus, RunKind, RunStatus, SplitMix, now_ms};
+use instill_core::{Exchange, Record, RunKind, RunStatus, SplitMix, now_ms};
 use instill_dedup::{RougeConfig, Rules};
 use instill_prompts::{ChatPrompts, Example, clean_turn};
-use instill_storage::{Db, StoredRequest};
+use instill_storage::Db;
 use rustc_hash::FxHashMap;
 
 use crate::accept::{Acceptor, Key, key, storable_text};
 use crate::backend::Backend;
+use crate::chain_workers::{Chain, Shared, first_reply, run_chain_worker, with_stage};
 use crate::retry::RetryPolicy;
 use crate::run::{
     Batch, Ending, GenerateError, Progress, RequestParams, RunReport, flush, judge_item,
@@ -69,6 +72,9 @@ pub struct ChatConfig {
     pub rouge: RougeConfig,
     /// This process's name in the requests table.
     pub worker: String,
+    /// Postgres: how long this process's claim on a turn lives without a heartbeat (a killed
+    /// process's turns go to the others after this).
+    pub lease: Duration,
 }
 
 impl ChatConfig {
@@ -115,6 +121,43 @@ impl ChatConfig {
     }
 }
 
+impl Chain for ChatConfig {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn steps(&self) -> i64 {
+        self.per_conversation()
+    }
+
+    /// Turn `t` of conversation `c`, rendered from the turns before it as they were stored
+    /// (what no database stores, NUL, never reaches a prompt; the record keeps the reply as it
+    /// came, and is rejected as unstorable).
+    fn prompt(&self, c: i64, t: i64, earlier: &[String]) -> Result<String, GenerateError> {
+        let said: Vec<String> = earlier
+            .iter()
+            .map(|s| clean_turn(&storable_text(s)))
+            .collect();
+        let exchanges = pairs(&said);
+        let rendered = if t % 2 == 0 {
+            self.prompts.user(&self.examples(c), &exchanges)
+        } else {
+            let question = said.last().map_or("", String::as_str);
+            self.prompts.assistant(&exchanges, question)
+        };
+        rendered.map_err(|e| GenerateError::Config(e.to_string()))
+    }
+
+    fn record(&self, replies: &[String]) -> Record {
+        let said: Vec<String> = replies.iter().map(|s| clean_turn(s)).collect();
+        conversation(&said)
+    }
+
+    fn acceptor(&self) -> Acceptor {
+        Acceptor::new(self.rules.clone(), self.rouge, &self.seeds)
+    }
+}
+
 /// Conversations per batch at most, besides a few per request in flight.
 const BATCH_MIN: u64 = 256;
 
@@ -128,10 +171,16 @@ pub async fn run_chat(
 ) -> Result<RunReport, GenerateError> {
     check(&cfg)?;
     let stage = cfg.stage();
+    if db.backend() == instill_storage::Backend::Postgres {
+        let shared = Shared {
+            target: cfg.target,
+            max_requests: cfg.max_requests,
+            lease: cfg.lease,
+        };
+        return run_chain_worker(db, backend, &cfg, stage, shared, shutdown, on_progress).await;
+    }
     let run_id = open_stage(db, &stage, backend.model()).await?;
-    let _driver = driver_lock(db, run_id, &cfg.name).await?;
-    let acceptor = Acceptor::new(cfg.rules.clone(), cfg.rouge, &cfg.seeds);
-    let restored = restore_with(db, run_id, cfg.target, acceptor, false).await?;
+    let restored = restore_with(db, run_id, cfg.target, cfg.acceptor(), false).await?;
     let per = cfg.per_conversation();
     let mut chat = Chat {
         db,
@@ -178,30 +227,6 @@ pub async fn run_chat(
         ending,
     })
 }
-
-/// One process per chat run on Postgres: its turns wait on each other, so claims by many workers
-/// would not help, and two acceptors would judge the same conversations. A lock still held a
-/// moment after its process was killed (until the server notices the closed connection) is
-/// waited for, briefly. SQLite needs none (the command holds the file's writer lock).
-async fn driver_lock(
-    db: &Db,
-    run_id: i64,
-    name: &str,
-) -> Result<Option<instill_storage::AcceptorLock>, GenerateError> {
-    if db.backend() != instill_storage::Backend::Postgres {
-        return Ok(None);
-    }
-    for _ in 0..LOCK_TRIES {
-        if let Some(lock) = db.try_driver_lock(run_id).await? {
-            return Ok(Some(lock));
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    Err(GenerateError::OneProcess(name.to_string()))
-}
-
-/// Attempts at the driver lock, 250 ms apart.
-const LOCK_TRIES: u32 = 4;
 
 /// Refuses settings a chat run cannot work with.
 fn check(cfg: &ChatConfig) -> Result<(), GenerateError> {
@@ -329,27 +354,15 @@ impl Chat<'_> {
         let mut items = Vec::new();
         for (c, turns) in range.clone().zip(convs) {
             let (before, this) = turns.split_at(t as usize);
-            if this[0].is_some() || before.iter().any(Option::is_none) {
+            if this[0].is_some() {
                 continue;
             }
-            // What no database stores (NUL) never reaches a stored prompt; the record keeps the
-            // reply as it came, and is rejected as unstorable.
-            let said: Vec<String> = before
-                .iter()
-                .flatten()
-                .map(|s| clean_turn(&storable_text(s)))
-                .collect();
-            let exchanges = pairs(&said);
-            let rendered = if t % 2 == 0 {
-                self.cfg.prompts.user(&self.cfg.examples(c), &exchanges)
-            } else {
-                let question = said.last().map_or("", String::as_str);
-                self.cfg.prompts.assistant(&exchanges, question)
+            let Some(earlier) = before.iter().cloned().collect::<Option<Vec<String>>>() else {
+                continue;
             };
-            let prompt = rendered.map_err(|e| GenerateError::Config(e.to_string()))?;
             items.push(StageItem {
                 idx: c * per + t,
-                prompt,
+                prompt: self.cfg.prompt(c, t, &earlier)?,
             });
         }
         Ok(items)
@@ -367,7 +380,6 @@ impl Chat<'_> {
             let Some(said) = turns.into_iter().collect::<Option<Vec<String>>>() else {
                 continue; // a turn failed for good: no record
             };
-            let said: Vec<String> = said.iter().map(|s| clean_turn(s)).collect();
             let last = c * per + per - 1;
             let k = key(last, 0);
             let (row, dup_of) = judge_item(
@@ -377,21 +389,12 @@ impl Chat<'_> {
                 None,
                 k,
                 0,
-                conversation(&said),
+                self.cfg.record(&said),
             );
             batch.records.push((k, row, last, dup_of));
         }
         flush(self.db, self.run_id, &mut batch, &mut self.key_ids).await
     }
-}
-
-/// The first reply text of a stored request, when it has one.
-fn first_reply(r: &StoredRequest) -> Option<String> {
-    if r.status != RequestStatus::Done {
-        return None;
-    }
-    let texts: Vec<String> = serde_json::from_str(r.response.as_deref()?).ok()?;
-    texts.into_iter().next()
 }
 
 /// Alternating turns (user, assistant, user, …) as exchanges; a trailing user turn is left out.
@@ -414,21 +417,6 @@ fn conversation(said: &[String]) -> Record {
         history,
         ..Record::default()
     }
-}
-
-/// The run's counters before a stage, plus what the stage did so far.
-fn with_stage(base: &Progress, s: &StageProgress) -> Progress {
-    let mut p = base.clone();
-    p.requests_ok += s.answered_now;
-    p.requests_failed += s.failed_now;
-    p.retries += s.retries;
-    p.sent_now += s.sent_now;
-    p.prompt_tokens = p.prompt_tokens.saturating_add(s.prompt_tokens);
-    p.completion_tokens = p.completion_tokens.saturating_add(s.completion_tokens);
-    for (k, n) in &s.errors {
-        *p.errors.entry(k.clone()).or_default() += n;
-    }
-    p
 }
 
 #[cfg(test)]

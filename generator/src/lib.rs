@@ -28,6 +28,7 @@
 
 mod accept;
 mod backend;
+mod chain_workers;
 mod chat;
 mod completion;
 mod endpoint;

@@ -193,26 +193,38 @@ pub(crate) async fn open_stage(
     find_or_create_run(db, &cfg.name, cfg.kind, &print).await
 }
 
-/// A stage's state while it goes.
-struct Stage<'a> {
+/// A stage's state while it goes: also the sender of a chained run's workers
+/// (`chain_workers.rs`), which claim what they send.
+pub(crate) struct Stage<'a> {
     db: &'a Db,
-    run_id: i64,
+    pub(crate) run_id: i64,
     cfg: Arc<StageConfig>,
     backend: Arc<Backend>,
     limiter: Arc<RateLimiter>,
     tx: mpsc::Sender<Finished>,
     rx: mpsc::Receiver<Finished>,
     tasks: JoinSet<()>,
-    in_flight: usize,
+    pub(crate) in_flight: usize,
     /// Rows waiting for the next write.
     rows: Vec<NewRequest>,
-    progress: StageProgress,
-    fatal: Option<BackendError>,
+    pub(crate) progress: StageProgress,
+    pub(crate) fatal: Option<BackendError>,
     ticker: Ticker,
 }
 
+/// What woke a stage that waited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Woke {
+    /// The shutdown signal came.
+    Shutdown,
+    /// A reply (or a failure) came and was taken.
+    Reply,
+    /// The time was up.
+    Idle,
+}
+
 impl<'a> Stage<'a> {
-    fn new(db: &'a Db, run_id: i64, backend: &Backend, cfg: StageConfig) -> Stage<'a> {
+    pub(crate) fn new(db: &'a Db, run_id: i64, backend: &Backend, cfg: StageConfig) -> Stage<'a> {
         let concurrency = cfg.concurrency.max(1);
         let (tx, rx) = mpsc::channel(concurrency * 2);
         Stage {
@@ -266,17 +278,39 @@ impl<'a> Stage<'a> {
                 on_progress(&self.progress);
             }
             let until = self.ticker.until_due();
-            tokio::select! {
-                biased;
-                () = shutdown.as_mut() => return Ok(StageEnding::Interrupted),
-                f = self.rx.recv() => if let Some(f) = f { self.take(f) },
-                () = tokio::time::sleep(until) => {}
+            if self.wait(shutdown, until).await == Woke::Shutdown {
+                return Ok(StageEnding::Interrupted);
             }
         }
     }
 
+    /// Requests in flight at most.
+    pub(crate) fn concurrency(&self) -> usize {
+        self.cfg.concurrency.max(1)
+    }
+
+    /// Waits up to `until` for a reply (taken when one comes) or the shutdown signal.
+    pub(crate) async fn wait<S: Future<Output = ()>>(
+        &mut self,
+        shutdown: &mut std::pin::Pin<&mut S>,
+        until: Duration,
+    ) -> Woke {
+        tokio::select! {
+            biased;
+            () = shutdown.as_mut() => Woke::Shutdown,
+            f = self.rx.recv() => match f {
+                Some(f) => {
+                    self.take(f);
+                    Woke::Reply
+                }
+                None => Woke::Idle,
+            },
+            () = tokio::time::sleep(until) => Woke::Idle,
+        }
+    }
+
     /// Sends one item on a task; its outcome comes back on the channel.
-    fn dispatch(&mut self, item: StageItem) {
+    pub(crate) fn dispatch(&mut self, item: StageItem) {
         let (tx, backend, limiter, cfg) = (
             self.tx.clone(),
             self.backend.clone(),
@@ -300,7 +334,7 @@ impl<'a> Stage<'a> {
     }
 
     /// Counts a finished request and queues its row (a reply, or a failure a rerun resends).
-    fn take(&mut self, f: Finished) {
+    pub(crate) fn take(&mut self, f: Finished) {
         self.in_flight = self.in_flight.saturating_sub(1);
         let p = &mut self.progress;
         for kind in &f.failures {
@@ -333,7 +367,7 @@ impl<'a> Stage<'a> {
 
     /// Abandons the requests in flight (never stored: a rerun sends them) and returns those
     /// that finished meanwhile.
-    fn stop_sending(&mut self) -> Vec<Finished> {
+    pub(crate) fn stop_sending(&mut self) -> Vec<Finished> {
         self.tasks.abort_all();
         let mut out = Vec::new();
         while let Ok(f) = self.rx.try_recv() {
@@ -343,7 +377,7 @@ impl<'a> Stage<'a> {
     }
 
     /// Writes the queued rows in one transaction.
-    async fn flush(&mut self) -> Result<(), GenerateError> {
+    pub(crate) async fn flush(&mut self) -> Result<(), GenerateError> {
         if self.rows.is_empty() {
             return Ok(());
         }

@@ -10,7 +10,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use instill_core::{RequestStatus, RunStatus, now_ms};
-use instill_storage::{AcceptorLock, Db};
+use instill_storage::{AcceptorLock, Claim, Db};
 use rustc_hash::FxHashMap;
 
 use crate::accept::{Acceptor, Key};
@@ -134,15 +134,31 @@ async fn write_held(
     if batch.records.is_empty() && batch.requests.is_empty() && a.written == Some(a.frontier) {
         return Ok(true);
     }
+    let held = write_fenced(db, run_id, (a.epoch, a.frontier), batch, &mut a.key_ids).await?;
+    if held {
+        a.written = Some(a.frontier);
+    }
+    Ok(held)
+}
+
+/// Writes the batch and moves the run's frontier, in one transaction that first proves the run
+/// is still at `epoch` (`fence`: the epoch, the new frontier); returns false, writing nothing,
+/// when another acceptor took it over. The new records' ids join `key_ids`.
+pub(crate) async fn write_fenced(
+    db: &Db,
+    run_id: i64,
+    (epoch, frontier): (i64, i64),
+    batch: &mut Batch,
+    key_ids: &mut FxHashMap<Key, i64>,
+) -> Result<bool, GenerateError> {
     let mut w = db.writer().await?;
-    if !w.hold_run(run_id, a.epoch, a.frontier).await? {
+    if !w.hold_run(run_id, epoch, frontier).await? {
         return Ok(false);
     }
-    let new_ids = write_batch(db, &mut w, run_id, batch, &a.key_ids).await?;
+    let new_ids = write_batch(db, &mut w, run_id, batch, key_ids).await?;
     w.commit().await?;
-    a.key_ids.extend(new_ids);
+    key_ids.extend(new_ids);
     batch.requests.clear();
-    a.written = Some(a.frontier);
     Ok(true)
 }
 
@@ -345,10 +361,13 @@ where
             .db
             .claim_requests(
                 self.lp.run_id,
-                &self.me,
-                n,
-                now_ms() + self.lease_ms,
-                self.frontier..self.frontier + self.lp.window,
+                &Claim {
+                    worker: &self.me,
+                    n,
+                    lease_until: now_ms() + self.lease_ms,
+                    range: self.frontier..self.frontier + self.lp.window,
+                    chain: 1,
+                },
                 now_ms(),
             )
             .await?;

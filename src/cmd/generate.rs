@@ -223,6 +223,7 @@ fn run_config(
             rules,
             rouge,
             worker,
+            lease: Duration::from_secs_f64(args.lease_seconds.max(1.0)),
         }),
     }
 }
@@ -258,7 +259,7 @@ async fn generate(
     // SQLite: one writer. A second `generate` on the same file is refused, not interleaved.
     let _guard = stage::sqlite_lock(&global.db, "generate", "generating process")?;
     let result = match (config, db.backend()) {
-        // A chat run takes one process (on Postgres the run's driver lock says which).
+        // A chat run: on Postgres this process is one worker of it, as for any run.
         (Config::Chat(config), _) => {
             instill_generator::run_chat(db, backend, config, shutdown, tick).await
         }

@@ -56,7 +56,7 @@ pub use scores::{NewScore, ScoreOf, Scorer};
 pub use seeds::{NewSeed, StoredSeed};
 pub use stats::{LengthHistogram, Stats, StatusCounts};
 pub use verdicts::{Rejection, StoredVerdict};
-pub use workers::{AcceptorLock, WorkerRow};
+pub use workers::{AcceptorLock, Claim, WorkerRow};
 pub use writer::Writer;
 
 #[cfg(test)]

@@ -137,17 +137,19 @@ impl Db {
         })
     }
 
-    /// Creates a run (status `running`) and returns its id.
+    /// Creates a run (status `running`) and returns its id; None when a run of this name exists
+    /// (another process may have created it a moment ago: find it instead).
     pub async fn create_run(
         &self,
         name: &str,
         kind: RunKind,
         config_json: &str,
         now: i64,
-    ) -> Result<i64, StorageError> {
-        let sql = "INSERT INTO runs (name, kind, config_json, started_at, status) VALUES ($1, $2, $3, $4, 'running') RETURNING id";
-        let id: i64 = on_pool!(&self.pool, p => {
-            sqlx::query_scalar(sql).bind(name).bind(kind.as_str()).bind(config_json).bind(now).fetch_one(p).await?
+    ) -> Result<Option<i64>, StorageError> {
+        let sql = "INSERT INTO runs (name, kind, config_json, started_at, status) VALUES ($1, $2, $3, $4, 'running')
+ON CONFLICT (name) DO NOTHING RETURNING id";
+        let id: Option<i64> = on_pool!(&self.pool, p => {
+            sqlx::query_scalar(sql).bind(name).bind(kind.as_str()).bind(config_json).bind(now).fetch_optional(p).await?
         });
         Ok(id)
     }
@@ -201,10 +203,19 @@ WHERE records.run_id = $1 ORDER BY records.id DESC LIMIT 1";
         run_id: i64,
         from: i64,
     ) -> Result<Vec<StoredRequest>, StorageError> {
+        self.requests_in(run_id, from..i64::MAX).await
+    }
+
+    /// The run's requests with `idx` in `range`, in idx order.
+    pub async fn requests_in(
+        &self,
+        run_id: i64,
+        range: std::ops::Range<i64>,
+    ) -> Result<Vec<StoredRequest>, StorageError> {
         let sql = "SELECT id, idx, status, payload_hash, response, finish_reason, reasoning, attempts, prompt_tokens, completion_tokens
-FROM requests WHERE run_id = $1 AND idx >= $2 ORDER BY idx";
+FROM requests WHERE run_id = $1 AND idx >= $2 AND idx < $3 ORDER BY idx";
         on_pool!(&self.pool, p => {
-            let rows = sqlx::query(sql).bind(run_id).bind(from).fetch_all(p).await?;
+            let rows = sqlx::query(sql).bind(run_id).bind(range.start).bind(range.end).fetch_all(p).await?;
             rows.iter().map(stored_request).collect()
         })
     }

@@ -461,6 +461,7 @@ async fn run_with_replies(db: &Db, idxs: &[i64]) -> (i64, Vec<i64>) {
     let run = db
         .create_run("r", instill_core::RunKind::Generate, "{}", 1)
         .await
+        .unwrap()
         .unwrap();
     let rows: Vec<crate::NewRequest> = idxs
         .iter()
@@ -539,6 +540,23 @@ async fn a_generated_record_cannot_be_stored_twice() {
     }
 }
 
+/// A claim of `n` requests in `range` for `worker`, leased until `lease_until`.
+fn claim(
+    worker: &str,
+    n: i64,
+    lease_until: i64,
+    range: std::ops::Range<i64>,
+    chain: i64,
+) -> crate::Claim<'_> {
+    crate::Claim {
+        worker,
+        n,
+        lease_until,
+        range,
+        chain,
+    }
+}
+
 /// Any index in the claim window with no row is claimable, holes below the largest included
 /// (a stopped worker's released claims).
 #[tokio::test]
@@ -546,23 +564,68 @@ async fn claims_fill_every_hole_in_the_window_lowest_first() {
     let t = TempDb::postgres();
     let db = Db::open(&t.url).await.unwrap();
     let (run, _) = run_with_replies(&db, &[0, 1, 3, 6]).await;
-    let got = db.claim_requests(run, "a", 3, 100, 1..20, 1).await.unwrap();
+    let got = db
+        .claim_requests(run, &claim("a", 3, 100, 1..20, 1), 1)
+        .await
+        .unwrap();
     assert_eq!(got, vec![2, 4, 5]);
     db.release_claims(run, "a").await.unwrap();
-    let got = db.claim_requests(run, "b", 10, 100, 1..9, 1).await.unwrap();
+    let got = db
+        .claim_requests(run, &claim("b", 10, 100, 1..9, 1), 1)
+        .await
+        .unwrap();
     assert_eq!(got, vec![2, 4, 5, 7, 8]);
     // Live claims are nobody else's; expired ones are.
     assert!(
-        db.claim_requests(run, "c", 10, 100, 0..9, 50)
+        db.claim_requests(run, &claim("c", 10, 100, 0..9, 1), 50)
             .await
             .unwrap()
             .is_empty()
     );
     let got = db
-        .claim_requests(run, "c", 2, 300, 0..9, 150)
+        .claim_requests(run, &claim("c", 2, 300, 0..9, 1), 150)
         .await
         .unwrap();
     assert_eq!(got, vec![2, 4]);
+    db.close().await;
+}
+
+/// In a chained run (units of 3 requests in order) an index is first claimable when it opens
+/// its unit or the request before it has its reply; expired and failed claims stay claimable.
+#[tokio::test]
+async fn chained_claims_follow_each_unit_in_order() {
+    let t = TempDb::postgres();
+    let db = Db::open(&t.url).await.unwrap();
+    // Unit 0: steps 0, 1 answered; unit 1: step 3 answered; unit 2: nothing.
+    let (run, _) = run_with_replies(&db, &[0, 1, 3]).await;
+    let got = db
+        .claim_requests(run, &claim("a", 10, 100, 0..9, 3), 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        got,
+        vec![2, 4, 6],
+        "the next step of each unit, nothing beyond"
+    );
+    // Not answered yet: the steps after them wait.
+    assert!(
+        db.claim_requests(run, &claim("b", 10, 100, 0..9, 3), 1)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    db.release_claims(run, "a").await.unwrap();
+    let got = db
+        .claim_requests(run, &claim("b", 2, 100, 0..9, 3), 1)
+        .await
+        .unwrap();
+    assert_eq!(got, vec![2, 4]);
+    // The same replies unchained: every hole.
+    let got = db
+        .claim_requests(run, &claim("c", 10, 100, 0..9, 1), 1)
+        .await
+        .unwrap();
+    assert_eq!(got, vec![5, 6, 7, 8]);
     db.close().await;
 }
 

@@ -57,6 +57,23 @@ impl LockKey<'_> {
     }
 }
 
+/// What a worker asks for when it claims requests ([`Db::claim_requests`]).
+#[derive(Debug, Clone)]
+pub struct Claim<'a> {
+    /// The worker's name.
+    pub worker: &'a str,
+    /// Requests wanted at most.
+    pub n: i64,
+    /// Until when the claims live (Unix ms) without a heartbeat.
+    pub lease_until: i64,
+    /// The window claims are taken from.
+    pub range: std::ops::Range<i64>,
+    /// Requests per unit whose requests go in order (a conversation's turns): an index gets a
+    /// first claim only when it opens a unit (`idx % chain == 0`) or the request before it has
+    /// its reply. 1: every index is independent.
+    pub chain: i64,
+}
+
 /// The first key of the named locks (two-key form).
 const NAMED_LOCKS: i32 = 0x01e5_7112;
 
@@ -71,20 +88,25 @@ fn driver_lock_key(run_id: i64) -> i64 {
 }
 
 impl Db {
-    /// Claims up to `n` requests of the run for `worker` until `lease_until` (Unix ms), among
-    /// the indices in `range` (from the run's frontier to a window ahead of it): first those
-    /// whose lease expired or that failed, then every index with no row at all (never claimed,
-    /// or released by a worker that stopped), lowest first. Returns the claimed indices.
+    /// Claims up to `c.n` requests of the run for `c.worker` until `c.lease_until` (Unix ms),
+    /// among the indices in `c.range` (from the run's frontier to a window ahead of it): first
+    /// those whose lease expired or that failed, then every index with no row at all (never
+    /// claimed, or released by a worker that stopped), lowest first; with `c.chain` > 1 only
+    /// the indices a unit's order allows (see [`Claim::chain`]). Returns the claimed indices.
     /// Postgres only.
     pub async fn claim_requests(
         &self,
         run_id: i64,
-        worker: &str,
-        n: i64,
-        lease_until: i64,
-        range: std::ops::Range<i64>,
+        c: &Claim<'_>,
         now: i64,
     ) -> Result<Vec<i64>, StorageError> {
+        let Claim {
+            worker,
+            n,
+            lease_until,
+            ref range,
+            chain,
+        } = *c;
         let Pool::Postgres(p) = &self.pool else {
             return Err(StorageError::Unsupported(
                 "request claims need Postgres".into(),
@@ -114,6 +136,8 @@ RETURNING idx";
 SELECT $1, g, '', '', 'claimed', $2, $3, $7
 FROM generate_series($5::BIGINT, $6::BIGINT - 1) AS g
 WHERE NOT EXISTS (SELECT 1 FROM requests q WHERE q.run_id = $1 AND q.idx = g)
+  AND ($8 <= 1 OR g % $8 = 0 OR EXISTS (SELECT 1 FROM requests d
+    WHERE d.run_id = $1 AND d.idx = g - 1 AND d.status = 'done'))
 ORDER BY g LIMIT $4
 ON CONFLICT (run_id, idx) DO NOTHING
 RETURNING idx";
@@ -127,6 +151,7 @@ RETURNING idx";
                 .bind(range.start)
                 .bind(range.end)
                 .bind(now)
+                .bind(chain)
                 .fetch_all(p)
                 .await?;
             got.extend(more);
