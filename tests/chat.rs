@@ -252,15 +252,7 @@ fn a_chat_run_killed_mid_conversation_resumes_to_the_uninterrupted_records() {
     // About 20 ms a request, 4 conversations at a time, 8 requests each: a few seconds a run.
     let server = server(Duration::from_millis(20));
     let args = chat_args(&server, "4", "40");
-    let reference = Env::new(instill_storage::testing::TempDb::sqlite());
-    reference
-        .run(["seeds", "import", "--builtin", "en"])
-        .expect_code(0);
-    reference.run(&args).expect_code(0);
-    reference
-        .run(["export", "--out", "out", "--status", "all"])
-        .expect_code(0);
-    let want = std::fs::read(reference.path("out/data/train/train-00000-of-00001.jsonl")).unwrap();
+    let (reference, want) = one_process_export(&args);
     // Two conversations can draw the same seeds, hence the same prompts: only prompts that
     // belong to one request are checked for being sent twice.
     let shared: BTreeSet<u64> = {
@@ -328,6 +320,20 @@ fn a_chat_run_killed_mid_conversation_resumes_to_the_uninterrupted_records() {
     }
 }
 
+/// The run of `args` by one process on a new SQLite file, and its export of every record.
+fn one_process_export(args: &[&str]) -> (Env, Vec<u8>) {
+    let reference = Env::new(instill_storage::testing::TempDb::sqlite());
+    reference
+        .run(["seeds", "import", "--builtin", "en"])
+        .expect_code(0);
+    reference.run(args).expect_code(0);
+    reference
+        .run(["export", "--out", "out", "--status", "all"])
+        .expect_code(0);
+    let want = std::fs::read(reference.path("out/data/train/train-00000-of-00001.jsonl")).unwrap();
+    (reference, want)
+}
+
 /// Hashes (as the fake server computes them) of the prompts of the stored replies.
 fn stored_prompts(env: &Env) -> Vec<u64> {
     block_on(async {
@@ -386,15 +392,7 @@ fn processes_sharing_a_chat_run_on_postgres_write_the_single_process_records() {
     let server = server(Duration::from_millis(20));
     let mut args = chat_args(&server, "4", "24");
     args.extend(["--lease-seconds", "2"]);
-    let reference = Env::new(instill_storage::testing::TempDb::sqlite());
-    reference
-        .run(["seeds", "import", "--builtin", "en"])
-        .expect_code(0);
-    reference.run(&args).expect_code(0);
-    reference
-        .run(["export", "--out", "out", "--status", "all"])
-        .expect_code(0);
-    let want = std::fs::read(reference.path("out/data/train/train-00000-of-00001.jsonl")).unwrap();
+    let (_reference, want) = one_process_export(&args);
 
     let env = Env::new(instill_storage::testing::TempDb::postgres());
     env.run(["seeds", "import", "--builtin", "en"])
