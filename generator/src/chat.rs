@@ -15,16 +15,16 @@
 
 use std::future::Future;
 use std::pin::pin;
-use std::time::Duration;
 
-use instill_core::{Exchange, Record, RequestStatus, RunKind, RunStatus, SplitMix, now_ms};
+use instill_core::{Exchange, Record, RunKind, RunStatus, SplitMix, now_ms};
 use instill_dedup::{RougeConfig, Rules};
 use instill_prompts::{ChatPrompts, Example, clean_turn};
-use instill_storage::{Db, StoredRequest};
+use instill_storage::Db;
 use rustc_hash::FxHashMap;
 
 use crate::accept::{Acceptor, Key, key, storable_text};
 use crate::backend::Backend;
+use crate::driven::{driver_lock, first_choice, with_stage};
 use crate::retry::RetryPolicy;
 use crate::run::{
     Batch, Ending, GenerateError, Progress, RequestParams, RunReport, flush, judge_item,
@@ -179,30 +179,6 @@ pub async fn run_chat(
     })
 }
 
-/// One process per chat run on Postgres: its turns wait on each other, so claims by many workers
-/// would not help, and two acceptors would judge the same conversations. A lock still held a
-/// moment after its process was killed (until the server notices the closed connection) is
-/// waited for, briefly. SQLite needs none (the command holds the file's writer lock).
-async fn driver_lock(
-    db: &Db,
-    run_id: i64,
-    name: &str,
-) -> Result<Option<instill_storage::AcceptorLock>, GenerateError> {
-    if db.backend() != instill_storage::Backend::Postgres {
-        return Ok(None);
-    }
-    for _ in 0..LOCK_TRIES {
-        if let Some(lock) = db.try_driver_lock(run_id).await? {
-            return Ok(Some(lock));
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    Err(GenerateError::OneProcess(name.to_string()))
-}
-
-/// Attempts at the driver lock, 250 ms apart.
-const LOCK_TRIES: u32 = 4;
-
 /// Refuses settings a chat run cannot work with.
 fn check(cfg: &ChatConfig) -> Result<(), GenerateError> {
     if cfg.seeds.is_empty() {
@@ -309,7 +285,7 @@ impl Chat<'_> {
             if r.idx >= hi {
                 break;
             }
-            if let Some(text) = first_reply(&r) {
+            if let Some((text, _)) = first_choice(&r) {
                 let (c, t) = ((r.idx - lo) / per, (r.idx - lo) % per);
                 convs[c as usize][t as usize] = Some(text);
             }
@@ -385,15 +361,6 @@ impl Chat<'_> {
     }
 }
 
-/// The first reply text of a stored request, when it has one.
-fn first_reply(r: &StoredRequest) -> Option<String> {
-    if r.status != RequestStatus::Done {
-        return None;
-    }
-    let texts: Vec<String> = serde_json::from_str(r.response.as_deref()?).ok()?;
-    texts.into_iter().next()
-}
-
 /// Alternating turns (user, assistant, user, …) as exchanges; a trailing user turn is left out.
 fn pairs(said: &[String]) -> Vec<Exchange> {
     said.chunks_exact(2)
@@ -414,21 +381,6 @@ fn conversation(said: &[String]) -> Record {
         history,
         ..Record::default()
     }
-}
-
-/// The run's counters before a stage, plus what the stage did so far.
-fn with_stage(base: &Progress, s: &StageProgress) -> Progress {
-    let mut p = base.clone();
-    p.requests_ok += s.answered_now;
-    p.requests_failed += s.failed_now;
-    p.retries += s.retries;
-    p.sent_now += s.sent_now;
-    p.prompt_tokens = p.prompt_tokens.saturating_add(s.prompt_tokens);
-    p.completion_tokens = p.completion_tokens.saturating_add(s.completion_tokens);
-    for (k, n) in &s.errors {
-        *p.errors.entry(k.clone()).or_default() += n;
-    }
-    p
 }
 
 #[cfg(test)]

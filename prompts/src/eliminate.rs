@@ -190,14 +190,28 @@ const ZH_STOP: &[&str] = &[
 ];
 
 /// The elimination a rewrite and its answer fall under, checked in this order: the rewrite
-/// is empty, it copies the prompt's words, the answer is only punctuation and stop words, the
-/// answer is a short apology. `None`: the text rules keep it (the judge decides the rest).
+/// is empty, it copies the prompt's words ([`rewrite_elimination`]), the answer is only
+/// punctuation and stop words, the answer is a short apology ([`answer_elimination`]).
+/// `None`: the text rules keep it (the judge decides the rest).
 pub fn text_elimination(rewrite: &str, answer: &str) -> Option<Reason> {
+    rewrite_elimination(rewrite).or_else(|| answer_elimination(answer))
+}
+
+/// The rules on the rewrite alone (checked before it is answered): empty, or copying the
+/// prompt's words.
+pub fn rewrite_elimination(rewrite: &str) -> Option<Reason> {
     if rewrite.trim().is_empty() {
         Some(Reason::EvolEmpty)
     } else if copies_prompt(rewrite) {
         Some(Reason::EvolCopiedPrompt)
-    } else if only_stop_words(answer) {
+    } else {
+        None
+    }
+}
+
+/// The rules on the answer: only punctuation and stop words, or a short apology.
+pub fn answer_elimination(answer: &str) -> Option<Reason> {
+    if only_stop_words(answer) {
         Some(Reason::EvolStopWords)
     } else if is_short_apology(answer) {
         Some(Reason::EvolApology)

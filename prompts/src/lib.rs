@@ -72,7 +72,10 @@ mod score_tests;
 mod template;
 
 pub use chat::{ChatPrompts, clean_turn};
-pub use eliminate::{copies_prompt, is_short_apology, only_stop_words, text_elimination};
+pub use eliminate::{
+    answer_elimination, copies_prompt, is_short_apology, only_stop_words, rewrite_elimination,
+    text_elimination,
+};
 pub use eval_prompts::{ClassPrompt, JudgePrompts, JudgeRequestError, judge_request};
 pub use eval_set::{EvalFileError, EvalItem, class_counts, normalize_class, parse_eval_set};
 pub use evolve::{EvolvePrompts, PROMPT_MARKERS, clean_rewrite, given_text, parse_equality};

@@ -171,10 +171,10 @@ fn run_config(
     rules: Rules,
 ) -> Config {
     let request = RequestParams {
-        max_tokens: args.max_tokens,
-        temperature: args.temperature,
-        top_p: args.top_p,
-        stop: args.stop.clone(),
+        max_tokens: args.sampling.max_tokens,
+        temperature: args.sampling.temperature,
+        top_p: args.sampling.top_p,
+        stop: args.sampling.stop.clone(),
         n: args.n,
     };
     let retry = RetryPolicy {
