@@ -11,7 +11,7 @@ use instill_core::{EvolveOp, EvolvedFrom, Status};
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::fake_openai::{FakeConfig, FakeServer};
-use crate::util::{Env, block_on, run_killed};
+use crate::util::{Env, block_on, run_killed, words};
 
 /// Tags planted in seed instructions, with the elimination each one draws every round.
 const PLANTS: [(&str, &str); 5] = [
@@ -24,23 +24,6 @@ const PLANTS: [(&str, &str); 5] = [
 
 /// Untagged seed tasks: their rewrites survive.
 const NORMAL: usize = 6;
-
-/// `n` made-up words drawn from `seed`.
-fn words(seed: u64, n: usize) -> String {
-    const SYLLABLES: [&str; 16] = [
-        "ka", "lo", "mi", "ten", "ru", "sa", "vel", "do", "pri", "nu", "gar", "be", "tos", "fi",
-        "wen", "cal",
-    ];
-    (0..n)
-        .map(|i| {
-            let x = xxh3_64(&(seed ^ (i as u64) << 48).to_le_bytes());
-            (0..3)
-                .map(|j| SYLLABLES[(x >> (4 * j)) as usize & 15])
-                .collect::<String>()
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
 
 /// The tag an instruction carries, if any.
 fn tag(text: &str) -> Option<&'static str> {
