@@ -137,6 +137,7 @@ async fn records_job(rows: Vec<Alpaca>, db: &str) -> Result<f64, String> {
                 dup_of: None,
                 score: None,
                 created_at: 1_764_000_000_000,
+                evolution: None,
             }
         })
         .collect();

@@ -68,6 +68,19 @@ pub enum Command {
     /// earlier export.
     Export(ExportArgs),
 
+    /// Evolve instructions round after round (Evol-Instruct), with the paper's elimination.
+    ///
+    /// Each round rewrites every task of the pool (the seed tasks, or accepted records with
+    /// --from records, frozen when the run starts) by an operation drawn by --seed: in depth
+    /// (add constraints, deepen, concretize, increase reasoning, complicate the input) or in
+    /// breadth (a new, rarer task in the same domain). Each rewrite is answered, then
+    /// eliminated when the judge (--judge-model) finds it equal to its original, its answer is a
+    /// short apology or only punctuation and stop words, or it copies the prompt's words; the
+    /// survivors go through the quality rules and exact and ROUGE-L dedup, and an accepted one
+    /// replaces its task in the next round's pool. Every record carries what it rewrites, its
+    /// round and operation. Interrupted or killed, the same command resumes.
+    Evolve(Box<EvolveArgs>),
+
     /// Generate instruction pairs from the seed tasks with a model (resumable).
     ///
     /// Runs until `--target` pairs are accepted: each request shows the model a few seeds
@@ -393,22 +406,8 @@ pub struct GenerateArgs {
     #[arg(long, value_enum, default_value = "en")]
     pub lang: GenLangArg,
 
-    /// Sampling temperature.
-    #[arg(long, default_value_t = 1.0, value_parser = parse_temperature)]
-    pub temperature: f32,
-
-    /// Nucleus sampling mass, in (0, 1].
-    #[arg(long, default_value_t = 1.0, value_parser = parse_top_p)]
-    pub top_p: f32,
-
-    /// Most tokens a reply may have (halved and retried when the server says the context is
-    /// exceeded).
-    #[arg(long, default_value_t = 3072, value_parser = clap::value_parser!(u32).range(1..))]
-    pub max_tokens: u32,
-
-    /// A stop string (repeat for several).
-    #[arg(long)]
-    pub stop: Vec<String>,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
 
     /// Replies per request.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=16))]
@@ -465,6 +464,95 @@ pub struct GenerateArgs {
 
     #[command(flatten)]
     pub send: SendArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct EvolveArgs {
+    /// The model that rewrites and answers: the name the server serves (openai), or a local
+    /// model for candle (a Hugging Face directory, a .gguf file or a Hugging Face id).
+    #[arg(long)]
+    pub model: Option<String>,
+
+    /// Rounds of rewriting; the same run given more rounds later goes on from where it stopped.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub rounds: u32,
+
+    /// The operations drawn from, comma-separated: `depth` (all five in-depth ones), `breadth`,
+    /// or single ones: add_constraints, deepen, concretize, increase_reasoning,
+    /// complicate_input.
+    #[arg(long, value_delimiter = ',', default_value = "depth,breadth")]
+    pub ops: Vec<String>,
+
+    /// What round 0's pool is: the seed tasks, or the accepted single-turn records (not this
+    /// run's own), in id order.
+    #[arg(long, value_enum, default_value = "seeds")]
+    pub from: EvolveFromArg,
+
+    /// --from records: at most this many records (the first in id order).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub limit: Option<u64>,
+
+    /// The pool's language: `auto` takes every task (each rewritten with the prompts of its
+    /// own language: Chinese for Chinese tasks, English for the rest), `zh` or `en` only those.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub lang: EvolveLangArg,
+
+    /// The answering prompt: `plain` (the rewritten instruction itself) or `cot` (step-by-step
+    /// reasoning in a <think> block first, stored as the record's reasoning).
+    #[arg(long, default_value = "plain", value_parser = ["plain", "cot"])]
+    pub template: String,
+
+    /// The judge of "no information gain" (the same server; temperature 0) [default: --model].
+    #[arg(long)]
+    pub judge_model: Option<String>,
+
+    /// The run's name; running the same name again resumes it [default: evolve-FROM-sSEED].
+    #[arg(long)]
+    pub name: Option<String>,
+
+    /// The run's random seed: task i of round r is always rewritten by the same operation.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+
+    /// Reject a survivor whose instruction has a ROUGE-L F1 greater than this with a pool task
+    /// or an accepted one.
+    #[arg(long, default_value_t = 0.7, value_parser = parse_unit)]
+    pub rouge_threshold: f64,
+
+    /// ROUGE tokenizer (see `instill dedup --help`).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub rouge_tokenizer: TokenizerArg,
+
+    /// Quality rules: `default` or a TOML file (see `instill filter --print-rules`).
+    #[arg(long, default_value = "default")]
+    pub rules: String,
+
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+
+    #[command(flatten)]
+    pub server: ModelArgs,
+
+    #[command(flatten)]
+    pub send: SendArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EvolveFromArg {
+    /// The seed tasks.
+    Seeds,
+    /// Accepted records.
+    Records,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EvolveLangArg {
+    /// Every task.
+    Auto,
+    /// Chinese tasks only.
+    Zh,
+    /// English tasks only.
+    En,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -762,6 +850,27 @@ pub struct ModelArgs {
     /// `too_large` (retried, then stored as failed) without being read further.
     #[arg(long, default_value_t = instill_generator::DEFAULT_MAX_BODY_BYTES, value_parser = parse_size)]
     pub max_reply_bytes: u64,
+}
+
+/// How a generating model samples its replies (generate, evolve).
+#[derive(Debug, Clone, Args)]
+pub struct SamplingArgs {
+    /// Sampling temperature.
+    #[arg(long, default_value_t = 1.0, value_parser = parse_temperature)]
+    pub temperature: f32,
+
+    /// Nucleus sampling mass, in (0, 1].
+    #[arg(long, default_value_t = 1.0, value_parser = parse_top_p)]
+    pub top_p: f32,
+
+    /// Most tokens a reply may have (halved and retried when the server says the context is
+    /// exceeded).
+    #[arg(long, default_value_t = 3072, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_tokens: u32,
+
+    /// A stop string (repeat for several).
+    #[arg(long)]
+    pub stop: Vec<String>,
 }
 
 /// How requests are sent: concurrency, rate limits, retries, prices.

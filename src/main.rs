@@ -102,6 +102,7 @@ async fn run(cli: &Cli) -> anyhow::Result<Outcome> {
         Command::Import(args) => cmd::import::run(g, args).await,
         Command::Export(args) => cmd::export::run(g, args).await,
         Command::Generate(args) => cmd::generate::run(g, args).await,
+        Command::Evolve(args) => cmd::evolve::run(g, args).await,
         Command::Dedup(args) => cmd::dedup::run(g, args).await,
         Command::Filter(args) => cmd::filter::run(g, args).await,
         Command::Stats => cmd::stats::run(g).await,

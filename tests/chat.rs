@@ -11,7 +11,7 @@ use std::time::Duration;
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::fake_openai::{FakeConfig, FakeServer, prompt_hash};
-use crate::util::{Env, block_on};
+use crate::util::{Env, block_on, words};
 
 /// Every follow-up the fake user asks: too short for the quality rules (3 words) and the same in every
 /// conversation, so a run that judged the last user turn would reject nearly everything.
@@ -46,23 +46,6 @@ fn chat_model(prompt: &str) -> String {
         words(h >> 21, 2),
         words(h >> 41, 1)
     )
-}
-
-/// `n` made-up words drawn from `seed`.
-fn words(seed: u64, n: usize) -> String {
-    const SYLLABLES: [&str; 16] = [
-        "ka", "lo", "mi", "ten", "ru", "sa", "vel", "do", "pri", "nu", "gar", "be", "tos", "fi",
-        "wen", "cal",
-    ];
-    (0..n)
-        .map(|i| {
-            let x = xxh3_64(&(seed ^ (i as u64) << 48).to_le_bytes());
-            (0..3)
-                .map(|j| SYLLABLES[(x >> (4 * j)) as usize & 15])
-                .collect::<String>()
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 fn server(latency: Duration) -> FakeServer {

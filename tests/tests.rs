@@ -10,6 +10,7 @@ mod chat;
 mod consumers;
 mod curate;
 mod eval;
+mod evolve;
 mod fake_hub;
 mod fake_openai;
 mod generate;

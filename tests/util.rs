@@ -289,3 +289,20 @@ pub fn run_killed(env: &Env, args: &[&str], kills: u32, seed: u64) -> (i32, u32)
         }
     }
 }
+
+/// `n` made-up words drawn from `seed`.
+pub fn words(seed: u64, n: usize) -> String {
+    const SYLLABLES: [&str; 16] = [
+        "ka", "lo", "mi", "ten", "ru", "sa", "vel", "do", "pri", "nu", "gar", "be", "tos", "fi",
+        "wen", "cal",
+    ];
+    (0..n)
+        .map(|i| {
+            let x = xxhash_rust::xxh3::xxh3_64(&(seed ^ (i as u64) << 48).to_le_bytes());
+            (0..3)
+                .map(|j| SYLLABLES[(x >> (4 * j)) as usize & 15])
+                .collect::<String>()
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}

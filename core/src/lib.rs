@@ -53,12 +53,14 @@ pub use reader::{MAX_RECORD_BYTES, RawBatch, ReadError, RecordSplitter, Span};
 pub use reasoning::{
     ReasoningMode, append_reasoning, inline_think, split_reply, split_think, take_think,
 };
-pub use record::{Exchange, Lang, Origin, Record, Seed};
+pub use record::{Evolution, EvolvedFrom, Exchange, Lang, Origin, Record, Seed};
 pub use redact::{REDACTED, redact_secrets, redact_url, redact_urls_in, url_secrets};
 pub use rng::SplitMix;
 pub use score_dist::{Bin, ClassMean, ClassMeans, ScoreSummary, class_means, summarize};
 pub use split::{held_out, held_out_digest, in_val};
-pub use vocab::{Reason, RequestStatus, RunKind, RunStatus, ScoreMethod, Status, UnknownCode};
+pub use vocab::{
+    EvolveOp, Reason, RequestStatus, RunKind, RunStatus, ScoreMethod, Status, UnknownCode,
+};
 
 /// Milliseconds since the Unix epoch: the timestamp unit of the whole schema.
 pub fn now_ms() -> i64 {

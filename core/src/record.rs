@@ -179,6 +179,28 @@ impl Origin {
     }
 }
 
+/// Where an evolved record came from (`instill evolve`): the task it rewrites.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EvolvedFrom {
+    /// A seed task (`seeds.id`): round 1 of a run evolving the seed tasks.
+    Seed(i64),
+    /// A record (`records.id`): an imported or generated record, or an earlier round's
+    /// evolution.
+    Record(i64),
+}
+
+/// An evolved record's provenance: what it rewrites, in which round, by which operation.
+/// Kept beside the record; filters, dedup and `norm_hash` never read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Evolution {
+    /// The task it rewrites.
+    pub from: EvolvedFrom,
+    /// The round (1 for the first rewrite of the pool's tasks).
+    pub round: u32,
+    /// The operation.
+    pub op: crate::EvolveOp,
+}
+
 /// A seed task: the examples a generation run shows the model.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Seed {

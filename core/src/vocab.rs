@@ -126,6 +126,72 @@ vocabulary! {
         /// A generated conversation has a turn (the user's or the assistant's) that is empty
         /// or only whitespace.
         EmptyTurn => "empty_turn",
+        /// `instill evolve`: the judge found the evolved instruction equal to its original (no
+        /// information gain).
+        EvolNoGain => "evol_no_gain",
+        /// `instill evolve`: the answer to the evolved instruction is an apology and short.
+        EvolApology => "evol_apology",
+        /// `instill evolve`: the answer is only punctuation and stop words.
+        EvolStopWords => "evol_stop_words",
+        /// `instill evolve`: the evolved instruction copies words of the evolution prompt
+        /// (`#Rewritten Prompt#`, `改写后的指令`).
+        EvolCopiedPrompt => "evol_copied_prompt",
+        /// `instill evolve`: the rewrite came back empty.
+        EvolEmpty => "evol_empty",
+        /// `instill evolve`: the judge's reply said neither equal nor not equal.
+        EvolUnjudged => "evol_unjudged",
+    }
+}
+
+impl Reason {
+    /// Whether this is one of `instill evolve`'s eliminations (an evolution that failed, kept
+    /// as a rejected record so that it is counted), rather than a filter's or dedup's verdict.
+    pub const fn is_elimination(self) -> bool {
+        matches!(
+            self,
+            Reason::EvolNoGain
+                | Reason::EvolApology
+                | Reason::EvolStopWords
+                | Reason::EvolCopiedPrompt
+                | Reason::EvolEmpty
+                | Reason::EvolUnjudged
+        )
+    }
+}
+
+vocabulary! {
+    /// How `instill evolve` rewrote an instruction (Evol-Instruct's operations), stored in
+    /// `records.evolve_op`. The first five deepen it, `breadth` writes a new one in its domain.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+    EvolveOp("evolve operation") {
+        /// In depth: one more constraint or requirement.
+        AddConstraints => "add_constraints",
+        /// In depth: the inquiry asked more deeply and broadly.
+        Deepen => "deepen",
+        /// In depth: general concepts replaced by specific ones.
+        Concretize => "concretize",
+        /// In depth: an explicit request for several reasoning steps.
+        IncreaseReasoning => "increase_reasoning",
+        /// In depth: concrete input data (a table, code, a passage) added to work on.
+        ComplicateInput => "complicate_input",
+        /// In breadth: a new, rarer instruction in the same domain.
+        Breadth => "breadth",
+    }
+}
+
+impl EvolveOp {
+    /// The in-depth operations.
+    pub const DEPTH: &'static [EvolveOp] = &[
+        EvolveOp::AddConstraints,
+        EvolveOp::Deepen,
+        EvolveOp::Concretize,
+        EvolveOp::IncreaseReasoning,
+        EvolveOp::ComplicateInput,
+    ];
+
+    /// Whether it rewrites the instruction in depth (else: in breadth).
+    pub const fn is_depth(self) -> bool {
+        !matches!(self, EvolveOp::Breadth)
     }
 }
 
@@ -167,6 +233,10 @@ vocabulary! {
         EvalAnswer => "eval_answer",
         /// `instill eval`: a judge's grades of those answers.
         EvalJudge => "eval_judge",
+        /// `instill evolve`: instructions rewritten round after round, each rewrite answered.
+        Evolve => "evolve",
+        /// `instill evolve`: the judge's comparisons of each rewrite with its original.
+        EvolveJudge => "evolve_judge",
     }
 }
 
@@ -236,6 +306,7 @@ mod tests {
         round_trips(RequestStatus::ALL, RequestStatus::as_str);
         round_trips(RunKind::ALL, RunKind::as_str);
         round_trips(ScoreMethod::ALL, ScoreMethod::as_str);
+        round_trips(EvolveOp::ALL, EvolveOp::as_str);
         assert_eq!(
             "Exact".parse::<Reason>().unwrap_err().to_string(),
             "unknown rejection reason \"Exact\""
@@ -268,6 +339,12 @@ mod tests {
                 "not_diverse",
                 "unscored",
                 "empty_turn",
+                "evol_no_gain",
+                "evol_apology",
+                "evol_stop_words",
+                "evol_copied_prompt",
+                "evol_empty",
+                "evol_unjudged",
             ]
         );
         let statuses = |all: &[&str]| all.join(",");

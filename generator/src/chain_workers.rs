@@ -11,14 +11,15 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
-use instill_core::{Record, RequestStatus, RunStatus, now_ms};
-use instill_storage::{AcceptorLock, Claim, Db, StoredRequest};
+use instill_core::{Record, RunStatus, now_ms};
+use instill_storage::{AcceptorLock, Claim, Db};
 use rustc_hash::FxHashMap;
 
 use crate::accept::{Acceptor, Key, key};
 use crate::backend::Backend;
+use crate::driven::{first_choice, with_stage};
 use crate::run::{Batch, Ending, GenerateError, Progress, RunReport, judge_item, restore_with};
-use crate::stage::{Stage, StageConfig, StageItem, StageProgress, Woke, open_stage};
+use crate::stage::{Stage, StageConfig, StageItem, Woke, open_stage};
 use crate::workers::write_fenced;
 
 /// What a chained run's units are: how many requests each takes, how a step's prompt follows
@@ -45,15 +46,6 @@ pub(crate) struct Shared {
     pub(crate) max_requests: Option<u64>,
     /// How long a claim lives without a heartbeat.
     pub(crate) lease: Duration,
-}
-
-/// The first reply text of a stored request, when it has one.
-pub(crate) fn first_reply(r: &StoredRequest) -> Option<String> {
-    if r.status != RequestStatus::Done {
-        return None;
-    }
-    let texts: Vec<String> = serde_json::from_str(r.response.as_deref()?).ok()?;
-    texts.into_iter().next()
 }
 
 /// Runs this process as one worker of the chained run until its target (reached by any
@@ -274,7 +266,7 @@ impl<C: Chain> Worker<'_, C> {
             .await?;
         let replies: FxHashMap<i64, String> = stored
             .iter()
-            .filter_map(|r| first_reply(r).map(|t| (r.idx, t)))
+            .filter_map(|r| first_choice(r).map(|(t, _)| (r.idx, t)))
             .collect();
         for idx in claimed {
             let (unit, step) = (idx / per, idx % per);
@@ -376,7 +368,7 @@ async fn judge_complete<C: Chain>(
             .await?;
         let replies: FxHashMap<i64, String> = rows
             .iter()
-            .filter_map(|r| first_reply(r).map(|t| (r.idx, t)))
+            .filter_map(|r| first_choice(r).map(|(t, _)| (r.idx, t)))
             .collect();
         let from = next;
         for unit in from..from + page {
@@ -418,19 +410,4 @@ async fn judge_complete<C: Chain>(
     .await?;
     j.next = next;
     Ok(held.then_some(reached))
-}
-
-/// The run's counters before a stage, plus what the stage did so far.
-pub(crate) fn with_stage(base: &Progress, s: &StageProgress) -> Progress {
-    let mut p = base.clone();
-    p.requests_ok += s.answered_now;
-    p.requests_failed += s.failed_now;
-    p.retries += s.retries;
-    p.sent_now += s.sent_now;
-    p.prompt_tokens = p.prompt_tokens.saturating_add(s.prompt_tokens);
-    p.completion_tokens = p.completion_tokens.saturating_add(s.completion_tokens);
-    for (k, n) in &s.errors {
-        *p.errors.entry(k.clone()).or_default() += n;
-    }
-    p
 }

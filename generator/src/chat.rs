@@ -27,7 +27,8 @@ use rustc_hash::FxHashMap;
 
 use crate::accept::{Acceptor, Key, key, storable_text};
 use crate::backend::Backend;
-use crate::chain_workers::{Chain, Shared, first_reply, run_chain_worker, with_stage};
+use crate::chain_workers::{Chain, Shared, run_chain_worker};
+use crate::driven::{first_choice, with_stage};
 use crate::retry::RetryPolicy;
 use crate::run::{
     Batch, Ending, GenerateError, Progress, RequestParams, RunReport, flush, judge_item,
@@ -334,7 +335,7 @@ impl Chat<'_> {
             if r.idx >= hi {
                 break;
             }
-            if let Some(text) = first_reply(&r) {
+            if let Some((text, _)) = first_choice(&r) {
                 let (c, t) = ((r.idx - lo) / per, (r.idx - lo) % per);
                 convs[c as usize][t as usize] = Some(text);
             }

@@ -31,7 +31,9 @@ mod backend;
 mod chain_workers;
 mod chat;
 mod completion;
+mod driven;
 mod endpoint;
+mod evolve;
 mod limiter;
 pub mod local;
 mod openai;
@@ -48,6 +50,7 @@ pub use backend::Backend;
 pub use chat::{ChatConfig, run_chat};
 pub use completion::{Api, BackendError, Choice, Completion, CompletionRequest};
 pub use endpoint::{CONNECT_GRACE, is_loopback};
+pub use evolve::{EvolveConfig, EvolveEnding, EvolveReport, PoolItem, run_evolve};
 pub use limiter::RateLimiter;
 pub use local::{CandleBackend, CandleConfig, LocalError};
 pub use openai::{

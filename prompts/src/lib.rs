@@ -10,6 +10,11 @@
 //! - [`ChatPrompts`]: multi-turn self-chat (`generate --mode chat`): a user simulator (an
 //!   opening inspired by seed tasks, then follow-ups) and an assistant, Chinese and English;
 //!   [`clean_turn`] a reply as the message it plays.
+//! - [`EvolvePrompts`]: Evol-Instruct (`instill evolve`): five in-depth rewrites and an
+//!   in-breadth one, the equality judge ([`parse_equality`]) and a chain-of-thought answering
+//!   prompt, Chinese and English; [`clean_rewrite`] a reply as the new instruction;
+//!   [`text_elimination`] the paper's elimination rules on the text (a copied prompt, a short
+//!   apology, only stop words).
 //! - [`parse_reply`]: a reply back into [`instill_core::Record`]s, with counted issues.
 //! - [`Rubric`]: what an LLM judge reads to score a stored record (built-in English and Chinese,
 //!   1–10, or a user's file with its [`Scale`] in a header), with a content hash.
@@ -50,10 +55,12 @@
 //! ```
 
 mod chat;
+mod eliminate;
 mod eval_prompts;
 mod eval_set;
 #[cfg(test)]
 mod eval_tests;
+mod evolve;
 mod judge;
 #[cfg(test)]
 mod judge_tests;
@@ -65,8 +72,13 @@ mod score_tests;
 mod template;
 
 pub use chat::{ChatPrompts, clean_turn};
+pub use eliminate::{
+    answer_elimination, copies_prompt, is_short_apology, only_stop_words, rewrite_elimination,
+    text_elimination,
+};
 pub use eval_prompts::{ClassPrompt, JudgePrompts, JudgeRequestError, judge_request};
 pub use eval_set::{EvalFileError, EvalItem, class_counts, normalize_class, parse_eval_set};
+pub use evolve::{EvolvePrompts, PROMPT_MARKERS, clean_rewrite, given_text, parse_equality};
 pub use judge::{Rubric, RubricError};
 pub use pairwise::{Preference, pairwise_request, parse_preference};
 pub use parse::{Parsed, ReplyFormat, parse_reply};

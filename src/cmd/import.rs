@@ -295,6 +295,7 @@ fn new_record(p: Prepared, source: &Arc<str>, import_id: i64, now: i64) -> NewRe
         score: None,
         norm_hash: p.norm_hash,
         created_at: now,
+        evolution: None,
     }
 }
 

@@ -5,6 +5,7 @@ pub mod backend;
 pub mod dedup;
 pub mod eval;
 pub mod eval_compare;
+pub mod evolve;
 pub mod export;
 pub mod filter;
 pub mod flags;

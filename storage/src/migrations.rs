@@ -59,6 +59,11 @@ pub const SQLITE: &[EmbeddedMigration] = &[
         name: "reasoning",
         sql: include_str!("../../migrations/sqlite/0009_reasoning.sql"),
     },
+    EmbeddedMigration {
+        version: 10,
+        name: "evolution",
+        sql: include_str!("../../migrations/sqlite/0010_evolution.sql"),
+    },
 ];
 
 /// Postgres migrations, oldest first.
@@ -107,6 +112,11 @@ pub const POSTGRES: &[EmbeddedMigration] = &[
         version: 9,
         name: "reasoning",
         sql: include_str!("../../migrations/postgres/0009_reasoning.sql"),
+    },
+    EmbeddedMigration {
+        version: 10,
+        name: "evolution",
+        sql: include_str!("../../migrations/postgres/0010_evolution.sql"),
     },
 ];
 

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::sync::{Arc, LazyLock};
 
-use instill_core::{Lang, Origin, Reason, Record, Status};
+use instill_core::{Evolution, EvolvedFrom, Lang, Origin, Reason, Record, Status};
 use sqlx::AssertSqlSafe;
 
 use crate::error::StorageError;
@@ -43,22 +43,83 @@ pub struct NewRecord {
     pub norm_hash: String,
     /// When it was stored, unix ms.
     pub created_at: i64,
+    /// What it rewrites, when `instill evolve` wrote it.
+    pub evolution: Option<Evolution>,
+}
+
+impl NewRecord {
+    /// The provenance columns: `evolved_from`, `evolved_from_seed`, `evolve_round`,
+    /// `evolve_op`.
+    fn evolution_columns(&self) -> (Option<i64>, Option<i64>, Option<i64>, Option<&'static str>) {
+        match self.evolution {
+            None => (None, None, None, None),
+            Some(e) => {
+                let (record, seed) = match e.from {
+                    EvolvedFrom::Record(id) => (Some(id), None),
+                    EvolvedFrom::Seed(id) => (None, Some(id)),
+                };
+                (record, seed, Some(i64::from(e.round)), Some(e.op.as_str()))
+            }
+        }
+    }
 }
 
 const COLUMNS: &str = "instruction, input, output, system, history, reasoning, lang, origin, source, import_id, run_id, request_id, item_idx, status, reason, dup_of, score, norm_hash, created_at";
 const NUM_COLUMNS: usize = 19;
+/// The provenance columns of evolved records, written only by a batch that has some (an
+/// import's rows leave them NULL without binding them).
+const EVOLUTION_COLUMNS: &str = "evolved_from, evolved_from_seed, evolve_round, evolve_op";
+const NUM_EVOLUTION_COLUMNS: usize = 4;
 /// Rows per multi-row INSERT on SQLite: one statement per 500 rows makes sqlx's per-statement
-/// cost vanish, and 19 × 500 parameters stay far below SQLite's 32766. (Parameters must stay
+/// cost vanish, and 24 × 500 parameters stay far below SQLite's 32766. (Parameters must stay
 /// anonymous `?`: sqlx looks every named or numbered one up by name, which SQLite answers in
 /// time linear in the parameter count.)
 const SQLITE_ROWS_PER_STATEMENT: usize = 500;
 
-/// The INSERT for a full statement's worth of rows, built once (without and with ids).
-static SQLITE_INSERT_FULL: LazyLock<[String; 2]> = LazyLock::new(|| {
-    [
-        sqlite_insert_sql(SQLITE_ROWS_PER_STATEMENT, false),
-        sqlite_insert_sql(SQLITE_ROWS_PER_STATEMENT, true),
-    ]
+/// Which columns a batch writes: `id` when its ids are reserved, the provenance columns when
+/// a row of it is evolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Shape {
+    with_id: bool,
+    evolved: bool,
+}
+
+impl Shape {
+    fn of(rows: &[NewRecord]) -> Shape {
+        Shape {
+            with_id: rows.first().is_some_and(|r| r.id.is_some()),
+            evolved: rows.iter().any(|r| r.evolution.is_some()),
+        }
+    }
+
+    fn index(self) -> usize {
+        usize::from(self.with_id) + 2 * usize::from(self.evolved)
+    }
+
+    fn columns(self) -> String {
+        let id = if self.with_id { "id, " } else { "" };
+        let evolved = if self.evolved {
+            format!(", {EVOLUTION_COLUMNS}")
+        } else {
+            String::new()
+        };
+        format!("{id}{COLUMNS}{evolved}")
+    }
+
+    fn per_row(self) -> usize {
+        NUM_COLUMNS + usize::from(self.with_id) + NUM_EVOLUTION_COLUMNS * usize::from(self.evolved)
+    }
+}
+
+/// The INSERT for a full statement's worth of rows, built once per [`Shape`].
+static SQLITE_INSERT_FULL: LazyLock<[String; 4]> = LazyLock::new(|| {
+    [0, 1, 2, 3].map(|i| {
+        let shape = Shape {
+            with_id: i & 1 == 1,
+            evolved: i & 2 == 2,
+        };
+        sqlite_insert_sql(SQLITE_ROWS_PER_STATEMENT, shape)
+    })
 });
 
 /// Shared text values for the small code columns, so binding them copies nothing.
@@ -99,16 +160,17 @@ pub(crate) async fn insert_sqlite(
     let mut rows = rows.into_iter().peekable();
     while rows.peek().is_some() {
         let chunk: Vec<NewRecord> = rows.by_ref().take(SQLITE_ROWS_PER_STATEMENT).collect();
-        let with_id = chunk.first().is_some_and(|r| r.id.is_some());
+        let shape = Shape::of(&chunk);
         let mut q = if chunk.len() == SQLITE_ROWS_PER_STATEMENT {
-            sqlx::query(SQLITE_INSERT_FULL[usize::from(with_id)].as_str())
+            sqlx::query(SQLITE_INSERT_FULL[shape.index()].as_str())
         } else {
-            sqlx::query(AssertSqlSafe(sqlite_insert_sql(chunk.len(), with_id)))
+            sqlx::query(AssertSqlSafe(sqlite_insert_sql(chunk.len(), shape)))
         };
         // Owned values move into the arguments: the texts are not copied on the way to SQLite.
         for r in chunk {
             let history = r.record.history_json();
-            if with_id {
+            let (from, from_seed, round, op) = r.evolution_columns();
+            if shape.with_id {
                 q = q.bind(r.id);
             }
             q = q
@@ -131,21 +193,19 @@ pub(crate) async fn insert_sqlite(
                 .bind(r.score)
                 .bind(r.norm_hash)
                 .bind(r.created_at);
+            if shape.evolved {
+                q = q.bind(from).bind(from_seed).bind(round).bind(op);
+            }
         }
         q.execute(&mut *conn).await?;
     }
     Ok(())
 }
 
-fn sqlite_insert_sql(rows: usize, with_id: bool) -> String {
-    let mut sql = String::with_capacity(64 + rows * (NUM_COLUMNS * 2 + 5));
-    let columns = if with_id {
-        format!("id, {COLUMNS}")
-    } else {
-        COLUMNS.to_string()
-    };
-    let _ = write!(sql, "INSERT INTO records ({columns}) VALUES ");
-    let per_row = NUM_COLUMNS + usize::from(with_id);
+fn sqlite_insert_sql(rows: usize, shape: Shape) -> String {
+    let per_row = shape.per_row();
+    let mut sql = String::with_capacity(64 + rows * (per_row * 2 + 5));
+    let _ = write!(sql, "INSERT INTO records ({}) VALUES ", shape.columns());
     let one_row = format!("({})", vec!["?"; per_row].join(","));
     for i in 0..rows {
         if i > 0 {
@@ -163,22 +223,17 @@ pub(crate) async fn insert_postgres(
     if rows.is_empty() {
         return Ok(());
     }
-    let with_id = rows[0].id.is_some();
+    let shape = Shape::of(&rows);
     let mut data = Vec::with_capacity(rows.len() * 512);
     for r in &rows {
-        if with_id {
+        if shape.with_id {
             copy_num(r.id, &mut data);
             data.push(b'\t');
         }
-        copy_row(r, &mut data);
+        copy_row(r, shape.evolved, &mut data);
     }
-    let columns = if with_id {
-        format!("id, {COLUMNS}")
-    } else {
-        COLUMNS.to_string()
-    };
     let mut copy = conn
-        .copy_in_raw(&format!("COPY records ({columns}) FROM STDIN"))
+        .copy_in_raw(&format!("COPY records ({}) FROM STDIN", shape.columns()))
         .await?;
     copy.send(data).await?;
     copy.finish().await?;
@@ -186,7 +241,7 @@ pub(crate) async fn insert_postgres(
 }
 
 /// One row in COPY's text format: tab-separated, `\N` for NULL, backslash escapes.
-fn copy_row(r: &NewRecord, out: &mut Vec<u8>) {
+fn copy_row(r: &NewRecord, evolved: bool, out: &mut Vec<u8>) {
     let history = r.record.history_json();
     let texts: [Option<&str>; 6] = [
         Some(&r.record.instruction),
@@ -226,6 +281,15 @@ fn copy_row(r: &NewRecord, out: &mut Vec<u8>) {
     copy_text(Some(&r.norm_hash), out);
     out.push(b'\t');
     out.extend_from_slice(r.created_at.to_string().as_bytes());
+    if evolved {
+        let (from, from_seed, round, op) = r.evolution_columns();
+        for n in [from, from_seed, round] {
+            out.push(b'\t');
+            copy_num(n, out);
+        }
+        out.push(b'\t');
+        copy_text(op, out);
+    }
     out.push(b'\n');
 }
 
@@ -273,11 +337,36 @@ mod tests {
 
     #[test]
     fn sqlite_statement_has_one_placeholder_per_value() {
-        let sql = sqlite_insert_sql(3, false);
+        let plain = Shape {
+            with_id: false,
+            evolved: false,
+        };
+        let sql = sqlite_insert_sql(3, plain);
         assert_eq!(sql.matches('?').count(), 3 * NUM_COLUMNS);
-        let sql = sqlite_insert_sql(2, true);
+        let with_id = Shape {
+            with_id: true,
+            ..plain
+        };
+        let sql = sqlite_insert_sql(2, with_id);
         assert_eq!(sql.matches('?').count(), 2 * (NUM_COLUMNS + 1));
         assert!(sql.starts_with("INSERT INTO records (id, instruction,"));
         assert_eq!(COLUMNS.split(", ").count(), NUM_COLUMNS);
+        let evolved = Shape {
+            with_id: true,
+            evolved: true,
+        };
+        let sql = sqlite_insert_sql(1, evolved);
+        assert_eq!(
+            sql.matches('?').count(),
+            NUM_COLUMNS + 1 + NUM_EVOLUTION_COLUMNS
+        );
+        assert!(
+            sql.contains("created_at, evolved_from, evolved_from_seed, evolve_round, evolve_op)")
+        );
+        assert_eq!(EVOLUTION_COLUMNS.split(", ").count(), NUM_EVOLUTION_COLUMNS);
+        assert_eq!(
+            SQLITE_INSERT_FULL[evolved.index()],
+            sqlite_insert_sql(500, evolved)
+        );
     }
 }

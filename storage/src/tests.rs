@@ -26,6 +26,7 @@ fn new_record(record: Record, status: Status) -> NewRecord {
         dup_of: None,
         score: (status == Status::Rejected).then_some(0.75),
         created_at: 1,
+        evolution: None,
     }
 }
 
