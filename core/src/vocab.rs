@@ -126,6 +126,8 @@ vocabulary! {
         /// A generated conversation has a turn (the user's or the assistant's) that is empty
         /// or only whitespace.
         EmptyTurn => "empty_turn",
+        /// A generated instruction (magpie's user turn) was cut off at the token limit.
+        CutOff => "cut_off",
     }
 }
 
@@ -268,6 +270,7 @@ mod tests {
                 "not_diverse",
                 "unscored",
                 "empty_turn",
+                "cut_off",
             ]
         );
         let statuses = |all: &[&str]| all.join(",");

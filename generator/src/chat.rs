@@ -3,24 +3,21 @@
 //! exchanges its history, the last one its instruction and output).
 //!
 //! Turn `t` (0-based; even: the user simulator, odd: the assistant) of conversation `c` is
-//! request `c·2K + t` of the run. Conversations go in batches; a batch goes turn by turn, each
-//! turn one [`run_stage`] over the batch's conversations that have every earlier turn (so the
-//! requests of a conversation are sequential, conversations concurrent, and sending, retries,
-//! limits and accounting are the stage's). Every reply is stored as it arrives; each prompt is
-//! rendered from the stored replies before it, so a conversation cut off anywhere resumes from
-//! its stored turns, sending only what is missing. Complete conversations are judged in
+//! request `c·2K + t` of the run, on the turn engine of `turns.rs` (a batch of conversations
+//! goes turn by turn on the stage engine; each prompt is rendered from the stored replies before
+//! it), so a conversation cut off anywhere resumes from its stored turns, sending only what is
+//! missing. Complete conversations are judged in
 //! conversation order (rules on the opening exchange, ROUGE-L on the first user turn) and
 //! stored with the same batched writes as generation, so a killed and resumed run ends with
 //! the records of an uninterrupted one.
 
 use std::future::Future;
 use std::pin::pin;
-use std::time::Duration;
 
-use instill_core::{Exchange, Record, RequestStatus, RunKind, RunStatus, SplitMix, now_ms};
+use instill_core::{Exchange, Record, RunKind, RunStatus, SplitMix, now_ms};
 use instill_dedup::{RougeConfig, Rules};
 use instill_prompts::{ChatPrompts, Example, clean_turn};
-use instill_storage::{Db, StoredRequest};
+use instill_storage::Db;
 use rustc_hash::FxHashMap;
 
 use crate::accept::{Acceptor, Key, key, storable_text};
@@ -31,7 +28,8 @@ use crate::run::{
     restore_with, seeds_hash, to_example,
 };
 use crate::sampling::choose;
-use crate::stage::{StageConfig, StageEnding, StageItem, StageProgress, open_stage, run_stage};
+use crate::stage::{StageConfig, open_stage};
+use crate::turns::{Reply, Script, Turned, Turns, batch_size, driver_lock};
 
 /// Everything a chat run is told.
 #[derive(Debug, Clone)]
@@ -115,9 +113,6 @@ impl ChatConfig {
     }
 }
 
-/// Conversations per batch at most, besides a few per request in flight.
-const BATCH_MIN: u64 = 256;
-
 /// Runs (or resumes) a chat run until the target, `max_requests`, or `shutdown`.
 pub async fn run_chat(
     db: &Db,
@@ -134,13 +129,15 @@ pub async fn run_chat(
     let restored = restore_with(db, run_id, cfg.target, acceptor, false).await?;
     let per = cfg.per_conversation();
     let mut chat = Chat {
-        db,
-        backend,
-        run_id,
-        stage,
+        turned: Turned {
+            db,
+            backend,
+            run_id,
+            stage: (stage, None),
+            progress: restored.progress,
+        },
         acceptor: restored.acceptor,
         key_ids: restored.key_ids,
-        progress: restored.progress,
         next: db
             .run_position(run_id)
             .await?
@@ -149,59 +146,43 @@ pub async fn run_chat(
     };
     let mut shutdown = pin!(shutdown);
     let ending = loop {
-        if chat.progress.accepted >= chat.cfg.target {
+        let p = &chat.turned.progress;
+        if p.accepted >= chat.cfg.target {
             break Ending::Target;
         }
-        let Some(size) = chat.batch_size() else {
+        let c = &chat.cfg;
+        let Some(size) = batch_size(p, c.target, c.concurrency, c.max_requests, per) else {
             break Ending::MaxRequests;
         };
         let from = chat.next;
         match chat
-            .converse(from..from + size, shutdown.as_mut(), &mut on_progress)
+            .turned
+            .converse(
+                &chat.cfg,
+                from..from + size,
+                shutdown.as_mut(),
+                &mut on_progress,
+            )
             .await?
         {
             Some(conversations) => chat.accept(conversations).await?,
             None => break Ending::Interrupted,
         }
         chat.next = from + size;
-        on_progress(&chat.progress);
+        on_progress(&chat.turned.progress);
     };
     let status = match ending {
         Ending::Target => RunStatus::Done,
         _ => RunStatus::Stopped,
     };
     db.set_run_status(run_id, status, now_ms()).await?;
-    on_progress(&chat.progress);
+    on_progress(&chat.turned.progress);
     Ok(RunReport {
         run_id,
-        progress: chat.progress,
+        progress: chat.turned.progress,
         ending,
     })
 }
-
-/// One process per chat run on Postgres: its turns wait on each other, so claims by many workers
-/// would not help, and two acceptors would judge the same conversations. A lock still held a
-/// moment after its process was killed (until the server notices the closed connection) is
-/// waited for, briefly. SQLite needs none (the command holds the file's writer lock).
-async fn driver_lock(
-    db: &Db,
-    run_id: i64,
-    name: &str,
-) -> Result<Option<instill_storage::AcceptorLock>, GenerateError> {
-    if db.backend() != instill_storage::Backend::Postgres {
-        return Ok(None);
-    }
-    for _ in 0..LOCK_TRIES {
-        if let Some(lock) = db.try_driver_lock(run_id).await? {
-            return Ok(Some(lock));
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    Err(GenerateError::OneProcess(name.to_string()))
-}
-
-/// Attempts at the driver lock, 250 ms apart.
-const LOCK_TRIES: u32 = 4;
 
 /// Refuses settings a chat run cannot work with.
 fn check(cfg: &ChatConfig) -> Result<(), GenerateError> {
@@ -224,156 +205,62 @@ fn check(cfg: &ChatConfig) -> Result<(), GenerateError> {
 
 /// A chat run's state while it goes.
 struct Chat<'a> {
-    db: &'a Db,
-    backend: &'a Backend,
-    run_id: i64,
+    turned: Turned<'a>,
     cfg: ChatConfig,
-    stage: StageConfig,
     acceptor: Acceptor,
     key_ids: FxHashMap<Key, i64>,
-    progress: Progress,
     /// The first conversation not judged yet.
     next: i64,
 }
 
-/// The replies of a conversation's turns so far (`None`: not stored yet).
-type Turns = Vec<Option<String>>;
+impl Script for ChatConfig {
+    fn per_item(&self) -> i64 {
+        self.per_conversation()
+    }
+
+    /// The user simulator's prompt (even turns) or the assistant's (odd ones), rendered from
+    /// the turns so far.
+    fn prompt(&self, c: i64, said: &[Reply]) -> Result<Option<String>, GenerateError> {
+        // What no database stores (NUL) never reaches a stored prompt; the record keeps the
+        // reply as it came, and is rejected as unstorable.
+        let said: Vec<String> = said
+            .iter()
+            .map(|s| clean_turn(&storable_text(&s.text)))
+            .collect();
+        let exchanges = pairs(&said);
+        let rendered = if said.len() % 2 == 0 {
+            self.prompts.user(&self.examples(c), &exchanges)
+        } else {
+            let question = said.last().map_or("", String::as_str);
+            self.prompts.assistant(&exchanges, question)
+        };
+        rendered
+            .map(Some)
+            .map_err(|e| GenerateError::Config(e.to_string()))
+    }
+}
 
 impl Chat<'_> {
-    /// How many conversations the next batch holds: enough for the target at a fair accept
-    /// rate, and all of whose requests fit in the request budget (None: none fit).
-    fn batch_size(&self) -> Option<i64> {
-        let p = &self.progress;
-        let remaining = self.cfg.target.saturating_sub(p.accepted);
-        let cap = BATCH_MIN.max(8 * self.cfg.concurrency as u64);
-        let mut size = (remaining + remaining / 4 + 1).min(cap);
-        if let Some(max) = self.cfg.max_requests {
-            let left = max.saturating_sub(p.requests_ok + p.requests_failed);
-            size = size.min(left / self.cfg.per_conversation() as u64);
-        }
-        (size > 0).then_some(size as i64)
-    }
-
-    /// Takes the conversations `range` turn by turn until each has every turn (a pass over the
-    /// turns, and a second one for the conversations a turn that failed for good held up: then
-    /// they are left incomplete and get no record). Returns
-    /// their turns, or None when the shutdown signal came (what arrived is stored).
-    async fn converse<S: Future<Output = ()>>(
-        &mut self,
-        range: std::ops::Range<i64>,
-        mut shutdown: std::pin::Pin<&mut S>,
-        on_progress: &mut impl FnMut(&Progress),
-    ) -> Result<Option<Vec<Turns>>, GenerateError> {
-        let mut convs = self.stored_turns(&range).await?;
-        self.progress.replayed += convs.iter().flatten().flatten().count() as u64;
-        for _pass in 0..2 {
-            for t in 0..self.cfg.per_conversation() {
-                let items = self.items(&range, &convs, t)?;
-                if items.is_empty() {
-                    continue;
-                }
-                let base = self.progress.clone();
-                let report = run_stage(
-                    self.db,
-                    self.backend,
-                    self.stage.clone(),
-                    items.len() as u64,
-                    items.into_iter().map(Ok),
-                    shutdown.as_mut(),
-                    |s: &StageProgress| on_progress(&with_stage(&base, s)),
-                )
-                .await?;
-                self.progress = with_stage(&base, &report.progress);
-                if report.ending == StageEnding::Interrupted {
-                    return Ok(None);
-                }
-                convs = self.stored_turns(&range).await?;
-            }
-            if convs.iter().all(|c| c.iter().all(Option::is_some)) {
-                break;
-            }
-        }
-        Ok(Some(convs))
-    }
-
-    /// The stored replies of the conversations `range`.
-    async fn stored_turns(
-        &self,
-        range: &std::ops::Range<i64>,
-    ) -> Result<Vec<Turns>, GenerateError> {
-        let per = self.cfg.per_conversation();
-        let (lo, hi) = (range.start * per, range.end * per);
-        let mut convs: Vec<Turns> =
-            vec![vec![None; per as usize]; (range.end - range.start) as usize];
-        for r in self.db.requests_from(self.run_id, lo).await? {
-            if r.idx >= hi {
-                break;
-            }
-            if let Some(text) = first_reply(&r) {
-                let (c, t) = ((r.idx - lo) / per, (r.idx - lo) % per);
-                convs[c as usize][t as usize] = Some(text);
-            }
-        }
-        Ok(convs)
-    }
-
-    /// Turn `t`'s requests: one per conversation of `range` that has every turn before `t` and
-    /// not `t` itself, its prompt rendered from those turns.
-    fn items(
-        &self,
-        range: &std::ops::Range<i64>,
-        convs: &[Turns],
-        t: i64,
-    ) -> Result<Vec<StageItem>, GenerateError> {
-        let per = self.cfg.per_conversation();
-        let mut items = Vec::new();
-        for (c, turns) in range.clone().zip(convs) {
-            let (before, this) = turns.split_at(t as usize);
-            if this[0].is_some() || before.iter().any(Option::is_none) {
-                continue;
-            }
-            // What no database stores (NUL) never reaches a stored prompt; the record keeps the
-            // reply as it came, and is rejected as unstorable.
-            let said: Vec<String> = before
-                .iter()
-                .flatten()
-                .map(|s| clean_turn(&storable_text(s)))
-                .collect();
-            let exchanges = pairs(&said);
-            let rendered = if t % 2 == 0 {
-                self.cfg.prompts.user(&self.cfg.examples(c), &exchanges)
-            } else {
-                let question = said.last().map_or("", String::as_str);
-                self.cfg.prompts.assistant(&exchanges, question)
-            };
-            let prompt = rendered.map_err(|e| GenerateError::Config(e.to_string()))?;
-            items.push(StageItem {
-                idx: c * per + t,
-                prompt,
-            });
-        }
-        Ok(items)
-    }
-
     /// Judges the complete conversations in order (until the target) and stores them in one
     /// transaction.
     async fn accept(&mut self, convs: Vec<Turns>) -> Result<(), GenerateError> {
         let per = self.cfg.per_conversation();
         let mut batch = Batch::default();
+        let progress = &mut self.turned.progress;
         for (c, turns) in (self.next..).zip(convs) {
-            if self.progress.accepted >= self.cfg.target {
+            if progress.accepted >= self.cfg.target {
                 break;
             }
-            let Some(said) = turns.into_iter().collect::<Option<Vec<String>>>() else {
+            let Some(said) = turns.into_iter().collect::<Option<Vec<Reply>>>() else {
                 continue; // a turn failed for good: no record
             };
-            let said: Vec<String> = said.iter().map(|s| clean_turn(s)).collect();
+            let said: Vec<String> = said.iter().map(|s| clean_turn(&s.text)).collect();
             let last = c * per + per - 1;
             let k = key(last, 0);
             let (row, dup_of) = judge_item(
                 &self.cfg.name,
                 &mut self.acceptor,
-                &mut self.progress,
+                progress,
                 None,
                 k,
                 0,
@@ -381,17 +268,14 @@ impl Chat<'_> {
             );
             batch.records.push((k, row, last, dup_of));
         }
-        flush(self.db, self.run_id, &mut batch, &mut self.key_ids).await
+        flush(
+            self.turned.db,
+            self.turned.run_id,
+            &mut batch,
+            &mut self.key_ids,
+        )
+        .await
     }
-}
-
-/// The first reply text of a stored request, when it has one.
-fn first_reply(r: &StoredRequest) -> Option<String> {
-    if r.status != RequestStatus::Done {
-        return None;
-    }
-    let texts: Vec<String> = serde_json::from_str(r.response.as_deref()?).ok()?;
-    texts.into_iter().next()
 }
 
 /// Alternating turns (user, assistant, user, …) as exchanges; a trailing user turn is left out.
@@ -414,21 +298,6 @@ fn conversation(said: &[String]) -> Record {
         history,
         ..Record::default()
     }
-}
-
-/// The run's counters before a stage, plus what the stage did so far.
-fn with_stage(base: &Progress, s: &StageProgress) -> Progress {
-    let mut p = base.clone();
-    p.requests_ok += s.answered_now;
-    p.requests_failed += s.failed_now;
-    p.retries += s.retries;
-    p.sent_now += s.sent_now;
-    p.prompt_tokens = p.prompt_tokens.saturating_add(s.prompt_tokens);
-    p.completion_tokens = p.completion_tokens.saturating_add(s.completion_tokens);
-    for (k, n) in &s.errors {
-        *p.errors.entry(k.clone()).or_default() += n;
-    }
-    p
 }
 
 #[cfg(test)]

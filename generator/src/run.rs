@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use xxhash_rust::xxh3::xxh3_128;
 
-use crate::accept::{Acceptor, Key, SEED, key, storable, storable_text};
+use crate::accept::{Acceptor, Judged, Key, SEED, key, storable, storable_text};
 use crate::backend::Backend;
 use crate::completion::{BackendError, Choice, Completion, CompletionRequest};
 use crate::limiter::RateLimiter;
@@ -450,7 +450,16 @@ pub(crate) fn dispatch(
         .map_err(|e| GenerateError::Config(e.to_string()))?;
     let (tx, backend, limiter, cfg) = (tx.clone(), backend.clone(), limiter.clone(), cfg.clone());
     tasks.spawn(async move {
-        let f = send(&backend, &limiter, &cfg.request, &cfg.retry, idx, prompt).await;
+        let f = send(
+            &backend,
+            &limiter,
+            &cfg.request,
+            &cfg.retry,
+            idx,
+            prompt,
+            None,
+        )
+        .await;
         let _ = tx.send(f).await;
     });
     Ok(())
@@ -464,11 +473,21 @@ pub(crate) async fn send(
     policy: &RetryPolicy,
     idx: i64,
     prompt: String,
+    seed: Option<u64>,
 ) -> Finished {
     let created_at = now_ms();
+    let seeded = seed.map(|s| format!("\u{1f}seed {s}")).unwrap_or_default();
     let payload_hash = format!(
         "{:032x}",
-        xxh3_128(format!("{}\u{1f}{}\u{1f}{:?}", backend.model(), prompt, params).as_bytes())
+        xxh3_128(
+            format!(
+                "{}\u{1f}{}\u{1f}{:?}{seeded}",
+                backend.model(),
+                prompt,
+                params
+            )
+            .as_bytes()
+        )
     );
     let mut request = CompletionRequest {
         prompt,
@@ -477,6 +496,7 @@ pub(crate) async fn send(
         top_p: params.top_p,
         stop: params.stop.clone(),
         n: params.n,
+        seed,
     };
     let mut jitter = Jitter::new(idx as u64 ^ created_at as u64);
     let mut attempts = 0;
@@ -643,6 +663,23 @@ pub(crate) fn judge_item(
     if j.reason == Some(Reason::Unstorable) {
         record = storable(record);
     }
+    let dup_of = j.dup_of;
+    (
+        record_row(name, progress, generated, j, this, record),
+        dup_of,
+    )
+}
+
+/// The row of a judged task (`this` of its reply) of run `name`, counted into `progress` (and,
+/// accepted, into `generated` when given).
+pub(crate) fn record_row(
+    name: &str,
+    progress: &mut Progress,
+    generated: Option<&mut Vec<Record>>,
+    j: Judged,
+    this: usize,
+    record: Record,
+) -> NewRecord {
     let status = if j.accepted {
         Status::Accepted
     } else {
@@ -656,7 +693,7 @@ pub(crate) fn judge_item(
     } else if let Some(r) = j.reason {
         *progress.rejected.entry(r.to_string()).or_default() += 1;
     }
-    let row = NewRecord {
+    NewRecord {
         id: None,
         record,
         lang: j.lang,
@@ -672,8 +709,7 @@ pub(crate) fn judge_item(
         score: j.score,
         norm_hash: j.norm_hash,
         created_at: now_ms(),
-    };
-    (row, j.dup_of)
+    }
 }
 
 /// Adds a reply's reported usage to the run's token counters (saturating: no report overflows

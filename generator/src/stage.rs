@@ -12,7 +12,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use instill_core::{RunKind, RunStatus, now_ms};
+use instill_core::{RunKind, RunStatus, SplitMix, now_ms};
 use instill_storage::{Db, NewRequest};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -127,6 +127,25 @@ pub async fn run_stage<I>(
     total: u64,
     items: I,
     shutdown: impl Future<Output = ()>,
+    on_progress: impl FnMut(&StageProgress),
+) -> Result<StageReport, GenerateError>
+where
+    I: IntoIterator<Item = Result<StageItem, String>>,
+{
+    let stage = (cfg, None);
+    run_stage_seeded(db, backend, stage, total, items, shutdown, on_progress).await
+}
+
+/// [`run_stage`], each request sent with its own sampling seed when `seed` is given: drawn by
+/// the `(seed, idx)` generator, so that the same prompt sent for different items is sampled
+/// differently, and the same item alike on every run (magpie's instruction step).
+pub(crate) async fn run_stage_seeded<I>(
+    db: &Db,
+    backend: &Backend,
+    (cfg, seed): (StageConfig, Option<u64>),
+    total: u64,
+    items: I,
+    shutdown: impl Future<Output = ()>,
     mut on_progress: impl FnMut(&StageProgress),
 ) -> Result<StageReport, GenerateError>
 where
@@ -135,6 +154,7 @@ where
     let run_id = open_stage(db, &cfg, backend.model()).await?;
     let answered: HashSet<i64> = db.answered(run_id).await?.into_iter().collect();
     let mut stage = Stage::new(db, run_id, backend, cfg);
+    stage.seed = seed;
     let skipped = Cell::new(0u64);
     let mut todo = items.into_iter().filter(|item| match item {
         Ok(i) if answered.contains(&i.idx) => {
@@ -209,6 +229,8 @@ struct Stage<'a> {
     progress: StageProgress,
     fatal: Option<BackendError>,
     ticker: Ticker,
+    /// The run's seed, when each request gets one of its own.
+    seed: Option<u64>,
 }
 
 impl<'a> Stage<'a> {
@@ -229,6 +251,7 @@ impl<'a> Stage<'a> {
             progress: StageProgress::default(),
             fatal: None,
             ticker: Ticker::new(FLUSH_EVERY),
+            seed: None,
         }
     }
 
@@ -283,6 +306,9 @@ impl<'a> Stage<'a> {
             self.limiter.clone(),
             self.cfg.clone(),
         );
+        let seed = self
+            .seed
+            .map(|s| SplitMix::for_request(s, item.idx as u64).next_u64());
         self.tasks.spawn(async move {
             let f = send(
                 &backend,
@@ -291,6 +317,7 @@ impl<'a> Stage<'a> {
                 &cfg.retry,
                 item.idx,
                 item.prompt,
+                seed,
             )
             .await;
             let _ = tx.send(f).await;

@@ -10,6 +10,7 @@ pub mod filter;
 pub mod flags;
 pub mod generate;
 pub mod import;
+pub mod magpie;
 pub mod report;
 pub mod scope;
 pub mod score;

@@ -1,0 +1,301 @@
+//! Magpie (`generate --mode magpie`): no seeds. The model is given only the text before a
+//! user's turn of its own chat template ([`MagpieTemplate`]'s pre-query text) and continues it:
+//! what it writes is a user's instruction. The instruction is then answered in the normal chat
+//! rendering (the same system prompt). Both steps are raw continuations of text this module
+//! renders, so the backend is a completion one (a local model, or a server's `/completions`).
+//!
+//! Item `k` is requests `2k` (instruction) and `2k + 1` (answer) of the run, on the turn engine
+//! of `turns.rs`, so a run killed anywhere resumes from the stored replies. Every request is
+//! sent with its own sampling seed drawn by `(--seed, idx)`: the instruction prompts are all the
+//! same text, and without it a seeded sampler would write the same instruction every time. An
+//! instruction cut off at the token limit is rejected as `cut_off`, an empty one as
+//! `empty_turn`, neither answered; the others are judged like generated tasks (rules, exact
+//! dedup, ROUGE-L) and stored with the system prompt given.
+
+use std::future::Future;
+use std::pin::pin;
+
+use instill_core::{Reason, Record, RunKind, RunStatus, now_ms};
+use instill_dedup::{RougeConfig, Rules};
+use instill_storage::Db;
+use rustc_hash::FxHashMap;
+
+use crate::accept::{Acceptor, Judged, Key, key, storable_text};
+use crate::backend::Backend;
+use crate::magpie_template::MagpieTemplate;
+use crate::retry::RetryPolicy;
+use crate::run::{
+    Batch, Ending, GenerateError, Progress, RequestParams, RunReport, flush, judge_item,
+    record_row, restore_with,
+};
+use crate::stage::{StageConfig, open_stage};
+use crate::turns::{Reply, Script, Turned, Turns, batch_size, driver_lock};
+
+/// Everything a magpie run is told.
+#[derive(Debug, Clone)]
+pub struct MagpieConfig {
+    /// The run's unique name (resuming = running the same name again).
+    pub name: String,
+    /// Stop when this many records are accepted.
+    pub target: u64,
+    /// The prompts, derived from the model's chat template.
+    pub template: MagpieTemplate,
+    /// The run's random seed: request i is always sampled with the same seed.
+    pub seed: u64,
+    /// Requests in flight at most.
+    pub concurrency: usize,
+    /// Stop once this many requests are stored in all, before the target.
+    pub max_requests: Option<u64>,
+    /// Sampling settings sent with each request (`n` must be 1); the template's stop markers
+    /// are added to its stop strings.
+    pub request: RequestParams,
+    /// How failed requests are retried.
+    pub retry: RetryPolicy,
+    /// Requests per minute at most.
+    pub rpm: Option<u32>,
+    /// Tokens per minute at most.
+    pub tpm: Option<u64>,
+    /// The quality rules.
+    pub rules: Rules,
+    /// The ROUGE-L rule.
+    pub rouge: RougeConfig,
+    /// This process's name in the requests table.
+    pub worker: String,
+}
+
+/// Requests per item: the instruction, then its answer.
+const PER_ITEM: i64 = 2;
+
+impl MagpieConfig {
+    /// The stage both steps run on: its settings (the derived pre-query text and stop markers,
+    /// the system prompt, the seed, the judging rules) with the model and the request
+    /// parameters are the run's fingerprint and its provenance.
+    fn stage(&self) -> StageConfig {
+        let t = &self.template;
+        let mut request = self.request.clone();
+        for stop in &t.stops {
+            if !request.stop.contains(stop) {
+                request.stop.push(stop.clone());
+            }
+        }
+        StageConfig {
+            name: self.name.clone(),
+            kind: RunKind::Generate,
+            settings: serde_json::json!({
+                "mode": "magpie",
+                "pre_query": t.pre_query,
+                "system": t.system,
+                "template_hash": format!("{:032x}", xxhash_rust::xxh3::xxh3_128(t.template.source.as_bytes())),
+                "seed": self.seed,
+                "rouge_threshold": self.rouge.threshold,
+                "tokenizer": self.rouge.tokenizer.name(),
+                "rules": format!("{:032x}", xxhash_rust::xxh3::xxh3_128(self.rules.to_toml().as_bytes())),
+            }),
+            request,
+            retry: self.retry,
+            concurrency: self.concurrency,
+            rpm: self.rpm,
+            tpm: self.tpm,
+            worker: self.worker.clone(),
+        }
+    }
+}
+
+/// Runs (or resumes) a magpie run until the target, `max_requests`, or `shutdown`.
+pub async fn run_magpie(
+    db: &Db,
+    backend: &Backend,
+    cfg: MagpieConfig,
+    shutdown: impl Future<Output = ()>,
+    mut on_progress: impl FnMut(&Progress),
+) -> Result<RunReport, GenerateError> {
+    if cfg.request.n != 1 {
+        return Err(GenerateError::Config(format!(
+            "an instruction is answered from one reply: n must be 1, not {}",
+            cfg.request.n
+        )));
+    }
+    let stage = cfg.stage();
+    let run_id = open_stage(db, &stage, backend.model()).await?;
+    let _driver = driver_lock(db, run_id, &cfg.name).await?;
+    let acceptor = Acceptor::new(cfg.rules.clone(), cfg.rouge, &[]);
+    let restored = restore_with(db, run_id, cfg.target, acceptor, false).await?;
+    let mut run = Magpie {
+        turned: Turned {
+            db,
+            backend,
+            run_id,
+            stage: (stage, Some(cfg.seed)),
+            progress: restored.progress,
+        },
+        acceptor: restored.acceptor,
+        key_ids: restored.key_ids,
+        next: db
+            .run_position(run_id)
+            .await?
+            .map_or(0, |(idx, _)| idx / PER_ITEM + 1),
+        cfg,
+    };
+    let mut shutdown = pin!(shutdown);
+    let ending = loop {
+        let (p, c) = (&run.turned.progress, &run.cfg);
+        if p.accepted >= c.target {
+            break Ending::Target;
+        }
+        let Some(size) = batch_size(p, c.target, c.concurrency, c.max_requests, PER_ITEM) else {
+            break Ending::MaxRequests;
+        };
+        let from = run.next;
+        match run
+            .turned
+            .converse(
+                &run.cfg,
+                from..from + size,
+                shutdown.as_mut(),
+                &mut on_progress,
+            )
+            .await?
+        {
+            Some(items) => run.accept(items).await?,
+            None => break Ending::Interrupted,
+        }
+        run.next = from + size;
+        on_progress(&run.turned.progress);
+    };
+    let status = match ending {
+        Ending::Target => RunStatus::Done,
+        _ => RunStatus::Stopped,
+    };
+    db.set_run_status(run_id, status, now_ms()).await?;
+    on_progress(&run.turned.progress);
+    Ok(RunReport {
+        run_id,
+        progress: run.turned.progress,
+        ending,
+    })
+}
+
+/// A magpie run's state while it goes.
+struct Magpie<'a> {
+    turned: Turned<'a>,
+    cfg: MagpieConfig,
+    acceptor: Acceptor,
+    key_ids: FxHashMap<Key, i64>,
+    /// The first item not judged yet.
+    next: i64,
+}
+
+impl Script for MagpieConfig {
+    fn per_item(&self) -> i64 {
+        PER_ITEM
+    }
+
+    /// The pre-query text; then, for an instruction worth answering, the answer's prompt.
+    fn prompt(&self, _item: i64, said: &[Reply]) -> Result<Option<String>, GenerateError> {
+        let Some(reply) = said.first() else {
+            return Ok(Some(self.template.pre_query.clone()));
+        };
+        let Ok(instruction) = instruction(reply) else {
+            return Ok(None);
+        };
+        // What no database stores (NUL) never reaches a stored prompt; the record keeps the
+        // instruction as it came, and is rejected as unstorable.
+        self.template
+            .answer_prompt(&storable_text(&instruction))
+            .map(Some)
+            .map_err(|e| GenerateError::Config(e.to_string()))
+    }
+}
+
+/// The instruction a step-1 reply holds (trimmed), or why it is rejected unanswered.
+fn instruction(reply: &Reply) -> Result<String, Reason> {
+    let text = reply.text.trim();
+    if reply.finish_reason == "length" {
+        Err(Reason::CutOff)
+    } else if text.is_empty() {
+        Err(Reason::EmptyTurn)
+    } else {
+        Ok(text.to_string())
+    }
+}
+
+impl Magpie<'_> {
+    /// Judges the items in order (until the target) and stores them in one transaction: an
+    /// item whose instruction or answer failed for good gets no record.
+    async fn accept(&mut self, items: Vec<Turns>) -> Result<(), GenerateError> {
+        let mut batch = Batch::default();
+        let progress = &mut self.turned.progress;
+        let system = self.cfg.template.system.clone().unwrap_or_default();
+        for (c, turns) in (self.next..).zip(items) {
+            if progress.accepted >= self.cfg.target {
+                break;
+            }
+            let mut turns = turns.into_iter();
+            let (Some(asked), answer) = (turns.next().flatten(), turns.next().flatten()) else {
+                continue; // the instruction failed for good: no record
+            };
+            let mut record = Record {
+                instruction: asked.text.trim().to_string(),
+                system: system.clone(),
+                ..Record::default()
+            };
+            let idx = match (instruction(&asked), answer) {
+                (Err(reason), _) => {
+                    let idx = c * PER_ITEM;
+                    let (j, record) = refused(record, reason);
+                    let row = record_row(&self.cfg.name, progress, None, j, 0, record);
+                    batch.records.push((key(idx, 0), row, idx, None));
+                    continue;
+                }
+                (Ok(_), None) => continue,
+                (Ok(_), Some(answer)) => {
+                    record.output = answer.text.trim().to_string();
+                    c * PER_ITEM + 1
+                }
+            };
+            let k = key(idx, 0);
+            let name = &self.cfg.name;
+            let (row, dup_of) = judge_item(name, &mut self.acceptor, progress, None, k, 0, record);
+            batch.records.push((k, row, idx, dup_of));
+        }
+        flush(
+            self.turned.db,
+            self.turned.run_id,
+            &mut batch,
+            &mut self.key_ids,
+        )
+        .await
+    }
+}
+
+/// The verdict on an instruction rejected unanswered, and the record to store (text no
+/// database stores made storable, as the acceptor does).
+fn refused(record: Record, reason: Reason) -> (Judged, Record) {
+    let record = crate::accept::storable(record);
+    (Judged::refused(&record, reason), record)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(text: &str, finish: &str) -> Reply {
+        Reply {
+            text: text.into(),
+            finish_reason: finish.into(),
+        }
+    }
+
+    #[test]
+    fn an_instruction_cut_off_or_empty_is_rejected_with_its_reason() {
+        assert_eq!(
+            instruction(&reply("  Name three rivers.\n", "stop")),
+            Ok("Name three rivers.".into())
+        );
+        assert_eq!(
+            instruction(&reply("Name three", "length")),
+            Err(Reason::CutOff)
+        );
+        assert_eq!(instruction(&reply(" \n ", "stop")), Err(Reason::EmptyTurn));
+    }
+}
