@@ -12,9 +12,8 @@
 //! the records of an uninterrupted one.
 
 use std::future::Future;
-use std::pin::pin;
 
-use instill_core::{Exchange, Record, RunKind, RunStatus, SplitMix, now_ms};
+use instill_core::{Exchange, Record, RunKind, SplitMix};
 use instill_dedup::{RougeConfig, Rules};
 use instill_prompts::{ChatPrompts, Example, clean_turn};
 use instill_storage::Db;
@@ -24,12 +23,12 @@ use crate::accept::{Acceptor, Key, key, storable_text};
 use crate::backend::Backend;
 use crate::retry::RetryPolicy;
 use crate::run::{
-    Batch, Ending, GenerateError, Progress, RequestParams, RunReport, flush, judge_item,
-    restore_with, seeds_hash, to_example,
+    Batch, GenerateError, Progress, RequestParams, RunReport, flush, judge_item, restore_with,
+    seeds_hash, to_example,
 };
 use crate::sampling::choose;
 use crate::stage::{StageConfig, open_stage};
-use crate::turns::{Reply, Script, Turned, Turns, batch_size, driver_lock};
+use crate::turns::{Judge, Limits, Reply, Script, Turned, Turns, drive, driver_lock};
 
 /// Everything a chat run is told.
 #[derive(Debug, Clone)]
@@ -119,7 +118,7 @@ pub async fn run_chat(
     backend: &Backend,
     cfg: ChatConfig,
     shutdown: impl Future<Output = ()>,
-    mut on_progress: impl FnMut(&Progress),
+    on_progress: impl FnMut(&Progress),
 ) -> Result<RunReport, GenerateError> {
     check(&cfg)?;
     let stage = cfg.stage();
@@ -127,61 +126,24 @@ pub async fn run_chat(
     let _driver = driver_lock(db, run_id, &cfg.name).await?;
     let acceptor = Acceptor::new(cfg.rules.clone(), cfg.rouge, &cfg.seeds);
     let restored = restore_with(db, run_id, cfg.target, acceptor, false).await?;
-    let per = cfg.per_conversation();
-    let mut chat = Chat {
-        turned: Turned {
-            db,
-            backend,
-            run_id,
-            stage: (stage, None),
-            progress: restored.progress,
-        },
+    let turned = Turned {
+        db,
+        backend,
+        run_id,
+        stage: (stage, None),
+        progress: restored.progress,
+    };
+    let mut judge = Chat {
+        cfg: &cfg,
         acceptor: restored.acceptor,
         key_ids: restored.key_ids,
-        next: db
-            .run_position(run_id)
-            .await?
-            .map_or(0, |(idx, _)| idx / per + 1),
-        cfg,
     };
-    let mut shutdown = pin!(shutdown);
-    let ending = loop {
-        let p = &chat.turned.progress;
-        if p.accepted >= chat.cfg.target {
-            break Ending::Target;
-        }
-        let c = &chat.cfg;
-        let Some(size) = batch_size(p, c.target, c.concurrency, c.max_requests, per) else {
-            break Ending::MaxRequests;
-        };
-        let from = chat.next;
-        match chat
-            .turned
-            .converse(
-                &chat.cfg,
-                from..from + size,
-                shutdown.as_mut(),
-                &mut on_progress,
-            )
-            .await?
-        {
-            Some(conversations) => chat.accept(conversations).await?,
-            None => break Ending::Interrupted,
-        }
-        chat.next = from + size;
-        on_progress(&chat.turned.progress);
+    let limits = Limits {
+        target: cfg.target,
+        concurrency: cfg.concurrency,
+        max_requests: cfg.max_requests,
     };
-    let status = match ending {
-        Ending::Target => RunStatus::Done,
-        _ => RunStatus::Stopped,
-    };
-    db.set_run_status(run_id, status, now_ms()).await?;
-    on_progress(&chat.turned.progress);
-    Ok(RunReport {
-        run_id,
-        progress: chat.turned.progress,
-        ending,
-    })
+    drive(turned, &cfg, &mut judge, limits, shutdown, on_progress).await
 }
 
 /// Refuses settings a chat run cannot work with.
@@ -203,14 +165,11 @@ fn check(cfg: &ChatConfig) -> Result<(), GenerateError> {
     Ok(())
 }
 
-/// A chat run's state while it goes.
-struct Chat<'a> {
-    turned: Turned<'a>,
-    cfg: ChatConfig,
+/// How a chat run judges its conversations.
+struct Chat<'c> {
+    cfg: &'c ChatConfig,
     acceptor: Acceptor,
     key_ids: FxHashMap<Key, i64>,
-    /// The first conversation not judged yet.
-    next: i64,
 }
 
 impl Script for ChatConfig {
@@ -228,7 +187,7 @@ impl Script for ChatConfig {
             .map(|s| clean_turn(&storable_text(&s.text)))
             .collect();
         let exchanges = pairs(&said);
-        let rendered = if said.len() % 2 == 0 {
+        let rendered = if said.len().is_multiple_of(2) {
             self.prompts.user(&self.examples(c), &exchanges)
         } else {
             let question = said.last().map_or("", String::as_str);
@@ -240,14 +199,19 @@ impl Script for ChatConfig {
     }
 }
 
-impl Chat<'_> {
+impl Judge for Chat<'_> {
     /// Judges the complete conversations in order (until the target) and stores them in one
     /// transaction.
-    async fn accept(&mut self, convs: Vec<Turns>) -> Result<(), GenerateError> {
+    async fn accept(
+        &mut self,
+        turned: &mut Turned<'_>,
+        first: i64,
+        convs: Vec<Turns>,
+    ) -> Result<(), GenerateError> {
         let per = self.cfg.per_conversation();
         let mut batch = Batch::default();
-        let progress = &mut self.turned.progress;
-        for (c, turns) in (self.next..).zip(convs) {
+        let progress = &mut turned.progress;
+        for (c, turns) in (first..).zip(convs) {
             if progress.accepted >= self.cfg.target {
                 break;
             }
@@ -268,13 +232,7 @@ impl Chat<'_> {
             );
             batch.records.push((k, row, last, dup_of));
         }
-        flush(
-            self.turned.db,
-            self.turned.run_id,
-            &mut batch,
-            &mut self.key_ids,
-        )
-        .await
+        flush(turned.db, turned.run_id, &mut batch, &mut self.key_ids).await
     }
 }
 

@@ -13,9 +13,8 @@
 //! dedup, ROUGE-L) and stored with the system prompt given.
 
 use std::future::Future;
-use std::pin::pin;
 
-use instill_core::{Reason, Record, RunKind, RunStatus, now_ms};
+use instill_core::{Reason, Record, RunKind};
 use instill_dedup::{RougeConfig, Rules};
 use instill_storage::Db;
 use rustc_hash::FxHashMap;
@@ -25,11 +24,11 @@ use crate::backend::Backend;
 use crate::magpie_template::MagpieTemplate;
 use crate::retry::RetryPolicy;
 use crate::run::{
-    Batch, Ending, GenerateError, Progress, RequestParams, RunReport, flush, judge_item,
-    record_row, restore_with,
+    Batch, GenerateError, Progress, RequestParams, RunReport, flush, judge_item, record_row,
+    restore_with,
 };
 use crate::stage::{StageConfig, open_stage};
-use crate::turns::{Reply, Script, Turned, Turns, batch_size, driver_lock};
+use crate::turns::{Judge, Limits, Reply, Script, Turned, Turns, drive, driver_lock};
 
 /// Everything a magpie run is told.
 #[derive(Debug, Clone)]
@@ -107,7 +106,7 @@ pub async fn run_magpie(
     backend: &Backend,
     cfg: MagpieConfig,
     shutdown: impl Future<Output = ()>,
-    mut on_progress: impl FnMut(&Progress),
+    on_progress: impl FnMut(&Progress),
 ) -> Result<RunReport, GenerateError> {
     if cfg.request.n != 1 {
         return Err(GenerateError::Config(format!(
@@ -120,69 +119,31 @@ pub async fn run_magpie(
     let _driver = driver_lock(db, run_id, &cfg.name).await?;
     let acceptor = Acceptor::new(cfg.rules.clone(), cfg.rouge, &[]);
     let restored = restore_with(db, run_id, cfg.target, acceptor, false).await?;
-    let mut run = Magpie {
-        turned: Turned {
-            db,
-            backend,
-            run_id,
-            stage: (stage, Some(cfg.seed)),
-            progress: restored.progress,
-        },
+    let turned = Turned {
+        db,
+        backend,
+        run_id,
+        stage: (stage, Some(cfg.seed)),
+        progress: restored.progress,
+    };
+    let mut judge = Magpie {
+        cfg: &cfg,
         acceptor: restored.acceptor,
         key_ids: restored.key_ids,
-        next: db
-            .run_position(run_id)
-            .await?
-            .map_or(0, |(idx, _)| idx / PER_ITEM + 1),
-        cfg,
     };
-    let mut shutdown = pin!(shutdown);
-    let ending = loop {
-        let (p, c) = (&run.turned.progress, &run.cfg);
-        if p.accepted >= c.target {
-            break Ending::Target;
-        }
-        let Some(size) = batch_size(p, c.target, c.concurrency, c.max_requests, PER_ITEM) else {
-            break Ending::MaxRequests;
-        };
-        let from = run.next;
-        match run
-            .turned
-            .converse(
-                &run.cfg,
-                from..from + size,
-                shutdown.as_mut(),
-                &mut on_progress,
-            )
-            .await?
-        {
-            Some(items) => run.accept(items).await?,
-            None => break Ending::Interrupted,
-        }
-        run.next = from + size;
-        on_progress(&run.turned.progress);
+    let limits = Limits {
+        target: cfg.target,
+        concurrency: cfg.concurrency,
+        max_requests: cfg.max_requests,
     };
-    let status = match ending {
-        Ending::Target => RunStatus::Done,
-        _ => RunStatus::Stopped,
-    };
-    db.set_run_status(run_id, status, now_ms()).await?;
-    on_progress(&run.turned.progress);
-    Ok(RunReport {
-        run_id,
-        progress: run.turned.progress,
-        ending,
-    })
+    drive(turned, &cfg, &mut judge, limits, shutdown, on_progress).await
 }
 
-/// A magpie run's state while it goes.
-struct Magpie<'a> {
-    turned: Turned<'a>,
-    cfg: MagpieConfig,
+/// How a magpie run judges its items.
+struct Magpie<'c> {
+    cfg: &'c MagpieConfig,
     acceptor: Acceptor,
     key_ids: FxHashMap<Key, i64>,
-    /// The first item not judged yet.
-    next: i64,
 }
 
 impl Script for MagpieConfig {
@@ -219,14 +180,19 @@ fn instruction(reply: &Reply) -> Result<String, Reason> {
     }
 }
 
-impl Magpie<'_> {
+impl Judge for Magpie<'_> {
     /// Judges the items in order (until the target) and stores them in one transaction: an
     /// item whose instruction or answer failed for good gets no record.
-    async fn accept(&mut self, items: Vec<Turns>) -> Result<(), GenerateError> {
+    async fn accept(
+        &mut self,
+        turned: &mut Turned<'_>,
+        first: i64,
+        items: Vec<Turns>,
+    ) -> Result<(), GenerateError> {
         let mut batch = Batch::default();
-        let progress = &mut self.turned.progress;
+        let progress = &mut turned.progress;
         let system = self.cfg.template.system.clone().unwrap_or_default();
-        for (c, turns) in (self.next..).zip(items) {
+        for (c, turns) in (first..).zip(items) {
             if progress.accepted >= self.cfg.target {
                 break;
             }
@@ -258,13 +224,7 @@ impl Magpie<'_> {
             let (row, dup_of) = judge_item(name, &mut self.acceptor, progress, None, k, 0, record);
             batch.records.push((k, row, idx, dup_of));
         }
-        flush(
-            self.turned.db,
-            self.turned.run_id,
-            &mut batch,
-            &mut self.key_ids,
-        )
-        .await
+        flush(turned.db, turned.run_id, &mut batch, &mut self.key_ids).await
     }
 }
 

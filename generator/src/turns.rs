@@ -11,11 +11,11 @@ use std::ops::Range;
 use std::pin::Pin;
 use std::time::Duration;
 
-use instill_core::RequestStatus;
+use instill_core::{RequestStatus, RunStatus, now_ms};
 use instill_storage::{Db, StoredRequest};
 
 use crate::backend::Backend;
-use crate::run::{GenerateError, Progress};
+use crate::run::{Ending, GenerateError, Progress, RunReport};
 use crate::stage::{StageConfig, StageEnding, StageItem, StageProgress, run_stage_seeded};
 
 /// One stored reply of an item's turn.
@@ -38,6 +38,79 @@ pub(crate) trait Script {
     /// The prompt of item `c`'s turn `said.len()`, given the replies of its turns before it;
     /// `None` when the item takes no more turns (what it said so far already decides it).
     fn prompt(&self, c: i64, said: &[Reply]) -> Result<Option<String>, GenerateError>;
+}
+
+/// How a turn-by-turn run judges its items once they have their turns.
+pub(crate) trait Judge {
+    /// Judges the items from `first` on (their turns, in order) until the target, and stores
+    /// their records in one transaction.
+    fn accept(
+        &mut self,
+        turned: &mut Turned<'_>,
+        first: i64,
+        items: Vec<Turns>,
+    ) -> impl Future<Output = Result<(), GenerateError>>;
+}
+
+/// When a turn-by-turn run stops sending.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// Records to accept.
+    pub(crate) target: u64,
+    /// Requests in flight at most.
+    pub(crate) concurrency: usize,
+    /// Requests stored in all at most; an item is begun only when all its requests fit.
+    pub(crate) max_requests: Option<u64>,
+}
+
+/// Runs (or resumes, after the last judged item) a turn-by-turn run in batches of items until
+/// the target, the request budget or `shutdown`, then sets the run's status.
+pub(crate) async fn drive(
+    mut turned: Turned<'_>,
+    script: &impl Script,
+    judge: &mut impl Judge,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+    mut on_progress: impl FnMut(&Progress),
+) -> Result<RunReport, GenerateError> {
+    let per = script.per_item();
+    let (db, run_id) = (turned.db, turned.run_id);
+    let mut next = db
+        .run_position(run_id)
+        .await?
+        .map_or(0, |(idx, _)| idx / per + 1);
+    let mut shutdown = std::pin::pin!(shutdown);
+    let ending = loop {
+        let p = &turned.progress;
+        if p.accepted >= limits.target {
+            break Ending::Target;
+        }
+        let l = limits;
+        let Some(size) = batch_size(p, l.target, l.concurrency, l.max_requests, per) else {
+            break Ending::MaxRequests;
+        };
+        let range = next..next + size;
+        match turned
+            .converse(script, range, shutdown.as_mut(), &mut on_progress)
+            .await?
+        {
+            Some(items) => judge.accept(&mut turned, next, items).await?,
+            None => break Ending::Interrupted,
+        }
+        next += size;
+        on_progress(&turned.progress);
+    };
+    let status = match ending {
+        Ending::Target => RunStatus::Done,
+        _ => RunStatus::Stopped,
+    };
+    db.set_run_status(run_id, status, now_ms()).await?;
+    on_progress(&turned.progress);
+    Ok(RunReport {
+        run_id,
+        progress: turned.progress,
+        ending,
+    })
 }
 
 /// The stage a turn-by-turn run sends on, and its counters.
@@ -149,7 +222,7 @@ fn turn_items(
 
 /// How many items the next batch holds: enough for the target at a fair accept rate, and all
 /// of whose requests fit in the request budget (None: none fit).
-pub(crate) fn batch_size(
+fn batch_size(
     p: &Progress,
     target: u64,
     concurrency: usize,
