@@ -287,9 +287,16 @@ fn file_name(path: &str) -> String {
         .map_or_else(|| path.to_string(), |n| n.to_string_lossy().into_owned())
 }
 
-/// The settings of a generation run that a reader needs, from its stored fingerprint.
-const RUN_FIELDS: [(&str, &str); 10] = [
+/// The settings of a generation run that a reader needs, from its stored fingerprint (a run on
+/// the stage engine — chat, magpie — keeps its own under `settings`).
+const RUN_FIELDS: [(&str, &str); 13] = [
+    ("mode", "mode"),
     ("model", "model"),
+    ("system", "system prompt"),
+    (
+        "pre_query",
+        "pre-query text (the prompt magpie's instructions continue)",
+    ),
     ("template", "prompt template"),
     ("seeds", "seed tasks"),
     ("seeds_per_prompt", "seed examples per prompt"),
@@ -316,7 +323,11 @@ fn runs_section(p: &Provenance, out: &mut String) {
             utc(run.started_at)
         );
         for (key, label) in RUN_FIELDS {
-            match &config[key] {
+            let value = match &config[key] {
+                Value::Null => &config["settings"][key],
+                v => v,
+            };
+            match value {
                 Value::Null => {}
                 Value::String(s) => {
                     let _ = writeln!(out, "- {label}: `{}`", cell(s));

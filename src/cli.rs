@@ -364,7 +364,8 @@ pub struct ReportArgs {
 
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
-    /// Stop when this many tasks (--mode chat: conversations) are accepted in the run.
+    /// Stop when this many tasks (--mode chat: conversations; magpie: instruction-answer
+    /// pairs) are accepted in the run.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub target: u64,
 
@@ -376,9 +377,23 @@ pub struct GenerateArgs {
     /// The quality rules judge a conversation's opening exchange and ROUGE-L dedup its first
     /// user turn; the turns of a conversation are sent one after another, conversations
     /// concurrently, and a run killed mid-conversation resumes from the stored turns. On
-    /// Postgres a chat run takes one process.
+    /// Postgres a chat run takes one process. `magpie`: no seeds: the model continues the text
+    /// its chat template writes before a user's turn (derived from the template, with --system),
+    /// writing an instruction, then answers it; needs raw continuation (--backend candle, or
+    /// --api completion); one process per run on Postgres.
     #[arg(long, value_enum, default_value = "instruct")]
     pub mode: ModeArg,
+
+    /// --mode magpie: the system prompt before the user's turn (it steers the language and the
+    /// domain of the instructions; it replaces a template's default one), stored with each
+    /// record [default: none: the template's own default, if it has one].
+    #[arg(long)]
+    pub system: Option<String>,
+
+    /// --mode magpie: where the chat template comes from: a Hugging Face id, a model directory,
+    /// a tokenizer_config.json or a .gguf file [default: --model, when it is one of these].
+    #[arg(long, value_name = "ID|DIR|FILE")]
+    pub chat_template_from: Option<String>,
 
     /// --mode chat: exchanges (a user turn and its answer) per conversation, 2 × K requests
     /// [default: 3].
@@ -942,6 +957,8 @@ pub enum ModeArg {
     Instruct,
     /// Multi-turn self-chat: conversations of --turns exchanges.
     Chat,
+    /// Magpie: the model writes the user's turn from its chat template's opening, then answers.
+    Magpie,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

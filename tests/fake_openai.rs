@@ -73,6 +73,11 @@ pub struct FakeConfig {
     pub answer: Option<fn(&str) -> String>,
     /// How replies carry a reasoning model's thinking.
     pub reasoning: FakeReasoning,
+    /// Reply as a chat model continuing raw ChatML text ([`magpie_reply`]): a user's
+    /// instruction after a user turn's opening, an answer after the assistant's.
+    pub magpie: bool,
+    /// Serve no `/completions` (a chat-only API): 404 there.
+    pub chat_only: bool,
 }
 
 /// The shapes in which servers send reasoning.
@@ -126,6 +131,8 @@ impl Default for FakeConfig {
             echo_auth: false,
             answer: None,
             reasoning: FakeReasoning::None,
+            magpie: false,
+            chat_only: false,
         }
     }
 }
@@ -245,8 +252,20 @@ async fn answer(s: Arc<Shared>, headers: HeaderMap, body: Bytes, completion: boo
             .unwrap_or("")
             .to_string()
     };
-    let h = prompt_hash(&prompt);
+    // A request's own seed (magpie's identical prompts) varies its reply.
+    let h = match v["seed"].as_u64() {
+        Some(seed) => xxh3_64_with_seed(prompt.as_bytes(), seed),
+        None => prompt_hash(&prompt),
+    };
     let cfg = &s.config;
+    if completion && cfg.chat_only {
+        return (
+            StatusCode::NOT_FOUND,
+            [("content-type", "application/json")],
+            r#"{"error": {"message": "Not Found", "type": "invalid_request_error"}}"#,
+        )
+            .into_response();
+    }
     let f = cfg.faults;
     // One lock for the attempt count, the arrival number and the log: arrivals are exact.
     let (outcome, arrival) = {
@@ -343,14 +362,19 @@ async fn answer(s: Arc<Shared>, headers: HeaderMap, body: Bytes, completion: boo
     } else {
         examples + 1
     };
-    let mut text = if outcome == "refused" {
+    let mut magpie_finish = "stop";
+    let mut text = if cfg.magpie {
+        let (text, finish) = magpie_reply(h, &prompt);
+        magpie_finish = finish;
+        text
+    } else if outcome == "refused" {
         "I'm sorry, but I can't help with that request.".to_string()
     } else if let Some(answer) = cfg.answer {
         answer(&prompt)
     } else {
         reply_text(cfg, h, first)
     };
-    if completion && cfg.answer.is_none() {
+    if completion && cfg.answer.is_none() && !cfg.magpie {
         // The prompt ended with "N. Instruction:"; the reply continues it.
         let label = if cfg.lang == "zh" {
             format!("{first}. 指令:")
@@ -371,7 +395,7 @@ async fn answer(s: Arc<Shared>, headers: HeaderMap, body: Bytes, completion: boo
         text.truncate(cut);
         "length"
     } else {
-        "stop"
+        magpie_finish
     };
     let prompt_tokens = prompt.len() as u64 / 4;
     let completion_tokens = text.len() as u64 / 4;
@@ -435,6 +459,39 @@ fn reply_choice(
         FakeReasoning::None | FakeReasoning::Think | FakeReasoning::InTasks => {}
     }
     serde_json::json!({"index": 0, "message": message, "finish_reason": finish})
+}
+
+/// A chat model continuing raw ChatML text, as `--mode magpie` sends it. After a user turn's
+/// opening: an instruction drawn from `h` (the prompt and the request's seed); one in ten from a
+/// small common pool (exact duplicates), one in twelve cut off at the token limit (`length`),
+/// one in fifteen empty. After the assistant's opening: an answer drawn from the instruction.
+pub fn magpie_reply(h: u64, prompt: &str) -> (String, &'static str) {
+    if let Some(before) = prompt.strip_suffix("<|im_start|>assistant\n") {
+        let instruction = before
+            .rsplit("<|im_start|>user\n")
+            .next()
+            .unwrap_or("")
+            .trim_end_matches('\n')
+            .trim_end_matches("<|im_end|>");
+        let words = topic_words(xxh3_64(instruction.as_bytes()), 14, false).join(" ");
+        return (format!("Here is the answer: {words}."), "stop");
+    }
+    if (h >> 7).is_multiple_of(15) {
+        return (String::new(), "stop");
+    }
+    let topic = if (h >> 13).is_multiple_of(10) {
+        h % 5
+    } else {
+        h
+    };
+    let mut words = topic_words(topic, 9, false).join(" ");
+    if let Some(c) = words.get_mut(0..1) {
+        c.make_ascii_uppercase();
+    }
+    if (h >> 23).is_multiple_of(12) {
+        return (words, "length");
+    }
+    (format!("{words}?"), "stop")
 }
 
 fn unit(h: u64) -> f64 {

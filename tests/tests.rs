@@ -17,6 +17,7 @@ mod generate;
 mod hub;
 mod import_export;
 mod local;
+mod magpie;
 mod model_files;
 #[cfg(feature = "parquet")]
 mod parquet;

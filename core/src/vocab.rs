@@ -140,6 +140,8 @@ vocabulary! {
         EvolEmpty => "evol_empty",
         /// `instill evolve`: the judge's reply said neither equal nor not equal.
         EvolUnjudged => "evol_unjudged",
+        /// A generated instruction (magpie's user turn) was cut off at the token limit.
+        CutOff => "cut_off",
     }
 }
 
@@ -345,6 +347,7 @@ mod tests {
                 "evol_copied_prompt",
                 "evol_empty",
                 "evol_unjudged",
+                "cut_off",
             ]
         );
         let statuses = |all: &[&str]| all.join(",");

@@ -37,6 +37,21 @@ pub struct Judged {
     pub lang: Lang,
 }
 
+impl Judged {
+    /// The verdict on `record` rejected for `reason` before the rules and dedup saw it (a
+    /// generated instruction cut off, an empty one): it does not join the pool.
+    pub fn refused(record: &Record, reason: Reason) -> Judged {
+        Judged {
+            accepted: false,
+            reason: Some(reason),
+            dup_of: None,
+            score: None,
+            norm_hash: norm_hash(record),
+            lang: record_lang(record),
+        }
+    }
+}
+
 /// The accept/reject state of a run: rules, the exact-hash set and the ROUGE-L pool.
 #[derive(Debug)]
 pub struct Acceptor {

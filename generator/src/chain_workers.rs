@@ -1,6 +1,6 @@
-//! One worker of a chained run shared by many processes (Postgres): a run whose units each take
-//! several requests in order (a self-chat's turns), each prompt rendered from the unit's earlier
-//! replies. As for generation's workers (`workers.rs`), requests are claimed under a lease (a
+//! One worker of a chained run shared by many processes (Postgres): a [`Script`]'s run, whose
+//! items (units) each take several requests in order (a self-chat's turns, magpie's instruction
+//! and answer), each prompt rendered from the unit's earlier replies. As for generation's workers (`workers.rs`), requests are claimed under a lease (a
 //! step only once the step before it has its reply: [`Claim::chain`]), sent, and stored as they
 //! arrive; whichever worker holds the run's acceptor lock judges complete units in unit order
 //! from the frontier, with the same acceptor and the same writes as one process, proving the
@@ -11,51 +11,26 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
-use instill_core::{Record, RunStatus, now_ms};
+use instill_core::{RunStatus, now_ms};
 use instill_storage::{AcceptorLock, Claim, Db};
 use rustc_hash::FxHashMap;
 
-use crate::accept::{Acceptor, Key, key};
+use crate::accept::{Acceptor, Key};
 use crate::backend::Backend;
-use crate::driven::{first_choice, with_stage};
-use crate::run::{Batch, Ending, GenerateError, Progress, RunReport, judge_item, restore_with};
+use crate::driven::{Reply, first_reply, with_stage};
+use crate::run::{Batch, Ending, GenerateError, Progress, RunReport, restore_with};
 use crate::stage::{Stage, StageConfig, StageItem, Woke, open_stage};
+use crate::turns::{Limits, Script, complete, judge_complete_item};
 use crate::workers::write_fenced;
-
-/// What a chained run's units are: how many requests each takes, how a step's prompt follows
-/// from the replies before it, and what a complete unit stores.
-pub(crate) trait Chain {
-    /// The run's name (records' source).
-    fn name(&self) -> &str;
-    /// Requests per unit (at least 1).
-    fn steps(&self) -> i64;
-    /// The prompt of step `step` of unit `unit`, given the replies to its earlier steps.
-    fn prompt(&self, unit: i64, step: i64, earlier: &[String]) -> Result<String, GenerateError>;
-    /// The record a complete unit comes to, before it is judged.
-    fn record(&self, replies: &[String]) -> Record;
-    /// An acceptor with the run's rules and nothing accepted yet.
-    fn acceptor(&self) -> Acceptor;
-}
-
-/// How a worker runs: besides the stage's own settings.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Shared {
-    /// Stop when this many units are accepted in the run.
-    pub(crate) target: u64,
-    /// Requests this process sends at most.
-    pub(crate) max_requests: Option<u64>,
-    /// How long a claim lives without a heartbeat.
-    pub(crate) lease: Duration,
-}
 
 /// Runs this process as one worker of the chained run until its target (reached by any
 /// worker's replies), `max_requests`, or `shutdown`.
-pub(crate) async fn run_chain_worker<C: Chain>(
+pub(crate) async fn run_chain_worker<C: Script>(
     db: &Db,
     backend: &Backend,
     chain: &C,
     stage: StageConfig,
-    shared: Shared,
+    shared: Limits,
     shutdown: impl Future<Output = ()>,
     mut on_progress: impl FnMut(&Progress),
 ) -> Result<RunReport, GenerateError> {
@@ -116,7 +91,7 @@ struct Judging {
 struct Worker<'a, C> {
     db: &'a Db,
     chain: &'a C,
-    shared: Shared,
+    shared: Limits,
     sender: Stage<'a>,
     me: String,
     /// Units ahead of the frontier a worker claims in.
@@ -135,7 +110,7 @@ struct Worker<'a, C> {
 /// Bookkeeping (the lock, acceptance, leases, progress) at most this often.
 const TICK: Duration = Duration::from_millis(100);
 
-impl<C: Chain> Worker<'_, C> {
+impl<C: Script> Worker<'_, C> {
     async fn drive<S: Future<Output = ()>>(
         &mut self,
         shutdown: &mut Pin<&mut S>,
@@ -203,7 +178,7 @@ impl<C: Chain> Worker<'_, C> {
             }
             None => {
                 let (status, f) = db.run_frontier(run_id).await?;
-                self.frontier = f / self.chain.steps();
+                self.frontier = f / self.chain.per_item();
                 self.accepted = db.run_accepted(run_id).await? as u64;
                 status == RunStatus::Done
             }
@@ -244,7 +219,7 @@ impl<C: Chain> Worker<'_, C> {
         if left == 0 || room < (concurrency as u64 / 4).max(1) {
             return Ok(());
         }
-        let per = self.chain.steps();
+        let per = self.chain.per_item();
         let lease_ms = self.shared.lease.as_millis().max(1000) as i64;
         let claim = Claim {
             worker: &self.me,
@@ -264,21 +239,24 @@ impl<C: Chain> Worker<'_, C> {
             .db
             .requests_in(self.sender.run_id, lo / per * per..hi)
             .await?;
-        let replies: FxHashMap<i64, String> = stored
+        let replies: FxHashMap<i64, Reply> = stored
             .iter()
-            .filter_map(|r| first_choice(r).map(|(t, _)| (r.idx, t)))
+            .filter_map(|r| first_reply(r).map(|t| (r.idx, t)))
             .collect();
         for idx in claimed {
-            let (unit, step) = (idx / per, idx % per);
+            let unit = idx / per;
             let earlier = (unit * per..idx)
                 .map(|i| replies.get(&i).cloned())
-                .collect::<Option<Vec<String>>>()
+                .collect::<Option<Vec<Reply>>>()
                 .ok_or_else(|| GenerateError::Inconsistent {
                     run: self.chain.name().to_string(),
                     message: format!("request {idx} was claimed before the replies it follows"),
                 })?;
-            let prompt = self.chain.prompt(unit, step, &earlier)?;
-            self.sender.dispatch(StageItem { idx, prompt });
+            // An item that takes no more turns keeps its claim unsent until the acceptor has
+            // judged it and the frontier moved past it (the claim goes when this worker stops).
+            if let Some(prompt) = self.chain.prompt(unit, &earlier)? {
+                self.sender.dispatch(StageItem { idx, prompt });
+            }
         }
         Ok(())
     }
@@ -320,16 +298,16 @@ impl<C: Chain> Worker<'_, C> {
 
 /// Takes the run over as its acceptor: the epoch first, then the state, so nothing an earlier
 /// acceptor flushes later can commit.
-async fn take_over<C: Chain>(
+async fn take_over<C: Script>(
     db: &Db,
     run_id: i64,
     chain: &C,
-    shared: Shared,
+    shared: Limits,
     lock: AcceptorLock,
 ) -> Result<Judging, GenerateError> {
     let epoch = db.take_run(run_id).await?;
     let restored = restore_with(db, run_id, shared.target, chain.acceptor(), false).await?;
-    let per = chain.steps();
+    let per = chain.per_item();
     let (_, frontier) = db.run_frontier(run_id).await?;
     let after_last = db
         .run_position(run_id)
@@ -349,15 +327,15 @@ async fn take_over<C: Chain>(
 /// and writes them with the new frontier. `window` is how far above the frontier units are
 /// claimed: the units read at a time. Returns whether the target is reached, or None when
 /// another acceptor took the run over (nothing was written).
-async fn judge_complete<C: Chain>(
+async fn judge_complete<C: Script>(
     db: &Db,
     run_id: i64,
     chain: &C,
-    shared: Shared,
+    shared: Limits,
     j: &mut Judging,
     window: i64,
 ) -> Result<Option<bool>, GenerateError> {
-    let per = chain.steps();
+    let per = chain.per_item();
     let page = 2 * window;
     let mut batch = Batch::default();
     let mut reached = j.progress.accepted >= shared.target;
@@ -366,30 +344,20 @@ async fn judge_complete<C: Chain>(
         let rows = db
             .requests_in(run_id, next * per..(next + page) * per)
             .await?;
-        let replies: FxHashMap<i64, String> = rows
+        let replies: FxHashMap<i64, Reply> = rows
             .iter()
-            .filter_map(|r| first_choice(r).map(|(t, _)| (r.idx, t)))
+            .filter_map(|r| first_reply(r).map(|t| (r.idx, t)))
             .collect();
         let from = next;
         for unit in from..from + page {
-            let Some(said) = (unit * per..unit * per + per)
+            let turns: Vec<Option<Reply>> = (unit * per..unit * per + per)
                 .map(|i| replies.get(&i).cloned())
-                .collect::<Option<Vec<String>>>()
-            else {
+                .collect();
+            let Some(said) = complete(chain, unit, &turns)? else {
                 break 'pages;
             };
-            let last = unit * per + per - 1;
-            let k = key(last, 0);
-            let (row, dup_of) = judge_item(
-                chain.name(),
-                &mut j.acceptor,
-                &mut j.progress,
-                None,
-                k,
-                0,
-                chain.record(&said),
-            );
-            batch.records.push((k, row, last, dup_of));
+            let judged = judge_complete_item(chain, &mut j.acceptor, &mut j.progress, unit, &said);
+            batch.records.push(judged);
             next = unit + 1;
             reached = j.progress.accepted >= shared.target;
             if reached {

@@ -3,39 +3,28 @@
 //! exchanges its history, the last one its instruction and output).
 //!
 //! Turn `t` (0-based; even: the user simulator, odd: the assistant) of conversation `c` is
-//! request `c·2K + t` of the run. Conversations go in batches; a batch goes turn by turn, each
-//! turn one [`run_stage`] over the batch's conversations that have every earlier turn (so the
-//! requests of a conversation are sequential, conversations concurrent, and sending, retries,
-//! limits and accounting are the stage's). Every reply is stored as it arrives; each prompt is
+//! request `c·2K + t` of the run, a [`Script`] run by `turns.rs`: the requests of a conversation
+//! are sequential, conversations concurrent; every reply is stored as it arrives, each prompt
 //! rendered from the stored replies before it, so a conversation cut off anywhere resumes from
-//! its stored turns, sending only what is missing. Complete conversations are judged in
-//! conversation order (rules on the opening exchange, ROUGE-L on the first user turn) and
-//! stored with the same batched writes as generation, so a killed and resumed run ends with
-//! the records of an uninterrupted one. On Postgres a chat run is shared by any number of
-//! processes instead (`chain_workers.rs`): each claims the turns whose earlier turns are
-//! stored, and whichever holds the run's acceptor lock judges complete conversations in order.
+//! its stored turns. Complete conversations are judged in conversation order (rules on the
+//! opening exchange, ROUGE-L on the first user turn). On Postgres any number of processes
+//! share a chat run.
 
 use std::future::Future;
-use std::pin::pin;
 use std::time::Duration;
 
-use instill_core::{Exchange, Record, RunKind, RunStatus, SplitMix, now_ms};
+use instill_core::{Exchange, Record, RunKind, SplitMix};
 use instill_dedup::{RougeConfig, Rules};
 use instill_prompts::{ChatPrompts, Example, clean_turn};
 use instill_storage::Db;
-use rustc_hash::FxHashMap;
 
-use crate::accept::{Acceptor, Key, key, storable_text};
+use crate::accept::{Acceptor, storable_text};
 use crate::backend::Backend;
-use crate::chain_workers::{Chain, Shared, run_chain_worker};
-use crate::driven::{first_choice, with_stage};
 use crate::retry::RetryPolicy;
-use crate::run::{
-    Batch, Ending, GenerateError, Progress, RequestParams, RunReport, flush, judge_item,
-    restore_with, seeds_hash, to_example,
-};
+use crate::run::{GenerateError, Progress, RequestParams, RunReport, seeds_hash, to_example};
 use crate::sampling::choose;
-use crate::stage::{StageConfig, StageEnding, StageItem, StageProgress, open_stage, run_stage};
+use crate::stage::StageConfig;
+use crate::turns::{Limits, Outcome, Reply, Script, run_script};
 
 /// Everything a chat run is told.
 #[derive(Debug, Clone)]
@@ -109,6 +98,7 @@ impl ChatConfig {
             rpm: self.rpm,
             tpm: self.tpm,
             worker: self.worker.clone(),
+            seed: None,
         }
     }
 
@@ -122,111 +112,31 @@ impl ChatConfig {
     }
 }
 
-impl Chain for ChatConfig {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn steps(&self) -> i64 {
-        self.per_conversation()
-    }
-
-    /// Turn `t` of conversation `c`, rendered from the turns before it as they were stored
-    /// (what no database stores, NUL, never reaches a prompt; the record keeps the reply as it
-    /// came, and is rejected as unstorable).
-    fn prompt(&self, c: i64, t: i64, earlier: &[String]) -> Result<String, GenerateError> {
-        let said: Vec<String> = earlier
-            .iter()
-            .map(|s| clean_turn(&storable_text(s)))
-            .collect();
-        let exchanges = pairs(&said);
-        let rendered = if t % 2 == 0 {
-            self.prompts.user(&self.examples(c), &exchanges)
-        } else {
-            let question = said.last().map_or("", String::as_str);
-            self.prompts.assistant(&exchanges, question)
-        };
-        rendered.map_err(|e| GenerateError::Config(e.to_string()))
-    }
-
-    fn record(&self, replies: &[String]) -> Record {
-        let said: Vec<String> = replies.iter().map(|s| clean_turn(s)).collect();
-        conversation(&said)
-    }
-
-    fn acceptor(&self) -> Acceptor {
-        Acceptor::new(self.rules.clone(), self.rouge, &self.seeds)
-    }
-}
-
-/// Conversations per batch at most, besides a few per request in flight.
-const BATCH_MIN: u64 = 256;
-
-/// Runs (or resumes) a chat run until the target, `max_requests`, or `shutdown`.
+/// Runs (or resumes) a chat run until the target, `max_requests`, or `shutdown`: on Postgres as
+/// one of any number of processes sharing it.
 pub async fn run_chat(
     db: &Db,
     backend: &Backend,
     cfg: ChatConfig,
     shutdown: impl Future<Output = ()>,
-    mut on_progress: impl FnMut(&Progress),
+    on_progress: impl FnMut(&Progress),
 ) -> Result<RunReport, GenerateError> {
     check(&cfg)?;
-    let stage = cfg.stage();
-    if db.backend() == instill_storage::Backend::Postgres {
-        let shared = Shared {
-            target: cfg.target,
-            max_requests: cfg.max_requests,
-            lease: cfg.lease,
-        };
-        return run_chain_worker(db, backend, &cfg, stage, shared, shutdown, on_progress).await;
-    }
-    let run_id = open_stage(db, &stage, backend.model()).await?;
-    let restored = restore_with(db, run_id, cfg.target, cfg.acceptor(), false).await?;
-    let per = cfg.per_conversation();
-    let mut chat = Chat {
+    let limits = Limits {
+        target: cfg.target,
+        max_requests: cfg.max_requests,
+        lease: cfg.lease,
+    };
+    run_script(
         db,
         backend,
-        run_id,
-        stage,
-        acceptor: restored.acceptor,
-        key_ids: restored.key_ids,
-        progress: restored.progress,
-        next: db
-            .run_position(run_id)
-            .await?
-            .map_or(0, |(idx, _)| idx / per + 1),
-        cfg,
-    };
-    let mut shutdown = pin!(shutdown);
-    let ending = loop {
-        if chat.progress.accepted >= chat.cfg.target {
-            break Ending::Target;
-        }
-        let Some(size) = chat.batch_size() else {
-            break Ending::MaxRequests;
-        };
-        let from = chat.next;
-        match chat
-            .converse(from..from + size, shutdown.as_mut(), &mut on_progress)
-            .await?
-        {
-            Some(conversations) => chat.accept(conversations).await?,
-            None => break Ending::Interrupted,
-        }
-        chat.next = from + size;
-        on_progress(&chat.progress);
-    };
-    let status = match ending {
-        Ending::Target => RunStatus::Done,
-        _ => RunStatus::Stopped,
-    };
-    db.set_run_status(run_id, status, now_ms()).await?;
-    on_progress(&chat.progress);
-    Ok(RunReport {
-        run_id,
-        progress: chat.progress,
-        ending,
-    })
+        &cfg,
+        cfg.stage(),
+        limits,
+        shutdown,
+        on_progress,
+    )
+    .await
 }
 
 /// Refuses settings a chat run cannot work with.
@@ -248,153 +158,46 @@ fn check(cfg: &ChatConfig) -> Result<(), GenerateError> {
     Ok(())
 }
 
-/// A chat run's state while it goes.
-struct Chat<'a> {
-    db: &'a Db,
-    backend: &'a Backend,
-    run_id: i64,
-    cfg: ChatConfig,
-    stage: StageConfig,
-    acceptor: Acceptor,
-    key_ids: FxHashMap<Key, i64>,
-    progress: Progress,
-    /// The first conversation not judged yet.
-    next: i64,
-}
-
-/// The replies of a conversation's turns so far (`None`: not stored yet).
-type Turns = Vec<Option<String>>;
-
-impl Chat<'_> {
-    /// How many conversations the next batch holds: enough for the target at a fair accept
-    /// rate, and all of whose requests fit in the request budget (None: none fit).
-    fn batch_size(&self) -> Option<i64> {
-        let p = &self.progress;
-        let remaining = self.cfg.target.saturating_sub(p.accepted);
-        let cap = BATCH_MIN.max(8 * self.cfg.concurrency as u64);
-        let mut size = (remaining + remaining / 4 + 1).min(cap);
-        if let Some(max) = self.cfg.max_requests {
-            let left = max.saturating_sub(p.requests_ok + p.requests_failed);
-            size = size.min(left / self.cfg.per_conversation() as u64);
-        }
-        (size > 0).then_some(size as i64)
+impl Script for ChatConfig {
+    fn name(&self) -> &str {
+        &self.name
     }
 
-    /// Takes the conversations `range` turn by turn until each has every turn (a pass over the
-    /// turns, and a second one for the conversations a turn that failed for good held up: then
-    /// they are left incomplete and get no record). Returns
-    /// their turns, or None when the shutdown signal came (what arrived is stored).
-    async fn converse<S: Future<Output = ()>>(
-        &mut self,
-        range: std::ops::Range<i64>,
-        mut shutdown: std::pin::Pin<&mut S>,
-        on_progress: &mut impl FnMut(&Progress),
-    ) -> Result<Option<Vec<Turns>>, GenerateError> {
-        let mut convs = self.stored_turns(&range).await?;
-        self.progress.replayed += convs.iter().flatten().flatten().count() as u64;
-        for _pass in 0..2 {
-            for t in 0..self.cfg.per_conversation() {
-                let items = self.items(&range, &convs, t)?;
-                if items.is_empty() {
-                    continue;
-                }
-                let base = self.progress.clone();
-                let report = run_stage(
-                    self.db,
-                    self.backend,
-                    self.stage.clone(),
-                    items.len() as u64,
-                    items.into_iter().map(Ok),
-                    shutdown.as_mut(),
-                    |s: &StageProgress| on_progress(&with_stage(&base, s)),
-                )
-                .await?;
-                self.progress = with_stage(&base, &report.progress);
-                if report.ending == StageEnding::Interrupted {
-                    return Ok(None);
-                }
-                convs = self.stored_turns(&range).await?;
-            }
-            if convs.iter().all(|c| c.iter().all(Option::is_some)) {
-                break;
-            }
-        }
-        Ok(Some(convs))
+    fn per_item(&self) -> i64 {
+        self.per_conversation()
     }
 
-    /// The stored replies of the conversations `range`.
-    async fn stored_turns(
-        &self,
-        range: &std::ops::Range<i64>,
-    ) -> Result<Vec<Turns>, GenerateError> {
-        let per = self.cfg.per_conversation();
-        let (lo, hi) = (range.start * per, range.end * per);
-        let mut convs: Vec<Turns> =
-            vec![vec![None; per as usize]; (range.end - range.start) as usize];
-        for r in self.db.requests_from(self.run_id, lo).await? {
-            if r.idx >= hi {
-                break;
-            }
-            if let Some((text, _)) = first_choice(&r) {
-                let (c, t) = ((r.idx - lo) / per, (r.idx - lo) % per);
-                convs[c as usize][t as usize] = Some(text);
-            }
+    /// The user simulator's prompt (even turns) or the assistant's (odd ones), rendered from
+    /// the turns so far; none after the last.
+    fn prompt(&self, c: i64, said: &[Reply]) -> Result<Option<String>, GenerateError> {
+        if said.len() as i64 >= self.per_conversation() {
+            return Ok(None);
         }
-        Ok(convs)
+        // What no database stores (NUL) never reaches a stored prompt; the record keeps the
+        // reply as it came, and is rejected as unstorable.
+        let said: Vec<String> = said
+            .iter()
+            .map(|s| clean_turn(&storable_text(&s.text)))
+            .collect();
+        let exchanges = pairs(&said);
+        let rendered = if said.len().is_multiple_of(2) {
+            self.prompts.user(&self.examples(c), &exchanges)
+        } else {
+            let question = said.last().map_or("", String::as_str);
+            self.prompts.assistant(&exchanges, question)
+        };
+        rendered
+            .map(Some)
+            .map_err(|e| GenerateError::Config(e.to_string()))
     }
 
-    /// Turn `t`'s requests: one per conversation of `range` that has every turn before `t` and
-    /// not `t` itself, its prompt rendered from those turns.
-    fn items(
-        &self,
-        range: &std::ops::Range<i64>,
-        convs: &[Turns],
-        t: i64,
-    ) -> Result<Vec<StageItem>, GenerateError> {
-        let per = self.cfg.per_conversation();
-        let mut items = Vec::new();
-        for (c, turns) in range.clone().zip(convs) {
-            let (before, this) = turns.split_at(t as usize);
-            if this[0].is_some() {
-                continue;
-            }
-            let Some(earlier) = before.iter().cloned().collect::<Option<Vec<String>>>() else {
-                continue;
-            };
-            items.push(StageItem {
-                idx: c * per + t,
-                prompt: self.cfg.prompt(c, t, &earlier)?,
-            });
-        }
-        Ok(items)
+    fn outcome(&self, said: &[Reply]) -> Outcome {
+        let said: Vec<String> = said.iter().map(|s| clean_turn(&s.text)).collect();
+        Outcome::Judge(conversation(&said))
     }
 
-    /// Judges the complete conversations in order (until the target) and stores them in one
-    /// transaction.
-    async fn accept(&mut self, convs: Vec<Turns>) -> Result<(), GenerateError> {
-        let per = self.cfg.per_conversation();
-        let mut batch = Batch::default();
-        for (c, turns) in (self.next..).zip(convs) {
-            if self.progress.accepted >= self.cfg.target {
-                break;
-            }
-            let Some(said) = turns.into_iter().collect::<Option<Vec<String>>>() else {
-                continue; // a turn failed for good: no record
-            };
-            let last = c * per + per - 1;
-            let k = key(last, 0);
-            let (row, dup_of) = judge_item(
-                &self.cfg.name,
-                &mut self.acceptor,
-                &mut self.progress,
-                None,
-                k,
-                0,
-                self.cfg.record(&said),
-            );
-            batch.records.push((k, row, last, dup_of));
-        }
-        flush(self.db, self.run_id, &mut batch, &mut self.key_ids).await
+    fn acceptor(&self) -> Acceptor {
+        Acceptor::new(self.rules.clone(), self.rouge, &self.seeds)
     }
 }
 

@@ -28,6 +28,10 @@ pub struct CompletionRequest {
     pub stop: Vec<String>,
     /// Choices to generate.
     pub n: u32,
+    /// The request's own sampling seed (magpie's identical prompts need one each): the local
+    /// backend mixes it into each choice's seed, an HTTP server is sent it as `seed`. `None`:
+    /// the local backend seeds by the prompt, a server as it likes.
+    pub seed: Option<u64>,
 }
 
 /// One generated choice.

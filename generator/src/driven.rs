@@ -1,6 +1,6 @@
 //! What the runs built from stage passes share (`chat.rs`, `evolve.rs`, `chain_workers.rs`):
 //! the lock of a run one process drives ([`driver_lock`] on Postgres: evolve, whose rounds
-//! wait for each other), its stored replies read back ([`first_choice`]) and each pass counted
+//! wait for each other), its stored replies read back ([`first_reply`]) and each pass counted
 //! into the run's counters ([`with_stage`]).
 
 use std::time::Duration;
@@ -36,20 +36,33 @@ pub(crate) async fn driver_lock(
     Err(GenerateError::OneProcess(name.to_string()))
 }
 
-/// The first choice of a stored request, when it has a reply: its text and its reasoning
-/// ('' when none).
-pub(crate) fn first_choice(r: &StoredRequest) -> Option<(String, String)> {
+/// One stored reply (its first choice).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Reply {
+    /// The answer's text.
+    pub(crate) text: String,
+    /// The reasoning before it ('' when none).
+    pub(crate) reasoning: String,
+    /// Why it ended (`stop`, `length`, …; '' when the server did not say).
+    pub(crate) finish_reason: String,
+}
+
+/// The first choice of a stored request, when it has a reply.
+pub(crate) fn first_reply(r: &StoredRequest) -> Option<Reply> {
     if r.status != RequestStatus::Done {
         return None;
     }
+    let first = |json: Option<&str>| -> String {
+        json.and_then(|s| serde_json::from_str::<Vec<String>>(s).ok())
+            .and_then(|v| v.into_iter().next())
+            .unwrap_or_default()
+    };
     let texts: Vec<String> = serde_json::from_str(r.response.as_deref()?).ok()?;
-    let reasoning: Vec<String> = r
-        .reasoning
-        .as_deref()
-        .and_then(|s| serde_json::from_str(s).ok())
-        .unwrap_or_default();
-    let text = texts.into_iter().next()?;
-    Some((text, reasoning.into_iter().next().unwrap_or_default()))
+    Some(Reply {
+        text: texts.into_iter().next()?,
+        reasoning: first(r.reasoning.as_deref()),
+        finish_reason: first(r.finish_reason.as_deref()),
+    })
 }
 
 /// The run's counters before a stage, plus what the stage did so far.

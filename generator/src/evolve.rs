@@ -32,7 +32,7 @@ use xxhash_rust::xxh3::xxh3_128;
 
 use crate::accept::{Acceptor, Key, key, storable_text};
 use crate::backend::Backend;
-use crate::driven::{driver_lock, first_choice, with_stage};
+use crate::driven::{driver_lock, first_reply, with_stage};
 use crate::retry::RetryPolicy;
 use crate::run::{
     Batch, GenerateError, Progress, RequestParams, differences, eliminated_row, flush, judge_item,
@@ -226,6 +226,7 @@ impl EvolveConfig {
             rpm: self.rpm,
             tpm: self.tpm,
             worker: self.worker.clone(),
+            seed: None,
         }
     }
 
@@ -472,7 +473,10 @@ impl Evolve<'_> {
             if q.idx >= hi {
                 break;
             }
-            if let Some((text, reasoning)) = first_choice(&q) {
+            if let Some(crate::driven::Reply {
+                text, reasoning, ..
+            }) = first_reply(&q)
+            {
                 let item = &mut out[((q.idx - lo) / 2) as usize];
                 if (q.idx - lo) % 2 == 0 {
                     item.rewrite = Some(clean_rewrite(&text));
@@ -486,7 +490,7 @@ impl Evolve<'_> {
             if q.idx >= hi {
                 break;
             }
-            if let Some((text, _)) = first_choice(&q) {
+            if let Some(crate::driven::Reply { text, .. }) = first_reply(&q) {
                 out[(q.idx - lo) as usize].verdict = Some(text);
             }
         }

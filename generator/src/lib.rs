@@ -15,6 +15,9 @@
 //! - [`run_chat`]: multi-turn self-chat (a user simulator and an assistant, K exchanges per
 //!   conversation, one record each), turn by turn on the stage engine, resumable mid-conversation.
 //!
+//! - [`run_magpie`]: Magpie (no seeds: the model continues the text before a user's turn of its
+//!   chat template, [`MagpieTemplate`], then answers what it wrote), on the same turn engine.
+//!
 //! - [`run_stage`]: one prompt per stored item (records to score, questions to answer, answers
 //!   to grade) on the same engine, each reply stored before it is used, resumable by name.
 //!
@@ -24,7 +27,9 @@
 //! mechanics); `accept.rs` (rules and dedup per task); `run.rs` (a run's settings,
 //! counters, errors and steps), `run_loop.rs` (the loop struct both drivers share: setup, dispatch,
 //! events, teardown), `single.rs` (one process, in-order acceptance), `workers.rs` (the
-//! shared-run worker), `chat.rs` (self-chat on `stage.rs`).
+//! shared-run worker), `turns.rs` (items of sequential requests on `stage.rs`),
+//! `chat.rs` (self-chat on it), `magpie.rs` and
+//! `magpie_template.rs` (Magpie on chat's turn engine).
 
 mod accept;
 mod backend;
@@ -36,6 +41,8 @@ mod endpoint;
 mod evolve;
 mod limiter;
 pub mod local;
+mod magpie;
+mod magpie_template;
 mod openai;
 mod retry;
 mod run;
@@ -43,6 +50,7 @@ mod run_loop;
 mod sampling;
 mod single;
 mod stage;
+mod turns;
 mod workers;
 
 pub use accept::{Acceptor, Judged};
@@ -53,6 +61,8 @@ pub use endpoint::{CONNECT_GRACE, is_loopback};
 pub use evolve::{EvolveConfig, EvolveEnding, EvolveReport, PoolItem, run_evolve};
 pub use limiter::RateLimiter;
 pub use local::{CandleBackend, CandleConfig, LocalError};
+pub use magpie::{MagpieConfig, run_magpie};
+pub use magpie_template::{MagpieTemplate, MagpieTemplateError};
 pub use openai::{
     DEFAULT_MAX_BODY_BYTES, MAX_REPORTED_TOKENS, OpenAiBackend, OpenAiConfig, url_has_credentials,
 };

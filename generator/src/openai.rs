@@ -97,6 +97,8 @@ struct ChatBody<'a> {
     n: u32,
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     stop: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seed: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -115,6 +117,8 @@ struct CompletionBody<'a> {
     n: u32,
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     stop: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seed: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -214,6 +218,7 @@ impl OpenAiBackend {
                 top_p: req.top_p,
                 n: req.n,
                 stop: &req.stop,
+                seed: req.seed,
             }),
             Api::Completion => serde_json::to_vec(&CompletionBody {
                 model: &self.model,
@@ -223,6 +228,7 @@ impl OpenAiBackend {
                 top_p: req.top_p,
                 n: req.n,
                 stop: &req.stop,
+                seed: req.seed,
             }),
         }
         .map_err(|e| BackendError::Fatal {
@@ -701,6 +707,7 @@ mod tests {
             top_p: 1.0,
             stop: Vec::new(),
             n: 1,
+            seed: None,
         };
         for url in [
             format!("https://127.0.0.1:{tls_port}/v1"),

@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use xxhash_rust::xxh3::xxh3_128;
 
-use crate::accept::{Acceptor, Key, SEED, key, storable, storable_text};
+use crate::accept::{Acceptor, Judged, Key, SEED, key, storable, storable_text};
 use crate::backend::Backend;
 use crate::completion::{BackendError, Choice, Completion, CompletionRequest};
 use crate::limiter::RateLimiter;
@@ -471,7 +471,16 @@ pub(crate) fn dispatch(
         .map_err(|e| GenerateError::Config(e.to_string()))?;
     let (tx, backend, limiter, cfg) = (tx.clone(), backend.clone(), limiter.clone(), cfg.clone());
     tasks.spawn(async move {
-        let f = send(&backend, &limiter, &cfg.request, &cfg.retry, idx, prompt).await;
+        let f = send(
+            &backend,
+            &limiter,
+            &cfg.request,
+            &cfg.retry,
+            idx,
+            prompt,
+            None,
+        )
+        .await;
         let _ = tx.send(f).await;
     });
     Ok(())
@@ -485,11 +494,21 @@ pub(crate) async fn send(
     policy: &RetryPolicy,
     idx: i64,
     prompt: String,
+    seed: Option<u64>,
 ) -> Finished {
     let created_at = now_ms();
+    let seeded = seed.map(|s| format!("\u{1f}seed {s}")).unwrap_or_default();
     let payload_hash = format!(
         "{:032x}",
-        xxh3_128(format!("{}\u{1f}{}\u{1f}{:?}", backend.model(), prompt, params).as_bytes())
+        xxh3_128(
+            format!(
+                "{}\u{1f}{}\u{1f}{:?}{seeded}",
+                backend.model(),
+                prompt,
+                params
+            )
+            .as_bytes()
+        )
     );
     let mut request = CompletionRequest {
         prompt,
@@ -498,6 +517,7 @@ pub(crate) async fn send(
         top_p: params.top_p,
         stop: params.stop.clone(),
         n: params.n,
+        seed,
     };
     let mut jitter = Jitter::new(idx as u64 ^ created_at as u64);
     let mut attempts = 0;
@@ -676,24 +696,17 @@ pub(crate) fn judge_item(
     (judged_row(name, record, j, this), dup_of)
 }
 
-/// The row of a generated record rejected for `reason` before any rule or dedup saw it
-/// (an evolution eliminated): rejected, its text made storable.
+/// The row of a generated record rejected for `reason` before any rule or dedup saw it (an
+/// evolution eliminated, magpie's instruction cut off): rejected, its text made storable.
 pub(crate) fn eliminated_row(name: &str, record: Record, reason: Reason, this: usize) -> NewRecord {
     let record = storable(record);
-    let j = crate::accept::Judged {
-        accepted: false,
-        reason: Some(reason),
-        dup_of: None,
-        score: None,
-        norm_hash: instill_core::norm_hash(&record),
-        lang: instill_core::record_lang(&record),
-    };
+    let j = Judged::refused(&record, reason);
     judged_row(name, record, j, this)
 }
 
 /// A generated record's row with its verdict (its id, run and request are set when the
 /// batch is written).
-fn judged_row(name: &str, record: Record, j: crate::accept::Judged, this: usize) -> NewRecord {
+fn judged_row(name: &str, record: Record, j: Judged, this: usize) -> NewRecord {
     NewRecord {
         id: None,
         record,

@@ -12,7 +12,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use instill_core::{RunKind, RunStatus, now_ms};
+use instill_core::{RunKind, RunStatus, SplitMix, now_ms};
 use instill_storage::{Db, NewRequest};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -49,6 +49,10 @@ pub struct StageConfig {
     pub tpm: Option<u64>,
     /// This process's name in the requests table.
     pub worker: String,
+    /// When given, each request is sampled with a seed of its own, drawn by the `(seed, idx)`
+    /// generator: the same prompt sent for different items is sampled differently, and the
+    /// same item alike on every run (magpie's instruction step, whose prompts are all one text).
+    pub seed: Option<u64>,
 }
 
 /// One item: its index in the run (unique within it) and its prompt.
@@ -317,6 +321,10 @@ impl<'a> Stage<'a> {
             self.limiter.clone(),
             self.cfg.clone(),
         );
+        let seed = self
+            .cfg
+            .seed
+            .map(|s| SplitMix::for_request(s, item.idx as u64).next_u64());
         self.tasks.spawn(async move {
             let f = send(
                 &backend,
@@ -325,6 +333,7 @@ impl<'a> Stage<'a> {
                 &cfg.retry,
                 item.idx,
                 item.prompt,
+                seed,
             )
             .await;
             let _ = tx.send(f).await;

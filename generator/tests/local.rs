@@ -355,6 +355,7 @@ async fn the_backend_thread_serves_concurrent_requests() {
         top_p: 0.9,
         stop: vec![],
         n,
+        seed: None,
     };
     let prompts = [
         "Write a poem",

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use tokenizers::Tokenizer;
 
 use crate::ModelFileError;
+use crate::chat_template::{ChatTemplate, TokenizerConfig};
 
 /// Why text could not be turned into token ids or back, or a codec could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -105,30 +106,22 @@ impl Codec {
             .chat_template
             .as_deref()
             .ok_or(CodecError::NoChatTemplate)?;
-        let mut env = minijinja::Environment::new();
-        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.add_function("raise_exception", |message: String| -> Result<String, _> {
-            Err(minijinja::Error::new(
-                minijinja::ErrorKind::InvalidOperation,
-                message,
-            ))
-        });
-        env.add_template("chat", template)
-            .map_err(|e| CodecError::Template(e.to_string()))?;
-        let messages: Vec<Value> = messages
-            .iter()
-            .map(|(role, content)| json!({"role": role, "content": content}))
-            .collect();
-        env.get_template("chat")
-            .and_then(|t| {
-                t.render(minijinja::context! {
-                    messages => minijinja::value::Serde(&messages),
-                    add_generation_prompt => add_generation_prompt,
-                    bos_token => self.bos.clone().unwrap_or_default(),
-                    eos_token => self.eos.clone().unwrap_or_default(),
-                })
-            })
-            .map_err(|e| CodecError::Template(e.to_string()))
+        crate::chat_template::render(
+            template,
+            self.bos.as_deref(),
+            self.eos.as_deref(),
+            messages,
+            add_generation_prompt,
+        )
+    }
+
+    /// The chat template with the special tokens it refers to, when the model ships one.
+    pub fn template(&self) -> Option<ChatTemplate> {
+        self.chat_template.as_ref().map(|source| ChatTemplate {
+            source: source.clone(),
+            bos: self.bos.clone(),
+            eos: self.eos.clone(),
+        })
     }
 
     /// The codec of a Hugging Face model directory: `tokenizer.json`, `tokenizer_config.json`
@@ -137,39 +130,12 @@ impl Codec {
         let tokenizer_path =
             tokenizer_file.map_or_else(|| dir.join("tokenizer.json"), Path::to_path_buf);
         let tokenizer = load_tokenizer_file(&tokenizer_path)?;
-        let config_path = dir.join("tokenizer_config.json");
-        let config: Value = match std::fs::read(&config_path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| ModelFileError::Format {
-                path: config_path.clone(),
-                message: e.to_string(),
-            })?,
-            Err(_) => Value::Null,
-        };
-        let token_text = |v: &Value| match v {
-            Value::String(s) => Some(s.clone()),
-            Value::Object(o) => o.get("content").and_then(Value::as_str).map(String::from),
-            _ => None,
-        };
-        let bos = config.get("bos_token").and_then(token_text);
-        let eos = config.get("eos_token").and_then(token_text);
-        let chat_template = match config.get("chat_template") {
-            Some(Value::String(s)) => Some(s.clone()),
-            // A list of named templates: the one named "default", else the first.
-            Some(Value::Array(list)) => list
-                .iter()
-                .find(|t| t.get("name").and_then(Value::as_str) == Some("default"))
-                .or_else(|| list.first())
-                .and_then(|t| t.get("template"))
-                .and_then(Value::as_str)
-                .map(String::from),
-            _ => None,
-        };
-        let chat_template =
-            chat_template.or_else(|| std::fs::read_to_string(dir.join("chat_template.jinja")).ok());
-        let add_bos = config
-            .get("add_bos_token")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
+        let TokenizerConfig {
+            bos,
+            eos,
+            chat_template,
+            add_bos,
+        } = TokenizerConfig::read(dir)?;
         let mut eos_ids: Vec<u32> = eos
             .iter()
             .filter_map(|t| tokenizer.token_to_id(t))

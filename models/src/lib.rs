@@ -18,12 +18,14 @@
 //! - [`limits`]: the bounds every number of a model file is checked against.
 //! - [`files`]: which `*.safetensors` files of a directory hold the weights (the index, the HF
 //!   shards rather than `consolidated*.safetensors`), each read once.
-//! - [`codec`]: the tokenizer and chat template; [`device`]: device and dtype by name.
+//! - [`codec`]: the tokenizer and chat template ([`chat_template`]: the template alone, read
+//!   from `tokenizer_config.json` and rendered); [`device`]: device and dtype by name.
 //! - [`save`]: a full model directory written out (weights, config, tokenizer files).
 //! - [`hub`]: a model named by Hugging Face id (`ORG/NAME`, `ORG/NAME:FILE.gguf`) resolved to
 //!   a local path through the Hugging Face cache, downloading into it what it lacks.
 
 pub mod arch;
+pub mod chat_template;
 pub mod codec;
 pub mod device;
 pub mod dims;
@@ -39,6 +41,7 @@ pub mod weights;
 use std::path::{Path, PathBuf};
 
 pub use arch::{Architecture, QkLayout};
+pub use chat_template::ChatTemplate;
 pub use codec::{Codec, CodecError};
 pub use device::{DeviceError, device, dtype, dtype_on};
 pub use dims::Dims;

@@ -8,8 +8,8 @@ use anyhow::Context;
 use instill_core::{Lang, Record};
 use instill_dedup::{RougeConfig, Rules};
 use instill_generator::{
-    Backend, BackendError, ChatConfig, Ending, GenerateError, Progress, RequestParams, RetryPolicy,
-    RunConfig, RunReport,
+    Backend, BackendError, ChatConfig, Ending, GenerateError, MagpieConfig, MagpieTemplate,
+    Progress, RequestParams, RetryPolicy, RunConfig, RunReport,
 };
 use instill_prompts::{ChatPrompts, Shape, Template};
 use instill_storage::Db;
@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use crate::cli::{ApiArg, GenerateArgs, GlobalArgs, ModeArg};
 use crate::cmd::filter::load_rules;
-use crate::cmd::{backend, stage};
+use crate::cmd::{backend, magpie, stage};
 use crate::{Outcome, progress};
 
 #[derive(Debug, Serialize)]
@@ -56,6 +56,8 @@ enum Job {
     Instruct(Template),
     /// Self-chat with these prompts and exchanges per conversation.
     Chat(ChatPrompts, u32),
+    /// Magpie with the prompts derived from the model's chat template.
+    Magpie(MagpieTemplate),
 }
 
 pub async fn run(global: &GlobalArgs, args: &GenerateArgs) -> anyhow::Result<Outcome> {
@@ -70,29 +72,43 @@ pub async fn run(global: &GlobalArgs, args: &GenerateArgs) -> anyhow::Result<Out
             if let Some(n) = args.tasks_per_prompt {
                 template.tasks = n.max(args.seeds_per_prompt + args.generated_per_prompt + 1);
             }
-            Job::Instruct(template)
+            Some(Job::Instruct(template))
         }
-        ModeArg::Chat => Job::Chat(ChatPrompts::builtin(lang)?, turns(args)),
+        ModeArg::Chat => Some(Job::Chat(ChatPrompts::builtin(lang)?, turns(args))),
+        // Magpie's prompts come from the model's chat template, known once it is opened.
+        ModeArg::Magpie => None,
     };
     let rules = load_rules(&args.rules)?;
     let api_key = backend::access(&args.server)?;
-    let run_name = run_name(args, &job, lang);
+    let run_name = run_name(args, job.as_ref(), lang);
     if !global.quiet {
         eprintln!("{}", start_line(global, args, &run_name, &model));
     }
-    let backend = backend::open(&args.server, &args.send, model, api_key, args.seed).await?;
+    let mut server = args.server.clone();
+    if args.mode == ModeArg::Magpie {
+        // Both of magpie's steps are text rendered here, continued as it is.
+        server.api = ApiArg::Completion;
+    }
+    let backend = backend::open(&server, &args.send, model.clone(), api_key, args.seed).await?;
+    let job = match job {
+        Some(job) => job,
+        None => Job::Magpie(magpie::template(global, args, &model, &backend).await?),
+    };
     let db = Db::open(&global.db).await?;
-    let seeds: Vec<_> = db
-        .list_seeds(Some(lang))
-        .await?
-        .into_iter()
-        .map(|s| s.seed.record)
-        .collect();
+    let seeds: Vec<_> = match job {
+        Job::Magpie(_) => Vec::new(),
+        _ => db
+            .list_seeds(Some(lang))
+            .await?
+            .into_iter()
+            .map(|s| s.seed.record)
+            .collect(),
+    };
     let config = run_config(args, run_name.clone(), job, seeds, rules);
     let result = generate(global, args, &db, &backend, config, started).await?;
     db.close().await;
     let report = result
-        .map_err(|e| anyhow::anyhow!(message(&e)))
+        .map_err(|e| anyhow::anyhow!(message(&e, args.mode)))
         .context(format!("run {run_name}"))?;
     let summary = Summary::new(&run_name, &report, args, started.elapsed());
     if global.json {
@@ -122,6 +138,7 @@ fn check_mode(args: &GenerateArgs) -> anyhow::Result<()> {
                 anyhow::bail!("--turns is for --mode chat (conversations of K exchanges)");
             }
         }
+        ModeArg::Magpie => magpie::check(args)?,
         ModeArg::Chat => {
             let refused = [
                 (args.template != "self_instruct", "--template"),
@@ -141,25 +158,28 @@ fn check_mode(args: &GenerateArgs) -> anyhow::Result<()> {
 }
 
 /// The run's name: `--run`, else `LANG-TEMPLATE-sSEED` (chat: `LANG-chat-tK-sSEED`).
-fn run_name(args: &GenerateArgs, job: &Job, lang: Lang) -> String {
+/// Magpie: `magpie-sSEED`.
+fn run_name(args: &GenerateArgs, job: Option<&Job>, lang: Lang) -> String {
     args.run.clone().unwrap_or_else(|| {
         let t = match job {
-            Job::Instruct(template) => template
+            Some(Job::Instruct(template)) => template
                 .name()
                 .split('.')
                 .next()
                 .unwrap_or("custom")
                 .replace('/', "-"),
-            Job::Chat(_, k) => format!("chat-t{k}"),
+            Some(Job::Chat(_, k)) => format!("chat-t{k}"),
+            Some(Job::Magpie(_)) | None => return format!("magpie-s{}", args.seed),
         };
         format!("{}-{t}-s{}", lang.as_str(), args.seed)
     })
 }
 
-/// A run's settings, either mode.
+/// A run's settings, any mode.
 enum Config {
     Instruct(RunConfig),
     Chat(ChatConfig),
+    Magpie(MagpieConfig),
 }
 
 /// The library's settings from the flags.
@@ -188,6 +208,22 @@ fn run_config(
     };
     let worker = instill_generator::worker_name(&backend::hostname());
     match job {
+        Job::Magpie(template) => Config::Magpie(MagpieConfig {
+            name,
+            target: args.target,
+            template,
+            seed: args.seed,
+            concurrency: args.send.concurrency as usize,
+            max_requests: args.max_requests,
+            request,
+            retry,
+            rpm: args.send.rpm,
+            tpm: args.send.tpm,
+            rules,
+            rouge,
+            worker,
+            lease: Duration::from_secs_f64(args.lease_seconds.max(1.0)),
+        }),
         Job::Instruct(template) => Config::Instruct(RunConfig {
             name,
             target: args.target,
@@ -259,9 +295,12 @@ async fn generate(
     // SQLite: one writer. A second `generate` on the same file is refused, not interleaved.
     let _guard = stage::sqlite_lock(&global.db, "generate", "generating process")?;
     let result = match (config, db.backend()) {
-        // A chat run: on Postgres this process is one worker of it, as for any run.
+        // Chat and magpie runs: on Postgres this process is one worker of the run, as for any.
         (Config::Chat(config), _) => {
             instill_generator::run_chat(db, backend, config, shutdown, tick).await
+        }
+        (Config::Magpie(config), _) => {
+            instill_generator::run_magpie(db, backend, config, shutdown, tick).await
         }
         // Postgres: this process is one worker of the run; start more on any machine.
         (Config::Instruct(config), instill_storage::Backend::Postgres) => {
@@ -277,8 +316,15 @@ async fn generate(
 }
 
 /// The library's error as the command line says it: naming the flags that change the outcome.
-fn message(e: &GenerateError) -> String {
+fn message(e: &GenerateError, mode: ModeArg) -> String {
     match e {
+        GenerateError::Fatal(BackendError::Fatal { status: 404 | 405, .. })
+            if mode == ModeArg::Magpie =>
+        {
+            format!(
+                "{e} (--mode magpie sends raw text to the server's /completions endpoint: a chat-only API, without one, cannot continue the text before a user's turn; use a server that serves /completions, or --backend candle)"
+            )
+        }
         GenerateError::NoSeeds => {
             format!("{e}: import some with `instill seeds import` (or --builtin)")
         }
@@ -304,7 +350,11 @@ impl<'a> Summary<'a> {
         let chat = args.mode == ModeArg::Chat;
         Summary {
             run,
-            mode: if chat { "chat" } else { "instruct" },
+            mode: match args.mode {
+                ModeArg::Instruct => "instruct",
+                ModeArg::Chat => "chat",
+                ModeArg::Magpie => "magpie",
+            },
             turns: chat.then(|| turns(args)),
             conversations: chat.then(|| p.accepted + p.rejected.values().sum::<u64>()),
             ending: match report.ending {
@@ -360,6 +410,7 @@ fn start_line(global: &GlobalArgs, args: &GenerateArgs, run: &str, model: &str) 
     let mode = match args.mode {
         ModeArg::Instruct => String::new(),
         ModeArg::Chat => format!(" (chat, {} exchanges per conversation)", turns(args)),
+        ModeArg::Magpie => " (magpie)".to_string(),
     };
     format!(
         "generate {run}{mode}: {backend}, model {model}, target {}, concurrency {}, database {}",

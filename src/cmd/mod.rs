@@ -11,6 +11,7 @@ pub mod filter;
 pub mod flags;
 pub mod generate;
 pub mod import;
+pub mod magpie;
 pub mod report;
 pub mod scope;
 pub mod score;

@@ -47,6 +47,7 @@ pub fn config(
         rpm: send.rpm,
         tpm: send.tpm,
         worker: instill_generator::worker_name(&backend::hostname()),
+        seed: None,
     }
 }
 

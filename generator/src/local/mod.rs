@@ -101,7 +101,8 @@ pub struct CandleConfig {
     pub dequantize: bool,
     /// `chat`: prompts go through the model's chat template; `completion`: sent as they are.
     pub api: Api,
-    /// Seed of every sequence's sampler (mixed with the prompt and the choice index).
+    /// Seed of every sequence's sampler (mixed with the prompt, the request's own seed when it
+    /// has one, and the choice index).
     pub seed: u64,
 }
 
@@ -132,13 +133,15 @@ struct Job {
 pub struct CandleBackend {
     jobs: mpsc::Sender<Job>,
     name: String,
+    template: Option<instill_models::ChatTemplate>,
 }
 
 impl CandleBackend {
     /// Loads the model on a new thread and returns once it is ready (or failed to load).
     pub fn start(config: CandleConfig) -> Result<CandleBackend, LocalError> {
         let (jobs, inbox) = mpsc::channel::<Job>();
-        let (ready_tx, ready_rx) = mpsc::channel::<Result<(), LocalError>>();
+        let (ready_tx, ready_rx) =
+            mpsc::channel::<Result<Option<instill_models::ChatTemplate>, LocalError>>();
         let name = config.model.display().to_string();
         std::thread::Builder::new()
             .name("instill-candle".into())
@@ -146,7 +149,7 @@ impl CandleBackend {
                 let loaded = load_on_device(&config);
                 match loaded {
                     Ok(loaded) => {
-                        let _ = ready_tx.send(Ok(()));
+                        let _ = ready_tx.send(Ok(loaded.codec.template()));
                         serve(&loaded, &config, &inbox);
                     }
                     Err(e) => {
@@ -155,10 +158,14 @@ impl CandleBackend {
                 }
             })
             .map_err(|e| LocalError::Internal(format!("cannot start the model thread: {e}")))?;
-        ready_rx
+        let template = ready_rx
             .recv()
             .map_err(|_| LocalError::Internal("the model thread died while loading".into()))??;
-        Ok(CandleBackend { jobs, name })
+        Ok(CandleBackend {
+            jobs,
+            name,
+            template,
+        })
     }
 
     /// Completes one request on the model thread.
@@ -180,6 +187,11 @@ impl CandleBackend {
     /// The model path, as recorded with each request.
     pub fn model(&self) -> &str {
         &self.name
+    }
+
+    /// The model's chat template, when it ships one.
+    pub fn chat_template(&self) -> Option<&instill_models::ChatTemplate> {
+        self.template.as_ref()
     }
 }
 
@@ -276,7 +288,10 @@ fn enqueue(
         }
     };
     let n = r.n.clamp(1, u16::MAX as u32) as u64;
-    let base = xxh3_64_with_seed(r.prompt.as_bytes(), config.seed);
+    let mut base = xxh3_64_with_seed(r.prompt.as_bytes(), config.seed);
+    if let Some(seed) = r.seed {
+        base = xxh3_64_with_seed(&seed.to_le_bytes(), base);
+    }
     for choice in 0..n {
         let params = SeqParams {
             max_new_tokens: r.max_tokens as usize,
