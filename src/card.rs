@@ -249,6 +249,9 @@ fn sources_section(p: &Provenance, out: &mut String) {
     if !origins.is_empty() {
         let _ = writeln!(out, "\nOf the exported records: {}.", origins.join(", "));
     }
+    if let Some(line) = evolved_sentence(p) {
+        let _ = writeln!(out, "\n{line}");
+    }
     if !p.imports.is_empty() {
         out.push_str(
             "\nThe imported files they came from:\n\n| file | layout | SHA-256 of the file | records in this export |\n|---|---|---|---:|\n",
@@ -265,6 +268,40 @@ fn sources_section(p: &Provenance, out: &mut String) {
         }
     }
     out.push('\n');
+}
+
+/// How many exported records `instill evolve` wrote and from what, when any.
+fn evolved_sentence(p: &Provenance) -> Option<String> {
+    let seeds: i64 = p.evolved.iter().map(|e| e.from_seeds).sum();
+    let records: i64 = p.evolved.iter().map(|e| e.from_records).sum();
+    let rounds = p.evolved.iter().map(|e| e.round).max()?;
+    Some(format!(
+        "{} of them were evolved by `instill evolve` (Evol-Instruct: an instruction rewritten, \
+         answered, and kept only past the elimination rules, the quality rules and dedup), \
+         over {rounds} round{}: {seeds} rewritten from a seed task, {records} from a record \
+         (an imported or generated one, or a rewrite kept in an earlier round).",
+        seeds + records,
+        if rounds == 1 { "" } else { "s" }
+    ))
+}
+
+/// A run's evolved records of this export round by round, when it is an evolve run.
+fn evolved_rounds(p: &Provenance, run: &str) -> Option<String> {
+    let rounds: Vec<String> = p
+        .evolved
+        .iter()
+        .filter(|e| e.run == run)
+        .map(|e| {
+            format!(
+                "round {}: {} ({} from seed tasks, {} from records)",
+                e.round,
+                e.from_seeds + e.from_records,
+                e.from_seeds,
+                e.from_records
+            )
+        })
+        .collect();
+    (!rounds.is_empty()).then(|| format!("- evolved records by round: {}", rounds.join("; ")))
 }
 
 /// What `--status` selected, in words.
@@ -336,6 +373,9 @@ fn runs_section(p: &Provenance, out: &mut String) {
                     let _ = writeln!(out, "- {label}: {v}");
                 }
             }
+        }
+        if let Some(line) = evolved_rounds(p, &run.name) {
+            let _ = writeln!(out, "{line}");
         }
         out.push('\n');
     }

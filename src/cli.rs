@@ -443,18 +443,8 @@ pub struct GenerateArgs {
     #[arg(long)]
     pub tasks_per_prompt: Option<usize>,
 
-    /// Reject a task whose instruction has a ROUGE-L F1 greater than this with a seed or an
-    /// accepted task.
-    #[arg(long, default_value_t = 0.7, value_parser = parse_unit)]
-    pub rouge_threshold: f64,
-
-    /// ROUGE tokenizer (see `instill dedup --help`).
-    #[arg(long, value_enum, default_value = "auto")]
-    pub rouge_tokenizer: TokenizerArg,
-
-    /// Quality rules: `default` or a TOML file (see `instill filter --print-rules`).
-    #[arg(long, default_value = "default")]
-    pub rules: String,
+    #[command(flatten)]
+    pub accept: AcceptArgs,
 
     /// The run's random seed: request i always shows the same examples.
     #[arg(long, default_value_t = 42)]
@@ -529,18 +519,8 @@ pub struct EvolveArgs {
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
 
-    /// Reject a survivor whose instruction has a ROUGE-L F1 greater than this with a pool task
-    /// or an accepted one.
-    #[arg(long, default_value_t = 0.7, value_parser = parse_unit)]
-    pub rouge_threshold: f64,
-
-    /// ROUGE tokenizer (see `instill dedup --help`).
-    #[arg(long, value_enum, default_value = "auto")]
-    pub rouge_tokenizer: TokenizerArg,
-
-    /// Quality rules: `default` or a TOML file (see `instill filter --print-rules`).
-    #[arg(long, default_value = "default")]
-    pub rules: String,
+    #[command(flatten)]
+    pub accept: AcceptArgs,
 
     #[command(flatten)]
     pub sampling: SamplingArgs,
@@ -865,6 +845,35 @@ pub struct ModelArgs {
     /// `too_large` (retried, then stored as failed) without being read further.
     #[arg(long, default_value_t = instill_generator::DEFAULT_MAX_BODY_BYTES, value_parser = parse_size)]
     pub max_reply_bytes: u64,
+}
+
+/// How a generated task is accepted: the quality rules, then ROUGE-L dedup against the seed
+/// tasks (evolve: the pool) and the tasks accepted before it (generate, evolve).
+#[derive(Debug, Clone, Args)]
+pub struct AcceptArgs {
+    /// Reject a task whose instruction has a ROUGE-L F1 greater than this with a seed task
+    /// (evolve: a pool task) or an accepted one.
+    #[arg(long, default_value_t = 0.7, value_parser = parse_unit)]
+    pub rouge_threshold: f64,
+
+    /// ROUGE tokenizer (see `instill dedup --help`).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub rouge_tokenizer: TokenizerArg,
+
+    /// Quality rules: `default` or a TOML file (see `instill filter --print-rules`).
+    #[arg(long, default_value = "default")]
+    pub rules: String,
+}
+
+impl AcceptArgs {
+    /// The acceptor's ROUGE-L rule (no nearest neighbour stored below a match).
+    pub fn rouge(&self) -> instill_dedup::RougeConfig {
+        instill_dedup::RougeConfig {
+            threshold: self.rouge_threshold,
+            tokenizer: self.rouge_tokenizer.into(),
+            floor: 1.0,
+        }
+    }
 }
 
 /// How a generating model samples its replies (generate, evolve).

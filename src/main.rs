@@ -3,6 +3,7 @@
 mod card;
 mod cli;
 mod cmd;
+mod evolution;
 mod hub;
 mod ingest;
 mod lf_info;

@@ -242,6 +242,14 @@ vocabulary! {
     }
 }
 
+impl RunKind {
+    /// Whether the run writes records (generate, evolve), rather than scores, grades or
+    /// verdicts about them.
+    pub const fn makes_records(self) -> bool {
+        matches!(self, RunKind::Generate | RunKind::Evolve)
+    }
+}
+
 vocabulary! {
     /// How a scorer scores records, stored in `scorers.method`.
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

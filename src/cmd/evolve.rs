@@ -5,8 +5,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use instill_core::{EvolveOp, EvolvedFrom, Lang, Reason, Status};
-use instill_dedup::RougeConfig;
+use instill_core::{EvolveOp, EvolvedFrom, Lang};
 use instill_generator::{
     Backend, EvolveConfig, EvolveEnding, EvolveReport, GenerateError, PoolItem, Progress,
     RequestParams, RetryPolicy,
@@ -17,22 +16,10 @@ use serde::Serialize;
 
 use crate::cli::{EvolveArgs, EvolveFromArg, EvolveLangArg, GlobalArgs};
 use crate::cmd::filter::load_rules;
+use crate::cmd::sent::Sent;
 use crate::cmd::{backend, stage};
+use crate::evolution::{self, Round};
 use crate::{Outcome, progress};
-
-/// One round's outcome in the summary.
-#[derive(Debug, Default, Serialize)]
-struct Round {
-    round: i64,
-    /// Rewrites judged.
-    evolved: i64,
-    /// Accepted (survived the elimination, the rules and dedup).
-    kept: i64,
-    /// Eliminated, by rule.
-    eliminated: BTreeMap<String, i64>,
-    /// Survivors the rules or dedup rejected, by reason.
-    rejected: BTreeMap<String, i64>,
-}
 
 #[derive(Debug, Serialize)]
 struct Summary<'a> {
@@ -45,16 +32,10 @@ struct Summary<'a> {
     accepted: u64,
     eliminated: i64,
     rejected: i64,
-    per_round: Vec<Round>,
-    requests_ok: u64,
-    requests_failed: u64,
-    requests_retried_attempts: u64,
-    requests_sent_now: u64,
-    requests_replayed: u64,
-    errors_by_kind: &'a BTreeMap<String, u64>,
-    prompt_tokens: u64,
-    completion_tokens: u64,
-    cost: Option<f64>,
+    /// Round by round (1 = the first rewrite), each also per operation.
+    per_round: BTreeMap<i64, Round>,
+    #[serde(flatten)]
+    sent: Sent<'a>,
     seconds: f64,
 }
 
@@ -62,7 +43,7 @@ pub async fn run(global: &GlobalArgs, args: &EvolveArgs) -> anyhow::Result<Outco
     let started = Instant::now();
     let ops = parse_ops(&args.ops)?;
     let prompts = EvolvePrompts::builtin()?;
-    let rules = load_rules(&args.rules)?;
+    let rules = load_rules(&args.accept.rules)?;
     let model =
         backend::resolve_model(global, &args.server, args.model.as_deref(), "--model").await?;
     let judge_model = match &args.judge_model {
@@ -247,11 +228,7 @@ fn evolve_config(
         rpm: args.send.rpm,
         tpm: args.send.tpm,
         rules,
-        rouge: RougeConfig {
-            threshold: args.rouge_threshold,
-            tokenizer: args.rouge_tokenizer.into(),
-            floor: 1.0,
-        },
+        rouge: args.accept.rouge(),
         worker: instill_generator::worker_name(&backend::hostname()),
     }
 }
@@ -328,15 +305,7 @@ impl<'a> Summary<'a> {
         elapsed: Duration,
     ) -> Summary<'a> {
         let p = &report.progress;
-        let per_round = per_round(counts);
-        let eliminated = per_round
-            .iter()
-            .map(|r| r.eliminated.values().sum::<i64>())
-            .sum();
-        let rejected = per_round
-            .iter()
-            .map(|r| r.rejected.values().sum::<i64>())
-            .sum();
+        let per_round = evolution::rounds(counts);
         Summary {
             run,
             from: from_name(args.from),
@@ -349,40 +318,13 @@ impl<'a> Summary<'a> {
                 EvolveEnding::Interrupted => "interrupted",
             },
             accepted: p.accepted,
-            eliminated,
-            rejected,
+            eliminated: per_round.values().map(|r| r.tally.eliminated_total()).sum(),
+            rejected: per_round.values().map(|r| r.tally.rejected_total()).sum(),
             per_round,
-            requests_ok: p.requests_ok,
-            requests_failed: p.requests_failed,
-            requests_retried_attempts: p.retries,
-            requests_sent_now: p.sent_now,
-            requests_replayed: p.replayed,
-            errors_by_kind: &p.errors,
-            prompt_tokens: p.prompt_tokens,
-            completion_tokens: p.completion_tokens,
-            cost: backend::cost(&args.send, p.prompt_tokens, p.completion_tokens),
+            sent: Sent::new(p, &args.send),
             seconds: elapsed.as_secs_f64(),
         }
     }
-}
-
-/// The stored counts as one line per round.
-fn per_round(counts: &[EvolveCount]) -> Vec<Round> {
-    let mut rounds: BTreeMap<i64, Round> = BTreeMap::new();
-    for c in counts {
-        let r = rounds.entry(c.round).or_insert_with(|| Round {
-            round: c.round,
-            ..Round::default()
-        });
-        r.evolved += c.n;
-        let reason = c.reason.clone().unwrap_or_default();
-        match (c.status, reason.parse::<Reason>()) {
-            (Status::Accepted, _) => r.kept += c.n,
-            (_, Ok(why)) if why.is_elimination() => *r.eliminated.entry(reason).or_default() += c.n,
-            _ => *r.rejected.entry(reason).or_default() += c.n,
-        }
-    }
-    rounds.into_values().collect()
 }
 
 fn print_summary(s: &Summary) {
@@ -397,32 +339,10 @@ fn print_summary(s: &Summary) {
         "run {}: {verb}: {} of {} rounds over {} {}; {} kept, {} eliminated, {} rejected",
         s.run, s.rounds_done, s.rounds, s.pool, s.from, s.accepted, s.eliminated, s.rejected
     );
-    for r in &s.per_round {
-        println!(
-            "  round {}: {} evolved, {} kept, {} eliminated, {} rejected",
-            r.round,
-            r.evolved,
-            r.kept,
-            r.eliminated.values().sum::<i64>(),
-            r.rejected.values().sum::<i64>()
-        );
-        for (why, n) in r.eliminated.iter().chain(&r.rejected) {
-            println!("    {why:<22} {n:>8}");
-        }
+    for line in evolution::round_lines(&s.per_round, "  ") {
+        println!("{line}");
     }
-    println!(
-        "requests: {} ok, {} failed, {} extra attempts ({} sent now, {} from the stored replies)",
-        s.requests_ok,
-        s.requests_failed,
-        s.requests_retried_attempts,
-        s.requests_sent_now,
-        s.requests_replayed
-    );
-    println!(
-        "tokens: {} in, {} out{}",
-        s.prompt_tokens,
-        s.completion_tokens,
-        s.cost.map(|c| format!("; cost {c:.4}")).unwrap_or_default()
-    );
+    s.sent.print_requests();
+    s.sent.print_tokens("");
     println!("{:.1} s", s.seconds);
 }

@@ -2,6 +2,7 @@
 //! `data/{split}/`, a `README.md` dataset card whose YAML lists them, LLaMA-Factory's
 //! `dataset_info.json`) with a manifest, staged and moved into place only when complete.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -48,6 +49,47 @@ struct Manifest {
     shard_bytes: Option<u64>,
     shards: Vec<ShardInfo>,
     totals: Totals,
+    /// The exported records `instill evolve` wrote, when there are any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    evolved: Option<Evolved>,
+}
+
+/// The exported records evolve runs wrote: how many, from what, per run and round.
+#[derive(Debug, Serialize)]
+struct Evolved {
+    records: i64,
+    /// Rewritten from a seed task.
+    from_seeds: i64,
+    /// Rewritten from a record (an imported or generated one, or an earlier round's rewrite).
+    from_records: i64,
+    /// Per evolve run, records per round.
+    runs: BTreeMap<String, BTreeMap<i64, i64>>,
+}
+
+impl Evolved {
+    fn new(p: &instill_storage::Provenance) -> Option<Evolved> {
+        if p.evolved.is_empty() {
+            return None;
+        }
+        let mut e = Evolved {
+            records: 0,
+            from_seeds: 0,
+            from_records: 0,
+            runs: BTreeMap::new(),
+        };
+        for b in &p.evolved {
+            let n = b.from_seeds + b.from_records;
+            e.records += n;
+            e.from_seeds += b.from_seeds;
+            e.from_records += b.from_records;
+            *e.runs
+                .entry(b.run.clone())
+                .or_default()
+                .entry(b.round)
+                .or_default() += n;
+        }
+        Some(e)
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -274,6 +316,7 @@ fn manifest(
         shard_bytes: config.max_bytes,
         shards,
         totals,
+        evolved: None,
     }
 }
 
@@ -291,6 +334,7 @@ fn write_metadata(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    manifest.evolved = Evolved::new(provenance);
     let names = LfNames::new(&name, manifest.totals.val_rows > 0);
     let card = card::render(&CardInput {
         name: &name,

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use instill_core::{Lang, Record};
-use instill_dedup::{RougeConfig, Rules};
+use instill_dedup::Rules;
 use instill_generator::{
     Backend, BackendError, ChatConfig, Ending, GenerateError, MagpieConfig, MagpieTemplate,
     Progress, RequestParams, RetryPolicy, RunConfig, RunReport,
@@ -17,6 +17,7 @@ use serde::Serialize;
 
 use crate::cli::{ApiArg, GenerateArgs, GlobalArgs, ModeArg};
 use crate::cmd::filter::load_rules;
+use crate::cmd::sent::Sent;
 use crate::cmd::{backend, magpie, stage};
 use crate::{Outcome, progress};
 
@@ -33,20 +34,13 @@ struct Summary<'a> {
     target: u64,
     rejected: u64,
     rejected_by_reason: &'a BTreeMap<String, u64>,
-    requests_ok: u64,
-    requests_failed: u64,
-    requests_retried_attempts: u64,
-    requests_sent_now: u64,
-    requests_replayed: u64,
-    errors_by_kind: &'a BTreeMap<String, u64>,
+    #[serde(flatten)]
+    sent: Sent<'a>,
     parse_issues: u64,
     truncated_replies: u64,
     /// Replies that held reasoning and no answer (cut off while thinking: raise --max-tokens).
     replies_without_answer: u64,
-    prompt_tokens: u64,
-    completion_tokens: u64,
     accepted_per_1k_tokens: f64,
-    cost: Option<f64>,
     seconds: f64,
 }
 
@@ -78,7 +72,7 @@ pub async fn run(global: &GlobalArgs, args: &GenerateArgs) -> anyhow::Result<Out
         // Magpie's prompts come from the model's chat template, known once it is opened.
         ModeArg::Magpie => None,
     };
-    let rules = load_rules(&args.rules)?;
+    let rules = load_rules(&args.accept.rules)?;
     let api_key = backend::access(&args.server)?;
     let run_name = run_name(args, job.as_ref(), lang);
     if !global.quiet {
@@ -201,11 +195,7 @@ fn run_config(
         max_attempts: args.send.max_retries,
         ..RetryPolicy::default()
     };
-    let rouge = RougeConfig {
-        threshold: args.rouge_threshold,
-        tokenizer: args.rouge_tokenizer.into(),
-        floor: 1.0,
-    };
+    let rouge = args.accept.rouge();
     let worker = instill_generator::worker_name(&backend::hostname());
     match job {
         Job::Magpie(template) => Config::Magpie(MagpieConfig {
@@ -345,8 +335,8 @@ impl<'a> Summary<'a> {
     /// The summary of a run's report.
     fn new(run: &'a str, report: &'a RunReport, args: &GenerateArgs, elapsed: Duration) -> Self {
         let p = &report.progress;
-        let tokens = p.prompt_tokens.saturating_add(p.completion_tokens);
-        let cost = backend::cost(&args.send, p.prompt_tokens, p.completion_tokens);
+        let sent = Sent::new(p, &args.send);
+        let tokens = sent.tokens();
         let chat = args.mode == ModeArg::Chat;
         Summary {
             run,
@@ -366,23 +356,15 @@ impl<'a> Summary<'a> {
             target: p.target,
             rejected: p.rejected.values().sum(),
             rejected_by_reason: &p.rejected,
-            requests_ok: p.requests_ok,
-            requests_failed: p.requests_failed,
-            requests_retried_attempts: p.retries,
-            requests_sent_now: p.sent_now,
-            requests_replayed: p.replayed,
-            errors_by_kind: &p.errors,
+            sent,
             parse_issues: p.parse_issues,
             truncated_replies: p.truncated,
             replies_without_answer: p.no_answer,
-            prompt_tokens: p.prompt_tokens,
-            completion_tokens: p.completion_tokens,
             accepted_per_1k_tokens: if tokens > 0 {
                 p.accepted as f64 * 1000.0 / tokens as f64
             } else {
                 0.0
             },
-            cost,
             seconds: elapsed.as_secs_f64(),
         }
     }
@@ -466,17 +448,7 @@ fn print_summary(s: &Summary) {
     for (r, n) in s.rejected_by_reason {
         println!("  rejected {r:<22} {n:>8}");
     }
-    println!(
-        "requests: {} ok, {} failed, {} extra attempts ({} sent now, {} from the stored replies)",
-        s.requests_ok,
-        s.requests_failed,
-        s.requests_retried_attempts,
-        s.requests_sent_now,
-        s.requests_replayed
-    );
-    for (k, n) in s.errors_by_kind {
-        println!("  failed attempts {k:<16} {n:>8}");
-    }
+    s.sent.print_requests();
     if s.parse_issues > 0 || s.truncated_replies > 0 {
         println!(
             "replies: {} unreadable task blocks, {} cut off at max_tokens",
@@ -489,12 +461,9 @@ fn print_summary(s: &Summary) {
             s.replies_without_answer
         );
     }
-    println!(
-        "tokens: {} in, {} out; {:.2} accepted per 1k tokens{}",
-        s.prompt_tokens,
-        s.completion_tokens,
-        s.accepted_per_1k_tokens,
-        s.cost.map(|c| format!("; cost {c:.4}")).unwrap_or_default()
-    );
+    s.sent.print_tokens(&format!(
+        "; {:.2} accepted per 1k tokens",
+        s.accepted_per_1k_tokens
+    ));
     println!("{:.1} s", s.seconds);
 }

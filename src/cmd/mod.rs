@@ -18,6 +18,7 @@ pub mod score;
 pub mod score_metric;
 pub mod seeds;
 pub mod select;
+pub mod sent;
 pub mod stage;
 pub mod stats;
 pub mod train;

@@ -4,7 +4,6 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use instill_core::RunKind;
 use instill_storage::{Db, RunSummary};
 
 use crate::cli::{GlobalArgs, ReportArgs};
@@ -18,14 +17,14 @@ pub async fn run(global: &GlobalArgs, args: &ReportArgs) -> anyhow::Result<Outco
     check_out(global, &args.out)?;
     let db = Db::open(&global.db).await?;
     let board = Scoreboard::load(&db).await?;
-    let stats = crate::cmd::stats::to_json(&db.stats().await?, &board)?;
+    let stats = crate::cmd::stats::to_json(&db, &board).await?;
     let runs = db.run_summaries().await?;
     let run_id = match &args.run {
         Some(name) => Some(run_named(&runs, name)?),
         None => None,
     };
     let mut timelines = Vec::new();
-    let generated = runs.iter().filter(|r| r.kind == RunKind::Generate);
+    let generated = runs.iter().filter(|r| r.kind.makes_records());
     for r in generated.filter(|r| run_id.is_none_or(|id| id == r.id)) {
         // About 60 points per run, at least one second each.
         let bucket = (db.run_span_ms(r.id).await? / 60).max(1000);
@@ -70,10 +69,10 @@ pub async fn run(global: &GlobalArgs, args: &ReportArgs) -> anyhow::Result<Outco
     Ok(Outcome::Done)
 }
 
-/// The id of the generation run called `name` (`--run`), or an error listing the generation
-/// runs there are (the other kinds make no records to chart).
+/// The id of the generation or evolve run called `name` (`--run`), or an error listing those
+/// there are (the other kinds make no records to chart).
 fn run_named(runs: &[RunSummary], name: &str) -> anyhow::Result<i64> {
-    let generated = || runs.iter().filter(|r| r.kind == RunKind::Generate);
+    let generated = || runs.iter().filter(|r| r.kind.makes_records());
     generated()
         .find(|r| r.name == name)
         .map(|r| r.id)

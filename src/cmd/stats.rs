@@ -1,14 +1,16 @@
 //! `instill stats`: what the database holds, as a table or as JSON: records, runs, lengths,
-//! workers, every scorer's score distribution and every evaluation's per-class means.
+//! workers, evolve runs round by round and per operation, every scorer's score distribution and
+//! every evaluation's per-class means.
 
 use std::collections::BTreeMap;
 
 use instill_core::{ClassMeans, ScoreSummary};
-use instill_storage::{Db, LengthHistogram, Stats};
+use instill_storage::{Db, EvolveCount, LengthHistogram, Stats};
 use serde::Serialize;
 
 use crate::Outcome;
 use crate::cli::GlobalArgs;
+use crate::evolution::{self, RunBreakdown};
 use crate::scoreboard::{self, EvalBoard, Scoreboard, ScorerBoard, short, short_or_dash};
 
 #[derive(Debug, Serialize)]
@@ -32,6 +34,9 @@ struct StatsOut {
     scorers: BTreeMap<String, ScorerOut>,
     /// Every evaluation by label: its models and per-class means.
     evaluations: BTreeMap<String, EvalOut>,
+    /// Every evolve run by name: evolved, kept, eliminated by rule, rejected, per round and
+    /// per operation.
+    evolve: BTreeMap<String, RunBreakdown>,
 }
 
 /// A scorer: what scored, on what scale, and its scores summarised (`n`, `unscored`, `mean`,
@@ -95,7 +100,7 @@ fn lengths(h: &LengthHistogram) -> Lengths {
     }
 }
 
-fn to_out(s: &Stats, board: &Scoreboard) -> StatsOut {
+fn to_out(s: &Stats, board: &Scoreboard, evolve: &[EvolveCount]) -> StatsOut {
     let map = |v: &[(String, i64)]| v.iter().cloned().collect::<BTreeMap<_, _>>();
     StatsOut {
         records: Counts {
@@ -125,6 +130,7 @@ fn to_out(s: &Stats, board: &Scoreboard) -> StatsOut {
         workers: Vec::new(),
         scorers: board.scorers.iter().map(scorer_out).collect(),
         evaluations: board.evaluations.iter().map(eval_out).collect(),
+        evolve: evolution::by_run(evolve),
     }
 }
 
@@ -155,8 +161,9 @@ fn eval_out(b: &EvalBoard) -> (String, EvalOut) {
 }
 
 /// `instill stats --json`'s document, which the report shows and is tested against.
-pub fn to_json(stats: &Stats, board: &Scoreboard) -> anyhow::Result<serde_json::Value> {
-    Ok(serde_json::to_value(to_out(stats, board))?)
+pub async fn to_json(db: &Db, board: &Scoreboard) -> anyhow::Result<serde_json::Value> {
+    let out = to_out(&db.stats().await?, board, &db.evolve_counts(None).await?);
+    Ok(serde_json::to_value(out)?)
 }
 
 /// A generate worker seen in the last minute, as `stats` shows it.
@@ -200,8 +207,9 @@ pub async fn run(global: &GlobalArgs) -> anyhow::Result<Outcome> {
     let stats = db.stats().await?;
     let workers = workers(&db).await?;
     let board = Scoreboard::load(&db).await?;
+    let evolve = db.evolve_counts(None).await?;
     db.close().await;
-    let mut out = to_out(&stats, &board);
+    let mut out = to_out(&stats, &board, &evolve);
     out.workers = workers;
     if global.json {
         println!("{}", serde_json::to_string(&out)?);
@@ -265,6 +273,12 @@ fn print_table(url: &str, stats: &Stats, out: &StatsOut) {
         );
     }
     print_workers(&out.workers);
+    if !out.evolve.is_empty() {
+        println!("evolve runs (rewrites judged per round and operation):");
+        for line in evolution::run_lines(&out.evolve) {
+            println!("{line}");
+        }
+    }
 }
 
 /// The generate workers seen in the last minute, when there are any.

@@ -2,13 +2,13 @@
 //! fetches) built from what the database holds. Every count shown carries a `data-k` attribute
 //! with its `instill stats --json` path, so tests (and scripts) can check the page against it.
 
+pub mod evolve;
 pub mod scores;
 pub mod svg;
 pub mod text;
 
 use std::fmt::Write;
 
-use instill_core::RunKind;
 use instill_storage::{RunSummary, TimeBucket};
 use serde_json::Value;
 
@@ -128,6 +128,7 @@ pub fn render(d: &ReportData) -> String {
     );
     counts(&mut h, &d.stats);
     runs(&mut h, d);
+    evolve::evolve(&mut h, &d.stats);
     lengths(&mut h, &d.text);
     diversity(&mut h, &d.text);
     similarity(&mut h, d);
@@ -203,11 +204,7 @@ fn counts(h: &mut String, s: &Value) {
 
 fn runs(h: &mut String, d: &ReportData) {
     h.push_str("<section id=\"runs\"><h2>Generation runs</h2>");
-    let generated: Vec<&RunSummary> = d
-        .runs
-        .iter()
-        .filter(|r| r.kind == RunKind::Generate)
-        .collect();
+    let generated: Vec<&RunSummary> = d.runs.iter().filter(|r| r.kind.makes_records()).collect();
     if generated.is_empty() {
         h.push_str("<p class=\"none\">No generation runs.</p>");
     } else {
@@ -270,13 +267,10 @@ fn generation_row(h: &mut String, d: &ReportData, r: &RunSummary) {
     );
 }
 
-/// The score and eval stages' runs: requests, tokens and cost (they make no records).
+/// The score, eval and evolve-judge stages' runs: requests, tokens and cost (they make no
+/// records).
 fn stage_runs(h: &mut String, d: &ReportData) {
-    let stages: Vec<&RunSummary> = d
-        .runs
-        .iter()
-        .filter(|r| r.kind != RunKind::Generate)
-        .collect();
+    let stages: Vec<&RunSummary> = d.runs.iter().filter(|r| !r.kind.makes_records()).collect();
     if stages.is_empty() {
         return;
     }

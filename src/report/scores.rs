@@ -22,7 +22,7 @@ fn cell(key: &str, value: Option<f64>, shown: String) -> String {
 }
 
 /// A cell of a count.
-fn count(key: &str, n: i64) -> String {
+pub fn count(key: &str, n: i64) -> String {
     cell(key, Some(n as f64), num(n))
 }
 

@@ -36,9 +36,11 @@ pub struct EvolvedRecord {
     pub evolution: Evolution,
 }
 
-/// Evolved records of one round and operation with one verdict.
+/// Evolved records of one run, round and operation with one verdict.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EvolveCount {
+    /// The evolve run's name.
+    pub run: String,
     /// The round (1 = the first rewrite).
     pub round: i64,
     /// The operation.
@@ -137,21 +139,27 @@ WHERE records.run_id = $1 AND records.evolve_op IS NOT NULL ORDER BY records.id"
         })
     }
 
-    /// Evolved records counted by round, operation, status and reason (of run `run_id`, or of
-    /// every run), in that order.
+    /// Evolved records counted by run, round, operation, status and reason (of run `run_id`, or
+    /// of every run), in that order (runs oldest first).
     pub async fn evolve_counts(
         &self,
         run_id: Option<i64>,
     ) -> Result<Vec<EvolveCount>, StorageError> {
-        let sql = "SELECT CAST(evolve_round AS BIGINT) AS round, evolve_op AS op, status, reason,
-COUNT(*) AS n FROM records WHERE evolve_op IS NOT NULL AND ($1 < 0 OR run_id = $1)
-GROUP BY evolve_round, evolve_op, status, reason ORDER BY round, op, status, reason";
+        let sql =
+            "SELECT runs.name AS run, CAST(c.evolve_round AS BIGINT) AS round, c.evolve_op AS op,
+c.status AS status, c.reason AS reason, c.n AS n
+FROM (SELECT run_id, evolve_round, evolve_op, status, reason, COUNT(*) AS n FROM records
+WHERE evolve_op IS NOT NULL AND ($1 < 0 OR run_id = $1)
+GROUP BY run_id, evolve_round, evolve_op, status, reason) c
+JOIN runs ON runs.id = c.run_id
+ORDER BY c.run_id, round, op, status, reason";
         on_pool!(&self.pool, p => {
             let rows = sqlx::query(sql).bind(run_id.unwrap_or(-1)).fetch_all(p).await?;
             rows.iter().map(|r| {
                 let op: String = r.try_get("op")?;
                 let status: String = r.try_get("status")?;
                 Ok(EvolveCount {
+                    run: r.try_get("run")?,
                     round: r.try_get::<Option<i64>, _>("round")?.unwrap_or(0),
                     op: decode("records.evolve_op", &op)?,
                     status: decode("records.status", &status)?,

@@ -49,7 +49,9 @@ pub use evals::{Evaluation, Grade};
 pub use evolve::{EvolveCount, EvolvedRecord, PoolRecord};
 pub use export::ExportRecord;
 pub use imports::{ImportInfo, NewImport};
-pub use provenance::{Curation, ExportScores, ImportProvenance, Provenance, RunProvenance};
+pub use provenance::{
+    Curation, EvolvedBehind, ExportScores, ImportProvenance, Provenance, RunProvenance,
+};
 pub use read::{StatusFilter, StoredRecord};
 pub use records::NewRecord;
 pub use report::{RecordText, RunSummary, TimeBucket};

@@ -1,6 +1,7 @@
 //! Where the records of an export came from and what was done to them, for the dataset card:
 //! counts by language, source and origin of the exported records, the generation runs and
-//! imports behind them, every stored curation (`instill dedup`, `filter`, `select`), and every
+//! imports behind them, the exported records `instill evolve` wrote (by run and round, from seed
+//! tasks or records), every stored curation (`instill dedup`, `filter`, `select`), and every
 //! scorer's scores of the exported records.
 
 use sqlx::{AssertSqlSafe, Row};
@@ -39,6 +40,20 @@ pub struct RunProvenance {
     pub records: i64,
 }
 
+/// Exported records one evolve run wrote in one round.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EvolvedBehind {
+    /// The evolve run's name.
+    pub run: String,
+    /// The round (1 = the first rewrite).
+    pub round: i64,
+    /// Those rewritten from a seed task.
+    pub from_seeds: i64,
+    /// Those rewritten from a record (an imported or generated one, or the run's own earlier
+    /// rewrite).
+    pub from_records: i64,
+}
+
 /// An imported file that some of the exported records came from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ImportProvenance {
@@ -75,6 +90,8 @@ pub struct Provenance {
     pub runs: Vec<RunProvenance>,
     /// The imported files behind them, oldest first.
     pub imports: Vec<ImportProvenance>,
+    /// The evolved ones among them, by run (oldest first) and round.
+    pub evolved: Vec<EvolvedBehind>,
     /// Rejected records in the whole database by reason, most frequent first.
     pub rejected_by_reason: Vec<(String, i64)>,
     /// Every stored curation, oldest first.
@@ -99,6 +116,7 @@ impl Db {
             by_origin: self.counts(grouped("origin")).await?,
             runs: self.runs_behind(f).await?,
             imports: self.imports_behind(f).await?,
+            evolved: self.evolved_behind(f).await?,
             rejected_by_reason: self
                 .counts(
                     "SELECT reason AS k, COUNT(*) AS n FROM records WHERE status = 'rejected' \
@@ -173,6 +191,26 @@ impl Db {
                 config_json: r.try_get("config_json")?,
                 started_at: r.try_get("started_at")?,
                 records: r.try_get("n")?,
+            })).collect()
+        })
+    }
+
+    async fn evolved_behind(&self, f: &str) -> Result<Vec<EvolvedBehind>, StorageError> {
+        let sql = format!(
+            "SELECT r.name, CAST(c.evolve_round AS BIGINT) AS round, c.seeds, c.recs FROM runs r JOIN \
+             (SELECT run_id, evolve_round, \
+             CAST(SUM(CASE WHEN evolved_from_seed IS NULL THEN 0 ELSE 1 END) AS BIGINT) AS seeds, \
+             CAST(SUM(CASE WHEN evolved_from IS NULL THEN 0 ELSE 1 END) AS BIGINT) AS recs \
+             FROM records WHERE evolve_op IS NOT NULL {f} GROUP BY run_id, evolve_round) c \
+             ON c.run_id = r.id ORDER BY r.id, round"
+        );
+        on_pool!(&self.pool, p => {
+            let rows = sqlx::query(AssertSqlSafe(sql)).fetch_all(p).await?;
+            rows.iter().map(|r| Ok(EvolvedBehind {
+                run: r.try_get("name")?,
+                round: r.try_get::<Option<i64>, _>("round")?.unwrap_or(0),
+                from_seeds: r.try_get("seeds")?,
+                from_records: r.try_get("recs")?,
             })).collect()
         })
     }
