@@ -11,7 +11,7 @@ use std::time::Duration;
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::fake_openai::{FakeConfig, FakeServer, prompt_hash};
-use crate::util::{Env, block_on, words};
+use crate::util::{Env, block_on, exported, words};
 
 /// Every follow-up the fake user asks: too short for the quality rules (3 words) and the same in every
 /// conversation, so a run that judged the last user turn would reject nearly everything.
@@ -75,16 +75,6 @@ fn chat_args<'a>(server: &'a FakeServer, turns: &'a str, target: &'a str) -> Vec
         "4",
         "--json",
     ]
-}
-
-/// The first line of an export's train split, parsed.
-fn exported(env: &Env, dir: &str) -> Vec<serde_json::Value> {
-    let path = env.path(&format!("{dir}/data/train/train-00000-of-00001.jsonl"));
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 #[test]

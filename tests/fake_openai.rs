@@ -78,6 +78,8 @@ pub struct FakeConfig {
     pub magpie: bool,
     /// Serve no `/completions` (a chat-only API): 404 there.
     pub chat_only: bool,
+    /// Keep every request's model and prompt (see [`FakeServer::bodies`]).
+    pub keep_bodies: bool,
 }
 
 /// The shapes in which servers send reasoning.
@@ -133,6 +135,7 @@ impl Default for FakeConfig {
             reasoning: FakeReasoning::None,
             magpie: false,
             chat_only: false,
+            keep_bodies: false,
         }
     }
 }
@@ -143,6 +146,8 @@ pub struct Log {
     pub requests: Vec<(u64, &'static str)>,
     /// The `Authorization` headers of every request, in arrival order.
     pub auth: Vec<Vec<String>>,
+    /// With `keep_bodies`: every request's model and prompt, in arrival order.
+    pub bodies: Vec<(String, String)>,
     attempts: HashMap<u64, u64>,
 }
 
@@ -205,6 +210,11 @@ impl FakeServer {
     /// Prompt hashes of every request, with what the server answered.
     pub fn requests(&self) -> Vec<(u64, &'static str)> {
         self.shared.log.lock().expect("log").requests.clone()
+    }
+
+    /// With `keep_bodies`: every request's model and prompt, in arrival order.
+    pub fn bodies(&self) -> Vec<(String, String)> {
+        self.shared.log.lock().expect("log").bodies.clone()
     }
 
     /// The `Authorization` headers of every request, in arrival order.
@@ -297,6 +307,10 @@ async fn answer(s: Arc<Shared>, headers: HeaderMap, body: Bytes, completion: boo
         };
         log.requests.push((h, outcome));
         log.auth.push(auth.clone());
+        if cfg.keep_bodies {
+            let model = v["model"].as_str().unwrap_or("").to_string();
+            log.bodies.push((model, prompt.clone()));
+        }
         (outcome, arrival)
     };
     let delay = cfg.latency + cfg.jitter.mul_f64(unit(xxh3_64_with_seed(b"jitter", h)));

@@ -14,7 +14,7 @@ use crate::scores_shown::{self, N, expected_means, grade, moments, scored_databa
 use crate::util::{Env, repo, shared};
 
 /// `data-k="KEY" data-v="VALUE"` pairs of the page.
-fn data_values(html: &str) -> std::collections::BTreeMap<String, f64> {
+pub fn data_values(html: &str) -> std::collections::BTreeMap<String, f64> {
     let mut out = std::collections::BTreeMap::new();
     for part in html.split("data-k=\"").skip(1) {
         let Some((key, rest)) = part.split_once('"') else {
@@ -34,7 +34,7 @@ fn data_values(html: &str) -> std::collections::BTreeMap<String, f64> {
 /// Every number of `instill stats --json` as `path → value` (lengths left out: they are
 /// percentiles, the page draws histograms instead; so are lists, such as score bins, which the
 /// page draws).
-fn flatten(prefix: &str, v: &Value, out: &mut Vec<(String, f64)>) {
+pub fn flatten(prefix: &str, v: &Value, out: &mut Vec<(String, f64)>) {
     match v {
         Value::Object(m) => {
             for (k, v) in m {

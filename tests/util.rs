@@ -101,6 +101,20 @@ impl Env {
         run_in(self.dir.path(), &self.db.url, args)
     }
 
+    /// Starts `instill ARGS --no-progress` on this database, in the scratch directory, without
+    /// waiting: stdout discarded, stderr piped (read it with `wait_with_output`).
+    pub fn spawn(&self, args: &[&str]) -> std::process::Child {
+        Command::new(env!("CARGO_BIN_EXE_instill"))
+            .args(args)
+            .arg("--no-progress")
+            .env("INSTILL_DB", &self.db.url)
+            .current_dir(self.dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run instill")
+    }
+
     /// Runs the binary through `sh -c`, with `$INSTILL` and `$INSTILL_DB` set: for tests that
     /// need shell features (resource limits, ignored signals).
     pub fn sh(&self, script: &str) -> Run {
@@ -288,6 +302,20 @@ pub fn run_killed(env: &Env, args: &[&str], kills: u32, seed: u64) -> (i32, u32)
             return (status.code().unwrap_or(-1), landed);
         }
     }
+}
+
+/// The train split of the export in `dir` (one shard), as written.
+pub fn train_shard(env: &Env, dir: &str) -> Vec<u8> {
+    std::fs::read(env.path(&format!("{dir}/data/train/train-00000-of-00001.jsonl"))).unwrap()
+}
+
+/// The lines of the train split of the export in `dir` (one shard), parsed.
+pub fn exported(env: &Env, dir: &str) -> Vec<serde_json::Value> {
+    String::from_utf8(train_shard(env, dir))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 /// `n` made-up words drawn from `seed`.
