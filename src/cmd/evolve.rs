@@ -9,7 +9,7 @@ use instill_core::{EvolveOp, EvolvedFrom, Lang, Reason, Status};
 use instill_dedup::RougeConfig;
 use instill_generator::{
     Backend, EvolveConfig, EvolveEnding, EvolveReport, GenerateError, PoolItem, Progress,
-    RequestParams, RetryPolicy,
+    RequestParams,
 };
 use instill_prompts::EvolvePrompts;
 use instill_storage::{Db, EvolveCount};
@@ -237,22 +237,14 @@ fn evolve_config(
         prompts,
         cot: args.template == "cot",
         seed: args.seed,
-        concurrency: args.send.concurrency as usize,
-        request,
+        send: stage::sending(&args.send, request),
         judge_request,
-        retry: RetryPolicy {
-            max_attempts: args.send.max_retries,
-            ..RetryPolicy::default()
-        },
-        rpm: args.send.rpm,
-        tpm: args.send.tpm,
         rules,
         rouge: RougeConfig {
             threshold: args.rouge_threshold,
             tokenizer: args.rouge_tokenizer.into(),
             floor: 1.0,
         },
-        worker: instill_generator::worker_name(&backend::hostname()),
     }
 }
 
