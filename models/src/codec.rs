@@ -75,7 +75,7 @@ impl Codec {
         let added = self.tokenizer.get_added_tokens_decoder();
         let mut ids: Vec<u32> = added
             .iter()
-            .filter(|(_, t)| t.special && texts.iter().any(|s| *s == t.content))
+            .filter(|(_, t)| t.special && texts.contains(&t.content))
             .map(|(id, _)| *id)
             .collect();
         ids.sort_unstable();
