@@ -96,6 +96,7 @@ fn main() {
                         top_p: 1.0,
                         seed: 0,
                         stop: Vec::new(),
+                        stop_ids: Vec::new(),
                     };
                     (ids, params)
                 })

@@ -410,6 +410,7 @@ fn the_tiny_gguf_written_here_loads_and_matches_its_checkpoint() {
         top_p: 1.0,
         seed: 0,
         stop: Vec::new(),
+        stop_ids: Vec::new(),
     };
     for loaded in [&gguf, &hf] {
         let no_eos = instill_generator::local::Codec {
@@ -933,6 +934,7 @@ fn a_llama3_gguf_with_rope_freqs_matches_transformers() {
             top_p: 1.0,
             seed: 0,
             stop: Vec::new(),
+            stop_ids: Vec::new(),
         };
         let out = instill_generator::local::generate_all(&gguf.model, &no_eos, &[(ids, params)], 1)
             .unwrap();

@@ -25,6 +25,7 @@ fn greedy(max_new_tokens: usize) -> SeqParams {
         top_p: 1.0,
         seed: 0,
         stop: vec![],
+        stop_ids: Vec::new(),
     }
 }
 

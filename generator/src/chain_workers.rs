@@ -38,8 +38,8 @@ pub(crate) async fn run_chain_worker<C: Script>(
     let base = restore_with(db, run_id, shared.target, chain.acceptor(), false)
         .await?
         .progress;
-    let concurrency = stage.concurrency.max(1);
-    let me = stage.worker.clone();
+    let concurrency = stage.send.concurrency.max(1);
+    let me = stage.send.worker.clone();
     let mut w = Worker {
         db,
         chain,

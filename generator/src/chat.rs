@@ -20,8 +20,7 @@ use instill_storage::Db;
 
 use crate::accept::{Acceptor, storable_text};
 use crate::backend::Backend;
-use crate::retry::RetryPolicy;
-use crate::run::{GenerateError, Progress, RequestParams, RunReport, seeds_hash, to_example};
+use crate::run::{GenerateError, Progress, RunReport, Sending, seeds_hash, to_example};
 use crate::sampling::choose;
 use crate::stage::StageConfig;
 use crate::turns::{Limits, Outcome, Reply, Script, run_script};
@@ -43,25 +42,15 @@ pub struct ChatConfig {
     pub seeds_per_prompt: usize,
     /// The run's random seed: conversation c always draws the same seeds.
     pub seed: u64,
-    /// Requests in flight at most.
-    pub concurrency: usize,
+    /// How its requests are sent.
+    pub send: Sending,
     /// Stop once this many requests are stored in all, before the target; a conversation is
     /// begun only when all its requests fit.
     pub max_requests: Option<u64>,
-    /// Sampling settings sent with each request (`n` must be 1).
-    pub request: RequestParams,
-    /// How failed requests are retried.
-    pub retry: RetryPolicy,
-    /// Requests per minute at most.
-    pub rpm: Option<u32>,
-    /// Tokens per minute at most.
-    pub tpm: Option<u64>,
     /// The quality rules (on each conversation's opening exchange).
     pub rules: Rules,
     /// The ROUGE-L rule (on each conversation's first user turn).
     pub rouge: RougeConfig,
-    /// This process's name in the requests table.
-    pub worker: String,
     /// Postgres: how long this process's claim on a turn lives without a heartbeat (a killed
     /// process's turns go to the others after this).
     pub lease: Duration,
@@ -92,12 +81,7 @@ impl ChatConfig {
                 "tokenizer": self.rouge.tokenizer.name(),
                 "rules": format!("{:032x}", xxhash_rust::xxh3::xxh3_128(self.rules.to_toml().as_bytes())),
             }),
-            request: self.request.clone(),
-            retry: self.retry,
-            concurrency: self.concurrency,
-            rpm: self.rpm,
-            tpm: self.tpm,
-            worker: self.worker.clone(),
+            send: self.send.clone(),
             seed: None,
         }
     }
@@ -149,10 +133,10 @@ fn check(cfg: &ChatConfig) -> Result<(), GenerateError> {
             "a conversation needs at least one exchange (turns ≥ 1)".into(),
         ));
     }
-    if cfg.request.n != 1 {
+    if cfg.send.request.n != 1 {
         return Err(GenerateError::Config(format!(
             "a conversation goes on from one reply per turn: n must be 1, not {}",
-            cfg.request.n
+            cfg.send.request.n
         )));
     }
     Ok(())

@@ -33,10 +33,9 @@ use xxhash_rust::xxh3::xxh3_128;
 use crate::accept::{Acceptor, Key, key, storable_text};
 use crate::backend::Backend;
 use crate::driven::{driver_lock, first_reply, with_stage};
-use crate::retry::RetryPolicy;
 use crate::run::{
-    Batch, GenerateError, Progress, RequestParams, differences, eliminated_row, flush, judge_item,
-    restore_with,
+    Batch, GenerateError, Progress, RequestParams, Sending, differences, eliminated_row, flush,
+    judge_item, restore_with,
 };
 use crate::stage::{StageConfig, StageEnding, StageItem, StageProgress, open_stage, run_stage};
 
@@ -70,24 +69,14 @@ pub struct EvolveConfig {
     pub cot: bool,
     /// The run's random seed: item `i` of round `r` always draws the same operation.
     pub seed: u64,
-    /// Requests in flight at most.
-    pub concurrency: usize,
-    /// Sampling of the rewrites and answers (`n` must be 1).
-    pub request: RequestParams,
+    /// How its requests are sent (the rewrites' and answers' sampling; `n` must be 1).
+    pub send: Sending,
     /// Sampling of the judge's comparisons (`n` must be 1).
     pub judge_request: RequestParams,
-    /// How failed requests are retried.
-    pub retry: RetryPolicy,
-    /// Requests per minute at most.
-    pub rpm: Option<u32>,
-    /// Tokens per minute at most.
-    pub tpm: Option<u64>,
     /// The quality rules (on the survivors).
     pub rules: Rules,
     /// The ROUGE-L rule (survivors against the pool's tasks and everything accepted).
     pub rouge: RougeConfig,
-    /// This process's name in the requests table.
-    pub worker: String,
 }
 
 /// Why an evolve run stopped.
@@ -184,7 +173,7 @@ impl EvolveConfig {
         self.stage_config(
             self.name.clone(),
             RunKind::Evolve,
-            self.request.clone(),
+            self.send.request.clone(),
             serde_json::json!({
                 "mode": "evolve",
                 "pool": self.pool_print(),
@@ -220,12 +209,10 @@ impl EvolveConfig {
             name,
             kind,
             settings,
-            request,
-            retry: self.retry,
-            concurrency: self.concurrency,
-            rpm: self.rpm,
-            tpm: self.tpm,
-            worker: self.worker.clone(),
+            send: Sending {
+                request,
+                ..self.send.clone()
+            },
             seed: None,
         }
     }
@@ -320,7 +307,7 @@ fn check(cfg: &EvolveConfig) -> Result<(), GenerateError> {
     if cfg.rounds == 0 {
         return refuse("an evolve run needs at least one round");
     }
-    if cfg.request.n != 1 || cfg.judge_request.n != 1 {
+    if cfg.send.request.n != 1 || cfg.judge_request.n != 1 {
         return refuse("each step goes on from one reply: n must be 1");
     }
     Ok(())

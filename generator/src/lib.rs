@@ -67,7 +67,9 @@ pub use openai::{
     DEFAULT_MAX_BODY_BYTES, MAX_REPORTED_TOKENS, OpenAiBackend, OpenAiConfig, url_has_credentials,
 };
 pub use retry::RetryPolicy;
-pub use run::{Ending, GenerateError, Progress, RequestParams, RunConfig, RunReport, fingerprint};
+pub use run::{
+    Ending, GenerateError, Progress, RequestParams, RunConfig, RunReport, Sending, fingerprint,
+};
 pub use single::run;
 pub use stage::{StageConfig, StageEnding, StageItem, StageProgress, StageReport, run_stage};
 pub use workers::{run_worker, worker_name};

@@ -23,8 +23,7 @@ use instill_storage::Db;
 use crate::accept::{Acceptor, storable_text};
 use crate::backend::Backend;
 use crate::magpie_template::MagpieTemplate;
-use crate::retry::RetryPolicy;
-use crate::run::{GenerateError, Progress, RequestParams, RunReport};
+use crate::run::{GenerateError, Progress, RunReport, Sending};
 use crate::stage::StageConfig;
 use crate::turns::{Limits, Outcome, Reply, Script, run_script};
 
@@ -39,25 +38,14 @@ pub struct MagpieConfig {
     pub template: MagpieTemplate,
     /// The run's random seed: request i is always sampled with the same seed.
     pub seed: u64,
-    /// Requests in flight at most.
-    pub concurrency: usize,
+    /// How its requests are sent.
+    pub send: Sending,
     /// Stop once this many requests are stored in all, before the target.
     pub max_requests: Option<u64>,
-    /// Sampling settings sent with each request (`n` must be 1); the template's stop markers
-    /// are added to its stop strings.
-    pub request: RequestParams,
-    /// How failed requests are retried.
-    pub retry: RetryPolicy,
-    /// Requests per minute at most.
-    pub rpm: Option<u32>,
-    /// Tokens per minute at most.
-    pub tpm: Option<u64>,
     /// The quality rules.
     pub rules: Rules,
     /// The ROUGE-L rule.
     pub rouge: RougeConfig,
-    /// This process's name in the requests table.
-    pub worker: String,
     /// Postgres: how long this process's claim on a request lives without a heartbeat (a
     /// killed process's requests go to the others after this).
     pub lease: Duration,
@@ -72,7 +60,7 @@ impl MagpieConfig {
     /// parameters are the run's fingerprint and its provenance.
     fn stage(&self) -> StageConfig {
         let t = &self.template;
-        let mut request = self.request.clone();
+        let mut request = self.send.request.clone();
         for stop in &t.stops {
             if !request.stop.contains(stop) {
                 request.stop.push(stop.clone());
@@ -91,12 +79,10 @@ impl MagpieConfig {
                 "tokenizer": self.rouge.tokenizer.name(),
                 "rules": format!("{:032x}", xxhash_rust::xxh3::xxh3_128(self.rules.to_toml().as_bytes())),
             }),
-            request,
-            retry: self.retry,
-            concurrency: self.concurrency,
-            rpm: self.rpm,
-            tpm: self.tpm,
-            worker: self.worker.clone(),
+            send: Sending {
+                request,
+                ..self.send.clone()
+            },
             seed: Some(self.seed),
         }
     }
@@ -110,10 +96,10 @@ pub async fn run_magpie(
     shutdown: impl Future<Output = ()>,
     on_progress: impl FnMut(&Progress),
 ) -> Result<RunReport, GenerateError> {
-    if cfg.request.n != 1 {
+    if cfg.send.request.n != 1 {
         return Err(GenerateError::Config(format!(
             "an instruction is answered from one reply: n must be 1, not {}",
-            cfg.request.n
+            cfg.send.request.n
         )));
     }
     let limits = Limits {

@@ -43,22 +43,30 @@ pub struct RunConfig {
     pub generated_per_prompt: usize,
     /// The run's random seed.
     pub seed: u64,
-    /// Requests in flight at most.
-    pub concurrency: usize,
+    /// How its requests are sent.
+    pub send: Sending,
     /// Stop after this many requests in all (stored ones included) if the target is not reached.
     pub max_requests: Option<u64>,
-    /// Sampling settings sent with each request.
-    pub request: RequestParams,
-    /// How failed requests are retried.
-    pub retry: RetryPolicy,
-    /// Requests per minute at most.
-    pub rpm: Option<u32>,
-    /// Tokens per minute at most.
-    pub tpm: Option<u64>,
     /// The quality rules.
     pub rules: Rules,
     /// The ROUGE-L rule.
     pub rouge: RougeConfig,
+}
+
+/// How a run's requests are sent: what generation, chat, magpie, evolve and every stage are
+/// told alike.
+#[derive(Debug, Clone)]
+pub struct Sending {
+    /// Sampling settings sent with each request.
+    pub request: RequestParams,
+    /// How failed requests are retried.
+    pub retry: RetryPolicy,
+    /// Requests in flight at most.
+    pub concurrency: usize,
+    /// Requests per minute at most.
+    pub rpm: Option<u32>,
+    /// Tokens per minute at most.
+    pub tpm: Option<u64>,
     /// This process's name in the requests table.
     pub worker: String,
 }
@@ -207,7 +215,7 @@ pub enum GenerateError {
 
 /// The settings that decide a run's prompts and verdicts: a resumed run must use the same ones.
 pub fn fingerprint(cfg: &RunConfig, model: &str) -> serde_json::Value {
-    cfg.request.fingerprint_with(serde_json::json!({
+    cfg.send.request.fingerprint_with(serde_json::json!({
         "kind": "generate",
         "template": cfg.template.name(),
         "template_hash": format!("{:032x}", xxh3_128(cfg.template.render(&[]).unwrap_or_default().as_bytes())),
@@ -474,8 +482,8 @@ pub(crate) fn dispatch(
         let f = send(
             &backend,
             &limiter,
-            &cfg.request,
-            &cfg.retry,
+            &cfg.send.request,
+            &cfg.send.retry,
             idx,
             prompt,
             None,
@@ -596,7 +604,7 @@ pub(crate) fn accept_one(
             progress.retries += u64::from(f.attempts.saturating_sub(1));
             batch
                 .requests
-                .push(failed_row(&cfg.request, &cfg.worker, &f, e));
+                .push(failed_row(&cfg.send.request, &cfg.send.worker, &f, e));
             return Ok(false);
         }
     };
@@ -604,9 +612,12 @@ pub(crate) fn accept_one(
         progress.requests_ok += 1;
         progress.retries += u64::from(f.attempts.saturating_sub(1));
         add_usage(progress, completion);
-        batch
-            .requests
-            .push(request_row(&cfg.request, &cfg.worker, &f, completion));
+        batch.requests.push(request_row(
+            &cfg.send.request,
+            &cfg.send.worker,
+            &f,
+            completion,
+        ));
     }
     let examples = cfg.seeds_per_prompt.min(cfg.seeds.len())
         + if cfg.generated_per_prompt > 0 {

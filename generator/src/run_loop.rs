@@ -142,8 +142,8 @@ where
         };
         let mut restored = restore(db, run_id, &cfg).await?;
         let progress = std::mem::take(&mut restored.progress);
-        let limiter = Arc::new(RateLimiter::new(cfg.rpm, cfg.tpm));
-        let concurrency = cfg.concurrency.max(1);
+        let limiter = Arc::new(RateLimiter::new(cfg.send.rpm, cfg.send.tpm));
+        let concurrency = cfg.send.concurrency.max(1);
         let (tx, rx) = mpsc::channel::<Finished>(concurrency * 2);
         let lp = Loop {
             db,

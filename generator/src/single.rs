@@ -239,8 +239,8 @@ where
                 && let Ok(c) = &f.outcome
             {
                 self.batch.requests.push(request_row(
-                    &self.lp.cfg.request,
-                    &self.lp.cfg.worker,
+                    &self.lp.cfg.send.request,
+                    &self.lp.cfg.send.worker,
                     &f,
                     c,
                 ));

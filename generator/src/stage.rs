@@ -20,9 +20,8 @@ use tokio::task::JoinSet;
 use crate::backend::Backend;
 use crate::completion::BackendError;
 use crate::limiter::RateLimiter;
-use crate::retry::RetryPolicy;
 use crate::run::{
-    Finished, GenerateError, RequestParams, failed_row, find_or_create_run, request_row, send,
+    Finished, GenerateError, Sending, failed_row, find_or_create_run, request_row, send,
 };
 use crate::run_loop::Ticker;
 
@@ -37,18 +36,8 @@ pub struct StageConfig {
     /// rubric's hash, a template…): with the model and the request parameters, the run's
     /// fingerprint, which a resumed run must match.
     pub settings: serde_json::Value,
-    /// Sampling settings sent with each request.
-    pub request: RequestParams,
-    /// How failed requests are retried.
-    pub retry: RetryPolicy,
-    /// Requests in flight at most.
-    pub concurrency: usize,
-    /// Requests per minute at most.
-    pub rpm: Option<u32>,
-    /// Tokens per minute at most.
-    pub tpm: Option<u64>,
-    /// This process's name in the requests table.
-    pub worker: String,
+    /// How its requests are sent.
+    pub send: Sending,
     /// When given, each request is sampled with a seed of its own, drawn by the `(seed, idx)`
     /// generator: the same prompt sent for different items is sampled differently, and the
     /// same item alike on every run (magpie's instruction step, whose prompts are all one text).
@@ -189,7 +178,7 @@ pub(crate) async fn open_stage(
     cfg: &StageConfig,
     model: &str,
 ) -> Result<i64, GenerateError> {
-    let print = cfg.request.fingerprint_with(serde_json::json!({
+    let print = cfg.send.request.fingerprint_with(serde_json::json!({
         "kind": cfg.kind.as_str(),
         "settings": cfg.settings,
         "model": model,
@@ -229,12 +218,12 @@ pub(crate) enum Woke {
 
 impl<'a> Stage<'a> {
     pub(crate) fn new(db: &'a Db, run_id: i64, backend: &Backend, cfg: StageConfig) -> Stage<'a> {
-        let concurrency = cfg.concurrency.max(1);
+        let concurrency = cfg.send.concurrency.max(1);
         let (tx, rx) = mpsc::channel(concurrency * 2);
         Stage {
             db,
             run_id,
-            limiter: Arc::new(RateLimiter::new(cfg.rpm, cfg.tpm)),
+            limiter: Arc::new(RateLimiter::new(cfg.send.rpm, cfg.send.tpm)),
             cfg: Arc::new(cfg),
             backend: Arc::new(backend.clone()),
             tx,
@@ -264,7 +253,9 @@ impl<'a> Stage<'a> {
         let mut exhausted = false;
         loop {
             self.progress.answered_before = skipped.get();
-            while !exhausted && self.fatal.is_none() && self.in_flight < self.cfg.concurrency.max(1)
+            while !exhausted
+                && self.fatal.is_none()
+                && self.in_flight < self.cfg.send.concurrency.max(1)
             {
                 match todo.next() {
                     Some(Ok(item)) => self.dispatch(item),
@@ -290,7 +281,7 @@ impl<'a> Stage<'a> {
 
     /// Requests in flight at most.
     pub(crate) fn concurrency(&self) -> usize {
-        self.cfg.concurrency.max(1)
+        self.cfg.send.concurrency.max(1)
     }
 
     /// Waits up to `until` for a reply (taken when one comes) or the shutdown signal.
@@ -329,8 +320,8 @@ impl<'a> Stage<'a> {
             let f = send(
                 &backend,
                 &limiter,
-                &cfg.request,
-                &cfg.retry,
+                &cfg.send.request,
+                &cfg.send.retry,
                 item.idx,
                 item.prompt,
                 seed,
@@ -357,8 +348,12 @@ impl<'a> Stage<'a> {
                 p.completion_tokens = p
                     .completion_tokens
                     .saturating_add(c.completion_tokens.unwrap_or(0));
-                self.rows
-                    .push(request_row(&self.cfg.request, &self.cfg.worker, &f, c));
+                self.rows.push(request_row(
+                    &self.cfg.send.request,
+                    &self.cfg.send.worker,
+                    &f,
+                    c,
+                ));
             }
             Err(e) => {
                 *p.errors.entry(e.kind().to_string()).or_default() += 1;
@@ -368,8 +363,12 @@ impl<'a> Stage<'a> {
                     return;
                 }
                 p.failed_now += 1;
-                self.rows
-                    .push(failed_row(&self.cfg.request, &self.cfg.worker, &f, e));
+                self.rows.push(failed_row(
+                    &self.cfg.send.request,
+                    &self.cfg.send.worker,
+                    &f,
+                    e,
+                ));
             }
         }
     }

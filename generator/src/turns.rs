@@ -165,7 +165,7 @@ async fn drive(
         .await?
         .map_or(0, |(idx, _)| idx / per + 1);
     let mut shutdown = std::pin::pin!(shutdown);
-    let concurrency = turned.stage.concurrency;
+    let concurrency = turned.stage.send.concurrency;
     let ending = loop {
         let p = &turned.progress;
         if p.accepted >= limits.target {

@@ -200,7 +200,7 @@ pub async fn run_worker(
     .await?;
     let mut worker = Worker {
         lease_ms: lease.as_millis().max(1000) as i64,
-        me: lp.cfg.worker.clone(),
+        me: lp.cfg.send.worker.clone(),
         lp,
         accepting: None,
         sent: 0,
@@ -463,7 +463,7 @@ fn reply_row(
         Ok(c) => {
             progress.requests_ok += 1;
             add_usage(progress, c);
-            request_row(&cfg.request, &cfg.worker, f, c)
+            request_row(&cfg.send.request, &cfg.send.worker, f, c)
         }
         Err(e) => {
             if !e.retryable() {
@@ -471,7 +471,7 @@ fn reply_row(
             }
             *progress.errors.entry(e.kind().to_string()).or_default() += 1;
             progress.requests_failed += 1;
-            failed_row(&cfg.request, &cfg.worker, f, e)
+            failed_row(&cfg.send.request, &cfg.send.worker, f, e)
         }
     }
 }

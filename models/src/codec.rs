@@ -69,6 +69,19 @@ impl Codec {
         Ok(encoding.get_ids().to_vec())
     }
 
+    /// The ids of those of `texts` that are one special token each (decoded text leaves them
+    /// out, so a stop string that is one can only be seen as its id).
+    pub fn special_token_ids(&self, texts: &[String]) -> Vec<u32> {
+        let added = self.tokenizer.get_added_tokens_decoder();
+        let mut ids: Vec<u32> = added
+            .iter()
+            .filter(|(_, t)| t.special && texts.contains(&t.content))
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
     /// Text of token ids, special tokens left out.
     pub fn decode(&self, ids: &[u32]) -> Result<String, CodecError> {
         self.tokenizer
@@ -334,6 +347,21 @@ mod tests {
             chat_template: Some(template.to_string()),
             ..Codec::from_hf_dir(&dir, None).expect("fixture codec")
         }
+    }
+
+    /// Stop strings that are one special token are found by id (decoding drops them); other
+    /// strings, and tokens that are not special, are not.
+    #[test]
+    fn stop_strings_that_are_special_tokens_are_found_by_id() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/local/smollm2");
+        let c = Codec::from_hf_dir(&dir, None).expect("fixture codec");
+        let stops: Vec<String> = ["<|im_end|>", "\n", "hello", "<|im_start|>user"]
+            .map(String::from)
+            .to_vec();
+        let im_end = c.tokenizer.token_to_id("<|im_end|>").expect("im_end");
+        assert_eq!(c.special_token_ids(&stops), vec![im_end]);
+        assert_eq!(c.decode(&[im_end]).expect("decode"), "");
+        assert!(c.special_token_ids(&[]).is_empty());
     }
 
     #[test]

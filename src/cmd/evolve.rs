@@ -8,7 +8,7 @@ use anyhow::Context;
 use instill_core::{EvolveOp, EvolvedFrom, Lang};
 use instill_generator::{
     Backend, EvolveConfig, EvolveEnding, EvolveReport, GenerateError, PoolItem, Progress,
-    RequestParams, RetryPolicy,
+    RequestParams,
 };
 use instill_prompts::EvolvePrompts;
 use instill_storage::{Db, EvolveCount};
@@ -218,18 +218,10 @@ fn evolve_config(
         prompts,
         cot: args.template == "cot",
         seed: args.seed,
-        concurrency: args.send.concurrency as usize,
-        request,
+        send: stage::sending(&args.send, request),
         judge_request,
-        retry: RetryPolicy {
-            max_attempts: args.send.max_retries,
-            ..RetryPolicy::default()
-        },
-        rpm: args.send.rpm,
-        tpm: args.send.tpm,
         rules,
         rouge: args.accept.rouge(),
-        worker: instill_generator::worker_name(&backend::hostname()),
     }
 }
 

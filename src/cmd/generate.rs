@@ -9,7 +9,7 @@ use instill_core::{Lang, Record};
 use instill_dedup::Rules;
 use instill_generator::{
     Backend, BackendError, ChatConfig, Ending, GenerateError, MagpieConfig, MagpieTemplate,
-    Progress, RequestParams, RetryPolicy, RunConfig, RunReport,
+    Progress, RequestParams, RunConfig, RunReport,
 };
 use instill_prompts::{ChatPrompts, Shape, Template};
 use instill_storage::Db;
@@ -191,27 +191,18 @@ fn run_config(
         stop: args.sampling.stop.clone(),
         n: args.n,
     };
-    let retry = RetryPolicy {
-        max_attempts: args.send.max_retries,
-        ..RetryPolicy::default()
-    };
+    let send = stage::sending(&args.send, request);
     let rouge = args.accept.rouge();
-    let worker = instill_generator::worker_name(&backend::hostname());
     match job {
         Job::Magpie(template) => Config::Magpie(MagpieConfig {
             name,
             target: args.target,
             template,
             seed: args.seed,
-            concurrency: args.send.concurrency as usize,
+            send: send.clone(),
             max_requests: args.max_requests,
-            request,
-            retry,
-            rpm: args.send.rpm,
-            tpm: args.send.tpm,
             rules,
             rouge,
-            worker,
             lease: Duration::from_secs_f64(args.lease_seconds.max(1.0)),
         }),
         Job::Instruct(template) => Config::Instruct(RunConfig {
@@ -222,15 +213,10 @@ fn run_config(
             seeds_per_prompt: args.seeds_per_prompt,
             generated_per_prompt: args.generated_per_prompt,
             seed: args.seed,
-            concurrency: args.send.concurrency as usize,
+            send: send.clone(),
             max_requests: args.max_requests,
-            request,
-            retry,
-            rpm: args.send.rpm,
-            tpm: args.send.tpm,
             rules,
             rouge,
-            worker,
         }),
         Job::Chat(prompts, turns) => Config::Chat(ChatConfig {
             name,
@@ -240,15 +226,10 @@ fn run_config(
             seeds,
             seeds_per_prompt: args.seeds_per_prompt,
             seed: args.seed,
-            concurrency: args.send.concurrency as usize,
+            send: send.clone(),
             max_requests: args.max_requests,
-            request,
-            retry,
-            rpm: args.send.rpm,
-            tpm: args.send.tpm,
             rules,
             rouge,
-            worker,
             lease: Duration::from_secs_f64(args.lease_seconds.max(1.0)),
         }),
     }

@@ -8,8 +8,8 @@ use anyhow::Context;
 
 use instill_core::RunKind;
 use instill_generator::{
-    Backend, GenerateError, RequestParams, RetryPolicy, StageConfig, StageItem, StageProgress,
-    StageReport, run_stage,
+    Backend, GenerateError, RequestParams, RetryPolicy, Sending, StageConfig, StageItem,
+    StageProgress, StageReport, run_stage,
 };
 use instill_storage::Db;
 
@@ -28,17 +28,27 @@ pub fn config(
     temperature: f32,
     max_tokens: u32,
 ) -> StageConfig {
+    let request = RequestParams {
+        max_tokens,
+        temperature,
+        top_p: 1.0,
+        stop: Vec::new(),
+        n: 1,
+    };
     StageConfig {
         name,
         kind,
         settings,
-        request: RequestParams {
-            max_tokens,
-            temperature,
-            top_p: 1.0,
-            stop: Vec::new(),
-            n: 1,
-        },
+        send: sending(send, request),
+        seed: None,
+    }
+}
+
+/// How requests are sent, as the flags say: `request` with the flags' retries, concurrency,
+/// rate limits, and this process's worker name.
+pub fn sending(send: &SendArgs, request: RequestParams) -> Sending {
+    Sending {
+        request,
         retry: RetryPolicy {
             max_attempts: send.max_retries,
             ..RetryPolicy::default()
@@ -47,7 +57,6 @@ pub fn config(
         rpm: send.rpm,
         tpm: send.tpm,
         worker: instill_generator::worker_name(&backend::hostname()),
-        seed: None,
     }
 }
 

@@ -21,6 +21,9 @@ pub struct SeqParams {
     pub seed: u64,
     /// Strings that end the reply (not included in it).
     pub stop: Vec<String>,
+    /// Special tokens that end the reply: the stop strings that are one special token, which
+    /// decoded text never shows (`<end_of_turn>`, `[/INST]` in a v3 Mistral tokenizer).
+    pub stop_ids: Vec<u32>,
 }
 
 /// A finished sequence.
@@ -163,7 +166,7 @@ fn accept_token(
         text,
         finish_reason: reason,
     };
-    if codec.eos_ids.contains(&seq.next) {
+    if codec.eos_ids.contains(&seq.next) || seq.params.stop_ids.contains(&seq.next) {
         let text = codec.decode(&seq.ids)?;
         return Ok(Some(finish(seq, text, "stop")));
     }

@@ -299,6 +299,7 @@ fn enqueue(
             top_p: f64::from(r.top_p),
             seed: base.wrapping_add(choice),
             stop: r.stop.clone(),
+            stop_ids: codec.special_token_ids(&r.stop),
         };
         waiting.push_back(((id << 16) | choice, prompt.clone(), params));
     }
