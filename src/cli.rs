@@ -376,11 +376,12 @@ pub struct GenerateArgs {
     /// record, its earlier exchanges the history and the last one the instruction and output.
     /// The quality rules judge a conversation's opening exchange and ROUGE-L dedup its first
     /// user turn; the turns of a conversation are sent one after another, conversations
-    /// concurrently, and a run killed mid-conversation resumes from the stored turns. On
-    /// Postgres a chat run takes one process. `magpie`: no seeds: the model continues the text
-    /// its chat template writes before a user's turn (derived from the template, with --system),
-    /// writing an instruction, then answers it; needs raw continuation (--backend candle, or
-    /// --api completion); one process per run on Postgres.
+    /// concurrently, and a run killed mid-conversation resumes from the stored turns; a
+    /// conversation with a turn cut off at --max-tokens ends there and is rejected as cut_off.
+    /// `magpie`: no seeds: the model continues the text its chat template writes before a
+    /// user's turn (derived from the template, with --system), writing an instruction, then
+    /// answers it; needs raw continuation (--backend candle, or --api completion). On Postgres,
+    /// chat and magpie runs (like instruct ones) take any number of processes.
     #[arg(long, value_enum, default_value = "instruct")]
     pub mode: ModeArg,
 

@@ -46,7 +46,8 @@ impl Staging {
             .ok_or_else(|| anyhow::anyhow!("{shown}: name a directory to create"))?;
         let parent = outdir::parent_of(target);
         if !parent.is_dir() {
-            anyhow::bail!("{}: the parent directory does not exist", parent.display());
+            std::fs::create_dir_all(&parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
         }
         remove_stale(&parent, &name, stages);
         let dir = parent.join(format!("{}{}", tmp_prefix(&name), std::process::id()));

@@ -424,6 +424,49 @@ fn processes_sharing_a_chat_run_on_postgres_write_the_single_process_records() {
 }
 
 #[test]
+fn a_turn_cut_off_ends_its_conversation_and_the_last_answers_reasoning_is_kept() {
+    let server = FakeServer::start(FakeConfig {
+        answer: Some(chat_model),
+        reasoning: crate::fake_openai::FakeReasoning::Field,
+        faults: crate::fake_openai::Faults {
+            length: 0.15,
+            ..Default::default()
+        },
+        ..FakeConfig::default()
+    });
+    let env = Env::new(instill_storage::testing::TempDb::sqlite());
+    env.run(["seeds", "import", "--builtin", "en"])
+        .expect_code(0);
+    let seen = server.requests().len();
+    env.run(chat_args(&server, "3", "12")).expect_code(0);
+    let sent = server.requests().len() - seen;
+    let records = env.records();
+    let cut: Vec<_> = records
+        .iter()
+        .filter(|r| r.reason.as_deref() == Some("cut_off"))
+        .collect();
+    assert!(!cut.is_empty(), "no conversation was cut off");
+    // A cut conversation stops at its cut turn: fewer than 6 requests each.
+    assert!(
+        sent < 6 * records.len(),
+        "{sent} requests for {} conversations",
+        records.len()
+    );
+    let accepted: Vec<_> = records
+        .iter()
+        .filter(|r| r.status == instill_core::Status::Accepted)
+        .collect();
+    assert_eq!(accepted.len(), 12);
+    assert!(
+        accepted.iter().any(|r| !r.record.reasoning.is_empty()),
+        "the last answers' reasoning was dropped"
+    );
+    for r in &accepted {
+        assert!(!r.record.reasoning.contains(&r.record.output), "{r:?}");
+    }
+}
+
+#[test]
 fn chat_flags_that_make_no_sense_are_refused_and_nothing_is_written() {
     let server = server(Duration::ZERO);
     let env = Env::new(instill_storage::testing::TempDb::sqlite());
@@ -446,6 +489,7 @@ fn chat_flags_that_make_no_sense_are_refused_and_nothing_is_written() {
         ),
         (&["--api", "completion"][..], "--api completion"),
         (&["--tasks-per-prompt", "5"][..], "--tasks-per-prompt"),
+        (&["--system", "Be brief."][..], "--system"),
     ] {
         let r = env.run(with(extra)).expect_code(2);
         assert!(

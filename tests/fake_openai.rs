@@ -493,8 +493,8 @@ pub fn magpie_reply(h: u64, prompt: &str) -> (String, &'static str) {
     if (h >> 7).is_multiple_of(15) {
         return (String::new(), "stop");
     }
-    let topic = if (h >> 13).is_multiple_of(10) {
-        h % 5
+    let topic = if (h >> 13).is_multiple_of(6) {
+        h % 2
     } else {
         h
     };

@@ -621,3 +621,15 @@ fn export_never_writes_over_the_database_files() {
     let stats = env.run(["stats", "--json"]).expect_code(0).json();
     assert_eq!(stats["records"]["total"], 1, "{stats}");
 }
+
+/// `export --out out/zh` on a fresh checkout (no `out/`): the missing parents are made, as the
+/// README's first run needs.
+#[test]
+fn export_makes_the_missing_parents_of_its_directory() {
+    let env = Env::new(instill_storage::testing::TempDb::sqlite());
+    let file = env.write("a.jsonl", input_file("alpaca"));
+    env.run(["import", file.to_str().unwrap()]).expect_code(0);
+    env.run(["export", "--out", "out/zh/v1"]).expect_code(0);
+    let manifest = env.path("out/zh/v1/manifest.json");
+    assert!(manifest.is_file(), "{}", manifest.display());
+}

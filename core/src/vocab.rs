@@ -140,7 +140,8 @@ vocabulary! {
         EvolEmpty => "evol_empty",
         /// `instill evolve`: the judge's reply said neither equal nor not equal.
         EvolUnjudged => "evol_unjudged",
-        /// A generated instruction (magpie's user turn) was cut off at the token limit.
+        /// A generated turn was cut off at the token limit (magpie's instruction or answer, a
+        /// self-chat's turn).
         CutOff => "cut_off",
     }
 }

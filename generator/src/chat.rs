@@ -13,7 +13,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use instill_core::{Exchange, Record, RunKind, SplitMix};
+use instill_core::{Exchange, Reason, Record, RunKind, SplitMix};
 use instill_dedup::{RougeConfig, Rules};
 use instill_prompts::{ChatPrompts, Example, clean_turn};
 use instill_storage::Db;
@@ -154,7 +154,9 @@ impl Script for ChatConfig {
     /// The user simulator's prompt (even turns) or the assistant's (odd ones), rendered from
     /// the turns so far; none after the last.
     fn prompt(&self, c: i64, said: &[Reply]) -> Result<Option<String>, GenerateError> {
-        if said.len() as i64 >= self.per_conversation() {
+        // Done after the last turn, or after a turn cut off at the token limit (what would
+        // follow it answers half a message).
+        if said.len() as i64 >= self.per_conversation() || said.iter().any(Reply::cut_off) {
             return Ok(None);
         }
         // What no database stores (NUL) never reaches a stored prompt; the record keeps the
@@ -175,9 +177,23 @@ impl Script for ChatConfig {
             .map_err(|e| GenerateError::Config(e.to_string()))
     }
 
-    fn outcome(&self, said: &[Reply]) -> Outcome {
-        let said: Vec<String> = said.iter().map(|s| clean_turn(&s.text)).collect();
-        Outcome::Judge(conversation(&said))
+    /// The conversation as a record, the last answer's reasoning with it; refused as `cut_off`
+    /// when a turn was cut off at the token limit (the turns so far, a pending question as the
+    /// instruction).
+    fn outcome(&self, replies: &[Reply]) -> Outcome {
+        let mut said: Vec<String> = replies.iter().map(|s| clean_turn(&s.text)).collect();
+        if said.len() % 2 == 1 {
+            said.push(String::new());
+        }
+        let mut record = conversation(&said);
+        if replies.iter().any(Reply::cut_off) {
+            return Outcome::Refused(record, Reason::CutOff);
+        }
+        record.reasoning = replies
+            .last()
+            .map(|r| r.reasoning.clone())
+            .unwrap_or_default();
+        Outcome::Judge(record)
     }
 
     fn acceptor(&self) -> Acceptor {

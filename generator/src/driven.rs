@@ -47,6 +47,13 @@ pub(crate) struct Reply {
     pub(crate) finish_reason: String,
 }
 
+impl Reply {
+    /// Whether it was cut off at the token limit.
+    pub(crate) fn cut_off(&self) -> bool {
+        self.finish_reason == "length"
+    }
+}
+
 /// The first choice of a stored request, when it has a reply.
 pub(crate) fn first_reply(r: &StoredRequest) -> Option<Reply> {
     if r.status != RequestStatus::Done {

@@ -147,12 +147,17 @@ impl Script for MagpieConfig {
             .map_err(|e| GenerateError::Config(e.to_string()))
     }
 
-    /// An instruction cut off or empty is refused unanswered; the others are judged.
+    /// An instruction cut off or empty is refused unanswered, an answer cut off refused; the
+    /// others are judged, the answer's reasoning with them.
     fn outcome(&self, said: &[Reply]) -> Outcome {
-        let record = self.record(said);
-        match said.first().map(instruction) {
-            Some(Err(reason)) => Outcome::Refused(record, reason),
-            _ => Outcome::Judge(record),
+        let mut record = self.record(said);
+        match (said.first().map(instruction), said.get(1)) {
+            (Some(Err(reason)), _) => Outcome::Refused(record, reason),
+            (_, Some(answer)) if answer.cut_off() => Outcome::Refused(record, Reason::CutOff),
+            (_, answer) => {
+                record.reasoning = answer.map(|a| a.reasoning.clone()).unwrap_or_default();
+                Outcome::Judge(record)
+            }
         }
     }
 
@@ -177,7 +182,7 @@ impl MagpieConfig {
 /// The instruction a step-1 reply holds (trimmed), or why it is rejected unanswered.
 fn instruction(reply: &Reply) -> Result<String, Reason> {
     let text = reply.text.trim();
-    if reply.finish_reason == "length" {
+    if reply.cut_off() {
         Err(Reason::CutOff)
     } else if text.is_empty() {
         Err(Reason::EmptyTurn)

@@ -104,6 +104,12 @@ pub struct StageReport {
     pub ending: StageEnding,
 }
 
+/// The sampling seed of request `idx` of a run seeded `seed`: 31 bits, which every server's
+/// `seed` takes (vLLM refuses values above `i64::MAX`, llama.cpp's is a 32-bit integer).
+pub(crate) fn request_seed(seed: u64, idx: i64) -> u64 {
+    SplitMix::for_request(seed, idx as u64).next_u64() >> 33
+}
+
 /// How often replies are written and progress shown when nothing else makes it due.
 const FLUSH_EVERY: Duration = Duration::from_millis(200);
 
@@ -312,10 +318,7 @@ impl<'a> Stage<'a> {
             self.limiter.clone(),
             self.cfg.clone(),
         );
-        let seed = self
-            .cfg
-            .seed
-            .map(|s| SplitMix::for_request(s, item.idx as u64).next_u64());
+        let seed = self.cfg.seed.map(|s| request_seed(s, item.idx));
         self.tasks.spawn(async move {
             let f = send(
                 &backend,

@@ -131,6 +131,11 @@ fn check_mode(args: &GenerateArgs) -> anyhow::Result<()> {
             if args.turns.is_some() {
                 anyhow::bail!("--turns is for --mode chat (conversations of K exchanges)");
             }
+            if args.system.is_some() {
+                anyhow::bail!(
+                    "--system is for --mode magpie (the system prompt before the model writes a user's turn)"
+                );
+            }
         }
         ModeArg::Magpie => magpie::check(args)?,
         ModeArg::Chat => {
@@ -140,6 +145,7 @@ fn check_mode(args: &GenerateArgs) -> anyhow::Result<()> {
                 (args.generated_per_prompt > 0, "--generated-per-prompt"),
                 (args.n != 1, "--n"),
                 (args.server.api == ApiArg::Completion, "--api completion"),
+                (args.system.is_some(), "--system"),
             ];
             if let Some((_, flag)) = refused.iter().find(|(bad, _)| *bad) {
                 anyhow::bail!(
