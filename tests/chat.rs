@@ -518,7 +518,7 @@ fn chat_flags_that_make_no_sense_are_refused_and_nothing_is_written() {
     other.extend(["--run", "c"]);
     let r = env.run(other).expect_code(2);
     assert!(
-        r.stderr.contains("other settings") && r.stderr.contains("\"turns\":2"),
+        r.stderr.contains("other settings") && r.stderr.contains("settings.turns: 2 → 3"),
         "{}",
         r.stderr
     );

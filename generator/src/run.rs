@@ -891,15 +891,29 @@ pub(crate) async fn write_batch(
 }
 
 /// The fields whose values differ between two fingerprints, as `field: old → new`.
+/// Settings nested in an object (a stage's `settings`) are named by their path, as
+/// `settings.turns: 2 → 3`.
 pub(crate) fn differences(old: &serde_json::Value, new: &serde_json::Value) -> Vec<String> {
     let mut out = Vec::new();
-    if let (Some(a), Some(b)) = (old.as_object(), new.as_object()) {
-        for (k, v) in b {
-            let was = a.get(k).cloned().unwrap_or(serde_json::Value::Null);
-            if &was != v {
-                out.push(format!("{k}: {was} → {v}"));
-            }
+    differ("", old, new, &mut out);
+    out
+}
+
+fn differ(path: &str, old: &serde_json::Value, new: &serde_json::Value, out: &mut Vec<String>) {
+    let (Some(a), Some(b)) = (old.as_object(), new.as_object()) else {
+        return;
+    };
+    for (k, v) in b {
+        let here = if path.is_empty() {
+            k.clone()
+        } else {
+            format!("{path}.{k}")
+        };
+        let was = a.get(k).cloned().unwrap_or(serde_json::Value::Null);
+        if was.is_object() && v.is_object() {
+            differ(&here, &was, v, out);
+        } else if &was != v {
+            out.push(format!("{here}: {was} → {v}"));
         }
     }
-    out
 }

@@ -53,10 +53,7 @@ pub async fn run(global: &GlobalArgs, args: &EvolveArgs) -> anyhow::Result<Outco
         None => model.clone(),
     };
     let access = backend::access(&args.server)?;
-    let name = args
-        .name
-        .clone()
-        .unwrap_or_else(|| format!("evolve-{}-s{}", from_name(args.from), args.seed));
+    let name = args.name.clone().unwrap_or_else(|| default_name(args));
     let _lock = stage::sqlite_lock(&global.db, "evolve", "evolving process")?;
     let db = Db::open(&global.db).await?;
     let pool = load_pool(&db, args, &name).await?;
@@ -133,6 +130,17 @@ fn from_name(from: EvolveFromArg) -> &'static str {
         EvolveFromArg::Seeds => "seeds",
         EvolveFromArg::Records => "records",
     }
+}
+
+/// The run's name without `--name`: `evolve-FROM-sSEED`, with the language when one is asked
+/// for (`evolve-seeds-zh-s42`), so that runs over other pools do not meet.
+fn default_name(args: &EvolveArgs) -> String {
+    let lang = match args.lang {
+        EvolveLangArg::Auto => String::new(),
+        EvolveLangArg::Zh => "-zh".into(),
+        EvolveLangArg::En => "-en".into(),
+    };
+    format!("evolve-{}{lang}-s{}", from_name(args.from), args.seed)
 }
 
 /// Round 0's pool: the seed tasks, or the accepted single-turn records that are not this run's
@@ -329,7 +337,14 @@ fn print_summary(s: &Summary) {
     };
     println!(
         "run {}: {verb}: {} of {} rounds over {} {}; {} kept, {} eliminated, {} rejected",
-        s.run, s.rounds_done, s.rounds, s.pool, s.from, s.accepted, s.eliminated, s.rejected
+        s.run,
+        s.rounds_done,
+        s.rounds.max(s.rounds_done),
+        s.pool,
+        s.from,
+        s.accepted,
+        s.eliminated,
+        s.rejected
     );
     for line in evolution::round_lines(&s.per_round, "  ") {
         println!("{line}");
