@@ -53,6 +53,7 @@ pub(crate) async fn run_chain_worker<C: Script>(
         base,
         last_lock_try: Instant::now() - Duration::from_secs(1),
         last_beat: Instant::now() - Duration::from_secs(60),
+        last_count: Instant::now() - Duration::from_secs(60),
     };
     let mut shutdown = std::pin::pin!(shutdown);
     let ending = match w.drive(&mut shutdown, &mut on_progress).await {
@@ -105,6 +106,8 @@ struct Worker<'a, C> {
     base: Progress,
     last_lock_try: Instant,
     last_beat: Instant,
+    /// When the run's accepted records were last counted (not accepting: for progress only).
+    last_count: Instant,
 }
 
 /// Bookkeeping (the lock, acceptance, leases, progress) at most this often.
@@ -179,7 +182,12 @@ impl<C: Script> Worker<'_, C> {
             None => {
                 let (status, f) = db.run_frontier(run_id).await?;
                 self.frontier = f / self.chain.per_item();
-                self.accepted = db.run_accepted(run_id).await? as u64;
+                // The acceptor marks the run done at the target and moves its frontier (a key
+                // lookup); the count, a scan, is refreshed for progress once a second.
+                if self.last_count.elapsed() >= Duration::from_secs(1) {
+                    self.last_count = Instant::now();
+                    self.accepted = db.run_accepted(run_id).await? as u64;
+                }
                 status == RunStatus::Done
             }
         };
@@ -276,6 +284,9 @@ impl<C: Script> Worker<'_, C> {
             if reached {
                 db.set_run_status(run_id, RunStatus::Done, now_ms()).await?;
             }
+        }
+        if self.judging.is_none() {
+            self.accepted = db.run_accepted(run_id).await? as u64;
         }
         db.release_claims(run_id, &self.me).await?;
         let p = &self.sender.progress;
