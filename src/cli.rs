@@ -145,6 +145,12 @@ pub enum Command {
     /// alone), with a candle model.
     Score(Box<ScoreArgs>),
 
+    /// Make preference pairs (chosen/rejected) for DPO: sample K answers to each instruction,
+    /// grade every answer with a judge and a rubric, and keep the best and the worst when their
+    /// grades differ by at least --min-margin (otherwise the reason is stored). Resumable;
+    /// `instill export --format dpo` writes the pairs, `instill train --dpo` learns from them.
+    Pairs(Box<PairsArgs>),
+
     /// Turn a scorer's scores into decisions: keep the records that pass, reject the rest.
     ///
     /// Records below --min-score (above --max-score), or outside the best --top-k /
@@ -613,6 +619,71 @@ pub struct ScoreArgs {
     /// start and the answer's start).
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(8..))]
     pub max_len: u64,
+
+    #[command(flatten)]
+    pub server: ModelArgs,
+
+    #[command(flatten)]
+    pub send: SendArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PairsArgs {
+    /// The model that answers: the name the server serves (openai), or a local model for
+    /// candle (a Hugging Face directory, a .gguf file or a Hugging Face id), sampled on policy.
+    #[arg(long)]
+    pub model: Option<String>,
+
+    /// Answers sampled per instruction, each with its own seed.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(2..=16))]
+    pub k: u32,
+
+    /// The judge that grades every answer (on the same server, or a second local model).
+    #[arg(long)]
+    pub judge_model: String,
+
+    /// The smallest best-minus-worst grade that makes a pair, in the rubric's scale
+    /// [default: a ninth of the scale's range: 1 on the built-in 1-10]. Equal grades never do.
+    #[arg(long)]
+    pub min_margin: Option<f64>,
+
+    /// The judge's rubric: `builtin` (Chinese for Chinese records, English for the rest; 1-10)
+    /// or a file, as for `instill score`.
+    #[arg(long, default_value = "builtin")]
+    pub rubric: String,
+
+    /// The pair set's name (its runs are NAME and NAME/judge): exports and training select
+    /// it by name, and running the same name again resumes it.
+    #[arg(long, default_value = "pairs")]
+    pub name: String,
+
+    /// Which records are the instructions: kept (not rejected), accepted, pending or all.
+    #[arg(long, value_enum, default_value = "kept")]
+    pub status: StatusArg,
+
+    /// At most this many instructions (the first in id order without a row in the set).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub limit: Option<u64>,
+
+    /// The answers' sampling temperature.
+    #[arg(long, default_value_t = 0.8, value_parser = parse_temperature)]
+    pub temperature: f32,
+
+    /// The answers' nucleus sampling mass, in (0, 1].
+    #[arg(long, default_value_t = 0.95, value_parser = parse_top_p)]
+    pub top_p: f32,
+
+    /// Most tokens an answer may have.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_tokens: u32,
+
+    /// Most tokens a judge's reply may have (the judge samples at temperature 0).
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub judge_max_tokens: u32,
+
+    /// The run's seed: sample k of an instruction is drawn with a seed of its own from it.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
 
     #[command(flatten)]
     pub server: ModelArgs,

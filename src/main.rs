@@ -110,6 +110,7 @@ async fn run(cli: &Cli) -> anyhow::Result<Outcome> {
         Command::Report(args) => cmd::report::run(g, args).await,
         Command::Train(args) => cmd::train::train(g, args).await,
         Command::Score(args) => cmd::score::run(g, args).await,
+        Command::Pairs(args) => cmd::pairs::run(g, args).await,
         Command::Select(args) => cmd::select::run(g, args).await,
         Command::Eval(args) => cmd::eval::run(g, args).await,
         Command::MergeLora(args) => cmd::train::merge_lora(g, args).await,

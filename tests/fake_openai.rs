@@ -71,6 +71,10 @@ pub struct FakeConfig {
     /// Answer with this function of the prompt instead of self-instruct tasks: a judge whose
     /// grades a test plants in the data it judges, or a model answering questions.
     pub answer: Option<fn(&str) -> String>,
+    /// Answer with this function of the prompt and the reply's hash (the prompt's, mixed with
+    /// the request's `seed` when it sends one): a sampled model whose K answers to one prompt
+    /// differ by their seeds.
+    pub answer_seeded: Option<fn(&str, u64) -> String>,
     /// How replies carry a reasoning model's thinking.
     pub reasoning: FakeReasoning,
     /// Reply as a chat model continuing raw ChatML text ([`magpie_reply`]): a user's
@@ -132,6 +136,7 @@ impl Default for FakeConfig {
             hold: Duration::ZERO,
             echo_auth: false,
             answer: None,
+            answer_seeded: None,
             reasoning: FakeReasoning::None,
             magpie: false,
             chat_only: false,
@@ -385,10 +390,12 @@ async fn answer(s: Arc<Shared>, headers: HeaderMap, body: Bytes, completion: boo
         "I'm sorry, but I can't help with that request.".to_string()
     } else if let Some(answer) = cfg.answer {
         answer(&prompt)
+    } else if let Some(answer) = cfg.answer_seeded {
+        answer(&prompt, h)
     } else {
         reply_text(cfg, h, first)
     };
-    if completion && cfg.answer.is_none() && !cfg.magpie {
+    if completion && cfg.answer.is_none() && cfg.answer_seeded.is_none() && !cfg.magpie {
         // The prompt ended with "N. Instruction:"; the reply continues it.
         let label = if cfg.lang == "zh" {
             format!("{first}. 指令:")

@@ -1,7 +1,8 @@
 //! instill-core: the record types, dataset layouts, text normalisation and language detection
 //! that every other instill crate shares. No IO beyond `std::io::Read`, no async, no SQL.
 //!
-//! - [`Record`], [`Seed`], [`Lang`], [`Origin`]: what instill stores.
+//! - [`Record`], [`Seed`], [`Lang`], [`Origin`]: what instill stores; [`Pair`]: a preference
+//!   pair (a prompt, a chosen and a rejected [`Answer`]).
 //! - [`Reason`], [`Status`], [`RunStatus`], [`RequestStatus`]: the stored vocabularies, one code
 //!   each, read back with `FromStr` ([`UnknownCode`] for anything else).
 //! - [`in_val`], [`held_out`]: the validation split `export` and `train` share.
@@ -31,6 +32,7 @@
 mod format;
 mod lang;
 mod normalize;
+mod pair;
 mod reader;
 mod reasoning;
 mod record;
@@ -49,6 +51,7 @@ pub use normalize::{
     has_cjk, is_cjk, is_han, is_hangul, is_kana, is_punctuation, norm_hash, normalize,
     normalize_into, text_hash,
 };
+pub use pair::{Answer, Pair, Pick, pick_pair};
 pub use reader::{MAX_RECORD_BYTES, RawBatch, ReadError, RecordSplitter, Span};
 pub use reasoning::{
     ReasoningMode, append_reasoning, inline_think, split_reply, split_think, take_think,
@@ -59,7 +62,7 @@ pub use rng::SplitMix;
 pub use score_dist::{Bin, ClassMean, ClassMeans, ScoreSummary, class_means, summarize};
 pub use split::{held_out, held_out_digest, in_val};
 pub use vocab::{
-    EvolveOp, Reason, RequestStatus, RunKind, RunStatus, ScoreMethod, Status, UnknownCode,
+    EvolveOp, NoPair, Reason, RequestStatus, RunKind, RunStatus, ScoreMethod, Status, UnknownCode,
 };
 
 /// Milliseconds since the Unix epoch: the timestamp unit of the whole schema.

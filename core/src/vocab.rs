@@ -240,6 +240,10 @@ vocabulary! {
         Evolve => "evolve",
         /// `instill evolve`: the judge's comparisons of each rewrite with its original.
         EvolveJudge => "evolve_judge",
+        /// `instill pairs`: K sampled answers to each instruction.
+        PairsSample => "pairs_sample",
+        /// `instill pairs`: the judge's grade of each sampled answer.
+        PairsJudge => "pairs_judge",
     }
 }
 
@@ -269,6 +273,19 @@ impl ScoreMethod {
     /// Whether a higher score is the better record (selection keeps the best first).
     pub const fn higher_is_better(self) -> bool {
         !matches!(self, ScoreMethod::Ppl)
+    }
+}
+
+vocabulary! {
+    /// Why an instruction of `instill pairs` has no preference pair, stored in
+    /// `preferences.no_pair` (NULL: a pair).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+    NoPair("no-pair reason") {
+        /// The best and the worst graded answer are closer than the minimum margin.
+        SmallMargin => "small_margin",
+        /// Fewer than two answers have a grade (empty or failed samples, replies without a
+        /// score).
+        TooFewGraded => "too_few_graded",
     }
 }
 
@@ -318,6 +335,7 @@ mod tests {
         round_trips(RunKind::ALL, RunKind::as_str);
         round_trips(ScoreMethod::ALL, ScoreMethod::as_str);
         round_trips(EvolveOp::ALL, EvolveOp::as_str);
+        round_trips(NoPair::ALL, NoPair::as_str);
         assert_eq!(
             "Exact".parse::<Reason>().unwrap_err().to_string(),
             "unknown rejection reason \"Exact\""

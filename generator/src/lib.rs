@@ -44,6 +44,7 @@ pub mod local;
 mod magpie;
 mod magpie_template;
 mod openai;
+mod pairs;
 mod retry;
 mod run;
 mod run_loop;
@@ -66,6 +67,7 @@ pub use magpie_template::{MagpieTemplate, MagpieTemplateError};
 pub use openai::{
     DEFAULT_MAX_BODY_BYTES, MAX_REPORTED_TOKENS, OpenAiBackend, OpenAiConfig, url_has_credentials,
 };
+pub use pairs::{PairsConfig, PairsEnding, PairsItem, PairsProgress, PairsReport, run_pairs};
 pub use retry::RetryPolicy;
 pub use run::{
     Ending, GenerateError, Progress, RequestParams, RunConfig, RunReport, Sending, fingerprint,

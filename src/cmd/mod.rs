@@ -12,6 +12,7 @@ pub mod flags;
 pub mod generate;
 pub mod import;
 pub mod magpie;
+pub mod pairs;
 pub mod report;
 pub mod scope;
 pub mod score;

@@ -52,6 +52,11 @@ impl Rubrics {
         if lang == Lang::Zh { &self.zh } else { &self.en }
     }
 
+    /// The Chinese and the English rubric.
+    pub fn pair(&self) -> (&Rubric, &Rubric) {
+        (&self.zh, &self.en)
+    }
+
     /// The scale every score of these rubrics is on.
     pub fn scale(&self) -> Scale {
         self.en.scale()

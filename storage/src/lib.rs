@@ -10,7 +10,7 @@
 //! - [`Db::stats`]: the aggregates of `instill stats`.
 //!
 //! Layout: `db.rs` (URL, pool, dialect dispatch, migrations), `writer.rs` (transactions),
-//! `records.rs` (batched inserts), `read.rs` (pages in id order), `export.rs` (the export's read), `imports.rs`, `seeds.rs`, `runs.rs` (runs and their request cache), `scores.rs` (scorers and their scores), `evals.rs` (evaluations and their grades), `evolve.rs` (what `instill evolve` reads), `stats.rs`, `report.rs`, `verdicts.rs`, `workers.rs` (claims, leases, the acceptor lock) (one table or concern each), `testing.rs`
+//! `records.rs` (batched inserts), `read.rs` (pages in id order), `export.rs` (the export's read), `imports.rs`, `seeds.rs`, `runs.rs` (runs and their request cache), `scores.rs` (scorers and their scores), `evals.rs` (evaluations and their grades), `preferences.rs` (preference pairs), `evolve.rs` (what `instill evolve` reads), `stats.rs`, `report.rs`, `verdicts.rs`, `workers.rs` (claims, leases, the acceptor lock) (one table or concern each), `testing.rs`
 //! (throw-away databases, feature `testing`).
 //!
 //! ```no_run
@@ -28,6 +28,7 @@ mod evolve;
 mod export;
 mod imports;
 mod migrations;
+mod preferences;
 mod provenance;
 mod read;
 mod records;
@@ -49,6 +50,7 @@ pub use evals::{Evaluation, Grade};
 pub use evolve::{EvolveCount, EvolvedRecord, PoolRecord};
 pub use export::ExportRecord;
 pub use imports::{ImportInfo, NewImport};
+pub use preferences::{NewPreference, PairSet, StoredPair};
 pub use provenance::{
     Curation, EvolvedBehind, ExportScores, ImportProvenance, Provenance, RunProvenance,
 };

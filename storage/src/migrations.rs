@@ -64,6 +64,11 @@ pub const SQLITE: &[EmbeddedMigration] = &[
         name: "evolution",
         sql: include_str!("../../migrations/sqlite/0010_evolution.sql"),
     },
+    EmbeddedMigration {
+        version: 11,
+        name: "preferences",
+        sql: include_str!("../../migrations/sqlite/0011_preferences.sql"),
+    },
 ];
 
 /// Postgres migrations, oldest first.
@@ -117,6 +122,11 @@ pub const POSTGRES: &[EmbeddedMigration] = &[
         version: 10,
         name: "evolution",
         sql: include_str!("../../migrations/postgres/0010_evolution.sql"),
+    },
+    EmbeddedMigration {
+        version: 11,
+        name: "preferences",
+        sql: include_str!("../../migrations/postgres/0011_preferences.sql"),
     },
 ];
 

@@ -62,6 +62,11 @@ impl StatusFilter {
             StatusFilter::All => "",
         }
     }
+
+    /// [`StatusFilter::sql`] on the records table aliased `alias` in a join.
+    pub(crate) fn sql_on(self, alias: &str) -> String {
+        self.sql().replace("status", &format!("{alias}.status"))
+    }
 }
 
 /// The columns a page reads, in this order.

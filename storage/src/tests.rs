@@ -864,3 +864,107 @@ async fn unreject_takes_back_only_the_named_reasons() {
         db.close().await;
     }
 }
+
+#[tokio::test]
+async fn preference_pairs_keep_their_first_row_and_read_back_with_their_prompts() {
+    use crate::NewPreference;
+    use instill_core::{Answer, NoPair};
+    for t in TempDb::both() {
+        let db = Db::open(&t.url).await.unwrap();
+        let mut w = db.writer().await.unwrap();
+        let mut rows: Vec<NewRecord> = tricky_records()
+            .into_iter()
+            .map(|r| new_record(r, Status::Accepted))
+            .collect();
+        rows[3].status = Status::Rejected;
+        rows[3].reason = Some(Reason::Exact);
+        w.insert_records(rows).await.unwrap();
+        w.commit().await.unwrap();
+        let ids: Vec<i64> = db
+            .records_page(StatusFilter::All, 0, 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.id)
+            .collect();
+        let graded = |text: &str, score: f64| Answer {
+            text: text.into(),
+            reasoning: format!("why {text}"),
+            score: Some(score),
+        };
+        let pair = |record_id: i64, hi: f64, lo: f64| NewPreference {
+            record_id,
+            run_id: None,
+            import_id: None,
+            no_pair: None,
+            chosen: Some((graded("good", hi), Some(1))),
+            rejected: Some((graded("bad", lo), Some(0))),
+            samples: 4,
+            graded: 4,
+            created_at: 1,
+        };
+        let mut w = db.writer().await.unwrap();
+        let small = NewPreference {
+            no_pair: Some(NoPair::SmallMargin),
+            ..pair(ids[1], 5.0, 5.0)
+        };
+        let none = NewPreference {
+            no_pair: Some(NoPair::TooFewGraded),
+            chosen: None,
+            rejected: None,
+            graded: 1,
+            ..pair(ids[0], 0.0, 0.0)
+        };
+        w.insert_preferences("a", &[pair(ids[2], 9.0, 2.0), small, none])
+            .await
+            .unwrap();
+        w.insert_preferences("b", &[pair(ids[2], 7.0, 6.0), pair(ids[3], 8.0, 1.0)])
+            .await
+            .unwrap();
+        // A second row for the same set and instruction keeps the first.
+        w.insert_preferences("a", &[pair(ids[2], 1.0, 0.0)])
+            .await
+            .unwrap();
+        w.commit().await.unwrap();
+
+        let a = db
+            .pairs_page(Some("a"), StatusFilter::All, 0, 10)
+            .await
+            .unwrap();
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].record_id, ids[2]);
+        assert_eq!(a[0].pair.prompt.history, tricky_records()[2].history);
+        assert_eq!(a[0].pair.prompt.system, "你是一个助手。");
+        assert_eq!(a[0].pair.prompt.output, "");
+        assert_eq!(a[0].pair.chosen, graded("good", 9.0));
+        assert_eq!(a[0].pair.margin(), Some(7.0));
+        // Every set; the rejected prompt record drops out of the kept ones.
+        let all = db.pairs_page(None, StatusFilter::All, 0, 10).await.unwrap();
+        assert_eq!(all.len(), 3);
+        let kept = db
+            .pairs_page(None, StatusFilter::Kept, 0, 10)
+            .await
+            .unwrap();
+        assert_eq!(kept.len(), 2);
+        let after = db
+            .pairs_page(None, StatusFilter::All, all[0].id, 10)
+            .await
+            .unwrap();
+        assert_eq!(after.len(), 2);
+
+        let sets = db.pair_sets().await.unwrap();
+        assert_eq!(sets.len(), 2);
+        assert_eq!(sets[0].name, "a");
+        assert_eq!(sets[0].pairs, 1);
+        assert_eq!(
+            sets[0].no_pair,
+            vec![(NoPair::SmallMargin, 1), (NoPair::TooFewGraded, 1)]
+        );
+        assert_eq!(sets[0].mean_margin, Some(7.0));
+        assert_eq!(sets[1].pairs, 2);
+        assert_eq!(
+            db.preference_records("a").await.unwrap(),
+            vec![ids[0], ids[1], ids[2]]
+        );
+    }
+}
