@@ -638,9 +638,13 @@ pub struct PairsArgs {
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(2..=16))]
     pub k: u32,
 
-    /// The judge that grades every answer (on the same server, or a second local model).
+    /// The judge that grades every answer: on the same server (or a second local model), or
+    /// where --judge-backend, --judge-base-url and --judge-api-key-env say.
     #[arg(long)]
     pub judge_model: String,
+
+    #[command(flatten)]
+    pub judge_server: JudgeServerArgs,
 
     /// The smallest best-minus-worst grade that makes a pair, in the rubric's scale
     /// [default: a ninth of the scale's range: 1 on the built-in 1-10]. Equal grades never do.
@@ -778,17 +782,8 @@ pub struct EvalArgs {
     #[arg(long)]
     pub judge_model: String,
 
-    /// The judge's backend.
-    #[arg(long, value_enum, default_value = "openai")]
-    pub judge_backend: BackendArg,
-
-    /// The judge's base URL [default: --base-url's].
-    #[arg(long)]
-    pub judge_base_url: Option<String>,
-
-    /// The environment variable holding the judge's API key.
-    #[arg(long, default_value = "OPENAI_API_KEY")]
-    pub judge_api_key_env: String,
+    #[command(flatten)]
+    pub judge_server: JudgeServerArgs,
 
     /// The judge's prompts, one per class: `builtin` (instill's own, Chinese, for BELLE's
     /// classes) or a file in BELLE's eval_prompt.json format (JSONL of {"class", "prompt"}).
@@ -967,6 +962,48 @@ pub struct SamplingArgs {
     /// A stop string (repeat for several).
     #[arg(long)]
     pub stop: Vec<String>,
+}
+
+/// Where a judge runs when it is not the answering model's server: its backend, URL and key.
+#[derive(Debug, Clone, Args)]
+pub struct JudgeServerArgs {
+    /// The judge's backend [default: openai for eval, --backend's for pairs].
+    #[arg(long, value_enum)]
+    pub judge_backend: Option<BackendArg>,
+
+    /// The judge's base URL [default: --base-url's].
+    #[arg(long)]
+    pub judge_base_url: Option<String>,
+
+    /// The environment variable holding the judge's API key [default: --api-key-env's].
+    #[arg(long)]
+    pub judge_api_key_env: Option<String>,
+}
+
+impl JudgeServerArgs {
+    /// The judge's server flags: the answering model's, with what these flags change (the
+    /// backend `default` when not given).
+    pub fn over(&self, server: &ModelArgs, default: BackendArg) -> ModelArgs {
+        let backend = self.judge_backend.unwrap_or(default);
+        ModelArgs {
+            backend,
+            base_url: self
+                .judge_base_url
+                .clone()
+                .unwrap_or_else(|| server.base_url.clone()),
+            // A revision names the answering model's Hub snapshot, not the judge's.
+            revision: if backend == server.backend && self.judge_base_url.is_none() {
+                server.revision.clone()
+            } else {
+                None
+            },
+            api_key_env: self
+                .judge_api_key_env
+                .clone()
+                .unwrap_or_else(|| server.api_key_env.clone()),
+            ..server.clone()
+        }
+    }
 }
 
 /// How requests are sent: concurrency, rate limits, retries, prices.

@@ -186,6 +186,13 @@ fn every_chosen_answer_is_the_best_graded_of_its_samples_and_a_rerun_sends_nothi
         assert_eq!(again["instructions"], 0);
         assert_eq!(again["set"]["pairs"], out["pairs_now"]);
         assert_eq!(stored_pairs(&env, "p"), pairs);
+        let stats = env.run(["stats", "--json"]).expect_code(0).json();
+        let set = &stats["pair_sets"]["p"];
+        assert_eq!(set["pairs"], out["pairs_now"], "{stats}");
+        assert_eq!(set["no_pair"]["too_few_graded"], ungradable);
+        assert_eq!(set["imported"], false);
+        let table = env.run(["stats"]).expect_code(0).stdout;
+        assert!(table.contains("preference pair sets:"), "{table}");
 
         // Another margin is another set: under the same name it is refused and says why.
         let mut other = args(&server, "p");
@@ -250,4 +257,73 @@ fn pairs_refuses_what_cannot_make_a_pair() {
     let err = env.run(a).expect_code(2).stderr;
     assert!(err.contains("no-such-rubric.j2"), "{err}");
     assert!(stored_pairs(&env, "p").is_empty());
+}
+
+/// A judge over HTTP grading any answer by its length (a stand-in for a real grade that a test
+/// can recompute): 1 to 10.
+fn length_judge(prompt: &str) -> String {
+    let answer = prompt
+        .split("[Start of the answer]")
+        .nth(1)
+        .and_then(|s| s.split("[End of the answer]").next())
+        .unwrap_or("");
+    format!("Score: {}", length_grade(answer.trim()))
+}
+
+fn length_grade(answer: &str) -> usize {
+    1 + answer.chars().count() % 10
+}
+
+#[test]
+fn smollm2_answers_on_policy_and_a_judge_over_http_grades_them() {
+    let judge = FakeServer::start(FakeConfig {
+        answer: Some(length_judge),
+        ..FakeConfig::default()
+    });
+    let env = Env::new(instill_storage::testing::TempDb::sqlite());
+    let rows: String = ["Name a color.", "Say hello.", "Name a fruit."]
+        .iter()
+        .map(|i| format!("{}\n", serde_json::json!({"instruction": i, "output": "x"})))
+        .collect();
+    let data = env.write("data.jsonl", rows);
+    env.run(["import", data.to_str().unwrap()]).expect_code(0);
+    let model = crate::local::smollm2();
+    let out = env
+        .run([
+            "pairs",
+            "--backend",
+            "candle",
+            "--model",
+            model.to_str().unwrap(),
+            "--judge-model",
+            "fake-judge",
+            "--judge-backend",
+            "openai",
+            "--judge-base-url",
+            &judge.base_url,
+            "--k",
+            "2",
+            "--max-tokens",
+            "16",
+            "--temperature",
+            "1.0",
+            "--min-margin",
+            "0",
+            "--json",
+        ])
+        .expect_code(0)
+        .json();
+    assert_eq!(out["samples"]["sent_now"], 6, "{out}");
+    let sampled = samples(&env, "pairs", 2);
+    // Seeds of their own: the two answers to one instruction are not the same.
+    assert!(sampled.values().any(|v| v[0] != v[1]), "{sampled:?}");
+    let pairs = stored_pairs(&env, "pairs");
+    assert!(!pairs.is_empty(), "{out}");
+    for (id, (chosen, rejected, cs, rs)) in &pairs {
+        let grades: Vec<usize> = sampled[id].iter().map(|a| length_grade(a.trim())).collect();
+        assert_eq!(*cs, grades.iter().max().map(|&g| g as f64), "record {id}");
+        assert_eq!(*rs, grades.iter().min().map(|&g| g as f64), "record {id}");
+        assert_eq!(length_grade(chosen.trim()) as f64, cs.unwrap());
+        assert_eq!(length_grade(rejected.trim()) as f64, rs.unwrap());
+    }
 }

@@ -15,7 +15,7 @@ use instill_storage::{Db, Evaluation, Grade};
 use serde::Serialize;
 
 use crate::Outcome;
-use crate::cli::{EvalArgs, GlobalArgs, ModelArgs};
+use crate::cli::{BackendArg, EvalArgs, GlobalArgs, ModelArgs};
 use crate::cmd::{backend, stage};
 use crate::signals::Stop;
 
@@ -243,16 +243,7 @@ fn check_classes(
 
 /// The judge's server flags: the candidate's, with the judge's backend, URL and key variable.
 pub fn judge_server(args: &EvalArgs) -> ModelArgs {
-    ModelArgs {
-        backend: args.judge_backend,
-        base_url: args
-            .judge_base_url
-            .clone()
-            .unwrap_or_else(|| args.server.base_url.clone()),
-        revision: None,
-        api_key_env: args.judge_api_key_env.clone(),
-        ..args.server.clone()
-    }
+    args.judge_server.over(&args.server, BackendArg::Openai)
 }
 
 /// A stored evaluation of this label must be of this model, judge, eval set and prompts.

@@ -110,45 +110,42 @@ pub async fn run(global: &GlobalArgs, args: &PairsArgs) -> anyhow::Result<Outcom
     };
     let model =
         backend::resolve_model(global, &args.server, args.model.as_deref(), "--model").await?;
+    let judge_server = args.judge_server.over(&args.server, args.server.backend);
     let judge_model = backend::resolve_model(
         global,
-        &args.server,
+        &judge_server,
         Some(args.judge_model.as_str()),
         "--judge-model",
     )
     .await?;
     let access = backend::access(&args.server)?;
+    let judge_access = backend::access(&judge_server)?;
     let _lock = stage::sqlite_lock(&global.db, "pairs", "pairs process")?;
     let db = Db::open(&global.db).await?;
     let _owner = stage::postgres_lock(&db, "pairs", &args.name).await?;
     let (items, skipped) = instructions(&db, global, args).await?;
     if !global.quiet {
         eprintln!(
-            "pairs {}: {} instructions to pair ({skipped} conversations skipped), {} answers each from {model}, judge {judge_model}, rubric {} ({scale}), min margin {min_margin}, {}, database {}",
+            "pairs {}: {} instructions to pair ({skipped} conversations skipped), {} answers each from {model} ({}), judge {judge_model} ({}), rubric {} ({scale}), min margin {min_margin}, database {}",
             args.name,
             items.len(),
             args.k,
-            rubrics.spec,
             backend::describe(&args.server),
+            backend::describe(&judge_server),
+            rubrics.spec,
             instill_core::redact_url(&global.db)
         );
     }
-    let sampler = backend::open(
-        &args.server,
-        &args.send,
-        model.clone(),
-        access.clone(),
-        args.seed,
-    )
-    .await?;
-    let judge = if judge_model == model {
+    let sampler = backend::open(&args.server, &args.send, model.clone(), access, args.seed).await?;
+    let same_server = backend::describe(&judge_server) == backend::describe(&args.server);
+    let judge = if judge_model == model && same_server {
         sampler.clone()
     } else {
         backend::open(
-            &args.server,
+            &judge_server,
             &args.send,
             judge_model.clone(),
-            access,
+            judge_access,
             args.seed,
         )
         .await?

@@ -1,11 +1,11 @@
 //! `instill stats`: what the database holds, as a table or as JSON: records, runs, lengths,
 //! workers, evolve runs round by round and per operation, every scorer's score distribution and
-//! every evaluation's per-class means.
+//! every evaluation's per-class means, every preference pair set.
 
 use std::collections::BTreeMap;
 
 use instill_core::{ClassMeans, ScoreSummary};
-use instill_storage::{Db, EvolveCount, LengthHistogram, Stats};
+use instill_storage::{Db, EvolveCount, LengthHistogram, PairSet, Stats};
 use serde::Serialize;
 
 use crate::Outcome;
@@ -37,6 +37,31 @@ struct StatsOut {
     /// Every evolve run by name: evolved, kept, eliminated by rule, rejected, per round and
     /// per operation.
     evolve: BTreeMap<String, RunBreakdown>,
+    /// Every preference pair set by name (`instill pairs` runs and imported pairs).
+    pair_sets: BTreeMap<String, PairSetOut>,
+}
+
+/// A pair set: where its pairs came from, how many, and why instructions have none.
+#[derive(Debug, Serialize)]
+struct PairSetOut {
+    imported: bool,
+    pairs: i64,
+    no_pair: BTreeMap<String, i64>,
+    mean_margin: Option<f64>,
+}
+
+fn pair_set_out(s: &PairSet) -> (String, PairSetOut) {
+    let out = PairSetOut {
+        imported: s.imported,
+        pairs: s.pairs,
+        no_pair: s
+            .no_pair
+            .iter()
+            .map(|(w, n)| (w.as_str().to_string(), *n))
+            .collect(),
+        mean_margin: s.mean_margin,
+    };
+    (s.name.clone(), out)
 }
 
 /// A scorer: what scored, on what scale, and its scores summarised (`n`, `unscored`, `mean`,
@@ -100,7 +125,7 @@ fn lengths(h: &LengthHistogram) -> Lengths {
     }
 }
 
-fn to_out(s: &Stats, board: &Scoreboard, evolve: &[EvolveCount]) -> StatsOut {
+fn to_out(s: &Stats, board: &Scoreboard, evolve: &[EvolveCount], sets: &[PairSet]) -> StatsOut {
     let map = |v: &[(String, i64)]| v.iter().cloned().collect::<BTreeMap<_, _>>();
     StatsOut {
         records: Counts {
@@ -131,6 +156,7 @@ fn to_out(s: &Stats, board: &Scoreboard, evolve: &[EvolveCount]) -> StatsOut {
         scorers: board.scorers.iter().map(scorer_out).collect(),
         evaluations: board.evaluations.iter().map(eval_out).collect(),
         evolve: evolution::by_run(evolve),
+        pair_sets: sets.iter().map(pair_set_out).collect(),
     }
 }
 
@@ -162,7 +188,12 @@ fn eval_out(b: &EvalBoard) -> (String, EvalOut) {
 
 /// `instill stats --json`'s document, which the report shows and is tested against.
 pub async fn to_json(db: &Db, board: &Scoreboard) -> anyhow::Result<serde_json::Value> {
-    let out = to_out(&db.stats().await?, board, &db.evolve_counts(None).await?);
+    let out = to_out(
+        &db.stats().await?,
+        board,
+        &db.evolve_counts(None).await?,
+        &db.pair_sets().await?,
+    );
     Ok(serde_json::to_value(out)?)
 }
 
@@ -208,8 +239,9 @@ pub async fn run(global: &GlobalArgs) -> anyhow::Result<Outcome> {
     let workers = workers(&db).await?;
     let board = Scoreboard::load(&db).await?;
     let evolve = db.evolve_counts(None).await?;
+    let sets = db.pair_sets().await?;
     db.close().await;
-    let mut out = to_out(&stats, &board, &evolve);
+    let mut out = to_out(&stats, &board, &evolve, &sets);
     out.workers = workers;
     if global.json {
         println!("{}", serde_json::to_string(&out)?);
@@ -218,7 +250,31 @@ pub async fn run(global: &GlobalArgs) -> anyhow::Result<Outcome> {
     print_table(db.url(), &stats, &out);
     print_scorers(&board);
     print_evaluations(&board);
+    print_pair_sets(&out.pair_sets);
     Ok(Outcome::Done)
+}
+
+fn print_pair_sets(sets: &BTreeMap<String, PairSetOut>) {
+    if sets.is_empty() {
+        return;
+    }
+    println!("preference pair sets:");
+    for (name, s) in sets {
+        let without: Vec<String> = s.no_pair.iter().map(|(w, n)| format!("{w} {n}")).collect();
+        println!(
+            "  {name:<20} {:>8} pairs{}{}{}",
+            s.pairs,
+            if s.imported { " (imported)" } else { "" },
+            s.mean_margin
+                .map(|m| format!(", mean margin {m:.2}"))
+                .unwrap_or_default(),
+            if without.is_empty() {
+                String::new()
+            } else {
+                format!("; no pair: {}", without.join(", "))
+            }
+        );
+    }
 }
 
 /// The human-readable table of `out` (`stats` for the ranked lists, in the database's order).
