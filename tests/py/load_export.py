@@ -8,7 +8,9 @@ Usage: load_export.py DIR
 - LLaMA-Factory: each entry of `dataset_info.json` checked against the schema its data/README.md
   documents, then loaded the way its loader (`llamafactory.data.loader._load_single_dataset`)
   loads a `file_name`, and each row converted the way its alpaca / sharegpt converters read
-  columns and tags. An entry LLaMA-Factory would refuse is reported with its reason.
+  columns and tags (a `"ranking": true` alpaca entry: the prompt turns with `chosen` and
+  `rejected`). An entry LLaMA-Factory would refuse is reported with its reason; an export without
+  `dataset_info.json` (dpo-messages) has no entries.
 """
 
 import io
