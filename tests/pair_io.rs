@@ -325,6 +325,7 @@ fn every_pair_layout_loads_with_datasets_and_imports_back_to_the_same_lines() {
         for (dir, format) in [("msgs", "dpo-messages"), ("rank", "lf-ranking")] {
             let back = Env::new(env.fresh_db());
             let mut args = vec!["import".to_string(), "--source".into(), "back".into()];
+            args.extend(["--format".to_string(), format.to_string()]);
             args.extend(
                 shard_files(&env, dir)
                     .iter()
@@ -372,6 +373,16 @@ fn dpo_text_pairs_load_and_import_back_and_the_set_is_chosen_by_name() {
         "{}",
         run.stderr
     );
+    let run = env
+        .run([
+            "export", "--out", "x", "--format", "alpaca", "--pairs", "trl",
+        ])
+        .expect_code(2);
+    assert!(
+        run.stderr.contains("--pairs chooses preference pairs"),
+        "{}",
+        run.stderr
+    );
     assert!(!env.path("x").exists());
     env.run([
         "export",
@@ -383,6 +394,49 @@ fn dpo_text_pairs_load_and_import_back_and_the_set_is_chosen_by_name() {
         "trl",
         "--reasoning",
         "drop",
+    ])
+    .expect_code(0);
+    // What export did not write is never replaced; its own earlier export is, with --overwrite.
+    std::fs::create_dir(env.path("mine")).unwrap();
+    env.write("mine/notes.txt", "keep me");
+    env.run([
+        "export",
+        "--out",
+        "mine",
+        "--format",
+        "dpo",
+        "--pairs",
+        "trl",
+        "--overwrite",
+    ])
+    .expect_code(2);
+    assert_eq!(
+        std::fs::read_to_string(env.path("mine/notes.txt")).unwrap(),
+        "keep me"
+    );
+    env.run([
+        "export",
+        "--out",
+        "dpo",
+        "--format",
+        "dpo",
+        "--pairs",
+        "trl",
+        "--reasoning",
+        "drop",
+    ])
+    .expect_code(2);
+    env.run([
+        "export",
+        "--out",
+        "dpo",
+        "--format",
+        "dpo",
+        "--pairs",
+        "trl",
+        "--reasoning",
+        "drop",
+        "--overwrite",
     ])
     .expect_code(0);
     let seen = load(&env, "dpo");

@@ -224,6 +224,10 @@ pub(super) type Written = Option<(Vec<ShardInfo>, u64, u64)>;
 pub async fn run(global: &GlobalArgs, args: &ExportArgs) -> anyhow::Result<Outcome> {
     let started = Instant::now();
     let format = match Layout::from(args.format) {
+        Layout::Records(format) if !args.pairs.is_empty() => anyhow::bail!(
+            "--pairs chooses preference pairs: it goes with --format dpo, dpo-messages or lf-ranking, not {}",
+            format.name()
+        ),
         Layout::Records(format) => format,
         Layout::Pairs(format) => return super::export_pairs::run(global, args, format).await,
     };

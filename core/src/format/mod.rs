@@ -151,6 +151,10 @@ impl std::str::FromStr for InputFormat {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        // What `export --format dpo-messages` writes is one of the shapes `dpo` reads.
+        if s == "dpo-messages" {
+            return Ok(InputFormat::Dpo);
+        }
         InputFormat::ALL
             .into_iter()
             .find(|f| f.name() == s)
@@ -329,6 +333,7 @@ mod tests {
         for f in InputFormat::ALL {
             assert_eq!(f.name().parse::<InputFormat>(), Ok(f));
         }
+        assert_eq!("dpo-messages".parse::<InputFormat>(), Ok(InputFormat::Dpo));
         assert!(
             "csv"
                 .parse::<InputFormat>()
