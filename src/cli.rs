@@ -1316,7 +1316,8 @@ pub struct ExportArgs {
     /// refused, counted, in favour of dpo-messages), dpo-messages (trl's conversational form:
     /// prompt a list of messages, chosen/rejected one assistant message each), lf-ranking
     /// (LLaMA-Factory's {instruction,input,chosen,rejected} (+system/history), `"ranking": true`
-    /// in dataset_info.json).
+    /// in dataset_info.json), lf-ranking-sharegpt (LLaMA-Factory's {conversations, chosen:
+    /// {from,value}, rejected: {from,value}}).
     #[arg(long, value_enum, default_value = "alpaca")]
     pub format: OutputFormatArg,
 
@@ -1455,6 +1456,8 @@ pub enum OutputFormatArg {
     DpoMessages,
     /// Preference pairs: LLaMA-Factory's {"instruction", "input", "chosen", "rejected"}.
     LfRanking,
+    /// Preference pairs: LLaMA-Factory's {"conversations", "chosen": {from, value}, "rejected"}.
+    LfRankingSharegpt,
 }
 
 /// What an export writes: records in a record layout, or preference pairs in a pair layout.
@@ -1476,6 +1479,7 @@ impl From<OutputFormatArg> for Layout {
             OutputFormatArg::Dpo => Layout::Pairs(PairFormat::Dpo),
             OutputFormatArg::DpoMessages => Layout::Pairs(PairFormat::DpoMessages),
             OutputFormatArg::LfRanking => Layout::Pairs(PairFormat::Ranking),
+            OutputFormatArg::LfRankingSharegpt => Layout::Pairs(PairFormat::RankingShareGpt),
         }
     }
 }

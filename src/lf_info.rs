@@ -58,12 +58,21 @@ pub fn render(names: &LfNames, format: OutputFormat, columns: Columns) -> String
 }
 
 /// The `dataset_info.json` text of a pair export, for the layouts LLaMA-Factory reads as
-/// preference data (`"ranking": true`, its alpaca formatting): `lf-ranking` (instruction, input,
-/// chosen, rejected, and system and history when the export writes them) and `dpo` (the prompt
-/// text as the instruction). None for `dpo-messages`, whose message lists it does not read.
+/// preference data (`"ranking": true`): `lf-ranking` (alpaca formatting: instruction, input,
+/// chosen, rejected, and system and history when the export writes them), `lf-ranking-sharegpt`
+/// (sharegpt formatting: conversations, chosen, rejected, the tags) and `dpo` (alpaca
+/// formatting, the prompt text as the instruction). None for `dpo-messages`, whose message lists it does not read.
 pub fn render_pairs(names: &LfNames, format: PairFormat, columns: Columns) -> Option<String> {
+    let mut tags = None;
     let columns = match format {
         PairFormat::DpoMessages => return None,
+        PairFormat::RankingShareGpt => {
+            tags = Some(
+                json!({"role_tag": "from", "content_tag": "value", "user_tag": "human",
+                               "assistant_tag": "gpt", "system_tag": "system"}),
+            );
+            json!({"messages": "conversations", "chosen": "chosen", "rejected": "rejected"})
+        }
         PairFormat::Dpo => json!({"prompt": "prompt", "chosen": "chosen", "rejected": "rejected"}),
         PairFormat::Ranking => {
             let mut c = json!({"prompt": "instruction", "query": "input",
@@ -77,9 +86,14 @@ pub fn render_pairs(names: &LfNames, format: PairFormat, columns: Columns) -> Op
             c
         }
     };
+    let formatting = if tags.is_some() { "sharegpt" } else { "alpaca" };
     let entry = |split: Split| {
-        json!({"file_name": split.dir(), "formatting": "alpaca", "ranking": true,
-               "columns": columns.clone()})
+        let mut e = json!({"file_name": split.dir(), "formatting": formatting, "ranking": true,
+                           "columns": columns.clone()});
+        if let Some(tags) = &tags {
+            e["tags"] = tags.clone();
+        }
+        e
     };
     let mut info = Map::new();
     info.insert(names.train.clone(), entry(Split::Train));

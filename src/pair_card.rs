@@ -128,6 +128,20 @@ fn features_yaml(format: PairFormat, reasoning: bool) -> String {
             ]
             .concat()
         }
+        PairFormat::RankingShareGpt => {
+            let turn = |name: &str| {
+                format!(
+                    "  - name: {name}\n    struct:\n    - name: from\n      dtype: string\n    \
+                     - name: value\n      dtype: string\n"
+                )
+            };
+            format!(
+                "  - name: conversations\n    list:\n    - name: from\n      dtype: string\n    \
+                 - name: value\n      dtype: string\n{}{}",
+                turn("chosen"),
+                turn("rejected")
+            )
+        }
         PairFormat::Ranking => {
             let mut f = ["instruction", "input", "chosen", "rejected", "system"]
                 .map(string)
@@ -162,6 +176,14 @@ fn columns_text(format: PairFormat, reasoning: bool) -> &'static str {
              preferred answer and the one it is preferred to, with the reasoning behind each \
              (empty when none).\n\ntrl's conversational preference format: `DPOTrainer` \
              applies the model's chat template to it.\n\n"
+        }
+        (PairFormat::RankingShareGpt, _) => {
+            "- `conversations` (list of {`from`, `value`}): the conversation before the answer: \
+             `system` first when there is a system prompt, earlier `human` / `gpt` turns, then \
+             the `human` turn (the instruction, its input after a blank line).\n- `chosen`, \
+             `rejected` ({`from`: `gpt`, `value`} each): the preferred answer and the one it is \
+             preferred to.\n\nLLaMA-Factory's sharegpt-style preference layout (`\"ranking\": \
+             true` in `dataset_info.json`).\n\n"
         }
         (PairFormat::Ranking, _) => {
             "- `instruction` (string): the task.\n- `input` (string): its input, often empty.\n\
@@ -248,7 +270,7 @@ fn loading_section(c: &PairCardInput, out: &mut String) {
         "ds = load_dataset(\"path/to/{}\")  # this directory, or its repository on the Hub\n```\n",
         c.name
     );
-    if c.format != PairFormat::Ranking {
+    if matches!(c.format, PairFormat::Dpo | PairFormat::DpoMessages) {
         out.push_str(
             "trl: `DPOTrainer(model=..., args=DPOConfig(...), train_dataset=ds[\"train\"])`.\n\n",
         );

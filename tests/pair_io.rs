@@ -310,6 +310,37 @@ fn every_pair_layout_loads_with_datasets_and_imports_back_to_the_same_lines() {
         .unwrap();
         assert_eq!(info["rank"]["ranking"], true);
 
+        // Its sharegpt-style form: the same pairwise examples.
+        env.run([
+            "export",
+            "--out",
+            "rank-sg",
+            "--format",
+            "lf-ranking-sharegpt",
+        ])
+        .expect_code(0);
+        let seen_sg = load(&env, "rank-sg");
+        assert_eq!(
+            seen_sg["llamafactory"]["rank-sg"]["rows"],
+            seen["llamafactory"]["rank"]["rows"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| {
+                    // The sharegpt user turn joins instruction and input with a blank line.
+                    let mut r = r.clone();
+                    if r["rejected"] == "4, 6, 8" {
+                        r["turns"][0][1] = json!("Name three primes.\n\nsmall ones");
+                    }
+                    if r["rejected"] == "用微波炉" {
+                        r["turns"][0][1] = json!("如何煮米饭？\n\n电饭锅");
+                    }
+                    r
+                })
+                .collect::<Value>()
+        );
+        assert_eq!(loaded_rows(&seen_sg).len(), 5);
+
         // dpo cannot say a system prompt or earlier turns: refused, counted, nothing written.
         let run = env
             .run(["export", "--out", "dpo", "--format", "dpo"])
@@ -322,7 +353,11 @@ fn every_pair_layout_loads_with_datasets_and_imports_back_to_the_same_lines() {
         assert!(!env.path("dpo").exists());
 
         // Each layout imported back into a fresh database exports the same lines again.
-        for (dir, format) in [("msgs", "dpo-messages"), ("rank", "lf-ranking")] {
+        for (dir, format) in [
+            ("msgs", "dpo-messages"),
+            ("rank", "lf-ranking"),
+            ("rank-sg", "lf-ranking-sharegpt"),
+        ] {
             let back = Env::new(env.fresh_db());
             let mut args = vec!["import".to_string(), "--source".into(), "back".into()];
             args.extend(["--format".to_string(), format.to_string()]);

@@ -108,6 +108,16 @@ def lf_convert(attr, row):
     if messages and messages[0][role] == tags.get("system_tag", "system"):
         system, messages = messages[0][content], messages[1:]
     turns = [(names[m[role]], m[content]) for m in messages]
+    if attr.get("ranking"):
+        # SharegptDatasetConverter: an odd number of turns (ending with the user's), then
+        # chosen and rejected dicts spoken by the assistant.
+        chosen, rejected = row[cols["chosen"]], row[cols["rejected"]]
+        assistant = tags.get("assistant_tag", "gpt")
+        if len(turns) % 2 == 0 or not all(
+            isinstance(x, dict) and x[role] == assistant for x in (chosen, rejected)
+        ):
+            return {"error": f"invalid ranking row {row}"}
+        return {"system": system, "turns": turns, "chosen": chosen[content], "rejected": rejected[content]}
     return {"system": system, "turns": turns}
 
 

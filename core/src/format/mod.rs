@@ -151,9 +151,10 @@ impl std::str::FromStr for InputFormat {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        // What `export --format dpo-messages` writes is one of the shapes `dpo` reads.
-        if s == "dpo-messages" {
-            return Ok(InputFormat::Dpo);
+        // Every pair layout `export` writes reads back by its own name too (`dpo-messages` is
+        // one of the shapes `dpo` reads, `lf-ranking-sharegpt` one of `lf-ranking`'s).
+        if let Some(p) = PairFormat::ALL.into_iter().find(|p| p.name() == s) {
+            return Ok(p.as_input());
         }
         InputFormat::ALL
             .into_iter()
@@ -251,14 +252,18 @@ pub enum PairFormat {
     /// LLaMA-Factory's alpaca-style ranking rows: `instruction`, `input`, `chosen`,
     /// `rejected` (+ `system`, `history`).
     Ranking,
+    /// LLaMA-Factory's sharegpt-style ranking rows: `conversations` (system first when there
+    /// is one, ending with the user's turn), `chosen` and `rejected` one `{from, value}` each.
+    RankingShareGpt,
 }
 
 impl PairFormat {
     /// Every pair layout, in the order `--help` lists them.
-    pub const ALL: [PairFormat; 3] = [
+    pub const ALL: [PairFormat; 4] = [
         PairFormat::Dpo,
         PairFormat::DpoMessages,
         PairFormat::Ranking,
+        PairFormat::RankingShareGpt,
     ];
 
     /// The name used on the command line and in the manifest.
@@ -267,6 +272,7 @@ impl PairFormat {
             PairFormat::Dpo => "dpo",
             PairFormat::DpoMessages => "dpo-messages",
             PairFormat::Ranking => "lf-ranking",
+            PairFormat::RankingShareGpt => "lf-ranking-sharegpt",
         }
     }
 
@@ -280,7 +286,7 @@ impl PairFormat {
     pub fn as_input(self) -> InputFormat {
         match self {
             PairFormat::Dpo | PairFormat::DpoMessages => InputFormat::Dpo,
-            PairFormat::Ranking => InputFormat::Ranking,
+            PairFormat::Ranking | PairFormat::RankingShareGpt => InputFormat::Ranking,
         }
     }
 }
@@ -334,6 +340,10 @@ mod tests {
             assert_eq!(f.name().parse::<InputFormat>(), Ok(f));
         }
         assert_eq!("dpo-messages".parse::<InputFormat>(), Ok(InputFormat::Dpo));
+        assert_eq!(
+            "lf-ranking-sharegpt".parse::<InputFormat>(),
+            Ok(InputFormat::Ranking)
+        );
         assert!(
             "csv"
                 .parse::<InputFormat>()

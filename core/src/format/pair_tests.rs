@@ -239,6 +239,20 @@ fn with_serde(pair: &Pair, format: PairFormat) -> Value {
             let side = |a: &Answer| json!([message("assistant", &a.text, &a.reasoning)]);
             json!({"prompt": prompt, "chosen": side(&pair.chosen), "rejected": side(&pair.rejected)})
         }
+        PairFormat::RankingShareGpt => {
+            let turn = |from: &str, value: &str| json!({"from": from, "value": value});
+            let mut conv = Vec::new();
+            if !p.system.is_empty() {
+                conv.push(turn("system", &p.system));
+            }
+            for Exchange(u, a) in &p.history {
+                conv.push(turn("human", u));
+                conv.push(turn("gpt", a));
+            }
+            conv.push(turn("human", &p.user_turn()));
+            json!({"conversations": conv, "chosen": turn("gpt", &pair.chosen.text),
+                   "rejected": turn("gpt", &pair.rejected.text)})
+        }
         PairFormat::Ranking => {
             let mut v = json!({"instruction": p.instruction, "input": p.input,
                 "chosen": pair.chosen.text, "rejected": pair.rejected.text});

@@ -1,7 +1,7 @@
 //! Writing a [`Pair`] as one JSONL line in a pair layout, by hand like the record layouts
 //! (checked against serde_json by the tests): trl's standard preference format (`dpo`), its
-//! conversational one (`dpo-messages`) and LLaMA-Factory's alpaca-style ranking layout
-//! (`lf-ranking`).
+//! conversational one (`dpo-messages`) and LLaMA-Factory's ranking layouts, alpaca-style
+//! (`lf-ranking`) and sharegpt-style (`lf-ranking-sharegpt`).
 
 use super::write::{chat_turns, push_json_str};
 use super::{Columns, PairFormat};
@@ -37,6 +37,8 @@ pub fn pair_fits(pair: &Pair, format: PairFormat) -> Result<(), Unfit> {
 ///   the answer has reasoning (on every answer with `columns.reasoning`).
 /// - `lf-ranking`: `{"instruction", "input", "chosen", "rejected"}`, plus `system` and `history`
 ///   when the prompt has them or `columns` asks for them on every line.
+/// - `lf-ranking-sharegpt`: `{"conversations": [system?, earlier turns…, human], "chosen":
+///   {"from": "gpt", "value"}, "rejected": {…}}`.
 ///
 /// Reasoning is written only as `dpo-messages`' `reasoning_content`: apply the export's
 /// [`crate::ReasoningMode`] first ([`crate::ReasoningMode::apply_pair`]).
@@ -80,6 +82,22 @@ pub fn write_pair(
             }
             out.push(b']');
         }
+        PairFormat::RankingShareGpt => {
+            out.extend_from_slice(b"{\"conversations\":[");
+            let user_turn = p.user_turn();
+            let names = ["system", "human", "gpt"];
+            let turns = chat_turns(p, &user_turn, names).count();
+            for (i, (from, value)) in chat_turns(p, &user_turn, names).take(turns - 1).enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                push_turn(out, from, value);
+            }
+            out.extend_from_slice(b"],\"chosen\":");
+            push_turn(out, "gpt", &pair.chosen.text);
+            out.extend_from_slice(b",\"rejected\":");
+            push_turn(out, "gpt", &pair.rejected.text);
+        }
         PairFormat::Ranking => {
             out.extend_from_slice(b"{\"instruction\":");
             push_json_str(out, &p.instruction);
@@ -112,6 +130,15 @@ fn write_answers(out: &mut Vec<u8>, chosen: &Answer, rejected: &Answer) {
     push_json_str(out, &chosen.text);
     out.extend_from_slice(b",\"rejected\":");
     push_json_str(out, &rejected.text);
+}
+
+/// One ShareGPT `{"from", "value"}` turn.
+fn push_turn(out: &mut Vec<u8>, from: &str, value: &str) {
+    out.extend_from_slice(b"{\"from\":");
+    push_json_str(out, from);
+    out.extend_from_slice(b",\"value\":");
+    push_json_str(out, value);
+    out.push(b'}');
 }
 
 /// One `{"role", "content"[, "reasoning_content"]}` message.
