@@ -185,7 +185,7 @@ fn unformatted(page: Vec<ExportRecord>, split: Option<(u64, f64)>) -> Formatted 
 }
 
 /// Writes one run of rows to the split each belongs to; returns the train and validation rows.
-pub(super) fn write_formatted(
+fn write_formatted(
     f: &Formatted,
     train: &mut ShardWriter,
     val: &mut ShardWriter,

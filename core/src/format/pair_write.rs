@@ -82,22 +82,7 @@ pub fn write_pair(
             }
             out.push(b']');
         }
-        PairFormat::RankingShareGpt => {
-            out.extend_from_slice(b"{\"conversations\":[");
-            let user_turn = p.user_turn();
-            let names = ["system", "human", "gpt"];
-            let turns = chat_turns(p, &user_turn, names).count();
-            for (i, (from, value)) in chat_turns(p, &user_turn, names).take(turns - 1).enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                push_turn(out, from, value);
-            }
-            out.extend_from_slice(b"],\"chosen\":");
-            push_turn(out, "gpt", &pair.chosen.text);
-            out.extend_from_slice(b",\"rejected\":");
-            push_turn(out, "gpt", &pair.rejected.text);
-        }
+        PairFormat::RankingShareGpt => write_sharegpt_ranking(pair, out),
         PairFormat::Ranking => {
             out.extend_from_slice(b"{\"instruction\":");
             push_json_str(out, &p.instruction);
@@ -123,6 +108,25 @@ pub fn write_pair(
     }
     out.extend_from_slice(b"}\n");
     Ok(())
+}
+
+/// `lf-ranking-sharegpt`'s fields: the turns before the answer, then the two answers.
+fn write_sharegpt_ranking(pair: &Pair, out: &mut Vec<u8>) {
+    let p = &pair.prompt;
+    out.extend_from_slice(b"{\"conversations\":[");
+    let user_turn = p.user_turn();
+    let names = ["system", "human", "gpt"];
+    let turns = chat_turns(p, &user_turn, names).count();
+    for (i, (from, value)) in chat_turns(p, &user_turn, names).take(turns - 1).enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        push_turn(out, from, value);
+    }
+    out.extend_from_slice(b"],\"chosen\":");
+    push_turn(out, "gpt", &pair.chosen.text);
+    out.extend_from_slice(b",\"rejected\":");
+    push_turn(out, "gpt", &pair.rejected.text);
 }
 
 fn write_answers(out: &mut Vec<u8>, chosen: &Answer, rejected: &Answer) {
