@@ -72,7 +72,7 @@ pub fn render(c: &CardInput) -> String {
     out
 }
 
-fn file_kind(zstd: bool, parquet: bool) -> &'static str {
+pub(crate) fn file_kind(zstd: bool, parquet: bool) -> &'static str {
     match (parquet, zstd) {
         (true, _) => "Parquet (`.parquet`, zstd-compressed pages)",
         (false, true) => "JSON Lines compressed with zstd (`.jsonl.zst`)",
@@ -122,7 +122,7 @@ fn front_matter(c: &CardInput, out: &mut String) {
     out.push_str("---\n\n");
 }
 
-fn quoted(s: &str) -> String {
+pub(crate) fn quoted(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
 }
 
@@ -147,7 +147,7 @@ fn features_yaml(format: OutputFormat) -> &'static str {
 }
 
 /// The Hub's `size_categories` bucket for `rows`.
-fn size_category(rows: u64) -> &'static str {
+pub(crate) fn size_category(rows: u64) -> &'static str {
     match rows {
         0..1_000 => "n<1K",
         1_000..10_000 => "1K<n<10K",
@@ -232,7 +232,7 @@ fn languages_section(p: &Provenance, out: &mut String) {
 }
 
 /// A table cell: no line breaks, no column separators.
-fn cell(s: &str) -> String {
+pub(crate) fn cell(s: &str) -> String {
     s.replace('|', "\\|").replace(['\n', '\r'], " ")
 }
 
@@ -568,7 +568,7 @@ fn scorer_scores(s: &ExportScores, rows: u64, out: &mut String) {
     out.push('\n');
 }
 
-fn license_section(out: &mut String) {
+pub(crate) fn license_section(out: &mut String) {
     out.push_str(
         "## License\n\nThe `license` field above is `unknown`: set it before you share this \
          data. Generated records are also bound by the terms of the model that wrote them; \

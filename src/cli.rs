@@ -1310,7 +1310,13 @@ pub struct ImportArgs {
 
     /// Layout: alpaca (instruction/input/output, plus system/history), belle (alpaca's fields or
     /// input/target), sharegpt (conversations with from/value), messages (OpenAI role/content),
-    /// self-instruct (instances[], one record per instance); `auto` detects it per file from the
+    /// self-instruct (instances[], one record per instance); preference pairs: dpo (trl's
+    /// prompt/chosen/rejected as texts or message lists, the prompt explicit or implicit, as
+    /// `export --format dpo` and `dpo-messages` write them, and the UltraFeedback-binarized
+    /// layout with its score_chosen/score_rejected), lf-ranking (LLaMA-Factory's alpaca-style
+    /// instruction/input/chosen/rejected or sharegpt-style conversations + chosen/rejected
+    /// objects). Each pair row is stored as a record (its prompt answered by the chosen answer)
+    /// and a pair of the set named by --source. `auto` detects the layout per file from the
     /// first record's keys (Parquet: from the column names).
     #[arg(long, default_value = "auto")]
     pub format: FormatArg,
@@ -1341,9 +1347,22 @@ pub struct ExportArgs {
 
     /// Layout: alpaca ({instruction,input,output}, plus system/history for conversations),
     /// sharegpt ({conversations:[{from,value}]}), messages ({messages:[{role,content}]}). The
-    /// chat layouts put `input` after the instruction, separated by a blank line.
+    /// chat layouts put `input` after the instruction, separated by a blank line. Preference
+    /// pairs (`instill pairs`, or an imported pair file) instead of records: dpo (trl's
+    /// {prompt,chosen,rejected} texts; a prompt with a system prompt or earlier turns is
+    /// refused, counted, in favour of dpo-messages), dpo-messages (trl's conversational form:
+    /// prompt a list of messages, chosen/rejected one assistant message each), lf-ranking
+    /// (LLaMA-Factory's {instruction,input,chosen,rejected} (+system/history), `"ranking": true`
+    /// in dataset_info.json), lf-ranking-sharegpt (LLaMA-Factory's {conversations, chosen:
+    /// {from,value}, rejected: {from,value}}).
     #[arg(long, value_enum, default_value = "alpaca")]
     pub format: OutputFormatArg,
+
+    /// With a pair layout: the pair set to export (an `instill pairs` run's name or an
+    /// import's source label); repeat it for several, or `all`. Without it, the database's
+    /// one set (an error lists them when there are several).
+    #[arg(long = "pairs", value_name = "NAME")]
+    pub pairs: Vec<String>,
 
     /// File format of the shards: jsonl, or parquet (data/train/train-00000-of-00001.parquet):
     /// the same rows as nested columns — alpaca: instruction, input, output, system ("" when
@@ -1468,14 +1487,36 @@ pub enum OutputFormatArg {
     Sharegpt,
     /// {"messages": [{"role", "content"}]}.
     Messages,
+    /// Preference pairs: {"prompt", "chosen", "rejected"}, three texts (trl).
+    Dpo,
+    /// Preference pairs: prompt a list of messages, chosen/rejected one assistant message (trl).
+    DpoMessages,
+    /// Preference pairs: LLaMA-Factory's {"instruction", "input", "chosen", "rejected"}.
+    LfRanking,
+    /// Preference pairs: LLaMA-Factory's {"conversations", "chosen": {from, value}, "rejected"}.
+    LfRankingSharegpt,
 }
 
-impl From<OutputFormatArg> for instill_core::OutputFormat {
+/// What an export writes: records in a record layout, or preference pairs in a pair layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// Instruction records.
+    Records(instill_core::OutputFormat),
+    /// Preference pairs.
+    Pairs(instill_core::PairFormat),
+}
+
+impl From<OutputFormatArg> for Layout {
     fn from(f: OutputFormatArg) -> Self {
+        use instill_core::{OutputFormat, PairFormat};
         match f {
-            OutputFormatArg::Alpaca => Self::Alpaca,
-            OutputFormatArg::Sharegpt => Self::ShareGpt,
-            OutputFormatArg::Messages => Self::Messages,
+            OutputFormatArg::Alpaca => Layout::Records(OutputFormat::Alpaca),
+            OutputFormatArg::Sharegpt => Layout::Records(OutputFormat::ShareGpt),
+            OutputFormatArg::Messages => Layout::Records(OutputFormat::Messages),
+            OutputFormatArg::Dpo => Layout::Pairs(PairFormat::Dpo),
+            OutputFormatArg::DpoMessages => Layout::Pairs(PairFormat::DpoMessages),
+            OutputFormatArg::LfRanking => Layout::Pairs(PairFormat::Ranking),
+            OutputFormatArg::LfRankingSharegpt => Layout::Pairs(PairFormat::RankingShareGpt),
         }
     }
 }

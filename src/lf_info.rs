@@ -1,8 +1,9 @@
 //! LLaMA-Factory's `dataset_info.json` for an export: one entry per split whose `file_name` is
 //! the split's directory under `data/`, with the `formatting` (alpaca or sharegpt) and the
-//! `columns`/`tags` of the layout, so that `dataset_dir=DIR` loads the export as it is.
+//! `columns`/`tags` of the layout, so that `dataset_dir=DIR` loads the export as it is; for
+//! preference pairs, `"ranking": true` with the `chosen` and `rejected` columns.
 
-use instill_core::{Columns, OutputFormat};
+use instill_core::{Columns, OutputFormat, PairFormat};
 use serde_json::{Map, Value, json};
 
 use crate::shards::Split;
@@ -54,6 +55,54 @@ pub fn render(names: &LfNames, format: OutputFormat, columns: Columns) -> String
     let mut text = serde_json::to_string_pretty(&Value::Object(info)).unwrap_or_default();
     text.push('\n');
     text
+}
+
+/// The `dataset_info.json` text of a pair export, for the layouts LLaMA-Factory reads as
+/// preference data (`"ranking": true`): `lf-ranking` (alpaca formatting: instruction, input,
+/// chosen, rejected, and system and history when the export writes them), `lf-ranking-sharegpt`
+/// (sharegpt formatting: conversations, chosen, rejected, the tags) and `dpo` (alpaca
+/// formatting, the prompt text as the instruction). None for `dpo-messages`, whose message lists it does not read.
+pub fn render_pairs(names: &LfNames, format: PairFormat, columns: Columns) -> Option<String> {
+    let mut tags = None;
+    let columns = match format {
+        PairFormat::DpoMessages => return None,
+        PairFormat::RankingShareGpt => {
+            tags = Some(
+                json!({"role_tag": "from", "content_tag": "value", "user_tag": "human",
+                               "assistant_tag": "gpt", "system_tag": "system"}),
+            );
+            json!({"messages": "conversations", "chosen": "chosen", "rejected": "rejected"})
+        }
+        PairFormat::Dpo => json!({"prompt": "prompt", "chosen": "chosen", "rejected": "rejected"}),
+        PairFormat::Ranking => {
+            let mut c = json!({"prompt": "instruction", "query": "input",
+                               "chosen": "chosen", "rejected": "rejected"});
+            if columns.system {
+                c["system"] = json!("system");
+            }
+            if columns.history {
+                c["history"] = json!("history");
+            }
+            c
+        }
+    };
+    let formatting = if tags.is_some() { "sharegpt" } else { "alpaca" };
+    let entry = |split: Split| {
+        let mut e = json!({"file_name": split.dir(), "formatting": formatting, "ranking": true,
+                           "columns": columns.clone()});
+        if let Some(tags) = &tags {
+            e["tags"] = tags.clone();
+        }
+        e
+    };
+    let mut info = Map::new();
+    info.insert(names.train.clone(), entry(Split::Train));
+    if let Some(val) = &names.validation {
+        info.insert(val.clone(), entry(Split::Validation));
+    }
+    let mut text = serde_json::to_string_pretty(&Value::Object(info)).unwrap_or_default();
+    text.push('\n');
+    Some(text)
 }
 
 /// One split's entry. Alpaca's `system` and `history` columns are named only when the export

@@ -8,6 +8,7 @@ mod hub;
 mod ingest;
 mod lf_info;
 mod outdir;
+mod pair_card;
 #[cfg(feature = "parquet")]
 mod parquet_io;
 mod progress;

@@ -19,6 +19,7 @@ mod import_export;
 mod local;
 mod magpie;
 mod model_files;
+mod pair_io;
 mod pairs;
 #[cfg(feature = "parquet")]
 mod parquet;

@@ -10,6 +10,8 @@
 //! - [`parse_records`] / [`write_record`]: one raw record in an [`InputFormat`] to [`Record`]s, and
 //!   a record to one JSONL line in an [`OutputFormat`]; [`chat_turns`]: the turns every writer of
 //!   a chat layout writes.
+//! - [`parse_pair`] / [`write_pair`]: the same for preference pairs ([`InputFormat::Dpo`],
+//!   [`InputFormat::Ranking`]; [`PairFormat`]).
 //! - [`split_think`], [`inline_think`], [`ReasoningMode`]: a record's reasoning, split off its
 //!   answer, put back before it, kept, dropped or inlined by an export.
 //! - [`normalize`], [`norm_hash`]: the exact-dedup key (NFKC, case, punctuation, whitespace).
@@ -43,8 +45,8 @@ mod split;
 mod vocab;
 
 pub use format::{
-    Columns, DetectError, FieldError, InputFormat, OutputFormat, chat_turns, parse_records,
-    parse_seeds, turn_reasoning, write_record,
+    Columns, DetectError, FieldError, InputFormat, OutputFormat, PairFormat, Unfit, chat_turns,
+    pair_fits, parse_pair, parse_records, parse_seeds, turn_reasoning, write_pair, write_record,
 };
 pub use lang::{detect_lang, record_lang};
 pub use normalize::{

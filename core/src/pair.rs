@@ -45,6 +45,29 @@ impl Pair {
     pub fn margin(&self) -> Option<f64> {
         Some(self.chosen.score? - self.rejected.score?)
     }
+
+    /// The instruction record the pair also is: its prompt answered by the chosen answer (what
+    /// an import of a pair file stores as the pair's record).
+    pub fn into_record(self) -> Record {
+        Record {
+            output: self.chosen.text,
+            reasoning: self.chosen.reasoning,
+            ..self.prompt
+        }
+    }
+
+    /// Whether the pair goes to the validation split of `fraction` under `seed`: core's
+    /// [`crate::held_out`] of its prompt alone (output and reasoning left out), so every pair of
+    /// one prompt lands on the same side, whatever its answers, and a pair read back from a file
+    /// lands where it did in the database.
+    pub fn held_out(&self, seed: u64, fraction: f64) -> bool {
+        let prompt = Record {
+            output: String::new(),
+            reasoning: String::new(),
+            ..self.prompt.clone()
+        };
+        crate::held_out(&prompt, seed, fraction)
+    }
 }
 
 /// Which of K graded answers make the pair: the best and the worst grade, the earliest sample

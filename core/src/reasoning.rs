@@ -5,7 +5,8 @@
 //! One rule everywhere (model replies, imported files, a task's output): a `<think>` block at
 //! the start of an answer is its reasoning. Filters, dedup and hashes judge the answer alone.
 
-use crate::format::OutputFormat;
+use crate::format::{OutputFormat, PairFormat};
+use crate::pair::Pair;
 use crate::record::Record;
 
 const OPEN: &str = "<think>";
@@ -101,15 +102,31 @@ impl ReasoningMode {
     /// into the output (inline, and keep in a layout without a reasoning field).
     /// [`crate::write_record`] then writes what is left in `reasoning` as `reasoning_content`.
     pub fn apply(self, record: &mut Record, format: OutputFormat) {
-        if record.reasoning.is_empty() {
+        self.fold(
+            &mut record.reasoning,
+            &mut record.output,
+            format.has_reasoning_field(),
+        );
+    }
+
+    /// [`ReasoningMode::apply`] for both answers of a pair written in `format`.
+    pub fn apply_pair(self, pair: &mut Pair, format: PairFormat) {
+        for a in [&mut pair.chosen, &mut pair.rejected] {
+            self.fold(&mut a.reasoning, &mut a.text, format.has_reasoning_field());
+        }
+    }
+
+    /// The rule of both: `reasoning` beside `answer` in a layout with or without a field for it.
+    fn fold(self, reasoning: &mut String, answer: &mut String, has_field: bool) {
+        if reasoning.is_empty() {
             return;
         }
         match self {
-            ReasoningMode::Keep if format.has_reasoning_field() => {}
-            ReasoningMode::Drop => record.reasoning.clear(),
+            ReasoningMode::Keep if has_field => {}
+            ReasoningMode::Drop => reasoning.clear(),
             ReasoningMode::Keep | ReasoningMode::Inline => {
-                let reasoning = std::mem::take(&mut record.reasoning);
-                record.output = inline_think(&reasoning, &record.output);
+                let taken = std::mem::take(reasoning);
+                *answer = inline_think(&taken, answer);
             }
         }
     }

@@ -14,7 +14,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::card::{self, CARD, CardInput};
-use crate::cli::{Compression, ExportArgs, FileFormat, GlobalArgs};
+use crate::cli::{Compression, ExportArgs, FileFormat, GlobalArgs, Layout};
 use crate::lf_info::{self, LF_INFO, LfNames};
 use crate::outdir::{Producer, Stamp};
 use crate::shards::{DATA_DIR, ShardConfig, ShardInfo, ShardWriter, Split, is_shard_path};
@@ -27,18 +27,18 @@ const PAGE: i64 = 2000;
 const DEFAULT_SHARD_ROWS: u64 = 100_000;
 
 #[derive(Debug, Serialize)]
-struct Manifest {
+pub(super) struct Manifest {
     #[serde(flatten)]
     stamp: Stamp,
     /// Every file the export wrote besides this manifest: what `--overwrite` may replace.
-    files: Vec<String>,
-    created_at_ms: i64,
+    pub(super) files: Vec<String>,
+    pub(super) created_at_ms: i64,
     format: &'static str,
     /// `jsonl` or `parquet`.
     file_format: &'static str,
     /// What wraps a JSONL shard: `none` or `zstd` (a Parquet file compresses its own pages).
     compression: &'static str,
-    filters: Filters,
+    pub(super) filters: Filters,
     /// Alpaca's optional columns written on every line (and `messages`' `reasoning_content`).
     columns: ColumnsWritten,
     /// What was done with the records' reasoning: `keep`, `drop` or `inline`.
@@ -47,11 +47,21 @@ struct Manifest {
     seed: u64,
     shard_rows: Option<u64>,
     shard_bytes: Option<u64>,
-    shards: Vec<ShardInfo>,
-    totals: Totals,
+    pub(super) shards: Vec<ShardInfo>,
+    pub(super) totals: Totals,
     /// The exported records `instill evolve` wrote, when there are any.
     #[serde(skip_serializing_if = "Option::is_none")]
     evolved: Option<Evolved>,
+    /// A pair export's sets: how many pairs of each, with the mean judge's margin.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) pairs: Option<Vec<super::export_pairs::SetWritten>>,
+}
+
+impl Manifest {
+    /// Whether the shards are zstd-compressed JSONL.
+    pub(super) fn compression_is_zstd(&self) -> bool {
+        self.compression == "zstd"
+    }
 }
 
 /// The exported records evolve runs wrote: how many, from what, per run and round.
@@ -93,8 +103,8 @@ impl Evolved {
 }
 
 #[derive(Debug, Serialize)]
-struct Filters {
-    status: &'static str,
+pub(super) struct Filters {
+    pub(super) status: &'static str,
 }
 
 #[derive(Debug, Serialize)]
@@ -105,13 +115,13 @@ struct ColumnsWritten {
 }
 
 #[derive(Debug, Serialize)]
-struct Totals {
-    rows: u64,
+pub(super) struct Totals {
+    pub(super) rows: u64,
     bytes: u64,
     uncompressed_bytes: u64,
     shards: usize,
     train_rows: u64,
-    val_rows: u64,
+    pub(super) val_rows: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -129,14 +139,14 @@ struct Summary<'a> {
 
 /// A run of records formatted as JSONL lines back to back, or the records themselves for
 /// Parquet shards (whose writer lays them out in columns).
-struct Formatted {
-    text: Vec<u8>,
+pub(super) struct Formatted {
+    pub(super) text: Vec<u8>,
     /// Where each line ends in `text`.
-    ends: Vec<usize>,
+    pub(super) ends: Vec<usize>,
     /// Whether each line (record) goes to the validation split.
-    val: Vec<bool>,
+    pub(super) val: Vec<bool>,
     /// The records, for Parquet shards (`text` and `ends` are then empty).
-    records: Vec<Record>,
+    pub(super) records: Vec<Record>,
 }
 
 fn format_chunk(
@@ -204,16 +214,24 @@ fn write_formatted(
 
 /// What an export stages: its shards, its card, LLaMA-Factory's file and its manifest (paths
 /// relative to the export).
-fn staged_file(path: &str) -> bool {
+pub(super) fn staged_file(path: &str) -> bool {
     [outdir::MANIFEST, CARD, LF_INFO].contains(&path) || is_shard_path(path)
 }
 
 /// The shards written, and the train and validation rows; `None` when stopped before the end.
-type Written = Option<(Vec<ShardInfo>, u64, u64)>;
+pub(super) type Written = Option<(Vec<ShardInfo>, u64, u64)>;
 
 pub async fn run(global: &GlobalArgs, args: &ExportArgs) -> anyhow::Result<Outcome> {
     let started = Instant::now();
-    let (format, filter, config) = export_config(args)?;
+    let format = match Layout::from(args.format) {
+        Layout::Records(format) if !args.pairs.is_empty() => anyhow::bail!(
+            "--pairs chooses preference pairs: it goes with --format dpo, dpo-messages or lf-ranking, not {}",
+            format.name()
+        ),
+        Layout::Records(format) => format,
+        Layout::Pairs(format) => return super::export_pairs::run(global, args, format).await,
+    };
+    let (filter, config) = export_config(args, format)?;
 
     outdir::keep_apart(&args.out, &global.db, &[])?;
     // Caught from here on: a SIGINT or SIGTERM removes the staging directory and ends the export.
@@ -257,7 +275,14 @@ pub async fn run(global: &GlobalArgs, args: &ExportArgs) -> anyhow::Result<Outco
     let provenance = db.provenance(filter).await?;
     db.close().await;
 
-    let mut manifest = manifest(args, layout, filter, config, shards, (train_rows, val_rows));
+    let mut manifest = manifest(
+        args,
+        (format.name(), columns),
+        filter,
+        config,
+        shards,
+        (train_rows, val_rows),
+    );
     write_metadata(&staging, args, &mut manifest, &provenance, (layout, config))?;
     // A signal that came while the last shards were sealed: nothing is in place yet.
     if let Some(signal) = signals.received() {
@@ -270,9 +295,9 @@ pub async fn run(global: &GlobalArgs, args: &ExportArgs) -> anyhow::Result<Outco
 
 /// The manifest of the shards written; its file list gains the card and LLaMA-Factory's file
 /// when [`write_metadata`] writes them.
-fn manifest(
+pub(super) fn manifest(
     args: &ExportArgs,
-    (format, columns): (OutputFormat, Columns),
+    (format, columns): (&'static str, Columns),
     filter: StatusFilter,
     config: ShardConfig,
     shards: Vec<ShardInfo>,
@@ -290,7 +315,7 @@ fn manifest(
         stamp: Stamp::new(Producer::Export),
         files: shards.iter().map(|s| s.file.clone()).collect(),
         created_at_ms: instill_core::now_ms(),
-        format: format.name(),
+        format,
         file_format: if config.parquet.is_some() {
             "parquet"
         } else {
@@ -317,6 +342,7 @@ fn manifest(
         shards,
         totals,
         evolved: None,
+        pairs: None,
     }
 }
 
@@ -365,10 +391,21 @@ fn write_metadata(
     Ok(())
 }
 
-/// The layout, the records and the shard sizes the arguments ask for.
-fn export_config(args: &ExportArgs) -> anyhow::Result<(OutputFormat, StatusFilter, ShardConfig)> {
-    let format = OutputFormat::from(args.format);
+/// The records and the shard sizes the arguments ask for, in `format`.
+fn export_config(
+    args: &ExportArgs,
+    format: OutputFormat,
+) -> anyhow::Result<(StatusFilter, ShardConfig)> {
     let filter = StatusFilter::from(args.status);
+    Ok((filter, shard_config(args, Some(format))?))
+}
+
+/// The shard sizes and compression the arguments ask for; Parquet shards only for a record
+/// layout (`parquet_layout`).
+pub(super) fn shard_config(
+    args: &ExportArgs,
+    parquet_layout: Option<OutputFormat>,
+) -> anyhow::Result<ShardConfig> {
     let max_rows = match (args.shard_rows, args.shard_bytes) {
         (None, None) => Some(DEFAULT_SHARD_ROWS),
         (rows, _) => rows,
@@ -385,7 +422,12 @@ fn export_config(args: &ExportArgs) -> anyhow::Result<(OutputFormat, StatusFilte
         FileFormat::Parquet if cfg!(not(feature = "parquet")) => anyhow::bail!(
             "--file-format parquet: this instill was built without Parquet support (the `parquet` feature, on by default)"
         ),
-        FileFormat::Parquet => Some((format, args.zstd_level)),
+        FileFormat::Parquet => match parquet_layout {
+            Some(format) => Some((format, args.zstd_level)),
+            None => anyhow::bail!(
+                "--file-format parquet: the pair layouts are written as JSONL shards only; drop --file-format (datasets, trl and LLaMA-Factory read them)"
+            ),
+        },
     };
     let config = ShardConfig {
         max_rows,
@@ -394,11 +436,11 @@ fn export_config(args: &ExportArgs) -> anyhow::Result<(OutputFormat, StatusFilte
         parquet,
         reasoning_field: false,
     };
-    Ok((format, filter, config))
+    Ok(config)
 }
 
 /// Ends an export stopped by `signal`: its staging directory removed, `out` untouched.
-fn abandon(staging: Staging, signal: Stop, out: &std::path::Path) -> Outcome {
+pub(super) fn abandon(staging: Staging, signal: Stop, out: &std::path::Path) -> Outcome {
     drop(staging);
     eprintln!(
         "export stopped by {}: nothing written to {}",
@@ -445,8 +487,20 @@ fn start_writing(
             }
         }
     });
-    let (dir, stopped) = (staging.dir.clone(), Arc::clone(stop));
-    let writer = std::thread::spawn(move || -> anyhow::Result<Written> {
+    let writer = spawn_shard_writer(formatted_rx, &staging.dir, config, stop);
+    (formatter, writer)
+}
+
+/// Starts the thread that writes formatted runs of lines to the train and validation shards in
+/// order (copy into the page cache, SHA-256, zstd), stopping early once `stop` is set.
+pub(super) fn spawn_shard_writer(
+    formatted_rx: std::sync::mpsc::Receiver<Vec<Formatted>>,
+    dir: &std::path::Path,
+    config: ShardConfig,
+    stop: &Arc<AtomicBool>,
+) -> std::thread::JoinHandle<anyhow::Result<Written>> {
+    let (dir, stopped) = (dir.to_path_buf(), Arc::clone(stop));
+    std::thread::spawn(move || -> anyhow::Result<Written> {
         let mut train = ShardWriter::new(&dir, Split::Train, config);
         let mut val = ShardWriter::new(&dir, Split::Validation, config);
         let (mut train_rows, mut val_rows) = (0u64, 0u64);
@@ -466,8 +520,7 @@ fn start_writing(
         let mut shards = train.finish()?;
         shards.extend(val.finish()?);
         Ok(Some((shards, train_rows, val_rows)))
-    });
-    (formatter, writer)
+    })
 }
 
 /// Reads the records in windows of PAGE ids, two at once (one per core), and hands them on in
@@ -511,7 +564,7 @@ async fn read_pages(
     Ok(())
 }
 
-fn print_summary(
+pub(super) fn print_summary(
     global: &GlobalArgs,
     args: &ExportArgs,
     manifest: &Manifest,
@@ -537,9 +590,19 @@ fn print_summary(
         } else {
             String::new()
         };
+        let what = if manifest.pairs.is_some() {
+            "preference pairs"
+        } else {
+            "records"
+        };
+        let lf = if manifest.files.iter().any(|f| f == LF_INFO) {
+            format!(", LLaMA-Factory {LF_INFO}")
+        } else {
+            String::new()
+        };
         println!(
-            "exported {} records{split_note} as {} in {} {} shard{} ({} bytes) to {}; \
-             dataset card {CARD}, LLaMA-Factory {LF_INFO}",
+            "exported {} {what}{split_note} as {} in {} {} shard{} ({} bytes) to {}; \
+             dataset card {CARD}{lf}",
             t.rows,
             manifest.format,
             t.shards,
@@ -551,8 +614,13 @@ fn print_summary(
     }
     if t.rows == 0 {
         eprintln!(
-            "note: no records matched --status {}: the export holds no data file, and \
+            "note: no {} matched --status {}: the export holds no data file, and \
              `datasets` cannot load a dataset with no rows",
+            if manifest.pairs.is_some() {
+                "pairs' prompts"
+            } else {
+                "records"
+            },
             manifest.filters.status
         );
     }

@@ -7,9 +7,10 @@ use std::time::Instant;
 use anyhow::Context;
 use indicatif::ProgressBar;
 use instill_core::{
-    InputFormat, Lang, Origin, Record, Status, norm_hash, parse_records, record_lang,
+    Answer, InputFormat, Lang, Origin, Record, Status, norm_hash, parse_pair, parse_records,
+    record_lang,
 };
-use instill_storage::{Db, NewImport, NewRecord, Writer};
+use instill_storage::{Db, NewImport, NewPreference, NewRecord, Writer};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
@@ -27,6 +28,11 @@ struct FileSummary {
     status: &'static str,
     format: Option<String>,
     records: i64,
+    /// Preference pairs stored (a pair layout's rows), in the set named by the source.
+    pairs: i64,
+    /// The pair set they went to, when there are any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pair_set: Option<String>,
     invalid: i64,
     import_id: Option<i64>,
     invalid_examples: Vec<InvalidOut>,
@@ -51,6 +57,8 @@ pub struct Prepared {
     record: Record,
     lang: Lang,
     norm_hash: String,
+    /// A pair layout's row: the chosen and rejected answers (the record's output is the chosen).
+    pair: Option<(Answer, Answer)>,
 }
 
 pub async fn run(global: &GlobalArgs, args: &ImportArgs) -> anyhow::Result<Outcome> {
@@ -90,8 +98,18 @@ pub async fn run(global: &GlobalArgs, args: &ImportArgs) -> anyhow::Result<Outco
             continue;
         }
         let file = import_file(global, args, &mut writer, input, &sha, &parse).await?;
+        let pairs = if file.pairs > 0 {
+            format!(
+                " and {} preference pair{} (set `{}`)",
+                file.pairs,
+                if file.pairs == 1 { "" } else { "s" },
+                file.pair_set.as_deref().unwrap_or_default()
+            )
+        } else {
+            String::new()
+        };
         lines.push(format!(
-            "{}: imported {} record{} ({}) as import #{}",
+            "{}: imported {} record{}{pairs} ({}) as import #{}",
             file.path,
             file.records,
             if file.records == 1 { "" } else { "s" },
@@ -126,17 +144,21 @@ pub async fn run(global: &GlobalArgs, args: &ImportArgs) -> anyhow::Result<Outco
 
 /// Parses a raw record into records ready to store, with `lang` or each record's own language.
 fn parser(lang: Option<Lang>) -> ParseFn<Prepared> {
+    let prepare = move |record: Record, pair| Prepared {
+        lang: lang.unwrap_or_else(|| record_lang(&record)),
+        norm_hash: norm_hash(&record),
+        record,
+        pair,
+    };
     Arc::new(move |bytes, format| {
+        if format.is_pair() {
+            let pair = parse_pair(bytes, format)?;
+            let answers = (pair.chosen.clone(), pair.rejected.clone());
+            return Ok(vec![prepare(pair.into_record(), Some(answers))]);
+        }
         let mut records = Vec::with_capacity(1);
         parse_records(bytes, format, &mut records)?;
-        Ok(records
-            .into_iter()
-            .map(|record| Prepared {
-                lang: lang.unwrap_or_else(|| record_lang(&record)),
-                norm_hash: norm_hash(&record),
-                record,
-            })
-            .collect())
+        Ok(records.into_iter().map(|r| prepare(r, None)).collect())
     })
 }
 
@@ -152,6 +174,8 @@ fn skipped(
         status,
         format: None,
         records: 0,
+        pairs: 0,
+        pair_set: None,
         invalid: 0,
         import_id,
         invalid_examples: Vec::new(),
@@ -197,7 +221,7 @@ async fn import_file(
         args.skip_invalid,
         parse.clone(),
     );
-    let read = store_chunks(rx, writer, &label, &source, import_id, &bar).await?;
+    let read = store_chunks(rx, writer, &label, (&source, import_id), &bar).await?;
     bar.finish_and_clear();
     let format_name = read.format.map_or("unknown", |f| f.name());
     writer
@@ -218,6 +242,8 @@ async fn import_file(
         status: "imported",
         format: Some(format_name.to_string()),
         records: read.rows,
+        pairs: read.pairs,
+        pair_set: (read.pairs > 0).then(|| source.to_string()),
         invalid: read.invalid_count,
         import_id: Some(import_id),
         invalid_examples: read
@@ -234,6 +260,7 @@ async fn import_file(
 /// What reading one file stored.
 struct FileRead {
     rows: i64,
+    pairs: i64,
     /// The first [`INVALID_SHOWN`] invalid records.
     invalid: Vec<Invalid>,
     invalid_count: i64,
@@ -245,12 +272,12 @@ async fn store_chunks(
     mut rx: mpsc::Receiver<anyhow::Result<Chunk<Prepared>>>,
     writer: &mut Writer,
     label: &str,
-    source: &Arc<str>,
-    import_id: i64,
+    (source, import_id): (&Arc<str>, i64),
     bar: &ProgressBar,
 ) -> anyhow::Result<FileRead> {
     let mut read = FileRead {
         rows: 0,
+        pairs: 0,
         invalid: Vec::new(),
         invalid_count: 0,
         format: None,
@@ -262,19 +289,58 @@ async fn store_chunks(
         read.invalid_count += chunk.invalid.len() as i64;
         let room = INVALID_SHOWN.saturating_sub(read.invalid.len());
         read.invalid.extend(chunk.invalid.into_iter().take(room));
-        let batch: Vec<NewRecord> = chunk
-            .items
-            .into_iter()
-            .map(|(_, p)| new_record(p, source, import_id, now))
-            .collect();
+        let pairs = chunk.items.iter().any(|(_, p)| p.pair.is_some());
+        let ids = if pairs {
+            writer.reserve_record_ids(chunk.items.len()).await?
+        } else {
+            Vec::new()
+        };
+        let mut preferences = Vec::new();
+        let mut batch: Vec<NewRecord> = Vec::with_capacity(chunk.items.len());
+        for (i, (_, mut p)) in chunk.items.into_iter().enumerate() {
+            let id = ids.get(i).copied();
+            if let (Some(answers), Some(record_id)) = (p.pair.take(), id) {
+                preferences.push(new_preference(record_id, answers, import_id, now));
+            }
+            let mut record = new_record(p, source, import_id, now);
+            record.id = id;
+            batch.push(record);
+        }
         read.rows += batch.len() as i64;
+        read.pairs += preferences.len() as i64;
         writer
             .insert_records(batch)
             .await
             .with_context(|| format!("{label}: storing records failed"))?;
+        writer
+            .insert_preferences(source, &preferences)
+            .await
+            .with_context(|| format!("{label}: storing preference pairs failed"))?;
         bar.set_position(chunk.bytes_read);
     }
     Ok(read)
+}
+
+/// An imported pair as a `preferences` row of the import's set: no sampling run, both sides
+/// with their scores when the file had them.
+fn new_preference(
+    record_id: i64,
+    (chosen, rejected): (Answer, Answer),
+    import_id: i64,
+    now: i64,
+) -> NewPreference {
+    let graded = i64::from(chosen.score.is_some()) + i64::from(rejected.score.is_some());
+    NewPreference {
+        record_id,
+        run_id: None,
+        import_id: Some(import_id),
+        no_pair: None,
+        chosen: Some((chosen, None)),
+        rejected: Some((rejected, None)),
+        samples: 2,
+        graded,
+        created_at: now,
+    }
 }
 
 /// An imported record as a `pending` row.

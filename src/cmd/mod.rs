@@ -7,6 +7,7 @@ pub mod eval;
 pub mod eval_compare;
 pub mod evolve;
 pub mod export;
+pub mod export_pairs;
 pub mod filter;
 pub mod flags;
 pub mod generate;

@@ -165,6 +165,45 @@ WHERE no_pair IS NOT NULL GROUP BY pair_set, no_pair ORDER BY pair_set, no_pair"
         })
     }
 
+    /// The optional columns the pairs of `pair_set` (every set when None) whose prompt passes
+    /// `filter` use: a system prompt, earlier turns, reasoning on either answer. A pair export
+    /// writes each on every line when any pair has it.
+    pub async fn pair_columns(
+        &self,
+        pair_set: Option<&str>,
+        filter: StatusFilter,
+    ) -> Result<instill_core::Columns, StorageError> {
+        let set = if pair_set.is_some() {
+            "AND p.pair_set = $1"
+        } else {
+            "AND $1 IS NULL"
+        };
+        let f = filter.sql_on("r");
+        let any = |condition: &str| {
+            format!(
+                "SELECT COUNT(*) FROM (SELECT 1 FROM preferences p JOIN records r ON r.id = p.record_id
+WHERE p.no_pair IS NULL {set} {f} AND {condition} LIMIT 1) x"
+            )
+        };
+        let queries = [
+            any("r.system <> ''"),
+            any("r.history IS NOT NULL AND r.history <> '' AND r.history <> '[]'"),
+            any("(p.chosen_reasoning <> '' OR p.rejected_reasoning <> '')"),
+        ];
+        let mut found = [false; 3];
+        for (sql, hit) in queries.into_iter().zip(&mut found) {
+            let n: i64 = on_pool!(&self.pool, p => {
+                sqlx::query_scalar(AssertSqlSafe(sql)).bind(pair_set).fetch_one(p).await?
+            });
+            *hit = n > 0;
+        }
+        Ok(instill_core::Columns {
+            system: found[0],
+            history: found[1],
+            reasoning: found[2],
+        })
+    }
+
     /// The ids of the records `pair_set` has a row for (a pair or a reason), ascending.
     pub async fn preference_records(&self, pair_set: &str) -> Result<Vec<i64>, StorageError> {
         let sql = "SELECT record_id FROM preferences WHERE pair_set = $1 ORDER BY record_id";

@@ -8,7 +8,9 @@ Usage: load_export.py DIR
 - LLaMA-Factory: each entry of `dataset_info.json` checked against the schema its data/README.md
   documents, then loaded the way its loader (`llamafactory.data.loader._load_single_dataset`)
   loads a `file_name`, and each row converted the way its alpaca / sharegpt converters read
-  columns and tags. An entry LLaMA-Factory would refuse is reported with its reason.
+  columns and tags (a `"ranking": true` alpaca entry: the prompt turns with `chosen` and
+  `rejected`). An entry LLaMA-Factory would refuse is reported with its reason; an export without
+  `dataset_info.json` (dpo-messages) has no entries.
 """
 
 import io
@@ -80,15 +82,24 @@ def lf_convert(attr, row):
     """The prompt/response turns LLaMA-Factory's converters read from one row."""
     cols, tags = attr.get("columns", {}), attr.get("tags", {})
     if attr.get("formatting", "alpaca") == "alpaca":
+        # DatasetAttr.join: with a `columns` object, a column it does not name is None (its
+        # defaults, instruction/input/output, hold only without one).
+        named = (lambda k, d: cols.get(k)) if "columns" in attr else (lambda k, d: d)
         turns = []
         if cols.get("history") and isinstance(row[cols["history"]], list):
             for user, assistant in row[cols["history"]]:
                 turns += [("user", user), ("assistant", assistant)]
-        query = row[cols.get("query", "input")]
-        prompt = row[cols.get("prompt", "instruction")]
+        query = row[named("query", "input")] if named("query", "input") else None
+        prompt = row[named("prompt", "instruction")] if named("prompt", "instruction") else None
         turns.append(("user", "\n".join(x for x in (prompt, query) if x)))
-        turns.append(("assistant", row[cols.get("response", "output")]))
         system = row[cols["system"]] if cols.get("system") else None
+        if attr.get("ranking"):
+            # The pairwise example: chosen and rejected, both strings.
+            chosen, rejected = row[cols["chosen"]], row[cols["rejected"]]
+            if not (isinstance(chosen, str) and isinstance(rejected, str)):
+                return {"error": "ranking row whose chosen/rejected are not strings"}
+            return {"system": system or "", "turns": turns, "chosen": chosen, "rejected": rejected}
+        turns.append(("assistant", row[named("response", "output")]))
         return {"system": system or "", "turns": turns}
     messages = row[cols.get("messages", "conversations")]
     role, content = tags.get("role_tag", "from"), tags.get("content_tag", "value")
@@ -97,6 +108,16 @@ def lf_convert(attr, row):
     if messages and messages[0][role] == tags.get("system_tag", "system"):
         system, messages = messages[0][content], messages[1:]
     turns = [(names[m[role]], m[content]) for m in messages]
+    if attr.get("ranking"):
+        # SharegptDatasetConverter: an odd number of turns (ending with the user's), then
+        # chosen and rejected dicts spoken by the assistant.
+        chosen, rejected = row[cols["chosen"]], row[cols["rejected"]]
+        assistant = tags.get("assistant_tag", "gpt")
+        if len(turns) % 2 == 0 or not all(
+            isinstance(x, dict) and x[role] == assistant for x in (chosen, rejected)
+        ):
+            return {"error": f"invalid ranking row {row}"}
+        return {"system": system, "turns": turns, "chosen": chosen[content], "rejected": rejected[content]}
     return {"system": system, "turns": turns}
 
 
@@ -108,7 +129,8 @@ def main():
         out["datasets"][split] = {"rows": ds.to_list(), "columns": ds.column_names}
     for split, paths in card_files(root).items():
         out["pyarrow"][split] = [read_with_pyarrow(os.path.join(root, p)) for p in paths]
-    info = json.load(open(os.path.join(root, "dataset_info.json")))
+    info_path = os.path.join(root, "dataset_info.json")
+    info = json.load(open(info_path)) if os.path.exists(info_path) else {}
     for name, attr in info.items():
         out["llamafactory"][name] = lf_entry(root, name, attr)
     json.dump(out, sys.stdout, ensure_ascii=False)

@@ -1,10 +1,17 @@
 //! Dataset layouts: the ones instill reads (self-instruct seeds, Alpaca, BELLE, ShareGPT
-//! `conversations`, OpenAI `messages`), the ones it writes (Alpaca, ShareGPT, `messages`), and
-//! the detection of a file's layout from its first record.
+//! `conversations`, OpenAI `messages`, and the preference-pair layouts: trl's, UltraFeedback's,
+//! LLaMA-Factory's ranking), the ones it writes (Alpaca, ShareGPT, `messages`; for pairs trl's
+//! two and LLaMA-Factory's ranking), and the detection of a file's layout from its first record.
 
+mod pair_parse;
+#[cfg(test)]
+mod pair_tests;
+mod pair_write;
 mod parse;
 mod write;
 
+pub use pair_parse::parse_pair;
+pub use pair_write::{Unfit, pair_fits, write_pair};
 pub use parse::{FieldError, parse_records, parse_seeds};
 pub use write::{chat_turns, turn_reasoning, write_record};
 
@@ -25,17 +32,33 @@ pub enum InputFormat {
     ShareGpt,
     /// OpenAI chat fine-tuning: `messages: [{role, content}]`.
     Messages,
+    /// trl's preference format: `prompt`, `chosen`, `rejected`, as texts or message lists, the
+    /// prompt explicit or implicit; UltraFeedback-binarized (with `score_chosen`,
+    /// `score_rejected`) is one of its shapes. Each row is a pair and a record (the prompt
+    /// answered by the chosen answer).
+    Dpo,
+    /// LLaMA-Factory's ranking layouts: alpaca-style (`instruction`, `input`, `chosen`,
+    /// `rejected`, optional `system`, `history`) or sharegpt-style (`conversations` ending with
+    /// the user's turn, `chosen` / `rejected` one `{from, value}` each).
+    Ranking,
 }
 
 impl InputFormat {
     /// Every layout, in the order `--help` lists them.
-    pub const ALL: [InputFormat; 5] = [
+    pub const ALL: [InputFormat; 7] = [
         InputFormat::SelfInstruct,
         InputFormat::Alpaca,
         InputFormat::Belle,
         InputFormat::ShareGpt,
         InputFormat::Messages,
+        InputFormat::Dpo,
+        InputFormat::Ranking,
     ];
+
+    /// Whether each record of the layout is a preference pair ([`parse_pair`] reads it).
+    pub fn is_pair(self) -> bool {
+        matches!(self, InputFormat::Dpo | InputFormat::Ranking)
+    }
 
     /// The name used on the command line and in summaries.
     pub fn name(self) -> &'static str {
@@ -45,6 +68,8 @@ impl InputFormat {
             InputFormat::Belle => "belle",
             InputFormat::ShareGpt => "sharegpt",
             InputFormat::Messages => "messages",
+            InputFormat::Dpo => "dpo",
+            InputFormat::Ranking => "lf-ranking",
         }
     }
 
@@ -75,7 +100,15 @@ impl InputFormat {
 
     /// The layout a record with these keys (or a table with these columns) is in.
     fn from_keys(has: impl Fn(&str) -> bool) -> Option<InputFormat> {
-        if has("instances") {
+        // Pairs first: UltraFeedback also has `messages`, LLaMA-Factory's ranking rows
+        // `instruction` or `conversations`.
+        if has("chosen") && has("rejected") {
+            if has("instruction") || has("conversations") {
+                Some(InputFormat::Ranking)
+            } else {
+                Some(InputFormat::Dpo)
+            }
+        } else if has("instances") {
             Some(InputFormat::SelfInstruct)
         } else if has("conversations") {
             Some(InputFormat::ShareGpt)
@@ -92,7 +125,7 @@ impl InputFormat {
 }
 
 /// What detection looks for, for the messages of [`DetectError`].
-const EXPECTED_KEYS: &str = "expected `instruction` (alpaca), `input`+`target` (belle), `conversations` (sharegpt), `messages` or `instances` (self-instruct)";
+const EXPECTED_KEYS: &str = "expected `instruction` (alpaca), `input`+`target` (belle), `conversations` (sharegpt), `messages`, `instances` (self-instruct), or `chosen`+`rejected` with `prompt` (dpo) or `instruction`/`conversations` (lf-ranking)";
 
 /// Why a file's layout could not be detected from its first record.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -118,6 +151,11 @@ impl std::str::FromStr for InputFormat {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        // Every pair layout `export` writes reads back by its own name too (`dpo-messages` is
+        // one of the shapes `dpo` reads, `lf-ranking-sharegpt` one of `lf-ranking`'s).
+        if let Some(p) = PairFormat::ALL.into_iter().find(|p| p.name() == s) {
+            return Ok(p.as_input());
+        }
         InputFormat::ALL
             .into_iter()
             .find(|f| f.name() == s)
@@ -203,6 +241,62 @@ impl std::fmt::Display for OutputFormat {
     }
 }
 
+/// A layout of preference pairs instill writes ([`write_pair`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PairFormat {
+    /// trl's standard preference format: `{"prompt", "chosen", "rejected"}`, three texts.
+    Dpo,
+    /// trl's conversational preference format: `prompt` a list of messages, `chosen` and
+    /// `rejected` one assistant message each.
+    DpoMessages,
+    /// LLaMA-Factory's alpaca-style ranking rows: `instruction`, `input`, `chosen`,
+    /// `rejected` (+ `system`, `history`).
+    Ranking,
+    /// LLaMA-Factory's sharegpt-style ranking rows: `conversations` (system first when there
+    /// is one, ending with the user's turn), `chosen` and `rejected` one `{from, value}` each.
+    RankingShareGpt,
+}
+
+impl PairFormat {
+    /// Every pair layout, in the order `--help` lists them.
+    pub const ALL: [PairFormat; 4] = [
+        PairFormat::Dpo,
+        PairFormat::DpoMessages,
+        PairFormat::Ranking,
+        PairFormat::RankingShareGpt,
+    ];
+
+    /// The name used on the command line and in the manifest.
+    pub fn name(self) -> &'static str {
+        match self {
+            PairFormat::Dpo => "dpo",
+            PairFormat::DpoMessages => "dpo-messages",
+            PairFormat::Ranking => "lf-ranking",
+            PairFormat::RankingShareGpt => "lf-ranking-sharegpt",
+        }
+    }
+
+    /// Whether the layout has a field for an answer's reasoning (`dpo-messages`:
+    /// `reasoning_content` on the assistant message).
+    pub fn has_reasoning_field(self) -> bool {
+        self == PairFormat::DpoMessages
+    }
+
+    /// The layout that reads this one back.
+    pub fn as_input(self) -> InputFormat {
+        match self {
+            PairFormat::Dpo | PairFormat::DpoMessages => InputFormat::Dpo,
+            PairFormat::Ranking | PairFormat::RankingShareGpt => InputFormat::Ranking,
+        }
+    }
+}
+
+impl std::fmt::Display for PairFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,6 +339,11 @@ mod tests {
         for f in InputFormat::ALL {
             assert_eq!(f.name().parse::<InputFormat>(), Ok(f));
         }
+        assert_eq!("dpo-messages".parse::<InputFormat>(), Ok(InputFormat::Dpo));
+        assert_eq!(
+            "lf-ranking-sharegpt".parse::<InputFormat>(),
+            Ok(InputFormat::Ranking)
+        );
         assert!(
             "csv"
                 .parse::<InputFormat>()

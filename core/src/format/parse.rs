@@ -23,7 +23,7 @@ pub struct FieldError {
 }
 
 impl FieldError {
-    fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(super) fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
         FieldError {
             line: 1,
             column: None,
@@ -65,7 +65,7 @@ pub fn parse_records(
 
 /// Databases cannot store U+0000 in text (Postgres refuses it, SQLite truncates at it in some
 /// functions): a record holding one is invalid rather than silently altered.
-fn check_no_nul(r: &Record) -> Result<(), FieldError> {
+pub(super) fn check_no_nul(r: &Record) -> Result<(), FieldError> {
     let fields = [
         ("instruction", &r.instruction),
         ("input", &r.input),
@@ -90,6 +90,9 @@ fn check_no_nul(r: &Record) -> Result<(), FieldError> {
 
 fn parse_into(json: &[u8], format: InputFormat, out: &mut Vec<Record>) -> Result<(), FieldError> {
     match format {
+        InputFormat::Dpo | InputFormat::Ranking => {
+            out.push(super::parse_pair(json, format)?.into_record());
+        }
         InputFormat::SelfInstruct => {
             let task: SelfInstructRaw = deserialize(json)?;
             let instruction = required(task.instruction, "instruction")?;
@@ -232,6 +235,22 @@ impl InputFormat {
             ],
             InputFormat::ShareGpt => &["conversations", "system"],
             InputFormat::Messages => &["messages"],
+            InputFormat::Dpo => &[
+                "prompt",
+                "chosen",
+                "rejected",
+                "score_chosen",
+                "score_rejected",
+            ],
+            InputFormat::Ranking => &[
+                "instruction",
+                "input",
+                "system",
+                "history",
+                "conversations",
+                "chosen",
+                "rejected",
+            ],
         }
     }
 }
@@ -271,9 +290,9 @@ struct ShareGptRaw {
 }
 
 #[derive(Deserialize)]
-struct TurnRaw {
-    from: Option<String>,
-    value: Option<String>,
+pub(super) struct TurnRaw {
+    pub(super) from: Option<String>,
+    pub(super) value: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -292,7 +311,7 @@ struct MessageRaw {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Role {
+pub(super) enum Role {
     System,
     User,
     Assistant,
@@ -339,7 +358,7 @@ fn alpaca_record(raw: AlpacaRaw, format: InputFormat) -> Result<Record, FieldErr
     })
 }
 
-fn sharegpt_role(from: &str) -> Option<Role> {
+pub(super) fn sharegpt_role(from: &str) -> Option<Role> {
     match from {
         "system" => Some(Role::System),
         "human" | "user" => Some(Role::User),
@@ -348,7 +367,7 @@ fn sharegpt_role(from: &str) -> Option<Role> {
     }
 }
 
-fn message_content(content: Option<Value>, field: &str) -> Result<String, FieldError> {
+pub(super) fn message_content(content: Option<Value>, field: &str) -> Result<String, FieldError> {
     match content {
         Some(Value::String(s)) => Ok(s),
         // The content-parts form: text parts are joined, anything else is refused.
@@ -378,7 +397,7 @@ fn message_content(content: Option<Value>, field: &str) -> Result<String, FieldE
     }
 }
 
-fn value_kind(v: &Value) -> &'static str {
+pub(super) fn value_kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "boolean",
@@ -392,7 +411,7 @@ fn value_kind(v: &Value) -> &'static str {
 /// Turns a list of turns into a record: an optional system turn first, then strictly alternating
 /// user and assistant turns, ending with the assistant. `names` = (role key, user name, assistant
 /// name) for the error messages.
-fn conversation_record(
+pub(super) fn conversation_record(
     mut system: String,
     turns: Vec<(Role, String)>,
     array: &str,
@@ -458,12 +477,12 @@ fn conversation_record(
     })
 }
 
-fn required(value: Option<String>, field: &str) -> Result<String, FieldError> {
+pub(super) fn required(value: Option<String>, field: &str) -> Result<String, FieldError> {
     value.ok_or_else(|| FieldError::field(field, "missing (expected a string)"))
 }
 
 /// Deserialises `json`; on failure parses again tracking the path, so the error names the field.
-fn deserialize<T: DeserializeOwned>(json: &[u8]) -> Result<T, FieldError> {
+pub(super) fn deserialize<T: DeserializeOwned>(json: &[u8]) -> Result<T, FieldError> {
     match serde_json::from_slice(json) {
         Ok(v) => Ok(v),
         Err(_) => {
