@@ -145,10 +145,12 @@ pub enum Command {
     /// alone), with a candle model.
     Score(Box<ScoreArgs>),
 
-    /// Make preference pairs (chosen/rejected) for DPO: sample K answers to each instruction,
-    /// grade every answer with a judge and a rubric, and keep the best and the worst when their
-    /// grades differ by at least --min-margin (otherwise the reason is stored). Resumable;
-    /// `instill export --format dpo` writes the pairs, `instill train --dpo` learns from them.
+    /// Make preference pairs (chosen/rejected) for DPO from K answers per instruction.
+    ///
+    /// Samples K answers to each instruction (seeds of their own), grades every answer with a
+    /// judge and a rubric, and keeps the best and the worst when their grades differ by at least
+    /// --min-margin (otherwise the reason is stored). Resumable; `instill export --format dpo`
+    /// writes the pairs, `instill train --dpo` learns from them.
     Pairs(Box<PairsArgs>),
 
     /// Turn a scorer's scores into decisions: keep the records that pass, reject the rest.
