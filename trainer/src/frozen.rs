@@ -12,7 +12,7 @@
 use candle_core::{D, DType, Tensor};
 
 use crate::TrainError;
-use crate::model::{Layer, Linear, Model, masked_nll_rows, repeat_kv};
+use crate::model::{Layer, Linear, Model, masked_nll_rows, repeat_kv, sequence_logps};
 
 /// A frozen layer's fused projections. The layer's own q/k/v and gate/up weights become views
 /// into these (no copy is kept twice).
@@ -67,10 +67,42 @@ impl Model {
     /// model is [`Model::frozen`]. `ids [B, T]` right-padded, `weights [B, T]` as for
     /// [`crate::masked_nll`].
     pub fn answer_nll_rows(&self, ids: &Tensor, weights: &Tensor) -> Result<Vec<f32>, TrainError> {
-        if self.layers.iter().any(|l| l.fused.is_none()) {
+        if !self.is_frozen() {
             let logits = self.forward(ids, None)?;
             return Ok(masked_nll_rows(&logits, ids, weights)?.to_vec1::<f32>()?);
         }
+        let (sums, counts) = self.counted_logps(ids, weights)?;
+        Ok(sums
+            .iter()
+            .zip(&counts)
+            .map(|(s, c)| (-s / c.max(1.0)) as f32)
+            .collect())
+    }
+
+    /// Each row's sequence log-probability (`[B]` values, the sum over its counted tokens; 0 for
+    /// a row that counts none): [`sequence_logps`] of [`Model::forward`]'s logits, by the fast
+    /// pass when the model is [`Model::frozen`] (DPO's reference in full fine-tuning).
+    pub fn answer_logps(&self, ids: &Tensor, weights: &Tensor) -> Result<Vec<f64>, TrainError> {
+        if !self.is_frozen() {
+            let logits = self.forward(ids, None)?;
+            let sums = sequence_logps(&logits, ids, weights)?.to_vec1::<f32>()?;
+            return Ok(sums.into_iter().map(f64::from).collect());
+        }
+        Ok(self.counted_logps(ids, weights)?.0)
+    }
+
+    /// Whether every layer has its fused projections ([`Model::frozen`]).
+    pub(crate) fn is_frozen(&self) -> bool {
+        self.layers.iter().all(|l| l.fused.is_some())
+    }
+
+    /// The fast pass: per row, the weighted sum of its counted tokens' log-probabilities and the
+    /// sum of their weights.
+    fn counted_logps(
+        &self,
+        ids: &Tensor,
+        weights: &Tensor,
+    ) -> Result<(Vec<f64>, Vec<f64>), TrainError> {
         let (b, t) = ids.dims2()?;
         if t < 2 {
             return Err(TrainError::Data(
@@ -108,11 +140,7 @@ impl Model {
                 counts[r] += f64::from(w);
             }
         }
-        Ok(sums
-            .iter()
-            .zip(&counts)
-            .map(|(s, c)| (-s / c.max(1.0)) as f32)
-            .collect())
+        Ok((sums, counts))
     }
 
     /// The final hidden states `[B·T, hidden]` (after the last norm) of right-padded `ids`.

@@ -1,5 +1,5 @@
-//! instill-trainer: supervised fine-tuning (full or LoRA) of Llama-family models on curated
-//! instruction pairs, with candle on the CPU (or CUDA).
+//! instill-trainer: supervised fine-tuning and DPO (full or LoRA) of Llama-family models on
+//! curated instruction pairs and preference pairs, with candle on the CPU (or CUDA).
 //!
 //! - [`model`]: the trainable decoder whose linear layers can carry adapters (we own this file:
 //!   candle-transformers' models cannot take adapters).
@@ -7,8 +7,19 @@
 //! - The base model's configuration and weights come from `instill-models`
 //!   (`Weights::open(..)?.into_dense()`: f32 under Hugging Face names, q/k in Hugging Face's
 //!   layout), as for the inference decoder.
-//! - [`data`]: examples (prompt/response token ids), length-bucketed padded batches.
-//! - [`optim`]: AdamW, warmup + cosine, clipping. [`train`]: the loop and loss log, resume.
+//! - [`data`]: examples (prompt/response token ids), preference pairs (a prompt, a chosen and a
+//!   rejected response), length-bucketed padded batches.
+//! - [`optim`]: AdamW, warmup + cosine, clipping. [`train`]: the loop and loss log, resume, one
+//!   loop for every [`Objective`] (supervised fine-tuning's masked NLL, or [`dpo`]'s loss).
+//! - [`dpo`]: DPO's sigmoid loss and IPO, sequence log-probabilities of pairs, reward metrics,
+//!   the reference model (the base with adapters off under LoRA, a frozen copy in full).
+//!
+//! DPO, for the binary: tokenize each pair into [`PairExample::new`]; build the model as for
+//! supervised fine-tuning; take [`Reference::of`] it before training; then
+//! [`fit`]`(&model, &Objective::Dpo { train, val, config: DpoConfig { beta, loss }, reference:
+//! &reference }, &cfg, ..)`. Each [`StepReport`] (and the [`TrainSummary`]) carries
+//! [`DpoMetrics`]; `loss.csv` gets their columns; checkpoints record β and the loss, so a resume
+//! with others is refused ([`train::check_fit_resume`] checks it before anything is written).
 //! - [`checkpoint`]: crash-safe checkpoints that record the run's settings; a resume must match.
 //! - [`score`]: per-sample answer losses for perplexity and IFD, batched, without gradients, on
 //!   a [`Model::frozen`] model with the training loss; `frozen` is that model's fast pass (fused
@@ -18,9 +29,11 @@
 
 pub mod checkpoint;
 pub mod data;
+pub mod dpo;
 mod frozen;
 pub mod lora;
 pub mod model;
+mod objective;
 pub mod optim;
 pub mod peft;
 pub mod score;
@@ -28,13 +41,15 @@ pub mod train;
 
 use std::path::Path;
 
-pub use data::Example;
+pub use data::{Example, PairExample};
+pub use dpo::{DpoConfig, DpoLoss, DpoMetrics, Reference};
 pub use lora::{LoraConfig, merge};
-pub use model::{Model, masked_nll, masked_nll_rows};
+pub use model::{Model, masked_nll, masked_nll_rows, sequence_logps};
+pub use objective::Objective;
 pub use optim::AdamWConfig;
 pub use peft::{load_adapter, save_adapter};
 pub use score::{Losses, Sample, SampleError, ScoreConfig, score};
-pub use train::{StepReport, TrainConfig, TrainSummary, evaluate, total_steps, train};
+pub use train::{StepReport, TrainConfig, TrainSummary, evaluate, fit, total_steps, train};
 
 /// Why training or merging failed.
 #[derive(Debug, thiserror::Error)]

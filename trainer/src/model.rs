@@ -23,7 +23,13 @@ pub struct Linear {
 }
 
 impl Linear {
-    fn forward(&self, x: &Tensor, dropout_seed: Option<u64>) -> Result<Tensor, TrainError> {
+    /// `adapters: false` leaves the adapter out: the base layer alone.
+    fn forward(
+        &self,
+        x: &Tensor,
+        dropout_seed: Option<u64>,
+        adapters: bool,
+    ) -> Result<Tensor, TrainError> {
         // A trained f32 weight (modules_to_save) may meet bf16 activations: compute in its type.
         let mut y = x
             .to_dtype(self.weight.dtype())?
@@ -32,7 +38,7 @@ impl Linear {
         if let Some(b) = &self.bias {
             y = y.broadcast_add(&b.to_dtype(y.dtype())?)?;
         }
-        if let Some(lora) = &self.lora {
+        if let Some(lora) = self.lora.as_ref().filter(|_| adapters) {
             y = (y + lora.forward(x, dropout_seed)?)?;
         }
         Ok(y)
@@ -241,6 +247,33 @@ impl Model {
     /// token, so the causal mask alone keeps it out of their attention). `dropout_seed` turns
     /// adapter dropout on (training).
     pub fn forward(&self, ids: &Tensor, dropout_seed: Option<u64>) -> Result<Tensor, TrainError> {
+        self.pass(ids, dropout_seed, true)
+    }
+
+    /// [`Model::forward`] with every adapter switched off: the base model's logits, from the
+    /// same weights (no copy), no gradient recorded through the frozen base. This is DPO's
+    /// reference model under LoRA. Modules trained in full (`modules_to_save`) are not adapters
+    /// and keep their trained values, so [`Model::adapters_only`] says whether this is the base.
+    pub fn forward_base(&self, ids: &Tensor) -> Result<Tensor, TrainError> {
+        Ok(self.pass(ids, None, false)?.detach())
+    }
+
+    /// Whether what trains is LoRA adapters and nothing else, so that [`Model::forward_base`]
+    /// computes the base model exactly.
+    pub fn adapters_only(&self) -> bool {
+        !self.trainable.is_empty()
+            && self
+                .trainable
+                .iter()
+                .all(|(n, _)| n.ends_with(".lora_A.weight") || n.ends_with(".lora_B.weight"))
+    }
+
+    fn pass(
+        &self,
+        ids: &Tensor,
+        dropout_seed: Option<u64>,
+        adapters: bool,
+    ) -> Result<Tensor, TrainError> {
         let (b, t) = ids.dims2()?;
         let c = &self.config;
         let eps = c.rms_norm_eps as f32;
@@ -264,9 +297,9 @@ impl Model {
                     .transpose(1, 2)?
                     .contiguous()?)
             };
-            let q = heads(l.q.forward(&h, seed(li, 1))?, c.num_heads)?;
-            let k = heads(l.k.forward(&h, seed(li, 2))?, c.num_kv_heads)?;
-            let v = heads(l.v.forward(&h, seed(li, 3))?, c.num_kv_heads)?;
+            let q = heads(l.q.forward(&h, seed(li, 1), adapters)?, c.num_heads)?;
+            let k = heads(l.k.forward(&h, seed(li, 2), adapters)?, c.num_kv_heads)?;
+            let v = heads(l.v.forward(&h, seed(li, 3), adapters)?, c.num_kv_heads)?;
             let q = candle_nn::rotary_emb::rope_slow(&q, &cos, &sin)?;
             let k = candle_nn::rotary_emb::rope_slow(&k, &cos, &sin)?;
             let rep = c.num_heads / c.num_kv_heads;
@@ -280,14 +313,17 @@ impl Model {
                 .matmul(&v)?
                 .transpose(1, 2)?
                 .reshape((b, t, c.num_heads * c.head_dim))?;
-            x = (x + l.o.forward(&y, seed(li, 4))?)?;
+            x = (x + l.o.forward(&y, seed(li, 4), adapters)?)?;
             let h = norm(&x, &l.ffn_norm, eps)?;
-            let gate = candle_nn::ops::silu(&l.gate.forward(&h, seed(li, 5))?)?;
-            let up = l.up.forward(&h, seed(li, 6))?;
-            x = (x + l.down.forward(&(gate * up)?, seed(li, 7))?)?;
+            let gate = candle_nn::ops::silu(&l.gate.forward(&h, seed(li, 5), adapters)?)?;
+            let up = l.up.forward(&h, seed(li, 6), adapters)?;
+            x = (x + l.down.forward(&(gate * up)?, seed(li, 7), adapters)?)?;
         }
         let x = norm(&x, &self.norm, eps)?;
-        Ok(self.lm_head.forward(&x, None)?.to_dtype(DType::F32)?)
+        Ok(self
+            .lm_head
+            .forward(&x, None, adapters)?
+            .to_dtype(DType::F32)?)
     }
 
     /// The current value of every weight under its Hugging Face name, adapters merged in
@@ -500,6 +536,19 @@ pub fn masked_nll(logits: &Tensor, ids: &Tensor, weights: &Tensor) -> Result<Ten
     Ok(((picked * w)?.sum_all()? * (-1.0 / f64::from(count)))?)
 }
 
+/// Each row's sequence log-probability: the sum of the log-probabilities of its counted tokens
+/// (`[B]`; 0 for a row that counts none), with `logits`, `ids` and `weights` as for
+/// [`masked_nll`]. DPO's `log π(response | prompt)`; differentiable.
+pub fn sequence_logps(
+    logits: &Tensor,
+    ids: &Tensor,
+    weights: &Tensor,
+) -> Result<Tensor, TrainError> {
+    let (b, _) = ids.dims2()?;
+    let (picked, w) = next_token_logp(logits, ids, weights)?;
+    Ok((picked * w)?.reshape((b, ()))?.sum(1)?)
+}
+
 /// [`masked_nll`] of each row on its own: `[B]`, row `i` the mean NLL over its counted tokens
 /// (0 for a row that counts none). The per-sample loss that scoring (perplexity, IFD) reads.
 pub fn masked_nll_rows(
@@ -507,9 +556,11 @@ pub fn masked_nll_rows(
     ids: &Tensor,
     weights: &Tensor,
 ) -> Result<Tensor, TrainError> {
-    let (b, _) = ids.dims2()?;
-    let (picked, w) = next_token_logp(logits, ids, weights)?;
-    let sums = (picked * &w)?.reshape((b, ()))?.sum(1)?;
-    let counts = w.reshape((b, ()))?.sum(1)?.clamp(1f32, f32::MAX)?;
+    let (_, t) = ids.dims2()?;
+    let sums = sequence_logps(logits, ids, weights)?;
+    let counts = weights
+        .narrow(1, 0, t.saturating_sub(1))?
+        .sum(1)?
+        .clamp(1f32, f32::MAX)?;
     Ok((sums.neg()? / counts)?)
 }

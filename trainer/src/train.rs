@@ -1,6 +1,7 @@
-//! The training loop: micro-batches → masked NLL → accumulated gradients → clipping → AdamW on
-//! the schedule; checkpoints ([`crate::checkpoint`]) that `resume` continues from exactly, a
-//! loss log (a fresh run starts a new one), validation loss.
+//! The training loop, one for every [`Objective`]: micro-batches → the objective's loss (masked
+//! NLL, or DPO's) → accumulated gradients → clipping → AdamW on the schedule; checkpoints
+//! ([`crate::checkpoint`]) that `resume` continues from exactly, a loss log (a fresh run starts a
+//! new one), validation loss.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -14,7 +15,9 @@ use xxhash_rust::xxh3::Xxh3;
 use crate::TrainError;
 use crate::checkpoint;
 use crate::data::{Example, buckets, epoch_order, make_batch};
+use crate::dpo::{DpoMetrics, MetricsMean};
 use crate::model::{Model, masked_nll};
+use crate::objective::{Objective, log_columns};
 use crate::optim::{AdamW, AdamWConfig, clip, schedule};
 
 /// The checkpoint directory in a run's directory.
@@ -85,6 +88,8 @@ pub struct StepReport {
     pub tokens: usize,
     /// Seconds since this process started training.
     pub seconds: f64,
+    /// DPO's metrics over the step's pairs (DPO runs only).
+    pub dpo: Option<DpoMetrics>,
 }
 
 /// What training did.
@@ -102,6 +107,10 @@ pub struct TrainSummary {
     pub val_loss: Option<f64>,
     /// Tokens per second over this process's steps.
     pub tokens_per_s: f64,
+    /// DPO's metrics of the last step (DPO runs only).
+    pub last_dpo: Option<DpoMetrics>,
+    /// DPO's metrics on the validation pairs at the end (DPO runs with validation pairs).
+    pub val_dpo: Option<DpoMetrics>,
 }
 
 /// Steps a run takes.
@@ -131,67 +140,71 @@ pub fn evaluate(
     Ok(if n > 0 { sum / n as f64 } else { f64::NAN })
 }
 
-/// Trains `model` on `train` (and reports loss on `val`); `on_step` sees every step.
+/// Trains `model` on `train` (and reports loss on `val`) by supervised fine-tuning: [`fit`]
+/// with [`Objective::Sft`]. `on_step` sees every step.
 pub fn train(
     model: &Model,
     train: &[Example],
     val: &[Example],
     cfg: &TrainConfig,
     device: &Device,
+    on_step: impl FnMut(&StepReport),
+) -> Result<TrainSummary, TrainError> {
+    fit(model, &Objective::Sft { train, val }, cfg, device, on_step)
+}
+
+/// Trains `model` on `objective`'s data (and reports its loss on the validation data);
+/// `on_step` sees every step.
+pub fn fit(
+    model: &Model,
+    objective: &Objective,
+    cfg: &TrainConfig,
+    device: &Device,
     mut on_step: impl FnMut(&StepReport),
 ) -> Result<TrainSummary, TrainError> {
-    if train.is_empty() {
+    if objective.is_empty() {
         return Err(TrainError::Data("no training examples".into()));
     }
+    objective.check()?;
     std::fs::create_dir_all(&cfg.dir).map_err(|e| TrainError::io(&cfg.dir, e))?;
-    let batches = buckets(train, cfg.batch_size);
-    let total = total_steps(cfg, train.len());
+    let batches = objective.buckets(cfg.batch_size);
+    let total = total_steps(cfg, objective.len());
     let accum = cfg.grad_accum.max(1);
     let mut optim = AdamW::new(cfg.optim);
     let checkpoint_dir = cfg.dir.join(CHECKPOINT);
-    let settings = settings(cfg, model, train);
+    let settings = settings(cfg, model, objective);
     if cfg.resume {
         let step = checkpoint::load(&checkpoint_dir, model, &mut optim, &settings, device)?;
         optim.step = step;
     }
     let log_path = cfg.dir.join(LOSS_LOG);
-    let mut log = open_log(&log_path, optim.step)?;
-    let initial_val_loss = if optim.step == 0 && !val.is_empty() {
-        Some(evaluate(model, val, cfg.batch_size, device)?)
+    let mut log = open_log(&log_path, objective.log_header(), optim.step)?;
+    let initial_val = if optim.step == 0 {
+        objective.validate(model, cfg.batch_size, device)?
     } else {
         None
     };
     let started = Instant::now();
-    let (mut first, mut last, mut tokens_done) = (None, None, 0usize);
+    let (mut first, mut last, mut last_dpo, mut tokens_done) = (None, None, None, 0usize);
     let mut orders: HashMap<usize, Vec<usize>> = HashMap::new();
     while optim.step < total {
         let step = optim.step;
         let mut grads: HashMap<String, Tensor> = HashMap::new();
-        let (mut loss_sum, mut tokens) = (0.0, 0usize);
+        let (mut loss_sum, mut tokens, mut metrics) = (0.0, 0usize, MetricsMean::default());
         for micro in 0..accum {
             let k = step * accum + micro;
             let (epoch, pos) = (k / batches.len(), k % batches.len());
             let order = orders
                 .entry(epoch)
                 .or_insert_with(|| epoch_order(batches.len(), cfg.seed, epoch));
-            let batch = make_batch(train, &batches[order[pos]], device)?;
-            let logits = model.forward(
-                &batch.ids,
-                Some(cfg.seed ^ (k as u64).wrapping_mul(0x2545_F491_4F6C_DD1D)),
-            )?;
-            let loss = masked_nll(&logits, &batch.ids, &batch.weights)?;
-            loss_sum += f64::from(loss.to_scalar::<f32>()?);
-            tokens += batch.tokens;
-            let store = (loss / accum as f64)?.backward()?;
-            for (name, var) in &model.trainable {
-                if let Some(g) = store.get(var.as_tensor()) {
-                    let sum = match grads.remove(name) {
-                        Some(prev) => (prev + g)?,
-                        None => g.clone(),
-                    };
-                    grads.insert(name.clone(), sum);
-                }
+            let seed = cfg.seed ^ (k as u64).wrapping_mul(0x2545_F491_4F6C_DD1D);
+            let m = objective.micro(model, &batches[order[pos]], seed, device)?;
+            loss_sum += f64::from(m.loss.to_scalar::<f32>()?);
+            tokens += m.tokens;
+            if let Some((dpo, pairs)) = &m.dpo {
+                metrics.add(dpo, *pairs);
             }
+            accumulate(&mut grads, model, &(m.loss / accum as f64)?)?;
         }
         orders.retain(|&e, _| e + 1 >= (step * accum) / batches.len());
         let grad_norm = clip(&mut grads, cfg.max_grad_norm)?;
@@ -200,6 +213,7 @@ pub fn train(
         let loss = loss_sum / accum as f64;
         first.get_or_insert(loss);
         last = Some(loss);
+        last_dpo = metrics.mean();
         tokens_done += tokens;
         let report = StepReport {
             step: optim.step,
@@ -209,20 +223,22 @@ pub fn train(
             grad_norm,
             tokens,
             seconds: started.elapsed().as_secs_f64(),
+            dpo: last_dpo,
         };
         let at_checkpoint =
             cfg.checkpoint_every > 0 && optim.step.is_multiple_of(cfg.checkpoint_every);
-        let val_loss = if (at_checkpoint || optim.step == total) && !val.is_empty() {
-            Some(evaluate(model, val, cfg.batch_size, device)?)
+        let val = if at_checkpoint || optim.step == total {
+            objective.validate(model, cfg.batch_size, device)?
         } else {
             None
         };
         writeln!(
             log,
-            "{},{loss:.6},{lr:.3e},{grad_norm:.4},{tokens},{:.2},{}",
+            "{},{loss:.6},{lr:.3e},{grad_norm:.4},{tokens},{:.2},{}{}",
             report.step,
             report.seconds,
-            val_loss.map(|v| format!("{v:.6}")).unwrap_or_default()
+            val.map(|(v, _)| format!("{v:.6}")).unwrap_or_default(),
+            log_columns(last_dpo.as_ref())
         )
         .map_err(|e| TrainError::io(&log_path, e))?;
         let stopping = cfg.stop_after == Some(optim.step);
@@ -234,32 +250,58 @@ pub fn train(
             break;
         }
     }
-    let val_loss = if val.is_empty() {
-        None
-    } else {
-        Some(evaluate(model, val, cfg.batch_size, device)?)
-    };
+    let val = objective.validate(model, cfg.batch_size, device)?;
     Ok(TrainSummary {
         steps: optim.step,
         first_loss: first,
         last_loss: last,
-        initial_val_loss,
-        val_loss,
+        initial_val_loss: initial_val.map(|(v, _)| v),
+        val_loss: val.map(|(v, _)| v),
         tokens_per_s: tokens_done as f64 / started.elapsed().as_secs_f64().max(1e-9),
+        last_dpo,
+        val_dpo: val.and_then(|(_, m)| m),
     })
+}
+
+/// Adds the gradients of `loss` with respect to the model's trainable variables to `grads`.
+fn accumulate(
+    grads: &mut HashMap<String, Tensor>,
+    model: &Model,
+    loss: &Tensor,
+) -> Result<(), TrainError> {
+    let store = loss.backward()?;
+    for (name, var) in &model.trainable {
+        if let Some(g) = store.get(var.as_tensor()) {
+            let sum = match grads.remove(name) {
+                Some(prev) => (prev + g)?,
+                None => g.clone(),
+            };
+            grads.insert(name.clone(), sum);
+        }
+    }
+    Ok(())
 }
 
 /// Checks, before anything is written, that the checkpoint in `cfg.dir` was written with the
 /// settings this run would train with: the same check [`train`] makes when it resumes.
 pub fn check_resume(model: &Model, train: &[Example], cfg: &TrainConfig) -> Result<(), TrainError> {
+    check_fit_resume(model, &Objective::Sft { train, val: &[] }, cfg)
+}
+
+/// [`check_resume`] for any objective: the check [`fit`] makes when it resumes.
+pub fn check_fit_resume(
+    model: &Model,
+    objective: &Objective,
+    cfg: &TrainConfig,
+) -> Result<(), TrainError> {
     let checkpoint_dir = cfg.dir.join(CHECKPOINT);
-    checkpoint::check(&checkpoint_dir, &settings(cfg, model, train)).map(|_| ())
+    checkpoint::check(&checkpoint_dir, &settings(cfg, model, objective)).map(|_| ())
 }
 
 /// The loss log: a header, then on resume the rows of the steps up to `resumed_at` (rows a crash
 /// left after the checkpoint are run again and logged again).
-fn open_log(path: &Path, resumed_at: usize) -> Result<File, TrainError> {
-    let mut text = String::from("step,loss,lr,grad_norm,tokens,seconds,val_loss\n");
+fn open_log(path: &Path, header: &str, resumed_at: usize) -> Result<File, TrainError> {
+    let mut text = format!("{header}\n");
     if resumed_at > 0 {
         let old = std::fs::read_to_string(path).unwrap_or_default();
         for line in old.lines() {
@@ -278,8 +320,8 @@ fn open_log(path: &Path, resumed_at: usize) -> Result<File, TrainError> {
 }
 
 /// What a resume must match: the caller's settings, this config's, the trainable variables
-/// (their names and shapes) and the training examples.
-fn settings(cfg: &TrainConfig, model: &Model, train: &[Example]) -> Vec<(String, String)> {
+/// (their names and shapes), the objective's settings and the training data.
+fn settings(cfg: &TrainConfig, model: &Model, objective: &Objective) -> Vec<(String, String)> {
     let mut out = cfg.settings.clone();
     let o = &cfg.optim;
     let max_steps = cfg.max_steps.map_or("none".into(), |n| n.to_string());
@@ -316,17 +358,6 @@ fn settings(cfg: &TrainConfig, model: &Model, train: &[Example]) -> Vec<(String,
             layout.digest()
         ),
     ));
-    let mut data = Xxh3::new();
-    for e in train {
-        data.update(&(e.response_start as u64).to_le_bytes());
-        data.update(&(e.ids.len() as u64).to_le_bytes());
-        for id in &e.ids {
-            data.update(&id.to_le_bytes());
-        }
-    }
-    out.push((
-        "examples".into(),
-        format!("{} examples (content {:016x})", train.len(), data.digest()),
-    ));
+    out.extend(objective.settings());
     out
 }
