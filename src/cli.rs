@@ -200,14 +200,37 @@ pub struct TrainArgs {
     #[arg(long)]
     pub out: PathBuf,
 
-    /// Train on these JSONL files (alpaca, belle, sharegpt or messages layout; .zst allowed)
-    /// instead of the database's records.
+    /// Train on these JSONL files (alpaca, belle, sharegpt or messages layout; with --dpo, a
+    /// pair layout: dpo, dpo-messages, lf-ranking, UltraFeedback; .zst allowed) instead of the
+    /// database's records.
     #[arg(long, num_args = 1..)]
     pub data: Vec<PathBuf>,
 
-    /// Which database records to train on: accepted, kept (not rejected) or all.
-    #[arg(long, default_value = "accepted", value_parser = ["accepted", "kept", "all"])]
-    pub status: String,
+    /// Which database records to train on: accepted, kept (not rejected) or all; with --dpo,
+    /// which prompts' pairs [default: accepted; with --dpo, kept].
+    #[arg(long, value_parser = ["accepted", "kept", "all"])]
+    pub status: Option<String>,
+
+    /// Direct preference optimisation on preference pairs (`instill pairs`, or imported ones)
+    /// instead of supervised fine-tuning: the policy learns to prefer each chosen answer over
+    /// its rejected one, against a reference (the base with the adapters off under --lora, a
+    /// frozen copy in full fine-tuning).
+    #[arg(long)]
+    pub dpo: bool,
+
+    /// --dpo: the pair sets to train on, by name (repeat, or `all`) [default: the database's
+    /// only set].
+    #[arg(long, requires = "dpo")]
+    pub pairs: Vec<String>,
+
+    /// --dpo: β, how far the policy may move from the reference (DPO's KL weight; IPO's τ).
+    #[arg(long, default_value_t = 0.1, value_parser = parse_positive, requires = "dpo")]
+    pub beta: f64,
+
+    /// --dpo: the preference loss: `sigmoid` (DPO's) or `ipo` (IPO's squared loss on
+    /// per-token log-ratios).
+    #[arg(long, value_enum, default_value = "sigmoid", requires = "dpo")]
+    pub loss: DpoLossArg,
 
     /// Prompt format: `chat` (the model's chat template), `alpaca` or `belle`.
     #[arg(long, default_value = "chat", value_parser = ["chat", "alpaca", "belle"])]
@@ -696,6 +719,34 @@ pub struct PairsArgs {
 
     #[command(flatten)]
     pub send: SendArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DpoLossArg {
+    /// DPO: −log σ(β · (chosen log-ratio − rejected log-ratio)).
+    Sigmoid,
+    /// IPO: (per-token chosen log-ratio − rejected − 1/(2β))².
+    Ipo,
+}
+
+impl From<DpoLossArg> for instill_trainer::DpoLoss {
+    fn from(l: DpoLossArg) -> Self {
+        match l {
+            DpoLossArg::Sigmoid => Self::Sigmoid,
+            DpoLossArg::Ipo => Self::Ipo,
+        }
+    }
+}
+
+impl TrainArgs {
+    /// `--status`, or its default: accepted records; with --dpo, the kept prompts' pairs.
+    pub fn status(&self) -> &str {
+        match &self.status {
+            Some(s) => s,
+            None if self.dpo => "kept",
+            None => "accepted",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -119,6 +119,23 @@ pub fn pair(
     Ok((prompt, answer))
 }
 
+/// A preference pair's prompt ids and its two answers' ids (each answer's tokens, then `eos`),
+/// rendered and tokenized as [`pair`] does a record.
+pub fn preference(
+    codec: &Codec,
+    p: &instill_core::Pair,
+    format: PromptFormat,
+    eos: u32,
+) -> anyhow::Result<(Vec<u32>, Vec<u32>, Vec<u32>)> {
+    let prompt = codec.encode(&prompt(codec, &p.prompt, format)?)?;
+    let answer = |text: &str| -> anyhow::Result<Vec<u32>> {
+        let mut ids = codec.encode(text)?;
+        ids.push(eos);
+        Ok(ids)
+    };
+    Ok((prompt, answer(&p.chosen.text)?, answer(&p.rejected.text)?))
+}
+
 /// A record as a sample to score: its prompt and answer ids as [`pair`] makes them, and the
 /// answer-alone context, which follows Cherry_LLM's IFD code (`'### Response:' + output`,
 /// tokenized with the tokenizer's BOS): BOS when the prompt opens with it (and the marker does

@@ -275,16 +275,21 @@ fn length_grade(answer: &str) -> usize {
 }
 
 #[test]
-fn smollm2_answers_on_policy_and_a_judge_over_http_grades_them() {
+fn smollm2_answers_on_policy_a_judge_over_http_grades_them_and_dpo_learns_the_pairs() {
     let judge = FakeServer::start(FakeConfig {
         answer: Some(length_judge),
         ..FakeConfig::default()
     });
     let env = Env::new(instill_storage::testing::TempDb::sqlite());
-    let rows: String = ["Name a color.", "Say hello.", "Name a fruit."]
-        .iter()
-        .map(|i| format!("{}\n", serde_json::json!({"instruction": i, "output": "x"})))
-        .collect();
+    let rows: String = [
+        "Name a color.",
+        "Say hello.",
+        "Name a fruit.",
+        "Name a city.",
+    ]
+    .iter()
+    .map(|i| format!("{}\n", serde_json::json!({"instruction": i, "output": "x"})))
+    .collect();
     let data = env.write("data.jsonl", rows);
     env.run(["import", data.to_str().unwrap()]).expect_code(0);
     let model = crate::local::smollm2();
@@ -313,7 +318,7 @@ fn smollm2_answers_on_policy_and_a_judge_over_http_grades_them() {
         ])
         .expect_code(0)
         .json();
-    assert_eq!(out["samples"]["sent_now"], 6, "{out}");
+    assert_eq!(out["samples"]["sent_now"], 8, "{out}");
     let sampled = samples(&env, "pairs", 2);
     // Seeds of their own: the two answers to one instruction are not the same.
     assert!(sampled.values().any(|v| v[0] != v[1]), "{sampled:?}");
@@ -326,4 +331,48 @@ fn smollm2_answers_on_policy_and_a_judge_over_http_grades_them() {
         assert_eq!(length_grade(chosen.trim()) as f64, cs.unwrap());
         assert_eq!(length_grade(rejected.trim()) as f64, rs.unwrap());
     }
+
+    // The loop: pairs → export --format dpo → train --dpo --lora on SmolLM2.
+    let exp = env.path("exp");
+    env.run([
+        "export",
+        "--format",
+        "dpo",
+        "--out",
+        exp.to_str().unwrap(),
+        "--val-fraction",
+        "0",
+    ])
+    .expect_code(0);
+    let shard = exp.join("data/train/train-00000-of-00001.jsonl");
+    let adapter = env.path("adapter");
+    let j = env
+        .run([
+            "train",
+            "--model",
+            model.to_str().unwrap(),
+            "--dpo",
+            "--lora",
+            "--data",
+            shard.to_str().unwrap(),
+            "--out",
+            adapter.to_str().unwrap(),
+            "--max-steps",
+            "4",
+            "--batch-size",
+            "4",
+            "--lr",
+            "5e-3",
+            "--max-len",
+            "96",
+            "--val-fraction",
+            "0",
+            "--json",
+        ])
+        .expect_code(0)
+        .json();
+    let first = j["first_loss"].as_f64().unwrap();
+    assert!((first - std::f64::consts::LN_2).abs() < 1e-6, "{j}");
+    assert!(j["last_loss"].as_f64().unwrap() < first, "{j}");
+    eprintln!("SmolLM2 DPO LoRA: {} tokens/s", j["tokens_per_s"]);
 }

@@ -9,6 +9,7 @@ mod bad_input;
 mod chat;
 mod consumers;
 mod curate;
+mod dpo;
 mod eval;
 mod evolve;
 mod fake_hub;

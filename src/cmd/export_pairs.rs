@@ -140,7 +140,7 @@ pub async fn run(
 }
 
 /// The sets `--pairs` names (`all`: every one); with none named, the database's only set.
-fn choose_sets<'a>(sets: &'a [PairSet], asked: &[String]) -> anyhow::Result<Vec<&'a PairSet>> {
+pub fn choose_sets<'a>(sets: &'a [PairSet], asked: &[String]) -> anyhow::Result<Vec<&'a PairSet>> {
     let listing = || {
         sets.iter()
             .map(|s| {

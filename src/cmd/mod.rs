@@ -25,3 +25,4 @@ pub mod stage;
 pub mod stats;
 pub mod train;
 pub mod train_out;
+pub mod train_pairs;

@@ -13,12 +13,13 @@ use instill_models::hub::Want;
 use instill_models::{Codec, Dims, Weights};
 use instill_storage::{Db, StatusFilter};
 use instill_trainer::{
-    AdamWConfig, Example, LoraConfig, Model, TrainConfig, TrainError, TrainSummary, load_adapter,
-    merge, save_adapter,
+    AdamWConfig, DpoConfig, DpoMetrics, Example, LoraConfig, Model, Objective, Reference,
+    TrainConfig, TrainError, TrainSummary, load_adapter, merge, save_adapter,
 };
 use serde_json::{Value, json};
 
 use crate::cli::{GlobalArgs, MergeLoraArgs, TrainArgs};
+use crate::cmd::train_pairs::{self, PairData};
 use crate::cmd::{flags, train_out};
 use crate::hub;
 use crate::outdir::Producer;
@@ -105,8 +106,68 @@ async fn read_db(global: &GlobalArgs, status: &str) -> anyhow::Result<Vec<Record
     Ok(out)
 }
 
+/// What a run learns from: records (supervised) or preference pairs (DPO).
+enum Data {
+    Sft(Examples),
+    Dpo(PairData),
+}
+
+impl Data {
+    /// Training examples or pairs.
+    fn train_len(&self) -> usize {
+        match self {
+            Data::Sft(d) => d.train.len(),
+            Data::Dpo(d) => d.train.len(),
+        }
+    }
+
+    /// Validation examples or pairs.
+    fn val_len(&self) -> usize {
+        match self {
+            Data::Sft(d) => d.val.len(),
+            Data::Dpo(d) => d.val.len(),
+        }
+    }
+
+    /// Too long for --max-len.
+    fn skipped(&self) -> usize {
+        match self {
+            Data::Sft(d) => d.skipped,
+            Data::Dpo(d) => d.skipped,
+        }
+    }
+
+    /// The held-out records' (or prompts') hashes.
+    fn held(&self) -> &[String] {
+        match self {
+            Data::Sft(d) => &d.held,
+            Data::Dpo(d) => &d.held,
+        }
+    }
+
+    /// The trainer's objective over these data (DPO's needs its reference).
+    fn objective<'a>(
+        &'a self,
+        args: &TrainArgs,
+        reference: Option<&'a Reference>,
+    ) -> anyhow::Result<Objective<'a>> {
+        Ok(match self {
+            Data::Sft(d) => Objective::Sft {
+                train: &d.train,
+                val: &d.val,
+            },
+            Data::Dpo(d) => Objective::Dpo {
+                train: &d.train,
+                val: &d.val,
+                config: dpo_config(args),
+                reference: reference.context("DPO needs its reference model")?,
+            },
+        })
+    }
+}
+
 /// The examples to train on and to validate with, and how many records were too long.
-struct Data {
+struct Examples {
     train: Vec<Example>,
     val: Vec<Example>,
     skipped: usize,
@@ -133,9 +194,17 @@ pub async fn train(global: &GlobalArgs, args: &TrainArgs) -> anyhow::Result<Outc
     };
     let plan = train_out::plan(args, &global.db)?;
     let dev = instill_models::device(&args.device).map_err(flags::device_error)?;
-    let records = records(global, args).await?;
-    let base = load_base(&args.model, &dev)?;
-    let data = examples(&base.codec, &records, args)?;
+    let (base, data) = if args.dpo {
+        let pairs = train_pairs::pairs(global, args).await?;
+        let base = load_base(&args.model, &dev)?;
+        let data = Data::Dpo(train_pairs::examples(&base.codec, &pairs, args)?);
+        (base, data)
+    } else {
+        let records = records(global, args).await?;
+        let base = load_base(&args.model, &dev)?;
+        let data = Data::Sft(examples(&base.codec, &records, args)?);
+        (base, data)
+    };
     let lora = lora_config(args);
     let dtype = if args.dtype == "bf16" {
         candle_core::DType::BF16
@@ -151,13 +220,19 @@ pub async fn train(global: &GlobalArgs, args: &TrainArgs) -> anyhow::Result<Outc
         &dev,
     )
     .map_err(flag_hint)?;
+    // DPO's reference is taken before training (and before a resume loads its checkpoint).
+    let reference = match &data {
+        Data::Dpo(_) => Some(Reference::of(&model).map_err(dpo_hint)?),
+        Data::Sft(_) => None,
+    };
+    let objective = data.objective(args, reference.as_ref())?;
     let cfg = train_config(args);
     if plan == train_out::Plan::Resume {
         // Every setting checked before anything is written: a refused resume changes nothing.
-        instill_trainer::train::check_resume(&model, &data.train, &cfg)?;
+        instill_trainer::train::check_fit_resume(&model, &objective, &cfg)?;
     }
     train_out::ready(&args.out, plan)?;
-    let summary = run(global, &model, &data, &cfg, &dev)?;
+    let summary = run(global, &model, &objective, &cfg, &dev)?;
     match &lora {
         Some(l) => {
             let tensors: HashMap<String, Tensor> = model
@@ -176,7 +251,7 @@ pub async fn train(global: &GlobalArgs, args: &TrainArgs) -> anyhow::Result<Outc
 /// The records to train on: `--data` files, else the database's.
 async fn records(global: &GlobalArgs, args: &TrainArgs) -> anyhow::Result<Vec<Record>> {
     let records = if args.data.is_empty() {
-        read_db(global, &args.status).await?
+        read_db(global, args.status()).await?
     } else {
         read_jsonl(&args.data)?
     };
@@ -184,7 +259,7 @@ async fn records(global: &GlobalArgs, args: &TrainArgs) -> anyhow::Result<Vec<Re
         bail!(
             "no records to train on ({})",
             if args.data.is_empty() {
-                format!("the database has no {} records", args.status)
+                format!("the database has no {} records", args.status())
             } else {
                 "the --data files are empty".into()
             }
@@ -194,7 +269,7 @@ async fn records(global: &GlobalArgs, args: &TrainArgs) -> anyhow::Result<Vec<Re
 }
 
 /// Each record rendered and tokenized, response then EOS, held out for validation or not.
-fn examples(codec: &Codec, records: &[Record], args: &TrainArgs) -> anyhow::Result<Data> {
+fn examples(codec: &Codec, records: &[Record], args: &TrainArgs) -> anyhow::Result<Examples> {
     let eos = render::eos(codec)?;
     let format = PromptFormat::from_flag(&args.template);
     let (mut train_set, mut val_set, mut skipped) = (Vec::new(), Vec::new(), 0usize);
@@ -219,7 +294,7 @@ fn examples(codec: &Codec, records: &[Record], args: &TrainArgs) -> anyhow::Resu
             args.max_len
         );
     }
-    Ok(Data {
+    Ok(Examples {
         train: train_set,
         val: val_set,
         skipped,
@@ -275,26 +350,36 @@ fn train_config(args: &TrainArgs) -> TrainConfig {
     }
 }
 
-/// Trains with a progress bar showing loss, learning rate, gradient norm and throughput.
+/// Trains with a progress bar showing loss, learning rate, gradient norm, throughput and, for
+/// DPO, the reward accuracy and margin.
 fn run(
     global: &GlobalArgs,
     model: &Model,
-    data: &Data,
+    objective: &Objective,
     cfg: &TrainConfig,
     dev: &Device,
 ) -> anyhow::Result<TrainSummary> {
-    let total = instill_trainer::total_steps(cfg, data.train.len());
+    let total = instill_trainer::total_steps(cfg, objective.len());
     let bar = crate::progress::steps(
         crate::progress::enabled(global.no_progress),
         total as u64,
         "training".to_string(),
     );
     let mut tokens = 0usize;
-    let summary = instill_trainer::train(model, &data.train, &data.val, cfg, dev, |s| {
+    let summary = instill_trainer::fit(model, objective, cfg, dev, |s| {
         tokens += s.tokens;
         bar.set_position(s.step as u64);
+        let dpo = s
+            .dpo
+            .map(|m| {
+                format!(
+                    "  reward acc {:.2}  margin {:.3}",
+                    m.reward_accuracy, m.reward_margin
+                )
+            })
+            .unwrap_or_default();
         bar.set_message(format!(
-            "loss {:.4}  lr {:.2e}  |g| {:.2}  {:.0} tokens/s",
+            "loss {:.4}{dpo}  lr {:.2e}  |g| {:.2}  {:.0} tokens/s",
             s.loss,
             s.lr,
             s.grad_norm,
@@ -307,33 +392,80 @@ fn run(
 
 /// Prints what the run did (one JSON object with `--json`).
 fn report(global: &GlobalArgs, args: &TrainArgs, data: &Data, summary: &TrainSummary, lora: bool) {
-    let skipped = data.skipped;
+    let skipped = data.skipped();
+    let held = data.held();
+    let (unit, held_unit) = match data {
+        Data::Sft(_) => ("examples", "records"),
+        Data::Dpo(_) => ("pairs", "prompts"),
+    };
     if global.json {
-        let out = json!({
+        let mut out = json!({
             "out": args.out.display().to_string(),
             "mode": if lora { "lora" } else { "full" },
-            "examples": data.train.len(), "validation": data.val.len(), "skipped": skipped,
-            "held_out": data.held.len(), "held_out_digest": held_out_digest(data.held.iter().map(String::as_str)),
+            "objective": if args.dpo { "dpo" } else { "sft" },
+            "examples": data.train_len(), "validation": data.val_len(), "skipped": skipped,
+            "held_out": held.len(), "held_out_digest": held_out_digest(held.iter().map(String::as_str)),
             "steps": summary.steps, "first_loss": summary.first_loss, "last_loss": summary.last_loss,
             "initial_val_loss": summary.initial_val_loss, "val_loss": summary.val_loss, "tokens_per_s": (summary.tokens_per_s * 10.0).round() / 10.0,
         });
+        if args.dpo {
+            let metrics = |m: Option<DpoMetrics>| {
+                m.map(|m| {
+                    json!({
+                        "reward_accuracy": m.reward_accuracy, "reward_margin": m.reward_margin,
+                        "rewards_chosen": m.rewards_chosen, "rewards_rejected": m.rewards_rejected,
+                        "logps_chosen": m.logps_chosen, "logps_rejected": m.logps_rejected,
+                    })
+                })
+            };
+            out["dpo"] = json!({
+                "loss": dpo_config(args).loss.name(), "beta": args.beta,
+                "last_step": metrics(summary.last_dpo), "validation": metrics(summary.val_dpo),
+            });
+        }
         println!("{out}");
     } else {
         println!(
-            "trained {} steps on {} examples ({} validation examples from the {} records held out; {skipped} too long): loss {:.4} → {:.4}{}, {:.0} tokens/s; wrote {}",
+            "trained {} steps on {} {unit} ({} validation {unit} from the {} {held_unit} held out; {skipped} too long): loss {:.4} → {:.4}{}{}, {:.0} tokens/s; wrote {}",
             summary.steps,
-            data.train.len(),
-            data.val.len(),
-            data.held.len(),
+            data.train_len(),
+            data.val_len(),
+            held.len(),
             summary.first_loss.unwrap_or(f64::NAN),
             summary.last_loss.unwrap_or(f64::NAN),
             summary
                 .val_loss
                 .map(|v| format!(", validation {v:.4}"))
                 .unwrap_or_default(),
+            summary
+                .val_dpo
+                .or(summary.last_dpo)
+                .map(|m| format!(
+                    ", reward accuracy {:.2}, margin {:.3}",
+                    m.reward_accuracy, m.reward_margin
+                ))
+                .unwrap_or_default(),
             summary.tokens_per_s,
             args.out.display()
         );
+    }
+}
+
+/// β and the loss `--beta` and `--loss` give.
+fn dpo_config(args: &TrainArgs) -> DpoConfig {
+    DpoConfig {
+        beta: args.beta,
+        loss: args.loss.into(),
+    }
+}
+
+/// The trainer's DPO refusals that a flag fixes, with the flag named.
+fn dpo_hint(e: TrainError) -> anyhow::Error {
+    match e {
+        TrainError::Config(m) if m.contains("modules_to_save") => {
+            anyhow::anyhow!("{m} (--modules-to-save)")
+        }
+        other => other.into(),
     }
 }
 

@@ -100,7 +100,15 @@ pub fn ready(out: &Path, plan: Plan) -> anyhow::Result<()> {
 /// The settings beyond the trainer's own that a `--resume` must match, by their flag names.
 pub fn settings(args: &TrainArgs) -> Vec<(String, String)> {
     let data = if args.data.is_empty() {
-        format!("the database's {} records", args.status)
+        match (args.dpo, args.pairs.is_empty()) {
+            (false, _) => format!("the database's {} records", args.status()),
+            (true, true) => format!("the database's {} pairs", args.status()),
+            (true, false) => format!(
+                "the database's {} pairs of {}",
+                args.status(),
+                args.pairs.join(", ")
+            ),
+        }
     } else {
         let paths: Vec<String> = args
             .data
