@@ -23,7 +23,7 @@ fn pairs_jsonl(env: &Env, n: usize) -> PathBuf {
     env.write("pairs.jsonl", lines)
 }
 
-fn train<'a>(env: &Env, out: &Path, extra: &[&'a str]) -> crate::util::Run {
+fn train(env: &Env, out: &Path, extra: &[&str]) -> crate::util::Run {
     let tiny = repo("tests/fixtures/local/tiny-llama");
     let mut args: Vec<String> = [
         "train",
