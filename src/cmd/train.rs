@@ -54,6 +54,20 @@ fn load_base(path: &Path, device: &Device) -> anyhow::Result<Base> {
 /// Records from JSONL files (format detected per file), errors naming file and line.
 fn read_jsonl(paths: &[PathBuf]) -> anyhow::Result<Vec<Record>> {
     let mut out = Vec::new();
+    each_line(paths, "records", |line, format| {
+        instill_core::parse_records(line, format, &mut out).map_err(|e| anyhow::anyhow!("{e}"))
+    })?;
+    Ok(out)
+}
+
+/// Calls `each` with every non-blank line of the JSONL files (`.zst` decoded) and the layout
+/// detected from the file's first line; an error from detection or from `each` names the file
+/// and the line. A file with no line is refused as holding no `what`.
+pub fn each_line(
+    paths: &[PathBuf],
+    what: &str,
+    mut each: impl FnMut(&[u8], InputFormat) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     for path in paths {
         let mut bytes = Vec::new();
         std::fs::File::open(path)
@@ -68,23 +82,19 @@ fn read_jsonl(paths: &[PathBuf]) -> anyhow::Result<Vec<Record>> {
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
+            let at =
+                |e: &dyn std::fmt::Display| anyhow::anyhow!("{}:{}: {e}", path.display(), i + 1);
             let f = match format {
                 Some(f) => f,
-                None => {
-                    let f = InputFormat::detect(line)
-                        .map_err(|e| anyhow::anyhow!("{}:{}: {e}", path.display(), i + 1))?;
-                    format = Some(f);
-                    f
-                }
+                None => *format.insert(InputFormat::detect(line).map_err(|e| at(&e))?),
             };
-            instill_core::parse_records(line, f, &mut out)
-                .map_err(|e| anyhow::anyhow!("{}:{}: {e}", path.display(), i + 1))?;
+            each(line, f).map_err(|e| at(&e))?;
         }
         if format.is_none() {
-            bail!("{}: no records (empty file)", path.display());
+            bail!("{}: no {what} (empty file)", path.display());
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 async fn read_db(global: &GlobalArgs, status: &str) -> anyhow::Result<Vec<Record>> {

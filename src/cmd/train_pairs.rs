@@ -5,17 +5,17 @@
 //! (`Pair::held_out`: the prompt alone), so training holds out what the export put in
 //! `validation`.
 
-use std::io::Read;
 use std::path::PathBuf;
 
-use anyhow::{Context, bail};
-use instill_core::{InputFormat, Pair, parse_pair};
+use anyhow::bail;
+use instill_core::{Pair, parse_pair};
 use instill_models::Codec;
 use instill_storage::{Db, StatusFilter};
 use instill_trainer::PairExample;
 
 use crate::cli::{GlobalArgs, TrainArgs};
 use crate::cmd::export_pairs::choose_sets;
+use crate::cmd::train::each_line;
 use crate::render::{self, PromptFormat};
 
 /// The pairs to train on and to validate with.
@@ -81,42 +81,16 @@ async fn read_db(global: &GlobalArgs, args: &TrainArgs) -> anyhow::Result<Vec<Pa
 /// Pairs from JSONL files (layout detected per file), errors naming file and line.
 fn read_files(paths: &[PathBuf]) -> anyhow::Result<Vec<Pair>> {
     let mut out = Vec::new();
-    for path in paths {
-        let mut bytes = Vec::new();
-        std::fs::File::open(path)
-            .and_then(|mut f| f.read_to_end(&mut bytes))
-            .with_context(|| format!("{}: cannot read", path.display()))?;
-        if path.extension().is_some_and(|e| e == "zst") {
-            bytes = zstd::decode_all(bytes.as_slice())
-                .with_context(|| format!("{}: not zstd", path.display()))?;
+    each_line(paths, "pairs", |line, format| {
+        if !format.is_pair() {
+            bail!(
+                "a {} record, not a preference pair: --dpo trains on pairs (dpo, dpo-messages, lf-ranking, UltraFeedback layouts)",
+                format.name()
+            );
         }
-        let mut format = None;
-        for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
-            if line.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            let at =
-                |e: &dyn std::fmt::Display| anyhow::anyhow!("{}:{}: {e}", path.display(), i + 1);
-            let f = match format {
-                Some(f) => f,
-                None => {
-                    let f = InputFormat::detect(line).map_err(|e| at(&e))?;
-                    if !f.is_pair() {
-                        return Err(at(&format!(
-                            "a {} record, not a preference pair: --dpo trains on pairs (dpo, dpo-messages, lf-ranking, UltraFeedback layouts)",
-                            f.name()
-                        )));
-                    }
-                    format = Some(f);
-                    f
-                }
-            };
-            out.push(parse_pair(line, f).map_err(|e| at(&e))?);
-        }
-        if format.is_none() {
-            bail!("{}: no pairs (empty file)", path.display());
-        }
-    }
+        out.push(parse_pair(line, format).map_err(|e| anyhow::anyhow!("{e}"))?);
+        Ok(())
+    })?;
     Ok(out)
 }
 
