@@ -159,12 +159,14 @@ pub(crate) fn size_category(rows: u64) -> &'static str {
     }
 }
 
-fn splits_section(c: &CardInput, out: &mut String) {
-    out.push_str(
-        "## Splits\n\n| split | records | files | bytes on disk |\n|---|---:|---:|---:|\n",
+/// The splits table: each split's rows (`unit`: records, pairs), files and bytes on disk.
+pub(crate) fn split_table(shards: &[ShardInfo], unit: &str, out: &mut String) {
+    let _ = write!(
+        out,
+        "## Splits\n\n| split | {unit} | files | bytes on disk |\n|---|---:|---:|---:|\n"
     );
     for split in Split::ALL {
-        let files: Vec<&ShardInfo> = c.shards.iter().filter(|s| s.split == split).collect();
+        let files: Vec<&ShardInfo> = shards.iter().filter(|s| s.split == split).collect();
         if files.is_empty() {
             continue;
         }
@@ -177,6 +179,10 @@ fn splits_section(c: &CardInput, out: &mut String) {
             files.len()
         );
     }
+}
+
+fn splits_section(c: &CardInput, out: &mut String) {
+    split_table(&c.shards, "records", out);
     let _ = writeln!(
         out,
         "\nThe records: {}.{}\n",

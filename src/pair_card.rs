@@ -197,21 +197,7 @@ fn columns_text(format: PairFormat, reasoning: bool) -> &'static str {
 }
 
 fn splits_section(c: &PairCardInput, out: &mut String) {
-    out.push_str("## Splits\n\n| split | pairs | files | bytes on disk |\n|---|---:|---:|---:|\n");
-    for split in Split::ALL {
-        let files: Vec<&ShardInfo> = c.shards.iter().filter(|s| s.split == split).collect();
-        if files.is_empty() {
-            continue;
-        }
-        let rows: u64 = files.iter().map(|s| s.rows).sum();
-        let bytes: u64 = files.iter().map(|s| s.bytes).sum();
-        let _ = writeln!(
-            out,
-            "| {} | {rows} | {} | {bytes} |",
-            split.name(),
-            files.len()
-        );
-    }
+    crate::card::split_table(&c.shards, "pairs", out);
     let _ = writeln!(
         out,
         "\nThe pairs whose prompt record passes `--status {}`.{}\n",

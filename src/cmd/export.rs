@@ -376,10 +376,18 @@ fn write_metadata(
         lf: &names,
         created_at_ms: manifest.created_at_ms,
     });
-    for (file, text) in [
-        (CARD, card),
-        (LF_INFO, lf_info::render(&names, format, columns)),
-    ] {
+    let lf = lf_info::render(&names, format, columns);
+    finish_staging(staging, manifest, &[(CARD, card), (LF_INFO, lf)])
+}
+
+/// Writes the export's metadata `files` (name, text) into the staging directory, syncs its data
+/// directories and writes the manifest last, listing them.
+pub(super) fn finish_staging(
+    staging: &Staging,
+    manifest: &mut Manifest,
+    files: &[(&str, String)],
+) -> anyhow::Result<()> {
+    for (file, text) in files {
         outdir::write_synced(&staging.dir.join(file), text.as_bytes())?;
         manifest.files.push(file.to_string());
     }

@@ -21,7 +21,6 @@ use crate::cli::{ExportArgs, GlobalArgs};
 use crate::lf_info::{self, LF_INFO, LfNames};
 use crate::outdir::Producer;
 use crate::pair_card::{self, PairCardInput};
-use crate::shards::DATA_DIR;
 use crate::signals::Signals;
 use crate::staging::Staging;
 use crate::{Outcome, outdir, progress};
@@ -326,16 +325,7 @@ fn write_metadata(
         lf: lf.is_some().then_some(&names),
         created_at_ms: manifest.created_at_ms,
     });
-    outdir::write_synced(&staging.dir.join(CARD), card.as_bytes())?;
-    manifest.files.push(CARD.to_string());
-    if let Some(text) = lf {
-        outdir::write_synced(&staging.dir.join(LF_INFO), text.as_bytes())?;
-        manifest.files.push(LF_INFO.to_string());
-    }
-    let data = staging.dir.join(DATA_DIR);
-    if data.is_dir() {
-        outdir::sync_dir(&data)?;
-    }
-    outdir::write_manifest(&staging.dir, manifest)?;
-    Ok(())
+    let mut files = vec![(CARD, card)];
+    files.extend(lf.map(|text| (LF_INFO, text)));
+    crate::cmd::export::finish_staging(staging, manifest, &files)
 }
