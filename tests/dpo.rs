@@ -126,8 +126,9 @@ fn dpo_starts_at_ln2_falls_and_logs_its_rewards_from_the_database_and_from_files
         .expect_code(0)
         .json();
     assert_eq!(j["mode"], "full");
+    // The frozen reference runs the fast scoring pass, within ~1e-5 of the training pass.
     assert!(
-        (j["first_loss"].as_f64().unwrap() - first).abs() < 1e-6,
+        (j["first_loss"].as_f64().unwrap() - first).abs() < 1e-4,
         "{j}"
     );
     assert!(full.join("model.safetensors").is_file());
