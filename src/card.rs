@@ -182,7 +182,7 @@ pub(crate) fn split_table(shards: &[ShardInfo], unit: &str, out: &mut String) {
 }
 
 fn splits_section(c: &CardInput, out: &mut String) {
-    split_table(&c.shards, "records", out);
+    split_table(c.shards, "records", out);
     let _ = writeln!(
         out,
         "\nThe records: {}.{}\n",

@@ -197,7 +197,7 @@ fn columns_text(format: PairFormat, reasoning: bool) -> &'static str {
 }
 
 fn splits_section(c: &PairCardInput, out: &mut String) {
-    crate::card::split_table(&c.shards, "pairs", out);
+    crate::card::split_table(c.shards, "pairs", out);
     let _ = writeln!(
         out,
         "\nThe pairs whose prompt record passes `--status {}`.{}\n",
