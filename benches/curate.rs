@@ -5,6 +5,8 @@
 //! cargo bench --bench curate -- rouge            # Alpaca 2,000 and 5,000 after the 175 seeds
 //! cargo bench --bench curate -- rouge-synthetic  # 1,000,000 synthetic candidates
 //! cargo bench --bench curate -- minhash          # Alpaca 52k, word 3-grams, 128 perm, J >= 0.8
+//! cargo bench --bench curate -- minhash-command  # the same as users run it: `instill dedup`
+//!                                                # on a copy of an imported SQLite database
 //! cargo bench --bench curate -- minhash-synthetic
 //! cargo bench --bench curate -- peers            # the Python peers (slow: minutes)
 //! ```
@@ -199,9 +201,59 @@ fn task(name: &str, n: usize) {
                 "signature_s": t_sig, "seconds": secs, "per_s": texts.len() as f64 / secs, "peak_rss_mb": peak_rss_mb(),
                 "dup_file": dup_file})
         }
+        "minhash-command" => command_run(name),
         other => serde_json::json!({"task": other, "error": "unknown task"}),
     };
     println!("{out}");
+}
+
+/// The Alpaca 52k imported into a SQLite database once (`instill import`), for the command
+/// runs to copy.
+fn alpaca_db() -> PathBuf {
+    let db = work_dir().join("alpaca52k.db");
+    if !db.exists() {
+        let tmp = work_dir().join("alpaca52k.tmp.db");
+        let _ = std::fs::remove_file(&tmp);
+        let ok = Command::new(env!("CARGO_BIN_EXE_instill"))
+            .arg("import")
+            .arg(shared().join("data/alpaca_data.json"))
+            .arg("--no-progress")
+            .env("INSTILL_DB", format!("sqlite://{}", tmp.display()))
+            .stdout(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "instill import failed");
+        std::fs::rename(&tmp, &db).expect("rename the imported database");
+    }
+    db
+}
+
+/// `instill dedup` as a user runs it (open, read, judge, write back) on a fresh copy of the
+/// imported Alpaca database; the copy is made before the clock starts.
+fn command_run(name: &str) -> serde_json::Value {
+    let db = work_dir().join("alpaca52k-run.db");
+    let _ = std::fs::remove_file(&db);
+    std::fs::copy(alpaca_db(), &db).expect("copy the database");
+    let t = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_instill"))
+        .args(["dedup", "--minhash-threshold", "0.8", "--shingle", "word"])
+        .args([
+            "--ngram",
+            "3",
+            "--num-perm",
+            "128",
+            "--no-progress",
+            "--json",
+        ])
+        .env("INSTILL_DB", format!("sqlite://{}", db.display()))
+        .output()
+        .expect("run instill dedup");
+    let secs = t.elapsed().as_secs_f64();
+    let summary: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    serde_json::json!({"task": name, "seconds": secs, "ok": out.status.success(),
+        "dups": summary["minhash"]["rejected"], "minhash_stage_s": summary["minhash"]["seconds"],
+        "summary": summary})
 }
 
 /// Runs `task` in a child process `runs` times; returns the parsed JSON lines.
@@ -326,11 +378,20 @@ fn main() {
             &measure("rouge-synthetic-floor06", n, 1),
         );
     }
+    let mut ours: Vec<(&str, f64)> = Vec::new();
     if all || what.contains(&"minhash") {
-        report(
+        let secs = report(
             "MinHash-LSH alpaca 52k word3 (instill)",
             &measure("minhash-alpaca", 0, runs),
         );
+        ours.push(("the MinHash stage alone (library)", secs));
+    }
+    if all || what.contains(&"minhash-command") {
+        let secs = report(
+            "instill dedup alpaca 52k word3 (whole command)",
+            &measure("minhash-command", 0, runs),
+        );
+        ours.push(("the whole `instill dedup` command", secs));
     }
     if all || what.contains(&"minhash-synthetic") {
         report(
@@ -380,7 +441,7 @@ fn main() {
             &bench,
         );
         let dups = work_dir().join("datasketch-alpaca-dups.json");
-        peer(
+        let datasketch = peer(
             &[
                 &format!("{b}/bench_minhash.py"),
                 "--shingle",
@@ -390,5 +451,14 @@ fn main() {
             ],
             &bench,
         );
+        // datasketch's shingling, signatures and LSH, without its JSON load.
+        if let Some(peer_s) = datasketch.and_then(|d| d["total_wall_s"].as_f64()) {
+            for (what, secs) in ours {
+                println!(
+                    "datasketch {peer_s:.2} s / {what} {secs:.3} s = {:.1}x",
+                    peer_s / secs
+                );
+            }
+        }
     }
 }

@@ -1172,7 +1172,8 @@ pub struct DedupArgs {
     pub ngram: Option<u64>,
 
     /// MinHash hash functions; bands × rows are chosen from the threshold by minimising
-    /// false positives plus false negatives (0.8 and 128 give 9 × 13).
+    /// false positives plus false negatives of what is reported (0.8 and 128 give 16 × 8 when
+    /// pairs are confirmed, 9 × 13 with `--minhash-verify none`).
     #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(8..=1024))]
     pub num_perm: u64,
 

@@ -67,23 +67,7 @@ impl std::str::FromStr for Tokenizer {
 /// treats as rouge_score does.
 fn alpaca(text: &str, emit: &mut impl FnMut(&str)) {
     if text.is_ascii() {
-        let bytes = text.as_bytes();
-        let mut word = String::new();
-        let mut i = 0;
-        while i < bytes.len() {
-            if bytes[i].is_ascii_alphanumeric() {
-                let start = i;
-                while i < bytes.len() && bytes[i].is_ascii_alphanumeric() {
-                    i += 1;
-                }
-                word.clear();
-                word.push_str(&text[start..i]);
-                word.make_ascii_lowercase();
-                emit(&word);
-            } else {
-                i += 1;
-            }
-        }
+        ascii_words(text, emit);
         return;
     }
     let mut word = String::new();
@@ -102,7 +86,39 @@ fn alpaca(text: &str, emit: &mut impl FnMut(&str)) {
     }
 }
 
+/// ASCII text, where both tokenizers agree: every run of ASCII letters and digits, lowercased
+/// (copied only when it has capitals).
+fn ascii_words(text: &str, emit: &mut impl FnMut(&str)) {
+    let bytes = text.as_bytes();
+    let mut word = String::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i].is_ascii_alphanumeric() {
+            let start = i;
+            while i < bytes.len() && bytes[i].is_ascii_alphanumeric() {
+                i += 1;
+            }
+            let token = &text[start..i];
+            if token.bytes().any(|b| b.is_ascii_uppercase()) {
+                word.clear();
+                word.push_str(token);
+                word.make_ascii_lowercase();
+                emit(&word);
+            } else {
+                emit(token);
+            }
+        } else {
+            i += 1;
+        }
+    }
+}
+
 fn char_tokens(text: &str, emit: &mut impl FnMut(&str)) {
+    if text.is_ascii() {
+        // No CJK; `is_alphanumeric` and `to_lowercase` are their ASCII forms.
+        ascii_words(text, emit);
+        return;
+    }
     let mut word = String::new();
     let mut buf = [0u8; 4];
     for c in text.chars() {
