@@ -15,7 +15,7 @@ use serde_json::Value;
 use super::InputFormat;
 use super::parse::{
     FieldError, Role, TurnRaw, check_no_nul, conversation_record, deserialize, message_content,
-    required, sharegpt_role, value_kind,
+    required, sharegpt_role, sharegpt_turns, value_kind,
 };
 use crate::pair::{Answer, Pair};
 use crate::reasoning::split_think;
@@ -378,20 +378,7 @@ fn messages(list: Vec<Value>, array: &str) -> Result<Vec<Message>, FieldError> {
 
 fn ranking_pair(raw: RankingRaw) -> Result<Pair, FieldError> {
     if let Some(turns) = raw.conversations {
-        let mut parsed = Vec::with_capacity(turns.len());
-        for (i, turn) in turns.into_iter().enumerate() {
-            let from = required(turn.from, &format!("conversations[{i}].from"))?;
-            let role = sharegpt_role(&from).ok_or_else(|| {
-                FieldError::field(
-                    format!("conversations[{i}].from"),
-                    format!("unknown speaker `{from}` (expected human, gpt or system)"),
-                )
-            })?;
-            parsed.push((
-                role,
-                required(turn.value, &format!("conversations[{i}].value"))?,
-            ));
-        }
+        let parsed = sharegpt_turns(turns)?;
         let prompt = prompt_record(
             raw.system.unwrap_or_default(),
             parsed,

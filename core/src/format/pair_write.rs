@@ -3,10 +3,9 @@
 //! conversational one (`dpo-messages`) and LLaMA-Factory's ranking layouts, alpaca-style
 //! (`lf-ranking`) and sharegpt-style (`lf-ranking-sharegpt`).
 
-use super::write::{chat_turns, push_json_str};
+use super::write::{chat_turns, push_alpaca_context, push_json_str};
 use super::{Columns, PairFormat};
 use crate::pair::{Answer, Pair};
-use crate::record::Exchange;
 
 /// Why a pair has no line in a layout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -89,21 +88,7 @@ pub fn write_pair(
             out.extend_from_slice(b",\"input\":");
             push_json_str(out, &p.input);
             write_answers(out, &pair.chosen, &pair.rejected);
-            if columns.system || !p.system.is_empty() {
-                out.extend_from_slice(b",\"system\":");
-                push_json_str(out, &p.system);
-            }
-            if columns.history || !p.history.is_empty() {
-                out.extend_from_slice(b",\"history\":[");
-                for (i, Exchange(user, assistant)) in p.history.iter().enumerate() {
-                    out.extend_from_slice(if i == 0 { b"[" } else { b",[" });
-                    push_json_str(out, user);
-                    out.push(b',');
-                    push_json_str(out, assistant);
-                    out.push(b']');
-                }
-                out.push(b']');
-            }
+            push_alpaca_context(p, columns, out);
         }
     }
     out.extend_from_slice(b"}\n");

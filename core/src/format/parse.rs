@@ -123,18 +123,7 @@ fn parse_into(json: &[u8], format: InputFormat, out: &mut Vec<Record>) -> Result
             let turns = raw
                 .conversations
                 .ok_or_else(|| FieldError::field("conversations", "missing (expected an array)"))?;
-            let mut parsed = Vec::with_capacity(turns.len());
-            for (i, turn) in turns.into_iter().enumerate() {
-                let from = required(turn.from, &format!("conversations[{i}].from"))?;
-                let role = sharegpt_role(&from).ok_or_else(|| {
-                    FieldError::field(
-                        format!("conversations[{i}].from"),
-                        format!("unknown speaker `{from}` (expected human, gpt or system)"),
-                    )
-                })?;
-                let value = required(turn.value, &format!("conversations[{i}].value"))?;
-                parsed.push((role, value));
-            }
+            let parsed = sharegpt_turns(turns)?;
             out.push(conversation_record(
                 raw.system.unwrap_or_default(),
                 parsed,
@@ -281,6 +270,25 @@ struct AlpacaRaw {
     target: Option<String>,
     system: Option<String>,
     history: Option<Vec<(String, String)>>,
+}
+
+/// ShareGPT's `conversations` as (role, text) pairs, each speaker checked.
+pub(crate) fn sharegpt_turns(turns: Vec<TurnRaw>) -> Result<Vec<(Role, String)>, FieldError> {
+    let mut parsed = Vec::with_capacity(turns.len());
+    for (i, turn) in turns.into_iter().enumerate() {
+        let from = required(turn.from, &format!("conversations[{i}].from"))?;
+        let role = sharegpt_role(&from).ok_or_else(|| {
+            FieldError::field(
+                format!("conversations[{i}].from"),
+                format!("unknown speaker `{from}` (expected human, gpt or system)"),
+            )
+        })?;
+        parsed.push((
+            role,
+            required(turn.value, &format!("conversations[{i}].value"))?,
+        ));
+    }
+    Ok(parsed)
 }
 
 #[derive(Deserialize)]

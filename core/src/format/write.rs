@@ -27,21 +27,7 @@ pub fn write_record(record: &Record, format: OutputFormat, columns: Columns, out
             push_json_str(out, &record.input);
             out.extend_from_slice(b",\"output\":");
             push_json_str(out, &record.output);
-            if columns.system || !record.system.is_empty() {
-                out.extend_from_slice(b",\"system\":");
-                push_json_str(out, &record.system);
-            }
-            if columns.history || !record.history.is_empty() {
-                out.extend_from_slice(b",\"history\":[");
-                for (i, Exchange(user, assistant)) in record.history.iter().enumerate() {
-                    out.extend_from_slice(if i == 0 { b"[" } else { b",[" });
-                    push_json_str(out, user);
-                    out.push(b',');
-                    push_json_str(out, assistant);
-                    out.push(b']');
-                }
-                out.push(b']');
-            }
+            push_alpaca_context(record, columns, out);
             out.push(b'}');
         }
         OutputFormat::ShareGpt => write_turns(
@@ -62,6 +48,26 @@ pub fn write_record(record: &Record, format: OutputFormat, columns: Columns, out
         ),
     }
     out.push(b'\n');
+}
+
+/// Alpaca's optional context fields, `system` and `history` (`[[user, assistant], …]`), each
+/// written when the export has the column or this record has a value.
+pub(crate) fn push_alpaca_context(record: &Record, columns: Columns, out: &mut Vec<u8>) {
+    if columns.system || !record.system.is_empty() {
+        out.extend_from_slice(b",\"system\":");
+        push_json_str(out, &record.system);
+    }
+    if columns.history || !record.history.is_empty() {
+        out.extend_from_slice(b",\"history\":[");
+        for (i, Exchange(user, assistant)) in record.history.iter().enumerate() {
+            out.extend_from_slice(if i == 0 { b"[" } else { b",[" });
+            push_json_str(out, user);
+            out.push(b',');
+            push_json_str(out, assistant);
+            out.push(b']');
+        }
+        out.push(b']');
+    }
 }
 
 /// The `reasoning_content` a `messages` row gives turn `i` of the `turns` of
