@@ -33,7 +33,7 @@ pub fn bytes(enabled: bool, total: u64, message: String) -> ProgressBar {
         enabled,
         total,
         message,
-        "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+        "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {steady_eta}",
         Unit::Bytes,
     )
 }
@@ -44,7 +44,7 @@ pub fn steps(enabled: bool, total: u64, message: String) -> ProgressBar {
         enabled,
         total,
         message,
-        "[{bar:30}] {pos}/{len} steps eta {eta}  {msg}",
+        "[{bar:30}] {pos}/{len} steps eta {steady_eta}  {msg}",
         Unit::Steps,
     )
 }
@@ -55,7 +55,7 @@ pub fn rows(enabled: bool, total: u64, message: String) -> ProgressBar {
         enabled,
         total,
         message,
-        "{msg} [{bar:30}] {human_pos}/{human_len} records {per_sec} eta {eta}",
+        "{msg} [{bar:30}] {human_pos}/{human_len} records {per_sec} eta {steady_eta}",
         Unit::Records,
     )
 }
@@ -66,7 +66,7 @@ pub fn accepted(enabled: bool, total: u64, message: String) -> ProgressBar {
         enabled,
         total,
         message,
-        "[{bar:30}] {human_pos}/{human_len} accepted eta {eta}  {msg}",
+        "[{bar:30}] {human_pos}/{human_len} accepted eta {steady_eta}  {msg}",
         Unit::Accepted,
     )
 }
@@ -83,6 +83,7 @@ fn bar(enabled: bool, total: u64, message: String, template: &str, unit: Unit) -
     }
     let style = ProgressStyle::with_template(template)
         .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .with_key("steady_eta", Pace::default())
         .progress_chars("=> ");
     let bar = ProgressBar::new(total)
         .with_style(style)
@@ -135,15 +136,17 @@ fn log_lines(bar: &ProgressBar, unit: Unit) {
         .name("progress-log".into())
         .spawn(move || {
             let mut last = Instant::now();
+            let mut pace = Pace::default();
             loop {
                 std::thread::sleep(nap);
                 let Some(bar) = weak.upgrade() else { return };
                 if bar.is_finished() {
                     return;
                 }
+                pace.observe(bar.position(), Instant::now());
                 if last.elapsed() >= every {
                     last = Instant::now();
-                    eprintln!("{}", line(&bar, unit));
+                    eprintln!("{}", line(&bar, unit, &pace, last));
                 }
             }
         });
@@ -152,9 +155,10 @@ fn log_lines(bar: &ProgressBar, unit: Unit) {
     }
 }
 
-/// `progress: POS/LEN UNIT, RATE/s, eta ETA | MESSAGE`.
-fn line(bar: &ProgressBar, unit: Unit) -> String {
-    let (pos, len, rate) = (bar.position(), bar.length().unwrap_or(0), bar.per_sec());
+/// `progress: POS/LEN UNIT, RATE/s, eta ETA | MESSAGE`, the rate and the time left at `pace`.
+fn line(bar: &ProgressBar, unit: Unit, pace: &Pace, now: Instant) -> String {
+    let (pos, len) = (bar.position(), bar.length().unwrap_or(0));
+    let rate = pace.rate().unwrap_or(0.0);
     let count = |n: u64| match unit {
         Unit::Bytes => HumanBytes(n).to_string(),
         _ => HumanCount(n).to_string(),
@@ -170,10 +174,9 @@ fn line(bar: &ProgressBar, unit: Unit) -> String {
         Unit::Records => (" records", format!("{rate:.0}/s")),
         Unit::Accepted => (" accepted", format!("{rate:.1}/s")),
     };
-    let eta = if len > pos && rate > 0.0 {
-        format!(", eta {}", HumanDuration(bar.eta()))
-    } else {
-        String::new()
+    let eta = match pace.eta(len, now) {
+        Some(eta) if len > pos => format!(", eta {}", HumanDuration(eta)),
+        _ => String::new(),
     };
     let message = bar.message();
     let message = if message.is_empty() {
@@ -182,6 +185,74 @@ fn line(bar: &ProgressBar, unit: Unit) -> String {
         format!(" | {message}")
     };
     format!("progress: {done}{name}, {speed}{eta}{message}")
+}
+
+/// A bar's pace since its position first moved: units per second over that whole span, and
+/// the time left at that pace. indicatif's own estimate decays while nothing moves, so a bar
+/// whose steps each take longer than its window (training a larger model on a CPU) showed
+/// "eta 60 years" between two steps. Anchoring at the first move rather than at the start keeps
+/// a resumed run (whose position jumps to where it left off) from counting old steps as new.
+#[derive(Debug, Clone, Default)]
+struct Pace {
+    /// The position last observed.
+    seen: Option<u64>,
+    /// Where and when the position first moved.
+    anchor: Option<(u64, Instant)>,
+    /// Where and when it last moved.
+    last: Option<(u64, Instant)>,
+}
+
+impl Pace {
+    fn observe(&mut self, pos: u64, now: Instant) {
+        let Some(before) = self.seen else {
+            self.seen = Some(pos);
+            return;
+        };
+        if pos == before {
+            return;
+        }
+        self.seen = Some(pos);
+        match self.anchor {
+            None => self.anchor = Some((pos, now)),
+            Some(_) => self.last = Some((pos, now)),
+        }
+    }
+
+    /// Units per second between the first and the last move.
+    fn rate(&self) -> Option<f64> {
+        let ((p0, t0), (p1, t1)) = (self.anchor?, self.last?);
+        let span = t1.duration_since(t0).as_secs_f64();
+        (p1 > p0 && span > 0.0).then(|| (p1 - p0) as f64 / span)
+    }
+
+    /// The time left to `len` at [`Pace::rate`], less the time since the last move.
+    fn eta(&self, len: u64, now: Instant) -> Option<Duration> {
+        let (pos, at) = self.last?;
+        let left = len.saturating_sub(pos) as f64 / self.rate()?;
+        Some(Duration::from_secs_f64(left).saturating_sub(now.duration_since(at)))
+    }
+}
+
+impl indicatif::style::ProgressTracker for Pace {
+    fn clone_box(&self) -> Box<dyn indicatif::style::ProgressTracker> {
+        Box::new(self.clone())
+    }
+
+    fn tick(&mut self, state: &indicatif::ProgressState, now: Instant) {
+        self.observe(state.pos(), now);
+    }
+
+    fn reset(&mut self, _: &indicatif::ProgressState, _: Instant) {
+        *self = Pace::default();
+    }
+
+    fn write(&self, state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write) {
+        let eta = self.eta(state.len().unwrap_or(0), Instant::now());
+        let _ = match eta {
+            Some(eta) => write!(w, "{}", HumanDuration(eta)),
+            None => write!(w, "-"),
+        };
+    }
 }
 
 #[cfg(test)]
@@ -193,11 +264,34 @@ mod tests {
         let bar = ProgressBar::with_draw_target(Some(2000), ProgressDrawTarget::hidden())
             .with_message("accept 70%");
         bar.set_position(500);
-        let l = line(&bar, Unit::Accepted);
+        let l = line(&bar, Unit::Accepted, &Pace::default(), Instant::now());
         assert!(l.starts_with("progress: 500/2,000 accepted, "), "{l}");
         assert!(l.ends_with(" | accept 70%"), "{l}");
         let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::hidden());
         bar.set_position(3 << 20);
-        assert!(line(&bar, Unit::Bytes).starts_with("progress: 3.00 MiB, "));
+        let l = line(&bar, Unit::Bytes, &Pace::default(), Instant::now());
+        assert!(l.starts_with("progress: 3.00 MiB, "), "{l}");
+    }
+
+    #[test]
+    fn the_pace_counts_from_the_first_move_and_does_not_decay_between_steps() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut pace = Pace::default();
+        // A resumed run: the bar starts at 0, jumps to step 500, then a step every 60 s.
+        pace.observe(0, at(0));
+        pace.observe(500, at(30));
+        assert_eq!(pace.rate(), None);
+        pace.observe(501, at(90));
+        pace.observe(502, at(150));
+        let rate = pace.rate().expect("two moves");
+        assert!((rate - 1.0 / 60.0).abs() < 1e-9, "{rate}");
+        // Ten minutes after the last step, 98 steps to go: 98 minutes less the ten.
+        assert_eq!(
+            pace.eta(600, at(750)),
+            Some(Duration::from_secs(98 * 60 - 600))
+        );
+        // Long past the expected end: nothing left rather than a negative or growing time.
+        assert_eq!(pace.eta(600, at(150 + 100 * 60)), Some(Duration::ZERO));
     }
 }
