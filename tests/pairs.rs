@@ -257,6 +257,16 @@ fn pairs_refuses_what_cannot_make_a_pair() {
     let err = env.run(a).expect_code(2).stderr;
     assert!(err.contains("no-such-rubric.j2"), "{err}");
     assert!(stored_pairs(&env, "p").is_empty());
+
+    // Nothing in scope is not an error, but the summary says why and what to do.
+    let mut a = args(&server, "p");
+    a.retain(|a| *a != "--json");
+    a.extend(["--status", "accepted"]);
+    let out = env.run(a).expect_code(0).stdout;
+    assert!(
+        out.contains("nothing to pair: no record in scope (--status accepted)"),
+        "{out}"
+    );
 }
 
 /// A judge over HTTP grading any answer by its length (a stand-in for a real grade that a test

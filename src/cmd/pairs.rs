@@ -341,6 +341,28 @@ fn message(e: &GenerateError) -> String {
     }
 }
 
+/// Why a run had no instruction to pair, and what to do about it.
+fn nothing_hint(s: &Summary, args: &PairsArgs) -> String {
+    let rows = s
+        .set
+        .as_ref()
+        .map_or(0, |set| set.pairs + set.no_pair.values().sum::<i64>());
+    if rows > 0 {
+        format!(
+            "every record in scope already has a row in set {} ({rows} rows); a new --name starts another set",
+            s.name
+        )
+    } else if s.skipped_conversations > 0 {
+        "every record in scope is a conversation; pairs answers single-turn instructions".into()
+    } else {
+        let status = clap::ValueEnum::to_possible_value(&args.status)
+            .map_or_else(String::new, |v| v.get_name().to_string());
+        format!(
+            "no record in scope (--status {status}); import or generate records first, or choose --status all"
+        )
+    }
+}
+
 fn print_summary(s: &Summary, args: &PairsArgs) {
     let verb = match s.ending {
         "done" => "done",
@@ -366,6 +388,9 @@ fn print_summary(s: &Summary, args: &PairsArgs) {
             String::new()
         }
     );
+    if s.instructions == 0 {
+        println!("  nothing to pair: {}", nothing_hint(s, args));
+    }
     for (why, n) in &s.no_pair_now {
         println!("  no pair: {why:<20} {n:>8}");
     }
