@@ -50,8 +50,8 @@ pub use format::{
 };
 pub use lang::{detect_lang, record_lang};
 pub use normalize::{
-    has_cjk, is_cjk, is_han, is_hangul, is_kana, is_punctuation, norm_hash, normalize,
-    normalize_into, text_hash,
+    has_cjk, is_cjk, is_fast_punctuation, is_han, is_hangul, is_kana, is_punctuation, norm_hash,
+    normalize, normalize_into, text_hash,
 };
 pub use pair::{Answer, Pair, Pick, pick_pair};
 pub use reader::{MAX_RECORD_BYTES, RawBatch, ReadError, RecordSplitter, Span};

@@ -67,9 +67,10 @@ fn is_common_han(c: char) -> bool {
 }
 
 /// Punctuation whose NFKC form is itself (or only) punctuation or space: dropping it before or
-/// after NFKC gives the same text. (‗ U+2017 and ‾ U+203E are not: NFKC turns them into a space
-/// and a combining mark.)
-fn is_fast_punctuation(c: char) -> bool {
+/// after NFKC gives the same text, so [`normalize_into`] drops it on its own, wherever it
+/// stands, like ASCII punctuation (curly quotes, dashes, bullets, CJK brackets…). (‗ U+2017 and
+/// ‾ U+203E are not: NFKC turns them into a space and a combining mark.)
+pub fn is_fast_punctuation(c: char) -> bool {
     matches!(c,
         '\u{2010}'..='\u{2016}' | '\u{2018}'..='\u{2027}' | '\u{2030}'..='\u{203D}'
         | '\u{203F}'..='\u{205E}'

@@ -10,7 +10,8 @@
 //! - [`MinHasher`], [`Signatures`], [`lsh_clusters`]: MinHash-LSH with bands × rows from the
 //!   threshold ([`optimal_bands`] when every bucket collision counts, [`verified_bands`] when
 //!   pairs are confirmed), verified pairs, union-find clusters; the signature loop is
-//!   vectorised (AVX2 chosen at run time through `pulp`, no `unsafe` here).
+//!   vectorised (AVX-512 or AVX2 chosen at run time through `pulp`, no `unsafe` here); word
+//!   shingles of ASCII text are read in one pass, without a normalised copy.
 //! - [`Rules`]: the quality filters, from defaults or TOML; [`WordRule`] the word lists (Alpaca's,
 //!   BELLE's, links and models), each on the [`RuleField`]s its source reads.
 //! - [`curate`]: the batch pipeline `instill dedup` runs (exact → MinHash → ROUGE-L, each stage
@@ -26,6 +27,7 @@
 
 mod batch;
 mod exact;
+mod fast_words;
 mod filters;
 #[cfg(test)]
 mod filters_tests;

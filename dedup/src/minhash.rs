@@ -5,6 +5,7 @@ use instill_core::normalize_into;
 use pulp::{Arch, Simd, WithSimd};
 use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
+use crate::fast_words::{WordScratch, word_hashes};
 use crate::tokenize::Tokenizer;
 
 /// How a text becomes a set of shingles.
@@ -31,8 +32,15 @@ impl Shingling {
             bounds,
             words,
             bytes,
+            fast,
             ..
         } = scratch;
+        if let Shingling::Word(n) = self {
+            words.clear();
+            if word_hashes(text, fast, words) {
+                return window_hashes(words, n.max(1), bytes, &mut emit);
+            }
+        }
         norm.clear();
         normalize_into(text, norm);
         if norm.is_empty() {
@@ -40,7 +48,11 @@ impl Shingling {
         }
         match self {
             Shingling::Char(n) => char_shingles(norm, n.max(1), bounds, &mut emit),
-            Shingling::Word(n) => word_shingles(norm, n.max(1), words, bytes, &mut emit),
+            Shingling::Word(n) => {
+                words.clear();
+                Tokenizer::Char.tokenize(norm, |w| words.push(xxh3_64(w.as_bytes())));
+                window_hashes(words, n.max(1), bytes, &mut emit);
+            }
         }
     }
 
@@ -69,22 +81,17 @@ fn char_shingles(text: &str, n: usize, bounds: &mut Vec<usize>, emit: &mut impl 
     }
 }
 
-/// Every run of `n` words of `text`: the xxh3 of the words' xxh3 hashes, little-endian, back to
-/// back (a text of fewer words is one shingle).
-fn word_shingles(
-    text: &str,
-    n: usize,
-    words: &mut Vec<u64>,
-    bytes: &mut Vec<u8>,
-    emit: &mut impl FnMut(u64),
-) {
-    words.clear();
-    Tokenizer::Char.tokenize(text, |w| words.push(xxh3_64(w.as_bytes())));
+/// Every run of `n` of the word hashes `words`: the xxh3 of the words' hashes, little-endian,
+/// back to back (fewer words are one shingle, none are none).
+fn window_hashes(words: &[u64], n: usize, bytes: &mut Vec<u8>, emit: &mut impl FnMut(u64)) {
     if words.is_empty() {
         return;
     }
     bytes.clear();
-    bytes.extend(words.iter().flat_map(|w| w.to_le_bytes()));
+    bytes.resize(words.len() * 8, 0);
+    for (b, w) in bytes.chunks_exact_mut(8).zip(words) {
+        b.copy_from_slice(&w.to_le_bytes());
+    }
     if words.len() <= n {
         emit(xxh3_64(bytes));
         return;
@@ -102,6 +109,7 @@ pub struct Scratch {
     words: Vec<u64>,
     bytes: Vec<u8>,
     shingles: Vec<u64>,
+    fast: WordScratch,
 }
 
 /// Computes MinHash signatures with `num_perm` hash functions of the multiply-shift family
@@ -174,19 +182,63 @@ struct MinFold<'a> {
     sig: &'a mut [u32],
 }
 
+/// Permutations folded together: their running minima, multipliers and offsets stay in
+/// registers while every shingle of the text passes (12 of AVX-512's 32 registers).
+const BLOCK: usize = 32;
+
 impl WithSimd for MinFold<'_> {
     type Output = ();
 
-    // Inlined into pulp's per-instruction-set copies, so LLVM vectorises it for each.
+    // Inlined into pulp's per-instruction-set copies, so LLVM vectorises it for each (the
+    // 64-bit multiply and unsigned minimum are single instructions with AVX-512).
     #[inline(always)]
     fn with_simd<S: Simd>(self, _: S) {
-        self.sig.fill(u32::MAX);
-        for &x in self.xs {
-            for ((s, &a), &b) in self.sig.iter_mut().zip(self.a).zip(self.b) {
-                let h = (a.wrapping_mul(x).wrapping_add(b) >> 32) as u32;
-                *s = (*s).min(h);
+        let blocks = self
+            .sig
+            .chunks_mut(BLOCK)
+            .zip(self.a.chunks(BLOCK).zip(self.b.chunks(BLOCK)));
+        for (sig, (a, b)) in blocks {
+            if let (Ok(whole), Ok(a), Ok(b)) = (
+                <&mut [u32; BLOCK]>::try_from(&mut *sig),
+                <&[u64; BLOCK]>::try_from(a),
+                <&[u64; BLOCK]>::try_from(b),
+            ) {
+                fold_block(a, b, self.xs, whole);
+            } else {
+                fold_tail(a, b, self.xs, sig);
             }
         }
+    }
+}
+
+/// One block of [`BLOCK`] permutations. The minimum is taken over the whole 64-bit value and
+/// shifted once at the end: `v >> 32` never decreases as `v` grows, so the bits are those of the
+/// minimum of the shifted values.
+#[inline(always)]
+fn fold_block(a: &[u64; BLOCK], b: &[u64; BLOCK], xs: &[u64], sig: &mut [u32; BLOCK]) {
+    let mut acc = [u64::MAX; BLOCK];
+    for &x in xs {
+        for k in 0..BLOCK {
+            acc[k] = acc[k].min(a[k].wrapping_mul(x).wrapping_add(b[k]));
+        }
+    }
+    for k in 0..BLOCK {
+        sig[k] = (acc[k] >> 32) as u32;
+    }
+}
+
+/// The permutations after the last whole block.
+#[inline(always)]
+fn fold_tail(a: &[u64], b: &[u64], xs: &[u64], sig: &mut [u32]) {
+    let mut acc = [u64::MAX; BLOCK];
+    let n = sig.len().min(BLOCK);
+    for &x in xs {
+        for ((m, &a), &b) in acc[..n].iter_mut().zip(a).zip(b) {
+            *m = (*m).min(a.wrapping_mul(x).wrapping_add(b));
+        }
+    }
+    for (s, m) in sig.iter_mut().zip(&acc) {
+        *s = (m >> 32) as u32;
     }
 }
 
@@ -298,6 +350,17 @@ mod tests {
         sig
     }
 
+    /// The scalar fallback and each x86 level the CPU offers.
+    fn archs() -> Vec<Arch> {
+        let mut v = vec![Arch::Scalar];
+        #[cfg(target_arch = "x86_64")]
+        {
+            v.extend(pulp::x86::V3::try_new().map(Arch::V3));
+            v.extend(pulp::x86::V4::try_new().map(Arch::V4));
+        }
+        v
+    }
+
     /// Real English and Chinese records (Alpaca and its Chinese translation), word and character
     /// shingles of several sizes, a permutation count that is not a multiple of the vector
     /// width: every signature equals the reference bit for bit, through one reused scratch.
@@ -321,7 +384,23 @@ mod tests {
                 )
             }));
         }
-        texts.extend(["", "  ", "a", "one two", "Ｆｕｌｌ-width ＡＢＣ", "春"].map(String::from));
+        texts.extend(
+            [
+                "",
+                "  ",
+                "a",
+                "one two",
+                "Ｆｕｌｌ-width ＡＢＣ",
+                "春",
+                // ASCII edge cases of the one-pass word path: punctuation inside and between
+                // words, runs of punctuation alone, tabs, NUL and DEL, capitals, digits.
+                "Don't stop -- it's 3:45\tPM\u{0}now\u{7f}THEN ... e.g. (x-ray) A.B.C. 1,000,000 !!!",
+                "-- ... !!!",
+                "x",
+                "x,y",
+            ]
+            .map(String::from),
+        );
         let mut scratch = Scratch::default();
         let mut compared = 0;
         for shingling in [
@@ -334,10 +413,14 @@ mod tests {
                 let h = MinHasher::new(num_perm, shingling, 1);
                 let mut sig = vec![0; num_perm];
                 for text in &texts {
-                    let any = h.signature_with(text, &mut scratch, &mut sig);
                     let want = reference_signature(&h, text);
-                    assert_eq!(sig, want, "{shingling:?} {num_perm}: {text:?}");
-                    assert_eq!(any, want.iter().any(|&v| v != u32::MAX), "{text:?}");
+                    // Every instruction set this CPU has, not only the one chosen.
+                    for arch in archs() {
+                        let h = MinHasher { arch, ..h.clone() };
+                        let any = h.signature_with(text, &mut scratch, &mut sig);
+                        assert_eq!(sig, want, "{shingling:?} {num_perm} {arch:?}: {text:?}");
+                        assert_eq!(any, want.iter().any(|&v| v != u32::MAX), "{text:?}");
+                    }
                     compared += 1;
                 }
             }
