@@ -900,7 +900,7 @@ pub struct EvalArgs {
 pub struct ModelArgs {
     /// The model backend: `openai`, any OpenAI-compatible HTTP API; `candle` or `llama-cpp`, a
     /// local model run in-process (--model is then a path or a Hugging Face id). `llama-cpp`
-    /// runs .gguf files on the CPU, several times faster than candle there (pick it to generate
+    /// runs .gguf files on the CPU with llama.cpp's quantized kernels (pick it to generate
     /// from a quantized model on the CPU); `candle` also runs Hugging Face safetensors
     /// directories and CUDA GPUs (--device), and is the engine `train` and `score --metric` use.
     #[arg(long, value_enum, default_value = "openai")]

@@ -106,7 +106,7 @@ pub enum Engine {
     /// candle: safetensors directories and GGUF files, CPU or CUDA; the engine training uses.
     #[default]
     Candle,
-    /// llama.cpp (the `llama-cpp` feature): GGUF files on the CPU, several times faster there.
+    /// llama.cpp (the `llama-cpp` feature): GGUF files on the CPU, with its quantized kernels.
     LlamaCpp,
 }
 
