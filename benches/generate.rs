@@ -15,6 +15,13 @@
 //!     `instill score` requests/s against a zero-cost server (the in-process fake answering
 //!     "Score: 7" at once, or --url), next to `generate` requests/s against the same server in
 //!     the same run, at concurrency 16, 64, 256 (medians of --runs)
+//! cargo bench --bench generate -- local [--requests 32] [--max-tokens 128] [--batch 8] [--runs 3]
+//!     [--llama-server PATH] [--candle]
+//!     the same `generate` job on SmolLM2 Q4_1 (INSTILL_SMOLLM2_GGUF) with --backend llama-cpp,
+//!     and with the OpenAI backend against llama.cpp's server on the same file (PATH, else
+//!     INSTILL_LLAMA_SERVER, else /work/llama-server-build/bin/llama-server, else
+//!     `.peer-venv/bin/python -m llama_cpp.server`), optionally --backend candle: completion
+//!     tokens/s (medians of --runs, model load included for the in-process engines) and ratios
 //! cargo bench --bench generate -- latency [--url http://127.0.0.1:18081/v1] [--waves 20]
 //!     achieved requests/s against concurrency/latency at 256 and 512 (slow_server.py --delay 1),
 //!     sending whole waves (waves × concurrency requests) so the ideal time is waves × 1 s
@@ -375,6 +382,216 @@ fn workers(target: u64, runs: usize) {
     }
 }
 
+/// The job `local` times: `--max-requests` requests of the builtin English seeds' prompt.
+fn local_job(db: &str, backend: &[&str], requests: u64, max_tokens: u64, batch: u64) -> (f64, u64) {
+    let (requests, max_tokens, batch) = (
+        requests.to_string(),
+        max_tokens.to_string(),
+        batch.to_string(),
+    );
+    let mut args = vec!["generate"];
+    args.extend_from_slice(backend);
+    args.extend_from_slice(&[
+        "--lang",
+        "en",
+        "--target",
+        "1000000",
+        "--max-requests",
+        &requests,
+        "--max-tokens",
+        &max_tokens,
+        "--concurrency",
+        &batch,
+        "--seed",
+        "1",
+        "--json",
+    ]);
+    let started = Instant::now();
+    let out = instill(db, &args).output().expect("instill");
+    let secs = started.elapsed().as_secs_f64();
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let tokens = j["completion_tokens"].as_u64().unwrap_or(0);
+    if tokens == 0 {
+        eprintln!(
+            "no tokens: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    (secs, tokens)
+}
+
+/// llama.cpp's server on `gguf` with `batch` slots, ready to answer; killed when dropped.
+struct LlamaServer(std::process::Child);
+
+impl Drop for LlamaServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn llama_server(bin: Option<String>, gguf: &str, batch: u64, port: u16) -> (LlamaServer, String) {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .to_string();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let bin = bin
+        .or_else(|| std::env::var("INSTILL_LLAMA_SERVER").ok())
+        .or_else(|| {
+            let p = "/work/llama-server-build/bin/llama-server";
+            std::path::Path::new(p).exists().then(|| p.to_string())
+        });
+    let port_s = port.to_string();
+    let (mut cmd, what) = match bin {
+        Some(bin) => {
+            let mut c = Command::new(&bin);
+            let ctx = (batch * 4096).to_string();
+            c.args([
+                "-m",
+                gguf,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port_s,
+                "-np",
+                &batch.to_string(),
+            ])
+            .args(["-c", &ctx, "-t", &threads, "-tb", &threads]);
+            (c, format!("llama-server ({bin})"))
+        }
+        None => {
+            let mut c = Command::new(root.join(".peer-venv/bin/python"));
+            c.args([
+                "-m",
+                "llama_cpp.server",
+                "--model",
+                gguf,
+                "--host",
+                "127.0.0.1",
+            ])
+            .args([
+                "--port",
+                &port_s,
+                "--n_threads",
+                &threads,
+                "--n_ctx",
+                "4096",
+            ]);
+            (
+                c,
+                "llama_cpp.server (llama-cpp-python, one sequence at a time)".to_string(),
+            )
+        }
+    };
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the server");
+    let server = LlamaServer(child);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        if http_ok(port, "/v1/models") {
+            return (server, what);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("{what} did not come up on port {port}");
+}
+
+/// Whether GET `path` on 127.0.0.1:`port` answers 200.
+fn http_ok(port: u16, path: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    if s.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+        .is_err()
+    {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).is_ok() && head.ends_with(b"200")
+}
+
+fn local(
+    requests: u64,
+    max_tokens: u64,
+    batch: u64,
+    runs: usize,
+    bin: Option<String>,
+    candle: bool,
+) {
+    let gguf = std::env::var("INSTILL_SMOLLM2_GGUF").unwrap_or_else(|_| {
+        format!(
+            "{}/.cache/instill-ci/models/SmolLM2-135M-Instruct.Q4_1.gguf",
+            std::env::var("HOME").unwrap_or_default()
+        )
+    });
+    let batch_s = batch.to_string();
+    let time = |name: &str, backend: &[&str]| -> f64 {
+        let mut rates = Vec::new();
+        for run in 0..runs {
+            let (db, _) = fresh_db(&format!("local-{run}"));
+            let _ = instill(&db, &["seeds", "import", "--builtin", "en"]).output();
+            let (secs, tokens) = local_job(&db, backend, requests, max_tokens, batch);
+            rates.push(tokens as f64 / secs);
+            eprintln!("  {name} run {run}: {tokens} completion tokens in {secs:.1} s");
+        }
+        let shown: Vec<String> = rates.iter().map(|r| format!("{r:.1}")).collect();
+        rates.sort_by(f64::total_cmp);
+        let m = rates[rates.len() / 2];
+        println!(
+            "{name:<44} {m:>8.1} completion tokens/s (runs {})",
+            shown.join(" ")
+        );
+        m
+    };
+    println!(
+        "generate, {requests} requests, --max-tokens {max_tokens}, {batch} at a time, SmolLM2-135M Q4_1:"
+    );
+    let ours = time(
+        "--backend llama-cpp",
+        &[
+            "--backend",
+            "llama-cpp",
+            "--model",
+            &gguf,
+            "--batch-size",
+            &batch_s,
+        ],
+    );
+    let theirs = {
+        let (_server, what) = llama_server(bin, &gguf, batch, 18090);
+        time(
+            &format!("--backend openai -> {what}"),
+            &[
+                "--base-url",
+                "http://127.0.0.1:18090/v1",
+                "--model",
+                "smollm2",
+            ],
+        )
+    };
+    println!("llama-cpp / server: {:.2}x", ours / theirs);
+    if candle {
+        let c = time(
+            "--backend candle",
+            &[
+                "--backend",
+                "candle",
+                "--model",
+                &gguf,
+                "--batch-size",
+                &batch_s,
+            ],
+        );
+        println!("candle / server: {:.2}x", c / theirs);
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let opt = |name: &str| {
@@ -387,7 +604,16 @@ fn main() {
         .iter()
         .skip(1)
         .find(|a| {
-            ["scale", "throughput", "latency", "fake", "workers", "judge"].contains(&a.as_str())
+            [
+                "scale",
+                "throughput",
+                "latency",
+                "fake",
+                "workers",
+                "judge",
+                "local",
+            ]
+            .contains(&a.as_str())
         })
         .cloned();
     match what.as_deref() {
@@ -436,8 +662,18 @@ fn main() {
                 .unwrap_or(40_000),
             opt("--runs").and_then(|v| v.parse().ok()).unwrap_or(3),
         ),
+        Some("local") => local(
+            opt("--requests").and_then(|v| v.parse().ok()).unwrap_or(32),
+            opt("--max-tokens")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(128),
+            opt("--batch").and_then(|v| v.parse().ok()).unwrap_or(8),
+            opt("--runs").and_then(|v| v.parse().ok()).unwrap_or(3),
+            opt("--llama-server"),
+            args.iter().any(|a| a == "--candle"),
+        ),
         _ => eprintln!(
-            "usage: cargo bench --bench generate -- scale|throughput|latency|fake|workers|judge [options]"
+            "usage: cargo bench --bench generate -- scale|throughput|latency|fake|workers|judge|local [options]"
         ),
     }
 }

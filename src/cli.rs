@@ -898,9 +898,11 @@ pub struct EvalArgs {
 /// prompts (generate, score, eval).
 #[derive(Debug, Clone, Args)]
 pub struct ModelArgs {
-    /// The model backend: `openai`, any OpenAI-compatible HTTP API; `candle`, a local model
-    /// run in-process (--model is then a Hugging Face model directory, a .gguf file or a
-    /// Hugging Face id).
+    /// The model backend: `openai`, any OpenAI-compatible HTTP API; `candle` or `llama-cpp`, a
+    /// local model run in-process (--model is then a path or a Hugging Face id). `llama-cpp`
+    /// runs .gguf files on the CPU with llama.cpp's quantized kernels (pick it to generate
+    /// from a quantized model on the CPU); `candle` also runs Hugging Face safetensors
+    /// directories and CUDA GPUs (--device), and is the engine `train` and `score --metric` use.
     #[arg(long, value_enum, default_value = "openai")]
     pub backend: BackendArg,
 
@@ -915,12 +917,12 @@ pub struct ModelArgs {
     )]
     pub base_url: String,
 
-    /// candle, with a Hugging Face id as --model: the branch, tag or commit to use (default
+    /// candle, llama-cpp, with a Hugging Face id as --model: the branch, tag or commit to use (default
     /// main).
     #[arg(long)]
     pub revision: Option<String>,
 
-    /// candle: a tokenizer.json to use instead of the model's own (for a GGUF file, the
+    /// candle, llama-cpp: a tokenizer.json to use instead of the model's own (for a GGUF file, the
     /// tokenizer is otherwise rebuilt from its metadata).
     #[arg(long, value_name = "FILE")]
     pub tokenizer: Option<PathBuf>,
@@ -936,7 +938,7 @@ pub struct ModelArgs {
     #[arg(long, default_value = "f32", value_parser = ["f32", "bf16", "f16"])]
     pub dtype: String,
 
-    /// candle: sequences decoded together (continuous batching: a finished sequence's slot
+    /// candle, llama-cpp: sequences decoded together (continuous batching: a finished sequence's slot
     /// goes to the next waiting request). Keep --concurrency at least this high.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub batch_size: u64,
@@ -1094,6 +1096,8 @@ pub enum BackendArg {
     Openai,
     /// A local model run in-process with candle.
     Candle,
+    /// A local GGUF model run in-process with llama.cpp.
+    LlamaCpp,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

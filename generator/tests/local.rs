@@ -6,8 +6,10 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
-use instill_generator::local::{self, Codec, LoadOptions, Loaded, Model, SeqParams, generate_all};
-use instill_generator::{Api, Backend, CandleBackend, CandleConfig, CompletionRequest};
+use instill_generator::local::{
+    self, Codec, Engine, LoadOptions, Loaded, Model, SeqParams, generate_all,
+};
+use instill_generator::{Api, Backend, CompletionRequest, LocalBackend, LocalConfig};
 use serde_json::Value;
 
 fn fixtures() -> PathBuf {
@@ -336,8 +338,9 @@ fn unsupported_models_get_a_clear_error() {
 
 #[tokio::test]
 async fn the_backend_thread_serves_concurrent_requests() {
-    let backend = Backend::Candle(
-        CandleBackend::start(CandleConfig {
+    let backend = Backend::Local(
+        LocalBackend::start(LocalConfig {
+            engine: Engine::Candle,
             model: fixtures().join("tiny-llama"),
             tokenizer: None,
             device: "cpu".into(),

@@ -1,13 +1,13 @@
 //! The model a command sends prompts to, from the flags every such command shares
 //! ([`ModelArgs`], [`SendArgs`]): the model named (a server's model, or a local path or Hugging
-//! Face id for candle), the API key, and the backend opened. `generate`, `score` and `eval` all
+//! Face id for candle and llama-cpp), the API key, and the backend opened. `generate`, `score` and `eval` all
 //! go through here.
 
 use std::time::Duration;
 
 use anyhow::Context;
-use instill_generator::local::LocalError;
-use instill_generator::{Backend, CandleBackend, CandleConfig, OpenAiBackend, OpenAiConfig};
+use instill_generator::local::{Engine, LocalError};
+use instill_generator::{Backend, LocalBackend, LocalConfig, OpenAiBackend, OpenAiConfig};
 
 use crate::cli::{BackendArg, GlobalArgs, ModelArgs, SendArgs};
 use crate::cmd::flags;
@@ -24,9 +24,10 @@ pub async fn resolve_model(
     let model = model.map(str::to_string).ok_or_else(|| match server.backend {
         BackendArg::Openai => anyhow::anyhow!("{flag} NAME is required: the model your server serves (e.g. gpt-4o-mini, deepseek-chat, qwen2.5:7b)"),
         BackendArg::Candle => anyhow::anyhow!("{flag} PATH is required: a Hugging Face model directory or a .gguf file"),
+        BackendArg::LlamaCpp => anyhow::anyhow!("{flag} PATH is required: a .gguf file"),
     })?;
     match server.backend {
-        BackendArg::Candle => {
+        BackendArg::Candle | BackendArg::LlamaCpp => {
             let path = crate::hub::locate(
                 &std::path::PathBuf::from(model),
                 flag,
@@ -41,7 +42,7 @@ pub async fn resolve_model(
         }
         BackendArg::Openai => match &server.revision {
             Some(rev) => anyhow::bail!(
-                "--revision {rev}: only for --backend candle (a Hugging Face id as {flag})"
+                "--revision {rev}: only for a local backend, candle or llama-cpp (a Hugging Face id as {flag})"
             ),
             None => Ok(model),
         },
@@ -69,7 +70,7 @@ pub fn access(server: &ModelArgs) -> anyhow::Result<Access> {
 /// collect 401s (or, with no route, connection errors), so it stops here, saying what to do. A
 /// key beside a user:password in the URL is refused: each would be an Authorization header.
 fn api_key(server: &ModelArgs) -> anyhow::Result<Option<String>> {
-    if server.backend == BackendArg::Candle {
+    if server.backend != BackendArg::Openai {
         return Ok(None);
     }
     let key = std::env::var(&server.api_key_env)
@@ -116,8 +117,13 @@ pub async fn open(
             })
             .map_err(|e| anyhow::anyhow!("{e}"))?,
         ),
-        BackendArg::Candle => {
-            let config = CandleConfig {
+        BackendArg::Candle | BackendArg::LlamaCpp => {
+            let engine = match server.backend {
+                BackendArg::LlamaCpp => local_engine_flags(server)?,
+                _ => Engine::Candle,
+            };
+            let config = LocalConfig {
+                engine,
                 model: model.into(),
                 tokenizer: server.tokenizer.clone(),
                 device: server.device.clone(),
@@ -127,7 +133,7 @@ pub async fn open(
                 api: server.api.into(),
                 seed,
             };
-            let backend = tokio::task::spawn_blocking(move || CandleBackend::start(config))
+            let backend = tokio::task::spawn_blocking(move || LocalBackend::start(config))
                 .await
                 .context("loading the model")?
                 .map_err(|e| match e {
@@ -137,7 +143,7 @@ pub async fn open(
                     LocalError::Device(e) => flags::device_error(e),
                     e => anyhow::anyhow!("{e}"),
                 })?;
-            Backend::Candle(backend)
+            Backend::Local(backend)
         }
     })
 }
@@ -147,7 +153,24 @@ pub fn describe(server: &ModelArgs) -> String {
     match server.backend {
         BackendArg::Openai => format!("openai at {}", instill_core::redact_url(&server.base_url)),
         BackendArg::Candle => format!("candle on {}", server.device),
+        BackendArg::LlamaCpp => "llama.cpp on cpu".to_string(),
     }
+}
+
+/// The llama.cpp engine, with the candle-only flags refused rather than ignored.
+fn local_engine_flags(server: &ModelArgs) -> anyhow::Result<Engine> {
+    if server.device != "cpu" {
+        anyhow::bail!(
+            "--device {}: --backend llama-cpp runs on the CPU; use --backend candle for a GPU",
+            server.device
+        );
+    }
+    if server.dequantize {
+        anyhow::bail!(
+            "--dequantize is for --backend candle (llama.cpp runs quantized weights at full speed)"
+        );
+    }
+    Ok(Engine::LlamaCpp)
 }
 
 /// The cost of the tokens at the prices the flags give (per 1M tokens), if any price is given.

@@ -45,7 +45,7 @@ pub async fn template(
             let path = locate(global, spec, "--chat-template-from").await?;
             (read(&path)?, path.display().to_string())
         }
-        (None, Backend::Candle(b)) => (b.chat_template().cloned(), model.to_string()),
+        (None, Backend::Local(b)) => (b.chat_template().cloned(), model.to_string()),
         (None, Backend::OpenAi(_)) => {
             let path = Path::new(model);
             if !path.exists() && HubId::parse(model).is_none() {

@@ -1,11 +1,12 @@
-//! Batched generation: sequences join whenever a slot is free (prefill alone, then one shared
-//! decode step per token for all of them), sample with their own seeded RNG, and leave on EOS,
-//! a stop string, max new tokens or the context limit.
+//! Batched generation over any [`Forward`] engine: sequences join whenever a slot is free (those
+//! joining together are prefilled in one forward call, then one shared decode step per token for
+//! all of them), sample with their own seeded RNG, and leave on EOS, a stop string, max new
+//! tokens or the context limit.
 
 use candle_transformers::generation::{LogitsProcessor, Sampling};
 
 use super::LocalError;
-use super::model::{KvCache, Model};
+use super::forward::Forward;
 use instill_models::Codec;
 
 /// How one sequence is generated.
@@ -39,22 +40,28 @@ pub struct Finished {
     pub finish_reason: &'static str,
 }
 
-struct Active {
+struct Active<S> {
     tag: u64,
     params: SeqParams,
-    cache: KvCache,
+    state: S,
     sampler: LogitsProcessor,
     ids: Vec<u32>,
     next: u32,
 }
 
-/// The sequences being generated together.
-#[derive(Default)]
-pub struct Batch {
-    active: Vec<Active>,
+/// The sequences being generated together; `S` is the engine's per-sequence state
+/// ([`Forward::Seq`]).
+pub struct Batch<S> {
+    active: Vec<Active<S>>,
 }
 
-impl std::fmt::Debug for Batch {
+impl<S> Default for Batch<S> {
+    fn default() -> Self {
+        Batch { active: Vec::new() }
+    }
+}
+
+impl<S> std::fmt::Debug for Batch<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Batch")
             .field("active", &self.active.len())
@@ -78,7 +85,10 @@ fn sampler(params: &SeqParams) -> LogitsProcessor {
     LogitsProcessor::from_sampling(params.seed, sampling)
 }
 
-impl Batch {
+/// A sequence waiting to join: the caller's tag, its prompt and how to generate it.
+pub type Admission<'a> = (u64, &'a [u32], SeqParams);
+
+impl<S> Batch<S> {
     /// Sequences in flight.
     pub fn len(&self) -> usize {
         self.active.len()
@@ -91,76 +101,118 @@ impl Batch {
 
     /// Prefills `prompt` and adds the sequence; returns it at once when it is already finished
     /// (its first token ends it, or `max_new_tokens` is 0).
-    pub fn admit(
+    pub fn admit<F: Forward<Seq = S>>(
         &mut self,
-        model: &Model,
+        model: &mut F,
         codec: &Codec,
         tag: u64,
         prompt: &[u32],
         params: SeqParams,
     ) -> Result<Option<Finished>, LocalError> {
-        let limit = model.config().context();
-        if prompt.is_empty() || prompt.len() >= limit {
-            return Err(LocalError::ContextLength {
-                needed: prompt.len() + 1,
-                limit,
-            });
-        }
-        let mut cache = model.new_cache();
-        let logits = model.forward(&[prompt], &mut [&mut cache])?;
-        let mut sampler = sampler(&params);
-        let next = sampler.sample(&logits.squeeze(0)?)?;
-        let mut seq = Active {
-            tag,
-            params,
-            cache,
-            sampler,
-            ids: Vec::new(),
-            next,
-        };
-        match accept_token(&mut seq, codec, limit)? {
-            Some(done) => Ok(Some(done)),
-            None => {
-                self.active.push(seq);
-                Ok(None)
+        let mut out = self.admit_all(model, codec, vec![(tag, prompt, params)])?;
+        out.pop()
+            .unwrap_or_else(|| Err(LocalError::Internal("no admission result".into())))
+    }
+
+    /// Prefills every admission together (one forward call) and adds them; per admission (in
+    /// order) `Some` when it finished at once, or why it was refused (a prompt that is empty or
+    /// does not fit the context). The outer error is the forward pass failing.
+    #[allow(clippy::type_complexity)]
+    pub fn admit_all<F: Forward<Seq = S>>(
+        &mut self,
+        model: &mut F,
+        codec: &Codec,
+        admissions: Vec<Admission<'_>>,
+    ) -> Result<Vec<Result<Option<Finished>, LocalError>>, LocalError> {
+        let limit = model.context();
+        let mut out: Vec<Result<Option<Finished>, LocalError>> = Vec::new();
+        let mut fitting = Vec::new();
+        for (i, (tag, prompt, params)) in admissions.into_iter().enumerate() {
+            if prompt.is_empty() || prompt.len() >= limit {
+                out.push(Err(LocalError::ContextLength {
+                    needed: prompt.len() + 1,
+                    limit,
+                }));
+            } else {
+                out.push(Ok(None));
+                fitting.push((i, tag, prompt, params));
             }
         }
+        if fitting.is_empty() {
+            return Ok(out);
+        }
+        let prompts: Vec<&[u32]> = fitting.iter().map(|f| f.2).collect();
+        let (states, logits) = model.prefill(&prompts)?;
+        for ((row, (i, tag, _, params)), state) in fitting.into_iter().enumerate().zip(states) {
+            let mut sampler = sampler(&params);
+            let next = sampler.sample(&logits.get(row)?)?;
+            let mut seq = Active {
+                tag,
+                params,
+                state,
+                sampler,
+                ids: Vec::new(),
+                next,
+            };
+            let len = model.len(&seq.state);
+            match accept_token(&mut seq, codec, len, limit)? {
+                Some(done) => {
+                    model.release(seq.state);
+                    out[i] = Ok(Some(done));
+                }
+                None => self.active.push(seq),
+            }
+        }
+        Ok(out)
     }
 
     /// One decode step for every active sequence; returns those that finished.
-    pub fn step(&mut self, model: &Model, codec: &Codec) -> Result<Vec<Finished>, LocalError> {
+    pub fn step<F: Forward<Seq = S>>(
+        &mut self,
+        model: &mut F,
+        codec: &Codec,
+    ) -> Result<Vec<Finished>, LocalError> {
         if self.active.is_empty() {
             return Ok(Vec::new());
         }
-        let tokens: Vec<[u32; 1]> = self.active.iter().map(|s| [s.next]).collect();
-        let token_refs: Vec<&[u32]> = tokens.iter().map(|t| t.as_slice()).collect();
+        let tokens: Vec<u32> = self.active.iter().map(|s| s.next).collect();
         let logits = {
-            let mut caches: Vec<&mut KvCache> =
-                self.active.iter_mut().map(|s| &mut s.cache).collect();
-            model.forward(&token_refs, &mut caches)?
+            let mut states: Vec<&mut S> = self.active.iter_mut().map(|s| &mut s.state).collect();
+            model.decode(&tokens, &mut states)?
         };
-        let limit = model.config().context();
+        let limit = model.context();
         let mut finished = Vec::new();
         let mut kept = Vec::with_capacity(self.active.len());
         for (i, mut seq) in std::mem::take(&mut self.active).into_iter().enumerate() {
             seq.next = seq.sampler.sample(&logits.get(i)?)?;
-            match accept_token(&mut seq, codec, limit)? {
-                Some(done) => finished.push(done),
+            let len = model.len(&seq.state);
+            match accept_token(&mut seq, codec, len, limit)? {
+                Some(done) => {
+                    model.release(seq.state);
+                    finished.push(done);
+                }
                 None => kept.push(seq),
             }
         }
         self.active = kept;
         Ok(finished)
     }
+
+    /// Drops every sequence and frees their state in the engine (after a failed step).
+    pub fn clear<F: Forward<Seq = S>>(&mut self, model: &mut F) {
+        self.active.clear();
+        model.reset();
+    }
 }
 
 /// Takes the sampled `seq.next` into the sequence; `Some` when the sequence ends here.
-fn accept_token(
-    seq: &mut Active,
+fn accept_token<S>(
+    seq: &mut Active<S>,
     codec: &Codec,
+    cached: usize,
     limit: usize,
 ) -> Result<Option<Finished>, LocalError> {
-    let finish = |seq: &mut Active, text: String, reason: &'static str| Finished {
+    let finish = |seq: &mut Active<S>, text: String, reason: &'static str| Finished {
         tag: seq.tag,
         ids: std::mem::take(&mut seq.ids),
         text,
@@ -184,8 +236,8 @@ fn accept_token(
             return Ok(Some(finish(seq, text, "stop")));
         }
     }
-    // The next step would feed `next` at position cache.len(): it must fit in the context.
-    if seq.ids.len() >= seq.params.max_new_tokens || seq.cache.len() + 1 >= limit {
+    // The next step would feed `next` at position `cached`: it must fit in the context.
+    if seq.ids.len() >= seq.params.max_new_tokens || cached + 1 >= limit {
         let text = codec.decode(&seq.ids)?;
         return Ok(Some(finish(seq, text, "length")));
     }
@@ -193,8 +245,8 @@ fn accept_token(
 }
 
 /// Generates every prompt to the end, `batch_size` at a time; results in input order.
-pub fn generate_all(
-    model: &Model,
+pub fn generate_all<F: Forward>(
+    mut model: F,
     codec: &Codec,
     prompts: &[(Vec<u32>, SeqParams)],
     batch_size: usize,
@@ -203,18 +255,29 @@ pub fn generate_all(
     let mut done: Vec<Option<Finished>> = vec![None; prompts.len()];
     let mut queue = prompts.iter().enumerate();
     loop {
-        while batch.len() < batch_size.max(1) {
-            let Some((i, (prompt, params))) = queue.next() else {
+        // Fill the free slots (again when some joined and finished at once).
+        loop {
+            let room = batch_size.max(1) - batch.len();
+            let joining: Vec<Admission> = queue
+                .by_ref()
+                .take(room)
+                .map(|(i, (prompt, params))| (i as u64, prompt.as_slice(), params.clone()))
+                .collect();
+            if joining.is_empty() {
                 break;
-            };
-            if let Some(f) = batch.admit(model, codec, i as u64, prompt, params.clone())? {
-                done[i] = Some(f);
+            }
+            let tags: Vec<u64> = joining.iter().map(|a| a.0).collect();
+            let results = batch.admit_all(&mut model, codec, joining)?;
+            for (tag, result) in tags.into_iter().zip(results) {
+                if let Some(f) = result? {
+                    done[tag as usize] = Some(f);
+                }
             }
         }
         if batch.is_empty() {
             break;
         }
-        for f in batch.step(model, codec)? {
+        for f in batch.step(&mut model, codec)? {
             let i = f.tag as usize;
             done[i] = Some(f);
         }

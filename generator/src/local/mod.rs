@@ -1,8 +1,12 @@
-//! The local backend: a candle model on its own thread behind a command channel (the
+//! The local backend: a model on its own thread behind a command channel (the
 //! text-embeddings-inference pattern), serving the same requests as the HTTP backend with
-//! continuous batching.
+//! continuous batching. Two engines run the forward pass ([`Engine`]): candle, and llama.cpp
+//! (the `llama-cpp` feature); tokenizing, sampling and the serve loop are shared.
 
 mod engine;
+mod forward;
+#[cfg(feature = "llama-cpp")]
+pub mod llama_cpp;
 mod load;
 mod model;
 
@@ -13,7 +17,8 @@ use std::sync::mpsc;
 use instill_models::{CodecError, DeviceError};
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
-pub use engine::{Batch, Finished, SeqParams, generate_all};
+pub use engine::{Admission, Batch, Finished, SeqParams, generate_all};
+pub use forward::Forward;
 /// The tokenizer and chat template (from `instill-models`).
 pub use instill_models::Codec;
 pub use load::{LoadOptions, Loaded, load};
@@ -55,6 +60,17 @@ pub enum LocalError {
     /// The device or dtype cannot be used.
     #[error(transparent)]
     Device(#[from] DeviceError),
+    /// llama.cpp failed to load the model or to run it.
+    #[error("llama.cpp: {0}")]
+    LlamaCpp(String),
+    /// The engine was left out of this build.
+    #[error(
+        "this instill was built without the {feature} feature; rebuild with it (cargo install --features {feature}, needs cmake, a C++ compiler and libclang) or use --backend candle"
+    )]
+    EngineMissing {
+        /// The Cargo feature that adds it.
+        feature: &'static str,
+    },
     /// A broken invariant of this module.
     #[error("internal error: {0}")]
     Internal(String),
@@ -84,16 +100,28 @@ impl From<LocalError> for BackendError {
     }
 }
 
+/// The in-process engine that runs a local model's forward pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Engine {
+    /// candle: safetensors directories and GGUF files, CPU or CUDA; the engine training uses.
+    #[default]
+    Candle,
+    /// llama.cpp (the `llama-cpp` feature): GGUF files on the CPU, with its quantized kernels.
+    LlamaCpp,
+}
+
 /// How the local backend runs.
 #[derive(Debug, Clone, PartialEq)]
-pub struct CandleConfig {
-    /// A Hugging Face model directory or a GGUF file.
+pub struct LocalConfig {
+    /// The engine.
+    pub engine: Engine,
+    /// A Hugging Face model directory or a GGUF file (llama.cpp: a GGUF file).
     pub model: PathBuf,
     /// A `tokenizer.json` to use instead of the model's own.
     pub tokenizer: Option<PathBuf>,
-    /// `cpu` or `cuda` (`cuda:N` for another GPU).
+    /// `cpu` or `cuda` (`cuda:N` for another GPU); candle only.
     pub device: String,
-    /// Dense weights' type: `f32`, `bf16` or `f16`.
+    /// Dense weights' type: `f32`, `bf16` or `f16`; candle only.
     pub dtype: String,
     /// Sequences decoded together.
     pub batch_size: usize,
@@ -107,7 +135,7 @@ pub struct CandleConfig {
 }
 
 /// Opens the configured device and loads the model onto it.
-fn load_on_device(config: &CandleConfig) -> Result<Loaded, LocalError> {
+fn load_on_device(config: &LocalConfig) -> Result<Loaded, LocalError> {
     let device = instill_models::device(&config.device)?;
     let options = LoadOptions {
         dtype: instill_models::device::dtype_on(&config.dtype, &device)?,
@@ -115,10 +143,7 @@ fn load_on_device(config: &CandleConfig) -> Result<Loaded, LocalError> {
         dequantize: config.dequantize,
     };
     let loaded = load(&config.model, &device, &options)?;
-    // A chat prompt needs the model's template: refused before the run starts, not per request.
-    if config.api == Api::Chat && loaded.codec.chat_template.is_none() {
-        return Err(LocalError::NoChatTemplate);
-    }
+    chat_ready(config, &loaded.codec)?;
     Ok(loaded)
 }
 
@@ -130,38 +155,38 @@ struct Job {
 
 /// A handle on the model thread; clones share it. The thread ends when the last handle drops.
 #[derive(Debug, Clone)]
-pub struct CandleBackend {
+pub struct LocalBackend {
     jobs: mpsc::Sender<Job>,
     name: String,
     template: Option<instill_models::ChatTemplate>,
 }
 
-impl CandleBackend {
+impl LocalBackend {
     /// Loads the model on a new thread and returns once it is ready (or failed to load).
-    pub fn start(config: CandleConfig) -> Result<CandleBackend, LocalError> {
+    pub fn start(config: LocalConfig) -> Result<LocalBackend, LocalError> {
         let (jobs, inbox) = mpsc::channel::<Job>();
         let (ready_tx, ready_rx) =
             mpsc::channel::<Result<Option<instill_models::ChatTemplate>, LocalError>>();
         let name = config.model.display().to_string();
         std::thread::Builder::new()
-            .name("instill-candle".into())
-            .spawn(move || {
-                let loaded = load_on_device(&config);
-                match loaded {
+            .name("instill-local".into())
+            .spawn(move || match config.engine {
+                Engine::Candle => match load_on_device(&config) {
                     Ok(loaded) => {
                         let _ = ready_tx.send(Ok(loaded.codec.template()));
-                        serve(&loaded, &config, &inbox);
+                        serve(&loaded.model, &loaded.codec, &config, &inbox);
                     }
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
                     }
-                }
+                },
+                Engine::LlamaCpp => serve_llama_cpp(&config, &ready_tx, &inbox),
             })
             .map_err(|e| LocalError::Internal(format!("cannot start the model thread: {e}")))?;
         let template = ready_rx
             .recv()
             .map_err(|_| LocalError::Internal("the model thread died while loading".into()))??;
-        Ok(CandleBackend {
+        Ok(LocalBackend {
             jobs,
             name,
             template,
@@ -203,11 +228,56 @@ struct Pending {
     completion_tokens: u64,
 }
 
+/// The llama.cpp engine's thread: load, report ready, serve.
+#[cfg(feature = "llama-cpp")]
+fn serve_llama_cpp(config: &LocalConfig, ready: &Ready, inbox: &mpsc::Receiver<Job>) {
+    let loaded = llama_cpp::LlamaCppModel::load(&config.model, config.tokenizer.as_deref())
+        .and_then(|m| chat_ready(config, &m.codec).map(|()| m));
+    let model = match loaded {
+        Ok(model) => model,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    match model.engine(config.batch_size.max(1)) {
+        Ok(engine) => {
+            let _ = ready.send(Ok(model.codec.template()));
+            serve(engine, &model.codec, config, inbox);
+        }
+        Err(e) => {
+            let _ = ready.send(Err(e));
+        }
+    }
+}
+
+#[cfg(not(feature = "llama-cpp"))]
+fn serve_llama_cpp(_: &LocalConfig, ready: &Ready, _: &mpsc::Receiver<Job>) {
+    let _ = ready.send(Err(LocalError::EngineMissing {
+        feature: "llama-cpp",
+    }));
+}
+
+/// A chat prompt needs the model's template: refused before the run starts, not per request.
+fn chat_ready(config: &LocalConfig, codec: &Codec) -> Result<(), LocalError> {
+    if config.api == Api::Chat && codec.chat_template.is_none() {
+        return Err(LocalError::NoChatTemplate);
+    }
+    Ok(())
+}
+
+type Ready = mpsc::Sender<Result<Option<instill_models::ChatTemplate>, LocalError>>;
+type Waiting = VecDeque<(u64, std::sync::Arc<Vec<u32>>, SeqParams)>;
+
 /// The model thread: takes jobs whenever the batch has room, decodes, answers finished jobs.
-fn serve(loaded: &Loaded, config: &CandleConfig, inbox: &mpsc::Receiver<Job>) {
-    let (model, codec) = (&loaded.model, &loaded.codec);
+fn serve<F: Forward>(
+    mut model: F,
+    codec: &Codec,
+    config: &LocalConfig,
+    inbox: &mpsc::Receiver<Job>,
+) {
     let mut batch = Batch::default();
-    let mut waiting: VecDeque<(u64, std::sync::Arc<Vec<u32>>, SeqParams)> = VecDeque::new();
+    let mut waiting: Waiting = VecDeque::new();
     let mut pending: HashMap<u64, Pending> = HashMap::new();
     let mut next_job = 0u64;
     let mut open = true;
@@ -240,26 +310,25 @@ fn serve(loaded: &Loaded, config: &CandleConfig, inbox: &mpsc::Receiver<Job>) {
                 Err(mpsc::TryRecvError::Disconnected) => open = false,
             }
         }
-        while batch.len() < config.batch_size.max(1) {
-            let Some((tag, prompt, params)) = waiting.pop_front() else {
-                break;
-            };
-            match batch.admit(model, codec, tag, &prompt, params) {
-                Ok(Some(done)) => finish(done, &mut pending),
-                Ok(None) => {}
-                Err(e) => fail(tag >> 16, e, &mut pending),
-            }
-        }
-        match batch.step(model, codec) {
+        let stepped = admit(
+            &mut batch,
+            &mut model,
+            codec,
+            config,
+            &mut waiting,
+            &mut pending,
+        )
+        .and_then(|()| batch.step(&mut model, codec));
+        match stepped {
             Ok(done) => done.into_iter().for_each(|f| finish(f, &mut pending)),
             Err(e) => {
-                // A failed step leaves the batch unusable: fail its jobs, start afresh.
+                // A failed forward pass leaves the batch unusable: fail its jobs, start afresh.
                 let message = e.to_string();
                 let jobs: Vec<u64> = pending.keys().copied().collect();
                 for job in jobs {
                     fail(job, LocalError::Internal(message.clone()), &mut pending);
                 }
-                batch = Batch::default();
+                batch.clear(&mut model);
                 waiting.clear();
             }
         }
@@ -269,12 +338,43 @@ fn serve(loaded: &Loaded, config: &CandleConfig, inbox: &mpsc::Receiver<Job>) {
     }
 }
 
+/// Moves waiting sequences into the free slots (again when some joined and finished at once),
+/// those joining together prefilled in one forward call.
+fn admit<F: Forward>(
+    batch: &mut Batch<F::Seq>,
+    model: &mut F,
+    codec: &Codec,
+    config: &LocalConfig,
+    waiting: &mut Waiting,
+    pending: &mut HashMap<u64, Pending>,
+) -> Result<(), LocalError> {
+    loop {
+        let room = config.batch_size.max(1).saturating_sub(batch.len());
+        let joining: Vec<_> = waiting.drain(..room.min(waiting.len())).collect();
+        if joining.is_empty() {
+            return Ok(());
+        }
+        let admissions: Vec<Admission> = joining
+            .iter()
+            .map(|(tag, prompt, params)| (*tag, prompt.as_slice(), params.clone()))
+            .collect();
+        let results = batch.admit_all(model, codec, admissions)?;
+        for ((tag, _, _), result) in joining.iter().zip(results) {
+            match result {
+                Ok(Some(done)) => finish(done, pending),
+                Ok(None) => {}
+                Err(e) => fail(tag >> 16, e, pending),
+            }
+        }
+    }
+}
+
 fn enqueue(
     job: Job,
     next_job: &mut u64,
     codec: &Codec,
-    config: &CandleConfig,
-    waiting: &mut VecDeque<(u64, std::sync::Arc<Vec<u32>>, SeqParams)>,
+    config: &LocalConfig,
+    waiting: &mut Waiting,
     pending: &mut HashMap<u64, Pending>,
 ) {
     let id = *next_job;
