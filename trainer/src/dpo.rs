@@ -15,7 +15,7 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::TrainError;
 use crate::data::{Batch, PairExample, make_pair_batch, pair_buckets};
-use crate::model::{Model, sequence_logps};
+use crate::model::Model;
 
 /// Which preference loss.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,10 +127,7 @@ impl Reference {
     /// Every row's sequence log-probability under the reference, without gradients (`[rows]`).
     pub fn logps(&self, policy: &Model, batch: &Batch) -> Result<Tensor, TrainError> {
         match self {
-            Reference::Adapters => {
-                let logits = policy.forward_base(&batch.ids)?;
-                Ok(sequence_logps(&logits, &batch.ids, &batch.weights)?.detach())
-            }
+            Reference::Adapters => Ok(policy.row_logps(&batch.ids, &batch.weights, None, false)?),
             Reference::Frozen(model) => {
                 let sums: Vec<f32> = model
                     .answer_logps(&batch.ids, &batch.weights)?
@@ -165,10 +162,9 @@ pub fn pair_logps(
     dropout_seed: Option<u64>,
 ) -> Result<PairLogps, TrainError> {
     let reference_logps = reference.logps(model, batch)?;
-    let logits = model.forward(&batch.ids, dropout_seed)?;
     let (_, t) = batch.ids.dims2()?;
     Ok(PairLogps {
-        policy: sequence_logps(&logits, &batch.ids, &batch.weights)?,
+        policy: model.row_logps(&batch.ids, &batch.weights, dropout_seed, true)?,
         reference: reference_logps,
         tokens: batch.weights.narrow(1, 0, t.saturating_sub(1))?.sum(1)?,
     })

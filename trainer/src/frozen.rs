@@ -12,6 +12,7 @@
 use candle_core::{D, DType, Tensor};
 
 use crate::TrainError;
+use crate::fused_pass::Counted;
 use crate::model::{Layer, Linear, Model, masked_nll_rows, repeat_kv, sequence_logps};
 
 /// A frozen layer's fused projections. The layer's own q/k/v and gate/up weights become views
@@ -19,11 +20,11 @@ use crate::model::{Layer, Linear, Model, masked_nll_rows, repeat_kv, sequence_lo
 #[derive(Debug, Clone)]
 pub(crate) struct Fused {
     /// `[q + k + v, hidden]`.
-    qkv: Tensor,
+    pub(crate) qkv: Tensor,
     /// `[q + k + v]`, when the model has attention biases (Qwen2).
     qkv_bias: Option<Tensor>,
     /// `[2 · intermediate, hidden]`: gate's rows, then up's.
-    gate_up: Tensor,
+    pub(crate) gate_up: Tensor,
 }
 
 impl Fused {
@@ -91,9 +92,10 @@ impl Model {
         Ok(self.counted_logps(ids, weights)?.0)
     }
 
-    /// Whether every layer has its fused projections ([`Model::frozen`]).
+    /// Whether this is a [`Model::frozen`] model: nothing trains, every layer's projections
+    /// fused (a LoRA model's base is fused too, but its adapters train).
     pub(crate) fn is_frozen(&self) -> bool {
-        self.layers.iter().all(|l| l.fused.is_some())
+        self.trainable.is_empty() && self.layers.iter().all(|l| l.fused.is_some())
     }
 
     /// The fast pass: per row, the weighted sum of its counted tokens' log-probabilities and the
@@ -103,26 +105,13 @@ impl Model {
         ids: &Tensor,
         weights: &Tensor,
     ) -> Result<(Vec<f64>, Vec<f64>), TrainError> {
-        let (b, t) = ids.dims2()?;
-        if t < 2 {
-            return Err(TrainError::Data(
-                "sequences need at least two tokens".into(),
-            ));
-        }
-        let id_rows = ids.to_vec2::<u32>()?;
-        let weight_rows = weights.to_vec2::<f32>()?;
-        // The counted positions (row-major in the flattened `[B·T]` hidden states), the token
-        // each predicts, its weight and its row.
-        let (mut at, mut targets, mut counted) = (Vec::new(), Vec::new(), Vec::new());
-        for (r, (ids, ws)) in id_rows.iter().zip(&weight_rows).enumerate() {
-            for p in 0..t - 1 {
-                if ws[p] != 0.0 {
-                    at.push(u32::try_from(r * t + p).map_err(|_| too_many())?);
-                    targets.push(ids[p + 1]);
-                    counted.push((r, ws[p]));
-                }
-            }
-        }
+        let (b, _) = ids.dims2()?;
+        let Counted {
+            at,
+            targets,
+            weights: counted_weights,
+            rows: counted_rows,
+        } = Counted::of(ids, weights)?;
         let mut sums = vec![0f64; b];
         let mut counts = vec![0f64; b];
         if !at.is_empty() {
@@ -135,7 +124,7 @@ impl Model {
             let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
             let targets = Tensor::from_vec(targets, (n, 1), ids.device())?;
             let picked = logp.gather(&targets, 1)?.squeeze(1)?.to_vec1::<f32>()?;
-            for ((r, w), lp) in counted.into_iter().zip(picked) {
+            for ((r, w), lp) in counted_rows.into_iter().zip(counted_weights).zip(picked) {
                 sums[r] += f64::from(w) * f64::from(lp);
                 counts[r] += f64::from(w);
             }
@@ -208,8 +197,4 @@ fn rms_norm(x: &Tensor, weight: &Tensor, eps: f32) -> Result<Tensor, TrainError>
         eps,
     )?;
     Ok(y.to_dtype(x.dtype())?)
-}
-
-fn too_many() -> TrainError {
-    TrainError::Data("a batch of more than 2³² tokens".into())
 }

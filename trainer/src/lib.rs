@@ -25,15 +25,21 @@
 //!   a [`Model::frozen`] model with the training loss; `frozen` is that model's fast pass (fused
 //!   projections and kernels, the LM head only where a loss is counted).
 //!
+//! - Training on the CPU in f32 runs `fused_pass` (the same decoder through `ops`' fused
+//!   kernels, each with a hand-written backward, the LM head only where a loss is counted):
+//!   [`Model::nll`] and [`Model::row_logps`]; elsewhere the composed [`Model::forward`].
+//!
 //! No database, no network, no terminal: the binary reads records, tokenizes and prints.
 
 pub mod checkpoint;
 pub mod data;
 pub mod dpo;
 mod frozen;
+mod fused_pass;
 pub mod lora;
 pub mod model;
 mod objective;
+mod ops;
 pub mod optim;
 pub mod peft;
 pub mod score;

@@ -288,8 +288,7 @@ impl Model {
             .flat_map(|r| (0..t).map(move |col| if col > r { f32::NEG_INFINITY } else { 0.0 }))
             .collect();
         let mask = Tensor::from_vec(mask, (t, t), ids.device())?;
-        let seed =
-            |layer: usize, module: u64| dropout_seed.map(|s| s ^ ((layer as u64) << 8 | module));
+        let seed = |layer: usize, module: u64| layer_seed(dropout_seed, layer, module);
         for (li, l) in self.layers.iter().enumerate() {
             let h = norm(&x, &l.attn_norm, eps)?;
             let heads = |y: Tensor, n: usize| -> Result<Tensor, TrainError> {
@@ -457,7 +456,10 @@ impl Builder<'_> {
             ffn_norm: self.take(&Part::Layer(i, Module::FfnNorm).weight())?,
             fused: None,
         };
-        if self.frozen {
+        // A frozen base (scoring, or LoRA's in f32 on the CPU: the fused training pass) joins
+        // q/k/v and gate/up once.
+        let lora_fused = self.lora.is_some() && self.dtype == DType::F32 && self.device.is_cpu();
+        if self.frozen || lora_fused {
             layer.fused = Some(Fused::new(&mut layer)?);
         }
         Ok(layer)
@@ -473,6 +475,12 @@ impl Builder<'_> {
         }
         out
     }
+}
+
+/// The dropout seed of module `module` (1 q … 7 down) of layer `layer`: every pass draws a
+/// module's mask from it.
+pub(crate) fn layer_seed(seed: Option<u64>, layer: usize, module: u64) -> Option<u64> {
+    seed.map(|s| s ^ ((layer as u64) << 8 | module))
 }
 
 /// RMSNorm computed in f32 whatever the activations' type.

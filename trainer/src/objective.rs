@@ -9,7 +9,7 @@ use xxhash_rust::xxh3::Xxh3;
 use crate::TrainError;
 use crate::data::{Example, PairExample, buckets, make_batch, make_pair_batch, pair_buckets};
 use crate::dpo::{DpoConfig, DpoMetrics, Reference, evaluate_pairs, pair_logps, pair_loss};
-use crate::model::{Model, masked_nll};
+use crate::model::Model;
 
 /// What to train on and how to score it.
 #[derive(Debug, Clone, Copy)]
@@ -85,9 +85,8 @@ impl Objective<'_> {
         match self {
             Objective::Sft { train, .. } => {
                 let batch = make_batch(train, members, device)?;
-                let logits = model.forward(&batch.ids, Some(seed))?;
                 Ok(Micro {
-                    loss: masked_nll(&logits, &batch.ids, &batch.weights)?,
+                    loss: model.nll(&batch.ids, &batch.weights, Some(seed))?,
                     tokens: batch.tokens,
                     dpo: None,
                 })

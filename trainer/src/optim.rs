@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use candle_core::{Tensor, Var};
+use candle_core::{DType, Tensor, Var};
 
 use crate::TrainError;
 
@@ -77,19 +77,24 @@ impl AdamW {
         let (b1, b2) = (self.cfg.beta1, self.cfg.beta2);
         let c1 = 1.0 - b1.powi(self.step as i32);
         let c2 = 1.0 - b2.powi(self.step as i32);
+        let k = Coefficients {
+            b1,
+            b2,
+            c1,
+            c2,
+            eps: self.cfg.eps,
+            lr,
+            decay: 1.0 - lr * self.cfg.weight_decay,
+        };
         for (name, var) in vars {
             let Some(g) = grads.get(name) else { continue };
-            let m = match self.m.get(name) {
-                Some(m) => ((m * b1)? + (g * (1.0 - b1))?)?,
-                None => (g * (1.0 - b1))?,
+            let (m, v) = (self.m.get(name), self.v.get(name));
+            let fused = var.device().is_cpu() && var.dtype() == DType::F32;
+            let (m, v) = if fused {
+                k.update_values(var, g, m, v)?
+            } else {
+                k.update_tensors(var, g, m, v)?
             };
-            let v = match self.v.get(name) {
-                Some(v) => ((v * b2)? + (g.sqr()? * (1.0 - b2))?)?,
-                None => (g.sqr()? * (1.0 - b2))?,
-            };
-            let update = ((&m / c1)? / ((&v / c2)?.sqrt()? + self.cfg.eps)?)?;
-            let decayed = (var.as_tensor() * (1.0 - lr * self.cfg.weight_decay))?;
-            var.set(&(decayed - (update * lr)?)?)?;
             self.m.insert(name.clone(), m);
             self.v.insert(name.clone(), v);
         }
@@ -118,6 +123,97 @@ impl AdamW {
             }
         }
         self.step = step;
+    }
+}
+
+/// One update's numbers.
+struct Coefficients {
+    b1: f64,
+    b2: f64,
+    /// Bias corrections `1 − βᵗ`.
+    c1: f64,
+    c2: f64,
+    eps: f64,
+    lr: f64,
+    /// `1 − lr · weight_decay`.
+    decay: f64,
+}
+
+impl Coefficients {
+    /// The update in tensor ops (any device and dtype): the new moments, the variable set.
+    fn update_tensors(
+        &self,
+        var: &Var,
+        g: &Tensor,
+        m: Option<&Tensor>,
+        v: Option<&Tensor>,
+    ) -> Result<(Tensor, Tensor), TrainError> {
+        let (b1, b2) = (self.b1, self.b2);
+        let m = match m {
+            Some(m) => ((m * b1)? + (g * (1.0 - b1))?)?,
+            None => (g * (1.0 - b1))?,
+        };
+        let v = match v {
+            Some(v) => ((v * b2)? + (g.sqr()? * (1.0 - b2))?)?,
+            None => (g.sqr()? * (1.0 - b2))?,
+        };
+        let update = ((&m / self.c1)? / ((&v / self.c2)?.sqrt()? + self.eps)?)?;
+        let decayed = (var.as_tensor() * self.decay)?;
+        var.set(&(decayed - (update * self.lr)?)?)?;
+        Ok((m, v))
+    }
+
+    /// [`Coefficients::update_tensors`] in one loop over f32 values on the CPU, with the same
+    /// f32 operations in the same order (so the same bits): a few hundred small tensors' updates
+    /// without a dozen tensor ops each.
+    fn update_values(
+        &self,
+        var: &Var,
+        g: &Tensor,
+        m: Option<&Tensor>,
+        v: Option<&Tensor>,
+    ) -> Result<(Tensor, Tensor), TrainError> {
+        let values = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
+        let mut w = values(var.as_tensor())?;
+        let g = values(g)?;
+        let (mut m, mut v) = match (m, v) {
+            (Some(m), Some(v)) => (values(m)?, values(v)?),
+            _ => (vec![0f32; w.len()], vec![0f32; w.len()]),
+        };
+        if g.len() != w.len() || m.len() != w.len() || v.len() != w.len() {
+            return Err(TrainError::Shape(format!(
+                "AdamW: {} values, {} gradients, moments of {} and {}",
+                w.len(),
+                g.len(),
+                m.len(),
+                v.len()
+            )));
+        }
+        // candle's `t * x` and `t / x` with an f64 `x` are `t · (x as f32)`, `t · (1/x as f32)`.
+        let f = |x: f64| x as f32;
+        let (b1, nb1, b2, nb2) = (f(self.b1), f(1.0 - self.b1), f(self.b2), f(1.0 - self.b2));
+        let (ic1, ic2, eps, lr, decay) = (
+            f(1.0 / self.c1),
+            f(1.0 / self.c2),
+            f(self.eps),
+            f(self.lr),
+            f(self.decay),
+        );
+        for i in 0..w.len() {
+            let g = g[i];
+            // A first step's moments are zeros: `0 · β + x` is `x`, as the tensor form's `x`.
+            m[i] = m[i] * b1 + g * nb1;
+            v[i] = v[i] * b2 + g * g * nb2;
+            let update = (m[i] * ic1) / ((v[i] * ic2).sqrt() + eps);
+            w[i] = w[i] * decay - update * lr;
+        }
+        let shape = var.as_tensor().shape().clone();
+        let device = var.device().clone();
+        var.set(&Tensor::from_vec(w, shape.clone(), &device)?)?;
+        Ok((
+            Tensor::from_vec(m, shape.clone(), &device)?,
+            Tensor::from_vec(v, shape, &device)?,
+        ))
     }
 }
 

@@ -16,7 +16,7 @@ use crate::TrainError;
 use crate::checkpoint;
 use crate::data::{Example, buckets, epoch_order, make_batch};
 use crate::dpo::{DpoMetrics, MetricsMean};
-use crate::model::{Model, masked_nll};
+use crate::model::Model;
 use crate::objective::{Objective, log_columns};
 use crate::optim::{AdamW, AdamWConfig, clip, schedule};
 
@@ -132,9 +132,11 @@ pub fn evaluate(
     let mut n = 0usize;
     for members in buckets(examples, batch_size) {
         let batch = make_batch(examples, &members, device)?;
-        let logits = model.forward(&batch.ids, None)?;
-        sum += f64::from(masked_nll(&logits, &batch.ids, &batch.weights)?.to_scalar::<f32>()?)
-            * members.len() as f64;
+        sum += f64::from(
+            model
+                .nll(&batch.ids, &batch.weights, None)?
+                .to_scalar::<f32>()?,
+        ) * members.len() as f64;
         n += members.len();
     }
     Ok(if n > 0 { sum / n as f64 } else { f64::NAN })

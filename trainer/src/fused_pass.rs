@@ -1,0 +1,264 @@
+//! The training pass on the CPU in f32: the decoder of [`Model::forward`] through the fused
+//! kernels of [`crate::ops`] (each with its hand-written backward pass), on `[B·T, hidden]` rows,
+//! with q/k/v and gate/up each one matmul (fused once for a frozen base, concatenated per pass
+//! when the weights train), and the LM head and the log-softmax only at the positions whose next
+//! token is counted. The same values as the composed pass (`trainer/tests/fused.rs` holds the
+//! losses and gradients of both within 1e-5); anything else (bf16, CUDA) takes the composed
+//! pass.
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::TrainError;
+use crate::model::{Layer, Linear, Model, layer_seed, sequence_logps};
+use crate::ops::{self, Heads};
+
+/// The next-token predictions a batch counts: where (row-major in `[B·T]`), the token each
+/// predicts, its weight and its batch row. One reading of `weights` for every fast pass.
+pub(crate) struct Counted {
+    pub(crate) at: Vec<u32>,
+    pub(crate) targets: Vec<u32>,
+    pub(crate) weights: Vec<f32>,
+    pub(crate) rows: Vec<usize>,
+}
+
+impl Counted {
+    /// The positions of `ids [B, T]` with a non-zero weight in `weights [B, T]` (the token at
+    /// t+1 counts at t).
+    pub(crate) fn of(ids: &Tensor, weights: &Tensor) -> Result<Counted, TrainError> {
+        let (_, t) = ids.dims2()?;
+        if t < 2 {
+            return Err(TrainError::Data(
+                "sequences need at least two tokens".into(),
+            ));
+        }
+        let (id_rows, weight_rows) = (ids.to_vec2::<u32>()?, weights.to_vec2::<f32>()?);
+        let mut out = Counted {
+            at: Vec::new(),
+            targets: Vec::new(),
+            weights: Vec::new(),
+            rows: Vec::new(),
+        };
+        for (r, (ids, ws)) in id_rows.iter().zip(&weight_rows).enumerate() {
+            for p in 0..t - 1 {
+                if ws[p] != 0.0 {
+                    let at = u32::try_from(r * t + p)
+                        .map_err(|_| TrainError::Data("a batch of more than 2³² tokens".into()))?;
+                    out.at.push(at);
+                    out.targets.push(ids[p + 1]);
+                    out.weights.push(ws[p]);
+                    out.rows.push(r);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// `[B, n]`: row r holds the weights of row r's counted positions (zero elsewhere), so
+    /// that it times the `[n]` log-probabilities is each row's weighted sum.
+    fn row_matrix(&self, b: usize, device: &Device) -> Result<Tensor, TrainError> {
+        let n = self.at.len();
+        let mut m = vec![0f32; b * n];
+        for (i, (&r, &w)) in self.rows.iter().zip(&self.weights).enumerate() {
+            m[r * n + i] = w;
+        }
+        Ok(Tensor::from_vec(m, (b, n), device)?)
+    }
+}
+
+/// What every layer of one pass shares.
+struct Pass<'a> {
+    batch: usize,
+    seq: usize,
+    cos: Tensor,
+    sin: Tensor,
+    dropout_seed: Option<u64>,
+    adapters: bool,
+    model: &'a Model,
+}
+
+impl Model {
+    /// Whether training runs the fused kernels: f32 weights on the CPU.
+    pub(crate) fn fused_training(&self) -> bool {
+        self.dtype == DType::F32 && self.embed.device().is_cpu()
+    }
+
+    /// Each row's sequence log-probability (`[B]`: the weighted sum of the log-probabilities of
+    /// its counted next tokens; 0 for a row that counts none), differentiable:
+    /// [`sequence_logps`] of [`Model::forward`]'s logits (of [`Model::forward_base`]'s, detached,
+    /// with `adapters: false`), through the fused pass where it runs.
+    pub fn row_logps(
+        &self,
+        ids: &Tensor,
+        weights: &Tensor,
+        dropout_seed: Option<u64>,
+        adapters: bool,
+    ) -> Result<Tensor, TrainError> {
+        let counted = Counted::of(ids, weights)?;
+        if !self.fused_training() || counted.at.is_empty() {
+            let logits = if adapters {
+                self.forward(ids, dropout_seed)?
+            } else {
+                self.forward_base(ids)?
+            };
+            return sequence_logps(&logits, ids, weights);
+        }
+        let (b, _) = ids.dims2()?;
+        let device = ids.device();
+        let hidden = self.fused_hidden(ids, dropout_seed, adapters)?;
+        let n = counted.at.len();
+        let rows = hidden.index_select(&Tensor::from_vec(counted.at.clone(), n, device)?, 0)?;
+        let logits = ops::linear(&rows, &self.lm_head.weight)?;
+        let logp = ops::target_logp(&logits, counted.targets.clone())?;
+        let sums = counted
+            .row_matrix(b, device)?
+            .matmul(&logp.unsqueeze(1)?)?
+            .squeeze(1)?;
+        Ok(if adapters { sums } else { sums.detach() })
+    }
+
+    /// Masked next-token NLL, the mean over counted tokens: [`crate::masked_nll`] of
+    /// [`Model::forward`]'s logits, through the fused pass where it runs.
+    pub fn nll(
+        &self,
+        ids: &Tensor,
+        weights: &Tensor,
+        dropout_seed: Option<u64>,
+    ) -> Result<Tensor, TrainError> {
+        let (_, t) = ids.dims2()?;
+        let sums = self.row_logps(ids, weights, dropout_seed, true)?;
+        let count = weights
+            .narrow(1, 0, t.saturating_sub(1))?
+            .sum_all()?
+            .to_scalar::<f32>()?
+            .max(1.0);
+        Ok((sums.sum_all()? * (-1.0 / f64::from(count)))?)
+    }
+
+    /// The final hidden states `[B·T, hidden]` (after the last norm) of right-padded `ids`.
+    fn fused_hidden(
+        &self,
+        ids: &Tensor,
+        dropout_seed: Option<u64>,
+        adapters: bool,
+    ) -> Result<Tensor, TrainError> {
+        let (batch, seq) = ids.dims2()?;
+        let (cos, sin) = self.rope().cos_sin(0, seq, ids.device(), DType::F32)?;
+        let pass = Pass {
+            batch,
+            seq,
+            cos,
+            sin,
+            dropout_seed,
+            adapters,
+            model: self,
+        };
+        let eps = self.config.rms_norm_eps as f32;
+        let mut x = self.embed.index_select(&ids.flatten_all()?, 0)?;
+        for (li, l) in self.layers.iter().enumerate() {
+            x = pass.attention(l, li, &x)?;
+            let h = ops::rms_norm(&x, &l.ffn_norm, eps)?;
+            let gate_up = pass.fused_linear(&h, &[&l.gate, &l.up], li, 5, fused_gate_up(l))?;
+            let act = ops::swiglu(&gate_up)?;
+            x = (x + pass.linear(&act, &l.down, li, 7)?)?;
+        }
+        Ok(ops::rms_norm(&x, &self.norm, eps)?)
+    }
+}
+
+fn fused_gate_up(l: &Layer) -> Option<&Tensor> {
+    l.fused.as_ref().map(|f| &f.gate_up)
+}
+
+impl Pass<'_> {
+    /// `x + attention(norm(x))` for layer `li`.
+    fn attention(&self, l: &Layer, li: usize, x: &Tensor) -> Result<Tensor, TrainError> {
+        let c = &self.model.config;
+        let (nh, nkv, hd) = (c.num_heads, c.num_kv_heads, c.head_dim);
+        let h = ops::rms_norm(x, &l.attn_norm, c.rms_norm_eps as f32)?;
+        let fused = l.fused.as_ref().map(|f| &f.qkv);
+        let qkv = self.fused_linear(&h, &[&l.q, &l.k, &l.v], li, 1, fused)?;
+        let spec = |col, n, rep, rotate| Heads {
+            batch: self.batch,
+            seq: self.seq,
+            col,
+            n,
+            rep,
+            head_dim: hd,
+            rotate,
+        };
+        let rep = nh / nkv;
+        let q = ops::heads(&qkv, &self.cos, &self.sin, spec(0, nh, 1, true))?;
+        let k = ops::heads(&qkv, &self.cos, &self.sin, spec(nh * hd, nkv, rep, true))?;
+        let v = ops::heads(
+            &qkv,
+            &self.cos,
+            &self.sin,
+            spec((nh + nkv) * hd, nkv, rep, false),
+        )?;
+        let scale = (1.0 / (hd as f64).sqrt()) as f32;
+        let p = ops::causal_softmax(&q.matmul(&k.t()?)?, scale)?;
+        let y = p
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .reshape((self.batch * self.seq, nh * hd))?;
+        Ok((x + self.linear(&y, &l.o, li, 4)?)?)
+    }
+
+    /// One linear module: `x Wᵀ (+ b) (+ its adapter)`.
+    fn linear(
+        &self,
+        x: &Tensor,
+        lin: &Linear,
+        li: usize,
+        module: u64,
+    ) -> Result<Tensor, TrainError> {
+        let mut y = ops::linear(x, &lin.weight)?;
+        if let Some(b) = &lin.bias {
+            y = y.broadcast_add(b)?;
+        }
+        match lin.lora.as_ref().filter(|_| self.adapters) {
+            Some(lora) => Ok((y + lora.forward(x, layer_seed(self.dropout_seed, li, module))?)?),
+            None => Ok(y),
+        }
+    }
+
+    /// Modules reading the same input as one matmul, their outputs side by side: `fused` when
+    /// the frozen weights were joined once, else joined here (trained weights); biases and
+    /// adapters (modules numbered from `first`) added.
+    fn fused_linear(
+        &self,
+        x: &Tensor,
+        parts: &[&Linear],
+        li: usize,
+        first: u64,
+        fused: Option<&Tensor>,
+    ) -> Result<Tensor, TrainError> {
+        let w = match fused {
+            Some(w) => w.clone(),
+            None => Tensor::cat(&parts.iter().map(|p| &p.weight).collect::<Vec<_>>(), 0)?,
+        };
+        let mut y = ops::linear(x, &w)?;
+        let biases: Vec<&Tensor> = parts.iter().filter_map(|p| p.bias.as_ref()).collect();
+        if biases.len() == parts.len() {
+            y = y.broadcast_add(&Tensor::cat(&biases, 0)?)?;
+        } else if !biases.is_empty() {
+            return Err(TrainError::Config(
+                "fused projections must all have a bias or none".into(),
+            ));
+        }
+        if !self.adapters || parts.iter().all(|p| p.lora.is_none()) {
+            return Ok(y);
+        }
+        let rows = x.dim(0)?;
+        let mut deltas = Vec::with_capacity(parts.len());
+        for (i, p) in parts.iter().enumerate() {
+            deltas.push(match &p.lora {
+                Some(lora) => {
+                    lora.forward(x, layer_seed(self.dropout_seed, li, first + i as u64))?
+                }
+                None => Tensor::zeros((rows, p.weight.dim(0)?), DType::F32, x.device())?,
+            });
+        }
+        Ok((y + Tensor::cat(&deltas, 1)?)?)
+    }
+}

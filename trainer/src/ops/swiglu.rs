@@ -1,0 +1,89 @@
+//! SwiGLU on the fused gate/up rows: `[rows, 2I]` (gate's columns, then up's) → `silu(gate) ⊙
+//! up`, `[rows, I]`; backward `d gate = g ⊙ up ⊙ σ(gate)(1 + gate(1 − σ(gate)))`,
+//! `d up = g ⊙ silu(gate)`.
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, bail};
+use rayon::prelude::*;
+
+use super::{rows_cols, values};
+
+struct SwiGlu;
+
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+fn halves(l: &Layout) -> Result<(usize, usize)> {
+    let (rows, cols) = rows_cols(l);
+    if !cols.is_multiple_of(2) {
+        bail!("swiglu: {cols} columns do not split into gate and up")
+    }
+    Ok((rows, cols / 2))
+}
+
+impl CustomOp1 for SwiGlu {
+    fn name(&self) -> &'static str {
+        "instill-swiglu"
+    }
+
+    fn cpu_fwd(&self, x: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (rows, inter) = halves(l)?;
+        let x = values(x, l, "swiglu")?;
+        let mut y = vec![0f32; rows * inter];
+        y.par_chunks_mut(inter)
+            .zip(x.par_chunks(2 * inter))
+            .for_each(|(y, x)| {
+                let (gate, up) = x.split_at(inter);
+                for ((y, g), u) in y.iter_mut().zip(gate).zip(up) {
+                    // candle's silu: x / (1 + e^(−x)).
+                    *y = g / (1.0 + (-g).exp()) * u;
+                }
+            });
+        Ok((CpuStorage::F32(y), Shape::from((rows, inter))))
+    }
+
+    fn bwd(&self, x: &Tensor, _y: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(
+            x.apply_op2_no_bwd(&grad.contiguous()?, &SwiGluBackward)?,
+        ))
+    }
+}
+
+/// `d [rows, 2I]` from `(x [rows, 2I], g [rows, I])`.
+struct SwiGluBackward;
+
+impl CustomOp2 for SwiGluBackward {
+    fn name(&self) -> &'static str {
+        "instill-swiglu-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        x: &CpuStorage,
+        x_l: &Layout,
+        g: &CpuStorage,
+        g_l: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (_, inter) = halves(x_l)?;
+        let x = values(x, x_l, "swiglu backward")?;
+        let g = values(g, g_l, "swiglu backward")?;
+        let mut d = vec![0f32; x.len()];
+        d.par_chunks_mut(2 * inter)
+            .zip(x.par_chunks(2 * inter).zip(g.par_chunks(inter)))
+            .for_each(|(d, (x, g))| {
+                let (d_gate, d_up) = d.split_at_mut(inter);
+                let (gate, up) = x.split_at(inter);
+                for i in 0..inter {
+                    let s = sigmoid(gate[i]);
+                    d_gate[i] = g[i] * up[i] * s * (1.0 + gate[i] * (1.0 - s));
+                    d_up[i] = g[i] * gate[i] * s;
+                }
+            });
+        Ok((CpuStorage::F32(d), x_l.shape().clone()))
+    }
+}
+
+/// `silu(gate) ⊙ up` of contiguous `[rows, 2I]` rows.
+pub(crate) fn swiglu(gate_up: &Tensor) -> Result<Tensor> {
+    gate_up.apply_op1(SwiGlu)
+}

@@ -1,0 +1,194 @@
+//! Each fused kernel against the composed candle ops it replaces: values and the gradients of
+//! `Σ y ⊙ r` (r random) with respect to every input, within 1e-5.
+
+use candle_core::{D, Device, Tensor, Var};
+use instill_core::SplitMix;
+
+use super::*;
+
+fn random(shape: &[usize], seed: u64) -> Tensor {
+    let mut rng = SplitMix::new(seed);
+    let n: usize = shape.iter().product();
+    let v: Vec<f32> = (0..n).map(|_| (rng.unit() * 2.0 - 1.0) as f32).collect();
+    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+}
+
+fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+/// The gradients of `Σ f(inputs) ⊙ r` with respect to each input, and `f`'s value.
+fn grads(inputs: &[Tensor], f: impl Fn(&[Tensor]) -> Tensor) -> (Tensor, Vec<Tensor>) {
+    let vars: Vec<Var> = inputs
+        .iter()
+        .map(|t| Var::from_tensor(t).unwrap())
+        .collect();
+    let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+    let y = f(&ts);
+    let r = random(y.dims(), 99);
+    let store = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+    let g = ts.iter().map(|t| store.get(t).unwrap().clone()).collect();
+    (y, g)
+}
+
+/// `fused` and `composed` agree on values and on every gradient within `tol`.
+fn check(
+    inputs: &[Tensor],
+    fused: impl Fn(&[Tensor]) -> Tensor,
+    composed: impl Fn(&[Tensor]) -> Tensor,
+    tol: f32,
+) {
+    let (a, ga) = grads(inputs, fused);
+    let (b, gb) = grads(inputs, composed);
+    assert_eq!(a.dims(), b.dims());
+    assert!(
+        max_diff(&a, &b) < tol,
+        "values differ by {}",
+        max_diff(&a, &b)
+    );
+    for (i, (x, y)) in ga.iter().zip(&gb).enumerate() {
+        assert!(
+            max_diff(x, y) < tol,
+            "gradient {i} differs by {}",
+            max_diff(x, y)
+        );
+    }
+}
+
+#[test]
+fn linear_matches_matmul_and_skips_a_frozen_weight() {
+    let (x, w) = (random(&[7, 5], 1), random(&[3, 5], 2));
+    check(
+        &[x.clone(), w.clone()],
+        |t| linear(&t[0], &t[1]).unwrap(),
+        |t| t[0].matmul(&t[1].t().unwrap()).unwrap(),
+        1e-5,
+    );
+    let xv = Var::from_tensor(&x).unwrap();
+    let y = linear(xv.as_tensor(), &w).unwrap();
+    let store = y.sum_all().unwrap().backward().unwrap();
+    assert!(store.get(&w).is_none());
+    assert!(store.get(xv.as_tensor()).is_some());
+}
+
+#[test]
+fn rms_norm_matches_the_composed_form() {
+    check(
+        &[random(&[6, 16], 3), random(&[16], 4)],
+        |t| rms_norm(&t[0], &t[1], 1e-6).unwrap(),
+        |t| candle_nn::ops::rms_norm_slow(&t[0], &t[1], 1e-6).unwrap(),
+        1e-5,
+    );
+}
+
+#[test]
+fn heads_match_narrow_transpose_rope_and_repeat() {
+    let (b, t, nh, nkv, hd) = (2, 5, 4, 2, 8);
+    let total = (nh + 2 * nkv) * hd;
+    let angles = random(&[t, hd / 2], 5);
+    let (cos, sin) = (angles.cos().unwrap(), angles.sin().unwrap());
+    for (col, n, rep, rotate) in [
+        (0, nh, 1, true),
+        (nh * hd, nkv, 2, true),
+        ((nh + nkv) * hd, nkv, 2, false),
+    ] {
+        let spec = Heads {
+            batch: b,
+            seq: t,
+            col,
+            n,
+            rep,
+            head_dim: hd,
+            rotate,
+        };
+        check(
+            &[random(&[b * t, total], 6)],
+            |x| heads(&x[0], &cos, &sin, spec).unwrap(),
+            |x| {
+                let h = x[0]
+                    .narrow(1, col, n * hd)
+                    .unwrap()
+                    .reshape((b, t, n, hd))
+                    .unwrap()
+                    .transpose(1, 2)
+                    .unwrap()
+                    .contiguous()
+                    .unwrap();
+                let h = if rotate {
+                    candle_nn::rotary_emb::rope_slow(&h, &cos, &sin).unwrap()
+                } else {
+                    h
+                };
+                crate::model::repeat_kv(&h, rep).unwrap()
+            },
+            1e-5,
+        );
+    }
+}
+
+#[test]
+fn causal_softmax_matches_mask_and_softmax() {
+    let t = 6;
+    let mask: Vec<f32> = (0..t)
+        .flat_map(|r| (0..t).map(move |c| if c > r { f32::NEG_INFINITY } else { 0.0 }))
+        .collect();
+    let mask = Tensor::from_vec(mask, (t, t), &Device::Cpu).unwrap();
+    let scale = 0.125f32;
+    check(
+        &[random(&[2, 3, t, t], 7)],
+        |x| causal_softmax(&x[0], scale).unwrap(),
+        |x| {
+            let s = (&x[0] * f64::from(scale))
+                .unwrap()
+                .broadcast_add(&mask)
+                .unwrap();
+            candle_nn::ops::softmax(&s, D::Minus1).unwrap()
+        },
+        1e-5,
+    );
+}
+
+#[test]
+fn swiglu_matches_silu_times_up() {
+    let i = 8;
+    check(
+        &[(random(&[5, 2 * i], 8) * 4.0).unwrap()],
+        |x| swiglu(&x[0]).unwrap(),
+        |x| {
+            let gate = x[0].narrow(1, 0, i).unwrap();
+            let up = x[0].narrow(1, i, i).unwrap();
+            (candle_nn::ops::silu(&gate).unwrap() * up).unwrap()
+        },
+        1e-5,
+    );
+}
+
+#[test]
+fn target_logp_matches_log_softmax_and_gather() {
+    let targets = vec![3u32, 0, 9, 4];
+    let ids = Tensor::from_vec(targets.clone(), (4, 1), &Device::Cpu).unwrap();
+    check(
+        &[(random(&[4, 10], 9) * 5.0).unwrap()],
+        |x| target_logp(&x[0], targets.clone()).unwrap(),
+        |x| {
+            candle_nn::ops::log_softmax(&x[0], D::Minus1)
+                .unwrap()
+                .gather(&ids, 1)
+                .unwrap()
+                .squeeze(1)
+                .unwrap()
+        },
+        1e-5,
+    );
+    // A target outside the vocabulary is an error, not a panic.
+    assert!(target_logp(&random(&[1, 10], 1), vec![10]).is_err());
+}
