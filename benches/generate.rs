@@ -19,8 +19,8 @@
 //!     [--llama-server PATH] [--candle]
 //!     the same `generate` job on SmolLM2 Q4_1 (INSTILL_SMOLLM2_GGUF) with --backend llama-cpp,
 //!     and with the OpenAI backend against llama.cpp's server on the same file (PATH, else
-//!     INSTILL_LLAMA_SERVER, else /work/llama-server-build/bin/llama-server, else
-//!     `.peer-venv/bin/python -m llama_cpp.server`), optionally --backend candle: completion
+//!     INSTILL_LLAMA_SERVER, else `.peer-venv/bin/python -m llama_cpp.server`; README says how
+//!     to build llama-server), optionally --backend candle: completion
 //!     tokens/s (medians of --runs, model load included for the in-process engines) and ratios
 //! cargo bench --bench generate -- latency [--url http://127.0.0.1:18081/v1] [--waves 20]
 //!     achieved requests/s against concurrency/latency at 256 and 512 (slow_server.py --delay 1),
@@ -436,12 +436,7 @@ fn llama_server(bin: Option<String>, gguf: &str, batch: u64, port: u16) -> (Llam
         .map_or(1, |n| n.get())
         .to_string();
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let bin = bin
-        .or_else(|| std::env::var("INSTILL_LLAMA_SERVER").ok())
-        .or_else(|| {
-            let p = "/work/llama-server-build/bin/llama-server";
-            std::path::Path::new(p).exists().then(|| p.to_string())
-        });
+    let bin = bin.or_else(|| std::env::var("INSTILL_LLAMA_SERVER").ok());
     let port_s = port.to_string();
     let (mut cmd, what) = match bin {
         Some(bin) => {
