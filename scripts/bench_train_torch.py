@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """PyTorch + PEFT side of `cargo bench --bench train`: the same data (first 200 Alpaca records,
-Alpaca prompt, max 128 tokens, batch 4, sorted by length), the same LoRA (r 8, alpha 16, all
-seven projections), AdamW; tokens/s on the CPU.
+Alpaca prompt, max 128 tokens, batch 4, sorted by length), the same batches in the same order
+(instill's seeded shuffle of the length buckets, seed 1, reproduced below), the same LoRA (r 8,
+alpha 16, all seven projections), AdamW; tokens/s on the CPU.
 
     .peer-venv/bin/python scripts/bench_train_torch.py [--steps 10] [--threads 2]
 """
@@ -35,8 +36,35 @@ def examples(tok, shared):
 
 
 def batches(ex, size=4):
+    """instill's length buckets (trainer/src/data.rs `buckets`): sorted by (length, index), cut
+    into runs of `size`."""
     order = sorted(range(len(ex)), key=lambda i: (len(ex[i][0]), i))
     return [order[i:i + size] for i in range(0, len(order), size)]
+
+
+M64 = (1 << 64) - 1
+
+
+def splitmix_shuffle(items, seed):
+    """instill's `SplitMix::shuffle` (core/src/rng.rs): Fisher-Yates on SplitMix64."""
+    state = seed & M64
+    for i in range(len(items) - 1, 0, -1):
+        state = (state + 0x9E3779B97F4A7C15) & M64
+        z = state
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M64
+        z ^= z >> 31
+        j = z % (i + 1)
+        items[i], items[j] = items[j], items[i]
+    return items
+
+
+def step_batch(bs, step, seed=1):
+    """The batch instill's trainer (trainer/src/train.rs `fit`, `epoch_order`) takes at `step`:
+    each epoch walks the buckets in an order shuffled with seed ^ epoch * 0x9E3779B9."""
+    epoch, pos = divmod(step, len(bs))
+    order = splitmix_shuffle(list(range(len(bs))), seed ^ ((epoch * 0x9E3779B9) & M64))
+    return bs[order[pos]]
 
 
 def run(name, model, ex, steps, lr):
@@ -46,7 +74,7 @@ def run(name, model, ex, steps, lr):
     tokens, t0 = 0, time.perf_counter()
     first = last = None
     for step in range(steps):
-        members = bs[step % len(bs)]
+        members = step_batch(bs, step)
         t = max(len(ex[i][0]) for i in members)
         ids = torch.zeros((len(members), t), dtype=torch.long)
         labels = torch.full((len(members), t), -100, dtype=torch.long)

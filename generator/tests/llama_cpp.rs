@@ -10,7 +10,7 @@ use std::sync::{Mutex, MutexGuard};
 use candle_core::Device;
 use instill_generator::local::llama_cpp::{LlamaCppModel, LlamaEngine};
 use instill_generator::local::{
-    self, Codec, Engine, LoadOptions, LocalError, SeqParams, generate_all,
+    self, Codec, Engine, Forward, LoadOptions, LocalError, SeqParams, generate_all,
 };
 use instill_generator::{Api, Backend, CompletionRequest, LocalBackend, LocalConfig};
 
@@ -116,6 +116,41 @@ fn greedy_replies_are_the_same_at_batch_1_and_8_and_answer() {
         "ends at <|im_end|>: {:?}",
         out[0].text
     );
+}
+
+#[test]
+fn a_prompt_sharing_a_prefix_with_a_finished_one_is_prefilled_from_where_they_differ() {
+    let _turn = turn();
+    let model = LlamaCppModel::load(&smollm2(), None).expect("load");
+    let codec = &model.codec;
+    let p = params(12, 0.0, 0);
+    let [a, b] = [QUESTIONS[0], QUESTIONS[3]].map(|q| chat(codec, &[q], &p).remove(0));
+    let shared = a.0.iter().zip(&b.0).take_while(|(x, y)| x == y).count();
+    assert!(
+        shared > 4,
+        "the chat template's system turn is shared: {shared}"
+    );
+    let fresh = |prompt: &(Vec<u32>, SeqParams)| {
+        let mut engine = model.engine(1).expect("engine");
+        generate_all(&mut engine, codec, std::slice::from_ref(prompt), 1).expect("fresh")
+    };
+
+    let mut engine = model.engine(1).expect("engine");
+    let first = generate_all(&mut engine, codec, std::slice::from_ref(&a), 1).expect("a");
+    assert_eq!(engine.reused_tokens(), 0, "nothing cached yet");
+    // The same prompt again: all but its last token come from the cache.
+    let again = generate_all(&mut engine, codec, std::slice::from_ref(&a), 1).expect("a again");
+    assert_eq!(engine.reused_tokens(), a.0.len() - 1);
+    // Another prompt: only the shared prefix does; the finished reply's cells are dropped.
+    let other = generate_all(&mut engine, codec, std::slice::from_ref(&b), 1).expect("b");
+    assert_eq!(engine.reused_tokens(), a.0.len() - 1 + shared);
+    assert_eq!(first, again);
+    assert_eq!(first, fresh(&a));
+    assert_eq!(other, fresh(&b));
+    // After a reset nothing is reused.
+    engine.reset();
+    generate_all(&mut engine, codec, std::slice::from_ref(&b), 1).expect("b after reset");
+    assert_eq!(engine.reused_tokens(), a.0.len() - 1 + shared);
 }
 
 #[test]

@@ -3,6 +3,11 @@
 //! `batch × context` cells; those joining together are prefilled in one `decode` call, and every
 //! active sequence is decoded in one call per step. Tokenizing, the chat template, sampling and
 //! stop rules are instill's own ([`Codec`], [`super::engine`]), as with candle.
+//!
+//! A finished sequence's cells are kept with the tokens they hold: a later prompt takes the free
+//! slot whose tokens share the longest prefix with it and is prefilled from where they differ
+//! (llama-server's prompt cache). Self-instruct prompts share their header; `n` choices of one
+//! prompt share all of it.
 
 use std::io::Read;
 use std::num::NonZeroU32;
@@ -135,9 +140,11 @@ impl LlamaCppModel {
             ctx,
             batch: LlamaBatch::new(N_BATCH, 1),
             free: (0..sequences as i32).rev().collect(),
+            cached: vec![Vec::new(); sequences],
             sequences,
             context,
             vocab,
+            reused: 0,
         })
     }
 }
@@ -149,9 +156,14 @@ pub struct LlamaEngine<'m> {
     batch: LlamaBatch<'static>,
     /// Sequence ids not in use.
     free: Vec<i32>,
+    /// Per sequence id, the tokens whose keys and values its cells hold (positions 0..), kept
+    /// after the sequence ends for the next prompt that shares a prefix with them.
+    cached: Vec<Vec<u32>>,
     sequences: usize,
     context: usize,
     vocab: usize,
+    /// Prompt tokens taken from the cache instead of being prefilled, since the engine started.
+    reused: usize,
 }
 
 /// A sequence's id in the shared context and the positions it holds.
@@ -162,6 +174,47 @@ pub struct LlamaSeq {
 }
 
 impl LlamaEngine<'_> {
+    /// Prompt tokens taken from earlier sequences' cells instead of being prefilled.
+    pub fn reused_tokens(&self) -> usize {
+        self.reused
+    }
+
+    /// Takes the free sequence id whose cached tokens share the longest prefix with `prompt`,
+    /// drops its cells past that prefix, and returns it with the positions kept (at most all
+    /// but the prompt's last token, whose logits the caller needs).
+    fn take_slot(&mut self, prompt: &[u32]) -> Result<(i32, usize), LocalError> {
+        let common = |id: i32| {
+            let cached = &self.cached[id as usize];
+            cached
+                .iter()
+                .zip(prompt)
+                .take_while(|(a, b)| a == b)
+                .count()
+        };
+        let best = (0..self.free.len())
+            .rev()
+            .max_by_key(|&i| common(self.free[i]))
+            .ok_or_else(|| LocalError::Internal("no free sequence".into()))?;
+        let id = self.free.swap_remove(best);
+        let mut keep = common(id).min(prompt.len().saturating_sub(1));
+        // Removing a tail can fail (models whose memory is not per position): start afresh.
+        let trimmed = u32::try_from(keep).ok().is_some_and(|p0| {
+            matches!(
+                self.ctx.clear_kv_cache_seq(Some(id as u32), Some(p0), None),
+                Ok(true)
+            )
+        });
+        if !trimmed {
+            keep = 0;
+            let _ = self.ctx.clear_kv_cache_seq(Some(id as u32), None, None);
+        }
+        let cached = &mut self.cached[id as usize];
+        cached.truncate(keep);
+        cached.extend_from_slice(&prompt[keep..]);
+        self.reused += keep;
+        Ok((id, keep))
+    }
+
     /// Adds one token to the pending `decode` batch, flushing it first when full.
     fn push(
         &mut self,
@@ -228,8 +281,8 @@ impl Forward for LlamaEngine<'_> {
         let mut rows = Vec::with_capacity(prompts.len());
         self.batch.clear();
         for (row, prompt) in prompts.iter().enumerate() {
-            let id = self.free.pop().unwrap_or_default();
-            for (pos, &token) in prompt.iter().enumerate() {
+            let (id, keep) = self.take_slot(prompt)?;
+            for (pos, &token) in prompt.iter().enumerate().skip(keep) {
                 let last = (pos + 1 == prompt.len()).then_some(row);
                 self.push(token, pos, id, last, &mut rows, &mut out)?;
             }
@@ -248,6 +301,9 @@ impl Forward for LlamaEngine<'_> {
         self.batch.clear();
         for (row, (&token, seq)) in tokens.iter().zip(seqs.iter_mut()).enumerate() {
             self.push(token, seq.len, seq.id, Some(row), &mut rows, &mut out)?;
+            if let Some(cached) = self.cached.get_mut(seq.id as usize) {
+                cached.push(token);
+            }
             seq.len += 1;
         }
         self.flush(&mut rows, &mut out)?;
@@ -259,13 +315,13 @@ impl Forward for LlamaEngine<'_> {
     }
 
     fn release(&mut self, seq: LlamaSeq) {
-        // Ids are below 256, positions are all of them: the conversions cannot fail.
-        let _ = self.ctx.clear_kv_cache_seq(Some(seq.id as u32), None, None);
+        // Its cells stay, with the tokens they hold, for a later prompt to share.
         self.free.push(seq.id);
     }
 
     fn reset(&mut self) {
         self.ctx.clear_kv_cache();
         self.free = (0..self.sequences as i32).rev().collect();
+        self.cached.iter_mut().for_each(Vec::clear);
     }
 }
