@@ -42,6 +42,7 @@ pub async fn run(global: &GlobalArgs, args: &DedupArgs) -> anyhow::Result<Outcom
 
     let db = Db::open(&global.db).await?;
     let scope = load_scope(&db, show).await?;
+
     let seeds: Vec<String> = if args.with_seeds && config.rouge.is_some() {
         db.list_seeds(None)
             .await?
@@ -81,6 +82,9 @@ pub async fn run(global: &GlobalArgs, args: &DedupArgs) -> anyhow::Result<Outcom
     }
     db.close().await;
     print_summary(global, &summary)?;
+    // Freeing 52,000 records one string at a time took 10 ms of a 150 ms command; the process
+    // is about to exit, which returns their memory at once.
+    std::mem::forget(scope);
     Ok(Outcome::Done)
 }
 

@@ -2,6 +2,7 @@
 //! order.
 
 use futures::StreamExt;
+use indicatif::ProgressBar;
 use instill_dedup::Item;
 use instill_storage::{Curation, Db, Rejection, StatusFilter, StoredRecord};
 
@@ -10,24 +11,48 @@ use crate::progress;
 /// Ids per read window.
 const WINDOW: i64 = 5000;
 
-/// Every record that is not rejected, in id order, read two windows at a time.
+/// Every record that is not rejected, in id order.
 pub async fn load_scope(db: &Db, show_progress: bool) -> anyhow::Result<Vec<StoredRecord>> {
     load_records(db, StatusFilter::Kept, show_progress).await
 }
 
-/// The records `filter` selects, in id order, read two windows at a time.
+/// The records `filter` selects, in id order: in one pass off a SQLite file
+/// ([`Db::records_bulk`]), else two id windows at a time.
 pub async fn load_records(
     db: &Db,
     filter: StatusFilter,
     show_progress: bool,
 ) -> anyhow::Result<Vec<StoredRecord>> {
-    let total = db.count_records(filter).await?;
+    // The count only sizes the bar, and costs a scan of the table: none when no bar is shown.
+    let total = if show_progress {
+        db.count_records(filter).await?
+    } else {
+        0
+    };
     let bar = progress::rows(
         show_progress,
         u64::try_from(total).unwrap_or(0),
         "loading records".into(),
     );
-    let mut out = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
+    let advance = bar.clone();
+    let out = match db
+        .records_bulk(filter, move |n| advance.inc(n as u64))
+        .await?
+    {
+        Some(all) => all,
+        None => read_windows(db, filter, &bar).await?,
+    };
+    bar.finish_and_clear();
+    Ok(out)
+}
+
+/// The records `filter` selects, in id order, read two id windows at a time.
+async fn read_windows(
+    db: &Db,
+    filter: StatusFilter,
+    bar: &ProgressBar,
+) -> anyhow::Result<Vec<StoredRecord>> {
+    let mut out = Vec::new();
     if let Some((lo, hi)) = db.id_range(filter).await? {
         let windows = (lo - 1..hi)
             .step_by(WINDOW as usize)
@@ -41,7 +66,6 @@ pub async fn load_records(
             out.extend(page);
         }
     }
-    bar.finish_and_clear();
     Ok(out)
 }
 

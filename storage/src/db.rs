@@ -58,6 +58,9 @@ pub(crate) use on_pool;
 pub struct Db {
     pub(crate) pool: Pool,
     url: String,
+    /// The SQLite file, for the bulk reader (`bulk.rs`); `None` for Postgres, `:memory:` and a
+    /// URL with query options (which only sqlx's connection would honour).
+    pub(crate) sqlite_file: Option<std::path::PathBuf>,
 }
 
 impl Db {
@@ -96,9 +99,13 @@ impl Db {
                 Pool::Postgres(pool)
             }
         };
+        let sqlite_file = sqlite_path(url)
+            .filter(|p| *p != ":memory:" && !url.contains('?'))
+            .map(std::path::PathBuf::from);
         let db = Db {
             pool,
             url: redact_url(url),
+            sqlite_file,
         };
         db.migrate().await?;
         Ok(db)

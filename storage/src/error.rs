@@ -17,6 +17,12 @@ pub enum StorageError {
     /// A query failed.
     #[error("database error: {0}")]
     Sql(#[from] sqlx::Error),
+    /// The bulk read of a SQLite file failed (`bulk.rs`).
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The thread of the bulk read stopped before it answered.
+    #[error("the database reader stopped: {0}")]
+    Reader(String),
     /// A stored value does not read back (say, `history` that is not JSON).
     #[error("stored {column} of record {id} is unreadable: {message}")]
     Corrupt {

@@ -6,11 +6,12 @@
 //! - [`Writer`]: a write transaction; records go in batches (multi-row INSERT on SQLite, COPY on
 //!   Postgres), imports and seeds through the same transaction, so a command stores all or nothing.
 //! - [`Db::records_page`]: keyset pages in id order, for reads of any size;
+//!   [`Db::records_bulk`]: every record at once off a SQLite file, for the curation commands;
 //!   [`Db::export_between`]: the lean id-window read of `instill export`.
 //! - [`Db::stats`]: the aggregates of `instill stats`.
 //!
 //! Layout: `db.rs` (URL, pool, dialect dispatch, migrations), `writer.rs` (transactions),
-//! `records.rs` (batched inserts), `read.rs` (pages in id order), `export.rs` (the export's read), `imports.rs`, `seeds.rs`, `runs.rs` (runs and their request cache), `scores.rs` (scorers and their scores), `evals.rs` (evaluations and their grades), `preferences.rs` (preference pairs), `evolve.rs` (what `instill evolve` reads), `stats.rs`, `report.rs`, `verdicts.rs`, `workers.rs` (claims, leases, the acceptor lock) (one table or concern each), `testing.rs`
+//! `records.rs` (batched inserts), `read.rs` (pages in id order), `bulk.rs` (the curation commands' one-pass read), `export.rs` (the export's read), `imports.rs`, `seeds.rs`, `runs.rs` (runs and their request cache), `scores.rs` (scorers and their scores), `evals.rs` (evaluations and their grades), `preferences.rs` (preference pairs), `evolve.rs` (what `instill evolve` reads), `stats.rs`, `report.rs`, `verdicts.rs`, `workers.rs` (claims, leases, the acceptor lock) (one table or concern each), `testing.rs`
 //! (throw-away databases, feature `testing`).
 //!
 //! ```no_run
@@ -21,6 +22,7 @@
 //! # Ok(()) }
 //! ```
 
+mod bulk;
 mod db;
 mod error;
 mod evals;

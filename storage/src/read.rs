@@ -70,7 +70,7 @@ impl StatusFilter {
 }
 
 /// The columns a page reads, in this order.
-const PAGE_COLUMNS: &str = "id, instruction, input, output, system, history, reasoning, lang, source, status, reason, norm_hash";
+pub(crate) const PAGE_COLUMNS: &str = "id, instruction, input, output, system, history, reasoning, lang, source, status, reason, norm_hash";
 
 /// One page row as SQLite's JSON aggregate spells it (see [`Db::records_page`]).
 type JsonRow = (
@@ -290,7 +290,7 @@ pub(crate) fn parse_page<T: serde::de::DeserializeOwned>(
 
 /// Assembles a [`StoredRecord`], parsing the stored `history` JSON.
 #[allow(clippy::too_many_arguments)]
-fn stored(
+pub(crate) fn stored(
     id: i64,
     mut record: Record,
     history: Option<String>,
