@@ -526,20 +526,27 @@ fn local(
         )
     });
     let batch_s = batch.to_string();
-    let time = |name: &str, backend: &[&str]| -> f64 {
+    // Each run starts afresh: our engine in a new process, the server started anew (it would
+    // otherwise answer the next run's identical prompts from its prompt cache).
+    let time = |name: &str, backend: &[&str], server: bool| -> f64 {
         let mut rates = Vec::new();
+        let mut shown_name = name.to_string();
         for run in 0..runs {
+            let started = server.then(|| llama_server(bin.clone(), &gguf, batch, 18090));
+            if let Some((_, what)) = &started {
+                shown_name = format!("{name} -> {what}");
+            }
             let (db, _) = fresh_db(&format!("local-{run}"));
             let _ = instill(&db, &["seeds", "import", "--builtin", "en"]).output();
             let (secs, tokens) = local_job(&db, backend, requests, max_tokens, batch);
             rates.push(tokens as f64 / secs);
-            eprintln!("  {name} run {run}: {tokens} completion tokens in {secs:.1} s");
+            eprintln!("  {shown_name} run {run}: {tokens} completion tokens in {secs:.1} s");
         }
         let shown: Vec<String> = rates.iter().map(|r| format!("{r:.1}")).collect();
         rates.sort_by(f64::total_cmp);
         let m = rates[rates.len() / 2];
         println!(
-            "{name:<44} {m:>8.1} completion tokens/s (runs {})",
+            "{shown_name:<44} {m:>8.1} completion tokens/s (runs {})",
             shown.join(" ")
         );
         m
@@ -557,19 +564,18 @@ fn local(
             "--batch-size",
             &batch_s,
         ],
+        false,
     );
-    let theirs = {
-        let (_server, what) = llama_server(bin, &gguf, batch, 18090);
-        time(
-            &format!("--backend openai -> {what}"),
-            &[
-                "--base-url",
-                "http://127.0.0.1:18090/v1",
-                "--model",
-                "smollm2",
-            ],
-        )
-    };
+    let theirs = time(
+        "--backend openai",
+        &[
+            "--base-url",
+            "http://127.0.0.1:18090/v1",
+            "--model",
+            "smollm2",
+        ],
+        true,
+    );
     println!("llama-cpp / server: {:.2}x", ours / theirs);
     if candle {
         let c = time(
@@ -582,6 +588,7 @@ fn local(
                 "--batch-size",
                 &batch_s,
             ],
+            false,
         );
         println!("candle / server: {:.2}x", c / theirs);
     }
