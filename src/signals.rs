@@ -2,6 +2,8 @@
 //! [`Signals`] is made (a signal before the command first looks is kept, not lost), and told
 //! apart so that the exit code can say which came (130 or 143).
 
+use std::sync::{Arc, OnceLock};
+
 use crate::Outcome;
 
 /// The signal that asked a command to stop.
@@ -27,6 +29,17 @@ impl Stop {
             Stop::Interrupt => "SIGINT",
             Stop::Terminate => "SIGTERM",
         }
+    }
+}
+
+/// Which signal stopped a run, noted by [`Signals::shutdown`]'s future when one comes.
+#[derive(Debug, Clone, Default)]
+pub struct Seen(Arc<OnceLock<Stop>>);
+
+impl Seen {
+    /// How a run that ended interrupted exits: 143 after SIGTERM, else 130 (SIGINT).
+    pub fn outcome(&self) -> Outcome {
+        self.0.get().map_or(Outcome::Interrupted, |s| s.outcome())
     }
 }
 
@@ -69,6 +82,15 @@ impl Signals {
         {
             let _ = tokio::signal::ctrl_c().await;
             Stop::Interrupt
+        }
+    }
+
+    /// A future that ends at the first signal, noting which one in `seen`: what a run takes
+    /// as its shutdown.
+    pub fn shutdown(mut self, seen: &Seen) -> impl Future<Output = ()> + Send + use<> {
+        let cell = seen.0.clone();
+        async move {
+            let _ = cell.set(self.recv().await);
         }
     }
 

@@ -374,7 +374,7 @@ fn processes_sharing_a_chat_run_on_postgres_write_the_single_process_records() {
     let mut workers: Vec<std::process::Child> = (0..4).map(|_| spawn(&env, &args)).collect();
     // One worker dies mid-run, without a word: its claimed turns go to the others once their
     // leases run out; the acceptor may be the one that died. Another is told to stop
-    // (SIGTERM): it stores what arrived, gives its claims back and exits 130.
+    // (SIGTERM): it stores what arrived, gives its claims back and exits 143.
     std::thread::sleep(Duration::from_millis(700));
     wait_registered(&env, workers[1].id());
     workers[0].kill().unwrap(); // SIGKILL
@@ -387,7 +387,7 @@ fn processes_sharing_a_chat_run_on_postgres_write_the_single_process_records() {
     let stopped = workers.remove(1).wait_with_output().unwrap();
     assert_eq!(
         stopped.status.code(),
-        Some(130),
+        Some(143),
         "{}",
         String::from_utf8_lossy(&stopped.stderr)
     );

@@ -323,7 +323,7 @@ fn servers(config: FakeConfig, latency: Duration) -> (FakeServer, FakeServer) {
 fn a_signalled_worker_leaves_nothing_the_other_waits_for() {
     let (server, quick) = servers(FakeConfig::default(), Duration::from_millis(300));
     let want = single_process_export(&quick, "2000");
-    for signal in ["INT", "TERM"] {
+    for (signal, code) in [("INT", 130), ("TERM", 143)] {
         let env = Env::new(instill_storage::testing::TempDb::postgres());
         env.run(["seeds", "import", "--builtin", "en"])
             .expect_code(0);
@@ -337,7 +337,7 @@ fn a_signalled_worker_leaves_nothing_the_other_waits_for() {
             .unwrap();
         assert!(status.success());
         let outs = wait_all(children, Duration::from_secs(90));
-        expect_exit(&outs[0], 130);
+        expect_exit(&outs[0], code);
         expect_exit(&outs[1], 0);
         assert_eq!(accepted(&env), 2000, "SIG{signal}");
         assert!(

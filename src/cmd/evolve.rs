@@ -19,6 +19,7 @@ use crate::cmd::filter::load_rules;
 use crate::cmd::sent::Sent;
 use crate::cmd::{backend, stage};
 use crate::evolution::{self, Round};
+use crate::signals::Seen;
 use crate::{Outcome, progress};
 
 #[derive(Debug, Serialize)]
@@ -83,7 +84,8 @@ pub async fn run(global: &GlobalArgs, args: &EvolveArgs) -> anyhow::Result<Outco
     };
     let pool_len = pool.len();
     let config = evolve_config(args, name.clone(), ops, pool, prompts, rules);
-    let result = drive(global, args, &db, &backend, &judge, config).await?;
+    let seen = Seen::default();
+    let result = drive(global, args, &db, &backend, &judge, config, &seen).await?;
     let report = result
         .map_err(|e| anyhow::anyhow!(message(&e)))
         .context(format!("run {name}"))?;
@@ -98,7 +100,7 @@ pub async fn run(global: &GlobalArgs, args: &EvolveArgs) -> anyhow::Result<Outco
     Ok(match report.ending {
         EvolveEnding::Done => Outcome::Done,
         EvolveEnding::Incomplete => Outcome::Partial,
-        EvolveEnding::Interrupted => Outcome::Interrupted,
+        EvolveEnding::Interrupted => seen.outcome(),
     })
 }
 
@@ -241,6 +243,7 @@ async fn drive(
     backend: &Backend,
     judge: &Backend,
     config: EvolveConfig,
+    seen: &Seen,
 ) -> anyhow::Result<Result<EvolveReport, GenerateError>> {
     let total = config.pool.len() as u64 * u64::from(args.rounds);
     let bar = progress::accepted(progress::enabled(global.no_progress), total, String::new());
@@ -250,10 +253,7 @@ async fn drive(
         bar.set_position(judged.min(total));
         bar.set_message(progress_line(p, started.elapsed()));
     };
-    let mut signals = crate::signals::Signals::listen()?;
-    let shutdown = async move {
-        signals.recv().await;
-    };
+    let shutdown = crate::signals::Signals::listen()?.shutdown(seen);
     let result = instill_generator::run_evolve(db, backend, judge, config, shutdown, tick).await;
     bar.finish_and_clear();
     Ok(result)

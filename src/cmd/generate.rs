@@ -19,6 +19,7 @@ use crate::cli::{ApiArg, GenerateArgs, GlobalArgs, ModeArg};
 use crate::cmd::filter::load_rules;
 use crate::cmd::sent::Sent;
 use crate::cmd::{backend, magpie, stage};
+use crate::signals::Seen;
 use crate::{Outcome, progress};
 
 #[derive(Debug, Serialize)]
@@ -99,7 +100,8 @@ pub async fn run(global: &GlobalArgs, args: &GenerateArgs) -> anyhow::Result<Out
             .collect(),
     };
     let config = run_config(args, run_name.clone(), job, seeds, rules);
-    let result = generate(global, args, &db, &backend, config, started).await?;
+    let seen = Seen::default();
+    let result = generate(global, args, &db, &backend, config, started, &seen).await?;
     db.close().await;
     let report = result
         .map_err(|e| anyhow::anyhow!(message(&e, args.mode)))
@@ -113,7 +115,7 @@ pub async fn run(global: &GlobalArgs, args: &GenerateArgs) -> anyhow::Result<Out
     Ok(match report.ending {
         Ending::Target => Outcome::Done,
         Ending::MaxRequests => Outcome::Partial,
-        Ending::Interrupted => Outcome::Interrupted,
+        Ending::Interrupted => seen.outcome(),
     })
 }
 
@@ -242,7 +244,7 @@ fn run_config(
 }
 
 /// Runs generation with a progress bar until the target, the budget or SIGINT/SIGTERM (after
-/// which the run stops once its work is saved, and the process exits 130): as one worker of a
+/// which the run stops once its work is saved, and the process exits 130 or 143): as one worker of a
 /// shared run on Postgres, or as the only writer of a SQLite file.
 async fn generate(
     global: &GlobalArgs,
@@ -251,6 +253,7 @@ async fn generate(
     backend: &Backend,
     config: Config,
     started: Instant,
+    seen: &Seen,
 ) -> anyhow::Result<Result<RunReport, GenerateError>> {
     let bar = progress::accepted(
         progress::enabled(global.no_progress),
@@ -265,10 +268,7 @@ async fn generate(
             &backend.failed_attempts(),
         ));
     };
-    let mut signals = crate::signals::Signals::listen()?;
-    let shutdown = async move {
-        signals.recv().await;
-    };
+    let shutdown = crate::signals::Signals::listen()?.shutdown(seen);
     // SQLite: one writer. A second `generate` on the same file is refused, not interleaved.
     let _guard = stage::sqlite_lock(&global.db, "generate", "generating process")?;
     let result = match (config, db.backend()) {

@@ -17,6 +17,7 @@ use serde::Serialize;
 use crate::cli::{ApiArg, GlobalArgs, PairsArgs};
 use crate::cmd::score::Rubrics;
 use crate::cmd::{backend, scope, stage};
+use crate::signals::Seen;
 use crate::{Outcome, progress};
 
 /// Instructions per chunk: a chunk's samples are all sent before its grades, and its rows are
@@ -152,7 +153,8 @@ pub async fn run(global: &GlobalArgs, args: &PairsArgs) -> anyhow::Result<Outcom
     };
     let n = items.len() as u64;
     let cfg = config(args, &rubrics, min_margin, items);
-    let report = drive(global, &db, &sampler, &judge, cfg, n)
+    let seen = Seen::default();
+    let report = drive(global, &db, &sampler, &judge, cfg, n, &seen)
         .await?
         .map_err(|e| anyhow::anyhow!(message(&e)))
         .with_context(|| format!("pair set {}", args.name))?;
@@ -195,7 +197,7 @@ pub async fn run(global: &GlobalArgs, args: &PairsArgs) -> anyhow::Result<Outcom
     Ok(match report.ending {
         PairsEnding::Done => Outcome::Done,
         PairsEnding::Incomplete => Outcome::Partial,
-        PairsEnding::Interrupted => Outcome::Interrupted,
+        PairsEnding::Interrupted => seen.outcome(),
     })
 }
 
@@ -290,6 +292,7 @@ async fn drive(
     judge: &Backend,
     cfg: PairsConfig,
     total: u64,
+    seen: &Seen,
 ) -> anyhow::Result<Result<instill_generator::PairsReport, GenerateError>> {
     let k = u64::from(cfg.k);
     let bar = progress::rows(
@@ -302,10 +305,7 @@ async fn drive(
         bar.set_position(p.decided + p.waiting);
         bar.set_message(progress_line(p, k, started.elapsed()));
     };
-    let mut signals = crate::signals::Signals::listen()?;
-    let shutdown = async move {
-        signals.recv().await;
-    };
+    let shutdown = crate::signals::Signals::listen()?.shutdown(seen);
     let result = run_pairs(db, sampler, judge, cfg, shutdown, tick).await;
     bar.finish_and_clear();
     Ok(result)
