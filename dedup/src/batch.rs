@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::exact::exact_dups;
 use crate::filters::Rules;
-use crate::lsh::{LshConfig, Signatures, Verify, lsh_clusters};
+use crate::lsh::{LshConfig, Texts, Verify, lsh_clusters};
 use crate::minhash::{MinHasher, Shingling};
 use crate::rouge::{
     RougeVerdict, rouge_filter_exhaustive_with_progress, rouge_filter_with_progress,
@@ -34,11 +34,17 @@ pub enum Field {
 impl Field {
     /// The text MinHash shingles for `r`: the non-empty parts joined by spaces, then the history.
     pub fn text(self, r: &Record) -> String {
+        let mut t = String::new();
+        self.text_into(r, &mut t);
+        t
+    }
+
+    /// [`Field::text`] into `t` (cleared first): one buffer reused from record to record.
+    pub fn text_into(self, r: &Record, t: &mut String) {
+        t.clear();
         match self {
-            Field::Instruction => r.first_user_turn().to_string(),
+            Field::Instruction => t.push_str(r.first_user_turn()),
             Field::Record => {
-                let mut t =
-                    String::with_capacity(r.instruction.len() + r.input.len() + r.output.len() + 2);
                 for part in [&r.system, &r.instruction, &r.input, &r.output] {
                     if !part.is_empty() {
                         if !t.is_empty() {
@@ -53,7 +59,6 @@ impl Field {
                     t.push(' ');
                     t.push_str(h.assistant());
                 }
-                t
             }
         }
     }
@@ -312,6 +317,24 @@ pub fn apply_rules(items: &[Item<'_>], rules: &Rules) -> RulesOutcome {
     out
 }
 
+/// The texts MinHash signs: those of the live items, each joined when it is hashed.
+struct LiveTexts<'i, 'a> {
+    items: &'i [Item<'a>],
+    live: &'i [usize],
+    field: Field,
+}
+
+impl Texts for LiveTexts<'_, '_> {
+    fn len(&self) -> usize {
+        self.live.len()
+    }
+
+    fn text<'s>(&'s self, i: usize, buf: &'s mut String) -> &'s str {
+        self.field.text_into(self.items[self.live[i]].record, buf);
+        buf
+    }
+}
+
 /// The pipeline's state between stages.
 struct Run<'i, 'a> {
     items: &'i [Item<'a>],
@@ -364,19 +387,24 @@ impl Run<'_, '_> {
         let t = Instant::now();
         let live = self.live();
         let items = self.items;
-        let texts: Vec<String> = live
-            .par_iter()
-            .map(|&i| field.text(items[i].record))
-            .collect();
-        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        // Each record's text is built in a buffer of the thread hashing it: the texts of a
+        // large set are never all held (52,000 Alpaca records join to 20 MB).
+        let texts = LiveTexts {
+            items,
+            live: &live,
+            field,
+        };
         let hasher = MinHasher::new(stage.num_perm, stage.shingling, 1);
-        progress.begin(Step::MinHashSignatures, refs.len());
-        let sigs = Signatures::compute_with_progress(&hasher, &refs, &|k| progress.advance(k));
-        progress.end();
-        let sets: Option<Vec<Vec<u64>>> = (stage.verify == Verify::Exact)
-            .then(|| refs.par_iter().map(|t| stage.shingling.set(t)).collect());
+        let sets: Option<Vec<Vec<u64>>> = (stage.verify == Verify::Exact).then(|| {
+            live.par_iter()
+                .map(|&i| stage.shingling.set(&field.text(items[i].record)))
+                .collect()
+        });
         let config = LshConfig::for_threshold(stage.threshold, stage.num_perm, stage.verify);
-        let verdicts = lsh_clusters(&sigs, &config, sets.as_deref());
+        progress.begin(Step::MinHashSignatures, live.len());
+        let advance = |k| progress.advance(k);
+        let verdicts = lsh_clusters(&hasher, &texts, &config, sets.as_deref(), &advance);
+        progress.end();
         let mut m = StageSummary {
             checked: live.len(),
             threshold: Some(stage.threshold),

@@ -7,9 +7,11 @@
 //!   Chinese ([`Tokenizer`]).
 //! - [`LcsQuery`]: bit-parallel LCS over token ids.
 //! - [`exact_dups`]: equal normalised-content hashes, first occurrence wins.
-//! - [`MinHasher`], [`Signatures`], [`lsh_clusters`]: MinHash-LSH with bands × rows from the
+//! - [`MinHasher`], [`lsh_clusters`]: MinHash-LSH with bands × rows from the
 //!   threshold ([`optimal_bands`] when every bucket collision counts, [`verified_bands`] when
-//!   pairs are confirmed), verified pairs, union-find clusters; the signature loop is
+//!   pairs are confirmed), verified pairs, union-find clusters; every text's band keys are
+//!   kept, a full signature only for texts that share a bucket ([`Texts`] builds each text
+//!   when it is hashed, so a large set's joined texts are never all held); the signature loop is
 //!   vectorised (AVX-512 or AVX2 chosen at run time through `pulp`, no `unsafe` here); word
 //!   shingles of ASCII text are read in one pass, without a normalised copy.
 //! - [`Rules`]: the quality filters, from defaults or TOML; [`WordRule`] the word lists (Alpaca's,
@@ -53,7 +55,7 @@ pub use exact::{ExactIndex, exact_dups};
 pub use filters::{LengthRule, MismatchRule, PhraseRule, RepeatRule, Rules, RulesError, Toggle};
 pub use lcs::{LcsQuery, lcs_naive};
 pub use lsh::{
-    ClusterVerdict, LshConfig, Signatures, Verify, lsh_clusters, optimal_bands, verified_bands,
+    ClusterVerdict, LshConfig, Texts, Verify, lsh_clusters, optimal_bands, verified_bands,
 };
 pub use minhash::{MinHasher, Scratch, Shingling, estimate_jaccard, jaccard};
 pub use rouge::{
