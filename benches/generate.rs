@@ -452,7 +452,11 @@ fn llama_server(bin: Option<String>, gguf: &str, batch: u64, port: u16) -> (Llam
                 "-np",
                 &batch.to_string(),
             ])
-            .args(["-c", &ctx, "-t", &threads, "-tb", &threads]);
+            .args(["-c", &ctx, "-t", &threads, "-tb", &threads])
+            // instill asks for temperature and top-p only; the server would add its own top-k 40
+            // and min-p 0.05, a different distribution (shorter, more regular replies) and so a
+            // different job. Off, it samples what our engine samples.
+            .args(["--top-k", "0", "--min-p", "0"]);
             (c, format!("llama-server ({bin})"))
         }
         None => {

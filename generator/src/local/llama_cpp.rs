@@ -31,6 +31,10 @@ use super::{Codec, Forward, LocalError};
 pub const MAX_SEQ_CONTEXT: usize = 4096;
 /// Tokens per `decode` call: longer prefills are split.
 const N_BATCH: usize = 2048;
+/// Tokens per compute pass inside a `decode` call (llama.cpp's default is 512). Self-instruct
+/// prompts run 450–650 tokens: at 512 each prefill ended in a pass of a few dozen tokens, and
+/// 1024 made the 16-request `generate` job 12% faster (40.6 against 36.0 tokens/s).
+const N_UBATCH: usize = 1024;
 /// Sequences one llama.cpp context can hold (llama.cpp's `LLAMA_MAX_SEQ`).
 const MAX_SEQS: usize = 256;
 
@@ -126,9 +130,11 @@ impl LlamaCppModel {
         let params = LlamaContextParams::default()
             .with_n_ctx(Some(cells))
             .with_n_batch(N_BATCH as u32)
+            .with_n_ubatch(N_UBATCH as u32)
             .with_n_seq_max(sequences as u32)
             .with_n_threads(threads)
             .with_n_threads_batch(threads);
+
         let ctx = self
             .model
             .new_context(backend()?, params)
@@ -282,6 +288,12 @@ impl Forward for LlamaEngine<'_> {
         self.batch.clear();
         for (row, prompt) in prompts.iter().enumerate() {
             let (id, keep) = self.take_slot(prompt)?;
+            tracing::debug!(
+                seq = id,
+                prompt = prompt.len(),
+                cached = keep,
+                "llama.cpp prefill"
+            );
             for (pos, &token) in prompt.iter().enumerate().skip(keep) {
                 let last = (pos + 1 == prompt.len()).then_some(row);
                 self.push(token, pos, id, last, &mut rows, &mut out)?;
