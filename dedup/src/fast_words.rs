@@ -5,73 +5,107 @@
 //!
 //! A word is then a run of letters, digits and punctuation between spaces and control
 //! characters, lowercased, its punctuation dropped (`don't` is `dont`); a run of punctuation
-//! alone is no word. One table lookup per ASCII byte decides.
+//! alone is no word. One table lookup per ASCII byte decides. The hash of a word is
+//! [`word_hash`], shared with the normalising path.
 
 use instill_core::is_fast_punctuation;
-use xxhash_rust::xxh3::xxh3_64;
 
 /// Buffers reused from text to text.
 #[derive(Debug, Default)]
 pub(crate) struct WordScratch {
-    /// The word being read, lowercased and stripped of punctuation.
-    word: Vec<u8>,
+    /// The running hash of every word so far (not yet [`mix`]ed), with room for one per two
+    /// bytes read.
+    raw: Vec<u64>,
 }
 
-/// What normalising does with each ASCII byte: 0 ends a word (space and control characters), 1
-/// drops it (punctuation), anything else is the byte lowercased (letters and digits).
-const ASCII_CLASS: [u8; 128] = ascii_classes();
+/// The multiplier of the per-byte step (FNV-1a's 64-bit prime).
+const WORD_MUL: u64 = 0x0000_0100_0000_01B3;
 
-const fn ascii_classes() -> [u8; 128] {
-    let mut table = [0u8; 128];
+/// One byte into a word's running hash.
+#[inline(always)]
+fn step(h: u64, byte: u64, mul: u64) -> u64 {
+    (h ^ byte).wrapping_mul(mul)
+}
+
+/// Spreads every bit of a running hash over the whole word (murmur3's finaliser).
+#[inline(always)]
+pub(crate) fn mix(mut h: u64) -> u64 {
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
+/// The 64-bit hash of one word's bytes: FNV-1a from 0, then [`mix`]. Both word paths (this one
+/// and normalising then tokenising) hash a word with it, so a word has one hash whichever path
+/// read it.
+pub(crate) fn word_hash(word: &[u8]) -> u64 {
+    mix(word.iter().fold(0, |h, &b| step(h, u64::from(b), WORD_MUL)))
+}
+
+/// What normalising does with each ASCII byte, as the step of the running hash: a letter or
+/// digit is hashed lowercased (multiplier [`WORD_MUL`]); punctuation is dropped (`h ^ 0` times
+/// 1 leaves the hash as it was); space and control characters end the word (times 0 starts the
+/// next one from 0).
+const ASCII_STEP: [(u8, u64); 128] = ascii_steps();
+
+const fn ascii_steps() -> [(u8, u64); 128] {
+    let mut table = [(0, 0); 128];
     let mut b = 0;
     while b < 128 {
         let c = b as u8;
         table[b] = if c.is_ascii_alphanumeric() {
-            c.to_ascii_lowercase()
+            (c.to_ascii_lowercase(), WORD_MUL)
         } else if c.is_ascii_punctuation() {
-            1
+            (0, 1)
         } else {
-            0
+            (0, 0)
         };
         b += 1;
     }
     table
 }
 
-/// Pushes the xxh3 of every word of `text` onto `words`; `false` at the first character this
-/// path does not know (accents, CJK, other spaces…), when the caller normalises instead.
+/// Pushes the [`word_hash`] of every word of `text` onto `words`; `false` at the first character
+/// this path does not know (accents, CJK, other spaces…), when the caller normalises instead.
+///
+/// No branch per byte that depends on the text: every byte is one step of the running hash from
+/// the table, the running hash is written at the end of the list each time, and the list grows
+/// by one only where a word ends. (A loop that branched at every word end spent as long
+/// mispredicting as hashing.)
 pub(crate) fn word_hashes(text: &str, scratch: &mut WordScratch, words: &mut Vec<u64>) -> bool {
     let bytes = text.as_bytes();
-    let word = &mut scratch.word;
-    word.clear();
-    word.resize(bytes.len(), 0);
-    // The word so far is `word[..len]`; it never outgrows the bytes read.
-    let mut len = 0;
+    let raw = &mut scratch.raw;
+    raw.clear();
+    // A word takes at least two bytes (a letter and what ends it), the last one at least one.
+    raw.resize(bytes.len() / 2 + 2, 0);
+    let (mut h, mut in_word, mut n) = (0u64, false, 0usize);
     let mut i = 0;
     while i < bytes.len() {
         let b = bytes[i];
-        if b.is_ascii() {
-            let m = ASCII_CLASS[usize::from(b)];
-            if m == 0 {
-                if len > 0 {
-                    words.push(xxh3_64(&word[..len]));
-                    len = 0;
-                }
-            } else {
-                word[len] = m;
-                len += usize::from(m != 1);
-            }
-            i += 1;
-        } else {
+        if !b.is_ascii() {
             match text.get(i..).and_then(|t| t.chars().next()) {
                 Some(c) if is_fast_punctuation(c) => i += c.len_utf8(),
                 _ => return false,
             }
+            continue;
         }
+        let (byte, mul) = ASCII_STEP[usize::from(b)];
+        let ends = mul == 0;
+        if let Some(slot) = raw.get_mut(n) {
+            *slot = h;
+        }
+        n += usize::from(ends & in_word);
+        in_word = !ends & (in_word | (mul == WORD_MUL));
+        h = step(h, u64::from(byte), mul);
+        i += 1;
     }
-    if len > 0 {
-        words.push(xxh3_64(&word[..len]));
+    if in_word && let Some(slot) = raw.get_mut(n) {
+        *slot = h;
+        n += 1;
     }
+    words.extend(raw[..n].iter().map(|&h| mix(h)));
     true
 }
 
@@ -83,7 +117,7 @@ mod tests {
     fn slow(text: &str) -> Vec<u64> {
         let mut v = Vec::new();
         Tokenizer::Char.tokenize(&instill_core::normalize(text), |w| {
-            v.push(xxh3_64(w.as_bytes()));
+            v.push(word_hash(w.as_bytes()));
         });
         v
     }
