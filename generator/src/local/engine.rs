@@ -3,10 +3,9 @@
 //! all of them), sample with their own seeded RNG, and leave on EOS, a stop string, max new
 //! tokens or the context limit.
 
-use candle_transformers::generation::{LogitsProcessor, Sampling};
-
 use super::LocalError;
 use super::forward::Forward;
+use super::sampler::Sampler;
 use instill_models::Codec;
 
 /// How one sequence is generated.
@@ -44,7 +43,7 @@ struct Active<S> {
     tag: u64,
     params: SeqParams,
     state: S,
-    sampler: LogitsProcessor,
+    sampler: Sampler,
     ids: Vec<u32>,
     next: u32,
 }
@@ -67,22 +66,6 @@ impl<S> std::fmt::Debug for Batch<S> {
             .field("active", &self.active.len())
             .finish()
     }
-}
-
-fn sampler(params: &SeqParams) -> LogitsProcessor {
-    let sampling = if params.temperature <= 0.0 {
-        Sampling::ArgMax
-    } else if params.top_p > 0.0 && params.top_p < 1.0 {
-        Sampling::TopP {
-            p: params.top_p,
-            temperature: params.temperature,
-        }
-    } else {
-        Sampling::All {
-            temperature: params.temperature,
-        }
-    };
-    LogitsProcessor::from_sampling(params.seed, sampling)
 }
 
 /// A sequence waiting to join: the caller's tag, its prompt and how to generate it.
@@ -144,7 +127,7 @@ impl<S> Batch<S> {
         let prompts: Vec<&[u32]> = fitting.iter().map(|f| f.2).collect();
         let (states, logits) = model.prefill(&prompts)?;
         for ((row, (i, tag, _, params)), state) in fitting.into_iter().enumerate().zip(states) {
-            let mut sampler = sampler(&params);
+            let mut sampler = Sampler::new(&params);
             let next = sampler.sample(&logits.get(row)?)?;
             let mut seq = Active {
                 tag,

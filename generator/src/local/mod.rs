@@ -9,6 +9,7 @@ mod forward;
 pub mod llama_cpp;
 mod load;
 mod model;
+mod sampler;
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
