@@ -16,12 +16,14 @@
 //!     "Score: 7" at once, or --url), next to `generate` requests/s against the same server in
 //!     the same run, at concurrency 16, 64, 256 (medians of --runs)
 //! cargo bench --bench generate -- local [--requests 32] [--max-tokens 128] [--batch 8] [--runs 3]
-//!     [--llama-server PATH] [--candle]
+//!     [--temperature T] [--llama-server PATH] [--candle]
 //!     the same `generate` job on SmolLM2 Q4_1 (INSTILL_SMOLLM2_GGUF) with --backend llama-cpp,
 //!     and with the OpenAI backend against llama.cpp's server on the same file (PATH, else
 //!     INSTILL_LLAMA_SERVER, else `.peer-venv/bin/python -m llama_cpp.server`; README says how
-//!     to build llama-server), optionally --backend candle: completion
-//!     tokens/s (medians of --runs, model load included for the in-process engines) and ratios
+//!     to build llama-server), optionally --backend candle: completion tokens/s and prompt plus
+//!     completion tokens/s (medians of --runs, model load included for the in-process engines)
+//!     and ratios. Sampled replies differ in length between engines (their RNGs differ), so the
+//!     two jobs differ; `--temperature 0` makes both greedy, the same job on both sides.
 //! cargo bench --bench generate -- latency [--url http://127.0.0.1:18081/v1] [--waves 20]
 //!     achieved requests/s against concurrency/latency at 256 and 512 (slow_server.py --delay 1),
 //!     sending whole waves (waves × concurrency requests) so the ideal time is waves × 1 s
@@ -249,10 +251,6 @@ fn judge(url: Option<String>, n: u64, runs: usize) {
         ));
     }
     let _ = std::fs::write(&data, lines);
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
     for c in [16u64, 64, 256] {
         let (mut score_rates, mut gen_rates) = (Vec::new(), Vec::new());
         for _ in 0..runs {
@@ -305,7 +303,7 @@ fn judge(url: Option<String>, n: u64, runs: usize) {
             let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
             gen_rates.push(s["requests_ok"].as_f64().unwrap_or(0.0) / wall);
         }
-        let (sc, ge) = (median(score_rates), median(gen_rates));
+        let (sc, ge) = (median(&mut score_rates), median(&mut gen_rates));
         println!(
             "concurrency {c:>4}: score {sc:.0} req/s, generate {ge:.0} req/s (score/generate {:.2}), {n} requests, median of {runs}",
             sc / ge.max(1e-9)
@@ -368,28 +366,46 @@ fn workers(target: u64, runs: usize) {
             );
             rates.push(requests / wall);
         }
-        rates.sort_by(f64::total_cmp);
-        let median = rates[rates.len() / 2];
+        let mid = median(&mut rates);
         if n == 1 {
-            base = median;
+            base = mid;
         }
         let shown: Vec<String> = rates.iter().map(|r| format!("{r:.0}")).collect();
         println!(
-            "  {n} worker(s): {median:>7.0} requests/s (runs {}), {:.2}x one worker",
+            "  {n} worker(s): {mid:>7.0} requests/s (runs {}), {:.2}x one worker",
             shown.join(" "),
-            median / base
+            mid / base
         );
     }
 }
 
 /// The job `local` times: `--max-requests` requests of the builtin English seeds' prompt.
-fn local_job(db: &str, backend: &[&str], requests: u64, max_tokens: u64, batch: u64) -> (f64, u64) {
+/// The middle value (the upper one of an even count); sorts `v`.
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// The `generate` job `local` runs on each engine.
+struct LocalJob {
+    requests: u64,
+    max_tokens: u64,
+    batch: u64,
+    /// `--temperature` for both sides (generate's default when `None`).
+    temperature: Option<String>,
+}
+
+/// Runs `job` once; seconds, completion tokens and prompt tokens.
+fn local_job(db: &str, backend: &[&str], job: &LocalJob) -> (f64, u64, u64) {
     let (requests, max_tokens, batch) = (
-        requests.to_string(),
-        max_tokens.to_string(),
-        batch.to_string(),
+        job.requests.to_string(),
+        job.max_tokens.to_string(),
+        job.batch.to_string(),
     );
     let mut args = vec!["generate"];
+    if let Some(t) = &job.temperature {
+        args.extend_from_slice(&["--temperature", t]);
+    }
     args.extend_from_slice(backend);
     args.extend_from_slice(&[
         "--lang",
@@ -411,6 +427,7 @@ fn local_job(db: &str, backend: &[&str], requests: u64, max_tokens: u64, batch: 
     let secs = started.elapsed().as_secs_f64();
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
     let tokens = j["completion_tokens"].as_u64().unwrap_or(0);
+    let prompt = j["prompt_tokens"].as_u64().unwrap_or(0);
     if tokens == 0 {
         eprintln!(
             "no tokens: {}\n{}",
@@ -418,7 +435,7 @@ fn local_job(db: &str, backend: &[&str], requests: u64, max_tokens: u64, batch: 
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    (secs, tokens)
+    (secs, tokens, prompt)
 }
 
 /// llama.cpp's server on `gguf` with `batch` slots, ready to answer; killed when dropped.
@@ -515,14 +532,8 @@ fn http_ok(port: u16, path: &str) -> bool {
     s.read_exact(&mut head).is_ok() && head.ends_with(b"200")
 }
 
-fn local(
-    requests: u64,
-    max_tokens: u64,
-    batch: u64,
-    runs: usize,
-    bin: Option<String>,
-    candle: bool,
-) {
+fn local(job: &LocalJob, runs: usize, bin: Option<String>, candle: bool) {
+    let (requests, max_tokens, batch) = (job.requests, job.max_tokens, job.batch);
     let gguf = std::env::var("INSTILL_SMOLLM2_GGUF").unwrap_or_else(|_| {
         format!(
             "{}/.cache/instill-ci/models/SmolLM2-135M-Instruct.Q4_1.gguf",
@@ -532,8 +543,9 @@ fn local(
     let batch_s = batch.to_string();
     // Each run starts afresh: our engine in a new process, the server started anew (it would
     // otherwise answer the next run's identical prompts from its prompt cache).
-    let time = |name: &str, backend: &[&str], server: bool| -> f64 {
+    let time = |name: &str, backend: &[&str], server: bool| -> (f64, f64) {
         let mut rates = Vec::new();
+        let mut totals = Vec::new();
         let mut shown_name = name.to_string();
         for run in 0..runs {
             let started = server.then(|| llama_server(bin.clone(), &gguf, batch, 18090));
@@ -542,21 +554,27 @@ fn local(
             }
             let (db, _) = fresh_db(&format!("local-{run}"));
             let _ = instill(&db, &["seeds", "import", "--builtin", "en"]).output();
-            let (secs, tokens) = local_job(&db, backend, requests, max_tokens, batch);
+            let (secs, tokens, prompt) = local_job(&db, backend, job);
             rates.push(tokens as f64 / secs);
-            eprintln!("  {shown_name} run {run}: {tokens} completion tokens in {secs:.1} s");
+            totals.push((tokens + prompt) as f64 / secs);
+            eprintln!(
+                "  {shown_name} run {run}: {tokens} completion and {prompt} prompt tokens in {secs:.1} s"
+            );
         }
         let shown: Vec<String> = rates.iter().map(|r| format!("{r:.1}")).collect();
-        rates.sort_by(f64::total_cmp);
-        let m = rates[rates.len() / 2];
+        let shown_totals: Vec<String> = totals.iter().map(|r| format!("{r:.1}")).collect();
+        let m = median(&mut rates);
+        let t = median(&mut totals);
         println!(
-            "{shown_name:<44} {m:>8.1} completion tokens/s (runs {})",
-            shown.join(" ")
+            "{shown_name:<44} {m:>8.1} completion tokens/s (runs {}); {t:.1} prompt + completion tokens/s (runs {})",
+            shown.join(" "),
+            shown_totals.join(" ")
         );
-        m
+        (m, t)
     };
+    let temperature = job.temperature.as_deref().unwrap_or("generate's default");
     println!(
-        "generate, {requests} requests, --max-tokens {max_tokens}, {batch} at a time, SmolLM2-135M Q4_1:"
+        "generate, {requests} requests, --max-tokens {max_tokens}, {batch} at a time, temperature {temperature}, SmolLM2-135M:"
     );
     let ours = time(
         "--backend llama-cpp",
@@ -580,7 +598,11 @@ fn local(
         ],
         true,
     );
-    println!("llama-cpp / server: {:.2}x", ours / theirs);
+    println!(
+        "llama-cpp / server: {:.2}x completion tokens/s, {:.2}x prompt + completion",
+        ours.0 / theirs.0,
+        ours.1 / theirs.1
+    );
     if candle {
         let c = time(
             "--backend candle",
@@ -594,7 +616,11 @@ fn local(
             ],
             false,
         );
-        println!("candle / server: {:.2}x", c / theirs);
+        println!(
+            "candle / server: {:.2}x completion tokens/s, {:.2}x prompt + completion",
+            c.0 / theirs.0,
+            c.1 / theirs.1
+        );
     }
 }
 
@@ -669,11 +695,14 @@ fn main() {
             opt("--runs").and_then(|v| v.parse().ok()).unwrap_or(3),
         ),
         Some("local") => local(
-            opt("--requests").and_then(|v| v.parse().ok()).unwrap_or(32),
-            opt("--max-tokens")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(128),
-            opt("--batch").and_then(|v| v.parse().ok()).unwrap_or(8),
+            &LocalJob {
+                requests: opt("--requests").and_then(|v| v.parse().ok()).unwrap_or(32),
+                max_tokens: opt("--max-tokens")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(128),
+                batch: opt("--batch").and_then(|v| v.parse().ok()).unwrap_or(8),
+                temperature: opt("--temperature"),
+            },
             opt("--runs").and_then(|v| v.parse().ok()).unwrap_or(3),
             opt("--llama-server"),
             args.iter().any(|a| a == "--candle"),
