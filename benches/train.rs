@@ -5,7 +5,7 @@
 //! epoch of 40 pairs on SmolLM2 and of 200 on the tiny model, tokens counting both sides.
 //!
 //! ```text
-//! cargo bench --bench train -- [--steps 10] [--dpo]   # --dpo: only the DPO cases
+//! cargo bench --bench train -- [--steps 10] [--dpo | --sft]   # only the DPO / the SFT cases
 //! .peer-venv/bin/python scripts/bench_train_torch.py [--steps 10]   # PyTorch + PEFT, same data
 //! .peer-venv/bin/python scripts/bench_dpo_trl.py                    # trl's DPOTrainer, same pairs
 //! ```
@@ -139,6 +139,7 @@ fn sft<'a>(train: &'a [Example]) -> Objective<'a> {
 fn main() {
     let steps: usize = opt("--steps").and_then(|v| v.parse().ok()).unwrap_or(10);
     let only_dpo = std::env::args().any(|a| a == "--dpo");
+    let only_sft = std::env::args().any(|a| a == "--sft");
     let lora = LoraConfig {
         r: 8,
         alpha: 16.0,
@@ -165,13 +166,15 @@ fn main() {
             Model::new(config.clone(), &weights, Some(&lora), 1, &Device::Cpu).expect("model");
         run("smollm2-135m lora", &model, &sft(&data), steps, 2e-4);
     }
-    let model = Model::new(config, &weights, Some(&lora), 1, &Device::Cpu).expect("model");
-    run_dpo(
-        "smollm2-135m dpo lora",
-        &model,
-        &pairs(&codec, eos, 40),
-        2e-4,
-    );
+    if !only_sft {
+        let model = Model::new(config, &weights, Some(&lora), 1, &Device::Cpu).expect("model");
+        run_dpo(
+            "smollm2-135m dpo lora",
+            &model,
+            &pairs(&codec, eos, 40),
+            2e-4,
+        );
+    }
 
     let tiny = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/local/tiny-llama");
     let codec = Codec::from_hf_dir(&tiny, None).expect("codec");
@@ -191,6 +194,8 @@ fn main() {
         let full = Model::new(config.clone(), &weights, None, 1, &Device::Cpu).expect("model");
         run("tiny full", &full, &sft(&data), steps * 5, 3e-3);
     }
-    let model = Model::new(config, &weights, Some(&lora), 1, &Device::Cpu).expect("model");
-    run_dpo("tiny dpo lora", &model, &pairs(&codec, eos, 200), 1e-2);
+    if !only_sft {
+        let model = Model::new(config, &weights, Some(&lora), 1, &Device::Cpu).expect("model");
+        run_dpo("tiny dpo lora", &model, &pairs(&codec, eos, 200), 1e-2);
+    }
 }
