@@ -6,6 +6,7 @@
 //!
 //! ```text
 //! cargo bench --bench train -- [--steps 10] [--dpo | --sft]   # only the DPO / the SFT cases
+//!     [--lora-dropout 0]   # the adapters' dropout (`instill train`'s default is 0.05)
 //! .peer-venv/bin/python scripts/bench_train_torch.py [--steps 10]   # PyTorch + PEFT, same data
 //! .peer-venv/bin/python scripts/bench_dpo_trl.py                    # trl's DPOTrainer, same pairs
 //! ```
@@ -143,7 +144,9 @@ fn main() {
     let lora = LoraConfig {
         r: 8,
         alpha: 16.0,
-        dropout: 0.0,
+        dropout: opt("--lora-dropout")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0),
         target_modules: instill_trainer::model::MODULES.map(String::from).to_vec(),
         modules_to_save: Vec::new(),
         use_rslora: false,

@@ -4,7 +4,7 @@ Alpaca prompt, max 128 tokens, batch 4, sorted by length), the same batches in t
 (instill's seeded shuffle of the length buckets, seed 1, reproduced below), the same LoRA (r 8,
 alpha 16, all seven projections), AdamW; tokens/s on the CPU.
 
-    .peer-venv/bin/python scripts/bench_train_torch.py [--steps 10] [--threads 2]
+    .peer-venv/bin/python scripts/bench_train_torch.py [--steps 10] [--threads 2] [--lora-dropout 0]
 """
 
 import argparse
@@ -98,12 +98,13 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--lora-dropout", type=float, default=0.0)
     ap.add_argument("--shared", default=os.environ.get("INSTILL_SHARED", os.path.join(ROOT, "..", "shared")))
     ap.add_argument("--gguf", default=os.path.expanduser("~/.cache/instill-ci/models/SmolLM2-135M-Instruct.Q4_1.gguf"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(1)
-    lora = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, task_type="CAUSAL_LM",
+    lora = LoraConfig(r=8, lora_alpha=16, lora_dropout=args.lora_dropout, task_type="CAUSAL_LM",
                       target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
     print(f"PyTorch {torch.__version__}, {args.threads} threads")
     d, f = os.path.split(args.gguf)

@@ -3,6 +3,9 @@
 //! the same prompts); training draws adapter initialisation, dropout masks and the example order
 //! from it (so a resumed run equals an uninterrupted one bit for bit).
 
+/// The golden-ratio increment of the state per draw.
+const GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
+
 /// The generator's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SplitMix(u64);
@@ -20,9 +23,15 @@ impl SplitMix {
         s
     }
 
+    /// The generator seeded with `seed` after `draws` draws, without drawing them (the state
+    /// only ever adds a constant), so that chunks of one sequence can be drawn in parallel.
+    pub fn skip(seed: u64, draws: u64) -> SplitMix {
+        SplitMix(seed.wrapping_add(draws.wrapping_mul(GAMMA)))
+    }
+
     /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        self.0 = self.0.wrapping_add(GAMMA);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
@@ -66,6 +75,15 @@ mod tests {
                 9_817_491_932_198_370_423
             ]
         );
+    }
+
+    #[test]
+    fn skip_lands_where_drawing_does() {
+        let mut rng = SplitMix::new(u64::MAX - 3);
+        for draws in 0..300u64 {
+            let mut skipped = SplitMix::skip(u64::MAX - 3, draws);
+            assert_eq!(skipped.next_u64(), rng.next_u64(), "after {draws} draws");
+        }
     }
 
     #[test]

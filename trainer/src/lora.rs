@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor, Var};
+use rayon::prelude::*;
 
 use crate::TrainError;
 use instill_core::SplitMix;
@@ -27,6 +28,27 @@ pub struct LoraConfig {
     pub rank_pattern: Vec<(String, usize)>,
     /// PEFT's `alpha_pattern`: (module name pattern, alpha) overriding `alpha`.
     pub alpha_pattern: Vec<(String, f64)>,
+}
+
+/// Values of a dropout mask drawn by one task (the draws of a chunk start where the ones
+/// before it end: [`SplitMix::skip`]).
+const MASK_CHUNK: usize = 1 << 14;
+
+/// `n` draws from `seed`, each `1 / (1 − p)` (kept: a uniform draw below `1 − p`) or 0, in
+/// parallel chunks of one sequence.
+fn dropout_mask(seed: u64, p: f64, n: usize) -> Vec<f32> {
+    let keep = 1.0 - p;
+    let kept = (1.0 / keep) as f32;
+    let mut mask = vec![0f32; n];
+    mask.par_chunks_mut(MASK_CHUNK)
+        .enumerate()
+        .for_each(|(c, chunk)| {
+            let mut rng = SplitMix::skip(seed, (c * MASK_CHUNK) as u64);
+            for m in chunk {
+                *m = if rng.unit() < keep { kept } else { 0.0 };
+            }
+        });
+    mask
 }
 
 /// Ranks above this are refused (they exceed any layer instill loads).
@@ -125,29 +147,33 @@ impl Lora {
 
     /// `scale · dropout(x) Aᵀ Bᵀ`; dropout only with a seed (training), its mask drawn from it.
     pub fn forward(&self, x: &Tensor, dropout_seed: Option<u64>) -> Result<Tensor, TrainError> {
-        // Adapters compute in f32 whatever the base's type.
-        let input = x.to_dtype(DType::F32)?;
-        let input = match dropout_seed {
-            Some(seed) if self.dropout > 0.0 => {
-                let mut rng = SplitMix::new(seed);
-                let keep = 1.0 - self.dropout;
-                let mask: Vec<f32> = (0..input.elem_count())
-                    .map(|_| {
-                        if rng.unit() < keep {
-                            (1.0 / keep) as f32
-                        } else {
-                            0.0
-                        }
-                    })
-                    .collect();
-                (input.clone() * Tensor::from_vec(mask, input.shape(), input.device())?)?
-            }
-            _ => input,
-        };
-        let y = input
+        let y = self
+            .input(x, dropout_seed)?
             .broadcast_matmul(&self.a.as_tensor().t()?)?
             .broadcast_matmul(&self.b.as_tensor().t()?)?;
         Ok((y * self.scale)?.to_dtype(x.dtype())?)
+    }
+
+    /// The dropout mask of an input of `n` values: `1 / (1 − dropout)` where kept, 0 where
+    /// dropped, drawn from `dropout_seed`; `None` when nothing is dropped (no seed: not
+    /// training; or no dropout).
+    pub(crate) fn mask(&self, n: usize, dropout_seed: Option<u64>) -> Option<Vec<f32>> {
+        let seed = dropout_seed.filter(|_| self.dropout > 0.0)?;
+        Some(dropout_mask(seed, self.dropout, n))
+    }
+
+    /// What the adapter reads: `dropout(x)` in f32 (adapters compute in f32 whatever the
+    /// base's type), the mask [`Lora::mask`].
+    pub(crate) fn input(
+        &self,
+        x: &Tensor,
+        dropout_seed: Option<u64>,
+    ) -> Result<Tensor, TrainError> {
+        let input = x.to_dtype(DType::F32)?;
+        match self.mask(input.elem_count(), dropout_seed) {
+            Some(mask) => Ok((&input * Tensor::from_vec(mask, input.shape(), input.device())?)?),
+            None => Ok(input),
+        }
     }
 
     /// `scale · B A`, the update merged into the base weight.
@@ -231,4 +257,27 @@ pub fn merge(
         }
     }
     Ok(merged)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mask_drawn_in_chunks_is_the_one_drawn_in_sequence() {
+        let n = 3 * MASK_CHUNK + 5;
+        let mut rng = SplitMix::new(42);
+        let sequential: Vec<f32> = (0..n)
+            .map(|_| {
+                if rng.unit() < 0.9 {
+                    (1.0 / 0.9) as f32
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let chunked = dropout_mask(42, 0.1, n);
+        assert_eq!(chunked, sequential);
+        assert!(chunked.contains(&0.0));
+    }
 }

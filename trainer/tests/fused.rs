@@ -1,7 +1,7 @@
 //! The fused training pass (CPU, f32) against the composed one: the same loss and the same
 //! gradient for every trainable tensor within 1e-5 (relative to the gradient's largest value),
-//! for LoRA (dropout on, adapters on q and v only, and on all seven modules) and full
-//! fine-tuning, on the tiny Llama, Llama 3 (scaled RoPE) and Qwen2 (attention biases) fixtures,
+//! for LoRA (adapters on all seven modules or some of those sharing an input, dropout on and
+//! off) and full fine-tuning, on the tiny Llama, Llama 3 (scaled RoPE) and Qwen2 (attention biases) fixtures,
 //! with a padded batch; and DPO's sequence log-probabilities, adapters on and off.
 
 #![allow(clippy::unwrap_used)]
@@ -111,10 +111,16 @@ fn the_fused_pass_matches_the_composed_one_on_loss_and_gradients() {
             &model(fixture, Some(&lora(&all, 0.1))),
             &format!("{fixture} lora"),
         );
-        same_loss_and_gradients(
-            &model(fixture, Some(&lora(&["q_proj", "v_proj"], 0.0))),
-            &format!("{fixture} lora q, v"),
-        );
+        // Adapters grouped by input: all of q, k, v (gate, up) or some, dropout drawn or not.
+        for (targets, dropout) in [(&all[..], 0.0), (&["q_proj", "v_proj"], 0.0)]
+            .into_iter()
+            .chain([(&["q_proj", "v_proj", "up_proj"][..], 0.1)])
+        {
+            same_loss_and_gradients(
+                &model(fixture, Some(&lora(targets, dropout))),
+                &format!("{fixture} lora {targets:?} dropout {dropout}"),
+            );
+        }
         same_loss_and_gradients(&model(fixture, None), &format!("{fixture} full"));
     }
 }

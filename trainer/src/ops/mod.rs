@@ -2,13 +2,15 @@
 //! 0.11's fused RMSNorm, RoPE and softmax have none, and its matmul backward also computes the
 //! gradient of a frozen weight): a linear layer that computes a weight's gradient only when the
 //! weight trains, RMSNorm, RoPE fused with the split into attention heads, the causal scaled
-//! softmax, SwiGLU, and the log-probability of each row's target token (cross-entropy whose
-//! backward writes `softmax − one-hot` without a log-softmax graph).
+//! softmax, SwiGLU, the log-probability of each row's target token (cross-entropy whose
+//! backward writes `softmax − one-hot` without a log-softmax graph), and the adapters' dropped
+//! copies of one input side by side.
 //!
 //! f32 on the CPU only: [`crate::model::Model`] runs its composed (differentiable candle ops)
 //! pass elsewhere; `ops/tests.rs` holds each kernel's values and gradients to the composed
 //! forms within 1e-5.
 
+mod copies;
 mod heads;
 mod linear;
 mod norm;
@@ -18,6 +20,7 @@ mod swiglu;
 mod tests;
 mod xent;
 
+pub(crate) use copies::dropout_copies;
 pub(crate) use heads::{Heads, heads};
 pub(crate) use linear::linear;
 pub(crate) use norm::rms_norm;

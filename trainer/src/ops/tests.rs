@@ -192,3 +192,32 @@ fn target_logp_matches_log_softmax_and_gather() {
     // A target outside the vocabulary is an error, not a panic.
     assert!(target_logp(&random(&[1, 10], 1), vec![10]).is_err());
 }
+
+#[test]
+fn dropout_copies_match_masked_products_side_by_side() {
+    let x = random(&[6, 5], 11);
+    let mask = |seed| {
+        let mut rng = SplitMix::new(seed);
+        (0..30)
+            .map(|_| if rng.unit() < 0.7 { 1.0 / 0.7 } else { 0.0 })
+            .collect::<Vec<f32>>()
+    };
+    let masks = [Some(mask(1)), None, Some(mask(2))];
+    check(
+        &[x],
+        |t| dropout_copies(&t[0], masks.to_vec()).unwrap(),
+        |t| {
+            let copies: Vec<Tensor> = masks
+                .iter()
+                .map(|m| match m {
+                    Some(m) => (&t[0] * Tensor::from_vec(m.clone(), (6, 5), &Device::Cpu).unwrap())
+                        .unwrap(),
+                    None => t[0].clone(),
+                })
+                .collect();
+            Tensor::cat(&copies, 1).unwrap()
+        },
+        1e-6,
+    );
+    assert!(dropout_copies(&random(&[6, 5], 3), vec![Some(vec![1.0; 29])]).is_err());
+}

@@ -1,0 +1,116 @@
+//! Each adapter's input side by side: `x [rows, in]` → `[rows, m·in]`, copy `j` being `x ⊙
+//! mask_j` (its adapter's dropout) or `x` itself; backward `dx = Σ_j g_j ⊙ mask_j`. One pass
+//! each way instead of a product per copy, a concatenation, and the gradients of the copies
+//! summed one addition at a time.
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, bail};
+use rayon::prelude::*;
+
+use super::{rows_cols, values};
+
+struct Copies {
+    /// Per copy, its mask (`rows · in` values) or `None` for `x` as it is.
+    masks: Vec<Option<Vec<f32>>>,
+}
+
+impl Copies {
+    fn check(&self, l: &Layout) -> Result<(usize, usize)> {
+        let (rows, cols) = rows_cols(l);
+        let wrong = self.masks.iter().flatten().find(|m| m.len() != rows * cols);
+        if l.dims().len() != 2 || self.masks.is_empty() || wrong.is_some() {
+            bail!(
+                "dropout copies: {} masks ({:?} values) for input {:?}",
+                self.masks.len(),
+                wrong.map(Vec::len),
+                l.dims()
+            )
+        }
+        Ok((rows, cols))
+    }
+
+    /// `x` (or `g`'s slice) times mask `j`'s row `r`, written or added into `dst`.
+    fn apply(&self, j: usize, r: usize, src: &[f32], dst: &mut [f32], add: bool) {
+        let d = src.len();
+        match &self.masks[j] {
+            Some(mask) => {
+                let mask = &mask[r * d..(r + 1) * d];
+                for ((o, s), m) in dst.iter_mut().zip(src).zip(mask) {
+                    *o = if add { *o + s * m } else { s * m };
+                }
+            }
+            None if add => dst.iter_mut().zip(src).for_each(|(o, s)| *o += s),
+            None => dst.copy_from_slice(src),
+        }
+    }
+}
+
+impl CustomOp1 for Copies {
+    fn name(&self) -> &'static str {
+        "instill-dropout-copies"
+    }
+
+    fn cpu_fwd(&self, x: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (rows, d) = self.check(l)?;
+        let x = values(x, l, "dropout copies")?;
+        let m = self.masks.len();
+        let mut y = vec![0f32; rows * m * d];
+        y.par_chunks_mut(m * d)
+            .zip(x.par_chunks(d))
+            .enumerate()
+            .for_each(|(r, (y, x))| {
+                for (j, y) in y.chunks_mut(d).enumerate() {
+                    self.apply(j, r, x, y, false);
+                }
+            });
+        Ok((CpuStorage::F32(y), Shape::from((rows, m * d))))
+    }
+
+    fn bwd(&self, x: &Tensor, _y: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let back = CopiesBackward(self);
+        Ok(Some(x.apply_op2_no_bwd(&grad.contiguous()?, &back)?))
+    }
+}
+
+/// `dx [rows, in]` from `(x, g [rows, m·in])`.
+struct CopiesBackward<'a>(&'a Copies);
+
+impl CustomOp2 for CopiesBackward<'_> {
+    fn name(&self) -> &'static str {
+        "instill-dropout-copies-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _x: &CpuStorage,
+        x_l: &Layout,
+        g: &CpuStorage,
+        g_l: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (rows, d) = self.0.check(x_l)?;
+        let g = values(g, g_l, "dropout copies backward")?;
+        let m = self.0.masks.len();
+        if g.len() != rows * m * d {
+            bail!(
+                "dropout copies backward: gradient {:?} for input {:?}",
+                g_l.dims(),
+                x_l.dims()
+            )
+        }
+        let mut dx = vec![0f32; rows * d];
+        dx.par_chunks_mut(d)
+            .zip(g.par_chunks(m * d))
+            .enumerate()
+            .for_each(|(r, (dx, g))| {
+                for (j, g) in g.chunks(d).enumerate() {
+                    self.0.apply(j, r, g, dx, j > 0);
+                }
+            });
+        Ok((CpuStorage::F32(dx), x_l.shape().clone()))
+    }
+}
+
+/// The copies of contiguous `x [rows, in]` under `masks` (each `rows · in` values, or `None`
+/// for `x` as it is), side by side: `[rows, masks.len() · in]`.
+pub(crate) fn dropout_copies(x: &Tensor, masks: Vec<Option<Vec<f32>>>) -> Result<Tensor> {
+    x.apply_op1(Copies { masks })
+}
