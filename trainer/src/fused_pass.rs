@@ -251,9 +251,7 @@ impl Pass<'_> {
         }
         Ok((y + self.adapters(x, parts, li, first)?)?)
     }
-}
 
-impl Pass<'_> {
     /// The adapters of `parts` (modules numbered from `first`, reading the same `x [rows,
     /// in]`), their outputs side by side, zero for a module without one: the adapters' inputs
     /// times the stacked `A`s (one thin matmul: `x [A₁; A₂; …]ᵀ` when no dropout is drawn,
