@@ -10,7 +10,7 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::TrainError;
 use crate::model::{Layer, Linear, Model, layer_seed, sequence_logps};
-use crate::ops::{self, Heads};
+use crate::ops::{self, Attention};
 
 /// The next-token predictions a batch counts: where (row-major in `[B·T]`), the token each
 /// predicts, its weight and its batch row. One reading of `weights` for every fast pass.
@@ -69,8 +69,8 @@ impl Counted {
 struct Pass<'a> {
     batch: usize,
     seq: usize,
-    cos: Tensor,
-    sin: Tensor,
+    /// RoPE's angles `[T, head_dim]`: each row the cosines, then the sines.
+    angles: Tensor,
     dropout_seed: Option<u64>,
     adapters: bool,
     model: &'a Model,
@@ -146,8 +146,7 @@ impl Model {
         let pass = Pass {
             batch,
             seq,
-            cos,
-            sin,
+            angles: Tensor::cat(&[cos, sin], 1)?,
             dropout_seed,
             adapters,
             model: self,
@@ -173,34 +172,17 @@ impl Pass<'_> {
     /// `x + attention(norm(x))` for layer `li`.
     fn attention(&self, l: &Layer, li: usize, x: &Tensor) -> Result<Tensor, TrainError> {
         let c = &self.model.config;
-        let (nh, nkv, hd) = (c.num_heads, c.num_kv_heads, c.head_dim);
         let h = ops::rms_norm(x, &l.attn_norm, c.rms_norm_eps as f32)?;
         let fused = l.fused.as_ref().map(|f| &f.qkv);
         let qkv = self.fused_linear(&h, &[&l.q, &l.k, &l.v], li, 1, fused)?;
-        let spec = |col, n, rep, rotate| Heads {
+        let shape = Attention {
             batch: self.batch,
             seq: self.seq,
-            col,
-            n,
-            rep,
-            head_dim: hd,
-            rotate,
+            heads: c.num_heads,
+            kv_heads: c.num_kv_heads,
+            head_dim: c.head_dim,
         };
-        let rep = nh / nkv;
-        let q = ops::heads(&qkv, &self.cos, &self.sin, spec(0, nh, 1, true))?;
-        let k = ops::heads(&qkv, &self.cos, &self.sin, spec(nh * hd, nkv, rep, true))?;
-        let v = ops::heads(
-            &qkv,
-            &self.cos,
-            &self.sin,
-            spec((nh + nkv) * hd, nkv, rep, false),
-        )?;
-        let scale = (1.0 / (hd as f64).sqrt()) as f32;
-        let p = ops::causal_softmax(&q.matmul(&k.t()?)?, scale)?;
-        let y = p
-            .matmul(&v)?
-            .transpose(1, 2)?
-            .reshape((self.batch * self.seq, nh * hd))?;
+        let y = ops::attention(&qkv, &self.angles, shape)?;
         Ok((x + self.linear(&y, &l.o, li, 4)?)?)
     }
 

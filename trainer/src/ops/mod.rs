@@ -1,30 +1,31 @@
 //! Fused CPU kernels for the training pass, each with a hand-written backward pass (candle
 //! 0.11's fused RMSNorm, RoPE and softmax have none, and its matmul backward also computes the
 //! gradient of a frozen weight): a linear layer that computes a weight's gradient only when the
-//! weight trains, RMSNorm, RoPE fused with the split into attention heads, the causal scaled
-//! softmax, SwiGLU, the log-probability of each row's target token (cross-entropy whose
+//! weight trains, RMSNorm, a layer's causal self-attention (RoPE, grouped-query heads,
+//! softmax and the weighted values in one op), SwiGLU, the log-probability of each row's target token (cross-entropy whose
 //! backward writes `softmax − one-hot` without a log-softmax graph), and the adapters' dropped
-//! copies of one input side by side.
+//! copies of one input side by side. Their exponentials and row sums run vectorised for the
+//! CPU at hand ([`simd`]).
 //!
 //! f32 on the CPU only: [`crate::model::Model`] runs its composed (differentiable candle ops)
 //! pass elsewhere; `ops/tests.rs` holds each kernel's values and gradients to the composed
 //! forms within 1e-5.
 
+mod attention;
 mod copies;
 mod heads;
 mod linear;
 mod norm;
-mod softmax;
+mod simd;
 mod swiglu;
 #[cfg(test)]
 mod tests;
 mod xent;
 
+pub(crate) use attention::{Attention, attention};
 pub(crate) use copies::dropout_copies;
-pub(crate) use heads::{Heads, heads};
 pub(crate) use linear::linear;
 pub(crate) use norm::rms_norm;
-pub(crate) use softmax::causal_softmax;
 pub(crate) use swiglu::swiglu;
 pub(crate) use xent::target_logp;
 

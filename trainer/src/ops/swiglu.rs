@@ -3,14 +3,59 @@
 //! `d up = g ⊙ silu(gate)`.
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, bail};
+use pulp::{Simd, WithSimd};
 use rayon::prelude::*;
 
-use super::{rows_cols, values};
+use super::{rows_cols, simd, values};
 
 struct SwiGlu;
 
+#[inline(always)]
 fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
+    1.0 / (1.0 + simd::exp(-x))
+}
+
+/// One row forward: `y = silu(gate) ⊙ up` from `x = [gate, up]`.
+struct Row<'a> {
+    y: &'a mut [f32],
+    x: &'a [f32],
+}
+
+impl WithSimd for Row<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, _: S) {
+        let (gate, up) = self.x.split_at(self.y.len());
+        for ((y, g), u) in self.y.iter_mut().zip(gate).zip(up) {
+            // candle's silu: x / (1 + e^(−x)).
+            *y = g / (1.0 + simd::exp(-g)) * u;
+        }
+    }
+}
+
+/// One row backward: `d = [d gate, d up]` from `x = [gate, up]` and the output's `g`.
+struct RowGrad<'a> {
+    d: &'a mut [f32],
+    x: &'a [f32],
+    g: &'a [f32],
+}
+
+impl WithSimd for RowGrad<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, _: S) {
+        let inter = self.g.len();
+        let (d_gate, d_up) = self.d.split_at_mut(inter);
+        let (gate, up) = self.x.split_at(inter);
+        let rows = d_gate.iter_mut().zip(d_up).zip(gate.iter().zip(up));
+        for (((dg, du), (gate, up)), g) in rows.zip(self.g) {
+            let s = sigmoid(*gate);
+            *dg = g * up * s * (1.0 + gate * (1.0 - s));
+            *du = g * gate * s;
+        }
+    }
 }
 
 fn halves(l: &Layout) -> Result<(usize, usize)> {
@@ -32,13 +77,7 @@ impl CustomOp1 for SwiGlu {
         let mut y = vec![0f32; rows * inter];
         y.par_chunks_mut(inter)
             .zip(x.par_chunks(2 * inter))
-            .for_each(|(y, x)| {
-                let (gate, up) = x.split_at(inter);
-                for ((y, g), u) in y.iter_mut().zip(gate).zip(up) {
-                    // candle's silu: x / (1 + e^(−x)).
-                    *y = g / (1.0 + (-g).exp()) * u;
-                }
-            });
+            .for_each(|(y, x)| simd::run(Row { y, x }));
         Ok((CpuStorage::F32(y), Shape::from((rows, inter))))
     }
 
@@ -70,15 +109,7 @@ impl CustomOp2 for SwiGluBackward {
         let mut d = vec![0f32; x.len()];
         d.par_chunks_mut(2 * inter)
             .zip(x.par_chunks(2 * inter).zip(g.par_chunks(inter)))
-            .for_each(|(d, (x, g))| {
-                let (d_gate, d_up) = d.split_at_mut(inter);
-                let (gate, up) = x.split_at(inter);
-                for i in 0..inter {
-                    let s = sigmoid(gate[i]);
-                    d_gate[i] = g[i] * up[i] * s * (1.0 + gate[i] * (1.0 - s));
-                    d_up[i] = g[i] * gate[i] * s;
-                }
-            });
+            .for_each(|(d, (x, g))| simd::run(RowGrad { d, x, g }));
         Ok((CpuStorage::F32(d), x_l.shape().clone()))
     }
 }

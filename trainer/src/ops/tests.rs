@@ -90,71 +90,109 @@ fn rms_norm_matches_the_composed_form() {
     );
 }
 
+/// The composed attention of `qkv [b·t, (nh + 2·nkv)·hd]` rows: narrow, reshape, transpose,
+/// RoPE, repeat the key/value heads, masked softmax of the scaled scores, times the values.
+fn composed_attention(qkv: &Tensor, cos: &Tensor, sin: &Tensor, shape: Attention) -> Tensor {
+    let Attention {
+        batch: b,
+        seq: t,
+        heads: nh,
+        kv_heads: nkv,
+        head_dim: hd,
+    } = shape;
+    let group = |col: usize, n: usize, rotate: bool| {
+        let h = qkv
+            .narrow(1, col * hd, n * hd)
+            .unwrap()
+            .reshape((b, t, n, hd))
+            .unwrap()
+            .transpose(1, 2)
+            .unwrap()
+            .contiguous()
+            .unwrap();
+        let h = if rotate {
+            candle_nn::rotary_emb::rope_slow(&h, cos, sin).unwrap()
+        } else {
+            h
+        };
+        crate::model::repeat_kv(&h, nh / n).unwrap()
+    };
+    let (q, k, v) = (
+        group(0, nh, true),
+        group(nh, nkv, true),
+        group(nh + nkv, nkv, false),
+    );
+    let mask: Vec<f32> = (0..t)
+        .flat_map(|r| (0..t).map(move |c| if c > r { f32::NEG_INFINITY } else { 0.0 }))
+        .collect();
+    let mask = Tensor::from_vec(mask, (t, t), &Device::Cpu).unwrap();
+    let s = (q.matmul(&k.t().unwrap()).unwrap() / (hd as f64).sqrt())
+        .unwrap()
+        .broadcast_add(&mask)
+        .unwrap();
+    candle_nn::ops::softmax(&s, D::Minus1)
+        .unwrap()
+        .matmul(&v)
+        .unwrap()
+        .transpose(1, 2)
+        .unwrap()
+        .reshape((b * t, nh * hd))
+        .unwrap()
+}
+
 #[test]
-fn heads_match_narrow_transpose_rope_and_repeat() {
-    let (b, t, nh, nkv, hd) = (2, 5, 4, 2, 8);
-    let total = (nh + 2 * nkv) * hd;
-    let angles = random(&[t, hd / 2], 5);
-    let (cos, sin) = (angles.cos().unwrap(), angles.sin().unwrap());
-    for (col, n, rep, rotate) in [
-        (0, nh, 1, true),
-        (nh * hd, nkv, 2, true),
-        ((nh + nkv) * hd, nkv, 2, false),
-    ] {
-        let spec = Heads {
+fn attention_matches_rope_repeat_masked_softmax_and_values() {
+    // Grouped queries (4 over 2), one key/value head per query head, a row of one position,
+    // and rows and heads longer than the 16- and 64-wide blocks (with remainders).
+    let shapes = [
+        (2, 5, 4, 2, 8),
+        (1, 7, 3, 3, 4),
+        (3, 1, 2, 1, 6),
+        (1, 19, 2, 1, 20),
+        (2, 17, 2, 2, 32),
+        (1, 70, 2, 1, 84),
+    ];
+    for (b, t, nh, nkv, hd) in shapes {
+        let shape = Attention {
             batch: b,
             seq: t,
-            col,
-            n,
-            rep,
+            heads: nh,
+            kv_heads: nkv,
             head_dim: hd,
-            rotate,
         };
+        let theta = random(&[t, hd / 2], 5);
+        let (cos, sin) = (theta.cos().unwrap(), theta.sin().unwrap());
+        let angles = Tensor::cat(&[&cos, &sin], 1).unwrap();
         check(
-            &[random(&[b * t, total], 6)],
-            |x| heads(&x[0], &cos, &sin, spec).unwrap(),
-            |x| {
-                let h = x[0]
-                    .narrow(1, col, n * hd)
-                    .unwrap()
-                    .reshape((b, t, n, hd))
-                    .unwrap()
-                    .transpose(1, 2)
-                    .unwrap()
-                    .contiguous()
-                    .unwrap();
-                let h = if rotate {
-                    candle_nn::rotary_emb::rope_slow(&h, &cos, &sin).unwrap()
-                } else {
-                    h
-                };
-                crate::model::repeat_kv(&h, rep).unwrap()
-            },
+            &[random(&[b * t, (nh + 2 * nkv) * hd], 6)],
+            |x| attention(&x[0], &angles, shape).unwrap(),
+            |x| composed_attention(&x[0], &cos, &sin, shape),
             1e-5,
         );
     }
 }
 
 #[test]
-fn causal_softmax_matches_mask_and_softmax() {
-    let t = 6;
-    let mask: Vec<f32> = (0..t)
-        .flat_map(|r| (0..t).map(move |c| if c > r { f32::NEG_INFINITY } else { 0.0 }))
-        .collect();
-    let mask = Tensor::from_vec(mask, (t, t), &Device::Cpu).unwrap();
-    let scale = 0.125f32;
-    check(
-        &[random(&[2, 3, t, t], 7)],
-        |x| causal_softmax(&x[0], scale).unwrap(),
-        |x| {
-            let s = (&x[0] * f64::from(scale))
-                .unwrap()
-                .broadcast_add(&mask)
-                .unwrap();
-            candle_nn::ops::softmax(&s, D::Minus1).unwrap()
-        },
-        1e-5,
+fn attention_refuses_shapes_that_do_not_fit() {
+    let shape = Attention {
+        batch: 2,
+        seq: 3,
+        heads: 4,
+        kv_heads: 3,
+        head_dim: 4,
+    };
+    let angles = random(&[3, 4], 1);
+    let err = attention(&random(&[6, 40], 2), &angles, shape).unwrap_err();
+    assert!(
+        err.to_string().contains("4 heads over 3 key/value heads"),
+        "{err}"
     );
+    let shape = Attention {
+        kv_heads: 2,
+        ..shape
+    };
+    let err = attention(&random(&[6, 40], 2), &angles, shape).unwrap_err();
+    assert!(err.to_string().contains("q/k/v rows [6, 40]"), "{err}");
 }
 
 #[test]

@@ -4,18 +4,48 @@
 //! intermediates) is kept.
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, bail};
+use pulp::{Simd, WithSimd};
 use rayon::prelude::*;
 
-use super::{rows_cols, values};
+use super::{rows_cols, simd, values};
 
 struct TargetLogp {
     targets: Vec<u32>,
 }
 
 /// A row's maximum and `Σ e^(z − max)`.
-fn max_sum(z: &[f32]) -> (f32, f32) {
-    let max = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    (max, z.iter().map(|v| (v - max).exp()).sum())
+struct MaxSum<'a>(&'a [f32]);
+
+impl WithSimd for MaxSum<'_> {
+    type Output = (f32, f32);
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, _: S) -> (f32, f32) {
+        let max = simd::max(self.0);
+        (max, simd::sum_exp(self.0, max))
+    }
+}
+
+/// One row's gradient: `d = k · e^(z − max)`, then `g` added at the target.
+struct RowGrad<'a> {
+    d: &'a mut [f32],
+    z: &'a [f32],
+    g: f32,
+    target: usize,
+}
+
+impl WithSimd for RowGrad<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, _: S) {
+        let max = simd::max(self.z);
+        let k = -self.g / simd::sum_exp(self.z, max);
+        for (d, z) in self.d.iter_mut().zip(self.z) {
+            *d = k * simd::exp(z - max);
+        }
+        self.d[self.target] += self.g;
+    }
 }
 
 impl TargetLogp {
@@ -47,7 +77,7 @@ impl CustomOp1 for TargetLogp {
             .par_chunks(v)
             .zip(self.targets.par_iter())
             .map(|(z, &t)| {
-                let (max, sum) = max_sum(z);
+                let (max, sum) = simd::run(MaxSum(z));
                 (z[t as usize] - max) - sum.ln()
             })
             .collect();
@@ -94,12 +124,12 @@ impl CustomOp2 for TargetLogpBackward {
             .zip(z.par_chunks(v))
             .zip(g.par_iter().zip(self.targets.par_iter()))
             .for_each(|((d, z), (&g, &t))| {
-                let (max, sum) = max_sum(z);
-                let k = -g / sum;
-                for (d, z) in d.iter_mut().zip(z) {
-                    *d = k * (z - max).exp();
-                }
-                d[t as usize] += g;
+                simd::run(RowGrad {
+                    d,
+                    z,
+                    g,
+                    target: t as usize,
+                })
             });
         Ok((CpuStorage::F32(d), z_l.shape().clone()))
     }
