@@ -13,7 +13,8 @@ use pulp::{Simd, WithSimd};
 use rayon::prelude::*;
 
 use super::heads::Heads;
-use super::{simd, values};
+use super::simd::{self, LANES};
+use super::values;
 
 /// The shape of one layer's attention.
 #[derive(Debug, Clone, Copy)]
@@ -103,9 +104,6 @@ impl Attention {
 /// Columns of the blocked products: four AVX-512 registers of f32 (eight AVX2 ones), so four
 /// independent chains of fused multiply-adds keep the pipeline full.
 const WIDE: usize = 64;
-
-/// Lanes of the narrower blocks left over by a head size that is not a multiple of [`WIDE`].
-const LANES: usize = 16;
 
 /// `n` rounded up to whole blocks of [`WIDE`].
 fn padded(n: usize) -> usize {
@@ -204,7 +202,8 @@ fn weights(p: &mut [f32], q: &[f32], key_columns: &[f32], scale: f32) {
 struct HeadForward<'a> {
     y: &'a mut [f32],
     q: &'a [f32],
-    k: &'a [f32],
+    /// The key/value head's keys, [`transposed`].
+    key_columns: &'a [f32],
     v: &'a [f32],
     d: usize,
     scale: f32,
@@ -216,11 +215,10 @@ impl WithSimd for HeadForward<'_> {
     #[inline(always)]
     fn with_simd<S: Simd>(self, _: S) {
         let d = self.d;
-        let key_columns = transposed(self.k, d);
         let mut p = vec![0f32; self.y.len() / d];
         for (i, y) in self.y.chunks_mut(d).enumerate() {
             let p = &mut p[..=i];
-            weights(p, &self.q[i * d..][..d], &key_columns, self.scale);
+            weights(p, &self.q[i * d..][..d], self.key_columns, self.scale);
             weighted_rows(y, p, self.v, false);
         }
     }
@@ -247,18 +245,20 @@ impl CustomOp2 for Forward {
         let [q, k, v] = a.split(qkv, angles);
         let (t, d) = (a.seq, a.head_dim);
         let rep = a.heads / a.kv_heads;
+        // Once per key/value head, not once per query head reading it.
+        let key_columns: Vec<Vec<f32>> = k.par_chunks(t * d).map(|k| transposed(k, d)).collect();
         let mut y = vec![0f32; q.len()];
         y.par_chunks_mut(t * d)
             .zip(q.par_chunks(t * d))
             .enumerate()
             .for_each(|(bj, (y, q))| {
                 let (b, j) = (bj / a.heads, bj % a.heads);
-                let kv = (b * a.kv_heads + j / rep) * t * d;
+                let kv = b * a.kv_heads + j / rep;
                 simd::run(HeadForward {
                     y,
                     q,
-                    k: &k[kv..][..t * d],
-                    v: &v[kv..][..t * d],
+                    key_columns: &key_columns[kv],
+                    v: &v[kv * t * d..][..t * d],
                     d,
                     scale: a.scale(),
                 })

@@ -7,8 +7,9 @@
 
 use pulp::{Arch, WithSimd};
 
-/// Lanes of the reductions: one AVX-512 register of f32, two AVX2 ones.
-const LANES: usize = 16;
+/// Lanes of the reductions (and of the narrow blocks of the attention's products): one AVX-512
+/// register of f32, two AVX2 ones.
+pub(super) const LANES: usize = 16;
 
 /// `k` in pulp's copy for the best instruction set this CPU has.
 pub(super) fn run<K: WithSimd>(k: K) -> K::Output {
