@@ -2,7 +2,9 @@
 //! kernels of [`crate::ops`] (each with its hand-written backward pass), on `[B·T, hidden]` rows,
 //! with q/k/v and gate/up each one matmul (fused once for a frozen base, concatenated per pass
 //! when the weights train), and the LM head and the log-softmax only at the positions whose next
-//! token is counted. The same values as the composed pass (`trainer/tests/fused.rs` holds the
+//! token is counted. A layer under LoRA (frozen base) runs as one op whose backward is written
+//! by hand ([`layer_backward`]); a layer whose weights train goes through candle's backprop over
+//! the kernels. The same values as the composed pass (`trainer/tests/fused.rs` holds the
 //! losses and gradients of both within 1e-5); anything else (bf16, CUDA) takes the composed
 //! pass.
 
@@ -11,6 +13,8 @@ use candle_core::{DType, Device, Tensor};
 use crate::TrainError;
 use crate::model::{Layer, Linear, Model, layer_seed, sequence_logps};
 use crate::ops::{self, Attention};
+
+mod layer_backward;
 
 /// The next-token predictions a batch counts: where (row-major in `[B·T]`), the token each
 /// predicts, its weight and its batch row. One reading of `weights` for every fast pass.
@@ -74,6 +78,55 @@ struct Pass<'a> {
     dropout_seed: Option<u64>,
     adapters: bool,
     model: &'a Model,
+}
+
+/// A layer's forward values that its backward written by hand ([`layer_backward`]) reads.
+struct LayerTrace {
+    /// The attention's normed input, its q/k/v rows and its output rows.
+    h1: Tensor,
+    qkv: Tensor,
+    att: Tensor,
+    /// The residual after attention, its norm, gate/up rows and SwiGLU.
+    x1: Tensor,
+    h2: Tensor,
+    gate_up: Tensor,
+    act: Tensor,
+    /// The four projection groups: q/k/v, o, gate/up, down.
+    qkv_proj: Projection,
+    o_proj: Projection,
+    gate_up_proj: Projection,
+    down_proj: Projection,
+}
+
+/// One group of projections reading the same input: the frozen weight it multiplied by
+/// (`[Σout, in]`) and what its adapters computed.
+struct Projection {
+    weight: Tensor,
+    adapters: Option<AdapterTrace>,
+}
+
+/// A group's adapters' forward ([`Pass::adapters`]).
+struct AdapterTrace {
+    /// What the `A`s read: the group's input, or its dropped copies side by side.
+    input: Tensor,
+    /// The copies' dropout masks, when copies were taken.
+    masks: Option<ops::Masks>,
+    /// The `A`s stacked (`[R, in]`), or down a diagonal (`[R, k·in]`) for copies.
+    a: Tensor,
+    /// `diag(s₁B₁, s₂B₂, …)`, `[Σout, R]`.
+    b: Tensor,
+    /// `input · aᵀ`, `[rows, R]`.
+    hidden: Tensor,
+    /// Each adapter's place, in module order.
+    parts: Vec<AdapterPart>,
+}
+
+/// Where one adapter sits in its group: its output's columns, its rank's columns of `hidden`
+/// (and rows of `a`), its scale.
+struct AdapterPart {
+    out: std::ops::Range<usize>,
+    rank: std::ops::Range<usize>,
+    scale: f64,
 }
 
 impl Model {
@@ -154,72 +207,86 @@ impl Model {
         let eps = self.config.rms_norm_eps as f32;
         let mut x = self.embed.index_select(&ids.flatten_all()?, 0)?;
         for (li, l) in self.layers.iter().enumerate() {
-            x = pass.attention(l, li, &x)?;
-            let h = ops::rms_norm(&x, &l.ffn_norm, eps)?;
-            let gate_up = pass.fused_linear(&h, &[&l.gate, &l.up], li, 5, fused_gate_up(l))?;
-            let act = ops::swiglu(&gate_up)?;
-            x = (x + pass.linear(&act, &l.down, li, 7)?)?;
+            x = if pass.adapters && layer_backward::fits(l) {
+                layer_backward::layer(&pass, l, li, &x)?
+            } else {
+                pass.layer(l, li, &x, false)?.0
+            };
         }
         Ok(ops::rms_norm(&x, &self.norm, eps)?)
     }
 }
 
-fn fused_gate_up(l: &Layer) -> Option<&Tensor> {
-    l.fused.as_ref().map(|f| &f.gate_up)
-}
-
 impl Pass<'_> {
-    /// `x + attention(norm(x))` for layer `li`.
-    fn attention(&self, l: &Layer, li: usize, x: &Tensor) -> Result<Tensor, TrainError> {
+    /// Layer `li` on `x [B·T, hidden]`: `x + attention(norm(x))`, then `+ mlp(norm(·))`, with
+    /// the values a backward written by hand reads. `detach`: the adapters' weights enter as
+    /// plain values (that backward computes their gradients), not as graph variables.
+    fn layer(
+        &self,
+        l: &Layer,
+        li: usize,
+        x: &Tensor,
+        detach: bool,
+    ) -> Result<(Tensor, LayerTrace), TrainError> {
         let c = &self.model.config;
-        let h = ops::rms_norm(x, &l.attn_norm, c.rms_norm_eps as f32)?;
-        let fused = l.fused.as_ref().map(|f| &f.qkv);
-        let qkv = self.fused_linear(&h, &[&l.q, &l.k, &l.v], li, 1, fused)?;
-        let shape = Attention {
+        let eps = c.rms_norm_eps as f32;
+        let h1 = ops::rms_norm(x, &l.attn_norm, eps)?;
+        let fused_qkv = l.fused.as_ref().map(|f| &f.qkv);
+        let (qkv, qkv_proj) = self.project(&h1, &[&l.q, &l.k, &l.v], li, 1, fused_qkv, detach)?;
+        let att = ops::attention(&qkv, &self.angles, self.shape())?;
+        let (o, o_proj) = self.project(&att, &[&l.o], li, 4, None, detach)?;
+        let x1 = (x + o)?;
+        let h2 = ops::rms_norm(&x1, &l.ffn_norm, eps)?;
+        let fused = l.fused.as_ref().map(|f| &f.gate_up);
+        let parts = [&l.gate, &l.up];
+        let (gate_up, gate_up_proj) = self.project(&h2, &parts, li, 5, fused, detach)?;
+        let act = ops::swiglu(&gate_up)?;
+        let (down, down_proj) = self.project(&act, &[&l.down], li, 7, None, detach)?;
+        let y = (&x1 + down)?;
+        let trace = LayerTrace {
+            h1,
+            qkv,
+            att,
+            x1,
+            h2,
+            gate_up,
+            act,
+            qkv_proj,
+            o_proj,
+            gate_up_proj,
+            down_proj,
+        };
+        Ok((y, trace))
+    }
+
+    fn shape(&self) -> Attention {
+        let c = &self.model.config;
+        Attention {
             batch: self.batch,
             seq: self.seq,
             heads: c.num_heads,
             kv_heads: c.num_kv_heads,
             head_dim: c.head_dim,
-        };
-        let y = ops::attention(&qkv, &self.angles, shape)?;
-        Ok((x + self.linear(&y, &l.o, li, 4)?)?)
-    }
-
-    /// One linear module: `x Wᵀ (+ b) (+ its adapter)`.
-    fn linear(
-        &self,
-        x: &Tensor,
-        lin: &Linear,
-        li: usize,
-        module: u64,
-    ) -> Result<Tensor, TrainError> {
-        let mut y = ops::linear(x, &lin.weight)?;
-        if let Some(b) = &lin.bias {
-            y = y.broadcast_add(b)?;
-        }
-        match lin.lora.as_ref().filter(|_| self.adapters) {
-            Some(_) => Ok((y + self.adapters(x, &[lin], li, module)?)?),
-            None => Ok(y),
         }
     }
 
-    /// Modules reading the same input as one matmul, their outputs side by side: `fused` when
-    /// the frozen weights were joined once, else joined here (trained weights); biases and
-    /// adapters (modules numbered from `first`) added.
-    fn fused_linear(
+    /// Modules reading the same `x` as one matmul, their outputs side by side: by `fused`
+    /// when the frozen weights were joined once, else joined here (trained weights); biases
+    /// and adapters (modules numbered from `first`) added.
+    fn project(
         &self,
         x: &Tensor,
         parts: &[&Linear],
         li: usize,
         first: u64,
         fused: Option<&Tensor>,
-    ) -> Result<Tensor, TrainError> {
-        let w = match fused {
+        detach: bool,
+    ) -> Result<(Tensor, Projection), TrainError> {
+        let weight = match fused {
             Some(w) => w.clone(),
             None => Tensor::cat(&parts.iter().map(|p| &p.weight).collect::<Vec<_>>(), 0)?,
         };
-        let mut y = ops::linear(x, &w)?;
+        let mut y = ops::linear(x, &weight)?;
         let biases: Vec<&Tensor> = parts.iter().filter_map(|p| p.bias.as_ref()).collect();
         if biases.len() == parts.len() {
             y = y.broadcast_add(&Tensor::cat(&biases, 0)?)?;
@@ -229,9 +296,12 @@ impl Pass<'_> {
             ));
         }
         if !self.adapters || parts.iter().all(|p| p.lora.is_none()) {
-            return Ok(y);
+            let adapters = None;
+            return Ok((y, Projection { weight, adapters }));
         }
-        Ok((y + self.adapters(x, parts, li, first)?)?)
+        let (out, trace) = self.adapters(x, parts, li, first, detach)?;
+        let adapters = Some(trace);
+        Ok(((y + out)?, Projection { weight, adapters }))
     }
 
     /// The adapters of `parts` (modules numbered from `first`, reading the same `x [rows,
@@ -246,32 +316,59 @@ impl Pass<'_> {
         parts: &[&Linear],
         li: usize,
         first: u64,
-    ) -> Result<Tensor, TrainError> {
+        detach: bool,
+    ) -> Result<(Tensor, AdapterTrace), TrainError> {
+        let weight = |v: &candle_core::Var| match detach {
+            true => v.as_tensor().detach(),
+            false => v.as_tensor().clone(),
+        };
         let mut masks = Vec::with_capacity(parts.len());
-        let mut a_blocks = Vec::with_capacity(parts.len());
-        let mut b_blocks = Vec::with_capacity(parts.len());
+        let (mut a_blocks, mut b_blocks) = (Vec::new(), Vec::new());
+        let mut places = Vec::with_capacity(parts.len());
+        let (mut out_at, mut rank_at) = (0, 0);
         for (i, p) in parts.iter().enumerate() {
             let out = p.weight.dim(0)?;
+            out_at += out;
             let Some(lora) = &p.lora else {
                 b_blocks.push(Block::Zeros(out));
                 continue;
             };
+            let rank = lora.a.dim(0)?;
+            let (out, rank) = (out_at - out..out_at, rank_at..rank_at + rank);
+            rank_at = rank.end;
+            places.push(AdapterPart {
+                out,
+                rank,
+                scale: lora.scale,
+            });
             let seed = layer_seed(self.dropout_seed, li, first + i as u64);
             masks.push(lora.mask(x.elem_count(), seed));
-            a_blocks.push(Block::Of(lora.a.as_tensor().clone()));
-            b_blocks.push(Block::Of((lora.b.as_tensor() * lora.scale)?));
+            a_blocks.push(Block::Of(weight(&lora.a)));
+            b_blocks.push(Block::Of((weight(&lora.b) * lora.scale)?));
         }
-        let hidden = if masks.iter().any(Option::is_some) {
-            let copies = ops::dropout_copies(x, masks)?;
-            ops::linear(&copies, &block_diagonal(&a_blocks, x.device())?)?
+        let (input, masks, a) = if masks.iter().any(Option::is_some) {
+            let masks = std::sync::Arc::new(masks);
+            let copies = ops::dropout_copies(x, masks.clone())?;
+            (copies, Some(masks), block_diagonal(&a_blocks, x.device())?)
         } else {
             let stacked: Vec<Tensor> = a_blocks.into_iter().filter_map(Block::tensor).collect();
-            ops::linear(x, &Tensor::cat(&stacked, 0)?)?
+            (x.clone(), None, Tensor::cat(&stacked, 0)?)
         };
-        Ok(ops::linear(
-            &hidden,
-            &block_diagonal(&b_blocks, x.device())?,
-        )?)
+        let hidden = ops::linear(&input, &a)?;
+        let b = block_diagonal(&b_blocks, x.device())?;
+        let out = ops::linear(&hidden, &b)?;
+        let parts = places;
+        Ok((
+            out,
+            AdapterTrace {
+                input,
+                masks,
+                a,
+                b,
+                hidden,
+                parts,
+            },
+        ))
     }
 }
 

@@ -278,9 +278,7 @@ impl CustomOp2 for Forward {
         _y: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let back = Backward(self.0);
-        let d = qkv.apply_op3_no_bwd(&grad.contiguous()?, angles, &back)?;
-        Ok((Some(d), None))
+        Ok((Some(attention_backward(qkv, angles, grad, self.0)?), None))
     }
 }
 
@@ -402,4 +400,14 @@ impl CustomOp3 for Backward {
 /// (each row the cosines, then the sines) → `[B·T, h·d]`.
 pub(crate) fn attention(qkv: &Tensor, angles: &Tensor, shape: Attention) -> Result<Tensor> {
     qkv.apply_op2(angles, Forward(shape))
+}
+
+/// The gradient of [`attention`]'s `qkv` from its output's gradient `g [B·T, h·d]`.
+pub(crate) fn attention_backward(
+    qkv: &Tensor,
+    angles: &Tensor,
+    g: &Tensor,
+    shape: Attention,
+) -> Result<Tensor> {
+    qkv.apply_op3_no_bwd(&g.contiguous()?, angles, &Backward(shape))
 }

@@ -3,14 +3,19 @@
 //! each way instead of a product per copy, a concatenation, and the gradients of the copies
 //! summed one addition at a time.
 
+use std::sync::Arc;
+
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
 
 use super::{rows_cols, values};
 
+/// Per copy, its dropout mask (`rows · in` values) or `None` for the input as it is; shared by
+/// the forward and a backward written by hand.
+pub(crate) type Masks = Arc<Vec<Option<Vec<f32>>>>;
+
 struct Copies {
-    /// Per copy, its mask (`rows · in` values) or `None` for `x` as it is.
-    masks: Vec<Option<Vec<f32>>>,
+    masks: Masks,
 }
 
 impl Copies {
@@ -66,15 +71,14 @@ impl CustomOp1 for Copies {
     }
 
     fn bwd(&self, x: &Tensor, _y: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        let back = CopiesBackward(self);
-        Ok(Some(x.apply_op2_no_bwd(&grad.contiguous()?, &back)?))
+        Ok(Some(dropout_copies_backward(x, grad, &self.masks)?))
     }
 }
 
 /// `dx [rows, in]` from `(x, g [rows, m·in])`.
-struct CopiesBackward<'a>(&'a Copies);
+struct CopiesBackward(Copies);
 
-impl CustomOp2 for CopiesBackward<'_> {
+impl CustomOp2 for CopiesBackward {
     fn name(&self) -> &'static str {
         "instill-dropout-copies-backward"
     }
@@ -111,6 +115,14 @@ impl CustomOp2 for CopiesBackward<'_> {
 
 /// The copies of contiguous `x [rows, in]` under `masks` (each `rows · in` values, or `None`
 /// for `x` as it is), side by side: `[rows, masks.len() · in]`.
-pub(crate) fn dropout_copies(x: &Tensor, masks: Vec<Option<Vec<f32>>>) -> Result<Tensor> {
+pub(crate) fn dropout_copies(x: &Tensor, masks: Masks) -> Result<Tensor> {
     x.apply_op1(Copies { masks })
+}
+
+/// The gradient of [`dropout_copies`]'s input `x` from the copies' gradient `g`.
+pub(crate) fn dropout_copies_backward(x: &Tensor, g: &Tensor, masks: &Masks) -> Result<Tensor> {
+    let back = CopiesBackward(Copies {
+        masks: masks.clone(),
+    });
+    x.apply_op2_no_bwd(&g.contiguous()?, &back)
 }

@@ -22,11 +22,11 @@ mod swiglu;
 mod tests;
 mod xent;
 
-pub(crate) use attention::{Attention, attention};
-pub(crate) use copies::dropout_copies;
+pub(crate) use attention::{Attention, attention, attention_backward};
+pub(crate) use copies::{Masks, dropout_copies, dropout_copies_backward};
 pub(crate) use linear::linear;
-pub(crate) use norm::rms_norm;
-pub(crate) use swiglu::swiglu;
+pub(crate) use norm::{rms_norm, rms_norm_backward};
+pub(crate) use swiglu::{swiglu, swiglu_backward};
 pub(crate) use xent::target_logp;
 
 use candle_core::{CpuStorage, Layout, Result, bail};

@@ -61,7 +61,7 @@ impl CustomOp2 for RmsNorm {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let grad = grad.contiguous()?;
-        let dx = x.apply_op3_no_bwd(w, &grad, &RmsNormBackward { eps: self.eps })?;
+        let dx = rms_norm_backward(x, w, &grad, self.eps)?;
         let dw = if w.track_op() {
             Some(x.apply_op2_no_bwd(&grad, &RmsNormWeightGrad { eps: self.eps })?)
         } else {
@@ -143,4 +143,9 @@ impl CustomOp2 for RmsNormWeightGrad {
 /// RMSNorm of `x [.., d]` by `w [d]`; `x` must be contiguous.
 pub(crate) fn rms_norm(x: &Tensor, w: &Tensor, eps: f32) -> Result<Tensor> {
     x.apply_op2(w, RmsNorm { eps })
+}
+
+/// `dx` of [`rms_norm`] from its input `x`, weight `w` and the output's gradient `g`.
+pub(crate) fn rms_norm_backward(x: &Tensor, w: &Tensor, g: &Tensor, eps: f32) -> Result<Tensor> {
+    x.apply_op3_no_bwd(w, &g.contiguous()?, &RmsNormBackward { eps })
 }

@@ -82,9 +82,7 @@ impl CustomOp1 for SwiGlu {
     }
 
     fn bwd(&self, x: &Tensor, _y: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(
-            x.apply_op2_no_bwd(&grad.contiguous()?, &SwiGluBackward)?,
-        ))
+        Ok(Some(swiglu_backward(x, grad)?))
     }
 }
 
@@ -117,4 +115,9 @@ impl CustomOp2 for SwiGluBackward {
 /// `silu(gate) ⊙ up` of contiguous `[rows, 2I]` rows.
 pub(crate) fn swiglu(gate_up: &Tensor) -> Result<Tensor> {
     gate_up.apply_op1(SwiGlu)
+}
+
+/// The gradient `[rows, 2I]` of [`swiglu`]'s input `x` from its output's gradient `g`.
+pub(crate) fn swiglu_backward(x: &Tensor, g: &Tensor) -> Result<Tensor> {
+    x.apply_op2_no_bwd(&g.contiguous()?, &SwiGluBackward)
 }

@@ -243,7 +243,7 @@ fn dropout_copies_match_masked_products_side_by_side() {
     let masks = [Some(mask(1)), None, Some(mask(2))];
     check(
         &[x],
-        |t| dropout_copies(&t[0], masks.to_vec()).unwrap(),
+        |t| dropout_copies(&t[0], std::sync::Arc::new(masks.to_vec())).unwrap(),
         |t| {
             let copies: Vec<Tensor> = masks
                 .iter()
@@ -257,5 +257,11 @@ fn dropout_copies_match_masked_products_side_by_side() {
         },
         1e-6,
     );
-    assert!(dropout_copies(&random(&[6, 5], 3), vec![Some(vec![1.0; 29])]).is_err());
+    assert!(
+        dropout_copies(
+            &random(&[6, 5], 3),
+            std::sync::Arc::new(vec![Some(vec![1.0; 29])])
+        )
+        .is_err()
+    );
 }
