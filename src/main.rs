@@ -1,5 +1,6 @@
 //! The `instill` binary: parses the command line and hands each command to the library crates.
 
+mod allocator;
 mod card;
 mod cli;
 mod cmd;
@@ -22,11 +23,6 @@ mod staging;
 use std::process::ExitCode;
 
 use crate::cli::{Cli, Command, GlobalArgs, SeedsCommand};
-
-/// mimalloc: imports and exports allocate and free millions of short strings, often on another
-/// thread than the one that allocated them; glibc's allocator spent ~15% of an import there.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// `instill stats | head` closes stdout early: Rust ignores SIGPIPE, so the next `println!`
 /// panics. That is the reader's choice, not an error: exit quietly with 141 (128 + SIGPIPE),
@@ -62,11 +58,15 @@ pub enum Outcome {
 }
 
 fn main() -> ExitCode {
+    let not_again = allocator::keep_freed_pages();
     quiet_on_closed_stdout();
     let mut cli = Cli::parse_args();
     // -q: only errors on stderr, so no progress either.
     cli.global.no_progress |= cli.global.quiet;
     init_logging(&cli.global);
+    if let Some(e) = not_again {
+        tracing::debug!("allocator: cannot run again with freed pages kept: {e}");
+    }
     if let Err(e) = progress::read_interval() {
         eprintln!("error: {e}");
         return ExitCode::from(2);

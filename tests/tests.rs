@@ -5,6 +5,8 @@
 // Test code: a panic is the failure report.
 #![allow(clippy::unwrap_used)]
 
+#[cfg(target_os = "linux")]
+mod allocator;
 mod bad_input;
 mod chat;
 mod consumers;
