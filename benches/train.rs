@@ -105,6 +105,7 @@ fn run(name: &str, model: &Model, objective: &Objective, steps: usize, lr: f64) 
         dir: dir.path().to_path_buf(),
         resume: false,
         stop_after: None,
+        interrupt: instill_trainer::Interrupt::default(),
         settings: Vec::new(),
     };
     let started = Instant::now();

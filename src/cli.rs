@@ -127,7 +127,8 @@ pub enum Command {
     /// accepted records, or JSONL files (exported shards, .zst too) with --data. Writes DIR/model.safetensors with the
     /// model's config and tokenizer (full), or a PEFT adapter (adapter_config.json,
     /// adapter_model.safetensors) with --lora; DIR/loss.csv logs every step; DIR/checkpoint is
-    /// what --resume continues from.
+    /// what --resume continues from. Ctrl-C or SIGTERM stops after the step under way with a
+    /// checkpoint (exit 130 or 143; a second one stops at once), and --resume goes on from it.
     Train(Box<TrainArgs>),
 
     /// Score records with an LLM judge (a rubric) or a local metric (ppl, ifd).

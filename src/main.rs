@@ -57,6 +57,18 @@ pub enum Outcome {
     Terminated,
 }
 
+impl Outcome {
+    /// The process's exit code.
+    pub fn code(self) -> u8 {
+        match self {
+            Outcome::Done => 0,
+            Outcome::Partial => 1,
+            Outcome::Interrupted => 130,
+            Outcome::Terminated => 143,
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let not_again = allocator::keep_freed_pages();
     quiet_on_closed_stdout();
@@ -82,10 +94,7 @@ fn main() -> ExitCode {
         }
     };
     match runtime.block_on(run(&cli)) {
-        Ok(Outcome::Done) => ExitCode::SUCCESS,
-        Ok(Outcome::Partial) => ExitCode::from(1),
-        Ok(Outcome::Interrupted) => ExitCode::from(130),
-        Ok(Outcome::Terminated) => ExitCode::from(143),
+        Ok(outcome) => ExitCode::from(outcome.code()),
         Err(e) => {
             // One line: the context chain joined with ": ", with any URL's password hidden
             // (whatever layer formatted it).

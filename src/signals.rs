@@ -37,6 +37,11 @@ impl Stop {
 pub struct Seen(Arc<OnceLock<Stop>>);
 
 impl Seen {
+    /// The signal that came, if one did.
+    pub fn get(&self) -> Option<Stop> {
+        self.0.get().copied()
+    }
+
     /// How a run that ended interrupted exits: 143 after SIGTERM, else 130 (SIGINT).
     pub fn outcome(&self) -> Outcome {
         self.0.get().map_or(Outcome::Interrupted, |s| s.outcome())
@@ -92,6 +97,22 @@ impl Signals {
         async move {
             let _ = cell.set(self.recv().await);
         }
+    }
+
+    /// For work that only stops at its own checkpoints (a blocking loop): the first signal is
+    /// noted in `seen` and `on_first` runs; a second ends the process at once, with the
+    /// second signal's exit code (what the work saved at its last checkpoint stays).
+    /// Must be called inside the runtime, whose worker threads wait for the signals.
+    pub fn watch(mut self, seen: &Seen, on_first: impl FnOnce(Stop) + Send + 'static) {
+        let cell = seen.0.clone();
+        tokio::spawn(async move {
+            let first = self.recv().await;
+            let _ = cell.set(first);
+            on_first(first);
+            let second = self.recv().await;
+            eprintln!("{}: stopping at once", second.name());
+            std::process::exit(i32::from(second.outcome().code()));
+        });
     }
 
     /// The signal that came since the last look, if any, without waiting.

@@ -573,3 +573,77 @@ fn a_refused_resume_leaves_the_output_as_it_was() {
         train_tiny(&env, &tiny, &data, &o, &again).expect_code(0);
     }
 }
+
+/// Steps logged in OUT/loss.csv (its rows after the header).
+fn logged_steps(out: &Path) -> usize {
+    std::fs::read_to_string(out.join("loss.csv")).map_or(0, |t| t.lines().count().saturating_sub(1))
+}
+
+/// `instill train` stopped by SIGTERM, then (resumed) by SIGINT: each stops after the step
+/// under way with the checkpoint at the last logged step, exits 143 / 130 naming --resume, and
+/// writes no adapter; the resume goes on from where the first run stopped.
+#[test]
+fn a_signal_stops_training_at_a_checkpoint_that_resume_goes_on_from() {
+    let env = Env::new(instill_storage::testing::TempDb::sqlite());
+    let data = alpaca_jsonl(&env, 40);
+    let tiny = repo("tests/fixtures/local/tiny-llama");
+    let out = env.path("run");
+    let args = [
+        "train",
+        "--model",
+        tiny.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--lora",
+        "--max-len",
+        "64",
+        "--batch-size",
+        "2",
+        "--max-steps",
+        "1000000",
+        "--checkpoint-every",
+        "1000",
+    ];
+    let mut stopped_at = 0;
+    for (signal, code, resume) in [("TERM", 143, &[][..]), ("INT", 130, &["--resume"][..])] {
+        let child = env.spawn(&[&args[..], resume].concat());
+        let started = std::time::Instant::now();
+        while logged_steps(&out) < stopped_at + 3 {
+            assert!(
+                started.elapsed().as_secs() < 120,
+                "SIG{signal}: no steps logged"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let kill = std::process::Command::new("kill")
+            .args(["-s", signal, &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(kill.success());
+        let done = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&done.stderr);
+        assert_eq!(done.status.code(), Some(code), "SIG{signal}: {stderr}");
+        assert!(
+            stderr.contains(&format!("SIG{signal}")) && stderr.contains("--resume"),
+            "{stderr}"
+        );
+        let state: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("checkpoint/state.json")).unwrap())
+                .unwrap();
+        let step = state["step"].as_u64().unwrap() as usize;
+        assert_eq!(
+            step,
+            logged_steps(&out),
+            "SIG{signal}: checkpoint and log differ"
+        );
+        assert!(
+            step >= stopped_at + 3,
+            "SIG{signal}: {step} after {stopped_at}"
+        );
+        assert!(stderr.contains(&format!("after step {step}")), "{stderr}");
+        assert!(!out.join("adapter_model.safetensors").exists());
+        stopped_at = step;
+    }
+}

@@ -24,6 +24,7 @@ use crate::cmd::{flags, train_out};
 use crate::hub;
 use crate::outdir::Producer;
 use crate::render::{self, PromptFormat};
+use crate::signals::{Seen, Signals};
 use crate::staging::Staging;
 use crate::{Outcome, outdir};
 
@@ -242,7 +243,10 @@ pub async fn train(global: &GlobalArgs, args: &TrainArgs) -> anyhow::Result<Outc
         instill_trainer::train::check_fit_resume(&model, &objective, &cfg)?;
     }
     train_out::ready(&args.out, plan)?;
-    let summary = run(global, &model, &objective, &cfg, &dev)?;
+    let (summary, seen) = run(global, &model, &objective, &cfg, &dev)?;
+    if summary.stopped_early {
+        return Ok(stopped(args, &summary, &seen));
+    }
     match &lora {
         Some(l) => {
             let tensors: HashMap<String, Tensor> = model
@@ -356,25 +360,38 @@ fn train_config(args: &TrainArgs) -> TrainConfig {
         dir: args.out.clone(),
         resume: args.resume,
         stop_after: None,
+        interrupt: instill_trainer::Interrupt::default(),
         settings: train_out::settings(args),
     }
 }
 
 /// Trains with a progress bar showing loss, learning rate, gradient norm, throughput and, for
-/// DPO, the reward accuracy and margin.
+/// DPO, the reward accuracy and margin. The first SIGINT or SIGTERM stops it after the step
+/// under way, with a checkpoint (the signal is returned); a second stops the process at once.
 fn run(
     global: &GlobalArgs,
     model: &Model,
     objective: &Objective,
     cfg: &TrainConfig,
     dev: &Device,
-) -> anyhow::Result<TrainSummary> {
+) -> anyhow::Result<(TrainSummary, Seen)> {
     let total = instill_trainer::total_steps(cfg, objective.len());
     let bar = crate::progress::steps(
         crate::progress::enabled(global.no_progress),
         total as u64,
         "training".to_string(),
     );
+    let seen = Seen::default();
+    let (interrupt, shown) = (cfg.interrupt.clone(), bar.clone());
+    Signals::listen()?.watch(&seen, move |signal| {
+        interrupt.set();
+        shown.suspend(|| {
+            eprintln!(
+                "{}: stopping after the step under way, with a checkpoint (again to stop at once)",
+                signal.name()
+            );
+        });
+    });
     let mut tokens = 0usize;
     let summary = instill_trainer::fit(model, objective, cfg, dev, |s| {
         tokens += s.tokens;
@@ -397,7 +414,20 @@ fn run(
         ));
     })?;
     bar.finish_and_clear();
-    Ok(summary)
+    Ok((summary, seen))
+}
+
+/// Says where a run that stopped early left off and how to go on; nothing but the checkpoint
+/// and the loss log was written.
+fn stopped(args: &TrainArgs, summary: &TrainSummary, seen: &Seen) -> Outcome {
+    let by = seen.get().map_or("a signal", |s| s.name());
+    eprintln!(
+        "training stopped by {by} after step {}: the checkpoint in {} holds it; \
+         run the same command with --resume to go on",
+        summary.steps,
+        args.out.join(instill_trainer::train::CHECKPOINT).display()
+    );
+    seen.outcome()
 }
 
 /// Prints what the run did (one JSON object with `--json`).

@@ -36,6 +36,7 @@ pub mod data;
 pub mod dpo;
 mod frozen;
 mod fused_pass;
+mod interrupt;
 pub mod lora;
 pub mod model;
 mod objective;
@@ -49,6 +50,7 @@ use std::path::Path;
 
 pub use data::{Example, PairExample};
 pub use dpo::{DpoConfig, DpoLoss, DpoMetrics, Reference};
+pub use interrupt::Interrupt;
 pub use lora::{LoraConfig, merge};
 pub use model::{Model, masked_nll, masked_nll_rows, sequence_logps};
 pub use objective::Objective;

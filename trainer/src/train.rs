@@ -16,6 +16,7 @@ use crate::TrainError;
 use crate::checkpoint;
 use crate::data::{Example, buckets, epoch_order, make_batch};
 use crate::dpo::{DpoMetrics, MetricsMean};
+use crate::interrupt::Interrupt;
 use crate::model::Model;
 use crate::objective::{Objective, log_columns};
 use crate::optim::{AdamW, AdamWConfig, clip, schedule};
@@ -65,6 +66,9 @@ pub struct TrainConfig {
     /// Stop (with a checkpoint) after this step, as an interruption would; the schedule still
     /// spans every step.
     pub stop_after: Option<usize>,
+    /// Stop (with a checkpoint) after the step under way once this is set: how a caller
+    /// passes on Ctrl-C or SIGTERM. Not a setting: a resume ignores it.
+    pub interrupt: Interrupt,
     /// What the run depends on beyond this config (model, data source, prompt format, …) as
     /// `(name, value)`: stored in each checkpoint, with this config's own settings, the
     /// trainable variables and the examples, and compared on resume.
@@ -111,6 +115,9 @@ pub struct TrainSummary {
     pub last_dpo: Option<DpoMetrics>,
     /// DPO's metrics on the validation pairs at the end (DPO runs with validation pairs).
     pub val_dpo: Option<DpoMetrics>,
+    /// Whether the run stopped before its last step (`stop_after` or the interrupt), with a
+    /// checkpoint at `steps`. The final validation is skipped then.
+    pub stopped_early: bool,
 }
 
 /// Steps a run takes.
@@ -243,16 +250,23 @@ pub fn fit(
             log_columns(last_dpo.as_ref())
         )
         .map_err(|e| TrainError::io(&log_path, e))?;
-        let stopping = cfg.stop_after == Some(optim.step);
+        // After the caller's look at the step, so that a stop it asks for there holds here.
+        on_step(&report);
+        let stopping =
+            optim.step < total && (cfg.stop_after == Some(optim.step) || cfg.interrupt.is_set());
         if at_checkpoint || optim.step == total || stopping {
             checkpoint::save(&checkpoint_dir, model, &optim, &settings)?;
         }
-        on_step(&report);
         if stopping {
             break;
         }
     }
-    let val = objective.validate(model, cfg.batch_size, device)?;
+    let stopped_early = optim.step < total;
+    let val = if stopped_early {
+        None
+    } else {
+        objective.validate(model, cfg.batch_size, device)?
+    };
     Ok(TrainSummary {
         steps: optim.step,
         first_loss: first,
@@ -262,6 +276,7 @@ pub fn fit(
         tokens_per_s: tokens_done as f64 / started.elapsed().as_secs_f64().max(1e-9),
         last_dpo,
         val_dpo: val.and_then(|(_, m)| m),
+        stopped_early,
     })
 }
 

@@ -86,6 +86,7 @@ fn run_config(dir: &Path, lr: f64, steps: usize) -> TrainConfig {
         dir: dir.to_path_buf(),
         resume: false,
         stop_after: None,
+        interrupt: instill_trainer::Interrupt::default(),
         settings: Vec::new(),
     }
 }

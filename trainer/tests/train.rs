@@ -66,6 +66,7 @@ fn config(dir: &Path, lr: f64, steps: usize) -> TrainConfig {
         dir: dir.to_path_buf(),
         resume: false,
         stop_after: None,
+        interrupt: instill_trainer::Interrupt::default(),
         settings: Vec::new(),
     }
 }
@@ -570,4 +571,52 @@ fn a_crash_between_moving_the_old_checkpoint_aside_and_the_new_into_place_still_
         .map(|l| l.split(',').next().unwrap())
         .collect();
     assert_eq!(steps, ["1", "2", "3", "4", "5", "6", "7", "8"], "{log}");
+}
+
+/// An interrupt set during a step stops the run after that step with a checkpoint there (no
+/// final validation), and the resumed run ends where an uninterrupted one does; one set during
+/// the last step changes nothing.
+#[test]
+fn an_interrupt_stops_after_the_step_under_way_and_resumes_exactly() {
+    let (config, weights) = base();
+    let data = examples();
+    let model = || Model::new(config.clone(), &weights, Some(&lora()), 5, &Device::Cpu).unwrap();
+    let straight = tempfile::tempdir().unwrap();
+    let a = model();
+    let s = train(
+        &a,
+        &data,
+        &data[..8],
+        &config_with(straight.path(), 1e-2, 6),
+        &Device::Cpu,
+        |_| {},
+    )
+    .unwrap();
+    assert!(!s.stopped_early);
+
+    let dir = tempfile::tempdir().unwrap();
+    let first = config_with(dir.path(), 1e-2, 6);
+    let flag = first.interrupt.clone();
+    let s = train(&model(), &data, &data[..8], &first, &Device::Cpu, |r| {
+        if r.step == 2 {
+            flag.set();
+        }
+    })
+    .unwrap();
+    assert_eq!((s.steps, s.stopped_early, s.val_loss), (2, true, None));
+    let state = std::fs::read_to_string(dir.path().join("checkpoint/state.json")).unwrap();
+    assert!(state.contains("\"step\":2"), "{state}");
+    let c = model();
+    let mut second = config_with(dir.path(), 1e-2, 6);
+    second.resume = true;
+    let flag = second.interrupt.clone();
+    let s = train(&c, &data, &data[..8], &second, &Device::Cpu, |r| {
+        if r.step == 6 {
+            flag.set();
+        }
+    })
+    .unwrap();
+    assert_eq!((s.steps, s.stopped_early), (6, false));
+    assert!(s.val_loss.is_some());
+    assert!(values(&a) == values(&c), "resumed weights differ");
 }
