@@ -32,10 +32,14 @@ impl SplitMix {
     /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(GAMMA);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        mix(self.0)
+    }
+
+    /// Draw `i` (from 0) of the generator seeded with `seed`: `skip(seed, i).next_u64()`,
+    /// without a state carried from draw to draw, so that a loop over many draws vectorises.
+    #[inline(always)]
+    pub fn draw_at(seed: u64, i: u64) -> u64 {
+        mix(seed.wrapping_add(i.wrapping_add(1).wrapping_mul(GAMMA)))
     }
 
     /// Uniform in [0, 1).
@@ -56,6 +60,14 @@ impl SplitMix {
             items.swap(i, j);
         }
     }
+}
+
+/// SplitMix64's output function of a state.
+#[inline(always)]
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 #[cfg(test)]
@@ -83,6 +95,20 @@ mod tests {
         for draws in 0..300u64 {
             let mut skipped = SplitMix::skip(u64::MAX - 3, draws);
             assert_eq!(skipped.next_u64(), rng.next_u64(), "after {draws} draws");
+        }
+    }
+
+    #[test]
+    fn draw_at_is_the_draw_a_skip_gives() {
+        for seed in [0, 7, u64::MAX - 3] {
+            let mut rng = SplitMix::new(seed);
+            for i in 0..100 {
+                assert_eq!(SplitMix::draw_at(seed, i), rng.next_u64());
+                assert_eq!(
+                    SplitMix::draw_at(seed, i),
+                    SplitMix::skip(seed, i).next_u64()
+                );
+            }
         }
     }
 

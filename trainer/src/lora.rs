@@ -7,6 +7,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use rayon::prelude::*;
 
 use crate::TrainError;
+use crate::ops;
 use instill_core::SplitMix;
 
 /// An adapter's settings, with PEFT's field names where it has them.
@@ -35,19 +36,14 @@ pub struct LoraConfig {
 const MASK_CHUNK: usize = 1 << 14;
 
 /// `n` draws from `seed`, each `1 / (1 − p)` (kept: a uniform draw below `1 − p`) or 0, in
-/// parallel chunks of one sequence.
+/// parallel chunks of one sequence, each chunk in one vectorised loop ([`ops::fill_mask`]).
 fn dropout_mask(seed: u64, p: f64, n: usize) -> Vec<f32> {
     let keep = 1.0 - p;
     let kept = (1.0 / keep) as f32;
     let mut mask = vec![0f32; n];
     mask.par_chunks_mut(MASK_CHUNK)
         .enumerate()
-        .for_each(|(c, chunk)| {
-            let mut rng = SplitMix::skip(seed, (c * MASK_CHUNK) as u64);
-            for m in chunk {
-                *m = if rng.unit() < keep { kept } else { 0.0 };
-            }
-        });
+        .for_each(|(c, chunk)| ops::fill_mask(chunk, seed, (c * MASK_CHUNK) as u64, keep, kept));
     mask
 }
 
@@ -263,21 +259,32 @@ pub fn merge(
 mod tests {
     use super::*;
 
+    /// Drawn in vectorised chunks, compared on integers: the mask `unit() < 1 − p` drawn one
+    /// value at a time gives, for rates whose `1 − p` is exact in binary and ones that are not.
     #[test]
     fn a_mask_drawn_in_chunks_is_the_one_drawn_in_sequence() {
         let n = 3 * MASK_CHUNK + 5;
-        let mut rng = SplitMix::new(42);
-        let sequential: Vec<f32> = (0..n)
-            .map(|_| {
-                if rng.unit() < 0.9 {
-                    (1.0 / 0.9) as f32
-                } else {
-                    0.0
-                }
-            })
-            .collect();
-        let chunked = dropout_mask(42, 0.1, n);
-        assert_eq!(chunked, sequential);
-        assert!(chunked.contains(&0.0));
+        for (seed, p) in [
+            (42, 0.1),
+            (7, 0.05),
+            (u64::MAX, 0.5),
+            (3, 1.0 / 3.0),
+            (9, 0.999),
+        ] {
+            let keep = 1.0 - p;
+            let mut rng = SplitMix::new(seed);
+            let sequential: Vec<f32> = (0..n)
+                .map(|_| {
+                    if rng.unit() < keep {
+                        (1.0 / keep) as f32
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            let chunked = dropout_mask(seed, p, n);
+            assert!(chunked == sequential, "seed {seed}, p {p}");
+            assert!(chunked.contains(&0.0) && chunked.iter().any(|&m| m > 0.0));
+        }
     }
 }

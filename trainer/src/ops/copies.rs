@@ -6,6 +6,8 @@
 use std::sync::Arc;
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, bail};
+use instill_core::SplitMix;
+use pulp::{Simd, WithSimd};
 use rayon::prelude::*;
 
 use super::{rows_cols, values};
@@ -13,6 +15,42 @@ use super::{rows_cols, values};
 /// Per copy, its dropout mask (`rows · in` values) or `None` for the input as it is; shared by
 /// the forward and a backward written by hand.
 pub(crate) type Masks = Arc<Vec<Option<Vec<f32>>>>;
+
+/// Fills `out` with dropout draws `first..` of `seed`'s [`SplitMix`] sequence: `kept` where the
+/// draw's uniform `unit()` is below `keep`, else 0. `unit() < keep` is compared on integers,
+/// `(bits >> 11) < ⌈keep · 2⁵³⌉` (the same test: `unit()` is `(bits >> 11) / 2⁵³`, exact), and
+/// each draw is [`SplitMix::draw_at`], so the loop carries no state and vectorises (AVX-512
+/// multiplies 64-bit lanes); the mask is the one drawn one value at a time.
+pub(crate) fn fill_mask(out: &mut [f32], seed: u64, first: u64, keep: f64, kept: f32) {
+    let below = (keep.clamp(0.0, 1.0) * (1u64 << 53) as f64).ceil() as u64;
+    super::simd::run(Fill {
+        out,
+        seed,
+        first,
+        below,
+        kept,
+    });
+}
+
+struct Fill<'a> {
+    out: &'a mut [f32],
+    seed: u64,
+    first: u64,
+    below: u64,
+    kept: f32,
+}
+
+impl WithSimd for Fill<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, _: S) {
+        for (i, m) in (self.first..).zip(self.out.iter_mut()) {
+            let keep = (SplitMix::draw_at(self.seed, i) >> 11) < self.below;
+            *m = if keep { self.kept } else { 0.0 };
+        }
+    }
+}
 
 struct Copies {
     masks: Masks,

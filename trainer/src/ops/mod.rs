@@ -23,7 +23,7 @@ mod tests;
 mod xent;
 
 pub(crate) use attention::{Attention, attention, attention_backward};
-pub(crate) use copies::{Masks, dropout_copies, dropout_copies_backward};
+pub(crate) use copies::{Masks, dropout_copies, dropout_copies_backward, fill_mask};
 pub(crate) use linear::linear;
 pub(crate) use norm::{rms_norm, rms_norm_backward};
 pub(crate) use swiglu::{swiglu, swiglu_backward};
