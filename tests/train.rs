@@ -647,3 +647,33 @@ fn a_signal_stops_training_at_a_checkpoint_that_resume_goes_on_from() {
         stopped_at = step;
     }
 }
+
+/// The adapter is written into OUT/final.tmp and renamed into place: a run leaves no final.tmp,
+/// and the state a kill during that write leaves (a half-written staged weights file, no final
+/// files yet) is still the run's own output: `--resume` writes the adapter again, whole.
+#[test]
+fn final_files_are_renamed_into_place_and_a_half_written_set_is_redone() {
+    let env = Env::new(instill_storage::testing::TempDb::sqlite());
+    let data = alpaca_jsonl(&env, 20);
+    let tiny = repo("tests/fixtures/local/tiny-llama");
+    let out = env.path("run");
+    train_tiny(&env, &tiny, &data, &out, &["--lora"]).expect_code(0);
+    assert!(!out.join("final.tmp").exists());
+    let whole = std::fs::read(out.join("adapter_model.safetensors")).unwrap();
+    for f in ["adapter_model.safetensors", "adapter_config.json"] {
+        std::fs::remove_file(out.join(f)).unwrap();
+    }
+    std::fs::create_dir(out.join("final.tmp")).unwrap();
+    std::fs::write(
+        out.join("final.tmp/adapter_model.safetensors"),
+        &whole[..whole.len() / 2],
+    )
+    .unwrap();
+    train_tiny(&env, &tiny, &data, &out, &["--lora", "--resume"]).expect_code(0);
+    assert!(!out.join("final.tmp").exists());
+    assert_eq!(
+        std::fs::read(out.join("adapter_model.safetensors")).unwrap(),
+        whole
+    );
+    instill_trainer::load_adapter(&out, &Device::Cpu).unwrap();
+}

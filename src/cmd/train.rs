@@ -247,17 +247,17 @@ pub async fn train(global: &GlobalArgs, args: &TrainArgs) -> anyhow::Result<Outc
     if summary.stopped_early {
         return Ok(stopped(args, &summary, &seen));
     }
-    match &lora {
+    train_out::write_final(&args.out, |dir| match &lora {
         Some(l) => {
             let tensors: HashMap<String, Tensor> = model
                 .trainable
                 .iter()
                 .map(|(n, v)| (n.clone(), v.as_tensor().detach()))
                 .collect();
-            save_adapter(&args.out, l, &given, &tensors)?;
+            Ok(save_adapter(dir, l, &given, &tensors)?)
         }
-        None => write_model(&args.out, &base, &model.merged_weights()?)?,
-    }
+        None => write_model(dir, &base, &model.merged_weights()?),
+    })?;
     report(global, args, &data, &summary, lora.is_some());
     Ok(Outcome::Done)
 }

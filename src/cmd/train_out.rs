@@ -21,14 +21,56 @@ pub fn model_files() -> Vec<String> {
         .collect()
 }
 
+/// Where a train run writes its adapter or model before they are renamed into place.
+const FINAL_STAGING: &str = "final.tmp";
+
 /// Every file a train run may write, LoRA or full: its checkpoints and loss log, an adapter, a
-/// model. A resume that switches `--lora` is refused before anything is written, and the
-/// manifest lists both, so an output is always resumable or replaceable.
+/// model, and those as staged in [`FINAL_STAGING`]. A resume that switches `--lora` is refused
+/// before anything is written, and the manifest lists both, so an output is always resumable
+/// or replaceable.
 pub fn train_files() -> Vec<String> {
     let mut files = instill_trainer::train::files();
-    files.extend(ADAPTER_FILES.map(String::from));
-    files.extend(model_files());
+    let finals: Vec<String> = ADAPTER_FILES
+        .map(String::from)
+        .into_iter()
+        .chain(model_files())
+        .collect();
+    files.extend(finals.iter().map(|f| format!("{FINAL_STAGING}/{f}")));
+    files.extend(finals);
     files
+}
+
+/// Writes a run's adapter or model into `out` whole: `write` fills `out/final.tmp` (a leftover
+/// from a killed run is removed first), each file is synced, then renamed into `out`, the
+/// weights last. A kill at any point leaves no half-written file where a loader looks; the same
+/// command with `--resume` writes them again from the last checkpoint.
+pub fn write_final(
+    out: &Path,
+    write: impl FnOnce(&Path) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let staged = out.join(FINAL_STAGING);
+    let cannot = |what: &str, p: &Path, e: std::io::Error| {
+        anyhow::anyhow!("{}: cannot {what}: {e}", p.display())
+    };
+    if staged.exists() {
+        std::fs::remove_dir_all(&staged).map_err(|e| cannot("remove", &staged, e))?;
+    }
+    std::fs::create_dir_all(&staged).map_err(|e| cannot("create", &staged, e))?;
+    write(&staged)?;
+    let mut names: Vec<std::ffi::OsString> = std::fs::read_dir(&staged)
+        .and_then(|d| d.map(|e| e.map(|e| e.file_name())).collect())
+        .map_err(|e| cannot("read", &staged, e))?;
+    // Weights last: their presence means the rest is in place.
+    names.sort_by_key(|n| n.to_string_lossy().ends_with(".safetensors"));
+    for name in names {
+        let (from, to) = (staged.join(&name), out.join(&name));
+        std::fs::File::open(&from)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| cannot("sync", &from, e))?;
+        std::fs::rename(&from, &to).map_err(|e| cannot("write", &to, e))?;
+    }
+    std::fs::remove_dir(&staged).map_err(|e| cannot("remove", &staged, e))?;
+    outdir::sync_dir(out)
 }
 
 /// Whether `name` is a file a merged model's staging directory holds.
