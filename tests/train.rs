@@ -314,6 +314,11 @@ fn copy_dir(from: &Path, to: &Path) {
 
 /// `instill train` on the tiny model for 2 steps (unless `extra` sets --max-steps).
 fn train_tiny(env: &Env, model: &Path, data: &Path, out: &Path, extra: &[&str]) -> Run {
+    env.run(tiny_args(model, data, out, extra))
+}
+
+/// [`train_tiny`]'s arguments.
+fn tiny_args(model: &Path, data: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
     let mut args: Vec<String> = [
         "train",
         "--model",
@@ -335,7 +340,7 @@ fn train_tiny(env: &Env, model: &Path, data: &Path, out: &Path, extra: &[&str]) 
         args.extend(["--max-steps".to_string(), "2".to_string()]);
     }
     args.extend(extra.iter().map(|s| s.to_string()));
-    env.run(args)
+    args
 }
 
 fn merge_tiny(env: &Env, model: &Path, adapter: &Path, out: &Path, extra: &[&str]) -> Run {
@@ -588,24 +593,19 @@ fn a_signal_stops_training_at_a_checkpoint_that_resume_goes_on_from() {
     let data = alpaca_jsonl(&env, 40);
     let tiny = repo("tests/fixtures/local/tiny-llama");
     let out = env.path("run");
-    let args = [
-        "train",
-        "--model",
-        tiny.to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--lora",
-        "--max-len",
-        "64",
-        "--batch-size",
-        "2",
-        "--max-steps",
-        "1000000",
-        "--checkpoint-every",
-        "1000",
-    ];
+    let args = tiny_args(
+        &tiny,
+        &data,
+        &out,
+        &[
+            "--lora",
+            "--max-steps",
+            "1000000",
+            "--checkpoint-every",
+            "1000",
+        ],
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut stopped_at = 0;
     for (signal, code, resume) in [("TERM", 143, &[][..]), ("INT", 130, &["--resume"][..])] {
         let child = env.spawn(&[&args[..], resume].concat());
