@@ -4,6 +4,7 @@ mod allocator;
 mod card;
 mod cli;
 mod cmd;
+mod dirlock;
 mod evolution;
 mod hub;
 mod ingest;

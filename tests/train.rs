@@ -677,3 +677,66 @@ fn final_files_are_renamed_into_place_and_a_half_written_set_is_redone() {
     );
     instill_trainer::load_adapter(&out, &Device::Cpu).unwrap();
 }
+
+/// While `instill train` writes into OUT, a second one into the same OUT — fresh, `--resume`
+/// or `--overwrite` — stops at once, naming the directory, and leaves the first run's files as
+/// they are; once the first has stopped, `--resume` takes over.
+#[test]
+fn a_second_train_into_the_same_out_is_refused_while_the_first_runs() {
+    let env = Env::new(instill_storage::testing::TempDb::sqlite());
+    let data = alpaca_jsonl(&env, 40);
+    let tiny = repo("tests/fixtures/local/tiny-llama");
+    let out = env.path("run");
+    let long = [
+        "--lora",
+        "--max-steps",
+        "1000000",
+        "--checkpoint-every",
+        "2",
+    ];
+    let args = tiny_args(&tiny, &data, &out, &long);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let first = env.spawn(&args);
+    let started = std::time::Instant::now();
+    while !out.join("checkpoint/state.json").exists() {
+        assert!(started.elapsed().as_secs() < 120, "no checkpoint written");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    for extra in [&[][..], &["--resume"][..], &["--overwrite"][..]] {
+        let second = train_tiny(&env, &tiny, &data, &out, &[&long[..], extra].concat());
+        let second = second.expect_code(2);
+        assert!(
+            second.stderr.contains(&format!(
+                "{}: another `instill train` is writing into this directory",
+                out.display()
+            )),
+            "{extra:?}: {}",
+            second.stderr
+        );
+        assert!(out.join("checkpoint/state.json").exists(), "{extra:?}");
+    }
+    let before = logged_steps(&out);
+    while logged_steps(&out) < before + 2 {
+        assert!(started.elapsed().as_secs() < 120, "the first run stopped");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let stop = |child: std::process::Child| {
+        let kill = std::process::Command::new("kill")
+            .args(["-s", "TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(kill.success());
+        child.wait_with_output().unwrap().status.code()
+    };
+    assert_eq!(stop(first), Some(143));
+    let stopped_at = logged_steps(&out);
+    let resumed = env.spawn(&[&args[..], &["--resume"]].concat());
+    while logged_steps(&out) <= stopped_at {
+        assert!(
+            started.elapsed().as_secs() < 240,
+            "the resume logged no step"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert_eq!(stop(resumed), Some(143));
+}

@@ -188,6 +188,9 @@ struct Examples {
 
 pub async fn train(global: &GlobalArgs, args: &TrainArgs) -> anyhow::Result<Outcome> {
     // --out is checked before a Hub id's download, and again against the path it resolves to.
+    train_out::keep_apart(args, &global.db)?;
+    // Held to the end: a second `train` into the same --out stops here, before the download.
+    let _lock = crate::dirlock::lock(&args.out, "train")?;
     train_out::plan(args, &global.db)?;
     let given = args.model.display().to_string();
     let model = hub::locate(
@@ -246,6 +249,13 @@ pub async fn train(global: &GlobalArgs, args: &TrainArgs) -> anyhow::Result<Outc
     let (summary, seen) = run(global, &model, &objective, &cfg, &dev)?;
     if summary.stopped_early {
         return Ok(stopped(args, &summary, &seen));
+    }
+    if let Some(signal) = seen.get() {
+        eprintln!(
+            "{}: training had reached its last step and is complete: writing the {} (again to stop at once)",
+            signal.name(),
+            if lora.is_some() { "adapter" } else { "model" }
+        );
     }
     train_out::write_final(&args.out, |dir| match &lora {
         Some(l) => {

@@ -107,11 +107,16 @@ pub enum Plan {
     Resume,
 }
 
-/// Checks `train`'s `--out` against its inputs and the replace rule, before any work.
-pub fn plan(args: &TrainArgs, db: &str) -> anyhow::Result<Plan> {
+/// Refuses a `--out` that is, holds or lies inside one of `train`'s inputs.
+pub fn keep_apart(args: &TrainArgs, db: &str) -> anyhow::Result<()> {
     let mut inputs = vec![("--model", args.model.as_path())];
     inputs.extend(args.data.iter().map(|d| ("--data", d.as_path())));
-    outdir::keep_apart(&args.out, db, &inputs)?;
+    outdir::keep_apart(&args.out, db, &inputs)
+}
+
+/// Checks `train`'s `--out` against its inputs and the replace rule, before any work.
+pub fn plan(args: &TrainArgs, db: &str) -> anyhow::Result<Plan> {
+    keep_apart(args, db)?;
     let shown = args.out.display();
     let found = outdir::inspect(&args.out)?;
     let ours = outdir::own_output(&args.out, &found, Producer::Train)?;
