@@ -9,7 +9,7 @@ use candle_core::{DType, Device, Tensor};
 use instill_generator::local::{self, LoadOptions, SeqParams, generate_all};
 
 use crate::local::smollm2;
-use crate::util::{Env, Run, repo, shared};
+use crate::util::{Env, Run, Spawned, repo, shared};
 
 fn alpaca_jsonl(env: &Env, n: usize) -> std::path::PathBuf {
     let all: Vec<serde_json::Value> =
@@ -720,7 +720,7 @@ fn a_second_train_into_the_same_out_is_refused_while_the_first_runs() {
         assert!(started.elapsed().as_secs() < 120, "the first run stopped");
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    let stop = |child: std::process::Child| {
+    let stop = |child: Spawned| {
         let kill = std::process::Command::new("kill")
             .args(["-s", "TERM", &child.id().to_string()])
             .status()

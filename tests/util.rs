@@ -102,9 +102,10 @@ impl Env {
     }
 
     /// Starts `instill ARGS --no-progress` on this database, in the scratch directory, without
-    /// waiting: stdout discarded, stderr piped (read it with `wait_with_output`).
-    pub fn spawn(&self, args: &[&str]) -> std::process::Child {
-        Command::new(env!("CARGO_BIN_EXE_instill"))
+    /// waiting: stdout discarded, stderr piped (read it with `wait_with_output`). Killed if the
+    /// test ends, or fails, before it has been waited for.
+    pub fn spawn(&self, args: &[&str]) -> Spawned {
+        let child = Command::new(env!("CARGO_BIN_EXE_instill"))
             .args(args)
             .arg("--no-progress")
             .env("INSTILL_DB", &self.db.url)
@@ -112,7 +113,8 @@ impl Env {
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .spawn()
-            .expect("run instill")
+            .expect("run instill");
+        Spawned(Some(child))
     }
 
     /// Runs the binary through `sh -c`, with `$INSTILL` and `$INSTILL_DB` set: for tests that
@@ -333,4 +335,36 @@ pub fn words(seed: u64, n: usize) -> String {
         })
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// A started `instill` ([`Env::spawn`]): a failed assertion before it is waited for kills it
+/// instead of leaving it running (a training with a million steps would run on for hours).
+pub struct Spawned(Option<std::process::Child>);
+
+impl Spawned {
+    pub fn id(&self) -> u32 {
+        self.0.as_ref().map_or(0, std::process::Child::id)
+    }
+
+    pub fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        self.0.as_mut().expect("not waited for yet").wait()
+    }
+
+    pub fn wait_with_output(mut self) -> std::io::Result<std::process::Output> {
+        self.0
+            .take()
+            .expect("not waited for yet")
+            .wait_with_output()
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0
+            && child.try_wait().ok().flatten().is_none()
+        {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
