@@ -197,9 +197,9 @@ impl LlamaEngine<'_> {
                 .take_while(|(a, b)| a == b)
                 .count()
         };
+        // Ties go to the lowest id, so the ids in use stay packed (see `decode`).
         let best = (0..self.free.len())
-            .rev()
-            .max_by_key(|&i| common(self.free[i]))
+            .max_by_key(|&i| (common(self.free[i]), std::cmp::Reverse(self.free[i])))
             .ok_or_else(|| LocalError::Internal("no free sequence".into()))?;
         let id = self.free.swap_remove(best);
         let mut keep = common(id).min(prompt.len().saturating_sub(1));
@@ -286,6 +286,7 @@ impl Forward for LlamaEngine<'_> {
         let mut out = vec![0f32; prompts.len() * self.vocab];
         let mut rows = Vec::with_capacity(prompts.len());
         self.batch.clear();
+        let mut slots = Vec::with_capacity(prompts.len());
         for (row, prompt) in prompts.iter().enumerate() {
             let (id, keep) = self.take_slot(prompt)?;
             tracing::debug!(
@@ -294,14 +295,20 @@ impl Forward for LlamaEngine<'_> {
                 cached = keep,
                 "llama.cpp prefill"
             );
-            for (pos, &token) in prompt.iter().enumerate().skip(keep) {
-                let last = (pos + 1 == prompt.len()).then_some(row);
-                self.push(token, pos, id, last, &mut rows, &mut out)?;
-            }
+            slots.push((id, keep, row));
             seqs.push(LlamaSeq {
                 id,
                 len: prompt.len(),
             });
+        }
+        // In seq id order, as in `decode`.
+        slots.sort_unstable();
+        for (id, keep, row) in slots {
+            let prompt = prompts[row];
+            for (pos, &token) in prompt.iter().enumerate().skip(keep) {
+                let last = (pos + 1 == prompt.len()).then_some(row);
+                self.push(token, pos, id, last, &mut rows, &mut out)?;
+            }
         }
         self.flush(&mut rows, &mut out)?;
         Ok((seqs, self.logits(out, prompts.len())?))
@@ -311,7 +318,13 @@ impl Forward for LlamaEngine<'_> {
         let mut out = vec![0f32; seqs.len() * self.vocab];
         let mut rows = Vec::with_capacity(seqs.len());
         self.batch.clear();
-        for (row, (&token, seq)) in tokens.iter().zip(seqs.iter_mut()).enumerate() {
+        // In seq id order: llama.cpp splits a batch over several sequences' caches into one
+        // compute pass per run of consecutive ids, so 8 sequences out of order cost several
+        // passes of a few rows each instead of one pass of 8.
+        let mut order: Vec<usize> = (0..seqs.len()).collect();
+        order.sort_by_key(|&row| seqs[row].id);
+        for row in order {
+            let (token, seq) = (tokens[row], &mut seqs[row]);
             self.push(token, seq.len, seq.id, Some(row), &mut rows, &mut out)?;
             if let Some(cached) = self.cached.get_mut(seq.id as usize) {
                 cached.push(token);
